@@ -1,0 +1,113 @@
+#pragma once
+// Evaluation of an expression into a destination: one fused loop over the output.
+//
+// When no operand is broadcast, the loop runs over flat indices, which the compiler
+// vectorises. Otherwise it runs row by row over the last axis, each operand reading its
+// row through broadcast strides (0 along broadcast axes). Above kParallelThreshold
+// elements the loop is split among OpenMP threads in contiguous blocks, so each thread
+// streams through its own part of memory.
+
+#include <omp.h>
+
+#include <algorithm>
+#include <array>
+
+#include "ctdl/expr/expression.hpp"
+
+namespace ctdl::expr {
+
+/// Below this many output elements an evaluation runs on one thread.
+inline constexpr index_t kParallelThreshold = index_t{1} << 15;
+
+template <StoreOp Op, class T, class C>
+CTDL_ALWAYS_INLINE void store(T& dst, C v) {
+  using CT = compute_t<T>;
+  if constexpr (Op == StoreOp::assign) dst = convert<T>(v);
+  else if constexpr (Op == StoreOp::add) dst = convert<T>(convert<CT>(dst) + static_cast<CT>(v));
+  else if constexpr (Op == StoreOp::sub) dst = convert<T>(convert<CT>(dst) - static_cast<CT>(v));
+  else dst = convert<T>(convert<CT>(dst) * static_cast<CT>(v));
+}
+
+/// Splits [0, n) into `parts` contiguous blocks and returns block `k`.
+inline std::pair<index_t, index_t> block_range(index_t n, index_t parts, index_t k) {
+  const index_t base = n / parts, extra = n % parts;
+  const index_t begin = k * base + std::min(k, extra);
+  return {begin, begin + base + (k < extra ? 1 : 0)};
+}
+
+/// Number of threads an evaluation of `total` elements uses.
+inline int eval_threads(index_t total) { return total >= kParallelThreshold ? omp_get_max_threads() : 1; }
+
+template <StoreOp Op, class E, class T, std::size_t R>
+void evaluate(const E& e, T* out, const std::array<index_t, R>& out_extents) {
+  std::array<index_t, R> bext;
+  bext.fill(1);
+  if (!broadcast_into(bext, e.extents()) || bext != out_extents) {
+    throw ShapeError("assign: the expression's " + describe<typename E::shape_type>(e.extents()) +
+                     " does not broadcast to the destination's extents " + format_extents(out_extents));
+  }
+  const index_t total = numel(out_extents);
+  if (total == 0) return;
+  const auto ev0 = e.template make_eval<R>(out_extents);
+  const int threads = eval_threads(total);
+
+  if (ev0.flat_ok() || R == 0) {
+    auto run = [&](index_t begin, index_t end) {
+      const auto ev = ev0;
+      for (index_t i = begin; i < end; ++i) store<Op>(out[i], ev.at_flat(i));
+    };
+    if (threads == 1) {
+      run(0, total);
+    } else {
+#pragma omp parallel num_threads(threads)
+      {
+        const auto [b, en] = block_range(total, omp_get_num_threads(), omp_get_thread_num());
+        run(b, en);
+      }
+    }
+    return;
+  }
+
+  if constexpr (R > 0) {
+    const index_t inner = out_extents[R - 1];
+    const index_t rows = total / inner;
+    auto run = [&](index_t row_begin, index_t row_end) {
+      auto ev = ev0;
+      std::array<index_t, (R > 1 ? R - 1 : 1)> idx{};
+      // Multi-index of row_begin over the outer axes.
+      index_t r = row_begin;
+      for (std::size_t d = R - 1; d-- > 0;) {
+        idx[d] = r % out_extents[d];
+        r /= out_extents[d];
+      }
+      for (index_t row = row_begin; row < row_end; ++row) {
+        ev.seek(idx.data());
+        T* o = out + row * inner;
+        for (index_t j = 0; j < inner; ++j) store<Op>(o[j], ev.at(j));
+        for (std::size_t d = R - 1; d-- > 0;) {  // odometer increment
+          if (++idx[d] < out_extents[d]) break;
+          idx[d] = 0;
+        }
+      }
+    };
+    if (threads == 1 || rows == 1) {
+      run(0, rows);
+    } else {
+#pragma omp parallel num_threads(threads)
+      {
+        const auto [b, en] = block_range(rows, omp_get_num_threads(), omp_get_thread_num());
+        run(b, en);
+      }
+    }
+  }
+}
+
+}  // namespace ctdl::expr
+
+namespace ctdl {
+template <class Derived>
+template <StoreOp Op, class T, std::size_t R>
+void ExprBase<Derived>::eval_into(T* out, const std::array<index_t, R>& out_extents) const {
+  expr::evaluate<Op>(static_cast<const Derived&>(*this), out, out_extents);
+}
+}  // namespace ctdl

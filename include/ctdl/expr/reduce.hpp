@@ -1,0 +1,218 @@
+#pragma once
+// Reductions over all elements or over the last axis: sum, mean, max.
+//
+//   sum(e), mean(e), max(e)                      -> Tensor<T, Shape<>>
+//   sum(e, last_axis), mean(..), max(..)         -> Tensor<T, Shape<..., 1>> (keeps the
+//                                                   axis, so the result broadcasts
+//                                                   against e: x - max(x, last_axis))
+//
+// The operand is evaluated inside the reduction loop (no temporary). Sums accumulate in
+// accumulate_t<T>: float for bf16/fp16/float, double for double; eight interleaved
+// partial sums per thread keep the loop vectorisable and the rounding error low.
+
+#include <omp.h>
+
+#include <algorithm>
+#include <limits>
+#include <vector>
+
+#include "ctdl/expr/eval.hpp"
+#include "ctdl/expr/functions.hpp"
+
+namespace ctdl {
+
+struct LastAxis {};
+/// Selects reduction over the last axis.
+inline constexpr LastAxis last_axis{};
+
+namespace expr {
+
+enum class ReduceKind { sum, max };
+
+/// Reduces one row of `n` elements read through `ev`.
+template <ReduceKind K, class A, class Ev>
+A reduce_row(const Ev& ev, index_t n) {
+  constexpr int lanes = 8;
+  A acc[lanes];
+  const A init = K == ReduceKind::sum ? A(0) : -std::numeric_limits<A>::infinity();
+  for (A& a : acc) a = init;
+  index_t j = 0;
+  for (; j + lanes <= n; j += lanes) {
+    for (int l = 0; l < lanes; ++l) {
+      const A v = static_cast<A>(ev.at(j + l));
+      acc[l] = K == ReduceKind::sum ? acc[l] + v : std::max(acc[l], v);
+    }
+  }
+  for (; j < n; ++j) {
+    const A v = static_cast<A>(ev.at(j));
+    acc[0] = K == ReduceKind::sum ? acc[0] + v : std::max(acc[0], v);
+  }
+  A r = acc[0];
+  for (int l = 1; l < lanes; ++l) r = K == ReduceKind::sum ? r + acc[l] : std::max(r, acc[l]);
+  return r;
+}
+
+/// Runs fn(ev, row, inner) for every row (along the last axis) of e's extents, in
+/// contiguous blocks of rows per thread; fn receives a thread-private evaluator.
+template <class E, class Fn>
+void for_each_row(const E& e, Fn&& fn) {
+  constexpr std::size_t R = E::rank;
+  const auto& ext = e.extents();
+  const index_t total = numel(ext);
+  if (total == 0) return;
+  if constexpr (R == 0) {
+    auto ev = e.template make_eval<0>(ext);
+    fn(ev, index_t{0}, index_t{1});
+  } else {
+    const auto ev0 = e.template make_eval<R>(ext);
+    const index_t inner = ext[R - 1], rows = total / inner;
+    auto run = [&](index_t row_begin, index_t row_end) {
+      auto ev = ev0;
+      std::array<index_t, (R > 1 ? R - 1 : 1)> idx{};
+      index_t r = row_begin;
+      for (std::size_t d = R - 1; d-- > 0;) {
+        idx[d] = r % ext[d];
+        r /= ext[d];
+      }
+      for (index_t row = row_begin; row < row_end; ++row) {
+        ev.seek(idx.data());
+        fn(ev, row, inner);
+        for (std::size_t d = R - 1; d-- > 0;) {
+          if (++idx[d] < ext[d]) break;
+          idx[d] = 0;
+        }
+      }
+    };
+    const int threads = rows > 1 ? eval_threads(total) : 1;
+    if (threads == 1) {
+      run(0, rows);
+    } else {
+#pragma omp parallel num_threads(threads)
+      {
+        const auto [b, en] = block_range(rows, omp_get_num_threads(), omp_get_thread_num());
+        run(b, en);
+      }
+    }
+  }
+}
+
+template <ReduceKind K, bool Mean, class E>
+auto reduce_all(const E& e) {
+  using T = typename E::value_type;
+  using A = accumulate_t<T>;
+  const index_t total = numel(e.extents());
+  if (K == ReduceKind::max && total == 0) throw ShapeError("max: empty " + describe<typename E::shape_type>(e.extents()));
+  std::vector<A> partial(static_cast<std::size_t>(omp_get_max_threads()),
+                         K == ReduceKind::sum ? A(0) : -std::numeric_limits<A>::infinity());
+  for_each_row(e, [&](const auto& ev, index_t, index_t inner) {
+    A& p = partial[static_cast<std::size_t>(omp_get_thread_num())];
+    const A r = reduce_row<K, A>(ev, inner);
+    p = K == ReduceKind::sum ? p + r : std::max(p, r);
+  });
+  A r = partial[0];
+  for (std::size_t i = 1; i < partial.size(); ++i) r = K == ReduceKind::sum ? r + partial[i] : std::max(r, partial[i]);
+  if constexpr (Mean) r /= static_cast<A>(total);
+  Tensor<T, Shape<>> out;
+  out.item() = convert<T>(r);
+  return out;
+}
+
+template <ReduceKind K, bool Mean, class E>
+auto reduce_last(const E& e) {
+  using T = typename E::value_type;
+  using A = accumulate_t<T>;
+  using S = typename E::shape_type;
+  static_assert(S::rank >= 1, "reduction over the last axis needs rank >= 1");
+  auto ext = e.extents();
+  const index_t inner = ext[S::rank - 1];
+  if (K == ReduceKind::max && inner == 0) throw ShapeError("max over the last axis: empty " + describe<S>(ext));
+  ext[S::rank - 1] = 1;
+  auto out = Tensor<T, last_to_one_t<S>>::uninitialized(ext);
+  T* o = out.data();
+  for_each_row(e, [&](const auto& ev, index_t row, index_t n) {
+    A r = reduce_row<K, A>(ev, n);
+    if constexpr (Mean) r /= static_cast<A>(n);
+    o[row] = convert<T>(r);
+  });
+  return out;
+}
+
+/// out += e, summed over the axes along which `out_extents` broadcast to e's extents
+/// (the adjoint of broadcasting: how a gradient flows back to a broadcast operand).
+template <class E, class T, std::size_t r>
+void sum_to(const E& e, T* out, const std::array<index_t, r>& out_extents) {
+  constexpr std::size_t R = E::rank;
+  static_assert(r <= R, "sum_to: the destination has a higher rank than the expression");
+  const auto& ext = e.extents();
+  if constexpr (r == R) {
+    if (ext == out_extents) {
+      evaluate<StoreOp::add>(e, out, out_extents);
+      return;
+    }
+  }
+  std::array<index_t, R> check;
+  check.fill(1);
+  broadcast_into(check, out_extents);
+  if (!broadcast_into(check, ext) || check != ext) {
+    throw ShapeError("sum_to: extents " + format_extents(out_extents) + " do not broadcast to " + format_extents(ext));
+  }
+  using A = accumulate_t<T>;
+  std::vector<A> acc(static_cast<std::size_t>(numel(out_extents)), A(0));
+  const index_t total = numel(ext);
+  if (total == 0) return;
+  if constexpr (R == 0) {
+    acc[0] += static_cast<A>(e.template make_eval<0>(ext).at_flat(0));
+  } else {
+    const auto ostr = broadcast_strides(out_extents, ext);
+    auto ev = e.template make_eval<R>(ext);
+    const index_t inner = ext[R - 1], rows = total / inner;
+    std::array<index_t, (R > 1 ? R - 1 : 1)> idx{};
+    for (index_t row = 0; row < rows; ++row) {
+      ev.seek(idx.data());
+      index_t base = 0;
+      for (std::size_t d = 0; d + 1 < R; ++d) base += idx[d] * ostr[d];
+      const index_t step = ostr[R - 1];
+      for (index_t j = 0; j < inner; ++j) acc[static_cast<std::size_t>(base + j * step)] += static_cast<A>(ev.at(j));
+      for (std::size_t d = R - 1; d-- > 0;) {
+        if (++idx[d] < ext[d]) break;
+        idx[d] = 0;
+      }
+    }
+  }
+  for (std::size_t i = 0; i < acc.size(); ++i) out[i] = convert<T>(convert<A>(out[i]) + acc[i]);
+}
+
+}  // namespace expr
+
+template <class A>
+  requires expr::ExprOperand<A>
+auto sum(A&& a) {
+  return expr::reduce_all<expr::ReduceKind::sum, false>(expr::as_expr(std::forward<A>(a)));
+}
+template <class A>
+  requires expr::ExprOperand<A>
+auto mean(A&& a) {
+  return expr::reduce_all<expr::ReduceKind::sum, true>(expr::as_expr(std::forward<A>(a)));
+}
+template <class A>
+  requires expr::ExprOperand<A>
+auto max(A&& a) {
+  return expr::reduce_all<expr::ReduceKind::max, false>(expr::as_expr(std::forward<A>(a)));
+}
+template <class A>
+  requires expr::ExprOperand<A>
+auto sum(A&& a, LastAxis) {
+  return expr::reduce_last<expr::ReduceKind::sum, false>(expr::as_expr(std::forward<A>(a)));
+}
+template <class A>
+  requires expr::ExprOperand<A>
+auto mean(A&& a, LastAxis) {
+  return expr::reduce_last<expr::ReduceKind::sum, true>(expr::as_expr(std::forward<A>(a)));
+}
+template <class A>
+  requires expr::ExprOperand<A>
+auto max(A&& a, LastAxis) {
+  return expr::reduce_last<expr::ReduceKind::max, false>(expr::as_expr(std::forward<A>(a)));
+}
+
+}  // namespace ctdl
