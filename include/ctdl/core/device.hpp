@@ -8,6 +8,7 @@
 
 #include "ctdl/core/config.hpp"
 #include "ctdl/core/error.hpp"
+#include "ctdl/fwd.hpp"
 
 #if defined(CTDL_WITH_CUDA)
 #include <cuda_runtime_api.h>
@@ -22,8 +23,6 @@ struct Cuda {
   static constexpr const char* name = "cuda";
 };
 
-template <class D>
-concept Device = std::is_same_v<D, Cpu> || std::is_same_v<D, Cuda>;
 
 /// Raw, aligned, uninitialised memory on a device.
 template <Device D>

@@ -15,23 +15,10 @@
 
 #include "ctdl/core/config.hpp"
 #include "ctdl/core/error.hpp"
+#include "ctdl/fwd.hpp"
 
 namespace ctdl {
 
-/// A runtime extent (prints as -1 in compiler messages).
-inline constexpr index_t dyn = -1;
-
-template <index_t... Dims>
-struct Shape;
-
-template <class S>
-struct is_shape : std::false_type {};
-template <index_t... Dims>
-struct is_shape<Shape<Dims...>> : std::true_type {};
-
-/// Any Shape<...> type.
-template <class S>
-concept ShapeType = is_shape<S>::value;
 
 /// Runtime extents of a tensor of shape S.
 template <ShapeType S>

@@ -34,10 +34,6 @@ enum class StoreOp { assign, add, sub, mul };
 template <class E>
 concept Expression = requires { typename std::remove_cvref_t<E>::ctdl_expression_tag; };
 
-template <class T, ShapeType S, Device D = Cpu>
-class TensorView;
-template <class T, ShapeType S, Device D = Cpu>
-class Tensor;
 
 template <class T>
 struct is_tensor : std::false_type {};

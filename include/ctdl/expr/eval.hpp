@@ -40,8 +40,8 @@ inline int eval_threads(index_t total) { return total >= kParallelThreshold ? om
 
 template <StoreOp Op, class E, class T, std::size_t R>
 void evaluate(const E& e, T* out, const std::array<index_t, R>& out_extents) {
-  std::array<index_t, R> bext;
-  bext.fill(1);
+  static_assert(E::rank <= R, "assign: the expression has a higher rank than the destination");
+  std::array<index_t, R> bext = out_extents;
   if (!broadcast_into(bext, e.extents()) || bext != out_extents) {
     throw ShapeError("assign: the expression's " + describe<typename E::shape_type>(e.extents()) +
                      " does not broadcast to the destination's extents " + format_extents(out_extents));

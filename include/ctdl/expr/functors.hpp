@@ -337,8 +337,20 @@ struct Cast {
   CTDL_HOST_DEVICE compute_t<U> operator()(C a) const {
     return convert<compute_t<U>>(convert<U>(a));
   }
-  // The chain rule through a cast converts the derivative (see grad.hpp), so that an
-  // fp32 gradient flows back to a bf16 operand as bf16.
+  // The chain rule through a cast retypes the derivative without rounding (grad.hpp).
+};
+
+/// Changes the element type without rounding through it: the chain rule through
+/// cast<U> (the derivative of a rounding is 1, and rounding it again would lose bits).
+template <class U>
+struct Retype {
+  static constexpr const char* name = "retype";
+  template <class T>
+  using result = U;
+  template <class C>
+  CTDL_HOST_DEVICE compute_t<U> operator()(C a) const {
+    return static_cast<compute_t<U>>(a);
+  }
 };
 
 template <class F>

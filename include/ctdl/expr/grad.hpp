@@ -60,11 +60,11 @@ auto derivative_of_map(const Map<F, A...>& m) {
   const auto& arg = std::get<i>(m.args);
   auto d_arg = derivative<local>(arg);
   if constexpr (is_cast_v<F>) {
-    // d cast<U>(u) = cast<U>(du)
+    // d cast<U>(u) = du, seen as type U (not rounded through U).
     using U = typename Map<F, A...>::value_type;
     if constexpr (is_zero_v<decltype(d_arg)>) return Zero<U>{};
     else if constexpr (is_one_v<decltype(d_arg)>) return One<U>{};
-    else return make_map(Cast<U>{}, d_arg);
+    else return make_map(Retype<U>{}, d_arg);
   } else {
     auto p = std::apply([&](const auto&... a) { return F::template partial<i, T>(m.f, a...); }, m.args);
     return chain_product<T>(p, d_arg);

@@ -1,0 +1,159 @@
+#pragma once
+// The tape: what a forward pass did, so that backward() can run it in reverse.
+//
+//   Tape tape;
+//   Var y = tape.record(gelu(x * w + b));   // one entry: the whole elementwise tree
+//   Var l = ops::sum(tape, y);              // one entry: a coarse op
+//   tape.backward(l);                       // x.grad(), w.grad(), b.grad() now hold dl/d.
+//
+// An elementwise expression enters as one entry whose backward, for each operand that
+// needs a gradient, evaluates upstream * derivative<K>(expression) in one fused loop
+// (summed back over the axes the operand was broadcast along). Coarse ops (matmul,
+// softmax, ...) push one entry each with a hand-written backward.
+//
+// Under `NoGrad guard(tape)` nothing is recorded and no activation is kept.
+// The tape is a plain object owned by the caller (no global state); backward() runs
+// the entries newest first and then clears the tape, releasing the activations.
+
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "ctdl/autograd/var.hpp"
+#include "ctdl/expr/expr.hpp"
+
+namespace ctdl {
+
+/// One recorded operation. backward() reads its output's gradient and adds to its
+/// inputs' gradients.
+struct TapeEntry {
+  virtual ~TapeEntry() = default;
+  virtual void backward() = 0;
+  virtual const char* name() const = 0;
+};
+
+class Tape {
+ public:
+  Tape() = default;
+  Tape(const Tape&) = delete;
+  Tape& operator=(const Tape&) = delete;
+
+  /// False inside a NoGrad scope.
+  bool recording() const { return paused_ == 0; }
+  std::size_t size() const { return entries_.size(); }
+  void clear() { entries_.clear(); }
+
+  /// Appends an entry (used by ops; only while recording()).
+  void push(std::unique_ptr<TapeEntry> entry) { entries_.push_back(std::move(entry)); }
+
+  /// Evaluates an elementwise expression into a new Var and, if any Var operand needs
+  /// a gradient and the tape is recording, records it.
+  template <class E>
+    requires Expression<E>
+  auto record(const E& e);
+
+  /// Backpropagates from a one-element `loss` (seed gradient 1), then clears the tape.
+  template <class T, class S>
+  void backward(const Var<T, S>& loss);
+  /// Backpropagates with `seed` as the gradient of `y`, then clears the tape.
+  template <class T, class S>
+  void backward(const Var<T, S>& y, const Tensor<T, S>& seed);
+
+ private:
+  friend class NoGrad;
+  std::vector<std::unique_ptr<TapeEntry>> entries_;
+  int paused_ = 0;
+};
+
+/// Within its lifetime, `tape` records nothing.
+class NoGrad {
+ public:
+  explicit NoGrad(Tape& tape) : tape_(tape) { ++tape_.paused_; }
+  ~NoGrad() { --tape_.paused_; }
+  NoGrad(const NoGrad&) = delete;
+  NoGrad& operator=(const NoGrad&) = delete;
+
+ private:
+  Tape& tape_;
+};
+
+/// Whether any Var operand of e requires a gradient.
+template <class E>
+bool any_requires_grad(const E& e) {
+  bool any = false;
+  expr::for_each_leaf(e, [&](const auto& leaf, auto) {
+    if constexpr (expr::is_var_keep_v<std::remove_cvref_t<decltype(leaf.keep)>>) any = any || leaf.keep->requires_grad;
+  });
+  return any;
+}
+
+/// A new result Var, requiring a gradient when `needs_grad` (callers pass
+/// tape.recording() && some input requires a gradient).
+template <class T, class S>
+Var<T, S> make_result(Tensor<T, S> value, bool needs_grad) {
+  return Var<T, S>(std::move(value), needs_grad);
+}
+
+// ============================================================================
+
+namespace autograd_detail {
+
+template <class E, class T, class S>
+struct ExpressionEntry final : TapeEntry {
+  E e;
+  std::shared_ptr<VarNode<T, S>> out;
+
+  ExpressionEntry(E e_, std::shared_ptr<VarNode<T, S>> out_) : e(std::move(e_)), out(std::move(out_)) {}
+  const char* name() const override { return "expression"; }
+
+  void backward() override {
+    if (!out->has_grad) return;
+    const expr::Leaf<T, S> upstream{{}, out->grad.data(), out->grad.extents(), {}};
+    expr::for_each_leaf(e, [&](const auto& leaf, auto k) {
+      using K = std::remove_cvref_t<decltype(leaf.keep)>;
+      if constexpr (expr::is_var_keep_v<K>) {
+        if (!leaf.keep->requires_grad) return;
+        using LT = typename std::remove_cvref_t<decltype(leaf)>::value_type;
+        auto g = expr::chain_product<T>(upstream, expr::derivative<decltype(k)::value>(e));
+        if constexpr (std::is_same_v<LT, T>) leaf.keep->accumulate(g);
+        else leaf.keep->accumulate(expr::make_map(expr::Retype<LT>{}, g));
+      }
+    });
+  }
+};
+
+}  // namespace autograd_detail
+
+template <class E>
+  requires Expression<E>
+auto Tape::record(const E& e) {
+  using T = typename E::value_type;
+  using S = typename E::shape_type;
+  const bool needs_grad = recording() && any_requires_grad(e);
+  Var<T, S> result = make_result(Tensor<T, S>(e), needs_grad);
+  if (needs_grad) push(std::make_unique<autograd_detail::ExpressionEntry<E, T, S>>(e, result.node_ptr()));
+  return result;
+}
+
+template <class T, class S>
+void Tape::backward(const Var<T, S>& loss) {
+  if (loss.value().size() != 1) {
+    throw ShapeError("backward: the loss must hold one element, not " + describe<S>(loss.extents()) +
+                     "; pass a seed gradient for other shapes");
+  }
+  backward(loss, Tensor<T, S>::full(loss.extents(), T(1)));
+}
+
+template <class T, class S>
+void Tape::backward(const Var<T, S>& y, const Tensor<T, S>& seed) {
+  if (seed.extents() != y.extents()) {
+    throw ShapeError("backward: seed " + describe<S>(seed.extents()) + " does not match " + describe<S>(y.extents()));
+  }
+  if (!y.requires_grad()) throw Error("backward: the value does not depend on anything that requires a gradient");
+  y.node_ptr()->accumulate(expr::as_expr(seed));
+  for (auto it = entries_.rbegin(); it != entries_.rend(); ++it) (*it)->backward();
+  entries_.clear();
+}
+
+}  // namespace ctdl

@@ -1,0 +1,19 @@
+#pragma once
+// The public surface of ctdl. Include this, or the layer headers you need.
+
+#include "ctdl/fwd.hpp"
+
+#include "ctdl/core/config.hpp"
+#include "ctdl/core/device.hpp"
+#include "ctdl/core/dtype.hpp"
+#include "ctdl/core/error.hpp"
+#include "ctdl/core/shape.hpp"
+#include "ctdl/core/tensor.hpp"
+
+#include "ctdl/expr/expr.hpp"
+
+#include "ctdl/autograd/gradcheck.hpp"
+#include "ctdl/autograd/tape.hpp"
+#include "ctdl/autograd/var.hpp"
+
+#include "ctdl/ops/reduce.hpp"
