@@ -46,7 +46,11 @@ struct VarNode {
         return;
       }
     }
-    expr::sum_to(e, grad.data(), grad.extents());
+    if constexpr (ES::rank >= S::rank) {
+      expr::sum_to(e, grad.data(), grad.extents());
+    } else {
+      throw ShapeError("gradient " + describe<ES>(e.extents()) + " does not fit " + describe<S>(value.extents()));
+    }
   }
 };
 

@@ -257,22 +257,26 @@ struct Map : ExprBase<Map<F, Args...>> {
   Map(F f_, Args... a) : f(f_), args(std::move(a)...) {
     ext.fill(1);
     const bool ok = std::apply([&](const auto&... arg) { return (broadcast_into(ext, arg.extents()) && ...); }, args);
-    if (!ok) {
-      std::string msg = std::string(F::name) + ": cannot broadcast";
-      const char* sep = " ";
-      std::apply(
-          [&](const auto&... arg) {
-            ((msg += sep + describe<typename std::remove_cvref_t<decltype(arg)>::shape_type>(arg.extents()),
-              sep = " with "),
-             ...);
-          },
-          args);
-      throw ShapeError(msg);
-    }
+    if (!ok) throw_broadcast_error();
     shape_type::check(ext, F::name);
   }
 
   const std::array<index_t, rank>& extents() const { return ext; }
+
+  /// "add: cannot broadcast Shape<dyn, 768> [8, 768] with Shape<dyn> [5]"
+  [[gnu::cold, gnu::noinline]] void throw_broadcast_error() const {
+    std::string msg = F::name;
+    msg.append(": cannot broadcast");
+    const char* sep = " ";
+    std::apply(
+        [&](const auto&... arg) {
+          ((msg.append(sep).append(describe<typename std::remove_cvref_t<decltype(arg)>::shape_type>(arg.extents())),
+            sep = " with "),
+           ...);
+        },
+        args);
+    throw ShapeError(msg);
+  }
 
   template <std::size_t R>
   struct Eval {

@@ -25,18 +25,6 @@ namespace expr {
 template <class... A>
 concept Operands = ((ExprOperand<A> || ScalarOperand<A>) && ...) && (ExprOperand<A> || ...);
 
-template <class... A>
-struct first_value_type;
-template <class A, class... Rest>
-struct first_value_type<A, Rest...> {
-  using type = std::conditional_t<ExprOperand<A>, typename expr_t<A>::value_type,
-                                  typename first_value_type<Rest...>::type>;
-};
-template <class A>
-struct first_value_type<A> {
-  using type = typename expr_t<A>::value_type;
-};
-
 /// The expression for operand `a`, where a plain number becomes a Scalar of element
 /// type T.
 template <class T, class A>
@@ -49,10 +37,13 @@ auto operand(A&& a) {
 template <class... A>
 struct number_type {
   template <class X>
-  static constexpr bool usable = ExprOperand<X> && !std::is_same_v<typename expr_t<X>::value_type, bool>;
+  static constexpr bool usable() {
+    if constexpr (ExprOperand<X>) return !std::is_same_v<typename expr_t<X>::value_type, bool>;
+    else return false;
+  }
   template <class X, class... R>
   static auto pick() {
-    if constexpr (usable<X>) return std::type_identity<typename expr_t<X>::value_type>{};
+    if constexpr (usable<X>()) return std::type_identity<typename expr_t<X>::value_type>{};
     else if constexpr (sizeof...(R) > 0) return pick<R...>();
     else return std::type_identity<float>{};
   }

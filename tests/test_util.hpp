@@ -1,0 +1,38 @@
+#pragma once
+// Shared helpers for ctdl's tests: dtype lists with per-dtype tolerances, random tensors.
+
+#include <ctdl/ctdl.hpp>
+
+#include <cmath>
+#include <random>
+
+namespace ctdl::test {
+
+/// Relative tolerance for results stored in T (CTranslate2's figures for the half types).
+template <class T>
+constexpr double tolerance() {
+  if constexpr (std::is_same_v<T, double>) return 1e-12;
+  else if constexpr (std::is_same_v<T, float>) return 1e-5;
+  else if constexpr (std::is_same_v<T, fp16>) return 1e-2;
+  else return 4e-2;  // bf16
+}
+
+/// |a - b| <= tol * max(1, |b|).
+inline bool close(double a, double b, double tol) { return std::abs(a - b) <= tol * std::max(1.0, std::abs(b)); }
+
+/// A tensor of uniform values in [lo, hi), reproducible from `seed`.
+template <class T, class S>
+Tensor<T, S> uniform(const Extents<S>& extents, double lo, double hi, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<double> u(lo, hi);
+  auto t = Tensor<T, S>::uninitialized(extents);
+  for (index_t i = 0; i < t.size(); ++i) t.data()[i] = convert<T>(u(rng));
+  return t;
+}
+
+template <class T>
+double to_double(const T& v) {
+  return convert<double>(v);
+}
+
+}  // namespace ctdl::test
