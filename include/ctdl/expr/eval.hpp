@@ -20,7 +20,7 @@ namespace ctdl::expr {
 inline constexpr index_t kParallelThreshold = index_t{1} << 15;
 
 template <StoreOp Op, class T, class C>
-CTDL_ALWAYS_INLINE void store(T& dst, C v) {
+CTDL_HOST_DEVICE CTDL_ALWAYS_INLINE void store(T& dst, C v) {
   using CT = compute_t<T>;
   if constexpr (Op == StoreOp::assign) dst = convert<T>(v);
   else if constexpr (Op == StoreOp::add) dst = convert<T>(convert<CT>(dst) + static_cast<CT>(v));

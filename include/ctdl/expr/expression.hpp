@@ -166,17 +166,17 @@ struct Leaf : ExprBase<Leaf<T, S, Keep>> {
     std::array<index_t, R> strides;
     bool flat;
 
-    bool flat_ok() const { return flat; }
-    void seek(const index_t* outer) {
+    CTDL_HOST_DEVICE bool flat_ok() const { return flat; }
+    CTDL_HOST_DEVICE void seek(const index_t* outer) {
       const T* p = base;
       for (std::size_t d = 0; d + 1 < R; ++d) p += outer[d] * strides[d];
       row = p;
     }
-    CTDL_ALWAYS_INLINE C at(index_t j) const {
+    CTDL_HOST_DEVICE CTDL_ALWAYS_INLINE C at(index_t j) const {
       if constexpr (R == 0) return convert<C>(base[0]);
       else return convert<C>(row[j * strides[R - 1]]);
     }
-    CTDL_ALWAYS_INLINE C at_flat(index_t i) const { return convert<C>(base[i]); }
+    CTDL_HOST_DEVICE CTDL_ALWAYS_INLINE C at_flat(index_t i) const { return convert<C>(base[i]); }
   };
 
   template <std::size_t R>
@@ -197,10 +197,10 @@ struct Scalar : ExprBase<Scalar<T>> {
   std::array<index_t, 0> extents() const { return {}; }
   struct Eval {
     compute_t<T> v;
-    bool flat_ok() const { return true; }
-    void seek(const index_t*) {}
-    CTDL_ALWAYS_INLINE compute_t<T> at(index_t) const { return v; }
-    CTDL_ALWAYS_INLINE compute_t<T> at_flat(index_t) const { return v; }
+    CTDL_HOST_DEVICE bool flat_ok() const { return true; }
+    CTDL_HOST_DEVICE void seek(const index_t*) {}
+    CTDL_HOST_DEVICE CTDL_ALWAYS_INLINE compute_t<T> at(index_t) const { return v; }
+    CTDL_HOST_DEVICE CTDL_ALWAYS_INLINE compute_t<T> at_flat(index_t) const { return v; }
   };
   template <std::size_t R>
   Eval make_eval(const std::array<index_t, R>&) const {
@@ -218,10 +218,10 @@ struct Constant : ExprBase<Constant<T, V>> {
 
   std::array<index_t, 0> extents() const { return {}; }
   struct Eval {
-    bool flat_ok() const { return true; }
-    void seek(const index_t*) {}
-    CTDL_ALWAYS_INLINE compute_t<T> at(index_t) const { return compute_t<T>(V); }
-    CTDL_ALWAYS_INLINE compute_t<T> at_flat(index_t) const { return compute_t<T>(V); }
+    CTDL_HOST_DEVICE bool flat_ok() const { return true; }
+    CTDL_HOST_DEVICE void seek(const index_t*) {}
+    CTDL_HOST_DEVICE CTDL_ALWAYS_INLINE compute_t<T> at(index_t) const { return compute_t<T>(V); }
+    CTDL_HOST_DEVICE CTDL_ALWAYS_INLINE compute_t<T> at_flat(index_t) const { return compute_t<T>(V); }
   };
   template <std::size_t R>
   Eval make_eval(const std::array<index_t, R>&) const {
@@ -284,14 +284,14 @@ struct Map : ExprBase<Map<F, Args...>> {
     std::tuple<eval_t<Args, R>...> evs;
     bool flat;
 
-    bool flat_ok() const { return flat; }
-    void seek(const index_t* outer) {
+    CTDL_HOST_DEVICE bool flat_ok() const { return flat; }
+    CTDL_HOST_DEVICE void seek(const index_t* outer) {
       std::apply([&](auto&... e) { (e.seek(outer), ...); }, evs);
     }
-    CTDL_ALWAYS_INLINE auto at(index_t j) const {
+    CTDL_HOST_DEVICE CTDL_ALWAYS_INLINE auto at(index_t j) const {
       return std::apply([&](const auto&... e) { return f(e.at(j)...); }, evs);
     }
-    CTDL_ALWAYS_INLINE auto at_flat(index_t i) const {
+    CTDL_HOST_DEVICE CTDL_ALWAYS_INLINE auto at_flat(index_t i) const {
       return std::apply([&](const auto&... e) { return f(e.at_flat(i)...); }, evs);
     }
   };

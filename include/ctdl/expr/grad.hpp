@@ -120,18 +120,18 @@ struct GradSum : ExprBase<GradSum<E, K...>> {
     std::tuple<eval_t<term_t<K>, R>...> evs;
     std::array<bool, sizeof...(K)> on;
     bool flat;
-    bool flat_ok() const { return flat; }
-    void seek(const index_t* outer) {
+    CTDL_HOST_DEVICE bool flat_ok() const { return flat; }
+    CTDL_HOST_DEVICE void seek(const index_t* outer) {
       std::apply([&](auto&... e) { (e.seek(outer), ...); }, evs);
     }
-    CTDL_ALWAYS_INLINE compute_t<value_type> at(index_t j) const {
+    CTDL_HOST_DEVICE CTDL_ALWAYS_INLINE compute_t<value_type> at(index_t j) const {
       compute_t<value_type> s{};
       [&]<std::size_t... I>(std::index_sequence<I...>) {
         ((on[I] ? (void)(s += static_cast<compute_t<value_type>>(std::get<I>(evs).at(j))) : (void)0), ...);
       }(std::index_sequence_for<decltype(K)...>{});
       return s;
     }
-    CTDL_ALWAYS_INLINE compute_t<value_type> at_flat(index_t i) const {
+    CTDL_HOST_DEVICE CTDL_ALWAYS_INLINE compute_t<value_type> at_flat(index_t i) const {
       compute_t<value_type> s{};
       [&]<std::size_t... I>(std::index_sequence<I...>) {
         ((on[I] ? (void)(s += static_cast<compute_t<value_type>>(std::get<I>(evs).at_flat(i))) : (void)0), ...);

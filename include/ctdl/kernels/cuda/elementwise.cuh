@@ -1,0 +1,66 @@
+#pragma once
+// Evaluation of an elementwise expression on a CUDA device: the device twin of
+// expr/eval.hpp, running the same evaluators and CTDL_HOST_DEVICE functors. One thread
+// per output element; the flat path when no operand is broadcast, otherwise each thread
+// seeks its row through the broadcast strides.
+//
+// The expression's leaves must point to device memory (Tensor<T, S, Cuda>).
+
+#include <cuda_runtime.h>
+
+#include <array>
+#include <string>
+
+#include "ctdl/core/error.hpp"
+#include "ctdl/expr/eval.hpp"
+
+namespace ctdl::cuda {
+
+/// Throws ctdl::Error naming the call when a CUDA runtime call fails.
+inline void check(cudaError_t status, const char* what) {
+  if (status != cudaSuccess) throw Error(std::string(what) + ": " + cudaGetErrorString(status));
+}
+
+namespace detail {
+
+template <StoreOp Op, class Ev, class T, std::size_t R>
+__global__ void evaluate_kernel(Ev ev, T* out, std::array<index_t, R> extents, index_t total, bool flat) {
+  const index_t i = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= total) return;
+  if (flat || R == 0) {
+    expr::store<Op>(out[i], ev.at_flat(i));
+    return;
+  }
+  if constexpr (R > 0) {
+    index_t idx[R > 1 ? R - 1 : 1] = {};
+    const index_t inner = extents[R - 1];
+    index_t row = i / inner;
+    for (std::size_t d = R - 1; d-- > 0;) {
+      idx[d] = row % extents[d];
+      row /= extents[d];
+    }
+    ev.seek(idx);
+    expr::store<Op>(out[i], ev.at(i % inner));
+  }
+}
+
+}  // namespace detail
+
+/// out (device memory, extents `out_extents`) <Op>= e, on `stream`.
+template <StoreOp Op = StoreOp::assign, class E, class T, std::size_t R>
+void evaluate(const E& e, T* out, const std::array<index_t, R>& out_extents, cudaStream_t stream = nullptr) {
+  std::array<index_t, R> bext = out_extents;
+  if (!expr::broadcast_into(bext, e.extents()) || bext != out_extents) {
+    throw ShapeError("cuda::evaluate: the expression's " + describe<typename E::shape_type>(e.extents()) +
+                     " does not broadcast to " + format_extents(out_extents));
+  }
+  const index_t total = numel(out_extents);
+  if (total == 0) return;
+  const auto ev = e.template make_eval<R>(out_extents);
+  constexpr int threads = 256;
+  const auto blocks = static_cast<unsigned>((total + threads - 1) / threads);
+  detail::evaluate_kernel<Op><<<blocks, threads, 0, stream>>>(ev, out, out_extents, total, ev.flat_ok());
+  check(cudaGetLastError(), "cuda::evaluate launch");
+}
+
+}  // namespace ctdl::cuda
