@@ -38,6 +38,49 @@ inline std::pair<index_t, index_t> block_range(index_t n, index_t parts, index_t
 /// Number of threads an evaluation of `total` elements uses.
 inline int eval_threads(index_t total) { return total >= kParallelThreshold ? omp_get_max_threads() : 1; }
 
+/// Runs fn(ev, row, inner) for every row (along the last axis) of `extents`, with `ev`
+/// a private evaluator of e already positioned on that row. Rows are split among threads
+/// in contiguous blocks when `parallel` and the work is large enough.
+template <class E, std::size_t R, class Fn>
+void for_each_row(const E& e, const std::array<index_t, R>& extents, Fn&& fn, bool parallel = true) {
+  const index_t total = numel(extents);
+  if (total == 0) return;
+  if constexpr (R == 0) {
+    auto ev = e.template make_eval<0>(extents);
+    fn(ev, index_t{0}, index_t{1});
+  } else {
+    const auto ev0 = e.template make_eval<R>(extents);
+    const index_t inner = extents[R - 1], rows = total / inner;
+    auto run = [&](index_t row_begin, index_t row_end) {
+      auto ev = ev0;
+      std::array<index_t, (R > 1 ? R - 1 : 1)> idx{};  // multi-index over the outer axes
+      index_t r = row_begin;
+      for (std::size_t d = R - 1; d-- > 0;) {
+        idx[d] = r % extents[d];
+        r /= extents[d];
+      }
+      for (index_t row = row_begin; row < row_end; ++row) {
+        ev.seek(idx.data());
+        fn(ev, row, inner);
+        for (std::size_t d = R - 1; d-- > 0;) {  // odometer increment
+          if (++idx[d] < extents[d]) break;
+          idx[d] = 0;
+        }
+      }
+    };
+    const int threads = parallel && rows > 1 ? eval_threads(total) : 1;
+    if (threads == 1) {
+      run(0, rows);
+    } else {
+#pragma omp parallel num_threads(threads)
+      {
+        const auto [b, en] = block_range(rows, omp_get_num_threads(), omp_get_thread_num());
+        run(b, en);
+      }
+    }
+  }
+}
+
 template <StoreOp Op, class E, class T, std::size_t R>
 void evaluate(const E& e, T* out, const std::array<index_t, R>& out_extents) {
   static_assert(E::rank <= R, "assign: the expression has a higher rank than the destination");
@@ -49,55 +92,25 @@ void evaluate(const E& e, T* out, const std::array<index_t, R>& out_extents) {
   const index_t total = numel(out_extents);
   if (total == 0) return;
   const auto ev0 = e.template make_eval<R>(out_extents);
-  const int threads = eval_threads(total);
-
-  if (ev0.flat_ok() || R == 0) {
-    auto run = [&](index_t begin, index_t end) {
-      const auto ev = ev0;
-      for (index_t i = begin; i < end; ++i) store<Op>(out[i], ev.at_flat(i));
-    };
-    if (threads == 1) {
-      run(0, total);
-    } else {
-#pragma omp parallel num_threads(threads)
-      {
-        const auto [b, en] = block_range(total, omp_get_num_threads(), omp_get_thread_num());
-        run(b, en);
-      }
-    }
+  if (!ev0.flat_ok()) {
+    for_each_row(e, out_extents, [&](const auto& ev, index_t row, index_t inner) {
+      T* o = out + row * inner;
+      for (index_t j = 0; j < inner; ++j) store<Op>(o[j], ev.at(j));
+    });
     return;
   }
-
-  if constexpr (R > 0) {
-    const index_t inner = out_extents[R - 1];
-    const index_t rows = total / inner;
-    auto run = [&](index_t row_begin, index_t row_end) {
-      auto ev = ev0;
-      std::array<index_t, (R > 1 ? R - 1 : 1)> idx{};
-      // Multi-index of row_begin over the outer axes.
-      index_t r = row_begin;
-      for (std::size_t d = R - 1; d-- > 0;) {
-        idx[d] = r % out_extents[d];
-        r /= out_extents[d];
-      }
-      for (index_t row = row_begin; row < row_end; ++row) {
-        ev.seek(idx.data());
-        T* o = out + row * inner;
-        for (index_t j = 0; j < inner; ++j) store<Op>(o[j], ev.at(j));
-        for (std::size_t d = R - 1; d-- > 0;) {  // odometer increment
-          if (++idx[d] < out_extents[d]) break;
-          idx[d] = 0;
-        }
-      }
-    };
-    if (threads == 1 || rows == 1) {
-      run(0, rows);
-    } else {
+  auto run = [&](index_t begin, index_t end) {
+    const auto ev = ev0;
+    for (index_t i = begin; i < end; ++i) store<Op>(out[i], ev.at_flat(i));
+  };
+  const int threads = eval_threads(total);
+  if (threads == 1) {
+    run(0, total);
+  } else {
 #pragma omp parallel num_threads(threads)
-      {
-        const auto [b, en] = block_range(rows, omp_get_num_threads(), omp_get_thread_num());
-        run(b, en);
-      }
+    {
+      const auto [b, en] = block_range(total, omp_get_num_threads(), omp_get_thread_num());
+      run(b, en);
     }
   }
 }

@@ -52,50 +52,6 @@ A reduce_row(const Ev& ev, index_t n) {
   return r;
 }
 
-/// Runs fn(ev, row, inner) for every row (along the last axis) of e's extents, in
-/// contiguous blocks of rows per thread; fn receives a thread-private evaluator.
-template <class E, class Fn>
-void for_each_row(const E& e, Fn&& fn) {
-  constexpr std::size_t R = E::rank;
-  const auto& ext = e.extents();
-  const index_t total = numel(ext);
-  if (total == 0) return;
-  if constexpr (R == 0) {
-    auto ev = e.template make_eval<0>(ext);
-    fn(ev, index_t{0}, index_t{1});
-  } else {
-    const auto ev0 = e.template make_eval<R>(ext);
-    const index_t inner = ext[R - 1], rows = total / inner;
-    auto run = [&](index_t row_begin, index_t row_end) {
-      auto ev = ev0;
-      std::array<index_t, (R > 1 ? R - 1 : 1)> idx{};
-      index_t r = row_begin;
-      for (std::size_t d = R - 1; d-- > 0;) {
-        idx[d] = r % ext[d];
-        r /= ext[d];
-      }
-      for (index_t row = row_begin; row < row_end; ++row) {
-        ev.seek(idx.data());
-        fn(ev, row, inner);
-        for (std::size_t d = R - 1; d-- > 0;) {
-          if (++idx[d] < ext[d]) break;
-          idx[d] = 0;
-        }
-      }
-    };
-    const int threads = rows > 1 ? eval_threads(total) : 1;
-    if (threads == 1) {
-      run(0, rows);
-    } else {
-#pragma omp parallel num_threads(threads)
-      {
-        const auto [b, en] = block_range(rows, omp_get_num_threads(), omp_get_thread_num());
-        run(b, en);
-      }
-    }
-  }
-}
-
 template <ReduceKind K, bool Mean, class E>
 auto reduce_all(const E& e) {
   using T = typename E::value_type;
@@ -104,7 +60,7 @@ auto reduce_all(const E& e) {
   if (K == ReduceKind::max && total == 0) throw ShapeError("max: empty " + describe<typename E::shape_type>(e.extents()));
   std::vector<A> partial(static_cast<std::size_t>(omp_get_max_threads()),
                          K == ReduceKind::sum ? A(0) : -std::numeric_limits<A>::infinity());
-  for_each_row(e, [&](const auto& ev, index_t, index_t inner) {
+  for_each_row(e, e.extents(), [&](const auto& ev, index_t, index_t inner) {
     A& p = partial[static_cast<std::size_t>(omp_get_thread_num())];
     const A r = reduce_row<K, A>(ev, inner);
     p = K == ReduceKind::sum ? p + r : std::max(p, r);
@@ -129,7 +85,7 @@ auto reduce_last(const E& e) {
   ext[S::rank - 1] = 1;
   auto out = Tensor<T, last_to_one_t<S>>::uninitialized(ext);
   T* o = out.data();
-  for_each_row(e, [&](const auto& ev, index_t row, index_t n) {
+  for_each_row(e, e.extents(), [&](const auto& ev, index_t row, index_t n) {
     A r = reduce_row<K, A>(ev, n);
     if constexpr (Mean) r /= static_cast<A>(n);
     o[row] = convert<T>(r);
@@ -158,27 +114,22 @@ void sum_to(const E& e, T* out, const std::array<index_t, r>& out_extents) {
   }
   using A = accumulate_t<T>;
   std::vector<A> acc(static_cast<std::size_t>(numel(out_extents)), A(0));
-  const index_t total = numel(ext);
-  if (total == 0) return;
-  if constexpr (R == 0) {
-    acc[0] += static_cast<A>(e.template make_eval<0>(ext).at_flat(0));
-  } else {
-    const auto ostr = broadcast_strides(out_extents, ext);
-    auto ev = e.template make_eval<R>(ext);
-    const index_t inner = ext[R - 1], rows = total / inner;
-    std::array<index_t, (R > 1 ? R - 1 : 1)> idx{};
-    for (index_t row = 0; row < rows; ++row) {
-      ev.seek(idx.data());
-      index_t base = 0;
-      for (std::size_t d = 0; d + 1 < R; ++d) base += idx[d] * ostr[d];
-      const index_t step = ostr[R - 1];
-      for (index_t j = 0; j < inner; ++j) acc[static_cast<std::size_t>(base + j * step)] += static_cast<A>(ev.at(j));
-      for (std::size_t d = R - 1; d-- > 0;) {
-        if (++idx[d] < ext[d]) break;
-        idx[d] = 0;
-      }
-    }
-  }
+  const auto ostr = broadcast_strides(out_extents, ext);
+  // Sequential: rows of e map onto overlapping rows of out.
+  for_each_row(
+      e, ext,
+      [&](const auto& ev, index_t row, index_t inner) {
+        index_t base = 0, step = 0;
+        if constexpr (R > 0) {
+          for (std::size_t d = R - 1; d-- > 0;) {
+            base += (row % ext[d]) * ostr[d];
+            row /= ext[d];
+          }
+          step = ostr[R - 1];
+        }
+        for (index_t j = 0; j < inner; ++j) acc[static_cast<std::size_t>(base + j * step)] += static_cast<A>(ev.at(j));
+      },
+      /*parallel=*/false);
   for (std::size_t i = 0; i < acc.size(); ++i) out[i] = convert<T>(convert<A>(out[i]) + acc[i]);
 }
 
