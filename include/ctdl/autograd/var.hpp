@@ -28,6 +28,16 @@ struct VarNode {
   bool has_grad = false;
   bool requires_grad = false;
 
+  /// The gradient's storage, zero-filled when first used, for kernels that accumulate
+  /// into it directly (matmul with beta = 1).
+  T* grad_data() {
+    if (!has_grad) {
+      grad = Tensor<T, S>(value.extents());
+      has_grad = true;
+    }
+    return grad.data();
+  }
+
   /// grad += e. The expression may broadcast to the value's extents, or be an
   /// expression over extents the value broadcasts to (then it is summed back over the
   /// broadcast axes).

@@ -1,0 +1,235 @@
+#pragma once
+// CPU matrix multiplication: C[b] = op(A[b]) · op(B[b]) + beta · C[b] for b in batch.
+//
+// A is M x K (stored K x M when trans_a), B is K x N (stored N x K when trans_b), C is
+// M x N, all row-major and contiguous per batch; a batch stride of 0 broadcasts one
+// matrix over the batch (shared weights).
+//
+// Backends:
+//   float, bf16 -> oneDNN matmul (fp32 accumulation; bf16 runs on AMX or AVX512-BF16
+//                  where the CPU has them). Primitives are created once per problem
+//                  shape and cached.
+//   double      -> Eigen (oneDNN has no f64 matmul); also every type when ctdl is built
+//                  with CTDL_WITH_ONEDNN=OFF (bf16/fp16 through float).
+//   fp16        -> converted through float.
+
+#include <array>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include "ctdl/core/dtype.hpp"
+#include "ctdl/core/error.hpp"
+
+#if defined(CTDL_WITH_ONEDNN)
+#include <oneapi/dnnl/dnnl.hpp>
+#endif
+
+namespace ctdl::kernels::cpu {
+
+struct MatmulDims {
+  index_t batch = 1, m = 0, n = 0, k = 0;
+  bool trans_a = false, trans_b = false;
+  index_t stride_a = -1, stride_b = -1, stride_c = -1;  // batch strides; -1: packed (m*k etc.), 0: broadcast
+};
+
+/// C = op(A) op(B) + beta C. TA is the input element type, TC the output's.
+template <class TA, class TC>
+void matmul(const TA* a, const TA* b, TC* c, const MatmulDims& d, float beta = 0.0f);
+
+/// The implementation oneDNN chose for the last float/bf16 problem (for benchmarks and
+/// logs), e.g. "brg:avx512_core_bf16"; "eigen" when oneDNN is not used.
+std::string matmul_implementation(bool bf16);
+
+// ============================================================================
+
+namespace detail {
+
+inline MatmulDims packed(MatmulDims d) {
+  if (d.stride_a < 0) d.stride_a = d.m * d.k;
+  if (d.stride_b < 0) d.stride_b = d.k * d.n;
+  if (d.stride_c < 0) d.stride_c = d.m * d.n;
+  return d;
+}
+
+template <class T, class TC>
+void matmul_eigen(const T* a, const T* b, TC* c, const MatmulDims& d, float beta) {
+  using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using MatC = Eigen::Matrix<TC, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  for (index_t i = 0; i < d.batch; ++i) {
+    Eigen::Map<const Mat> A(a + i * d.stride_a, d.trans_a ? d.k : d.m, d.trans_a ? d.m : d.k);
+    Eigen::Map<const Mat> B(b + i * d.stride_b, d.trans_b ? d.n : d.k, d.trans_b ? d.k : d.n);
+    Eigen::Map<MatC> C(c + i * d.stride_c, d.m, d.n);
+    Mat prod;
+    if (!d.trans_a && !d.trans_b) prod.noalias() = A * B;
+    else if (d.trans_a && !d.trans_b) prod.noalias() = A.transpose() * B;
+    else if (!d.trans_a && d.trans_b) prod.noalias() = A * B.transpose();
+    else prod.noalias() = A.transpose() * B.transpose();
+    if (beta == 0.0f) C = prod.template cast<TC>();
+    else C = (C.template cast<T>() * static_cast<T>(beta) + prod).template cast<TC>();
+  }
+}
+
+
+/// Elements spanned by `batch` matrices of `size` elements `stride` apart.
+inline index_t span(index_t batch, index_t stride, index_t size) { return stride == 0 ? size : (batch - 1) * stride + size; }
+
+template <class T>
+std::vector<float> to_float(const T* p, index_t n) {
+  std::vector<float> v(static_cast<std::size_t>(n));
+  for (index_t i = 0; i < n; ++i) v[static_cast<std::size_t>(i)] = convert<float>(p[i]);
+  return v;
+}
+
+template <class TA, class TC>
+void matmul_through_float(const TA* a, const TA* b, TC* c, const MatmulDims& d, float beta);
+
+#if defined(CTDL_WITH_ONEDNN)
+
+template <class T>
+constexpr dnnl::memory::data_type dnnl_type() {
+  if constexpr (std::is_same_v<T, float>) return dnnl::memory::data_type::f32;
+  else if constexpr (std::is_same_v<T, bf16>) return dnnl::memory::data_type::bf16;
+  else static_assert(sizeof(T) == 0, "no oneDNN type for this element type");
+}
+
+/// The CPU engine and a stream on it, created on first use.
+struct DnnlCpu {
+  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
+  dnnl::stream stream{engine};
+  static DnnlCpu& get() {
+    static DnnlCpu instance;
+    return instance;
+  }
+};
+
+/// Cached matmul primitives, one per problem (dims, transposes, types, beta != 0).
+class MatmulCache {
+ public:
+  using Key = std::tuple<index_t, index_t, index_t, index_t, bool, bool, index_t, index_t, index_t, int, int, bool>;
+
+  static MatmulCache& get() {
+    static MatmulCache cache;
+    return cache;
+  }
+
+  struct Entry {
+    dnnl::matmul::primitive_desc pd;
+    dnnl::matmul prim;
+  };
+
+  std::shared_ptr<const Entry> find_or_make(const MatmulDims& d, dnnl::memory::data_type ta,
+                                             dnnl::memory::data_type tc, bool accumulate) {
+    const Key key{d.batch, d.m, d.n, d.k, d.trans_a, d.trans_b, d.stride_a, d.stride_b, d.stride_c,
+                  static_cast<int>(ta), static_cast<int>(tc), accumulate};
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = cache_.find(key);
+    if (it != cache_.end()) return it->second;
+    using dims = dnnl::memory::dims;
+    const index_t ba = d.stride_a == 0 ? 1 : d.batch, bb = d.stride_b == 0 ? 1 : d.batch;
+    const dnnl::memory::desc a_md(dims{ba, d.m, d.k}, ta,
+                                  d.trans_a ? dims{d.stride_a, 1, d.m} : dims{d.stride_a, d.k, 1});
+    const dnnl::memory::desc b_md(dims{bb, d.k, d.n}, ta,
+                                  d.trans_b ? dims{d.stride_b, 1, d.k} : dims{d.stride_b, d.n, 1});
+    const dnnl::memory::desc c_md(dims{d.batch, d.m, d.n}, tc, dims{d.stride_c, d.n, 1});
+    dnnl::primitive_attr attr;
+    if (accumulate) {
+      dnnl::post_ops po;
+      po.append_sum(1.0f);
+      attr.set_post_ops(po);
+    }
+    auto& cpu = DnnlCpu::get();
+    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), attr, cpu.engine);
+    last_impl_[ta == dnnl::memory::data_type::bf16] = pd.impl_info_str();
+    auto entry = std::make_shared<const Entry>(Entry{pd, dnnl::matmul(pd)});
+    cache_.emplace(key, entry);
+    return entry;
+  }
+
+  std::string last_impl(bool bf16) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return last_impl_[bf16];
+  }
+
+ private:
+  std::mutex mutex_;
+  std::map<Key, std::shared_ptr<const Entry>> cache_;
+  std::string last_impl_[2] = {"none", "none"};
+};
+
+template <class TA, class TC>
+void matmul_dnnl(const TA* a, const TA* b, TC* c, const MatmulDims& d, float beta) {
+  // beta is 0 or 1 on the hot paths (forward; gradient accumulation); others scale first.
+  if (beta != 0.0f && beta != 1.0f) {
+    const index_t n = span(d.batch, d.stride_c, d.m * d.n);
+    for (index_t i = 0; i < n; ++i) c[i] = convert<TC>(convert<float>(c[i]) * beta);
+    beta = 1.0f;
+  }
+  const auto entry = MatmulCache::get().find_or_make(d, dnnl_type<TA>(), dnnl_type<TC>(), beta != 0.0f);
+  auto& cpu = DnnlCpu::get();
+  dnnl::memory am(entry->pd.src_desc(), cpu.engine, const_cast<TA*>(a));
+  dnnl::memory bm(entry->pd.weights_desc(), cpu.engine, const_cast<TA*>(b));
+  dnnl::memory cm(entry->pd.dst_desc(), cpu.engine, c);
+  entry->prim.execute(cpu.stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+  cpu.stream.wait();
+}
+
+#endif
+
+template <class TA, class TC>
+void matmul_through_float(const TA* a, const TA* b, TC* c, const MatmulDims& d, float beta) {
+  const auto af = to_float(a, span(d.batch, d.stride_a, d.m * d.k));
+  const auto bf = to_float(b, span(d.batch, d.stride_b, d.k * d.n));
+  auto cf = to_float(c, span(d.batch, d.stride_c, d.m * d.n));
+  matmul(af.data(), bf.data(), cf.data(), d, beta);
+  for (std::size_t i = 0; i < cf.size(); ++i) c[i] = convert<TC>(cf[i]);
+}
+
+}  // namespace detail
+
+template <class TA, class TC>
+void matmul(const TA* a, const TA* b, TC* c, const MatmulDims& dims, float beta) {
+  const MatmulDims d = detail::packed(dims);
+  if (d.batch == 0 || d.m == 0 || d.n == 0) return;
+  if (d.k == 0) {
+    for (index_t i = 0; i < detail::span(d.batch, d.stride_c, d.m * d.n); ++i) c[i] = convert<TC>(convert<float>(c[i]) * beta);
+    return;
+  }
+  if constexpr (std::is_same_v<TA, double> || std::is_same_v<TC, double>) {
+    static_assert(std::is_same_v<TA, TC>, "double matmul: inputs and output must all be double");
+    detail::matmul_eigen(a, b, c, d, beta);
+  } else if constexpr (std::is_same_v<TA, float> && std::is_same_v<TC, float>) {
+#if defined(CTDL_WITH_ONEDNN)
+    detail::matmul_dnnl(a, b, c, d, beta);
+#else
+    detail::matmul_eigen(a, b, c, d, beta);
+#endif
+  } else if constexpr (std::is_same_v<TA, bf16> && (std::is_same_v<TC, float> || std::is_same_v<TC, bf16>)) {
+#if defined(CTDL_WITH_ONEDNN)
+    detail::matmul_dnnl(a, b, c, d, beta);
+#else
+    detail::matmul_through_float(a, b, c, d, beta);
+#endif
+  } else {
+    // fp16 (no fp16 matmul on this CPU class) and other mixes: compute in float.
+    detail::matmul_through_float(a, b, c, d, beta);
+  }
+}
+
+inline std::string matmul_implementation(bool bf16) {
+#if defined(CTDL_WITH_ONEDNN)
+  return detail::MatmulCache::get().last_impl(bf16);
+#else
+  (void)bf16;
+  return "eigen";
+#endif
+}
+
+}  // namespace ctdl::kernels::cpu
