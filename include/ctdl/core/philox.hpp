@@ -1,0 +1,67 @@
+#pragma once
+// Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC'11):
+// a counter-based generator. The numbers for counter c under key k are a pure function
+// of (c, k), so element i of a dropout mask is the same whatever thread computes it, and
+// backward can regenerate the mask instead of storing it.
+//
+// ctdl keys a stream by (seed, rank) and counts over (element index, tensor id, step):
+// every training step, data-parallel rank and tensor gets its own independent numbers.
+
+#include <array>
+#include <cstdint>
+
+#include "ctdl/core/config.hpp"
+
+namespace ctdl {
+
+class Philox {
+ public:
+  using Counter = std::array<std::uint32_t, 4>;
+  using Key = std::array<std::uint32_t, 2>;
+
+  /// The ten-round Philox4x32 bijection of `ctr` under `key`.
+  CTDL_HOST_DEVICE static Counter generate(Counter ctr, Key key) {
+    for (int round = 0; round < 10; ++round) {
+      if (round > 0) {
+        key[0] += kWeyl0;
+        key[1] += kWeyl1;
+      }
+      const std::uint64_t p0 = static_cast<std::uint64_t>(kMul0) * ctr[0];
+      const std::uint64_t p1 = static_cast<std::uint64_t>(kMul1) * ctr[2];
+      ctr = {static_cast<std::uint32_t>(p1 >> 32) ^ ctr[1] ^ key[0], static_cast<std::uint32_t>(p1),
+             static_cast<std::uint32_t>(p0 >> 32) ^ ctr[3] ^ key[1], static_cast<std::uint32_t>(p0)};
+    }
+    return ctr;
+  }
+
+  /// A uniform float in [0, 1) from 24 random bits.
+  CTDL_HOST_DEVICE static float to_unit_float(std::uint32_t bits) {
+    return static_cast<float>(bits >> 8) * (1.0f / 16777216.0f);
+  }
+
+ private:
+  static constexpr std::uint32_t kMul0 = 0xD2511F53u, kMul1 = 0xCD9E8D57u;
+  static constexpr std::uint32_t kWeyl0 = 0x9E3779B9u, kWeyl1 = 0xBB67AE85u;
+};
+
+/// The random stream of one tensor in one step on one rank.
+struct RandomStream {
+  std::uint64_t seed = 0;
+  std::uint32_t rank = 0;
+  std::uint32_t tensor_id = 0;
+  std::uint64_t step = 0;
+
+  /// Four uniform floats in [0, 1) for elements 4*block .. 4*block+3.
+  CTDL_HOST_DEVICE std::array<float, 4> uniform4(std::uint64_t block) const {
+    const Philox::Key key{static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32) ^ (rank * 0x9E3779B9u)};
+    const Philox::Counter ctr{static_cast<std::uint32_t>(block), static_cast<std::uint32_t>(block >> 32), tensor_id,
+                              static_cast<std::uint32_t>(step)};
+    const auto r = Philox::generate(ctr, key);
+    return {Philox::to_unit_float(r[0]), Philox::to_unit_float(r[1]), Philox::to_unit_float(r[2]),
+            Philox::to_unit_float(r[3])};
+  }
+  /// The uniform float for element i.
+  CTDL_HOST_DEVICE float uniform(std::uint64_t i) const { return uniform4(i / 4)[i % 4]; }
+};
+
+}  // namespace ctdl

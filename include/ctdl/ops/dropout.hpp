@@ -1,0 +1,80 @@
+#pragma once
+// dropout: y = x * keep / (1 - p), keep = [u >= p] with u uniform in [0, 1) from the
+// Philox stream of (seed, step, rank, tensor id), element by element.
+//
+// Shape contract: any Var<T, S>; y has x's shape. p in [0, 1); p = 0 (or eval mode) is
+// the identity and records nothing.
+// Backward: dx += dy * keep / (1 - p), regenerating keep from the same stream (no mask
+// is stored), so forward and backward agree bit for bit and results do not depend on
+// the thread count.
+
+#include <omp.h>
+
+#include <memory>
+#include <string>
+
+#include "ctdl/autograd/tape.hpp"
+#include "ctdl/core/philox.hpp"
+
+namespace ctdl::ops {
+
+/// The mask element i of a dropout with probability p (device-callable).
+struct DropoutMask {
+  RandomStream stream;
+  float p;
+  CTDL_HOST_DEVICE bool keep(std::uint64_t i) const { return stream.uniform(i) >= p; }
+};
+
+template <class T, class S>
+Var<T, S> dropout(Tape& tape, const Var<T, S>& x, float p, const RandomStream& stream);
+
+// ============================================================================
+
+namespace detail {
+
+/// out[i] (+)= in[i] * keep(i) * scale, in blocks of four elements per Philox call.
+template <bool Accumulate, class T>
+void apply_dropout(const T* in, T* out, index_t n, const DropoutMask& mask) {
+  using C = compute_t<T>;
+  const C scale = C(1) / (C(1) - static_cast<C>(mask.p));
+  const index_t blocks = (n + 3) / 4;
+#pragma omp parallel for schedule(static) if (n >= expr::kParallelThreshold)
+  for (index_t b = 0; b < blocks; ++b) {
+    const auto u = mask.stream.uniform4(static_cast<std::uint64_t>(b));
+    for (index_t l = 0; l < 4 && 4 * b + l < n; ++l) {
+      const index_t i = 4 * b + l;
+      const C v = u[l] >= mask.p ? convert<C>(in[i]) * scale : C(0);
+      if constexpr (Accumulate) out[i] = convert<T>(convert<C>(out[i]) + v);
+      else out[i] = convert<T>(v);
+    }
+  }
+}
+
+template <class T, class S>
+struct DropoutEntry final : TapeEntry {
+  Var<T, S> x, y;
+  DropoutMask mask;
+  DropoutEntry(Var<T, S> x_, Var<T, S> y_, DropoutMask m) : x(std::move(x_)), y(std::move(y_)), mask(m) {}
+  const char* name() const override { return "dropout"; }
+  void backward() override {
+    if (!y.has_grad()) return;
+    apply_dropout<true>(y.grad().data(), x.node_ptr()->grad_data(), x.value().size(), mask);
+  }
+};
+
+}  // namespace detail
+
+template <class T, class S>
+Var<T, S> dropout(Tape& tape, const Var<T, S>& x, float p, const RandomStream& stream) {
+  if (!(p >= 0.0f && p < 1.0f)) throw Error("dropout: probability " + std::to_string(p) + " is not in [0, 1)");
+  if (p == 0.0f) return x;
+  const DropoutMask mask{stream, p};
+  auto value = Tensor<T, S>::uninitialized(x.extents());
+  detail::apply_dropout<false>(x.value().data(), value.data(), value.size(), mask);
+  const bool needs_grad = tape.recording() && x.requires_grad();
+  auto y = make_result(std::move(value), needs_grad);
+  if (needs_grad) tape.push(std::make_unique<detail::DropoutEntry<T, S>>(x, y, mask));
+  return y;
+}
+
+}  // namespace ctdl::ops

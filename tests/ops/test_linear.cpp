@@ -1,0 +1,33 @@
+#include <catch2/catch.hpp>
+
+#include <ctdl/ops/linear.hpp>
+
+#include "../test_util.hpp"
+
+using namespace ctdl;
+
+TEMPLATE_TEST_CASE("linear: y = x W^T + b against a double reference", "[ops]", float, double, bf16) {
+  using T = TestType;
+  auto x = test::uniform<T, Shape<dyn, 6>>({5, 6}, -1, 1, 1);
+  auto w = test::uniform<T, Shape<4, 6>>({4, 6}, -1, 1, 2);
+  auto b = test::uniform<T, Shape<4>>({4}, -1, 1, 3);
+  Tape tape;
+  auto y = ops::linear(tape, Var<T, Shape<dyn, 6>>(x), Var<T, Shape<4, 6>>(w), Var<T, Shape<4>>(b));
+  for (index_t n = 0; n < 5; ++n)
+    for (index_t o = 0; o < 4; ++o) {
+      double s = test::to_double(b(o));
+      for (index_t i = 0; i < 6; ++i) s += test::to_double(x(n, i)) * test::to_double(w(o, i));
+      REQUIRE(test::close(test::to_double(y.value()(n, o)), s, test::tolerance<T>()));
+    }
+}
+
+TEST_CASE("linear: gradcheck for x, weight and bias") {
+  Var<double, Shape<dyn, 5>> x(test::uniform<double, Shape<dyn, 5>>({3, 5}, -1, 1, 4));
+  Var<double, Shape<2, 5>> w(test::uniform<double, Shape<2, 5>>({2, 5}, -1, 1, 5));
+  Var<double, Shape<2>> b(test::uniform<double, Shape<2>>({2}, -1, 1, 6));
+  auto r = gradcheck([](Tape& t, const auto& xv, const auto& wv, const auto& bv) {
+    return ops::linear(t, xv, wv, bv);
+  }, x, w, b);
+  INFO(r.report);
+  REQUIRE(r.ok);
+}
