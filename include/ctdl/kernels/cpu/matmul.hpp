@@ -38,6 +38,7 @@ struct MatmulDims {
   index_t batch = 1, m = 0, n = 0, k = 0;
   bool trans_a = false, trans_b = false;
   index_t stride_a = -1, stride_b = -1, stride_c = -1;  // batch strides; -1: packed (m*k etc.), 0: broadcast
+  index_t lda = -1, ldb = -1, ldc = -1;  // row strides of the stored matrices; -1: packed (their widths)
 };
 
 /// C = op(A) op(B) + beta C. TA is the input element type, TC the output's.
@@ -53,9 +54,12 @@ std::string matmul_implementation(bool bf16);
 namespace detail {
 
 inline MatmulDims packed(MatmulDims d) {
-  if (d.stride_a < 0) d.stride_a = d.m * d.k;
-  if (d.stride_b < 0) d.stride_b = d.k * d.n;
-  if (d.stride_c < 0) d.stride_c = d.m * d.n;
+  if (d.lda < 0) d.lda = d.trans_a ? d.m : d.k;
+  if (d.ldb < 0) d.ldb = d.trans_b ? d.k : d.n;
+  if (d.ldc < 0) d.ldc = d.n;
+  if (d.stride_a < 0) d.stride_a = (d.trans_a ? d.k : d.m) * d.lda;
+  if (d.stride_b < 0) d.stride_b = (d.trans_b ? d.n : d.k) * d.ldb;
+  if (d.stride_c < 0) d.stride_c = d.m * d.ldc;
   return d;
 }
 
@@ -63,10 +67,11 @@ template <class T, class TC>
 void matmul_eigen(const T* a, const T* b, TC* c, const MatmulDims& d, float beta) {
   using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   using MatC = Eigen::Matrix<TC, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using Stride = Eigen::OuterStride<>;
   for (index_t i = 0; i < d.batch; ++i) {
-    Eigen::Map<const Mat> A(a + i * d.stride_a, d.trans_a ? d.k : d.m, d.trans_a ? d.m : d.k);
-    Eigen::Map<const Mat> B(b + i * d.stride_b, d.trans_b ? d.n : d.k, d.trans_b ? d.k : d.n);
-    Eigen::Map<MatC> C(c + i * d.stride_c, d.m, d.n);
+    Eigen::Map<const Mat, 0, Stride> A(a + i * d.stride_a, d.trans_a ? d.k : d.m, d.trans_a ? d.m : d.k, Stride(d.lda));
+    Eigen::Map<const Mat, 0, Stride> B(b + i * d.stride_b, d.trans_b ? d.n : d.k, d.trans_b ? d.k : d.n, Stride(d.ldb));
+    Eigen::Map<MatC, 0, Stride> C(c + i * d.stride_c, d.m, d.n, Stride(d.ldc));
     Mat prod;
     if (!d.trans_a && !d.trans_b) prod.noalias() = A * B;
     else if (d.trans_a && !d.trans_b) prod.noalias() = A.transpose() * B;
@@ -77,6 +82,16 @@ void matmul_eigen(const T* a, const T* b, TC* c, const MatmulDims& d, float beta
   }
 }
 
+
+/// C *= beta over the stored M x N matrices of the batch.
+template <class TC>
+void scale_c(TC* c, const MatmulDims& d, float beta) {
+  for (index_t b = 0; b < d.batch; ++b)
+    for (index_t i = 0; i < d.m; ++i) {
+      TC* row = c + b * d.stride_c + i * d.ldc;
+      for (index_t j = 0; j < d.n; ++j) row[j] = beta == 0.0f ? TC(0) : convert<TC>(convert<float>(row[j]) * beta);
+    }
+}
 
 /// Elements spanned by `batch` matrices of `size` elements `stride` apart.
 inline index_t span(index_t batch, index_t stride, index_t size) { return stride == 0 ? size : (batch - 1) * stride + size; }
@@ -113,7 +128,8 @@ struct DnnlCpu {
 /// Cached matmul primitives, one per problem (dims, transposes, types, beta != 0).
 class MatmulCache {
  public:
-  using Key = std::tuple<index_t, index_t, index_t, index_t, bool, bool, index_t, index_t, index_t, int, int, bool>;
+  using Key = std::tuple<index_t, index_t, index_t, index_t, bool, bool, index_t, index_t, index_t, index_t, index_t,
+                         index_t, int, int, bool>;
 
   static MatmulCache& get() {
     static MatmulCache cache;
@@ -127,18 +143,18 @@ class MatmulCache {
 
   std::shared_ptr<const Entry> find_or_make(const MatmulDims& d, dnnl::memory::data_type ta,
                                              dnnl::memory::data_type tc, bool accumulate) {
-    const Key key{d.batch, d.m, d.n, d.k, d.trans_a, d.trans_b, d.stride_a, d.stride_b, d.stride_c,
-                  static_cast<int>(ta), static_cast<int>(tc), accumulate};
+    const Key key{d.batch,    d.m,   d.n,   d.k,   d.trans_a,           d.trans_b,           d.stride_a, d.stride_b,
+                  d.stride_c, d.lda, d.ldb, d.ldc, static_cast<int>(ta), static_cast<int>(tc), accumulate};
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = cache_.find(key);
     if (it != cache_.end()) return it->second;
     using dims = dnnl::memory::dims;
     const index_t ba = d.stride_a == 0 ? 1 : d.batch, bb = d.stride_b == 0 ? 1 : d.batch;
     const dnnl::memory::desc a_md(dims{ba, d.m, d.k}, ta,
-                                  d.trans_a ? dims{d.stride_a, 1, d.m} : dims{d.stride_a, d.k, 1});
+                                  d.trans_a ? dims{d.stride_a, 1, d.lda} : dims{d.stride_a, d.lda, 1});
     const dnnl::memory::desc b_md(dims{bb, d.k, d.n}, ta,
-                                  d.trans_b ? dims{d.stride_b, 1, d.k} : dims{d.stride_b, d.n, 1});
-    const dnnl::memory::desc c_md(dims{d.batch, d.m, d.n}, tc, dims{d.stride_c, d.n, 1});
+                                  d.trans_b ? dims{d.stride_b, 1, d.ldb} : dims{d.stride_b, d.ldb, 1});
+    const dnnl::memory::desc c_md(dims{d.batch, d.m, d.n}, tc, dims{d.stride_c, d.ldc, 1});
     dnnl::primitive_attr attr;
     if (accumulate) {
       dnnl::post_ops po;
@@ -168,8 +184,7 @@ template <class TA, class TC>
 void matmul_dnnl(const TA* a, const TA* b, TC* c, const MatmulDims& d, float beta) {
   // beta is 0 or 1 on the hot paths (forward; gradient accumulation); others scale first.
   if (beta != 0.0f && beta != 1.0f) {
-    const index_t n = span(d.batch, d.stride_c, d.m * d.n);
-    for (index_t i = 0; i < n; ++i) c[i] = convert<TC>(convert<float>(c[i]) * beta);
+    scale_c(c, d, beta);
     beta = 1.0f;
   }
   const auto entry = MatmulCache::get().find_or_make(d, dnnl_type<TA>(), dnnl_type<TC>(), beta != 0.0f);
@@ -185,9 +200,9 @@ void matmul_dnnl(const TA* a, const TA* b, TC* c, const MatmulDims& d, float bet
 
 template <class TA, class TC>
 void matmul_through_float(const TA* a, const TA* b, TC* c, const MatmulDims& d, float beta) {
-  const auto af = to_float(a, span(d.batch, d.stride_a, d.m * d.k));
-  const auto bf = to_float(b, span(d.batch, d.stride_b, d.k * d.n));
-  auto cf = to_float(c, span(d.batch, d.stride_c, d.m * d.n));
+  const auto af = to_float(a, span(d.batch, d.stride_a, (d.trans_a ? d.k : d.m) * d.lda));
+  const auto bf = to_float(b, span(d.batch, d.stride_b, (d.trans_b ? d.n : d.k) * d.ldb));
+  auto cf = to_float(c, span(d.batch, d.stride_c, d.m * d.ldc));
   matmul(af.data(), bf.data(), cf.data(), d, beta);
   for (std::size_t i = 0; i < cf.size(); ++i) c[i] = convert<TC>(cf[i]);
 }
@@ -199,7 +214,7 @@ void matmul(const TA* a, const TA* b, TC* c, const MatmulDims& dims, float beta)
   const MatmulDims d = detail::packed(dims);
   if (d.batch == 0 || d.m == 0 || d.n == 0) return;
   if (d.k == 0) {
-    for (index_t i = 0; i < detail::span(d.batch, d.stride_c, d.m * d.n); ++i) c[i] = convert<TC>(convert<float>(c[i]) * beta);
+    detail::scale_c(c, d, beta);
     return;
   }
   if constexpr (std::is_same_v<TA, double> || std::is_same_v<TC, double>) {

@@ -1,0 +1,202 @@
+#pragma once
+// Scaled dot-product attention over heads, as BERT's self-attention, fused per head.
+//
+// Shape contract: q, k, v are Var<T, Shape<dyn, H>> with B*S rows (sequence-major per
+// example: row b*S + i); additive_mask is a Tensor<T, Shape<dyn, dyn>> [B, S], added to
+// every query's scores for key j of example b (BERT: (1 - attention_mask) * -10000);
+// `heads` divides H, D = H / heads. The result has q's shape: the heads' contexts side by
+// side, as BERT's context_layer after its transpose back.
+//
+// For each example b and head a, with Q, K, V the D-wide column blocks of head a:
+//   P = softmax(Q K^T / sqrt(D) + mask[b])        (S x S, row-wise)
+//   Pd = P * keep / (1 - p)                        (attention dropout; keep from Philox)
+//   C = Pd V
+// Backward, recomputing P (nothing S x S is stored between forward and backward):
+//   dV += Pd^T dC,   dPd = dC V^T,   dP = dPd * keep / (1 - p)
+//   dZ = P * (dP - rowsum(dP * P)) / sqrt(D)
+//   dQ += dZ K,      dK += dZ^T Q
+// Each thread works on one (b, a) at a time and holds only that head's S x S scores.
+// Scores and softmax run in float for bf16/fp16 (double for double); products on the
+// matmul kernel (oneDNN).
+
+#include <omp.h>
+
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ctdl/autograd/tape.hpp"
+#include "ctdl/core/philox.hpp"
+#include "ctdl/kernels/cpu/matmul.hpp"
+
+namespace ctdl::ops {
+
+struct AttentionOptions {
+  index_t heads = 1;
+  float dropout = 0.0f;  // attention_probs_dropout_prob; 0 in evaluation
+  RandomStream stream{};
+};
+
+template <class T, index_t H>
+Var<T, Shape<dyn, H>> attention(Tape& tape, const Var<T, Shape<dyn, H>>& q, const Var<T, Shape<dyn, H>>& k,
+                                const Var<T, Shape<dyn, H>>& v, const Tensor<T, Shape<dyn, dyn>>& additive_mask,
+                                const AttentionOptions& opt);
+
+// ============================================================================
+
+namespace detail {
+
+struct AttentionDims {
+  index_t batch, seq, hidden, heads, head_dim;
+};
+
+/// One head's probabilities: P (row softmax of scaled scores + mask) and Pd (after
+/// dropout), both S x S in the scratch type Sc.
+template <class T, class Sc>
+void attention_probs(const T* q, const T* k, const T* mask_row, const AttentionDims& d, index_t b, index_t a,
+                     const AttentionOptions& opt, Sc* p, Sc* pd) {
+  const index_t s = d.seq, hd = d.hidden;
+  kernels::cpu::matmul(q, k, p, {1, s, s, d.head_dim, false, true, -1, -1, -1, hd, hd, s}, 0.0f);
+  const Sc scale = Sc(1) / std::sqrt(static_cast<Sc>(d.head_dim));
+  const Sc keep_scale = opt.dropout > 0 ? Sc(1) / (Sc(1) - static_cast<Sc>(opt.dropout)) : Sc(1);
+  const std::uint64_t base = static_cast<std::uint64_t>((b * d.heads + a) * s) * static_cast<std::uint64_t>(s);
+  for (index_t i = 0; i < s; ++i) {
+    Sc* row = p + i * s;
+    Sc m = -std::numeric_limits<Sc>::infinity();
+    for (index_t j = 0; j < s; ++j) {
+      row[j] = row[j] * scale + convert<Sc>(mask_row[j]);
+      m = std::max(m, row[j]);
+    }
+    Sc sum = 0;
+    for (index_t j = 0; j < s; ++j) sum += row[j] = std::exp(row[j] - m);
+    const Sc inv = Sc(1) / sum;
+    Sc* drow = pd + i * s;
+    for (index_t j = 0; j < s; ++j) {
+      row[j] *= inv;
+      drow[j] = row[j];
+      if (opt.dropout > 0) {
+        const bool keep = opt.stream.uniform(base + static_cast<std::uint64_t>(i * s + j)) >= opt.dropout;
+        drow[j] = keep ? row[j] * keep_scale : Sc(0);
+      }
+    }
+  }
+}
+
+/// A T-typed view of scratch values (a copy for bf16/fp16, the same memory otherwise).
+template <class T, class Sc>
+const T* as_type(const Sc* src, std::vector<T>& buf, index_t n) {
+  if constexpr (std::is_same_v<T, Sc>) {
+    (void)buf;
+    (void)n;
+    return src;
+  } else {
+    buf.resize(static_cast<std::size_t>(n));
+    for (index_t i = 0; i < n; ++i) buf[static_cast<std::size_t>(i)] = convert<T>(src[i]);
+    return buf.data();
+  }
+}
+
+template <class T, index_t H>
+struct AttentionEntry final : TapeEntry {
+  Var<T, Shape<dyn, H>> q, k, v, out;
+  Tensor<T, Shape<dyn, dyn>> mask;
+  AttentionOptions opt;
+  AttentionDims d;
+  AttentionEntry(Var<T, Shape<dyn, H>> q_, Var<T, Shape<dyn, H>> k_, Var<T, Shape<dyn, H>> v_,
+                 Var<T, Shape<dyn, H>> o_, Tensor<T, Shape<dyn, dyn>> m_, AttentionOptions opt_, AttentionDims d_)
+      : q(std::move(q_)), k(std::move(k_)), v(std::move(v_)), out(std::move(o_)), mask(std::move(m_)), opt(opt_), d(d_) {}
+  const char* name() const override { return "attention"; }
+
+  void backward() override {
+    if (!out.has_grad()) return;
+    using Sc = compute_t<T>;
+    const index_t s = d.seq, hd = d.hidden, dh = d.head_dim;
+    const T* dc = out.grad().data();
+    T* dq = q.requires_grad() ? q.node_ptr()->grad_data() : nullptr;
+    T* dk = k.requires_grad() ? k.node_ptr()->grad_data() : nullptr;
+    T* dv = v.requires_grad() ? v.node_ptr()->grad_data() : nullptr;
+    const Sc scale = Sc(1) / std::sqrt(static_cast<Sc>(dh));
+    const Sc keep_scale = opt.dropout > 0 ? Sc(1) / (Sc(1) - static_cast<Sc>(opt.dropout)) : Sc(1);
+#pragma omp parallel
+    {
+      std::vector<Sc> p(static_cast<std::size_t>(s * s)), pd(p.size()), dp(p.size());
+      std::vector<T> buf;
+#pragma omp for schedule(static)
+      for (index_t ba = 0; ba < d.batch * d.heads; ++ba) {
+        const index_t b = ba / d.heads, a = ba % d.heads;
+        const index_t off = b * s * hd + a * dh;
+        attention_probs(q.value().data() + off, k.value().data() + off, mask.data() + b * s, d, b, a, opt, p.data(),
+                        pd.data());
+        if (dv) kernels::cpu::matmul(as_type<T>(pd.data(), buf, s * s), dc + off, dv + off,
+                                     {1, s, dh, s, true, false, -1, -1, -1, s, hd, hd}, 1.0f);
+        // dPd = dC V^T
+        kernels::cpu::matmul(dc + off, v.value().data() + off, dp.data(), {1, s, s, dh, false, true, -1, -1, -1, hd, hd, s},
+                             0.0f);
+        const std::uint64_t base = static_cast<std::uint64_t>(ba * s) * static_cast<std::uint64_t>(s);
+        for (index_t i = 0; i < s; ++i) {
+          Sc* dpr = dp.data() + i * s;
+          const Sc* pr = p.data() + i * s;
+          if (opt.dropout > 0) {
+            for (index_t j = 0; j < s; ++j) {
+              const bool keep = opt.stream.uniform(base + static_cast<std::uint64_t>(i * s + j)) >= opt.dropout;
+              dpr[j] = keep ? dpr[j] * keep_scale : Sc(0);
+            }
+          }
+          Sc dot = 0;
+          for (index_t j = 0; j < s; ++j) dot += dpr[j] * pr[j];
+          for (index_t j = 0; j < s; ++j) dpr[j] = pr[j] * (dpr[j] - dot) * scale;
+        }
+        const T* dz = as_type<T>(dp.data(), buf, s * s);
+        if (dq) kernels::cpu::matmul(dz, k.value().data() + off, dq + off, {1, s, dh, s, false, false, -1, -1, -1, s, hd, hd},
+                                     1.0f);
+        if (dk) kernels::cpu::matmul(dz, q.value().data() + off, dk + off, {1, s, dh, s, true, false, -1, -1, -1, s, hd, hd},
+                                     1.0f);
+      }
+    }
+  }
+};
+
+}  // namespace detail
+
+template <class T, index_t H>
+Var<T, Shape<dyn, H>> attention(Tape& tape, const Var<T, Shape<dyn, H>>& q, const Var<T, Shape<dyn, H>>& k,
+                                const Var<T, Shape<dyn, H>>& v, const Tensor<T, Shape<dyn, dyn>>& additive_mask,
+                                const AttentionOptions& opt) {
+  const index_t batch = additive_mask.extent(0), seq = additive_mask.extent(1), hidden = q.extents()[1];
+  if (q.extents() != k.extents() || q.extents() != v.extents() || q.extents()[0] != batch * seq) {
+    throw ShapeError("attention: q " + describe<Shape<dyn, H>>(q.extents()) + ", k " +
+                     describe<Shape<dyn, H>>(k.extents()) + ", v " + describe<Shape<dyn, H>>(v.extents()) +
+                     " do not fit the mask's batch x sequence " + format_extents(additive_mask.extents()));
+  }
+  if (opt.heads <= 0 || hidden % opt.heads != 0) {
+    throw ShapeError("attention: " + std::to_string(opt.heads) + " heads do not divide the hidden width " +
+                     std::to_string(hidden));
+  }
+  if (!(opt.dropout >= 0.0f && opt.dropout < 1.0f)) throw Error("attention: dropout probability not in [0, 1)");
+  const detail::AttentionDims d{batch, seq, hidden, opt.heads, hidden / opt.heads};
+  using Sc = compute_t<T>;
+  auto value = Tensor<T, Shape<dyn, H>>::uninitialized(q.extents());
+#pragma omp parallel
+  {
+    std::vector<Sc> p(static_cast<std::size_t>(seq * seq)), pd(p.size());
+    std::vector<T> buf;
+#pragma omp for schedule(static)
+    for (index_t ba = 0; ba < batch * opt.heads; ++ba) {
+      const index_t b = ba / opt.heads, a = ba % opt.heads;
+      const index_t off = b * seq * hidden + a * d.head_dim;
+      detail::attention_probs(q.value().data() + off, k.value().data() + off, additive_mask.data() + b * seq, d, b, a,
+                              opt, p.data(), pd.data());
+      kernels::cpu::matmul(detail::as_type<T>(pd.data(), buf, seq * seq), v.value().data() + off, value.data() + off,
+                           {1, seq, d.head_dim, seq, false, false, -1, -1, -1, seq, hidden, hidden}, 0.0f);
+    }
+  }
+  const bool needs_grad = tape.recording() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
+  auto out = make_result(std::move(value), needs_grad);
+  if (needs_grad) {
+    tape.push(std::make_unique<detail::AttentionEntry<T, H>>(q, k, v, out, Tensor<T, Shape<dyn, dyn>>(additive_mask), opt, d));
+  }
+  return out;
+}
+
+}  // namespace ctdl::ops
