@@ -27,6 +27,7 @@ struct VarNode {
   Tensor<T, S> grad;  // allocated on first accumulation
   bool has_grad = false;
   bool requires_grad = false;
+  bool weight_decay = true;  // optimizer metadata: false for biases and LayerNorm parameters
 
   /// The gradient's storage, zero-filled when first used, for kernels that accumulate
   /// into it directly (matmul with beta = 1).
@@ -84,6 +85,10 @@ class Var {
   const Tensor<T, S>& value() const { return node().value; }
   const Extents<S>& extents() const { return node().value.extents(); }
   bool requires_grad() const { return node().requires_grad; }
+  /// Whether an optimizer applies weight decay to this parameter (BERT: not to biases
+  /// and LayerNorm parameters).
+  bool weight_decay() const { return node().weight_decay; }
+  void set_weight_decay(bool on) { node().weight_decay = on; }
   bool has_grad() const { return node().has_grad; }
 
   /// The gradient; zero-filled if nothing has been accumulated yet.

@@ -1,0 +1,285 @@
+#pragma once
+// BERT as in Google's modeling.py (post-LayerNorm encoder), assembled from ctdl modules,
+// with Hugging Face's module and parameter names so that checkpoint keys are field paths:
+//
+//   bert.embeddings.{word,position,token_type}_embeddings.weight, bert.embeddings.LayerNorm.*
+//   bert.encoder.layer.N.attention.self.{query,key,value}.*
+//   bert.encoder.layer.N.attention.output.{dense,LayerNorm}.*
+//   bert.encoder.layer.N.intermediate.dense.*, bert.encoder.layer.N.output.{dense,LayerNorm}.*
+//   bert.pooler.dense.*, classifier.*
+//
+// Shapes: a batch of B sequences of S tokens is processed as B*S rows of width H; the
+// hidden width H, heads and intermediate width come from the family F (types), the rest
+// (layers, vocabulary, positions, token types, labels) from BertConfig at run time.
+//
+// Forward of one encoder layer (x: B*S x H):
+//   a  = LayerNorm(x + dropout(attention(x) W_o^T + b_o))
+//   y  = LayerNorm(a + dropout(act(a W_i^T + b_i) W_out^T + b_out))
+// with act the erf or tanh GELU; bias + GELU is one fused expression (forward and
+// backward). Pooler: tanh(dense(hidden state of each sequence's first token)).
+
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "ctdl/models/bert/config.hpp"
+#include "ctdl/nn/layers.hpp"
+#include "ctdl/ops/attention.hpp"
+#include "ctdl/ops/cross_entropy.hpp"
+#include "ctdl/ops/dropout.hpp"
+#include "ctdl/ops/matmul.hpp"
+
+namespace ctdl::bert {
+
+/// A batch of token sequences: B x S ids, token types and attention mask (1 = real
+/// token, 0 = padding).
+struct Batch {
+  Tensor<std::int32_t, ctdl::Shape<dyn, dyn>> input_ids, token_type_ids, attention_mask;
+  index_t batch() const { return input_ids.extent(0); }
+  index_t seq_len() const { return input_ids.extent(1); }
+};
+
+template <class T, class F>
+struct BertEmbeddings {
+  static constexpr index_t H = F::hidden;
+  nn::Embedding<T, H> word_embeddings, position_embeddings, token_type_embeddings;
+  nn::LayerNorm<T, H> LayerNorm;
+  static constexpr std::array names{"word_embeddings", "position_embeddings", "token_type_embeddings", "LayerNorm"};
+};
+
+template <class T, class F>
+struct BertSelfAttention {
+  nn::Linear<T, F::hidden, F::hidden> query, key, value;
+  static constexpr std::array names{"query", "key", "value"};
+};
+
+template <class T, class F>
+struct BertSelfOutput {
+  nn::Linear<T, F::hidden, F::hidden> dense;
+  nn::LayerNorm<T, F::hidden> LayerNorm;
+  static constexpr std::array names{"dense", "LayerNorm"};
+};
+
+template <class T, class F>
+struct BertAttention {
+  BertSelfAttention<T, F> self;
+  BertSelfOutput<T, F> output;
+  static constexpr std::array names{"self", "output"};
+};
+
+template <class T, class F>
+struct BertIntermediate {
+  nn::Linear<T, F::hidden, F::intermediate> dense;
+  static constexpr std::array names{"dense"};
+};
+
+template <class T, class F>
+struct BertOutput {
+  nn::Linear<T, F::intermediate, F::hidden> dense;
+  nn::LayerNorm<T, F::hidden> LayerNorm;
+  static constexpr std::array names{"dense", "LayerNorm"};
+};
+
+template <class T, class F>
+struct BertLayer {
+  BertAttention<T, F> attention;
+  BertIntermediate<T, F> intermediate;
+  BertOutput<T, F> output;
+  static constexpr std::array names{"attention", "intermediate", "output"};
+};
+
+template <class T, class F>
+struct BertEncoder {
+  std::vector<BertLayer<T, F>> layer;
+  static constexpr std::array names{"layer"};
+};
+
+template <class T, class F>
+struct BertPooler {
+  nn::Linear<T, F::hidden, F::hidden> dense;
+  static constexpr std::array names{"dense"};
+};
+
+template <class T, class F>
+struct BertModel {
+  using Hidden = Var<T, ctdl::Shape<dyn, F::hidden>>;
+  BertEmbeddings<T, F> embeddings;
+  BertEncoder<T, F> encoder;
+  BertPooler<T, F> pooler;
+  BertConfig config;
+  static constexpr std::array names{"embeddings", "encoder", "pooler"};
+
+  /// Zero-filled parameters of the configured sizes (call init_weights or load a
+  /// checkpoint next).
+  static BertModel make(const BertConfig& c);
+
+  struct Output {
+    Hidden sequence;  // B*S x H, the last layer's hidden states
+    Hidden pooled;    // B x H
+  };
+  Output forward(nn::Context& ctx, const Batch& batch) const;
+};
+
+/// BertForSequenceClassification: dropout on the pooled output, then a linear layer to
+/// num_labels (the span classifier of the original pipeline).
+template <class T, class F>
+struct BertForSequenceClassification {
+  BertModel<T, F> bert;
+  nn::Linear<T, F::hidden, dyn> classifier;
+  static constexpr std::array names{"bert", "classifier"};
+
+  static BertForSequenceClassification make(const BertConfig& c, index_t num_labels) {
+    return {BertModel<T, F>::make(c), nn::Linear<T, F::hidden, dyn>::make(c.hidden_size, num_labels)};
+  }
+  /// B x num_labels logits.
+  Var<T, ctdl::Shape<dyn, dyn>> forward(nn::Context& ctx, const Batch& batch) const {
+    auto pooled = bert.forward(ctx, batch).pooled;
+    if (ctx.training) pooled = ops::dropout(ctx.tape, pooled, static_cast<float>(bert.config.classifier_dropout), ctx.next_stream());
+    return classifier(ctx, pooled);
+  }
+};
+
+/// BertForTokenClassification: dropout on every token's hidden state, then a linear
+/// layer to num_labels.
+template <class T, class F>
+struct BertForTokenClassification {
+  BertModel<T, F> bert;
+  nn::Linear<T, F::hidden, dyn> classifier;
+  static constexpr std::array names{"bert", "classifier"};
+
+  static BertForTokenClassification make(const BertConfig& c, index_t num_labels) {
+    return {BertModel<T, F>::make(c), nn::Linear<T, F::hidden, dyn>::make(c.hidden_size, num_labels)};
+  }
+  /// B*S x num_labels logits.
+  Var<T, ctdl::Shape<dyn, dyn>> forward(nn::Context& ctx, const Batch& batch) const {
+    auto seq = bert.forward(ctx, batch).sequence;
+    if (ctx.training) seq = ops::dropout(ctx.tape, seq, static_cast<float>(bert.config.classifier_dropout), ctx.next_stream());
+    return classifier(ctx, seq);
+  }
+};
+
+/// BERT's initialisation: weights from a normal(0, initializer_range) truncated at two
+/// standard deviations, biases 0, LayerNorm gamma 1 and beta 0.
+template <nn::Module M>
+void init_weights(M& model, double initializer_range, std::uint64_t seed);
+
+// ============================================================================
+
+template <class T, class F>
+BertModel<T, F> BertModel<T, F>::make(const BertConfig& c) {
+  constexpr index_t H = F::hidden;
+  if (c.hidden_size != F::hidden || c.num_attention_heads != F::heads || c.intermediate_size != F::intermediate) {
+    throw Error("BertModel: the config (hidden " + std::to_string(c.hidden_size) + ", heads " +
+                std::to_string(c.num_attention_heads) + ", intermediate " + std::to_string(c.intermediate_size) +
+                ") does not match the compiled family (" + std::to_string(F::hidden) + ", " + std::to_string(F::heads) +
+                ", " + std::to_string(F::intermediate) + ")");
+  }
+  BertModel m;
+  m.config = c;
+  m.embeddings = {nn::Embedding<T, H>::make(c.vocab_size, H), nn::Embedding<T, H>::make(c.max_position_embeddings, H),
+                  nn::Embedding<T, H>::make(c.type_vocab_size, H), nn::LayerNorm<T, H>::make(H, c.layer_norm_eps)};
+  for (index_t i = 0; i < c.num_hidden_layers; ++i) {
+    using L = nn::Linear<T, H, H>;
+    m.encoder.layer.push_back(
+        {{{L::make(H, H), L::make(H, H), L::make(H, H)}, {L::make(H, H), nn::LayerNorm<T, H>::make(H, c.layer_norm_eps)}},
+         {nn::Linear<T, H, F::intermediate>::make(H, F::intermediate)},
+         {nn::Linear<T, F::intermediate, H>::make(F::intermediate, H), nn::LayerNorm<T, H>::make(H, c.layer_norm_eps)}});
+  }
+  m.pooler = {nn::Linear<T, H, H>::make(H, H)};
+  return m;
+}
+
+namespace detail {
+
+/// Row indices b * S + 0: each sequence's first ([CLS]) token.
+inline Tensor<std::int32_t, ctdl::Shape<dyn>> first_token_rows(index_t batch, index_t seq) {
+  auto rows = Tensor<std::int32_t, ctdl::Shape<dyn>>::uninitialized({batch});
+  for (index_t b = 0; b < batch; ++b) rows.data()[b] = static_cast<std::int32_t>(b * seq);
+  return rows;
+}
+
+/// x W^T + b followed by the activation, the bias and activation fused in one expression.
+template <class T, index_t In, index_t Out>
+Var<T, ctdl::Shape<dyn, Out>> linear_gelu(nn::Context& ctx, const Var<T, ctdl::Shape<dyn, In>>& x,
+                                          const nn::Linear<T, In, Out>& l, Activation act) {
+  auto xw = ops::matmul<ops::MatmulOptions{.transpose_b = true}>(ctx.tape, x, l.weight);
+  if (act == Activation::gelu_erf) return ctx.tape.record(gelu(xw + l.bias));
+  return ctx.tape.record(gelu_tanh(xw + l.bias));
+}
+
+}  // namespace detail
+
+template <class T, class F>
+typename BertModel<T, F>::Output BertModel<T, F>::forward(nn::Context& ctx, const Batch& batch) const {
+  const index_t b = batch.batch(), s = batch.seq_len();
+  if (s > config.max_position_embeddings) {
+    throw Error("BERT: sequence length " + std::to_string(s) + " exceeds max_position_embeddings " +
+                std::to_string(config.max_position_embeddings));
+  }
+  if (batch.token_type_ids.extents() != batch.input_ids.extents() ||
+      batch.attention_mask.extents() != batch.input_ids.extents()) {
+    throw ShapeError("BERT: input_ids " + format_extents(batch.input_ids.extents()) + ", token_type_ids " +
+                     format_extents(batch.token_type_ids.extents()) + " and attention_mask " +
+                     format_extents(batch.attention_mask.extents()) + " differ");
+  }
+  Tape& tape = ctx.tape;
+  const auto hidden_dropout = static_cast<float>(config.hidden_dropout_prob);
+  auto dropout = [&](const Hidden& x) { return ctx.training ? ops::dropout(tape, x, hidden_dropout, ctx.next_stream()) : x; };
+
+  // Embeddings: word + position + token type, LayerNorm, dropout.
+  auto positions = Tensor<std::int32_t, ctdl::Shape<dyn, dyn>>::uninitialized({b, s});
+  for (index_t i = 0; i < b * s; ++i) positions.data()[i] = static_cast<std::int32_t>(i % s);
+  auto words = embeddings.word_embeddings(ctx, batch.input_ids);
+  auto pos = embeddings.position_embeddings(ctx, positions);
+  auto types = embeddings.token_type_embeddings(ctx, batch.token_type_ids);
+  Hidden x = dropout(embeddings.LayerNorm(ctx, tape.record(words + pos + types)));
+
+  // BERT's additive attention mask: (1 - mask) * -10000 for every key position.
+  Tensor<T, ctdl::Shape<dyn, dyn>> mask_add = cast<T>((1 - cast<float>(batch.attention_mask)) * -10000.0f);
+  const auto attn_dropout = ctx.training ? static_cast<float>(config.attention_probs_dropout_prob) : 0.0f;
+
+  for (const auto& layer : encoder.layer) {
+    const auto& sa = layer.attention.self;
+    auto q = sa.query(ctx, x);
+    auto k = sa.key(ctx, x);
+    auto v = sa.value(ctx, x);
+    auto context = ops::attention(tape, q, k, v, mask_add,
+                                  {.heads = F::heads, .dropout = attn_dropout, .stream = ctx.next_stream()});
+    auto attn_out = dropout(layer.attention.output.dense(ctx, context));
+    Hidden a = layer.attention.output.LayerNorm(ctx, tape.record(attn_out + x));
+    auto inter = detail::linear_gelu(ctx, a, layer.intermediate.dense, config.hidden_act);
+    auto out = dropout(layer.output.dense(ctx, inter));
+    x = layer.output.LayerNorm(ctx, tape.record(out + a));
+  }
+
+  auto first = ops::embedding(tape, x, detail::first_token_rows(b, s));
+  auto pooled_pre = ops::matmul<ops::MatmulOptions{.transpose_b = true}>(tape, first, pooler.dense.weight);
+  Hidden pooled = tape.record(tanh(pooled_pre + pooler.dense.bias));
+  return {x, pooled};
+}
+
+template <nn::Module M>
+void init_weights(M& model, double initializer_range, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> normal(0.0, initializer_range);
+  nn::visit_parameters(model, [&](const std::string& name, auto& p) {
+    using T = typename std::remove_cvref_t<decltype(p)>::value_type;
+    auto& v = p.value();
+    const bool is_bias = name.ends_with(".bias");
+    const bool is_gamma = name.ends_with("LayerNorm.weight");
+    for (index_t i = 0; i < v.size(); ++i) {
+      double x = 0;
+      if (is_gamma) {
+        x = 1;
+      } else if (!is_bias) {
+        do x = normal(rng);
+        while (std::abs(x) > 2 * initializer_range);
+      }
+      v.data()[i] = convert<T>(x);
+    }
+  });
+}
+
+}  // namespace ctdl::bert

@@ -1,0 +1,65 @@
+#pragma once
+// The basic modules: Linear, LayerNorm, Embedding. Parameter names follow PyTorch /
+// Hugging Face ("weight", "bias"), so checkpoint keys map onto fields directly.
+
+#include "ctdl/nn/module.hpp"
+#include "ctdl/ops/embedding.hpp"
+#include "ctdl/ops/layer_norm.hpp"
+#include "ctdl/ops/linear.hpp"
+
+namespace ctdl::nn {
+
+/// y = x W^T + b, W stored [Out, In].
+template <class T, index_t In, index_t Out>
+struct Linear {
+  Var<T, Shape<Out, In>> weight;
+  Var<T, Shape<Out>> bias;
+  static constexpr std::array names{"weight", "bias"};
+
+  /// Zero parameters of the given extents (the static ones must agree); the bias gets
+  /// no weight decay.
+  static Linear make(index_t in, index_t out) {
+    Linear l{Var<T, Shape<Out, In>>(Tensor<T, Shape<Out, In>>({out, in})), Var<T, Shape<Out>>(Tensor<T, Shape<Out>>({out}))};
+    l.bias.set_weight_decay(false);
+    return l;
+  }
+  template <index_t XIn>
+  Var<T, Shape<dyn, Out>> operator()(Context& ctx, const Var<T, Shape<dyn, XIn>>& x) const {
+    return ops::linear(ctx.tape, x, weight, bias);
+  }
+};
+
+/// LayerNorm over the last axis; `weight` is gamma, `bias` is beta (no weight decay).
+template <class T, index_t H>
+struct LayerNorm {
+  Var<T, Shape<H>> weight;
+  Var<T, Shape<H>> bias;
+  double eps = 1e-12;
+  static constexpr std::array names{"weight", "bias"};
+
+  static LayerNorm make(index_t h, double eps) {
+    LayerNorm l{Var<T, Shape<H>>(Tensor<T, Shape<H>>::full({h}, T(1))), Var<T, Shape<H>>(Tensor<T, Shape<H>>({h})), eps};
+    l.weight.set_weight_decay(false);
+    l.bias.set_weight_decay(false);
+    return l;
+  }
+  template <class S>
+  Var<T, S> operator()(Context& ctx, const Var<T, S>& x) const {
+    return ops::layer_norm(ctx.tape, x, weight, bias, eps);
+  }
+};
+
+/// A table of `rows` vectors of width H, looked up by id.
+template <class T, index_t H>
+struct Embedding {
+  Var<T, Shape<dyn, H>> weight;
+  static constexpr std::array names{"weight"};
+
+  static Embedding make(index_t rows, index_t h) { return {Var<T, Shape<dyn, H>>(Tensor<T, Shape<dyn, H>>({rows, h}))}; }
+  template <class I, class SI>
+  Var<T, Shape<dyn, H>> operator()(Context& ctx, const Tensor<I, SI>& ids) const {
+    return ops::embedding(ctx.tape, weight, ids);
+  }
+};
+
+}  // namespace ctdl::nn

@@ -1,0 +1,97 @@
+#include <catch2/catch.hpp>
+
+#include <ctdl/models/bert/model.hpp>
+
+#include <fstream>
+
+#include "../../test_util.hpp"
+
+using namespace ctdl;
+
+TEST_CASE("BERT-base with the cased BioBERT vocabulary has 108,310,272 parameters without heads") {
+  bert::BertConfig c;  // BERT-base defaults
+  c.vocab_size = 28996;
+  auto model = bert::BertModel<float, bert::Base>::make(c);
+  REQUIRE(nn::count_parameters(model) == 108310272);
+  auto with_head = bert::BertForSequenceClassification<float, bert::Base>::make(c, 5);
+  REQUIRE(nn::count_parameters(with_head) == 108310272 + 768 * 5 + 5);
+}
+
+TEST_CASE("BERT parameter names are the Hugging Face checkpoint keys") {
+  bert::BertConfig c;
+  c.vocab_size = 50;
+  c.hidden_size = 128;
+  c.num_attention_heads = 2;
+  c.intermediate_size = 512;
+  c.num_hidden_layers = 2;
+  auto m = bert::BertForSequenceClassification<float, bert::Tiny>::make(c, 3);
+  std::vector<std::string> names;
+  nn::visit_parameters(m, [&](const std::string& n, auto&) { names.push_back(n); });
+  REQUIRE(names.size() == 5 + 2 * 16 + 2 + 2);
+  REQUIRE(names.front() == "bert.embeddings.word_embeddings.weight");
+  REQUIRE(names[4] == "bert.embeddings.LayerNorm.bias");
+  REQUIRE(names[5] == "bert.encoder.layer.0.attention.self.query.weight");
+  REQUIRE(names[20] == "bert.encoder.layer.0.output.LayerNorm.bias");
+  REQUIRE(names[21] == "bert.encoder.layer.1.attention.self.query.weight");
+  REQUIRE(names[names.size() - 3] == "bert.pooler.dense.bias");
+  REQUIRE(names.back() == "classifier.bias");
+}
+
+TEST_CASE("BertConfig: keys, defaults, and clear errors") {
+  const auto j = nlohmann::json::parse(R"({"vocab_size": 99, "hidden_size": 128, "num_hidden_layers": 3,
+    "num_attention_heads": 2, "intermediate_size": 512, "hidden_act": "gelu_new", "classifier_dropout": null,
+    "hidden_dropout_prob": 0.2})");
+  const auto c = bert::BertConfig::from_json(j, "cfg.json");
+  REQUIRE(c.hidden_act == bert::Activation::gelu_tanh);
+  REQUIRE(c.layer_norm_eps == 1e-12);
+  REQUIRE(c.classifier_dropout == 0.2);
+  REQUIRE(c.max_position_embeddings == 512);
+  auto bad = j;
+  bad.erase("hidden_size");
+  REQUIRE_THROWS_WITH(bert::BertConfig::from_json(bad, "cfg.json"), "cfg.json: missing key \"hidden_size\"");
+  bad = j;
+  bad["hidden_act"] = "relu";
+  REQUIRE_THROWS_WITH(bert::BertConfig::from_json(bad, "cfg.json"), Catch::Matchers::Contains("hidden_act \"relu\" is not supported"));
+  bad = j;
+  bad["num_hidden_layers"] = "three";
+  REQUIRE_THROWS_WITH(bert::BertConfig::from_json(bad, "cfg.json"), Catch::Matchers::Contains("\"num_hidden_layers\" has the wrong type"));
+  REQUIRE_THROWS_WITH(bert::BertConfig::from_file("/nonexistent/bert_config.json"),
+                      "/nonexistent/bert_config.json: cannot open the BERT config");
+  int matched = 0;
+  bert::dispatch(c, [&]<class F>() { matched = static_cast<int>(F::hidden); });
+  REQUIRE(matched == 128);
+  auto odd = c;
+  odd.hidden_size = 200;
+  odd.num_attention_heads = 4;
+  REQUIRE_THROWS_WITH(bert::dispatch(odd, [&]<class F>() {}), Catch::Matchers::Contains("no compiled BERT shape family for hidden_size 200"));
+}
+
+TEST_CASE("BERT: initialisation and a forward/backward pass of a tiny model in double pass gradcheck on the head") {
+  bert::BertConfig c;
+  c.vocab_size = 30;
+  c.hidden_size = 128;
+  c.num_attention_heads = 2;
+  c.intermediate_size = 512;
+  c.num_hidden_layers = 1;
+  c.max_position_embeddings = 16;
+  auto m = bert::BertForSequenceClassification<double, bert::Tiny>::make(c, 3);
+  bert::init_weights(m, 0.02, 1);
+  REQUIRE(m.bert.embeddings.LayerNorm.weight.value()(5) == 1.0);
+  REQUIRE(m.bert.pooler.dense.bias.value()(5) == 0.0);
+  double maxabs = 0;
+  for (index_t i = 0; i < m.classifier.weight.value().size(); ++i) maxabs = std::max(maxabs, std::abs(m.classifier.weight.value().data()[i]));
+  REQUIRE(maxabs <= 0.04);
+  REQUIRE(maxabs > 0.0);
+  bert::Batch batch{{{2, 4}, {5, 7, 9, 0, 3, 4, 5, 6}}, {{2, 4}, {0, 0, 1, 0, 0, 1, 1, 1}}, {{2, 4}, {1, 1, 1, 0, 1, 1, 1, 1}}};
+  Tensor<std::int32_t, Shape<dyn>> labels({2}, {2, 0});
+  // gradcheck on the classifier and the pooler through the whole network's forward.
+  auto r = gradcheck(GradcheckOptions{.atol = 1e-8, .rtol = 1e-5}, [&](Tape& t, const auto& w, const auto& pw) {
+    nn::Context ctx{t};
+    (void)w;
+    (void)pw;
+    auto logits = m.forward(ctx, batch);
+    return ops::cross_entropy(t, logits, labels);
+  }, m.classifier.weight, m.bert.pooler.dense.bias);
+  INFO(r.report);
+  REQUIRE(r.ok);
+}
