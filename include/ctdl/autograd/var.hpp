@@ -84,6 +84,7 @@ class Var {
   Tensor<T, S>& value() { return node().value; }
   const Tensor<T, S>& value() const { return node().value; }
   const Extents<S>& extents() const { return node().value.extents(); }
+  index_t extent(std::size_t axis) const { return node().value.extent(axis); }
   bool requires_grad() const { return node().requires_grad; }
   /// Whether an optimizer applies weight decay to this parameter (BERT: not to biases
   /// and LayerNorm parameters).

@@ -102,14 +102,21 @@ struct BertPooler {
   static constexpr std::array names{"dense"};
 };
 
-template <class T, class F>
+/// Stands in for the pooler of a model built without one (Hugging Face's
+/// add_pooling_layer=False, as in BertForTokenClassification): not a module, not visited.
+struct NoPooler {};
+
+template <class T, class F, bool WithPooler = true>
 struct BertModel {
   using Hidden = Var<T, ctdl::Shape<dyn, F::hidden>>;
   BertEmbeddings<T, F> embeddings;
   BertEncoder<T, F> encoder;
-  BertPooler<T, F> pooler;
+  std::conditional_t<WithPooler, BertPooler<T, F>, NoPooler> pooler;
   BertConfig config;
-  static constexpr std::array names{"embeddings", "encoder", "pooler"};
+  static constexpr auto names = [] {
+    if constexpr (WithPooler) return std::array{"embeddings", "encoder", "pooler"};
+    else return std::array{"embeddings", "encoder"};
+  }();
 
   /// Zero-filled parameters of the configured sizes (call init_weights or load a
   /// checkpoint next).
@@ -117,7 +124,7 @@ struct BertModel {
 
   struct Output {
     Hidden sequence;  // B*S x H, the last layer's hidden states
-    Hidden pooled;    // B x H
+    Hidden pooled;    // B x H (null without a pooler)
   };
   Output forward(nn::Context& ctx, const Batch& batch) const;
 };
@@ -142,15 +149,15 @@ struct BertForSequenceClassification {
 };
 
 /// BertForTokenClassification: dropout on every token's hidden state, then a linear
-/// layer to num_labels.
+/// layer to num_labels. Like Hugging Face's, its BERT has no pooler.
 template <class T, class F>
 struct BertForTokenClassification {
-  BertModel<T, F> bert;
+  BertModel<T, F, false> bert;
   nn::Linear<T, F::hidden, dyn> classifier;
   static constexpr std::array names{"bert", "classifier"};
 
   static BertForTokenClassification make(const BertConfig& c, index_t num_labels) {
-    return {BertModel<T, F>::make(c), nn::Linear<T, F::hidden, dyn>::make(c.hidden_size, num_labels)};
+    return {BertModel<T, F, false>::make(c), nn::Linear<T, F::hidden, dyn>::make(c.hidden_size, num_labels)};
   }
   /// B*S x num_labels logits.
   Var<T, ctdl::Shape<dyn, dyn>> forward(nn::Context& ctx, const Batch& batch) const {
@@ -167,8 +174,8 @@ void init_weights(M& model, double initializer_range, std::uint64_t seed);
 
 // ============================================================================
 
-template <class T, class F>
-BertModel<T, F> BertModel<T, F>::make(const BertConfig& c) {
+template <class T, class F, bool WithPooler>
+BertModel<T, F, WithPooler> BertModel<T, F, WithPooler>::make(const BertConfig& c) {
   constexpr index_t H = F::hidden;
   if (c.hidden_size != F::hidden || c.num_attention_heads != F::heads || c.intermediate_size != F::intermediate) {
     throw Error("BertModel: the config (hidden " + std::to_string(c.hidden_size) + ", heads " +
@@ -187,7 +194,7 @@ BertModel<T, F> BertModel<T, F>::make(const BertConfig& c) {
          {nn::Linear<T, H, F::intermediate>::make(H, F::intermediate)},
          {nn::Linear<T, F::intermediate, H>::make(F::intermediate, H), nn::LayerNorm<T, H>::make(H, c.layer_norm_eps)}});
   }
-  m.pooler = {nn::Linear<T, H, H>::make(H, H)};
+  if constexpr (WithPooler) m.pooler = {nn::Linear<T, H, H>::make(H, H)};
   return m;
 }
 
@@ -211,8 +218,9 @@ Var<T, ctdl::Shape<dyn, Out>> linear_gelu(nn::Context& ctx, const Var<T, ctdl::S
 
 }  // namespace detail
 
-template <class T, class F>
-typename BertModel<T, F>::Output BertModel<T, F>::forward(nn::Context& ctx, const Batch& batch) const {
+template <class T, class F, bool WithPooler>
+typename BertModel<T, F, WithPooler>::Output BertModel<T, F, WithPooler>::forward(nn::Context& ctx,
+                                                                                  const Batch& batch) const {
   const index_t b = batch.batch(), s = batch.seq_len();
   if (s > config.max_position_embeddings) {
     throw Error("BERT: sequence length " + std::to_string(s) + " exceeds max_position_embeddings " +
@@ -254,10 +262,14 @@ typename BertModel<T, F>::Output BertModel<T, F>::forward(nn::Context& ctx, cons
     x = layer.output.LayerNorm(ctx, tape.record(out + a));
   }
 
-  auto first = ops::embedding(tape, x, detail::first_token_rows(b, s));
-  auto pooled_pre = ops::matmul<ops::MatmulOptions{.transpose_b = true}>(tape, first, pooler.dense.weight);
-  Hidden pooled = tape.record(tanh(pooled_pre + pooler.dense.bias));
-  return {x, pooled};
+  if constexpr (WithPooler) {
+    auto first = ops::embedding(tape, x, detail::first_token_rows(b, s));
+    auto pooled_pre = ops::matmul<ops::MatmulOptions{.transpose_b = true}>(tape, first, pooler.dense.weight);
+    Hidden pooled = tape.record(tanh(pooled_pre + pooler.dense.bias));
+    return {x, pooled};
+  } else {
+    return {x, Hidden()};
+  }
 }
 
 template <nn::Module M>
