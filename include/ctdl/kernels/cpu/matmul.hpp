@@ -15,6 +15,7 @@
 
 #include <array>
 #include <cstring>
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -24,6 +25,7 @@
 #include <vector>
 
 #include <Eigen/Core>
+#include <omp.h>
 
 #include "ctdl/core/dtype.hpp"
 #include "ctdl/core/error.hpp"
@@ -44,6 +46,25 @@ struct MatmulDims {
 /// C = op(A) op(B) + beta C. TA is the input element type, TC the output's.
 template <class TA, class TC>
 void matmul(const TA* a, const TA* b, TC* c, const MatmulDims& d, float beta = 0.0f);
+
+/// A diagnostic log of matmul calls (benchmarks use it to time "the step's matmuls
+/// alone"). While installed with set_matmul_log, every matmul appends its problem.
+struct MatmulLog {
+  struct Call {
+    MatmulDims dims;
+    bool bf16_inputs;
+    bool float_output;
+    bool in_parallel_region;  // called from inside an OpenMP parallel region (per-head GEMMs)
+  };
+  std::mutex mutex;
+  std::vector<Call> calls;
+};
+inline std::atomic<MatmulLog*>& matmul_log_slot() {
+  static std::atomic<MatmulLog*> slot{nullptr};
+  return slot;
+}
+/// Installs (or, with nullptr, removes) the log.
+inline void set_matmul_log(MatmulLog* log) { matmul_log_slot().store(log); }
 
 /// The implementation oneDNN chose for the last float/bf16 problem (for benchmarks and
 /// logs), e.g. "brg:avx512_core_bf16"; "eigen" when oneDNN is not used.
@@ -212,6 +233,10 @@ void matmul_through_float(const TA* a, const TA* b, TC* c, const MatmulDims& d, 
 template <class TA, class TC>
 void matmul(const TA* a, const TA* b, TC* c, const MatmulDims& dims, float beta) {
   const MatmulDims d = detail::packed(dims);
+  if (MatmulLog* log = matmul_log_slot().load(std::memory_order_relaxed)) {
+    std::lock_guard<std::mutex> lock(log->mutex);
+    log->calls.push_back({d, std::is_same_v<TA, bf16>, std::is_same_v<TC, float>, omp_in_parallel() != 0});
+  }
   if (d.batch == 0 || d.m == 0 || d.n == 0) return;
   if (d.k == 0) {
     detail::scale_c(c, d, beta);
