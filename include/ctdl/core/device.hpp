@@ -3,8 +3,12 @@
 // in CTDL_HOST_DEVICE functors shared by both backends.
 
 #include <cstdlib>
+#include <map>
+#include <mutex>
 #include <new>
 #include <string>
+#include <unordered_map>
+#include <utility>
 
 #include "ctdl/core/config.hpp"
 #include "ctdl/core/error.hpp"
@@ -30,16 +34,85 @@ struct DeviceAllocator;
 
 // ============================================================================
 
+/// CPU memory, 64-byte aligned. Blocks of at least kCacheMinBytes are kept after they
+/// are freed and handed out again for a request of the same rounded size: a training
+/// step allocates the same activation and gradient sizes every step, so after the
+/// first step no large allocation reaches the operating system (fresh pages from it
+/// must be faulted in and zeroed, which costs as much as a large elementwise pass).
+/// release_cached() returns the kept blocks.
 template <>
 struct DeviceAllocator<Cpu> {
+  static constexpr std::size_t kCacheMinBytes = std::size_t{1} << 20;
+
   static void* allocate(std::size_t bytes) {
     if (bytes == 0) return nullptr;
-    const std::size_t rounded = (bytes + kTensorAlignment - 1) / kTensorAlignment * kTensorAlignment;
+    const std::size_t rounded = round_up(bytes);
+    if (rounded >= kCacheMinBytes) {
+      Cache& c = cache();
+      std::lock_guard<std::mutex> lock(c.mutex);
+      auto it = c.free.find(rounded);
+      if (it != c.free.end()) {
+        void* p = it->second;
+        c.free.erase(it);
+        c.sizes[p] = rounded;
+        c.cached_bytes -= rounded;
+        return p;
+      }
+    }
     void* p = std::aligned_alloc(kTensorAlignment, rounded);
-    if (!p) throw std::bad_alloc();
+    if (!p) {
+      release_cached();
+      p = std::aligned_alloc(kTensorAlignment, rounded);
+      if (!p) throw std::bad_alloc();
+    }
+    if (rounded >= kCacheMinBytes) {
+      Cache& c = cache();
+      std::lock_guard<std::mutex> lock(c.mutex);
+      c.sizes[p] = rounded;
+    }
     return p;
   }
-  static void deallocate(void* p) noexcept { std::free(p); }
+
+  static void deallocate(void* p) noexcept {
+    if (!p) return;
+    Cache& c = cache();
+    {
+      std::lock_guard<std::mutex> lock(c.mutex);
+      auto it = c.sizes.find(p);
+      if (it != c.sizes.end()) {
+        c.free.emplace(it->second, p);
+        c.cached_bytes += it->second;
+        c.sizes.erase(it);
+        return;
+      }
+    }
+    std::free(p);
+  }
+
+  /// Frees every kept block; returns how many bytes that was.
+  static std::size_t release_cached() noexcept {
+    Cache& c = cache();
+    std::lock_guard<std::mutex> lock(c.mutex);
+    for (auto& [size, p] : c.free) std::free(p);
+    c.free.clear();
+    return std::exchange(c.cached_bytes, 0);
+  }
+
+ private:
+  struct Cache {
+    std::mutex mutex;
+    std::multimap<std::size_t, void*> free;      // kept blocks by size
+    std::unordered_map<void*, std::size_t> sizes;  // live cacheable blocks
+    std::size_t cached_bytes = 0;
+  };
+  static Cache& cache() {
+    static Cache* c = new Cache;  // never destroyed: tensors may be freed during exit
+    return *c;
+  }
+  static std::size_t round_up(std::size_t bytes) {
+    const std::size_t unit = bytes >= (std::size_t{1} << 20) ? std::size_t{1} << 16 : kTensorAlignment;
+    return (bytes + unit - 1) / unit * unit;
+  }
 };
 
 template <>

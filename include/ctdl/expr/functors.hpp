@@ -22,6 +22,7 @@
 #include <cmath>
 #include <type_traits>
 
+#include "ctdl/core/math.hpp"
 #include "ctdl/expr/expression.hpp"
 
 namespace ctdl::expr {
@@ -214,7 +215,7 @@ struct Minimum : Arithmetic {
 struct Exp : Arithmetic {
   static constexpr const char* name = "exp";
   template <class C>
-  CTDL_HOST_DEVICE C operator()(C a) const { return std::exp(a); }
+  CTDL_HOST_DEVICE C operator()(C a) const { return math::exp(a); }
   template <std::size_t I, class T, class A>
   static auto partial(const Exp&, const A& a) { return make_map(Exp{}, a); }
 };
@@ -230,7 +231,7 @@ struct Log : Arithmetic {
 struct Tanh : Arithmetic {
   static constexpr const char* name = "tanh";
   template <class C>
-  CTDL_HOST_DEVICE C operator()(C a) const { return std::tanh(a); }
+  CTDL_HOST_DEVICE C operator()(C a) const { return math::tanh(a); }
   template <std::size_t I, class T, class A>
   static auto partial(const Tanh&, const A& a) {
     return make_map(Sub{}, One<T>{}, make_map(Square{}, make_map(Tanh{}, a)));
@@ -240,7 +241,7 @@ struct Tanh : Arithmetic {
 struct Erf : Arithmetic {
   static constexpr const char* name = "erf";
   template <class C>
-  CTDL_HOST_DEVICE C operator()(C a) const { return std::erf(a); }
+  CTDL_HOST_DEVICE C operator()(C a) const { return math::erf(a); }
   template <std::size_t I, class T, class A>
   static auto partial(const Erf&, const A& a) {
     constexpr double two_over_sqrt_pi = 1.1283791670955126;
@@ -283,8 +284,8 @@ struct GeluErfGrad : Arithmetic {
   static constexpr const char* name = "gelu_grad";
   template <class C>
   CTDL_HOST_DEVICE C operator()(C x) const {
-    const C cdf = C(0.5) * (C(1) + std::erf(x * C(0.70710678118654752440)));
-    const C pdf = std::exp(C(-0.5) * x * x) * C(0.39894228040143267794);
+    const C cdf = C(0.5) * (C(1) + math::erf(x * C(0.70710678118654752440)));
+    const C pdf = math::exp(C(-0.5) * x * x) * C(0.39894228040143267794);
     return cdf + x * pdf;
   }
 };
@@ -294,7 +295,7 @@ struct GeluErf : Arithmetic {
   static constexpr const char* name = "gelu";
   template <class C>
   CTDL_HOST_DEVICE C operator()(C x) const {
-    return C(0.5) * x * (C(1) + std::erf(x * C(0.70710678118654752440)));
+    return C(0.5) * x * (C(1) + math::erf(x * C(0.70710678118654752440)));
   }
   template <std::size_t I, class T, class A>
   static auto partial(const GeluErf&, const A& a) { return make_map(GeluErfGrad{}, a); }
@@ -307,7 +308,7 @@ struct GeluTanhGrad : Arithmetic {
   template <class C>
   CTDL_HOST_DEVICE C operator()(C x) const {
     constexpr C k = C(0.79788456080286535588);
-    const C t = std::tanh(k * (x + C(0.044715) * x * x * x));
+    const C t = math::tanh(k * (x + C(0.044715) * x * x * x));
     return C(0.5) * (C(1) + t) + C(0.5) * x * (C(1) - t * t) * k * (C(1) + C(3 * 0.044715) * x * x);
   }
 };
@@ -318,7 +319,7 @@ struct GeluTanh : Arithmetic {
   template <class C>
   CTDL_HOST_DEVICE C operator()(C x) const {
     const C u = C(0.79788456080286535588) * (x + C(0.044715) * x * x * x);
-    return C(0.5) * x * (C(1) + std::tanh(u));
+    return C(0.5) * x * (C(1) + math::tanh(u));
   }
   template <std::size_t I, class T, class A>
   static auto partial(const GeluTanh&, const A& a) { return make_map(GeluTanhGrad{}, a); }

@@ -113,23 +113,31 @@ void sum_to(const E& e, T* out, const std::array<index_t, r>& out_extents) {
     throw ShapeError("sum_to: extents " + format_extents(out_extents) + " do not broadcast to " + format_extents(ext));
   }
   using A = accumulate_t<T>;
-  std::vector<A> acc(static_cast<std::size_t>(numel(out_extents)), A(0));
   const auto ostr = broadcast_strides(out_extents, ext);
-  // Sequential: rows of e map onto overlapping rows of out.
-  for_each_row(
-      e, ext,
-      [&](const auto& ev, index_t row, index_t inner) {
-        index_t base = 0, step = 0;
-        if constexpr (R > 0) {
-          for (std::size_t d = R - 1; d-- > 0;) {
-            base += (row % ext[d]) * ostr[d];
-            row /= ext[d];
-          }
-          step = ostr[R - 1];
-        }
-        for (index_t j = 0; j < inner; ++j) acc[static_cast<std::size_t>(base + j * step)] += static_cast<A>(ev.at(j));
-      },
-      /*parallel=*/false);
+  const auto out_n = static_cast<std::size_t>(numel(out_extents));
+  // Each thread sums its block of e's rows into a private accumulator; then they are
+  // added up (rows of e map onto overlapping rows of out).
+  const int threads = eval_threads(numel(ext));
+  std::vector<std::vector<A>> partial(static_cast<std::size_t>(threads), std::vector<A>(out_n, A(0)));
+  for_each_row(e, ext, [&](const auto& ev, index_t row, index_t inner) {
+    A* acc = partial[static_cast<std::size_t>(omp_get_thread_num())].data();
+    index_t base = 0, step = 0;
+    if constexpr (R > 0) {
+      for (std::size_t d = R - 1; d-- > 0;) {
+        base += (row % ext[d]) * ostr[d];
+        row /= ext[d];
+      }
+      step = ostr[R - 1];
+    }
+    if (step == 1) {
+      for (index_t j = 0; j < inner; ++j) acc[base + j] += static_cast<A>(ev.at(j));
+    } else {
+      for (index_t j = 0; j < inner; ++j) acc[base + j * step] += static_cast<A>(ev.at(j));
+    }
+  });
+  std::vector<A>& acc = partial[0];
+  for (std::size_t t = 1; t < partial.size(); ++t)
+    for (std::size_t i = 0; i < out_n; ++i) acc[i] += partial[t][i];
   for (std::size_t i = 0; i < acc.size(); ++i) out[i] = convert<T>(convert<A>(out[i]) + acc[i]);
 }
 

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "ctdl/autograd/tape.hpp"
+#include "ctdl/core/math.hpp"
 #include "ctdl/core/philox.hpp"
 #include "ctdl/kernels/cpu/matmul.hpp"
 
@@ -69,7 +70,7 @@ void attention_probs(const T* q, const T* k, const T* mask_row, const AttentionD
       m = std::max(m, row[j]);
     }
     Sc sum = 0;
-    for (index_t j = 0; j < s; ++j) sum += row[j] = std::exp(row[j] - m);
+    for (index_t j = 0; j < s; ++j) sum += row[j] = math::exp(row[j] - m);
     const Sc inv = Sc(1) / sum;
     Sc* drow = pd + i * s;
     for (index_t j = 0; j < s; ++j) {
