@@ -13,7 +13,8 @@
 //
 // Under `NoGrad guard(tape)` nothing is recorded and no activation is kept.
 // The tape is a plain object owned by the caller (no global state); backward() runs
-// the entries newest first and then clears the tape, releasing the activations.
+// the entries newest first, destroying each after its backward, so activations and
+// intermediate gradients are released as backward proceeds.
 
 #include <memory>
 #include <random>
@@ -152,7 +153,13 @@ void Tape::backward(const Var<T, S>& y, const Tensor<T, S>& seed) {
   }
   if (!y.requires_grad()) throw Error("backward: the value does not depend on anything that requires a gradient");
   y.node_ptr()->accumulate(expr::as_expr(seed));
-  for (auto it = entries_.rbegin(); it != entries_.rend(); ++it) (*it)->backward();
+  // Each entry is destroyed as soon as its backward has run: what it kept for backward
+  // (inputs, outputs, and through them their gradients) is released while the rest of
+  // backward runs, so peak memory is the forward's, not forward + all gradients.
+  for (auto it = entries_.rbegin(); it != entries_.rend(); ++it) {
+    (*it)->backward();
+    it->reset();
+  }
   entries_.clear();
 }
 
