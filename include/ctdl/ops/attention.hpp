@@ -17,7 +17,8 @@
 //   dQ += dZ K,      dK += dZ^T Q
 // Each thread works on one (b, a) at a time and holds only that head's S x S scores.
 // Scores and softmax run in float for bf16/fp16 (double for double); products on the
-// matmul kernel (oneDNN).
+// matmul kernel (oneDNN). attention<G>: the products take q, k, v, P and the gradients
+// rounded to G (bf16 under Bf16Mixed); scores, softmax and results stay in T.
 
 #include <omp.h>
 
@@ -30,6 +31,7 @@
 #include "ctdl/core/math.hpp"
 #include "ctdl/core/philox.hpp"
 #include "ctdl/kernels/cpu/matmul.hpp"
+#include "ctdl/ops/matmul.hpp"
 
 namespace ctdl::ops {
 
@@ -39,7 +41,7 @@ struct AttentionOptions {
   RandomStream stream{};
 };
 
-template <class T, index_t H>
+template <class G = SameAsInput, class T, index_t H>
 Var<T, Shape<dyn, H>> attention(Tape& tape, const Var<T, Shape<dyn, H>>& q, const Var<T, Shape<dyn, H>>& k,
                                 const Var<T, Shape<dyn, H>>& v, const Tensor<T, Shape<dyn, dyn>>& additive_mask,
                                 const AttentionOptions& opt);
@@ -54,8 +56,8 @@ struct AttentionDims {
 
 /// One head's probabilities: P (row softmax of scaled scores + mask) and Pd (after
 /// dropout), both S x S in the scratch type Sc.
-template <class T, class Sc>
-void attention_probs(const T* q, const T* k, const T* mask_row, const AttentionDims& d, index_t b, index_t a,
+template <class G, class T, class Sc>
+void attention_probs(const G* q, const G* k, const T* mask_row, const AttentionDims& d, index_t b, index_t a,
                      const AttentionOptions& opt, Sc* p, Sc* pd) {
   const index_t s = d.seq, hd = d.hidden;
   kernels::cpu::matmul(q, k, p, {1, s, s, d.head_dim, false, true, -1, -1, -1, hd, hd, s}, 0.0f);
@@ -98,22 +100,29 @@ const T* as_type(const Sc* src, std::vector<T>& buf, index_t n) {
   }
 }
 
-template <class T, index_t H>
+template <class G, class T, index_t H>
 struct AttentionEntry final : TapeEntry {
   Var<T, Shape<dyn, H>> q, k, v, out;
+  Tensor<G, Shape<dyn, H>> qg, kg, vg;  // q, k, v rounded to G, when G is not T
   Tensor<T, Shape<dyn, dyn>> mask;
   AttentionOptions opt;
   AttentionDims d;
   AttentionEntry(Var<T, Shape<dyn, H>> q_, Var<T, Shape<dyn, H>> k_, Var<T, Shape<dyn, H>> v_,
-                 Var<T, Shape<dyn, H>> o_, Tensor<T, Shape<dyn, dyn>> m_, AttentionOptions opt_, AttentionDims d_)
-      : q(std::move(q_)), k(std::move(k_)), v(std::move(v_)), out(std::move(o_)), mask(std::move(m_)), opt(opt_), d(d_) {}
+                 Var<T, Shape<dyn, H>> o_, Tensor<G, Shape<dyn, H>> qg_, Tensor<G, Shape<dyn, H>> kg_,
+                 Tensor<G, Shape<dyn, H>> vg_, Tensor<T, Shape<dyn, dyn>> m_, AttentionOptions opt_, AttentionDims d_)
+      : q(std::move(q_)), k(std::move(k_)), v(std::move(v_)), out(std::move(o_)), qg(std::move(qg_)), kg(std::move(kg_)),
+        vg(std::move(vg_)), mask(std::move(m_)), opt(opt_), d(d_) {}
   const char* name() const override { return "attention"; }
 
   void backward() override {
     if (!out.has_grad()) return;
     using Sc = compute_t<T>;
     const index_t s = d.seq, hd = d.hidden, dh = d.head_dim;
-    const T* dc = out.grad().data();
+    decltype(auto) dc_t = as_gemm_input<G>(out.grad());
+    const G* dc = dc_t.data();
+    const G* qv = std::is_same_v<G, T> ? reinterpret_cast<const G*>(q.value().data()) : qg.data();
+    const G* kv = std::is_same_v<G, T> ? reinterpret_cast<const G*>(k.value().data()) : kg.data();
+    const G* vv = std::is_same_v<G, T> ? reinterpret_cast<const G*>(v.value().data()) : vg.data();
     T* dq = q.requires_grad() ? q.node_ptr()->grad_data() : nullptr;
     T* dk = k.requires_grad() ? k.node_ptr()->grad_data() : nullptr;
     T* dv = v.requires_grad() ? v.node_ptr()->grad_data() : nullptr;
@@ -122,18 +131,16 @@ struct AttentionEntry final : TapeEntry {
 #pragma omp parallel
     {
       std::vector<Sc> p(static_cast<std::size_t>(s * s)), pd(p.size()), dp(p.size());
-      std::vector<T> buf;
+      std::vector<G> buf;
 #pragma omp for schedule(static)
       for (index_t ba = 0; ba < d.batch * d.heads; ++ba) {
         const index_t b = ba / d.heads, a = ba % d.heads;
         const index_t off = b * s * hd + a * dh;
-        attention_probs(q.value().data() + off, k.value().data() + off, mask.data() + b * s, d, b, a, opt, p.data(),
-                        pd.data());
-        if (dv) kernels::cpu::matmul(as_type<T>(pd.data(), buf, s * s), dc + off, dv + off,
+        attention_probs(qv + off, kv + off, mask.data() + b * s, d, b, a, opt, p.data(), pd.data());
+        if (dv) kernels::cpu::matmul(as_type<G>(pd.data(), buf, s * s), dc + off, dv + off,
                                      {1, s, dh, s, true, false, -1, -1, -1, s, hd, hd}, 1.0f);
         // dPd = dC V^T
-        kernels::cpu::matmul(dc + off, v.value().data() + off, dp.data(), {1, s, s, dh, false, true, -1, -1, -1, hd, hd, s},
-                             0.0f);
+        kernels::cpu::matmul(dc + off, vv + off, dp.data(), {1, s, s, dh, false, true, -1, -1, -1, hd, hd, s}, 0.0f);
         const std::uint64_t base = static_cast<std::uint64_t>(ba * s) * static_cast<std::uint64_t>(s);
         for (index_t i = 0; i < s; ++i) {
           Sc* dpr = dp.data() + i * s;
@@ -148,11 +155,9 @@ struct AttentionEntry final : TapeEntry {
           for (index_t j = 0; j < s; ++j) dot += dpr[j] * pr[j];
           for (index_t j = 0; j < s; ++j) dpr[j] = pr[j] * (dpr[j] - dot) * scale;
         }
-        const T* dz = as_type<T>(dp.data(), buf, s * s);
-        if (dq) kernels::cpu::matmul(dz, k.value().data() + off, dq + off, {1, s, dh, s, false, false, -1, -1, -1, s, hd, hd},
-                                     1.0f);
-        if (dk) kernels::cpu::matmul(dz, q.value().data() + off, dk + off, {1, s, dh, s, true, false, -1, -1, -1, s, hd, hd},
-                                     1.0f);
+        const G* dz = as_type<G>(dp.data(), buf, s * s);
+        if (dq) kernels::cpu::matmul(dz, kv + off, dq + off, {1, s, dh, s, false, false, -1, -1, -1, s, hd, hd}, 1.0f);
+        if (dk) kernels::cpu::matmul(dz, qv + off, dk + off, {1, s, dh, s, true, false, -1, -1, -1, s, hd, hd}, 1.0f);
       }
     }
   }
@@ -160,10 +165,11 @@ struct AttentionEntry final : TapeEntry {
 
 }  // namespace detail
 
-template <class T, index_t H>
+template <class GIn, class T, index_t H>
 Var<T, Shape<dyn, H>> attention(Tape& tape, const Var<T, Shape<dyn, H>>& q, const Var<T, Shape<dyn, H>>& k,
                                 const Var<T, Shape<dyn, H>>& v, const Tensor<T, Shape<dyn, dyn>>& additive_mask,
                                 const AttentionOptions& opt) {
+  using G = gemm_input_t<GIn, T>;
   const index_t batch = additive_mask.extent(0), seq = additive_mask.extent(1), hidden = q.extents()[1];
   if (q.extents() != k.extents() || q.extents() != v.extents() || q.extents()[0] != batch * seq) {
     throw ShapeError("attention: q " + describe<Shape<dyn, H>>(q.extents()) + ", k " +
@@ -177,25 +183,34 @@ Var<T, Shape<dyn, H>> attention(Tape& tape, const Var<T, Shape<dyn, H>>& q, cons
   if (!(opt.dropout >= 0.0f && opt.dropout < 1.0f)) throw Error("attention: dropout probability not in [0, 1)");
   const detail::AttentionDims d{batch, seq, hidden, opt.heads, hidden / opt.heads};
   using Sc = compute_t<T>;
+  Tensor<G, Shape<dyn, H>> qg, kg, vg;
+  if constexpr (!std::is_same_v<G, T>) {
+    qg = Tensor<G, Shape<dyn, H>>(cast<G>(q.value()));
+    kg = Tensor<G, Shape<dyn, H>>(cast<G>(k.value()));
+    vg = Tensor<G, Shape<dyn, H>>(cast<G>(v.value()));
+  }
+  const G* qv = std::is_same_v<G, T> ? reinterpret_cast<const G*>(q.value().data()) : qg.data();
+  const G* kv = std::is_same_v<G, T> ? reinterpret_cast<const G*>(k.value().data()) : kg.data();
+  const G* vv = std::is_same_v<G, T> ? reinterpret_cast<const G*>(v.value().data()) : vg.data();
   auto value = Tensor<T, Shape<dyn, H>>::uninitialized(q.extents());
 #pragma omp parallel
   {
     std::vector<Sc> p(static_cast<std::size_t>(seq * seq)), pd(p.size());
-    std::vector<T> buf;
+    std::vector<G> buf;
 #pragma omp for schedule(static)
     for (index_t ba = 0; ba < batch * opt.heads; ++ba) {
       const index_t b = ba / opt.heads, a = ba % opt.heads;
       const index_t off = b * seq * hidden + a * d.head_dim;
-      detail::attention_probs(q.value().data() + off, k.value().data() + off, additive_mask.data() + b * seq, d, b, a,
-                              opt, p.data(), pd.data());
-      kernels::cpu::matmul(detail::as_type<T>(pd.data(), buf, seq * seq), v.value().data() + off, value.data() + off,
+      detail::attention_probs(qv + off, kv + off, additive_mask.data() + b * seq, d, b, a, opt, p.data(), pd.data());
+      kernels::cpu::matmul(detail::as_type<G>(pd.data(), buf, seq * seq), vv + off, value.data() + off,
                            {1, seq, d.head_dim, seq, false, false, -1, -1, -1, seq, hidden, hidden}, 0.0f);
     }
   }
   const bool needs_grad = tape.recording() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
   auto out = make_result(std::move(value), needs_grad);
   if (needs_grad) {
-    tape.push(std::make_unique<detail::AttentionEntry<T, H>>(q, k, v, out, Tensor<T, Shape<dyn, dyn>>(additive_mask), opt, d));
+    tape.push(std::make_unique<detail::AttentionEntry<G, T, H>>(q, k, v, out, std::move(qg), std::move(kg), std::move(vg),
+                                                                 Tensor<T, Shape<dyn, dyn>>(additive_mask), opt, d));
   }
   return out;
 }

@@ -16,6 +16,8 @@
 // Each is one GEMM accumulating straight into the gradient (beta = 1).
 //
 // Kernel: kernels/cpu/matmul.hpp (oneDNN for float/bf16, Eigen for double).
+// matmul<Opt, G>: the products take inputs rounded to G (bf16 under Bf16Mixed) and
+// accumulate in T; the rounded operands are kept for backward.
 
 #include <array>
 #include <memory>
@@ -29,6 +31,19 @@ struct MatmulOptions {
   bool transpose_a = false;
   bool transpose_b = false;
 };
+
+/// Marks "the products take inputs of the operands' own element type" (the default G
+/// of matmul, linear and attention; Bf16Mixed passes bf16).
+struct SameAsInput {};
+template <class G, class T>
+using gemm_input_t = std::conditional_t<std::is_same_v<G, SameAsInput>, T, G>;
+
+/// `t` with its elements rounded to G (the same tensor when G is T).
+template <class G, class T, class S>
+decltype(auto) as_gemm_input(const Tensor<T, S>& t) {
+  if constexpr (std::is_same_v<G, T>) return (t);
+  else return Tensor<G, S>(cast<G>(t));
+}
 
 template <class SA, class SB, MatmulOptions Opt>
 struct matmul_shapes {
@@ -53,7 +68,7 @@ inline constexpr bool matmul_inner_extents_agree =
      matmul_shapes<SA, SB, Opt>::ka == matmul_shapes<SA, SB, Opt>::kb) &&
     matmul_shapes<SA, SB, Opt>::batch_ok;
 
-template <MatmulOptions Opt = MatmulOptions{}, class T, class SA, class SB>
+template <MatmulOptions Opt = MatmulOptions{}, class G = SameAsInput, class T, class SA, class SB>
 auto matmul(Tape& tape, const Var<T, SA>& a, const Var<T, SB>& b);
 
 /// The forward product alone, on tensors (no tape).
@@ -83,38 +98,50 @@ kernels::cpu::MatmulDims matmul_dims(const Extents<SA>& ea, const Extents<SB>& e
   return d;
 }
 
-template <MatmulOptions Opt, class T, class SA, class SB>
+template <MatmulOptions Opt, class TC = void, class T, class SA, class SB>
 auto matmul_forward(const Tensor<T, SA>& a, const Tensor<T, SB>& b) {
   static_assert(matmul_inner_extents_agree<SA, SB, Opt>, "matmul: static inner extents differ");
+  using Out = std::conditional_t<std::is_void_v<TC>, T, TC>;
   using SO = typename matmul_shapes<SA, SB, Opt>::out;
   const auto d = matmul_dims<Opt, SA, SB>(a.extents(), b.extents());
   Extents<SO> eo;
   if constexpr (SO::rank == 3) eo = {d.batch, d.m, d.n};
   else eo = {d.m, d.n};
-  auto c = Tensor<T, SO>::uninitialized(eo);
+  auto c = Tensor<Out, SO>::uninitialized(eo);
   kernels::cpu::matmul(a.data(), b.data(), c.data(), d, 0.0f);
   return c;
 }
 
-template <MatmulOptions Opt, class T, class SA, class SB, class SO>
+template <MatmulOptions Opt, class G, class T, class SA, class SB, class SO>
 struct MatmulEntry final : TapeEntry {
   Var<T, SA> a;
   Var<T, SB> b;
   Var<T, SO> c;
-  MatmulEntry(Var<T, SA> a_, Var<T, SB> b_, Var<T, SO> c_) : a(std::move(a_)), b(std::move(b_)), c(std::move(c_)) {}
+  Tensor<G, SA> ag;  // the operands rounded to G, when G is not T
+  Tensor<G, SB> bg;
+  MatmulEntry(Var<T, SA> a_, Var<T, SB> b_, Var<T, SO> c_, Tensor<G, SA> ag_, Tensor<G, SB> bg_)
+      : a(std::move(a_)), b(std::move(b_)), c(std::move(c_)), ag(std::move(ag_)), bg(std::move(bg_)) {}
   const char* name() const override { return "matmul"; }
 
   void backward() override {
     if (!c.has_grad()) return;
-    const T* g = c.grad().data();
+    decltype(auto) gt = as_gemm_input<G>(c.grad());
+    const G* g = gt.data();
     const auto d = matmul_dims<Opt, SA, SB>(a.extents(), b.extents());
-    const T* av = a.value().data();
-    const T* bv = b.value().data();
+    const G* av;
+    const G* bv;
+    if constexpr (std::is_same_v<G, T>) {
+      av = a.value().data();
+      bv = b.value().data();
+    } else {
+      av = ag.data();
+      bv = bg.data();
+    }
     using kernels::cpu::MatmulDims;
     if (a.requires_grad()) {
       // dA has A's stored layout: M x K, or K x M when A is transposed.
       MatmulDims da{d.batch, Opt.transpose_a ? d.k : d.m, Opt.transpose_a ? d.m : d.k, d.n, false, false};
-      const T *x = g, *y = bv;
+      const G *x = g, *y = bv;
       if (!Opt.transpose_a) {  // dA = G op(B)^T: G (M x N) times (N x K)
         da.trans_b = !Opt.transpose_b;
       } else {  // dA = op(B) G^T: (K x N) times (N x M)
@@ -128,7 +155,7 @@ struct MatmulEntry final : TapeEntry {
     if (b.requires_grad()) {
       // dB has B's stored layout: K x N, or N x K when B is transposed.
       MatmulDims db{d.batch, Opt.transpose_b ? d.n : d.k, Opt.transpose_b ? d.k : d.n, d.m, false, false};
-      const T *x = av, *y = g;
+      const G *x = av, *y = g;
       if (!Opt.transpose_b) {  // dB = op(A)^T G: (K x M) times (M x N)
         db.trans_a = !Opt.transpose_a;
       } else {  // dB = G^T op(A): (N x M) times (M x K)
@@ -149,13 +176,26 @@ auto matmul(const Tensor<T, SA>& a, const Tensor<T, SB>& b) {
   return detail::matmul_forward<Opt>(a, b);
 }
 
-template <MatmulOptions Opt, class T, class SA, class SB>
+template <MatmulOptions Opt, class GIn, class T, class SA, class SB>
 auto matmul(Tape& tape, const Var<T, SA>& a, const Var<T, SB>& b) {
-  auto value = detail::matmul_forward<Opt>(a.value(), b.value());
+  using G = gemm_input_t<GIn, T>;
+  Tensor<G, SA> ag;
+  Tensor<G, SB> bg;
+  auto value = [&] {
+    if constexpr (std::is_same_v<G, T>) {
+      return detail::matmul_forward<Opt>(a.value(), b.value());
+    } else {
+      ag = Tensor<G, SA>(cast<G>(a.value()));
+      bg = Tensor<G, SB>(cast<G>(b.value()));
+      return detail::matmul_forward<Opt, T>(ag, bg);
+    }
+  }();
   using SO = typename decltype(value)::shape_type;
   const bool needs_grad = tape.recording() && (a.requires_grad() || b.requires_grad());
   auto c = make_result(std::move(value), needs_grad);
-  if (needs_grad) tape.push(std::make_unique<detail::MatmulEntry<Opt, T, SA, SB, SO>>(a, b, c));
+  if (needs_grad) {
+    tape.push(std::make_unique<detail::MatmulEntry<Opt, G, T, SA, SB, SO>>(a, b, c, std::move(ag), std::move(bg)));
+  }
   return c;
 }
 

@@ -1,6 +1,7 @@
 #include <catch2/catch.hpp>
 
 #include <ctdl/models/bert/model.hpp>
+#include <ctdl/precision/policy.hpp>
 
 #include <fstream>
 
@@ -11,9 +12,9 @@ using namespace ctdl;
 TEST_CASE("BERT-base with the cased BioBERT vocabulary has 108,310,272 parameters without heads") {
   bert::BertConfig c;  // BERT-base defaults
   c.vocab_size = 28996;
-  auto model = bert::BertModel<float, bert::Base>::make(c);
+  auto model = bert::BertModel<float, bert::Base, precision::Fp32>::make(c);
   REQUIRE(nn::count_parameters(model) == 108310272);
-  auto with_head = bert::BertForSequenceClassification<float, bert::Base>::make(c, 5);
+  auto with_head = bert::BertForSequenceClassification<float, bert::Base, precision::Fp32>::make(c, 5);
   REQUIRE(nn::count_parameters(with_head) == 108310272 + 768 * 5 + 5);
 }
 
@@ -24,7 +25,7 @@ TEST_CASE("BERT parameter names are the Hugging Face checkpoint keys") {
   c.num_attention_heads = 2;
   c.intermediate_size = 512;
   c.num_hidden_layers = 2;
-  auto m = bert::BertForSequenceClassification<float, bert::Tiny>::make(c, 3);
+  auto m = bert::BertForSequenceClassification<float, bert::Tiny, precision::Fp32>::make(c, 3);
   std::vector<std::string> names;
   nn::visit_parameters(m, [&](const std::string& n, auto&) { names.push_back(n); });
   REQUIRE(names.size() == 5 + 2 * 16 + 2 + 2);
@@ -74,7 +75,7 @@ TEST_CASE("BERT: initialisation and a forward/backward pass of a tiny model in d
   c.intermediate_size = 512;
   c.num_hidden_layers = 1;
   c.max_position_embeddings = 16;
-  auto m = bert::BertForSequenceClassification<double, bert::Tiny>::make(c, 3);
+  auto m = bert::BertForSequenceClassification<double, bert::Tiny, precision::Fp32>::make(c, 3);
   bert::init_weights(m, 0.02, 1);
   REQUIRE(m.bert.embeddings.LayerNorm.weight.value()(5) == 1.0);
   REQUIRE(m.bert.pooler.dense.bias.value()(5) == 0.0);

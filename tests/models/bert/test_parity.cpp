@@ -5,6 +5,7 @@
 
 #include <ctdl/io/parameters.hpp>
 #include <ctdl/models/bert/model.hpp>
+#include <ctdl/precision/policy.hpp>
 
 #include "../../test_util.hpp"
 
@@ -41,10 +42,11 @@ std::vector<double> flat(const io::SafetensorsFile& f, const std::string& name) 
   return v;
 }
 
-/// Max |a - b| over a tensor, relative to max |b| — or to 1e-3 of the largest gradient
+/// Max |a - b| over a tensor, relative to max |b| — or to 1e-2 of the largest gradient
 /// anywhere in the model (`scale`), whichever is larger: some gradients are exactly zero
 /// in exact arithmetic (the attention key bias: softmax ignores a per-row constant), and
-/// both implementations then hold only rounding noise.
+/// both implementations then hold only rounding noise, which scales with the model's
+/// gradients, not with that tensor's.
 template <class T, class S>
 double relative_error(const Tensor<T, S>& a, const Tensor<double, S>& b, double scale) {
   double num = 0, den = 0;
@@ -52,7 +54,7 @@ double relative_error(const Tensor<T, S>& a, const Tensor<double, S>& b, double 
     num = std::max(num, std::abs(convert<double>(a.data()[i]) - b.data()[i]));
     den = std::max(den, std::abs(b.data()[i]));
   }
-  return num / std::max(den, 1e-3 * scale);
+  return num / std::max(den, 1e-2 * scale);
 }
 
 template <class T, class Model>
@@ -102,32 +104,36 @@ void check(const std::string& file_name, double logit_tol, double grad_tol) {
     if (name.starts_with("grad."))
       for (double v : flat(f, name)) scale = std::max(scale, std::abs(v));
   int checked = 0;
+  double worst_grad = 0;
   nn::visit_parameters(model, [&](const std::string& name, auto& p) {
     using S = typename std::remove_cvref_t<decltype(p)>::shape_type;
     auto ref = Tensor<double, S>::uninitialized(p.extents());
     f.read_into("grad." + name, ref);
     const double err = relative_error(p.grad(), ref, scale);
     INFO(file_name << ": gradient of " << name << " relative error " << err);
+    worst_grad = std::max(worst_grad, err);
     REQUIRE(err <= grad_tol);
     ++checked;
   });
   REQUIRE(checked == 5 + 2 * 16 + (token_head ? 0 : 2) + 2);
+  WARN(file_name << " [" << dtype_name<T>() << (std::is_same_v<typename Model::Policy, precision::Bf16Mixed> ? ", bf16 matmuls" : "")
+                 << "]: max |logit diff| " << max_diff << ", worst gradient relative error " << worst_grad);
 }
 
 }  // namespace
 
 TEST_CASE("Hugging Face parity in double: erf and tanh GELU, sequence and token heads") {
-  check<double, bert::BertForSequenceClassification<double, Fam>>("bert_seq_gelu.safetensors", 1e-10, 1e-8);
-  check<double, bert::BertForSequenceClassification<double, Fam>>("bert_seq_gelu_new.safetensors", 1e-10, 1e-8);
-  check<double, bert::BertForTokenClassification<double, Fam>>("bert_tok_gelu.safetensors", 1e-10, 1e-8);
-  check<double, bert::BertForTokenClassification<double, Fam>>("bert_tok_gelu_new.safetensors", 1e-10, 1e-8);
+  check<double, bert::BertForSequenceClassification<double, Fam, precision::Fp32>>("bert_seq_gelu.safetensors", 1e-10, 1e-8);
+  check<double, bert::BertForSequenceClassification<double, Fam, precision::Fp32>>("bert_seq_gelu_new.safetensors", 1e-10, 1e-8);
+  check<double, bert::BertForTokenClassification<double, Fam, precision::Fp32>>("bert_tok_gelu.safetensors", 1e-10, 1e-8);
+  check<double, bert::BertForTokenClassification<double, Fam, precision::Fp32>>("bert_tok_gelu_new.safetensors", 1e-10, 1e-8);
 }
 
 TEST_CASE("Hugging Face parity in fp32: logits within 1e-5, gradients within 1e-4 relative") {
-  check<float, bert::BertForSequenceClassification<float, Fam>>("bert_seq_gelu.safetensors", 1e-5, 1e-4);
-  check<float, bert::BertForSequenceClassification<float, Fam>>("bert_seq_gelu_new.safetensors", 1e-5, 1e-4);
-  check<float, bert::BertForTokenClassification<float, Fam>>("bert_tok_gelu.safetensors", 1e-5, 1e-4);
-  check<float, bert::BertForTokenClassification<float, Fam>>("bert_tok_gelu_new.safetensors", 1e-5, 1e-4);
+  check<float, bert::BertForSequenceClassification<float, Fam, precision::Fp32>>("bert_seq_gelu.safetensors", 1e-5, 1e-4);
+  check<float, bert::BertForSequenceClassification<float, Fam, precision::Fp32>>("bert_seq_gelu_new.safetensors", 1e-5, 1e-4);
+  check<float, bert::BertForTokenClassification<float, Fam, precision::Fp32>>("bert_tok_gelu.safetensors", 1e-5, 1e-4);
+  check<float, bert::BertForTokenClassification<float, Fam, precision::Fp32>>("bert_tok_gelu_new.safetensors", 1e-5, 1e-4);
 }
 
 TEST_CASE("safetensors: corrupt and missing files give clear errors") {
@@ -149,4 +155,16 @@ TEST_CASE("safetensors: corrupt and missing files give clear errors") {
     out << h << std::string(12, '\0');
   }
   REQUIRE_THROWS_WITH(io::SafetensorsFile(bad), Catch::Matchers::Contains("tensor \"w\": 12 bytes for 4 F32 elements"));
+}
+
+TEST_CASE("Hugging Face parity under Bf16Mixed: bf16 matmul inputs, fp32 everything else") {
+  // bf16 keeps 8 significant bits (relative rounding 2^-9 = 0.2%) on every matmul input;
+  // through two layers the fixtures' logits (|logit| up to ~3) move by up to ~2e-2 and
+  // gradients by a few percent of each tensor's scale. Tolerances: logits and loss
+  // 5e-2 absolute, gradients 8e-2 relative (see docs/precision.md).
+  using P = precision::Bf16Mixed;
+  check<float, bert::BertForSequenceClassification<float, Fam, P>>("bert_seq_gelu.safetensors", 5e-2, 8e-2);
+  check<float, bert::BertForSequenceClassification<float, Fam, P>>("bert_seq_gelu_new.safetensors", 5e-2, 8e-2);
+  check<float, bert::BertForTokenClassification<float, Fam, P>>("bert_tok_gelu.safetensors", 5e-2, 8e-2);
+  check<float, bert::BertForTokenClassification<float, Fam, P>>("bert_tok_gelu_new.safetensors", 5e-2, 8e-2);
 }

@@ -106,7 +106,10 @@ struct BertPooler {
 /// add_pooling_layer=False, as in BertForTokenClassification): not a module, not visited.
 struct NoPooler {};
 
-template <class T, class F, bool WithPooler = true>
+/// BERT. T: element type of parameters and activations; F: the shape family; P: the
+/// precision policy (ctdl/precision/policy.hpp), which says in what type matmuls take
+/// their inputs.
+template <class T, class F, class P, bool WithPooler = true>
 struct BertModel {
   using Hidden = Var<T, ctdl::Shape<dyn, F::hidden>>;
   BertEmbeddings<T, F> embeddings;
@@ -131,39 +134,41 @@ struct BertModel {
 
 /// BertForSequenceClassification: dropout on the pooled output, then a linear layer to
 /// num_labels (the span classifier of the original pipeline).
-template <class T, class F>
+template <class T, class F, class P>
 struct BertForSequenceClassification {
-  BertModel<T, F> bert;
+  using Policy = P;
+  BertModel<T, F, P> bert;
   nn::Linear<T, F::hidden, dyn> classifier;
   static constexpr std::array names{"bert", "classifier"};
 
   static BertForSequenceClassification make(const BertConfig& c, index_t num_labels) {
-    return {BertModel<T, F>::make(c), nn::Linear<T, F::hidden, dyn>::make(c.hidden_size, num_labels)};
+    return {BertModel<T, F, P>::make(c), nn::Linear<T, F::hidden, dyn>::make(c.hidden_size, num_labels)};
   }
   /// B x num_labels logits.
   Var<T, ctdl::Shape<dyn, dyn>> forward(nn::Context& ctx, const Batch& batch) const {
     auto pooled = bert.forward(ctx, batch).pooled;
     if (ctx.training) pooled = ops::dropout(ctx.tape, pooled, static_cast<float>(bert.config.classifier_dropout), ctx.next_stream());
-    return classifier(ctx, pooled);
+    return ops::linear<typename P::template gemm_t<T>>(ctx.tape, pooled, classifier.weight, classifier.bias);
   }
 };
 
 /// BertForTokenClassification: dropout on every token's hidden state, then a linear
 /// layer to num_labels. Like Hugging Face's, its BERT has no pooler.
-template <class T, class F>
+template <class T, class F, class P>
 struct BertForTokenClassification {
-  BertModel<T, F, false> bert;
+  using Policy = P;
+  BertModel<T, F, P, false> bert;
   nn::Linear<T, F::hidden, dyn> classifier;
   static constexpr std::array names{"bert", "classifier"};
 
   static BertForTokenClassification make(const BertConfig& c, index_t num_labels) {
-    return {BertModel<T, F, false>::make(c), nn::Linear<T, F::hidden, dyn>::make(c.hidden_size, num_labels)};
+    return {BertModel<T, F, P, false>::make(c), nn::Linear<T, F::hidden, dyn>::make(c.hidden_size, num_labels)};
   }
   /// B*S x num_labels logits.
   Var<T, ctdl::Shape<dyn, dyn>> forward(nn::Context& ctx, const Batch& batch) const {
     auto seq = bert.forward(ctx, batch).sequence;
     if (ctx.training) seq = ops::dropout(ctx.tape, seq, static_cast<float>(bert.config.classifier_dropout), ctx.next_stream());
-    return classifier(ctx, seq);
+    return ops::linear<typename P::template gemm_t<T>>(ctx.tape, seq, classifier.weight, classifier.bias);
   }
 };
 
@@ -174,8 +179,8 @@ void init_weights(M& model, double initializer_range, std::uint64_t seed);
 
 // ============================================================================
 
-template <class T, class F, bool WithPooler>
-BertModel<T, F, WithPooler> BertModel<T, F, WithPooler>::make(const BertConfig& c) {
+template <class T, class F, class P, bool WithPooler>
+BertModel<T, F, P, WithPooler> BertModel<T, F, P, WithPooler>::make(const BertConfig& c) {
   constexpr index_t H = F::hidden;
   if (c.hidden_size != F::hidden || c.num_attention_heads != F::heads || c.intermediate_size != F::intermediate) {
     throw Error("BertModel: the config (hidden " + std::to_string(c.hidden_size) + ", heads " +
@@ -208,19 +213,21 @@ inline Tensor<std::int32_t, ctdl::Shape<dyn>> first_token_rows(index_t batch, in
 }
 
 /// x W^T + b followed by the activation, the bias and activation fused in one expression.
-template <class T, index_t In, index_t Out>
+template <class G, class T, index_t In, index_t Out>
 Var<T, ctdl::Shape<dyn, Out>> linear_gelu(nn::Context& ctx, const Var<T, ctdl::Shape<dyn, In>>& x,
                                           const nn::Linear<T, In, Out>& l, Activation act) {
-  auto xw = ops::matmul<ops::MatmulOptions{.transpose_b = true}>(ctx.tape, x, l.weight);
+  auto xw = ops::matmul<ops::MatmulOptions{.transpose_b = true}, G>(ctx.tape, x, l.weight);
   if (act == Activation::gelu_erf) return ctx.tape.record(gelu(xw + l.bias));
   return ctx.tape.record(gelu_tanh(xw + l.bias));
 }
 
 }  // namespace detail
 
-template <class T, class F, bool WithPooler>
-typename BertModel<T, F, WithPooler>::Output BertModel<T, F, WithPooler>::forward(nn::Context& ctx,
-                                                                                  const Batch& batch) const {
+template <class T, class F, class P, bool WithPooler>
+typename BertModel<T, F, P, WithPooler>::Output BertModel<T, F, P, WithPooler>::forward(nn::Context& ctx,
+                                                                                        const Batch& batch) const {
+  using G = typename P::template gemm_t<T>;
+  auto linear = [&](const auto& l, const auto& x) { return ops::linear<G>(ctx.tape, x, l.weight, l.bias); };
   const index_t b = batch.batch(), s = batch.seq_len();
   if (s > config.max_position_embeddings) {
     throw Error("BERT: sequence length " + std::to_string(s) + " exceeds max_position_embeddings " +
@@ -250,21 +257,21 @@ typename BertModel<T, F, WithPooler>::Output BertModel<T, F, WithPooler>::forwar
 
   for (const auto& layer : encoder.layer) {
     const auto& sa = layer.attention.self;
-    auto q = sa.query(ctx, x);
-    auto k = sa.key(ctx, x);
-    auto v = sa.value(ctx, x);
-    auto context = ops::attention(tape, q, k, v, mask_add,
-                                  {.heads = F::heads, .dropout = attn_dropout, .stream = ctx.next_stream()});
-    auto attn_out = dropout(layer.attention.output.dense(ctx, context));
+    auto q = linear(sa.query, x);
+    auto k = linear(sa.key, x);
+    auto v = linear(sa.value, x);
+    auto context = ops::attention<G>(tape, q, k, v, mask_add,
+                                     {.heads = F::heads, .dropout = attn_dropout, .stream = ctx.next_stream()});
+    auto attn_out = dropout(linear(layer.attention.output.dense, context));
     Hidden a = layer.attention.output.LayerNorm(ctx, tape.record(attn_out + x));
-    auto inter = detail::linear_gelu(ctx, a, layer.intermediate.dense, config.hidden_act);
-    auto out = dropout(layer.output.dense(ctx, inter));
+    auto inter = detail::linear_gelu<G>(ctx, a, layer.intermediate.dense, config.hidden_act);
+    auto out = dropout(linear(layer.output.dense, inter));
     x = layer.output.LayerNorm(ctx, tape.record(out + a));
   }
 
   if constexpr (WithPooler) {
     auto first = ops::embedding(tape, x, detail::first_token_rows(b, s));
-    auto pooled_pre = ops::matmul<ops::MatmulOptions{.transpose_b = true}>(tape, first, pooler.dense.weight);
+    auto pooled_pre = ops::matmul<ops::MatmulOptions{.transpose_b = true}, G>(tape, first, pooler.dense.weight);
     Hidden pooled = tape.record(tanh(pooled_pre + pooler.dense.bias));
     return {x, pooled};
   } else {
