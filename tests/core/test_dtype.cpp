@@ -47,3 +47,19 @@ TEST_CASE("dtypes: float -> fp16 rounds to nearest, ties to even") {
   REQUIRE(convert<float>(convert<fp16>(65504.0f)) == 65504.0f);
   REQUIRE(std::isinf(convert<float>(convert<fp16>(70000.0f))));
 }
+
+TEST_CASE("dtypes: the branch-free float -> bf16 agrees with Eigen's bit for bit") {
+  std::uint32_t state = 12345;
+  for (int i = 0; i < 1000000; ++i) {
+    state = state * 1664525u + 1013904223u;  // every bit pattern class: normals, denormals, inf, NaN
+    const float f = std::bit_cast<float>(state);
+    const std::uint16_t ours = bits(float_to_bf16(f));
+    const std::uint16_t eigen = bits(bf16(f));
+    if (std::isnan(f)) {
+      REQUIRE((ours & 0x7FC0) == 0x7FC0);
+      REQUIRE((ours & 0x8000) == (eigen & 0x8000));
+    } else {
+      REQUIRE(ours == eigen);
+    }
+  }
+}

@@ -7,7 +7,9 @@
 // once when stored, so a fused expression over bf16 rounds once, not per operation.
 
 #include <Eigen/Core>
+#include <bit>
 #include <concepts>
+#include <cstdint>
 #include <type_traits>
 
 #include "ctdl/core/config.hpp"
@@ -38,6 +40,15 @@ template <class T>
 using accumulate_t = std::conditional_t<std::is_same_v<T, double>, double,
                                         std::conditional_t<std::is_integral_v<T>, std::int64_t, float>>;
 
+/// float -> bf16, rounding to nearest even; NaN stays a (quiet) NaN of the same sign.
+/// Branch-free, so conversion loops vectorise (Eigen's tests for NaN with a branch).
+CTDL_HOST_DEVICE CTDL_ALWAYS_INLINE bf16 float_to_bf16(float f) {
+  const std::uint32_t bits = std::bit_cast<std::uint32_t>(f);
+  const std::uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
+  const std::uint32_t nan = ((bits >> 16) & 0x8000u) | 0x7FC0u;
+  return bf16(Eigen::bfloat16_impl::raw_uint16_to_bfloat16(static_cast<std::uint16_t>(f != f ? nan : rounded)));
+}
+
 /// Converts a value to element type To, rounding to nearest even where To is narrower.
 template <class To, class From>
 CTDL_HOST_DEVICE CTDL_ALWAYS_INLINE To convert(const From& x) {
@@ -45,6 +56,8 @@ CTDL_HOST_DEVICE CTDL_ALWAYS_INLINE To convert(const From& x) {
     return x;
   } else if constexpr (is_half_v<From>) {
     return static_cast<To>(static_cast<float>(x));
+  } else if constexpr (std::is_same_v<To, bf16> && std::is_same_v<From, float>) {
+    return float_to_bf16(x);
   } else if constexpr (is_half_v<To>) {
     return To(static_cast<float>(x));
   } else {
