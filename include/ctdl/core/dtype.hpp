@@ -49,11 +49,20 @@ CTDL_HOST_DEVICE CTDL_ALWAYS_INLINE bf16 float_to_bf16(float f) {
   return bf16(Eigen::bfloat16_impl::raw_uint16_to_bfloat16(static_cast<std::uint16_t>(f != f ? nan : rounded)));
 }
 
+/// bf16 -> float (exact). Reads the raw bits: Eigen's conversion operator keeps loops
+/// over bf16 from vectorising.
+CTDL_HOST_DEVICE CTDL_ALWAYS_INLINE float bf16_to_float(bf16 h) {
+  return std::bit_cast<float>(static_cast<std::uint32_t>(h.value) << 16);
+}
+
 /// Converts a value to element type To, rounding to nearest even where To is narrower.
 template <class To, class From>
 CTDL_HOST_DEVICE CTDL_ALWAYS_INLINE To convert(const From& x) {
   if constexpr (std::is_same_v<To, From>) {
     return x;
+  } else if constexpr (std::is_same_v<From, bf16>) {
+    if constexpr (std::is_same_v<To, float>) return bf16_to_float(x);
+    else return convert<To>(bf16_to_float(x));
   } else if constexpr (is_half_v<From>) {
     return static_cast<To>(static_cast<float>(x));
   } else if constexpr (std::is_same_v<To, bf16> && std::is_same_v<From, float>) {

@@ -54,6 +54,61 @@ struct AttentionDims {
   index_t batch, seq, hidden, heads, head_dim;
 };
 
+/// Sum and max of n values in 16 interleaved lanes, so the loops vectorise (a single
+/// running accumulator is a dependency chain the compiler may not reorder).
+template <class Sc>
+Sc lane_sum(const Sc* x, index_t n) {
+  Sc acc[16] = {};
+  index_t j = 0;
+  for (; j + 16 <= n; j += 16)
+    for (int l = 0; l < 16; ++l) acc[l] += x[j + l];
+  Sc s = 0;
+  for (; j < n; ++j) s += x[j];
+  for (Sc a : acc) s += a;
+  return s;
+}
+template <class Sc>
+Sc lane_max(const Sc* x, index_t n) {
+  Sc acc[16];
+  for (Sc& a : acc) a = -std::numeric_limits<Sc>::infinity();
+  index_t j = 0;
+  for (; j + 16 <= n; j += 16)
+    for (int l = 0; l < 16; ++l) acc[l] = acc[l] > x[j + l] ? acc[l] : x[j + l];
+  Sc m = -std::numeric_limits<Sc>::infinity();
+  for (; j < n; ++j) m = m > x[j] ? m : x[j];
+  for (Sc a : acc) m = m > a ? m : a;
+  return m;
+}
+template <class Sc>
+Sc lane_dot(const Sc* x, const Sc* y, index_t n) {
+  Sc acc[16] = {};
+  index_t j = 0;
+  for (; j + 16 <= n; j += 16)
+    for (int l = 0; l < 16; ++l) acc[l] += x[j + l] * y[j + l];
+  Sc s = 0;
+  for (; j < n; ++j) s += x[j] * y[j];
+  for (Sc a : acc) s += a;
+  return s;
+}
+
+/// Calls fn(j, keep) for j in [0, n): the dropout decision of element first + j, four
+/// decisions per Philox call (identical to stream.uniform(first + j) >= p).
+template <class Fn>
+void for_each_keep(const RandomStream& stream, float p, std::uint64_t first, index_t n, Fn&& fn) {
+  index_t j = 0;
+  while (j < n) {
+    const std::uint64_t idx = first + static_cast<std::uint64_t>(j);
+    if (idx % 4 == 0 && j + 4 <= n) {
+      const auto u = stream.uniform4(idx / 4);
+      for (int l = 0; l < 4; ++l) fn(j + l, u[l] >= p);
+      j += 4;
+    } else {
+      fn(j, stream.uniform(idx) >= p);
+      ++j;
+    }
+  }
+}
+
 /// One head's probabilities: P (row softmax of scaled scores + mask) and Pd (after
 /// dropout), both S x S in the scratch type Sc.
 template <class G, class T, class Sc>
@@ -64,24 +119,25 @@ void attention_probs(const G* q, const G* k, const T* mask_row, const AttentionD
   const Sc scale = Sc(1) / std::sqrt(static_cast<Sc>(d.head_dim));
   const Sc keep_scale = opt.dropout > 0 ? Sc(1) / (Sc(1) - static_cast<Sc>(opt.dropout)) : Sc(1);
   const std::uint64_t base = static_cast<std::uint64_t>((b * d.heads + a) * s) * static_cast<std::uint64_t>(s);
+  Sc mask[1024];
+  Sc* mk = s <= 1024 ? mask : nullptr;
+  std::vector<Sc> mask_heap;
+  if (!mk) {
+    mask_heap.resize(static_cast<std::size_t>(s));
+    mk = mask_heap.data();
+  }
+  for (index_t j = 0; j < s; ++j) mk[j] = convert<Sc>(mask_row[j]);
   for (index_t i = 0; i < s; ++i) {
     Sc* row = p + i * s;
-    Sc m = -std::numeric_limits<Sc>::infinity();
-    for (index_t j = 0; j < s; ++j) {
-      row[j] = row[j] * scale + convert<Sc>(mask_row[j]);
-      m = std::max(m, row[j]);
-    }
-    Sc sum = 0;
-    for (index_t j = 0; j < s; ++j) sum += row[j] = math::exp(row[j] - m);
-    const Sc inv = Sc(1) / sum;
+    for (index_t j = 0; j < s; ++j) row[j] = row[j] * scale + mk[j];
+    const Sc m = lane_max(row, s);
+    for (index_t j = 0; j < s; ++j) row[j] = math::exp(row[j] - m);
+    const Sc inv = Sc(1) / lane_sum(row, s);
     Sc* drow = pd + i * s;
-    for (index_t j = 0; j < s; ++j) {
-      row[j] *= inv;
-      drow[j] = row[j];
-      if (opt.dropout > 0) {
-        const bool keep = opt.stream.uniform(base + static_cast<std::uint64_t>(i * s + j)) >= opt.dropout;
-        drow[j] = keep ? row[j] * keep_scale : Sc(0);
-      }
+    for (index_t j = 0; j < s; ++j) drow[j] = row[j] *= inv;
+    if (opt.dropout > 0) {
+      for_each_keep(opt.stream, opt.dropout, base + static_cast<std::uint64_t>(i * s), s,
+                    [&](index_t j, bool keep) { drow[j] = keep ? row[j] * keep_scale : Sc(0); });
     }
   }
 }
@@ -146,13 +202,10 @@ struct AttentionEntry final : TapeEntry {
           Sc* dpr = dp.data() + i * s;
           const Sc* pr = p.data() + i * s;
           if (opt.dropout > 0) {
-            for (index_t j = 0; j < s; ++j) {
-              const bool keep = opt.stream.uniform(base + static_cast<std::uint64_t>(i * s + j)) >= opt.dropout;
-              dpr[j] = keep ? dpr[j] * keep_scale : Sc(0);
-            }
+            for_each_keep(opt.stream, opt.dropout, base + static_cast<std::uint64_t>(i * s), s,
+                          [&](index_t j, bool keep) { dpr[j] = keep ? dpr[j] * keep_scale : Sc(0); });
           }
-          Sc dot = 0;
-          for (index_t j = 0; j < s; ++j) dot += dpr[j] * pr[j];
+          const Sc dot = lane_dot(dpr, pr, s);
           for (index_t j = 0; j < s; ++j) dpr[j] = pr[j] * (dpr[j] - dot) * scale;
         }
         const G* dz = as_type<G>(dp.data(), buf, s * s);
