@@ -11,153 +11,22 @@
 // every parameter (the optimizers arrive with the training issue).
 
 #include <CLI/CLI.hpp>
-#include <ctdl/models/bert/model.hpp>
-#include <ctdl/precision/policy.hpp>
-#include <omp.h>
-#include <sys/resource.h>
 
-#include <algorithm>
-#include <chrono>
-#include <cstdio>
-#include <random>
-#include <string>
-#include <vector>
+#include "bert_bench.hpp"
 
 using namespace ctdl;
-using Clock = std::chrono::steady_clock;
+using bench::Args;
+using bench::run;
 
-namespace {
-
-struct Args {
-  std::string model = "base", precision = "fp32", mode = "train";
-  index_t batch = 8, seq_len = 128;
-  int threads = 0, steps = 5, warmup = 2;
-};
-
-double peak_rss_mb() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_maxrss) / 1024.0;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-/// Times the logged matmuls alone: calls made inside a parallel region (per-head
-/// attention GEMMs) are replayed the same way, in parallel batches.
-double matmul_floor_ms(const std::vector<kernels::cpu::MatmulLog::Call>& calls) {
-  auto span = [](index_t batch, index_t stride, index_t size) { return stride == 0 ? size : (batch - 1) * stride + size; };
-  index_t max_a = 0, max_b = 0, max_c = 0;
-  for (const auto& c : calls) {
-    const auto& d = c.dims;
-    max_a = std::max(max_a, span(d.batch, d.stride_a, (d.trans_a ? d.k : d.m) * d.lda));
-    max_b = std::max(max_b, span(d.batch, d.stride_b, (d.trans_b ? d.n : d.k) * d.ldb));
-    max_c = std::max(max_c, span(d.batch, d.stride_c, d.m * d.ldc));
-  }
-  const int threads = omp_get_max_threads();
-  std::vector<std::vector<float>> af(threads, std::vector<float>(max_a, 0.5f)), bff(threads, std::vector<float>(max_b, 0.25f)),
-      cf(threads, std::vector<float>(max_c));
-  std::vector<std::vector<bf16>> ah(threads, std::vector<bf16>(max_a, bf16(0.5f))), bh(threads, std::vector<bf16>(max_b, bf16(0.25f))),
-      ch(threads, std::vector<bf16>(max_c));
-  auto run = [&](const kernels::cpu::MatmulLog::Call& c, int t) {
-    if (!c.bf16_inputs) kernels::cpu::matmul(af[t].data(), bff[t].data(), cf[t].data(), c.dims, 0.0f);
-    else if (c.float_output) kernels::cpu::matmul(ah[t].data(), bh[t].data(), cf[t].data(), c.dims, 0.0f);
-    else kernels::cpu::matmul(ah[t].data(), bh[t].data(), ch[t].data(), c.dims, 0.0f);
-  };
-  auto replay = [&] {
-    for (std::size_t i = 0; i < calls.size();) {
-      if (!calls[i].in_parallel_region) {
-        run(calls[i++], 0);
-        continue;
-      }
-      std::size_t j = i;
-      while (j < calls.size() && calls[j].in_parallel_region) ++j;
-#pragma omp parallel for schedule(static)
-      for (std::size_t k = i; k < j; ++k) run(calls[k], omp_get_thread_num());
-      i = j;
-    }
-  };
-  replay();  // warm-up (primitive creation)
-  std::vector<double> t;
-  for (int r = 0; r < 3; ++r) {
-    const auto t0 = Clock::now();
-    replay();
-    t.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
-  }
-  return median(t);
-}
-
-template <class T, class F, class P>
-int run(const Args& a, index_t layers) {
-  bert::BertConfig c;
-  c.vocab_size = 28996;
-  c.hidden_size = F::hidden;
-  c.num_attention_heads = F::heads;
-  c.intermediate_size = F::intermediate;
-  c.num_hidden_layers = layers;
-  auto model = bert::BertForSequenceClassification<T, F, P>::make(c, 5);
-  bert::init_weights(model, c.initializer_range, 1);
-
-  std::mt19937 rng(3);
-  using Ids = Tensor<std::int32_t, Shape<dyn, dyn>>;
-  const std::array<index_t, 2> ext{a.batch, a.seq_len};
-  bert::Batch batch{Ids(ext), Ids(ext), Ids(ext)};
-  for (index_t i = 0; i < batch.input_ids.size(); ++i) {
-    batch.input_ids.data()[i] = static_cast<std::int32_t>(rng() % 28996);
-    batch.attention_mask.data()[i] = 1;
-  }
-  Tensor<std::int32_t, Shape<dyn>> labels({a.batch});
-  for (index_t i = 0; i < a.batch; ++i) labels.data()[i] = static_cast<std::int32_t>(rng() % 5);
-
-  std::uint64_t step_no = 0;
-  auto step = [&] {
-    Tape tape;
-    nn::Context ctx{tape, a.mode == "train", 42, step_no++};
-    if (a.mode == "train") {
-      auto loss = ops::cross_entropy(tape, model.forward(ctx, batch), labels);
-      tape.backward(loss);
-      nn::visit_parameters(model, [](const std::string&, auto& p) {
-        p.value() -= lazy(p.grad()) * 1e-5;
-        p.zero_grad();
-      });
-    } else {
-      NoGrad no_grad(tape);
-      auto logits = model.forward(ctx, batch);
-      (void)logits;
-    }
-  };
-  for (int i = 0; i < a.warmup; ++i) step();
-  std::vector<double> times;
-  for (int i = 0; i < a.steps; ++i) {
-    const auto t0 = Clock::now();
-    step();
-    times.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
-  }
-  const double step_ms = median(times);
-
-  kernels::cpu::MatmulLog log;
-  kernels::cpu::set_matmul_log(&log);
-  step();
-  kernels::cpu::set_matmul_log(nullptr);
-  const double floor_ms = matmul_floor_ms(log.calls);
-  double flops = 0;
-  for (const auto& call : log.calls) flops += 2.0 * call.dims.batch * call.dims.m * call.dims.n * call.dims.k;
-
-  std::printf(
-      "{\"model\":\"%s\",\"layers\":%td,\"precision\":\"%s\",\"mode\":\"%s\",\"batch\":%td,\"seq_len\":%td,"
-      "\"threads\":%d,\"steps\":%d,\"step_ms\":%.1f,\"sentences_per_s\":%.2f,\"matmul_floor_ms\":%.1f,"
-      "\"fraction_of_floor\":%.3f,\"matmul_gflop_per_step\":%.1f,\"matmul_calls\":%zu,\"peak_rss_mb\":%.0f,"
-      "\"matmul_impl\":\"%s\"}\n",
-      a.model.c_str(), layers, a.precision.c_str(), a.mode.c_str(), a.batch, a.seq_len, omp_get_max_threads(), a.steps,
-      step_ms, 1000.0 * static_cast<double>(a.batch) / step_ms, floor_ms, floor_ms / step_ms, flops / 1e9,
-      log.calls.size(), peak_rss_mb(),
-      kernels::cpu::matmul_implementation(std::is_same_v<typename P::template gemm_t<T>, bf16>).c_str());
-  return 0;
-}
-
-}  // namespace
+#define CTDL_EXTERN_FAMILY(F)                                                            \
+  extern template int bench::run<float, bert::F, precision::Fp32>(const Args&, index_t); \
+  extern template int bench::run<float, bert::F, precision::Bf16Mixed>(const Args&, index_t);
+CTDL_EXTERN_FAMILY(Tiny)
+CTDL_EXTERN_FAMILY(Mini)
+CTDL_EXTERN_FAMILY(MiniLM)
+CTDL_EXTERN_FAMILY(Small)
+CTDL_EXTERN_FAMILY(Base)
+CTDL_EXTERN_FAMILY(Large)
 
 int main(int argc, char** argv) {
   Args a;
