@@ -176,9 +176,9 @@ struct AttentionEntry final : TapeEntry {
     const index_t s = d.seq, hd = d.hidden, dh = d.head_dim;
     decltype(auto) dc_t = as_gemm_input<G>(out.grad());
     const G* dc = dc_t.data();
-    const G* qv = std::is_same_v<G, T> ? reinterpret_cast<const G*>(q.value().data()) : qg.data();
-    const G* kv = std::is_same_v<G, T> ? reinterpret_cast<const G*>(k.value().data()) : kg.data();
-    const G* vv = std::is_same_v<G, T> ? reinterpret_cast<const G*>(v.value().data()) : vg.data();
+    const G* qv = gemm_data(q.value(), qg);
+    const G* kv = gemm_data(k.value(), kg);
+    const G* vv = gemm_data(v.value(), vg);
     T* dq = q.requires_grad() ? q.node_ptr()->grad_data() : nullptr;
     T* dk = k.requires_grad() ? k.node_ptr()->grad_data() : nullptr;
     T* dv = v.requires_grad() ? v.node_ptr()->grad_data() : nullptr;
@@ -242,9 +242,9 @@ Var<T, Shape<dyn, H>> attention(Tape& tape, const Var<T, Shape<dyn, H>>& q, cons
     kg = Tensor<G, Shape<dyn, H>>(cast<G>(k.value()));
     vg = Tensor<G, Shape<dyn, H>>(cast<G>(v.value()));
   }
-  const G* qv = std::is_same_v<G, T> ? reinterpret_cast<const G*>(q.value().data()) : qg.data();
-  const G* kv = std::is_same_v<G, T> ? reinterpret_cast<const G*>(k.value().data()) : kg.data();
-  const G* vv = std::is_same_v<G, T> ? reinterpret_cast<const G*>(v.value().data()) : vg.data();
+  const G* qv = gemm_data(q.value(), qg);
+  const G* kv = gemm_data(k.value(), kg);
+  const G* vv = gemm_data(v.value(), vg);
   auto value = Tensor<T, Shape<dyn, H>>::uninitialized(q.extents());
 #pragma omp parallel
   {

@@ -39,15 +39,8 @@ struct LinearEntry final : TapeEntry {
     if (!y.has_grad()) return;
     const index_t n = x.extents()[0], in = x.extents()[1], out = w.extents()[0];
     decltype(auto) dy = as_gemm_input<G>(y.grad());
-    const G* xv;
-    const G* wv;
-    if constexpr (std::is_same_v<G, T>) {
-      xv = x.value().data();
-      wv = w.value().data();
-    } else {
-      xv = xg.data();
-      wv = wg.data();
-    }
+    const G* xv = gemm_data(x.value(), xg);
+    const G* wv = gemm_data(w.value(), wg);
     if (x.requires_grad()) {  // dx (n x in) = dy (n x out) W (out x in)
       kernels::cpu::matmul(dy.data(), wv, x.node_ptr()->grad_data(), {1, n, in, out, false, false}, 1.0f);
     }
@@ -73,17 +66,12 @@ Var<T, Shape<dyn, Out>> linear(Tape& tape, const Var<T, Shape<dyn, XIn>>& x, con
   }
   Tensor<G, Shape<dyn, XIn>> xg;
   Tensor<G, Shape<Out, In>> wg;
-  const G* xv;
-  const G* wv;
-  if constexpr (std::is_same_v<G, T>) {
-    xv = x.value().data();
-    wv = weight.value().data();
-  } else {
+  if constexpr (!std::is_same_v<G, T>) {
     xg = Tensor<G, Shape<dyn, XIn>>(cast<G>(x.value()));
     wg = Tensor<G, Shape<Out, In>>(cast<G>(weight.value()));
-    xv = xg.data();
-    wv = wg.data();
   }
+  const G* xv = gemm_data(x.value(), xg);
+  const G* wv = gemm_data(weight.value(), wg);
   auto value = Tensor<T, Shape<dyn, Out>>::uninitialized({n, out});
   kernels::cpu::matmul(xv, wv, value.data(), {1, n, out, in, false, true}, 0.0f);
   value += lazy(bias.value());

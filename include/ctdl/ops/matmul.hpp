@@ -38,6 +38,18 @@ struct SameAsInput {};
 template <class G, class T>
 using gemm_input_t = std::conditional_t<std::is_same_v<G, SameAsInput>, T, G>;
 
+/// The elements of `t` as G: t's own storage when G is T, else those of `rounded` (t
+/// rounded to G, made by the caller and kept for backward).
+template <class G, class T, class S>
+const G* gemm_data(const Tensor<T, S>& t, const Tensor<G, S>& rounded) {
+  if constexpr (std::is_same_v<G, T>) {
+    (void)rounded;
+    return t.data();
+  } else {
+    return rounded.data();
+  }
+}
+
 /// `t` with its elements rounded to G (the same tensor when G is T).
 template <class G, class T, class S>
 decltype(auto) as_gemm_input(const Tensor<T, S>& t) {
@@ -128,15 +140,8 @@ struct MatmulEntry final : TapeEntry {
     decltype(auto) gt = as_gemm_input<G>(c.grad());
     const G* g = gt.data();
     const auto d = matmul_dims<Opt, SA, SB>(a.extents(), b.extents());
-    const G* av;
-    const G* bv;
-    if constexpr (std::is_same_v<G, T>) {
-      av = a.value().data();
-      bv = b.value().data();
-    } else {
-      av = ag.data();
-      bv = bg.data();
-    }
+    const G* av = gemm_data(a.value(), ag);
+    const G* bv = gemm_data(b.value(), bg);
     using kernels::cpu::MatmulDims;
     if (a.requires_grad()) {
       // dA has A's stored layout: M x K, or K x M when A is transposed.
