@@ -224,7 +224,12 @@ void matmul_through_float(const TA* a, const TA* b, TC* c, const MatmulDims& d, 
   const auto af = to_float(a, span(d.batch, d.stride_a, (d.trans_a ? d.k : d.m) * d.lda));
   const auto bf = to_float(b, span(d.batch, d.stride_b, (d.trans_b ? d.n : d.k) * d.ldb));
   auto cf = to_float(c, span(d.batch, d.stride_c, d.m * d.ldc));
-  matmul(af.data(), bf.data(), cf.data(), d, beta);
+  // The float kernel directly (not matmul(), which would log this problem twice).
+#if defined(CTDL_WITH_ONEDNN)
+  matmul_dnnl(af.data(), bf.data(), cf.data(), d, beta);
+#else
+  matmul_eigen(af.data(), bf.data(), cf.data(), d, beta);
+#endif
   for (std::size_t i = 0; i < cf.size(); ++i) c[i] = convert<TC>(cf[i]);
 }
 
