@@ -4,6 +4,9 @@
 #include <ctdl/ctdl.hpp>
 
 #include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <optional>
 #include <random>
 
 namespace ctdl::test {
@@ -33,6 +36,15 @@ Tensor<T, S> uniform(const Extents<S>& extents, double lo, double hi, unsigned s
 template <class T>
 double to_double(const T& v) {
   return convert<double>(v);
+}
+
+/// The shared data directory (../shared/data beside the project, or $CTDL_SHARED_DATA),
+/// or nullopt when it is absent; tests that need it say so and skip.
+inline std::optional<std::filesystem::path> shared_data_dir() {
+  std::filesystem::path dir = CTDL_SHARED_DATA;
+  if (const char* env = std::getenv("CTDL_SHARED_DATA")) dir = env;
+  if (std::filesystem::is_directory(dir)) return dir;
+  return std::nullopt;
 }
 
 }  // namespace ctdl::test

@@ -1,26 +1,44 @@
 #!/usr/bin/env python3
-"""Makes the Hugging Face parity fixtures under tests/fixtures/ (developer tool, not run by CI).
+"""Makes the test fixtures of ctdl (developer tool; CI runs only `tokenizer-shared`).
 
-For each GELU form (hidden_act "gelu" = erf, "gelu_new" = tanh) and each head
-(BertForSequenceClassification, BertForTokenClassification) it builds a tiny BERT with
-random weights, runs a padded batch in eval mode (no dropout) in float64, and saves into
-one safetensors file:
-  - every parameter under its Hugging Face name (F64; values are float32-representable,
-    so an fp32 run loads exactly the same weights),
-  - the inputs: input_ids, token_type_ids, attention_mask, labels (I64; -100 = ignored),
-  - expected.logits, expected.loss, and grad.<name> for every parameter (F64),
-  - the config as JSON in the metadata ("config").
+  bert              Hugging Face parity fixtures under tests/fixtures/ (needs torch,
+                    transformers, safetensors from PyPI). For each GELU form (hidden_act
+                    "gelu" = erf, "gelu_new" = tanh) and each head (BertForSequence-
+                    Classification, BertForTokenClassification) it builds a tiny BERT with
+                    random weights, runs a padded batch in eval mode (no dropout) in float64,
+                    and saves into one safetensors file every parameter under its Hugging Face
+                    name (F64; values are float32-representable), the inputs (input_ids,
+                    token_type_ids, attention_mask, labels; I64, -100 = ignored),
+                    expected.logits, expected.loss, grad.<name> for every parameter, and the
+                    config as JSON in the metadata ("config").
+  tokenizer         tests/fixtures/tokenizer_goldens.json: the tokens Google's BERT
+                    tokenization.py gives for hand-written tricky text, cased and uncased,
+                    with the committed tiny vocabulary and (when --vocab_dir has them) the
+                    BERT cased/uncased vocabularies. Reports where Hugging Face's slow
+                    BertTokenizer (if installed) differs.
+  tokenizer-shared  goldens for the shared data (consensus dev.tsv fields, BC5CDR sentences)
+                    written into the build tree (JSON lines: text and ids). Needs only the
+                    Python standard library and pip (to fetch the reference code).
 
-Usage (needs torch, transformers, safetensors from PyPI):
-  python3 tools/make_fixtures.py [--out tests/fixtures]
+The reference tokenizer is Google's tokenization.py itself, from the bert-tensorflow wheel
+on PyPI (fetched with pip into --cache); its tensorflow/absl/six imports are stubbed, as it
+only uses them to open files and read a flag.
+
+Usage:
+  python3 tools/make_fixtures.py bert [--out tests/fixtures]
+  python3 tools/make_fixtures.py tokenizer [--vocab_dir ../shared/data/vocab]
+  python3 tools/make_fixtures.py tokenizer-shared --data ../shared/data --out build/tests/goldens
 """
 import argparse
 import json
 import os
+import subprocess
+import sys
+import types
+import unicodedata
 
-import torch
-from safetensors.torch import save_file
-from transformers import BertConfig, BertForSequenceClassification, BertForTokenClassification
+HERE = os.path.dirname(os.path.abspath(__file__))
+FIXTURES = os.path.join(HERE, "..", "tests", "fixtures")
 
 # A family small enough to commit (the test instantiates Family<32, 4, 64>).
 CONFIG = dict(vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
@@ -31,6 +49,8 @@ NUM_LABELS = 5
 
 
 def make(head, act, seed):
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertForTokenClassification
     torch.manual_seed(seed)
     cfg = BertConfig(**CONFIG, hidden_act=act, num_labels=NUM_LABELS)
     cls = BertForSequenceClassification if head == "seq" else BertForTokenClassification
@@ -76,16 +96,193 @@ def make(head, act, seed):
     return tensors, meta
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures"))
-    args = ap.parse_args()
+def make_bert(args):
+    from safetensors.torch import save_file
     os.makedirs(args.out, exist_ok=True)
     for i, (head, act) in enumerate([(h, a) for h in ("seq", "tok") for a in ("gelu", "gelu_new")]):
         tensors, meta = make(head, act, seed=100 + i)
         path = os.path.join(args.out, f"bert_{head}_{act}.safetensors")
         save_file(tensors, path, metadata=meta)
         print(f"wrote {path}: loss {tensors['expected.loss'].item():.6f}")
+
+
+# ---- tokenizer goldens ------------------------------------------------------------------
+
+REFERENCE_WHEEL = "bert-tensorflow==1.0.4"
+
+
+def google_tokenization(cache):
+    """Imports tokenization.py from the bert-tensorflow wheel (fetched once into cache)."""
+    os.makedirs(cache, exist_ok=True)
+    wheels = [f for f in os.listdir(cache) if f.startswith("bert_tensorflow-1.0.4") and f.endswith(".whl")]
+    if not wheels:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-d", cache,
+                        REFERENCE_WHEEL], check=True)
+        wheels = [f for f in os.listdir(cache) if f.startswith("bert_tensorflow-1.0.4") and f.endswith(".whl")]
+    # tokenization.py imports tensorflow (for tf.gfile.GFile), absl.flags (one flag,
+    # preserve_unused_tokens, default False) and six; stand-ins for exactly those uses.
+    tf = types.ModuleType("tensorflow.compat.v1")
+    tf.gfile = types.SimpleNamespace(GFile=lambda path, mode: open(path, mode, encoding="utf-8"))
+    flags = types.ModuleType("absl.flags")
+    flags.DEFINE_bool = lambda *a, **k: None
+    flags.FLAGS = types.SimpleNamespace(preserve_unused_tokens=False)
+    absl = types.ModuleType("absl")
+    absl.flags = flags
+    six = types.ModuleType("six")
+    six.PY2, six.PY3 = False, True
+    for name, mod in {"tensorflow": types.ModuleType("tensorflow"), "tensorflow.compat": types.ModuleType("tensorflow.compat"),
+                      "tensorflow.compat.v1": tf, "absl": absl, "absl.flags": flags, "six": six}.items():
+        sys.modules.setdefault(name, mod)
+    sys.path.insert(0, os.path.join(cache, wheels[0]))  # a wheel is a zip: importable as is
+    from bert import tokenization
+    return tokenization
+
+
+# Hand-written text that exercises every rule of the basic tokenizer and WordPiece.
+TRICKY = [
+    "Hello, World! unaffable",
+    "",
+    "   \t\n  ",
+    "Café déjà vu — naïve façade, Ångström ÅNGSTRÖM",
+    "e\u0301 o\u0308 a\u030a\u0323 n\u0303o \u0301alone Ω\u0342",
+    "ΟΔΟΣ Σίσυφος ΣΊΣΥΦΟΣ. Σ ΣΣ ΑΣ'Β aΣ ΑΣ1 ΌΣΟΣ» «ΣΑΣ»",
+    "İstanbul İ DİYARBAKIR ǅemal ǈ STRASSE Straße ẞ",
+    "中文字符测试abc日本語のテキスト 한국어 텍스트 豈更 𠀀𪜀",
+    "I ❤️ NLP 🤖🧬 👩\u200d🔬 👍🏽",
+    "tab\there\nnewline\rcr\x0bvt\x0cff\x00nul\x7fdel\x85nel\ufffdrepl\x1cfs\x1fus",
+    "zero\u200bwidth\u200cnon\u200djoiner\ufeffbom\u2060wj\u00adsoft",
+    "nbsp\u00a0thin\u2009ideo\u3000line\u2028para\u2029sep\u1680ogham\u202fnnbsp\u180emvs",
+    "a" * 99 + " " + "b" * 100 + " " + "c" * 101 + " " + "d" * 200 + " " + "e" * 201 + " " + "é" * 150,
+    "pneumonoultramicroscopicsilicovolcanoconiosis antidisestablishmentarianism",
+    "ＡＢＣ１２３！？（ｔｅｓｔ） ｶﾀｶﾅ ﬁne ﬀ ㍿",
+    "$100 ^caret `tick ~tilde «quotes» „de“ ¿qué? ¡sí! 3.14 1,000 e.g. U.S.A. don't",
+    "—–‐ dashes § ¶ † ‡ • … ‰ ′ ″ ‹ › © ® ™ ° ± × ÷ µ ½ ² €",
+    "IL-2Rα-chain; TNF-α/β; Ca2+ [3H]thymidine 5'-UTR β-D-glucopyranoside N,N'-dimethyl",
+    "Привет мир ЁЖИК; مرحبا بالعالم; שָׁלוֹם; नमस्ते दुनिया; สวัสดีชาวโลก",
+    "private\ue000use unassigned\u0378x \U0001d400\U0001d401 Ⅻ ⅻ Ⓐ ⓐ ª º",
+    "[CLS] [SEP] [UNK] [MASK] [PAD] ##s ##",
+    "Naloxone reverses the antihypertensive effect of clonidine.",
+]
+
+
+def make_tokenizer(args):
+    tok = google_tokenization(args.cache)
+    vocabs = {"tiny": os.path.join(FIXTURES, "tiny_vocab.txt")}
+    for casing in ("cased", "uncased"):
+        path = os.path.join(args.vocab_dir, f"bert-base-{casing}-vocab.txt") if args.vocab_dir else None
+        if path and os.path.exists(path):
+            vocabs[f"bert_{casing}"] = path
+        else:
+            print(f"note: no BERT {casing} vocabulary in --vocab_dir; its goldens are left out")
+    hf = None
+    try:
+        import transformers
+        hf = transformers.BertTokenizer
+        print(f"comparing with Hugging Face transformers {transformers.__version__} BertTokenizer")
+    except ImportError:
+        print("note: transformers is not installed; no comparison with Hugging Face")
+
+    cases = []
+    for text in TRICKY:
+        case = {"text": text}
+        for lower in (False, True):
+            casing = "uncased" if lower else "cased"
+            case[f"basic_{casing}"] = tok.BasicTokenizer(do_lower_case=lower).tokenize(text)
+            for name, path in vocabs.items():
+                if name.startswith("bert_") and name != f"bert_{casing}":
+                    continue
+                full = tok.FullTokenizer(path, do_lower_case=lower)
+                key = f"{name}_{casing}" if name == "tiny" else name
+                case[key] = full.tokenize(text)
+                if hf is not None:
+                    theirs = hf(path, do_lower_case=lower).tokenize(text)
+                    if theirs != case[key]:
+                        print(f"Hugging Face differs ({key}) on {text[:40]!r}:\n  google {case[key][:12]}\n  hf     {theirs[:12]}")
+        cases.append(case)
+    out = {"made_by": "tools/make_fixtures.py tokenizer",
+           "reference": f"Google BERT tokenization.py ({REFERENCE_WHEEL})",
+           "python_unicode_version": unicodedata.unidata_version,
+           "cases": cases}
+    path = os.path.join(FIXTURES, "tokenizer_goldens.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(out, f, ensure_ascii=True, indent=1)
+        f.write("\n")
+    print(f"wrote {path}: {len(cases)} texts, vocabularies {sorted(vocabs)}")
+
+
+def shared_texts(data):
+    """The texts of the shared data: consensus dev.tsv fields and BC5CDR sentences."""
+    texts = {}
+    path = os.path.join(data, "consensus-example", "dev.tsv")
+    if os.path.exists(path):
+        rows = []
+        with open(path, "rb") as f:
+            for line in f.read().decode("utf-8").split("\n"):
+                line = line.rstrip("\r")
+                if line:
+                    rows.extend(line.split("\t")[-3:])  # left context, span, right context
+        texts["consensus_dev"] = rows
+    for split in ("train", "devel"):
+        path = os.path.join(data, "bc5cdr-chem", f"{split}.tsv")
+        if not os.path.exists(path):
+            continue
+        sentences, words = [], []
+        with open(path, "rb") as f:
+            for line in f.read().decode("utf-8").split("\n"):
+                line = line.rstrip("\r")
+                if line.strip():
+                    words.append(line.split()[0])
+                elif words:
+                    sentences.append(" ".join(words))
+                    words = []
+        if words:
+            sentences.append(" ".join(words))
+        texts[f"bc5cdr_{split}"] = sentences
+    return texts
+
+
+def make_tokenizer_shared(args):
+    texts = shared_texts(args.data)
+    if not texts:
+        print(f"tokenizer-shared: no shared data under {args.data}; nothing to do")
+        return
+    try:
+        tok = google_tokenization(args.cache)
+    except Exception as e:  # no network, no pip: the test then skips and says why
+        print(f"tokenizer-shared: cannot get the reference tokenizer ({e}); no goldens made")
+        return
+    os.makedirs(args.out, exist_ok=True)
+    for casing in ("cased", "uncased"):
+        full = tok.FullTokenizer(os.path.join(args.data, "vocab", f"bert-base-{casing}-vocab.txt"),
+                                 do_lower_case=casing == "uncased")
+        for name, items in texts.items():
+            path = os.path.join(args.out, f"{name}.{casing}.jsonl")
+            with open(path + ".tmp", "w", encoding="utf-8") as f:
+                for text in items:
+                    ids = full.convert_tokens_to_ids(full.tokenize(text))
+                    f.write(json.dumps({"text": text, "ids": ids}, ensure_ascii=True) + "\n")
+            os.replace(path + ".tmp", path)
+            print(f"wrote {path}: {len(items)} texts")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="what", required=True)
+    p = sub.add_parser("bert")
+    p.add_argument("--out", default=FIXTURES)
+    p.set_defaults(run=make_bert)
+    cache_default = os.path.join(os.path.expanduser("~"), ".cache", "ctdl-fixtures")
+    p = sub.add_parser("tokenizer")
+    p.add_argument("--vocab_dir", default=os.path.join(HERE, "..", "..", "shared", "data", "vocab"))
+    p.add_argument("--cache", default=cache_default)
+    p.set_defaults(run=make_tokenizer)
+    p = sub.add_parser("tokenizer-shared")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--cache", default=cache_default)
+    p.set_defaults(run=make_tokenizer_shared)
+    args = ap.parse_args()
+    args.run(args)
 
 
 if __name__ == "__main__":

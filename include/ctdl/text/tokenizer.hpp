@@ -1,0 +1,284 @@
+#pragma once
+// BERT's tokenizers, token for token as Google's tokenization.py (which Hugging Face's
+// slow BertTokenizer re-implements; see docs/data.md for where the two differ).
+//
+//   BasicTokenizer      text -> words: drop NUL, U+FFFD and control characters; space
+//                       around CJK ideographs; split on whitespace as Python's str.split()
+//                       does; for uncased models Python's lower() then NFD without
+//                       Mn marks; every punctuation character becomes its own word.
+//   WordPieceTokenizer  word -> vocabulary ids: greedy longest match first, pieces after
+//                       the first carry "##"; a word with no complete match, or longer
+//                       than max_input_chars_per_word code points, becomes [UNK].
+//   FullTokenizer       both, over one Vocab.
+//
+// The tokenizers are immutable after construction and safe to share between threads
+// (scratch buffers are thread_local).
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ctdl/core/error.hpp"
+#include "ctdl/text/unicode.hpp"
+#include "ctdl/text/vocab.hpp"
+
+namespace ctdl::text {
+
+/// Text that is not well-formed UTF-8. `byte` is the offset of the first bad byte; the
+/// caller adds the file and line.
+class InvalidUtf8 : public Error {
+ public:
+  explicit InvalidUtf8(std::size_t byte_offset)
+      : Error("invalid UTF-8 at byte " + std::to_string(byte_offset + 1)), byte(byte_offset) {}
+  std::size_t byte;
+};
+
+/// Words as UTF-8 bytes back to back, with the end offset of each.
+struct Words {
+  std::string bytes;
+  std::vector<std::uint32_t> ends;
+
+  std::size_t size() const { return ends.size(); }
+  std::string_view operator[](std::size_t i) const {
+    const std::uint32_t begin = i == 0 ? 0 : ends[i - 1];
+    return std::string_view(bytes).substr(begin, ends[i] - begin);
+  }
+  void clear() {
+    bytes.clear();
+    ends.clear();
+  }
+  void end_word() {
+    if (bytes.size() != (ends.empty() ? 0 : ends.back()))
+      ends.push_back(static_cast<std::uint32_t>(bytes.size()));
+  }
+};
+
+namespace detail {
+
+/// What the basic tokenizer does with a character.
+enum class CharClass : std::uint8_t { drop, space, cjk, punctuation, other };
+
+inline CharClass classify_slow(codepoint cp) {
+  if (cp == 0 || cp == 0xFFFD || is_control(cp)) return CharClass::drop;
+  // After cleaning, str.split() also splits at U+2028 and U+2029 (categories Zl, Zp),
+  // which _is_whitespace does not turn into spaces.
+  if (is_whitespace(cp) || is_python_space(cp)) return CharClass::space;
+  if (is_cjk(cp)) return CharClass::cjk;
+  if (is_punctuation(cp)) return CharClass::punctuation;
+  return CharClass::other;
+}
+
+inline const std::array<CharClass, 128>& ascii_classes() {
+  static const auto table = [] {
+    std::array<CharClass, 128> t{};
+    for (codepoint cp = 0; cp < 128; ++cp) t[cp] = classify_slow(cp);
+    return t;
+  }();
+  return table;
+}
+
+inline CharClass classify(codepoint cp) {
+  return cp < 128 ? ascii_classes()[cp] : classify_slow(cp);
+}
+
+}  // namespace detail
+
+class BasicTokenizer {
+ public:
+  struct Options {
+    bool lower_case = true;  ///< uncased models: lower-case and strip accents
+  };
+
+  BasicTokenizer() = default;
+  explicit BasicTokenizer(Options options) : options_(options) {}
+
+  const Options& options() const { return options_; }
+
+  /// Appends the words of `text` to `out`. Throws InvalidUtf8 for ill-formed text.
+  void tokenize(std::string_view text, Words& out) const {
+    thread_local std::u32string token;
+    token.clear();
+    codepoint cp;
+    for (std::size_t pos = 0; pos < text.size();) {
+      const auto n = decode_one(text, pos, cp);
+      if (n == 0) throw InvalidUtf8(pos);
+      pos += n;
+      switch (detail::classify(cp)) {
+        case detail::CharClass::drop:
+          break;
+        case detail::CharClass::space:
+          finish_token(token, out);
+          break;
+        case detail::CharClass::cjk:
+          finish_token(token, out);
+          token.push_back(cp);
+          finish_token(token, out);
+          break;
+        default:
+          token.push_back(cp);
+      }
+    }
+    finish_token(token, out);
+  }
+
+  std::vector<std::string> tokenize(std::string_view text) const {
+    Words words;
+    tokenize(text, words);
+    std::vector<std::string> out;
+    out.reserve(words.size());
+    for (std::size_t i = 0; i < words.size(); ++i) out.emplace_back(words[i]);
+    return out;
+  }
+
+ private:
+  // One whitespace-separated token of the cleaned text: lower-case and strip accents if
+  // uncased, then split off punctuation. Empties `token`.
+  void finish_token(std::u32string& token, Words& out) const {
+    if (token.empty()) return;
+    std::u32string_view view = token;
+    thread_local std::u32string lowered, decomposed;
+    if (options_.lower_case) {
+      lowered.clear();
+      append_lower(token, lowered);
+      view = lowered;
+      if (std::any_of(lowered.begin(), lowered.end(), [](codepoint c) { return c >= 0xC0; })) {
+        decomposed.clear();
+        append_nfd(lowered, decomposed);
+        std::erase_if(decomposed, [](codepoint c) { return category(c) == UTF8PROC_CATEGORY_MN; });
+        view = decomposed;
+      }
+    }
+    for (codepoint cp : view) {
+      const bool punct = cp < 128 ? detail::ascii_classes()[cp] == detail::CharClass::punctuation
+                                  : is_punctuation(cp);
+      if (punct) {
+        out.end_word();
+        append_utf8(out.bytes, cp);
+        out.end_word();
+      } else {
+        append_utf8(out.bytes, cp);
+      }
+    }
+    out.end_word();
+    token.clear();
+  }
+
+  Options options_;
+};
+
+class WordPieceTokenizer {
+ public:
+  struct Options {
+    std::string unk_token = "[UNK]";
+    /// Longer words become [UNK]. 200 is Google's tokenization.py (and so the original
+    /// TF pipeline); Hugging Face's BertTokenizer uses 100.
+    std::size_t max_input_chars_per_word = 200;
+  };
+
+  explicit WordPieceTokenizer(const Vocab& vocab) : WordPieceTokenizer(vocab, Options{}) {}
+  WordPieceTokenizer(const Vocab& vocab, Options options)
+      : options_(std::move(options)), unk_(vocab.require(options_.unk_token, "unknown token")) {
+    for (std::size_t i = 0; i < vocab.size(); ++i) {
+      std::string_view t = vocab.tokens()[i];
+      const auto id = static_cast<std::int32_t>(i);
+      if (t.starts_with("##")) {
+        t.remove_prefix(2);
+        continuation_.insert_or_assign(std::string(t), id);
+        max_continuation_bytes_ = std::max(max_continuation_bytes_, t.size());
+      } else {
+        initial_.insert_or_assign(std::string(t), id);
+        max_initial_bytes_ = std::max(max_initial_bytes_, t.size());
+      }
+    }
+  }
+
+  const Options& options() const { return options_; }
+
+  /// Appends the ids of one word's pieces (or the [UNK] id) to `ids`.
+  void tokenize(std::string_view word, std::vector<std::int32_t>& ids) const {
+    if (word.empty()) return;
+    if (count_codepoints(word) > options_.max_input_chars_per_word) {
+      ids.push_back(unk_);
+      return;
+    }
+    const auto continuation_byte = [&](std::size_t i) {
+      return i < word.size() && (static_cast<unsigned char>(word[i]) & 0xC0) == 0x80;
+    };
+    const std::size_t mark = ids.size();
+    for (std::size_t start = 0; start < word.size();) {
+      const auto& pieces = start == 0 ? initial_ : continuation_;
+      const std::size_t longest = start == 0 ? max_initial_bytes_ : max_continuation_bytes_;
+      std::size_t end = std::min(word.size(), start + longest);
+      while (continuation_byte(end)) --end;
+      bool found = false;
+      while (end > start) {
+        if (auto it = pieces.find(word.substr(start, end - start)); it != pieces.end()) {
+          ids.push_back(it->second);
+          found = true;
+          break;
+        }
+        do --end; while (end > start && continuation_byte(end));
+      }
+      if (!found) {  // no piece matches here: the whole word is unknown
+        ids.resize(mark);
+        ids.push_back(unk_);
+        return;
+      }
+      start = end;
+    }
+  }
+
+ private:
+  Options options_;
+  std::int32_t unk_;
+  StringMap<std::int32_t> initial_;       // pieces that start a word
+  StringMap<std::int32_t> continuation_;  // "##" pieces, keyed without the "##"
+  std::size_t max_initial_bytes_ = 0, max_continuation_bytes_ = 0;
+};
+
+class FullTokenizer {
+ public:
+  struct Options {
+    bool lower_case = true;
+    std::size_t max_input_chars_per_word = 200;
+  };
+
+  FullTokenizer(Vocab vocab, Options options)
+      : vocab_(std::move(vocab)),
+        basic_({.lower_case = options.lower_case}),
+        wordpiece_(vocab_, {.max_input_chars_per_word = options.max_input_chars_per_word}) {}
+
+  const Vocab& vocab() const { return vocab_; }
+  const BasicTokenizer& basic() const { return basic_; }
+  const WordPieceTokenizer& wordpiece() const { return wordpiece_; }
+
+  /// Appends the ids of text's word pieces to `ids`. Throws InvalidUtf8.
+  void tokenize_ids(std::string_view text, std::vector<std::int32_t>& ids) const {
+    thread_local Words words;
+    words.clear();
+    basic_.tokenize(text, words);
+    for (std::size_t i = 0; i < words.size(); ++i) wordpiece_.tokenize(words[i], ids);
+  }
+
+  std::vector<std::int32_t> tokenize_ids(std::string_view text) const {
+    std::vector<std::int32_t> ids;
+    tokenize_ids(text, ids);
+    return ids;
+  }
+
+  std::vector<std::string> tokenize(std::string_view text) const {
+    std::vector<std::string> tokens;
+    for (auto id : tokenize_ids(text)) tokens.push_back(vocab_.token(id));
+    return tokens;
+  }
+
+ private:
+  Vocab vocab_;
+  BasicTokenizer basic_;
+  WordPieceTokenizer wordpiece_;
+};
+
+}  // namespace ctdl::text

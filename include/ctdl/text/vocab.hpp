@@ -1,0 +1,144 @@
+#pragma once
+// Vocab: a BERT vocab.txt, one token a line, line i (from 0) is id i.
+//
+// Read as Google's tokenization.load_vocab reads it: each line stripped of surrounding
+// whitespace; LF or CRLF endings. A token that appears on two lines is an error (Google's
+// and Hugging Face's loaders disagree on which id it gets). The special tokens BERT needs
+// ([PAD], [UNK], [CLS], [SEP]) must be present; their ids are looked up once.
+
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "ctdl/core/error.hpp"
+#include "ctdl/text/unicode.hpp"
+
+namespace ctdl::text {
+
+/// Hash for std::string keys that also accepts std::string_view (lookups without a copy).
+struct StringHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const noexcept {
+    return std::hash<std::string_view>{}(s);
+  }
+};
+
+template <class V>
+using StringMap = std::unordered_map<std::string, V, StringHash, std::equal_to<>>;
+
+/// Strips what Python's str.strip() strips (is_python_space) from both ends.
+inline std::string_view strip_python_space(std::string_view s) {
+  const auto space_at_front = [&](std::size_t& n) {
+    codepoint cp;
+    n = decode_one(s, 0, cp);
+    return n != 0 && is_python_space(cp);
+  };
+  std::size_t n = 0;
+  while (!s.empty() && space_at_front(n)) s.remove_prefix(n);
+  while (!s.empty()) {
+    std::size_t start = s.size() - 1;
+    while (start > 0 && (static_cast<unsigned char>(s[start]) & 0xC0) == 0x80) --start;
+    codepoint cp;
+    if (decode_one(s, start, cp) == 0 || !is_python_space(cp)) break;
+    s.remove_suffix(s.size() - start);
+  }
+  return s;
+}
+
+class Vocab {
+ public:
+  struct SpecialIds {
+    std::int32_t pad = 0, unk = 0, cls = 0, sep = 0;
+  };
+
+  /// Reads vocab.txt. Errors name the file (and line): missing or unreadable file,
+  /// invalid UTF-8, an empty vocabulary, a missing special token.
+  static Vocab from_file(const std::filesystem::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw Error(path.string() + ": cannot open the vocabulary file");
+    std::vector<std::string> tokens;
+    std::string line;
+    while (std::getline(in, line)) {
+      if (auto bad = find_invalid_utf8(line))
+        throw Error(path.string() + ":" + std::to_string(tokens.size() + 1) +
+                    ": invalid UTF-8 at byte " + std::to_string(*bad + 1) + " of the line");
+      tokens.emplace_back(strip_python_space(line));
+    }
+    if (in.bad()) throw Error(path.string() + ": read error");
+    return Vocab(std::move(tokens), path.string());
+  }
+
+  /// A vocabulary from a token list (line i = tokens[i]); `source` names it in errors.
+  explicit Vocab(std::vector<std::string> tokens, std::string source = "<vocab>")
+      : tokens_(std::move(tokens)), source_(std::move(source)) {
+    if (tokens_.empty()) throw Error(source_ + ": the vocabulary is empty");
+    ids_.reserve(tokens_.size());
+    for (std::size_t i = 0; i < tokens_.size(); ++i) {
+      const auto [it, inserted] = ids_.emplace(tokens_[i], static_cast<std::int32_t>(i));
+      if (!inserted)
+        throw Error(source_ + ":" + std::to_string(i + 1) + ": the token '" + tokens_[i] +
+                    "' is already on line " + std::to_string(it->second + 1) +
+                    "; each token must appear once");
+    }
+    const auto special = [&](std::string_view token) {
+      if (auto id = find(token)) return *id;
+      throw Error(source_ + ": has no " + std::string(token) +
+                  " token; a BERT vocabulary needs [PAD], [UNK], [CLS] and [SEP]");
+    };
+    special_.pad = special("[PAD]");
+    special_.unk = special("[UNK]");
+    special_.cls = special("[CLS]");
+    special_.sep = special("[SEP]");
+  }
+
+  std::size_t size() const { return tokens_.size(); }
+  const std::string& source() const { return source_; }
+  const SpecialIds& special() const { return special_; }
+
+  std::optional<std::int32_t> find(std::string_view token) const {
+    const auto it = ids_.find(token);
+    if (it == ids_.end()) return std::nullopt;
+    return it->second;
+  }
+  bool contains(std::string_view token) const { return ids_.find(token) != ids_.end(); }
+
+  /// The id of a token that must exist (e.g. --replace_span); a clear error otherwise.
+  std::int32_t require(std::string_view token, std::string_view what = "token") const {
+    if (auto id = find(token)) return *id;
+    throw Error(source_ + ": the " + std::string(what) + " '" + std::string(token) +
+                "' is not in the vocabulary (" + std::to_string(tokens_.size()) + " tokens)");
+  }
+
+  const std::string& token(std::int32_t id) const {
+    if (id < 0 || static_cast<std::size_t>(id) >= tokens_.size())
+      throw Error(source_ + ": token id " + std::to_string(id) + " is out of range [0, " +
+                  std::to_string(tokens_.size()) + ")");
+    return tokens_[static_cast<std::size_t>(id)];
+  }
+  const std::vector<std::string>& tokens() const { return tokens_; }
+
+  /// A 64-bit FNV-1a hash of the token list (each token and a separator), so a cache
+  /// built with one vocabulary is never read with another.
+  std::uint64_t fingerprint() const {
+    std::uint64_t h = 0xcbf29ce484222325ull;
+    const auto mix = [&](unsigned char c) { h = (h ^ c) * 0x100000001b3ull; };
+    for (const auto& t : tokens_) {
+      for (char c : t) mix(static_cast<unsigned char>(c));
+      mix('\n');
+    }
+    return h;
+  }
+
+ private:
+  std::vector<std::string> tokens_;
+  StringMap<std::int32_t> ids_;
+  std::string source_;
+  SpecialIds special_;
+};
+
+}  // namespace ctdl::text

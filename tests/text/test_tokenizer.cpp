@@ -1,0 +1,114 @@
+// The BERT tokenizers against goldens made with Google's tokenization.py
+// (tools/make_fixtures.py tokenizer -> tests/fixtures/tokenizer_goldens.json).
+#include <catch2/catch.hpp>
+
+#include <ctdl/text/tokenizer.hpp>
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+
+#include "../test_util.hpp"
+
+using namespace ctdl::text;
+namespace fs = std::filesystem;
+
+namespace {
+
+const nlohmann::json& goldens() {
+  static const nlohmann::json g = [] {
+    std::ifstream in(fs::path(CTDL_FIXTURES_DIR) / "tokenizer_goldens.json");
+    REQUIRE(in);
+    return nlohmann::json::parse(in);
+  }();
+  return g;
+}
+
+std::string show(const std::vector<std::string>& tokens) {
+  std::string s;
+  for (const auto& t : tokens) s += (s.empty() ? "" : " ") + t;
+  return s;
+}
+
+/// Checks every golden case that has `key` against `tokenize`.
+template <class F>
+void check_goldens(const std::string& key, F&& tokenize) {
+  int checked = 0;
+  for (const auto& c : goldens()["cases"]) {
+    if (!c.contains(key)) continue;
+    const std::string text = c["text"];
+    const auto expected = c[key].get<std::vector<std::string>>();
+    INFO(key << " on: " << text);
+    CHECK(show(tokenize(text)) == show(expected));
+    ++checked;
+  }
+  CHECK(checked > 20);
+}
+
+}  // namespace
+
+TEST_CASE("BasicTokenizer matches tokenization.py on tricky text") {
+  const BasicTokenizer cased({.lower_case = false}), uncased({.lower_case = true});
+  check_goldens("basic_cased", [&](const std::string& t) { return cased.tokenize(t); });
+  check_goldens("basic_uncased", [&](const std::string& t) { return uncased.tokenize(t); });
+}
+
+TEST_CASE("FullTokenizer matches tokenization.py with the tiny vocabulary") {
+  const auto vocab = Vocab::from_file(fs::path(CTDL_FIXTURES_DIR) / "tiny_vocab.txt");
+  const FullTokenizer cased(vocab, {.lower_case = false}), uncased(vocab, {.lower_case = true});
+  check_goldens("tiny_cased", [&](const std::string& t) { return cased.tokenize(t); });
+  check_goldens("tiny_uncased", [&](const std::string& t) { return uncased.tokenize(t); });
+}
+
+TEST_CASE("FullTokenizer matches tokenization.py with the BERT vocabularies") {
+  const auto data = ctdl::test::shared_data_dir();
+  if (!data) {
+    WARN("skipped: no shared data directory (set CTDL_SHARED_DATA)");
+    return;
+  }
+  for (const std::string casing : {"cased", "uncased"}) {
+    const FullTokenizer tok(Vocab::from_file(*data / "vocab" / ("bert-base-" + casing + "-vocab.txt")),
+                            {.lower_case = casing == "uncased"});
+    check_goldens("bert_" + casing, [&](const std::string& t) { return tok.tokenize(t); });
+  }
+}
+
+TEST_CASE("WordPiece: greedy longest match first, ## pieces, [UNK] for unmatched or long words") {
+  const Vocab vocab({"[PAD]", "[UNK]", "[CLS]", "[SEP]", "un", "##aff", "##able", "unaff", "a", "##a", "##b"});
+  const WordPieceTokenizer wp(vocab, {.max_input_chars_per_word = 5});
+  const auto pieces = [&](std::string_view w) {
+    std::vector<std::int32_t> ids;
+    wp.tokenize(w, ids);
+    std::string s;
+    for (auto id : ids) s += (s.empty() ? "" : " ") + vocab.token(id);
+    return s;
+  };
+  CHECK(pieces("unaff") == "unaff");            // longest first piece wins
+  CHECK(pieces("aaaaa") == "a ##a ##a ##a ##a");  // exactly the limit
+  CHECK(pieces("aaaaaa") == "[UNK]");          // one over
+  CHECK(pieces("abx") == "[UNK]");             // no piece for "x": the whole word
+  CHECK(pieces("ab") == "a ##b");
+  CHECK(pieces("") == "");
+}
+
+TEST_CASE("invalid UTF-8 is an error with the byte offset") {
+  const BasicTokenizer basic;
+  try {
+    basic.tokenize(std::string_view("fine text \xE4\xB8 broken"));
+    FAIL("no error");
+  } catch (const InvalidUtf8& e) {
+    CHECK(e.byte == 10);
+    CHECK_THAT(e.what(), Catch::Contains("invalid UTF-8 at byte 11"));
+  }
+}
+
+TEST_CASE("tokenizers can be shared between threads") {
+  const auto vocab = Vocab::from_file(fs::path(CTDL_FIXTURES_DIR) / "tiny_vocab.txt");
+  const FullTokenizer tok(vocab, {.lower_case = true});
+  const std::string text = "Hello, World! unaffable Café ΟΔΟΣ 中文";
+  const auto expected = tok.tokenize_ids(text);
+  std::vector<int> mismatches(4, 0);
+#pragma omp parallel for num_threads(4)
+  for (int t = 0; t < 4; ++t)
+    for (int i = 0; i < 2000; ++i) mismatches[t] += tok.tokenize_ids(text) != expected;
+  CHECK(mismatches == std::vector<int>(4, 0));
+}

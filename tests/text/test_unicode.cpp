@@ -1,0 +1,92 @@
+// The Unicode predicates, lower-casing and NFD that the BERT tokenizer is built on.
+#include <catch2/catch.hpp>
+
+#include <ctdl/text/unicode.hpp>
+
+using namespace ctdl::text;
+
+TEST_CASE("find_invalid_utf8 accepts well-formed text and finds the first bad byte") {
+  CHECK_FALSE(find_invalid_utf8("plain ASCII, long enough to take the 8-byte path").has_value());
+  CHECK_FALSE(find_invalid_utf8("caf\xC3\xA9 \xE4\xB8\xAD \xF0\x9F\xA4\x96").has_value());  // é 中 🤖
+  CHECK(find_invalid_utf8("ab\xC3").value() == 2);                 // truncated sequence
+  CHECK(find_invalid_utf8("abcdefghij\xC0\x80").value() == 10);    // overlong NUL
+  CHECK(find_invalid_utf8("x\xED\xA0\x80").value() == 1);          // UTF-16 surrogate
+  CHECK(find_invalid_utf8("\xF4\x90\x80\x80").value() == 0);       // above U+10FFFF
+  CHECK(find_invalid_utf8("ok \xFF").value() == 3);                // never valid
+  CHECK(find_invalid_utf8("\x80 stray continuation").value() == 0);
+}
+
+TEST_CASE("UTF-8 round trip and code point counting") {
+  const std::string s = "a\xC3\xA9\xE4\xB8\xAD\xF0\x9F\xA4\x96";
+  const auto u = to_utf32(s);
+  REQUIRE(u == U"a\u00E9\u4E2D\U0001F916");
+  CHECK(to_utf8(u) == s);
+  CHECK(count_codepoints(s) == 4);
+}
+
+TEST_CASE("character classes follow tokenization.py") {
+  // control: Cc and Cf except tab/newline/CR; private use and unassigned are kept
+  CHECK(is_control(0x00));
+  CHECK(is_control(0x7F));
+  CHECK(is_control(0x85));
+  CHECK(is_control(0x200B));   // zero-width space (Cf)
+  CHECK(is_control(0xFEFF));   // BOM (Cf)
+  CHECK(is_control(0x00AD));   // soft hyphen (Cf)
+  CHECK_FALSE(is_control(U'\t'));
+  CHECK_FALSE(is_control(U'\n'));
+  CHECK_FALSE(is_control(U'\r'));
+  CHECK_FALSE(is_control(0xE000));  // private use (Co)
+  CHECK_FALSE(is_control(0x0378));  // unassigned (Cn)
+  // whitespace: space, \t \n \r, Zs
+  CHECK(is_whitespace(U' '));
+  CHECK(is_whitespace(0x00A0));
+  CHECK(is_whitespace(0x3000));
+  CHECK(is_whitespace(0x2009));
+  CHECK_FALSE(is_whitespace(0x2028));  // Zl: not whitespace to BERT ...
+  CHECK(is_python_space(0x2028));      // ... but str.split() splits there
+  CHECK_FALSE(is_python_space(0x200B));
+  // punctuation: the ASCII ranges (including symbols $ ^ `) and P*
+  for (char32_t c : U"!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~") if (c) CHECK(is_punctuation(c));
+  CHECK(is_punctuation(0x00BF));  // ¿
+  CHECK(is_punctuation(0x2014));  // em dash
+  CHECK(is_punctuation(0x300C));  // 「
+  CHECK_FALSE(is_punctuation(0x20AC));  // € is Sc
+  CHECK_FALSE(is_punctuation(U'a'));
+  // CJK: ideographs and compatibility ideographs, not kana or hangul
+  CHECK(is_cjk(0x4E2D));
+  CHECK(is_cjk(0xF900));
+  CHECK(is_cjk(0x20000));
+  CHECK_FALSE(is_cjk(0x3042));  // あ
+  CHECK_FALSE(is_cjk(0xD55C));  // 한
+}
+
+TEST_CASE("append_lower is Python's str.lower()") {
+  const auto lower = [](std::u32string_view s) {
+    std::u32string out;
+    append_lower(s, out);
+    return out;
+  };
+  CHECK(lower(U"ABC xyz") == U"abc xyz");
+  CHECK(lower(U"\u0130") == U"i\u0307");                  // İ -> i + combining dot
+  CHECK(lower(U"\u1E9E") == U"\u00DF");                   // ẞ -> ß
+  CHECK(lower(U"\u039F\u0394\u039F\u03A3") == U"\u03BF\u03B4\u03BF\u03C2");  // ΟΔΟΣ -> οδος
+  CHECK(lower(U"\u03A3") == U"\u03C3");                   // alone: not final
+  CHECK(lower(U"\u0391\u03A3.") == U"\u03B1\u03C2.");     // '.' is case-ignorable
+  CHECK(lower(U"\u0391\u03A3'\u0392") == U"\u03B1\u03C3'\u03B2");  // followed by a letter
+  CHECK(lower(U"\u0391\u03A31") == U"\u03B1\u03C21");     // a digit is not cased
+  CHECK(lower(U"\u2160") == U"\u2170");                   // Ⅰ -> ⅰ
+}
+
+TEST_CASE("append_nfd decomposes and orders combining marks canonically") {
+  const auto nfd = [](std::u32string_view s) {
+    std::u32string out;
+    append_nfd(s, out);
+    return out;
+  };
+  CHECK(nfd(U"\u00E9") == U"e\u0301");
+  CHECK(nfd(U"\u1E69") == U"s\u0323\u0307");            // ṩ: two levels of decomposition
+  CHECK(nfd(U"a\u0301\u0323") == U"a\u0323\u0301");     // ccc 220 before ccc 230
+  CHECK(nfd(U"\uD55C") == U"\u1112\u1161\u11AB");       // 한 -> jamo
+  CHECK(nfd(U"\uF900") == U"\u8C48");                   // compatibility ideograph
+  CHECK(nfd(U"\uFB01") == U"\uFB01");                   // ﬁ: compatibility only, kept
+}
