@@ -16,9 +16,12 @@
                     with the committed tiny vocabulary and (when --vocab_dir has them) the
                     BERT cased/uncased vocabularies. Reports where Hugging Face's slow
                     BertTokenizer (if installed) differs.
-  tokenizer-shared  goldens for the shared data (consensus dev.tsv fields, BC5CDR sentences)
-                    written into the build tree (JSON lines: text and ids). Needs only the
-                    Python standard library and pip (to fetch the reference code).
+  tokenizer-shared  goldens for the shared data written into the build tree (JSON lines):
+                    the ids of every consensus dev.tsv field and BC5CDR sentence, and the
+                    span features of every consensus row (cased vocabulary; M = 128, 64
+                    with replace_span [MASK], 16), built from the rules written out here
+                    independently of the C++ code. Needs only the Python standard library
+                    and pip (to fetch the reference code).
 
 The reference tokenizer is Google's tokenization.py itself, from the bert-tensorflow wheel
 on PyPI (fetched with pip into --cache); its tensorflow/absl/six imports are stubbed, as it
@@ -241,6 +244,49 @@ def shared_texts(data):
     return texts
 
 
+def span_features(full, left, span, right, max_seq_length, replace_span=None):
+    """The original pipeline's span feature, written out from its rules (docs/data.md)."""
+    c = max_seq_length // 2
+    left_tokens = full.tokenize(left)
+    if len(left_tokens) >= c - 1:
+        left_tokens = left_tokens[len(left_tokens) - (c - 1):]
+    else:
+        left_tokens = ["[PAD]"] * (c - 1 - len(left_tokens)) + left_tokens
+    tokens = ["[CLS]"] + left_tokens
+    tokens += [replace_span] if replace_span else full.tokenize(span)
+    tokens += full.tokenize(right)
+    if len(tokens) >= max_seq_length - 1:
+        tokens = tokens[:max_seq_length - 1]
+    tokens.append("[SEP]")
+    tokens += ["[PAD]"] * (max_seq_length - len(tokens))
+    return full.convert_tokens_to_ids(tokens), [0 if t == "[PAD]" else 1 for t in tokens]
+
+
+# (max_seq_length, replace_span) of the span-feature goldens: the pipeline's usual 128,
+# a replaced span, and a length so short that most rows are cut.
+SPAN_FEATURE_CONFIGS = [(128, None), (64, "[MASK]"), (16, None)]
+
+
+def make_span_features(full, data, out):
+    path = os.path.join(data, "consensus-example", "dev.tsv")
+    labels_path = os.path.join(data, "consensus-example", "labels.txt")
+    if not os.path.exists(path) or not os.path.exists(labels_path):
+        return
+    with open(labels_path, encoding="utf-8") as f:
+        labels = sorted(l.strip() for l in f if l.strip())
+    with open(path, "rb") as f:
+        rows = [l.rstrip("\r").split("\t") for l in f.read().decode("utf-8").split("\n") if l.rstrip("\r")]
+    for m, replace in SPAN_FEATURE_CONFIGS:
+        name = os.path.join(out, f"consensus_dev.features.M{m}{'.' + replace.strip('[]') if replace else ''}.jsonl")
+        with open(name + ".tmp", "w", encoding="utf-8") as f:
+            for n, cols in enumerate(rows, 1):
+                ids, mask = span_features(full, cols[-3], cols[-2], cols[-1], m, replace)
+                f.write(json.dumps({"line": n, "input_ids": ids, "input_mask": mask, "segment_ids": [0] * m,
+                                    "label_id": labels.index(cols[-4])}) + "\n")
+        os.replace(name + ".tmp", name)
+        print(f"wrote {name}: {len(rows)} rows")
+
+
 def make_tokenizer_shared(args):
     texts = shared_texts(args.data)
     if not texts:
@@ -263,6 +309,8 @@ def make_tokenizer_shared(args):
                     f.write(json.dumps({"text": text, "ids": ids}, ensure_ascii=True) + "\n")
             os.replace(path + ".tmp", path)
             print(f"wrote {path}: {len(items)} texts")
+        if casing == "cased":  # BioBERT's vocabulary
+            make_span_features(full, args.data, args.out)
 
 
 def main():

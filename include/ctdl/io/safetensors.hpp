@@ -10,11 +10,6 @@
 // This is the minimal reader the parity tests need; checkpoint writing, TensorFlow
 // checkpoints and training state come with the checkpoint issue.
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <cstdint>
 #include <cstring>
 #include <map>
@@ -25,6 +20,7 @@
 #include "ctdl/core/dtype.hpp"
 #include "ctdl/core/error.hpp"
 #include "ctdl/core/tensor.hpp"
+#include "ctdl/io/mapped_file.hpp"
 
 namespace ctdl::io {
 
@@ -38,11 +34,8 @@ class SafetensorsFile {
   };
 
   explicit SafetensorsFile(const std::string& path);
-  ~SafetensorsFile();
-  SafetensorsFile(const SafetensorsFile&) = delete;
-  SafetensorsFile& operator=(const SafetensorsFile&) = delete;
 
-  const std::string& path() const { return path_; }
+  const std::string& path() const { return file_.path(); }
   bool contains(const std::string& name) const { return entries_.count(name) > 0; }
   const Entry& at(const std::string& name) const;
   std::vector<std::string> names() const;
@@ -58,9 +51,7 @@ class SafetensorsFile {
   void read_into(const std::string& name, Tensor<T, S>& dst) const;
 
  private:
-  std::string path_;
-  void* map_ = nullptr;
-  std::size_t size_ = 0;
+  MappedFile file_;
   std::map<std::string, Entry> entries_;
   std::map<std::string, std::string> metadata_;
 };
@@ -89,30 +80,15 @@ void copy_converted(const unsigned char* src, T* dst, index_t n) {
 
 }  // namespace detail
 
-inline SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
-  const int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0) throw Error(path + ": cannot open (" + std::strerror(errno) + ")");
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    ::close(fd);
-    throw Error(path + ": cannot stat");
-  }
-  size_ = static_cast<std::size_t>(st.st_size);
-  if (size_ < 8) {
-    ::close(fd);
-    throw Error(path + ": too short to be a safetensors file (" + std::to_string(size_) + " bytes)");
-  }
-  map_ = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
-  ::close(fd);
-  if (map_ == MAP_FAILED) {
-    map_ = nullptr;
-    throw Error(path + ": cannot map into memory");
-  }
-  const auto* bytes = static_cast<const unsigned char*>(map_);
+inline SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
+  const std::size_t file_size = file_.size();
+  if (file_size < 8)
+    throw Error(path + ": too short to be a safetensors file (" + std::to_string(file_size) + " bytes)");
+  const unsigned char* bytes = file_.data();
   std::uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | bytes[i];
-  if (n > size_ - 8) {
-    throw Error(path + ": header length " + std::to_string(n) + " exceeds the file size " + std::to_string(size_) +
+  if (n > file_size - 8) {
+    throw Error(path + ": header length " + std::to_string(n) + " exceeds the file size " + std::to_string(file_size) +
                 " (not a safetensors file, or truncated)");
   }
   nlohmann::json header;
@@ -123,7 +99,7 @@ inline SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
   }
   if (!header.is_object()) throw Error(path + ": the header is not a JSON object");
   const unsigned char* data = bytes + 8 + n;
-  const std::size_t data_size = size_ - 8 - n;
+  const std::size_t data_size = file_size - 8 - n;
   for (const auto& [name, info] : header.items()) {
     if (name == "__metadata__") {
       for (const auto& [k, v] : info.items()) metadata_[k] = v.is_string() ? v.get<std::string>() : v.dump();
@@ -158,13 +134,9 @@ inline SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
   }
 }
 
-inline SafetensorsFile::~SafetensorsFile() {
-  if (map_) ::munmap(map_, size_);
-}
-
 inline const SafetensorsFile::Entry& SafetensorsFile::at(const std::string& name) const {
   const auto it = entries_.find(name);
-  if (it == entries_.end()) throw Error(path_ + ": no tensor \"" + name + "\"");
+  if (it == entries_.end()) throw Error(path() + ": no tensor \"" + name + "\"");
   return it->second;
 }
 
@@ -178,12 +150,12 @@ template <class T, class S>
 Tensor<T, S> SafetensorsFile::tensor(const std::string& name) const {
   const Entry& e = at(name);
   if (e.shape.size() != S::rank) {
-    throw ShapeError(path_ + ": tensor \"" + name + "\" has rank " + std::to_string(e.shape.size()) + ", expected " +
+    throw ShapeError(path() + ": tensor \"" + name + "\" has rank " + std::to_string(e.shape.size()) + ", expected " +
                      S::name());
   }
   std::array<index_t, S::rank> ext{};
   std::copy(e.shape.begin(), e.shape.end(), ext.begin());
-  if (!S::accepts(ext)) throw ShapeError(path_ + ": tensor \"" + name + "\" " + format_extents(ext) + " does not fit " + S::name());
+  if (!S::accepts(ext)) throw ShapeError(path() + ": tensor \"" + name + "\" " + format_extents(ext) + " does not fit " + S::name());
   auto t = Tensor<T, S>::uninitialized(ext);
   read_into(name, t);
   return t;
@@ -195,7 +167,7 @@ void SafetensorsFile::read_into(const std::string& name, Tensor<T, S>& dst) cons
   bool same = e.shape.size() == S::rank;
   for (std::size_t i = 0; same && i < S::rank; ++i) same = e.shape[i] == dst.extents()[i];
   if (!same) {
-    throw ShapeError(path_ + ": tensor \"" + name + "\" " + format_extents(e.shape.data(), e.shape.size()) +
+    throw ShapeError(path() + ": tensor \"" + name + "\" " + format_extents(e.shape.data(), e.shape.size()) +
                      " does not match " + describe<S>(dst.extents()));
   }
   const index_t n = dst.size();
@@ -206,7 +178,7 @@ void SafetensorsFile::read_into(const std::string& name, Tensor<T, S>& dst) cons
   else if (e.dtype == "F16") detail::copy_converted<fp16>(e.data, out, n);
   else if (e.dtype == "I64") detail::copy_converted<std::int64_t>(e.data, out, n);
   else if (e.dtype == "I32") detail::copy_converted<std::int32_t>(e.data, out, n);
-  else throw Error(path_ + ": tensor \"" + name + "\" has dtype " + e.dtype + ", which ctdl does not read");
+  else throw Error(path() + ": tensor \"" + name + "\" has dtype " + e.dtype + ", which ctdl does not read");
 }
 
 }  // namespace ctdl::io

@@ -263,6 +263,32 @@ class FullTokenizer {
     for (std::size_t i = 0; i < words.size(); ++i) wordpiece_.tokenize(words[i], ids);
   }
 
+  /// Appends the first ids of text's pieces, at least until `ids` holds `limit` ids (the
+  /// word being split when it gets there is finished). Words after that are not split.
+  void tokenize_ids_head(std::string_view text, std::vector<std::int32_t>& ids, std::size_t limit) const {
+    thread_local Words words;
+    words.clear();
+    basic_.tokenize(text, words);
+    for (std::size_t i = 0; i < words.size() && ids.size() < limit; ++i) wordpiece_.tokenize(words[i], ids);
+  }
+
+  /// Appends the last `count` ids of text's pieces (all of them when there are fewer),
+  /// splitting words from the end only as far as needed.
+  void tokenize_ids_tail(std::string_view text, std::vector<std::int32_t>& ids, std::size_t count) const {
+    thread_local Words words;
+    thread_local std::vector<std::int32_t> reversed, word_ids;
+    words.clear();
+    reversed.clear();
+    basic_.tokenize(text, words);
+    for (std::size_t i = words.size(); i-- > 0 && reversed.size() < count;) {
+      word_ids.clear();
+      wordpiece_.tokenize(words[i], word_ids);
+      reversed.insert(reversed.end(), word_ids.rbegin(), word_ids.rend());
+    }
+    const std::size_t n = std::min(count, reversed.size());
+    ids.insert(ids.end(), reversed.rend() - static_cast<std::ptrdiff_t>(n), reversed.rend());
+  }
+
   std::vector<std::int32_t> tokenize_ids(std::string_view text) const {
     std::vector<std::int32_t> ids;
     tokenize_ids(text, ids);

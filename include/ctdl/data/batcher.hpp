@@ -1,0 +1,206 @@
+#pragma once
+// Batcher: batches of a feature cache for training, evaluation and prediction.
+//
+// Each epoch has an order of the rows: a Fisher-Yates shuffle driven by Philox keyed by
+// (seed, epoch), the same on every machine, or file order with shuffle = false. The order
+// is cut into global batches of world_size x batch_size rows, and rank r takes rows
+// [r * batch_size, (r + 1) * batch_size) of each global batch. So the sequence of global
+// batches does not depend on how many ranks share it: N ranks with batch b see exactly
+// what one process with batch N * b sees. drop_remainder (training) drops a last global
+// batch that is not full; otherwise it is kept, and a rank whose slice of it is empty
+// still gets a batch, of 0 rows, so that all ranks take the same number of steps.
+//
+// A background thread assembles the next `prefetch` batches while the model runs.
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "ctdl/core/philox.hpp"
+#include "ctdl/core/tensor.hpp"
+#include "ctdl/data/feature_cache.hpp"
+
+namespace ctdl::data {
+
+/// One rank's batch. labels is [rows, 1] for span features and [rows, M] for token
+/// features (-1 = not scored); `rows` holds each example's row in the cache.
+struct Batch {
+  using Ids = Tensor<std::int32_t, Shape<dyn, dyn>>;
+  Ids input_ids, token_type_ids, attention_mask, labels;
+  std::vector<std::size_t> rows;
+  index_t size() const { return static_cast<index_t>(rows.size()); }
+};
+
+/// The order of rows 0..n-1 in `epoch`: file order, or a Philox-driven Fisher-Yates
+/// shuffle keyed by (seed, epoch) with unbiased bounded draws (Lemire's method).
+inline std::vector<std::uint32_t> epoch_order(std::size_t n, bool shuffle, std::uint64_t seed, std::uint64_t epoch) {
+  if (n > 0xFFFFFFFFull) throw Error("epoch_order: more than 2^32 rows");
+  std::vector<std::uint32_t> order(n);
+  for (std::size_t i = 0; i < n; ++i) order[i] = static_cast<std::uint32_t>(i);
+  if (!shuffle || n < 2) return order;
+  const Philox::Key key{static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32)};
+  for (std::size_t j = n - 1; j > 0; --j) {
+    const auto bound = static_cast<std::uint32_t>(j + 1);  // rows are uint32 in the cache
+    const std::uint32_t threshold = static_cast<std::uint32_t>(0u - bound) % bound;
+    for (std::uint32_t attempt = 0;; ++attempt) {
+      const auto r = Philox::generate({static_cast<std::uint32_t>(j), static_cast<std::uint32_t>(epoch),
+                                       static_cast<std::uint32_t>(epoch >> 32), attempt},
+                                      key);
+      const std::uint64_t m = std::uint64_t{r[0]} * bound;
+      if (static_cast<std::uint32_t>(m) >= threshold) {  // accept: no modulo bias
+        std::swap(order[j], order[static_cast<std::size_t>(m >> 32)]);
+        break;
+      }
+    }
+  }
+  return order;
+}
+
+class Batcher {
+ public:
+  struct Options {
+    index_t batch_size = 32;  ///< rows per rank per step
+    int rank = 0;
+    int world_size = 1;
+    bool shuffle = true;
+    std::uint64_t seed = 0;
+    bool drop_remainder = false;
+    int prefetch = 2;  ///< batches assembled ahead by a background thread; 0 = none
+  };
+
+  Batcher(const FeatureCache& cache, Options options) : cache_(cache), options_(options) {
+    if (options_.batch_size < 1) throw Error("batch size must be at least 1");
+    if (options_.world_size < 1 || options_.rank < 0 || options_.rank >= options_.world_size)
+      throw Error("rank " + std::to_string(options_.rank) + " is not in [0, " + std::to_string(options_.world_size) + ")");
+  }
+  ~Batcher() { stop(); }
+  Batcher(const Batcher&) = delete;
+  Batcher& operator=(const Batcher&) = delete;
+
+  const Options& options() const { return options_; }
+  std::size_t global_batch_rows() const {
+    return static_cast<std::size_t>(options_.batch_size) * static_cast<std::size_t>(options_.world_size);
+  }
+  /// Steps in one epoch (the same on every rank).
+  std::size_t batches_per_epoch() const {
+    const std::size_t g = global_batch_rows();
+    return options_.drop_remainder ? cache_.rows() / g : (cache_.rows() + g - 1) / g;
+  }
+
+  /// Begins an epoch: its row order, and the producer thread when prefetching.
+  void start_epoch(std::uint64_t epoch) {
+    stop();
+    order_ = epoch_order(cache_.rows(), options_.shuffle, options_.seed, epoch);
+    next_batch_ = 0;
+    error_ = nullptr;
+    stopping_ = false;
+    queue_.clear();
+    if (options_.prefetch > 0) producer_ = std::thread([this] { produce(); });
+  }
+
+  /// The next batch of this epoch into `out`; false when the epoch is over.
+  bool next(Batch& out) {
+    if (next_batch_ >= batches_per_epoch()) return false;
+    if (options_.prefetch == 0) {
+      assemble(next_batch_++, out);
+      return true;
+    }
+    std::unique_lock lock(mutex_);
+    ready_.wait(lock, [&] { return !queue_.empty() || error_; });
+    if (queue_.empty() && error_) std::rethrow_exception(error_);
+    out = std::move(queue_.front());
+    queue_.pop_front();
+    ++next_batch_;
+    space_.notify_one();
+    return true;
+  }
+
+  /// The rows of global batch `g` that belong to this rank (positions into the order).
+  std::pair<std::size_t, std::size_t> slice(std::size_t g) const {
+    const std::size_t begin = g * global_batch_rows() + static_cast<std::size_t>(options_.rank) * options_.batch_size;
+    const std::size_t end = begin + static_cast<std::size_t>(options_.batch_size);
+    const std::size_t n = order_.size();
+    return {std::min(begin, n), std::min(end, n)};
+  }
+
+ private:
+  void assemble(std::size_t g, Batch& b) {
+    const auto [begin, end] = slice(g);
+    const auto rows = static_cast<index_t>(end - begin);
+    const index_t M = cache_.max_seq_length();
+    const bool token = cache_.kind() == FeatureKind::token;
+    const std::int32_t pad = cache_.header().pad_id;
+    b.input_ids = Batch::Ids::uninitialized({rows, M});
+    b.attention_mask = Batch::Ids::uninitialized({rows, M});
+    b.token_type_ids = Batch::Ids::full({rows, M}, 0);
+    b.labels = Batch::Ids::uninitialized({rows, token ? M : 1});
+    b.rows.resize(static_cast<std::size_t>(rows));
+    for (index_t i = 0; i < rows; ++i) {
+      const std::size_t row = order_[begin + static_cast<std::size_t>(i)];
+      b.rows[static_cast<std::size_t>(i)] = row;
+      const std::int32_t* ids = cache_.input_ids(row);
+      std::int32_t* dst = b.input_ids.data() + i * M;
+      std::int32_t* mask = b.attention_mask.data() + i * M;
+      for (index_t k = 0; k < M; ++k) {
+        dst[k] = ids[k];
+        mask[k] = ids[k] != pad;
+      }
+      if (token) std::copy_n(cache_.label_ids(row), M, b.labels.data() + i * M);
+      else b.labels.data()[i] = cache_.label_id(row);
+    }
+    // Keep the process's share of the mapped cache small on long passes.
+    touched_ += static_cast<std::size_t>(rows) * cache_.header().record_bytes;
+    if (touched_ > kReleaseBytes) {
+      cache_.release();
+      touched_ = 0;
+    }
+  }
+
+  void produce() {
+    try {
+      for (std::size_t g = next_batch_; g < batches_per_epoch(); ++g) {
+        Batch b;
+        assemble(g, b);
+        std::unique_lock lock(mutex_);
+        space_.wait(lock, [&] { return stopping_ || queue_.size() < static_cast<std::size_t>(options_.prefetch); });
+        if (stopping_) return;
+        queue_.push_back(std::move(b));
+        ready_.notify_one();
+      }
+    } catch (...) {
+      std::lock_guard lock(mutex_);
+      error_ = std::current_exception();
+      ready_.notify_one();
+    }
+  }
+
+  void stop() {
+    if (!producer_.joinable()) return;
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    space_.notify_all();
+    producer_.join();
+  }
+
+  static constexpr std::size_t kReleaseBytes = std::size_t{256} << 20;
+
+  const FeatureCache& cache_;
+  Options options_;
+  std::vector<std::uint32_t> order_;
+  std::size_t next_batch_ = 0, touched_ = 0;
+  std::thread producer_;
+  std::mutex mutex_;
+  std::condition_variable ready_, space_;
+  std::deque<Batch> queue_;
+  std::exception_ptr error_;
+  bool stopping_ = false;
+};
+
+}  // namespace ctdl::data

@@ -1,0 +1,124 @@
+// Batcher: seeded shuffles, drop_remainder, prefetch, and rank slices that add up to the
+// one-process batches.
+#include <catch2/catch.hpp>
+
+#include <ctdl/data/batcher.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+using namespace ctdl;
+using namespace ctdl::data;
+
+namespace {
+const text::FullTokenizer& tiny() {
+  static const text::FullTokenizer tok(text::Vocab::from_file(std::string(CTDL_FIXTURES_DIR) + "/tiny_vocab.txt"),
+                                       {.lower_case = false});
+  return tok;
+}
+
+/// A cache of n rows whose left context encodes the row number (as that many "a"s mod 9).
+const FeatureCache& cache_of(std::size_t n) {
+  static std::map<std::size_t, std::unique_ptr<FeatureCache>> caches;
+  auto& c = caches[n];
+  if (!c) {
+    const std::string tsv = std::string(CTDL_TEST_TMP) + "/batcher_" + std::to_string(n) + ".tsv";
+    std::ofstream out(tsv, std::ios::binary);
+    for (std::size_t i = 0; i < n; ++i) out << (i % 2 ? "che" : "dis") << "\thello\t" << std::string(i % 9 + 1, 'a') << "\tworld\n";
+    out.close();
+    const LabelSet labels({"che", "dis"});
+    const SpanFeatureBuilder builder(tiny(), {.max_seq_length = 8});
+    prepare_span_cache(tsv, tsv + ".features", labels, builder, tiny(), false);
+    c = std::make_unique<FeatureCache>(tsv + ".features");
+  }
+  return *c;
+}
+
+/// Every batch of one epoch as the list of cache rows it holds.
+std::vector<std::vector<std::size_t>> epoch(const FeatureCache& cache, Batcher::Options o, std::uint64_t e = 0) {
+  Batcher b(cache, o);
+  b.start_epoch(e);
+  std::vector<std::vector<std::size_t>> out;
+  Batch batch;
+  while (b.next(batch)) out.push_back(batch.rows);
+  CHECK(out.size() == b.batches_per_epoch());
+  return out;
+}
+}  // namespace
+
+TEST_CASE("epoch_order: a permutation, reproducible, different per epoch and seed") {
+  const auto a = epoch_order(1000, true, 42, 0);
+  CHECK(std::set<std::uint32_t>(a.begin(), a.end()).size() == 1000);
+  CHECK(a == epoch_order(1000, true, 42, 0));
+  CHECK(a != epoch_order(1000, true, 42, 1));
+  CHECK(a != epoch_order(1000, true, 43, 0));
+  const auto file_order = epoch_order(1000, false, 42, 3);
+  for (std::uint32_t i = 0; i < 1000; ++i) REQUIRE(file_order[i] == i);
+  // Roughly uniform: each of 10 rows lands in position 0 about 1/10 of the time.
+  std::vector<int> first(10);
+  for (std::uint64_t e = 0; e < 5000; ++e) ++first[epoch_order(10, true, 7, e)[0]];
+  for (int f : first) CHECK(std::abs(f - 500) < 100);
+}
+
+TEST_CASE("batches carry the cache's ids, masks and labels") {
+  const auto& cache = cache_of(10);
+  Batcher b(cache, {.batch_size = 4, .shuffle = false, .prefetch = 0});
+  b.start_epoch(0);
+  Batch batch;
+  REQUIRE(b.next(batch));
+  REQUIRE(batch.size() == 4);
+  CHECK(batch.input_ids.extent(1) == 8);
+  for (index_t i = 0; i < 4; ++i)
+    for (index_t k = 0; k < 8; ++k) {
+      const auto id = cache.input_ids(batch.rows[static_cast<std::size_t>(i)])[k];
+      CHECK(batch.input_ids.data()[i * 8 + k] == id);
+      CHECK(batch.attention_mask.data()[i * 8 + k] == (id != 0));
+      CHECK(batch.token_type_ids.data()[i * 8 + k] == 0);
+    }
+  CHECK(batch.labels.data()[1] == cache.label_id(1));
+  // [CLS] [PAD] [PAD] hello ...: the left padding is masked
+  CHECK(batch.attention_mask.data()[1] == 0);
+}
+
+TEST_CASE("drop_remainder drops a last partial batch; otherwise it is kept") {
+  const auto& cache = cache_of(10);
+  CHECK(epoch(cache, {.batch_size = 4, .drop_remainder = true}).size() == 2);
+  const auto kept = epoch(cache, {.batch_size = 4, .shuffle = false});
+  REQUIRE(kept.size() == 3);
+  CHECK(kept[2] == std::vector<std::size_t>{8, 9});
+}
+
+TEST_CASE("N ranks with batch b see exactly the batches of one process with batch N*b") {
+  const auto& cache = cache_of(103);
+  for (const bool drop : {true, false})
+    for (const int world : {2, 3, 4})
+      for (const int prefetch : {0, 2}) {
+        INFO("world " << world << ", drop_remainder " << drop << ", prefetch " << prefetch);
+        const auto single = epoch(cache, {.batch_size = 5 * world, .seed = 9, .drop_remainder = drop}, 2);
+        std::vector<std::vector<std::vector<std::size_t>>> ranks;
+        for (int r = 0; r < world; ++r)
+          ranks.push_back(epoch(cache,
+                                {.batch_size = 5, .rank = r, .world_size = world, .seed = 9,
+                                 .drop_remainder = drop, .prefetch = prefetch},
+                                2));
+        for (const auto& r : ranks) REQUIRE(r.size() == single.size());
+        for (std::size_t g = 0; g < single.size(); ++g) {
+          std::vector<std::size_t> joined;
+          for (const auto& r : ranks) joined.insert(joined.end(), r[g].begin(), r[g].end());
+          CHECK(joined == single[g]);
+        }
+      }
+}
+
+TEST_CASE("a batcher restarted mid-epoch or destroyed with batches queued is clean") {
+  const auto& cache = cache_of(103);
+  Batcher b(cache, {.batch_size = 4, .prefetch = 3});
+  b.start_epoch(0);
+  Batch batch;
+  REQUIRE(b.next(batch));
+  const auto second_epoch_first = epoch(cache, {.batch_size = 4, .prefetch = 0}, 1).front();
+  b.start_epoch(1);
+  REQUIRE(b.next(batch));
+  CHECK(batch.rows == second_epoch_first);
+}

@@ -1,0 +1,109 @@
+// The feature cache: built once, reused while its inputs match, rebuilt when they change.
+#include <catch2/catch.hpp>
+
+#include <ctdl/data/feature_cache.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+using namespace ctdl;
+using namespace ctdl::data;
+namespace fs = std::filesystem;
+
+namespace {
+const text::FullTokenizer& tiny() {
+  static const text::FullTokenizer tok(text::Vocab::from_file(std::string(CTDL_FIXTURES_DIR) + "/tiny_vocab.txt"),
+                                       {.lower_case = false});
+  return tok;
+}
+const LabelSet kLabels({"che", "dis", "out"});
+
+std::string write_rows(const std::string& name, int n, const std::string& extra = "") {
+  const std::string path = std::string(CTDL_TEST_TMP) + "/" + name;
+  std::ofstream out(path, std::ios::binary);
+  const char* labels[] = {"che", "dis", "out"};
+  for (int i = 0; i < n; ++i)
+    out << "doc" << i << '\t' << labels[i % 3] << '\t' << (i % 2 ? "hello world a b" : "the") << '\t'
+        << (i % 5 ? "unaffable" : "c") << '\t' << std::string(static_cast<std::size_t>(i % 7), 'a') << " effect\r\n";
+  out << extra;
+  return path;
+}
+}  // namespace
+
+TEST_CASE("prepare builds the records the builder gives, then reuses them") {
+  const auto tsv = write_rows("cache_rows.tsv", 20000);  // more than one chunk
+  const std::string cache = std::string(CTDL_TEST_TMP) + "/cache_rows.features";
+  fs::remove(cache);
+  const SpanFeatureBuilder builder(tiny(), {.max_seq_length = 16});
+  const auto first = prepare_span_cache(tsv, cache, kLabels, builder, tiny(), false);
+  CHECK(first.rebuilt);
+  CHECK(first.reason == "no cache yet");
+  CHECK(first.rows == 20000);
+  const FeatureCache fc(cache);
+  REQUIRE(fc.rows() == 20000);
+  CHECK(fc.max_seq_length() == 16);
+  CHECK(fc.header().pad_id == tiny().vocab().special().pad);
+  SpanTsvReader reader(tsv, kLabels);
+  SpanRow row;
+  for (std::size_t i = 0; reader.next(row); ++i) {
+    const auto ids = builder.build(row.left, row.span, row.right);
+    REQUIRE(std::equal(ids.begin(), ids.end(), fc.input_ids(i)));
+    REQUIRE(fc.label_id(i) == row.label_id);
+    REQUIRE(fc.source_index(i) == row.line);
+  }
+  const auto again = prepare_span_cache(tsv, cache, kLabels, builder, tiny(), false);
+  CHECK_FALSE(again.rebuilt);
+  CHECK(again.rows == 20000);
+}
+
+TEST_CASE("a cache is rebuilt when anything it depends on changes, and says why") {
+  const auto tsv = write_rows("cache_change.tsv", 50);
+  const std::string cache = std::string(CTDL_TEST_TMP) + "/cache_change.features";
+  fs::remove(cache);
+  const SpanFeatureBuilder m16(tiny(), {.max_seq_length = 16}), m32(tiny(), {.max_seq_length = 32}),
+      replaced(tiny(), {.max_seq_length = 16, .replace_span = "[MASK]"});
+  CHECK(prepare_span_cache(tsv, cache, kLabels, m16, tiny(), false).rebuilt);
+  CHECK(prepare_span_cache(tsv, cache, kLabels, m32, tiny(), false).reason == "max_seq_length 16, now 32");
+  CHECK(prepare_span_cache(tsv, cache, kLabels, replaced, tiny(), false).reason == "max_seq_length 32, now 16");
+  CHECK(prepare_span_cache(tsv, cache, kLabels, m16, tiny(), false).reason == "another replace_span");
+  const text::FullTokenizer uncased(tiny().vocab(), {.lower_case = true});
+  const SpanFeatureBuilder m16u(uncased, {.max_seq_length = 16});
+  CHECK(prepare_span_cache(tsv, cache, kLabels, m16u, uncased, false).reason == "other casing");
+  CHECK(prepare_span_cache(tsv, cache, LabelSet({"che", "dis", "out", "zzz"}), m16u, uncased, false).reason ==
+        "other labels");
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  write_rows("cache_change.tsv", 51);
+  CHECK(prepare_span_cache(tsv, cache, LabelSet({"che", "dis", "out", "zzz"}), m16u, uncased, false).reason ==
+        "the data file changed");
+  // A truncated file is detected and rebuilt.
+  fs::resize_file(cache, fs::file_size(cache) - 3);
+  const auto r = prepare_span_cache(tsv, cache, LabelSet({"che", "dis", "out", "zzz"}), m16u, uncased, false);
+  CHECK_THAT(r.reason, Catch::Contains("truncated or corrupt feature cache"));
+  CHECK(FeatureCache(cache).rows() == 51);
+}
+
+TEST_CASE("bad rows: an error leaves no cache behind; skip_bad_rows counts them in the header") {
+  const auto tsv = write_rows("cache_bad.tsv", 30, "out\tonly three\tcolumns\r\nxyz\ta\tb\tc\r\n");
+  const std::string cache = std::string(CTDL_TEST_TMP) + "/cache_bad.features";
+  fs::remove(cache);
+  const SpanFeatureBuilder builder(tiny(), {.max_seq_length = 16});
+  CHECK_THROWS_WITH(prepare_span_cache(tsv, cache, kLabels, builder, tiny(), false),
+                    Catch::Contains("cache_bad.tsv:31: has 3 columns"));
+  CHECK_FALSE(fs::exists(cache));
+  for (const auto& e : fs::directory_iterator(CTDL_TEST_TMP))
+    CHECK(e.path().filename().string().find("cache_bad.features.tmp") == std::string::npos);
+  const auto report = prepare_span_cache(tsv, cache, kLabels, builder, tiny(), true);
+  CHECK(report.rows == 30);
+  CHECK(report.skipped == 2);
+  CHECK_THAT(report.skipped_messages.at(1), Catch::Contains("cache_bad.tsv:32: the label 'xyz' is not in"));
+  CHECK(FeatureCache(cache).header().skipped_rows == 2);
+}
+
+TEST_CASE("opening something that is not a cache is a clear error") {
+  const std::string path = std::string(CTDL_TEST_TMP) + "/not_a_cache.bin";
+  std::ofstream(path, std::ios::binary) << std::string(600, 'x');
+  CHECK_THROWS_WITH(FeatureCache(path), Catch::Contains("not_a_cache.bin: not a ctdl feature cache"));
+  std::ofstream(path, std::ios::binary) << "short";
+  CHECK_THROWS_WITH(FeatureCache(path), Catch::Contains("too short to be a feature cache"));
+}
