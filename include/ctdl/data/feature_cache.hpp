@@ -33,6 +33,7 @@
 #include "ctdl/data/labels.hpp"
 #include "ctdl/data/span_features.hpp"
 #include "ctdl/data/span_tsv.hpp"
+#include "ctdl/data/token_features.hpp"
 #include "ctdl/io/mapped_file.hpp"
 
 namespace ctdl::data {
@@ -211,23 +212,60 @@ struct PrepareReport {
 /// Progress of a preparation: rows so far, bytes of the source read, its size.
 using PrepareProgress = std::function<void(std::size_t rows, std::size_t bytes, std::size_t total)>;
 
-/// The cache header span features of `tsv` would have.
-inline CacheHeader span_cache_header(const std::string& tsv, const LabelSet& labels, const SpanFeatureBuilder& builder,
-                                     const text::FullTokenizer& tok) {
+namespace detail {
+
+/// The header every cache of `source` built with these inputs has (kind-specific fields
+/// and the row count come later).
+inline CacheHeader cache_header(FeatureKind kind, const std::string& source, const LabelSet& labels,
+                                const text::FullTokenizer& tok, index_t max_seq_length) {
   CacheHeader h;
-  h.kind = FeatureKind::span;
+  h.kind = kind;
   h.vocab_fingerprint = tok.vocab().fingerprint();
   h.labels_fingerprint = labels.fingerprint();
-  h.max_seq_length = static_cast<std::uint32_t>(builder.max_seq_length());
+  h.max_seq_length = static_cast<std::uint32_t>(max_seq_length);
   h.lower_case = tok.basic().options().lower_case;
   h.pad_id = tok.vocab().special().pad;
   h.max_chars_per_word = static_cast<std::uint32_t>(tok.wordpiece().options().max_input_chars_per_word);
+  h.record_bytes = kind == FeatureKind::span ? span_record_bytes(h.max_seq_length) : token_record_bytes(h.max_seq_length);
+  stamp_source(h, source);
+  return h;
+}
+
+/// True when `path` is a whole cache made from the inputs `want` describes (the report
+/// gets its row counts); otherwise the report says why it must be built.
+inline bool reuse_cache(const std::string& path, const CacheHeader& want, PrepareReport& report) {
+  if (!std::filesystem::exists(path)) {
+    report.reason = "no cache yet";
+    return false;
+  }
+  try {
+    FeatureCache existing(path);
+    if (existing.header().same_inputs(want)) {
+      report.rows = existing.rows();
+      report.skipped = existing.header().skipped_rows;
+      return true;
+    }
+    report.reason = existing.header().difference(want);
+  } catch (const Error& e) {
+    report.reason = e.what();
+  }
+  return false;
+}
+
+inline double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+}  // namespace detail
+
+/// The cache header span features of `tsv` would have.
+inline CacheHeader span_cache_header(const std::string& tsv, const LabelSet& labels, const SpanFeatureBuilder& builder,
+                                     const text::FullTokenizer& tok) {
+  CacheHeader h = detail::cache_header(FeatureKind::span, tsv, labels, tok, builder.max_seq_length());
   const std::string replace = builder.options().replace_span.value_or("");
   if (replace.size() > sizeof h.replace_span) throw Error("replace_span '" + replace + "' is longer than 128 bytes");
   h.replace_span_bytes = static_cast<std::uint32_t>(replace.size());
   std::memcpy(h.replace_span, replace.data(), replace.size());
-  h.record_bytes = span_record_bytes(h.max_seq_length);
-  stamp_source(h, tsv);
   return h;
 }
 
@@ -241,21 +279,7 @@ inline PrepareReport prepare_span_cache(const std::string& tsv, const std::strin
   const auto start = std::chrono::steady_clock::now();
   const CacheHeader want = span_cache_header(tsv, labels, builder, tok);
   PrepareReport report;
-  if (std::filesystem::exists(cache_path)) {
-    try {
-      FeatureCache existing(cache_path);
-      if (existing.header().same_inputs(want)) {
-        report.rows = existing.rows();
-        report.skipped = existing.header().skipped_rows;
-        return report;
-      }
-      report.reason = existing.header().difference(want);
-    } catch (const Error& e) {
-      report.reason = e.what();
-    }
-  } else {
-    report.reason = "no cache yet";
-  }
+  if (detail::reuse_cache(cache_path, want, report)) return report;
   report.rebuilt = true;
 
   SpanTsvReader reader(tsv, labels, {.skip_bad_rows = skip_bad_rows});
@@ -283,7 +307,53 @@ inline PrepareReport prepare_span_cache(const std::string& tsv, const std::strin
   writer.commit(reader.skipped());
   report.skipped = reader.skipped();
   report.skipped_messages = reader.skipped_messages();
-  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  report.seconds = detail::seconds_since(start);
+  return report;
+}
+
+/// The same for token (NER) features of a CoNLL file; a row of the cache is one feature
+/// (a sentence, or a piece of a long one), `skipped` counts sentences.
+inline PrepareReport prepare_token_cache(const std::string& conll, const std::string& cache_path,
+                                         const LabelSet& labels, const TokenFeatureBuilder& builder,
+                                         const text::FullTokenizer& tok, bool skip_bad_rows,
+                                         const PrepareProgress& progress = {}) {
+  const auto start = std::chrono::steady_clock::now();
+  const CacheHeader want = detail::cache_header(FeatureKind::token, conll, labels, tok, builder.max_seq_length());
+  PrepareReport report;
+  if (detail::reuse_cache(cache_path, want, report)) return report;
+  report.rebuilt = true;
+
+  ConllReader reader(conll, &labels, {.skip_bad_rows = skip_bad_rows});
+  CacheWriter writer(cache_path, want);
+  const std::size_t M = want.max_seq_length;
+  constexpr std::size_t kChunk = 2048;
+  std::vector<Sentence> sentences(kChunk);
+  std::vector<std::vector<TokenFeature>> features(kChunk);
+  std::vector<std::int32_t> record(want.record_bytes / 4);
+  for (;;) {
+    std::size_t n = 0;
+    while (n < kChunk && reader.next(sentences[n])) ++n;
+    if (n == 0) break;
+#pragma omp parallel for schedule(dynamic, 16)
+    for (std::size_t i = 0; i < n; ++i) {
+      features[i].clear();
+      builder.build(sentences[i], features[i]);
+    }
+    for (std::size_t i = 0; i < n; ++i)
+      for (const auto& f : features[i]) {
+        std::copy(f.input_ids.begin(), f.input_ids.end(), record.begin());
+        std::copy(f.label_ids.begin(), f.label_ids.end(), record.begin() + static_cast<std::ptrdiff_t>(M));
+        record[2 * M] = static_cast<std::int32_t>(f.sentence);
+        record[2 * M + 1] = static_cast<std::int32_t>(f.first_word);
+        writer.append(record.data(), 1);
+        ++report.rows;
+      }
+    if (progress) progress(report.rows, reader.position(), reader.size_bytes());
+  }
+  writer.commit(reader.skipped());
+  report.skipped = reader.skipped();
+  report.skipped_messages = reader.skipped_messages();
+  report.seconds = detail::seconds_since(start);
   return report;
 }
 

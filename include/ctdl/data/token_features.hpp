@@ -1,0 +1,89 @@
+#pragma once
+// Token-classification (NER) features, as NVIDIA's and BioBERT's NER recipes build them.
+//
+// Each word is split into word pieces; the first piece carries the word's label and the
+// others get -1 (excluded from loss and scoring). A sentence whose pieces do not fit
+// M - 2 is cut at word boundaries into several features, each [CLS] pieces [SEP] [PAD]...
+// Two choices where the recipes silently lose words: a word whose text has no pieces at
+// all (only control or zero-width characters) becomes [UNK], so it is still predicted;
+// a single word longer than M - 2 pieces keeps its first M - 2 (only the first is scored).
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "ctdl/core/config.hpp"
+#include "ctdl/core/error.hpp"
+#include "ctdl/data/conll.hpp"
+#include "ctdl/text/tokenizer.hpp"
+
+namespace ctdl::data {
+
+/// One feature: M input ids and M label ids (-1 = not scored), and which words it holds.
+struct TokenFeature {
+  std::vector<std::int32_t> input_ids, label_ids;
+  std::uint32_t sentence = 0;    // the sentence's index in its file
+  std::uint32_t first_word = 0;  // its first word's index in the sentence
+};
+
+class TokenFeatureBuilder {
+ public:
+  struct Options {
+    index_t max_seq_length = 128;
+  };
+
+  TokenFeatureBuilder(const text::FullTokenizer& tokenizer, Options options)
+      : tok_(tokenizer), options_(options), special_(tokenizer.vocab().special()) {
+    if (options_.max_seq_length < 3)
+      throw Error("max_seq_length " + std::to_string(options_.max_seq_length) +
+                  " is too small: a token feature needs at least [CLS], one piece and [SEP]");
+  }
+
+  index_t max_seq_length() const { return options_.max_seq_length; }
+
+  /// Appends the features of one sentence (label_ids from s.label_ids, or -1 for all
+  /// words when the sentence has none) to `out`.
+  void build(const Sentence& s, std::vector<TokenFeature>& out) const {
+    const auto M = static_cast<std::size_t>(options_.max_seq_length);
+    const std::size_t room = M - 2;
+    std::vector<std::int32_t> pieces;
+    TokenFeature f = start(s, 0);
+    std::size_t used = 0;
+    for (std::size_t w = 0; w < s.words.size(); ++w) {
+      pieces.clear();
+      tok_.tokenize_ids(s.words[w], pieces);
+      if (pieces.empty()) pieces.push_back(special_.unk);
+      if (pieces.size() > room) pieces.resize(room);
+      if (used + pieces.size() > room) {
+        out.push_back(finish(std::move(f), used));
+        f = start(s, static_cast<std::uint32_t>(w));
+        used = 0;
+      }
+      for (std::size_t k = 0; k < pieces.size(); ++k) {
+        f.input_ids[1 + used + k] = pieces[k];
+        f.label_ids[1 + used + k] = k == 0 && !s.label_ids.empty() ? s.label_ids[w] : -1;
+      }
+      used += pieces.size();
+    }
+    out.push_back(finish(std::move(f), used));
+  }
+
+ private:
+  TokenFeature start(const Sentence& s, std::uint32_t first_word) const {
+    const auto M = static_cast<std::size_t>(options_.max_seq_length);
+    TokenFeature f{std::vector<std::int32_t>(M, special_.pad), std::vector<std::int32_t>(M, -1),
+                   static_cast<std::uint32_t>(s.index), first_word};
+    f.input_ids[0] = special_.cls;
+    return f;
+  }
+  TokenFeature finish(TokenFeature f, std::size_t used) const {
+    f.input_ids[1 + used] = special_.sep;
+    return f;
+  }
+
+  const text::FullTokenizer& tok_;
+  Options options_;
+  text::Vocab::SpecialIds special_;
+};
+
+}  // namespace ctdl::data

@@ -1,0 +1,149 @@
+// CoNLL / BC5CDR reader and token (NER) features.
+#include <catch2/catch.hpp>
+
+#include <ctdl/data/feature_cache.hpp>
+
+#include <filesystem>
+#include <fstream>
+
+#include "../test_util.hpp"
+
+using namespace ctdl;
+using namespace ctdl::data;
+
+namespace {
+std::string write_file(const std::string& name, const std::string& contents) {
+  const std::string path = std::string(CTDL_TEST_TMP) + "/" + name;
+  std::ofstream(path, std::ios::binary) << contents;
+  return path;
+}
+const text::FullTokenizer& tiny() {
+  static const text::FullTokenizer tok(text::Vocab::from_file(std::string(CTDL_FIXTURES_DIR) + "/tiny_vocab.txt"),
+                                       {.lower_case = false});
+  return tok;
+}
+const LabelSet kBio({"B", "I", "O"});
+std::string show(const text::Vocab& v, const std::vector<std::int32_t>& ids) {
+  std::string s;
+  for (auto id : ids) s += (s.empty() ? "" : " ") + v.token(id);
+  return s;
+}
+}  // namespace
+
+TEST_CASE("sentences: first field the token, last the label, blank lines between, CRLF") {
+  const auto path = write_file("ner.tsv",
+                               "-DOCSTART- -X- -X- O\r\n\r\n"
+                               "Naloxone\t227508\t0\tB\r\nreverses\t-\t9\tO\r\n\r\n\r\n"
+                               "the O\r\n  \r\nclonidine\t-\t49\tB");
+  ConllReader reader(path, &kBio);
+  Sentence s;
+  REQUIRE(reader.next(s));
+  CHECK(s.words == std::vector<std::string_view>{"Naloxone", "reverses"});
+  CHECK(s.labels == std::vector<std::string_view>{"B", "O"});
+  CHECK(s.label_ids == std::vector<std::int32_t>{0, 2});
+  CHECK(s.first_line == 3);
+  CHECK(s.index == 0);
+  REQUIRE(reader.next(s));
+  CHECK(s.words == std::vector<std::string_view>{"the"});
+  REQUIRE(reader.next(s));
+  CHECK(s.words == std::vector<std::string_view>{"clonidine"});
+  CHECK(s.index == 2);
+  CHECK_FALSE(reader.next(s));
+  CHECK(collect_conll_labels(path).names() == std::vector<std::string>{"B", "O"});
+}
+
+TEST_CASE("bad token lines: errors with file:line, or the sentence is skipped and counted") {
+  const auto path = write_file("ner_bad.tsv", "a\tB\nb\tO\n\nlonely\nc\tO\n\nd\tX\n\ne\tI\n");
+  {
+    ConllReader reader(path, &kBio);
+    Sentence s;
+    REQUIRE(reader.next(s));
+    CHECK_THROWS_WITH(reader.next(s), Catch::Contains("ner_bad.tsv:4: has 1 field; a token line needs the token first"));
+  }
+  ConllReader reader(path, &kBio, {.skip_bad_rows = true});
+  Sentence s;
+  std::vector<std::string_view> firsts;
+  while (reader.next(s)) firsts.push_back(s.words.front());
+  CHECK(firsts == std::vector<std::string_view>{"a", "e"});
+  CHECK(reader.skipped() == 2);
+  CHECK_THAT(reader.skipped_messages().at(1), Catch::Contains("ner_bad.tsv:7: the label 'X' is not in"));
+}
+
+TEST_CASE("token features: first piece labelled, other pieces -1, long sentences split at words") {
+  const auto& v = tiny().vocab();
+  Sentence s;
+  s.words = {"unaffable", "hello", "\xE2\x80\x8B", "world"};  // the third is a zero-width space only
+  s.label_ids = {0, 2, 2, 1};
+  s.index = 7;
+  std::vector<TokenFeature> out;
+  TokenFeatureBuilder(tiny(), {.max_seq_length = 16}).build(s, out);
+  REQUIRE(out.size() == 1);
+  CHECK(show(v, out[0].input_ids) == "[CLS] un ##aff ##able hello [UNK] world [SEP] [PAD] [PAD] [PAD] [PAD] [PAD] [PAD] [PAD] [PAD]");
+  CHECK(out[0].label_ids == std::vector<std::int32_t>{-1, 0, -1, -1, 2, 2, 1, -1, -1, -1, -1, -1, -1, -1, -1, -1});
+  CHECK(out[0].sentence == 7);
+
+  out.clear();
+  TokenFeatureBuilder(tiny(), {.max_seq_length = 6}).build(s, out);  // 4 pieces a feature
+  REQUIRE(out.size() == 2);
+  CHECK(show(v, out[0].input_ids) == "[CLS] un ##aff ##able hello [SEP]");
+  CHECK(show(v, out[1].input_ids) == "[CLS] [UNK] world [SEP] [PAD] [PAD]");
+  CHECK(out[1].first_word == 2);
+  CHECK(out[1].label_ids == std::vector<std::int32_t>{-1, 2, 1, -1, -1, -1});
+
+  out.clear();
+  TokenFeatureBuilder(tiny(), {.max_seq_length = 4}).build(s, out);  // a word longer than M-2 keeps M-2 pieces
+  REQUIRE(out.size() == 3);
+  CHECK(show(v, out[0].input_ids) == "[CLS] un ##aff [SEP]");
+  CHECK(out[0].label_ids == std::vector<std::int32_t>{-1, 0, -1, -1});
+}
+
+TEST_CASE("BC5CDR: every word of every sentence is scored exactly once, at every length") {
+  const auto data = test::shared_data_dir();
+  if (!data) {
+    WARN("skipped: no shared data directory (set CTDL_SHARED_DATA)");
+    return;
+  }
+  const std::string path = (*data / "bc5cdr-chem" / "train.tsv").string();
+  const auto labels = collect_conll_labels(path);
+  CHECK(labels.names() == std::vector<std::string>{"B", "I", "O"});
+  const text::FullTokenizer tok(text::Vocab::from_file(*data / "vocab" / "bert-base-cased-vocab.txt"),
+                                {.lower_case = false});
+  for (const index_t M : {128, 16}) {
+    const std::string cache_path = std::string(CTDL_TEST_TMP) + "/bc5cdr_train.M" + std::to_string(M) + ".features";
+    const TokenFeatureBuilder builder(tok, {.max_seq_length = M});
+    const auto report = prepare_token_cache(path, cache_path, labels, builder, tok, false);
+    const FeatureCache cache(cache_path);
+    CHECK(cache.kind() == FeatureKind::token);
+    ConllReader reader(path, &labels);
+    Sentence s;
+    std::size_t words = 0, sentences = 0;
+    std::vector<std::size_t> label_count(3);
+    while (reader.next(s)) {
+      ++sentences;
+      words += s.words.size();
+      for (auto id : s.label_ids) ++label_count[static_cast<std::size_t>(id)];
+    }
+    CHECK(sentences == 5234);  // as tools/make_fixtures.py counts them
+    std::size_t scored = 0;
+    std::vector<std::size_t> scored_count(3);
+    for (std::size_t r = 0; r < cache.rows(); ++r) {
+      const auto* ids = cache.input_ids(r);
+      const auto* lab = cache.label_ids(r);
+      REQUIRE(ids[0] == tok.vocab().special().cls);
+      index_t sep = 1;
+      while (ids[sep] != tok.vocab().special().sep) ++sep;
+      REQUIRE(sep <= M - 1);
+      for (index_t k = 0; k < M; ++k)
+        if (lab[k] >= 0) {
+          REQUIRE((k > 0 && k < sep));
+          ++scored;
+          ++scored_count[static_cast<std::size_t>(lab[k])];
+        }
+    }
+    INFO("M = " << M << ": " << cache.rows() << " features");
+    CHECK(scored == words);
+    CHECK(scored_count == label_count);
+    if (M == 16) CHECK(cache.rows() > sentences);  // long sentences were split
+    CHECK(report.skipped == 0);
+  }
+}
