@@ -11,6 +11,9 @@
 // still gets a batch, of 0 rows, so that all ranks take the same number of steps.
 //
 // A background thread assembles the next `prefetch` batches while the model runs.
+// Memory stays flat whatever the cache's size: in file order records are read through
+// the mapping and the pages behind are dropped every 64 MiB; shuffled, each record is
+// copied with pread.
 
 #include <algorithm>
 #include <condition_variable>
@@ -140,24 +143,31 @@ class Batcher {
     b.token_type_ids = Batch::Ids::full({rows, M}, 0);
     b.labels = Batch::Ids::uninitialized({rows, token ? M : 1});
     b.rows.resize(static_cast<std::size_t>(rows));
+    std::vector<std::int32_t>& record = record_buffer_;
+    record.resize(cache_.header().record_bytes / 4);
     for (index_t i = 0; i < rows; ++i) {
       const std::size_t row = order_[begin + static_cast<std::size_t>(i)];
       b.rows[static_cast<std::size_t>(i)] = row;
-      const std::int32_t* ids = cache_.input_ids(row);
+      // In file order, read through the mapping (and drop what is behind every 64 MiB);
+      // shuffled, copy each record with pread (FeatureCache::read_record says why).
+      const std::int32_t* rec = record.data();
+      if (options_.shuffle) cache_.read_record(row, record.data());
+      else rec = cache_.input_ids(row);
       std::int32_t* dst = b.input_ids.data() + i * M;
       std::int32_t* mask = b.attention_mask.data() + i * M;
       for (index_t k = 0; k < M; ++k) {
-        dst[k] = ids[k];
-        mask[k] = ids[k] != pad;
+        dst[k] = rec[k];
+        mask[k] = rec[k] != pad;
       }
-      if (token) std::copy_n(cache_.label_ids(row), M, b.labels.data() + i * M);
-      else b.labels.data()[i] = cache_.label_id(row);
+      if (token) std::copy_n(rec + M, M, b.labels.data() + i * M);
+      else b.labels.data()[i] = rec[M];
     }
-    // Keep the process's share of the mapped cache small on long passes.
-    touched_ += static_cast<std::size_t>(rows) * cache_.header().record_bytes;
-    if (touched_ > kReleaseBytes) {
-      cache_.release();
-      touched_ = 0;
+    if (!options_.shuffle) {
+      touched_ += static_cast<std::size_t>(rows) * cache_.header().record_bytes;
+      if (touched_ > kReleaseBytes) {
+        cache_.release();
+        touched_ = 0;
+      }
     }
   }
 
@@ -189,12 +199,13 @@ class Batcher {
     producer_.join();
   }
 
-  static constexpr std::size_t kReleaseBytes = std::size_t{256} << 20;
+  static constexpr std::size_t kReleaseBytes = std::size_t{64} << 20;
 
   const FeatureCache& cache_;
   Options options_;
   std::vector<std::uint32_t> order_;
   std::size_t next_batch_ = 0, touched_ = 0;
+  std::vector<std::int32_t> record_buffer_;  // one record, for shuffled reads
   std::thread producer_;
   std::mutex mutex_;
   std::condition_variable ready_, space_;

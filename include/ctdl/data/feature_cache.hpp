@@ -14,9 +14,13 @@
 // input_mask (0 at [PAD]) and segment ids (all 0) are not stored: they follow from the ids.
 // The file is written under a temporary name and renamed when complete, so a cache that
 // exists is whole; one whose header does not match the current inputs is rebuilt.
+// Readers map it into memory; shuffled reads use pread instead (see read_record), so
+// neither keeps more than a window of it resident.
 
+#include <fcntl.h>
 #include <omp.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <array>
 #include <chrono>
@@ -106,7 +110,8 @@ inline void stamp_source(CacheHeader& h, const std::string& source) {
 class FeatureCache {
  public:
   /// Opens and checks a cache file (magic, version, size = header + rows x record).
-  explicit FeatureCache(const std::string& path) : file_(path) {
+  explicit FeatureCache(const std::string& path) : file_(path), fd_(::open(path.c_str(), O_RDONLY | O_CLOEXEC)) {
+    if (fd_ < 0) throw Error(path + ": cannot open (" + std::strerror(errno) + ")");
     if (file_.size() < sizeof(CacheHeader)) throw Error(path + ": too short to be a feature cache");
     std::memcpy(&header_, file_.data(), sizeof header_);
     if (std::memcmp(header_.magic, "CTDLFEAT", 8) != 0) throw Error(path + ": not a ctdl feature cache");
@@ -119,6 +124,12 @@ class FeatureCache {
       throw Error(path + ": truncated or corrupt feature cache (" + std::to_string(file_.size()) + " bytes for " +
                   std::to_string(header_.rows) + " records of " + std::to_string(header_.record_bytes) + ")");
   }
+
+  ~FeatureCache() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  FeatureCache(const FeatureCache&) = delete;
+  FeatureCache& operator=(const FeatureCache&) = delete;
 
   const std::string& path() const { return file_.path(); }
   const CacheHeader& header() const { return header_; }
@@ -139,6 +150,23 @@ class FeatureCache {
   /// Drops the pages read so far from the resident set (the page cache keeps them).
   void release() const { file_.release(0, file_.size()); }
 
+  /// Copies record `row` (record_bytes) into `dst` with pread, not through the mapping.
+  /// For shuffled reads: each read through the mapping would map up to 64 KiB around
+  /// the record (the kernel's fault-around), so a shuffled epoch would make the whole
+  /// file resident; pread copies from the page cache and the process keeps nothing.
+  void read_record(std::size_t row, void* dst) const {
+    const auto offset = static_cast<off_t>(sizeof(CacheHeader) + row * header_.record_bytes);
+    std::size_t done = 0;
+    while (done < header_.record_bytes) {
+      const auto n = ::pread(fd_, static_cast<char*>(dst) + done, header_.record_bytes - done,
+                             offset + static_cast<off_t>(done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) throw Error(path() + ": cannot read record " + std::to_string(row) + " (" +
+                              (n < 0 ? std::strerror(errno) : "end of file") + ")");
+      done += static_cast<std::size_t>(n);
+    }
+  }
+
  private:
   const unsigned char* record(std::size_t row) const {
     return file_.data() + sizeof(CacheHeader) + row * header_.record_bytes;
@@ -153,6 +181,7 @@ class FeatureCache {
   }
 
   io::MappedFile file_;
+  int fd_ = -1;
   CacheHeader header_;
 };
 
