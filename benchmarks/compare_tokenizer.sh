@@ -40,9 +40,9 @@ for casing in cased uncased; do
   vocab="$data/vocab/bert-base-$casing-vocab.txt"
   flag=$([ $casing = cased ] && echo true || echo false)
   for threads in 1 "$(nproc)"; do
-    ours=$(OMP_NUM_THREADS=$threads "$bench" --vocab_file="$vocab" --cased=$flag --input="$rows")
+    ours=$(OMP_NUM_THREADS=$threads "$bench" --vocab_file="$vocab" --cased=$flag --input="$rows" --reps=5)
     theirs=$(RAYON_NUM_THREADS=$threads TOKENIZERS_PARALLELISM=true "$python" benchmarks/hf_tokenize.py \
-      --vocab_file="$vocab" --cased=$flag --input="$rows")
+      --vocab_file="$vocab" --cased=$flag --input="$rows" --reps=5)
     o=$(field "$ours" rows_per_s); t=$(field "$theirs" rows_per_s)
     if [ "$(field "$ours" tokens)" != "$(field "$theirs" tokens)" ]; then
       echo "  note: token counts differ (ctdl $(field "$ours" tokens), HF $(field "$theirs" tokens)): HF's fast tokenizer is not Google's algorithm (docs/data.md)"

@@ -81,7 +81,7 @@ TEST_CASE("batches carry the cache's ids, masks and labels") {
   CHECK(batch.attention_mask.data()[1] == 0);
 }
 
-TEST_CASE("drop_remainder drops a last partial batch; otherwise it is kept") {
+TEST_CASE("drop_remainder drops a last partial batch, otherwise it is kept") {
   const auto& cache = cache_of(10);
   CHECK(epoch(cache, {.batch_size = 4, .drop_remainder = true}).size() == 2);
   const auto kept = epoch(cache, {.batch_size = 4, .shuffle = false});

@@ -83,7 +83,7 @@ TEST_CASE("a cache is rebuilt when anything it depends on changes, and says why"
   CHECK(FeatureCache(cache).rows() == 51);
 }
 
-TEST_CASE("bad rows: an error leaves no cache behind; skip_bad_rows counts them in the header") {
+TEST_CASE("bad rows: an error leaves no cache behind, skip_bad_rows counts them in the header") {
   const auto tsv = write_rows("cache_bad.tsv", 30, "out\tonly three\tcolumns\r\nxyz\ta\tb\tc\r\n");
   const std::string cache = std::string(CTDL_TEST_TMP) + "/cache_bad.features";
   fs::remove(cache);

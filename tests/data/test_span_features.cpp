@@ -22,7 +22,7 @@ std::string show(const text::Vocab& v, const std::vector<std::int32_t>& ids) {
 }
 }  // namespace
 
-TEST_CASE("worked example (docs/data.md): left padding, truncation to M-1, [SEP], [PAD]") {
+TEST_CASE("worked example (docs/data.md): left padding, truncation to M-1, SEP and PAD") {
   const auto& v = tiny().vocab();
   const SpanFeatureBuilder m8(tiny(), {.max_seq_length = 8});
   // c = 4: three left slots; "hello world" fills two, so one [PAD] comes first. The

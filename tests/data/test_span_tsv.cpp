@@ -25,7 +25,7 @@ std::vector<SpanRow> read_all(SpanTsvReader& r) {
 }
 }  // namespace
 
-TEST_CASE("rows: last four columns are label, left, span, right; leading columns are ids; LF and CRLF") {
+TEST_CASE("rows: last four columns are label, left, span, right, leading columns are ids, LF and CRLF") {
   const std::string body = "12\tT5\tche\tleft ctx\taspirin\tright ctx\n"
                            "dis\t\tfever\t\n"                      // no ids, empty contexts
                            "\n"                                     // blank: skipped

@@ -72,7 +72,7 @@ TEST_CASE("FullTokenizer matches tokenization.py with the BERT vocabularies") {
   }
 }
 
-TEST_CASE("WordPiece: greedy longest match first, ## pieces, [UNK] for unmatched or long words") {
+TEST_CASE("WordPiece: greedy longest match first, ## pieces, UNK for unmatched or long words") {
   const Vocab vocab({"[PAD]", "[UNK]", "[CLS]", "[SEP]", "un", "##aff", "##able", "unaff", "a", "##a", "##b"});
   const WordPieceTokenizer wp(vocab, {.max_input_chars_per_word = 5});
   const auto pieces = [&](std::string_view w) {
