@@ -14,15 +14,8 @@ bench=build/bin/bert_bench
 steps=${STEPS:-3}
 warmup=${WARMUP:-1}
 
-python=${PYTHON:-}
-if [ -z "$python" ] || ! "$python" -c "import torch, transformers" 2>/dev/null; then
-  python=build/venv-peers/bin/python
-  if ! "$python" -c "import torch, transformers" 2>/dev/null; then
-    echo "compare_pytorch: installing torch and transformers into build/venv-peers (once)" >&2
-    python3 -m venv build/venv-peers
-    build/venv-peers/bin/pip install -q torch transformers
-  fi
-fi
+. benchmarks/peer_python.sh
+peer_python torch transformers -- torch transformers
 
 configs=("$@")
 [ ${#configs[@]} -gt 0 ] || configs=(base:fp32:8:128:train base:fp32:8:128:infer base:bf16:8:128:train base:bf16:8:128:infer)

@@ -14,15 +14,8 @@ bench=build/bin/bench_tokenizer
 [ -x "$bench" ] || scripts/build.sh
 repeat=${REPEAT:-10}
 
-python=${PYTHON:-}
-if [ -z "$python" ] || ! "$python" -c "import transformers" 2>/dev/null; then
-  python=build/venv-peers/bin/python
-  if ! "$python" -c "import transformers" 2>/dev/null; then
-    echo "compare_tokenizer: installing transformers into build/venv-peers (once)" >&2
-    python3 -m venv build/venv-peers
-    build/venv-peers/bin/pip install -q transformers
-  fi
-fi
+. benchmarks/peer_python.sh
+peer_python transformers -- transformers
 
 rows=build/bench_tokenizer_rows.txt
 {

@@ -7,16 +7,12 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include "../text_test_util.hpp"
 
 using namespace ctdl;
 using namespace ctdl::data;
 
 namespace {
-const text::FullTokenizer& tiny() {
-  static const text::FullTokenizer tok(text::Vocab::from_file(std::string(CTDL_FIXTURES_DIR) + "/tiny_vocab.txt"),
-                                       {.lower_case = false});
-  return tok;
-}
 
 /// A cache of n rows whose left context encodes the row number (as that many "a"s mod 9).
 const FeatureCache& cache_of(std::size_t n) {
@@ -28,8 +24,8 @@ const FeatureCache& cache_of(std::size_t n) {
     for (std::size_t i = 0; i < n; ++i) out << (i % 2 ? "che" : "dis") << "\thello\t" << std::string(i % 9 + 1, 'a') << "\tworld\n";
     out.close();
     const LabelSet labels({"che", "dis"});
-    const SpanFeatureBuilder builder(tiny(), {.max_seq_length = 8});
-    prepare_span_cache(tsv, tsv + ".features", labels, builder, tiny(), false);
+    const SpanFeatureBuilder builder(test::tiny_tokenizer(), {.max_seq_length = 8});
+    prepare_span_cache(tsv, tsv + ".features", labels, builder, test::tiny_tokenizer(), false);
     c = std::make_unique<FeatureCache>(tsv + ".features");
   }
   return *c;

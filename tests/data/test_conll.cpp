@@ -7,31 +7,17 @@
 #include <fstream>
 
 #include "../test_util.hpp"
+#include "../text_test_util.hpp"
 
 using namespace ctdl;
 using namespace ctdl::data;
 
 namespace {
-std::string write_file(const std::string& name, const std::string& contents) {
-  const std::string path = std::string(CTDL_TEST_TMP) + "/" + name;
-  std::ofstream(path, std::ios::binary) << contents;
-  return path;
-}
-const text::FullTokenizer& tiny() {
-  static const text::FullTokenizer tok(text::Vocab::from_file(std::string(CTDL_FIXTURES_DIR) + "/tiny_vocab.txt"),
-                                       {.lower_case = false});
-  return tok;
-}
 const LabelSet kBio({"B", "I", "O"});
-std::string show(const text::Vocab& v, const std::vector<std::int32_t>& ids) {
-  std::string s;
-  for (auto id : ids) s += (s.empty() ? "" : " ") + v.token(id);
-  return s;
-}
 }  // namespace
 
 TEST_CASE("sentences: first field the token, last the label, blank lines between, CRLF") {
-  const auto path = write_file("ner.tsv",
+  const auto path = test::write_file("ner.tsv",
                                "-DOCSTART- -X- -X- O\r\n\r\n"
                                "Naloxone\t227508\t0\tB\r\nreverses\t-\t9\tO\r\n\r\n\r\n"
                                "the O\r\n  \r\nclonidine\t-\t49\tB");
@@ -53,7 +39,7 @@ TEST_CASE("sentences: first field the token, last the label, blank lines between
 }
 
 TEST_CASE("bad token lines: errors with file:line, or the sentence is skipped and counted") {
-  const auto path = write_file("ner_bad.tsv", "a\tB\nb\tO\n\nlonely\nc\tO\n\nd\tX\n\ne\tI\n");
+  const auto path = test::write_file("ner_bad.tsv", "a\tB\nb\tO\n\nlonely\nc\tO\n\nd\tX\n\ne\tI\n");
   {
     ConllReader reader(path, &kBio);
     Sentence s;
@@ -70,30 +56,30 @@ TEST_CASE("bad token lines: errors with file:line, or the sentence is skipped an
 }
 
 TEST_CASE("token features: first piece labelled, other pieces -1, long sentences split at words") {
-  const auto& v = tiny().vocab();
+  const auto& v = test::tiny_tokenizer().vocab();
   Sentence s;
   s.words = {"unaffable", "hello", "\xE2\x80\x8B", "world"};  // the third is a zero-width space only
   s.label_ids = {0, 2, 2, 1};
   s.index = 7;
   std::vector<TokenFeature> out;
-  TokenFeatureBuilder(tiny(), {.max_seq_length = 16}).build(s, out);
+  TokenFeatureBuilder(test::tiny_tokenizer(), {.max_seq_length = 16}).build(s, out);
   REQUIRE(out.size() == 1);
-  CHECK(show(v, out[0].input_ids) == "[CLS] un ##aff ##able hello [UNK] world [SEP] [PAD] [PAD] [PAD] [PAD] [PAD] [PAD] [PAD] [PAD]");
+  CHECK(test::show(v, out[0].input_ids) == "[CLS] un ##aff ##able hello [UNK] world [SEP] [PAD] [PAD] [PAD] [PAD] [PAD] [PAD] [PAD] [PAD]");
   CHECK(out[0].label_ids == std::vector<std::int32_t>{-1, 0, -1, -1, 2, 2, 1, -1, -1, -1, -1, -1, -1, -1, -1, -1});
   CHECK(out[0].sentence == 7);
 
   out.clear();
-  TokenFeatureBuilder(tiny(), {.max_seq_length = 6}).build(s, out);  // 4 pieces a feature
+  TokenFeatureBuilder(test::tiny_tokenizer(), {.max_seq_length = 6}).build(s, out);  // 4 pieces a feature
   REQUIRE(out.size() == 2);
-  CHECK(show(v, out[0].input_ids) == "[CLS] un ##aff ##able hello [SEP]");
-  CHECK(show(v, out[1].input_ids) == "[CLS] [UNK] world [SEP] [PAD] [PAD]");
+  CHECK(test::show(v, out[0].input_ids) == "[CLS] un ##aff ##able hello [SEP]");
+  CHECK(test::show(v, out[1].input_ids) == "[CLS] [UNK] world [SEP] [PAD] [PAD]");
   CHECK(out[1].first_word == 2);
   CHECK(out[1].label_ids == std::vector<std::int32_t>{-1, 2, 1, -1, -1, -1});
 
   out.clear();
-  TokenFeatureBuilder(tiny(), {.max_seq_length = 4}).build(s, out);  // a word longer than M-2 keeps M-2 pieces
+  TokenFeatureBuilder(test::tiny_tokenizer(), {.max_seq_length = 4}).build(s, out);  // a word longer than M-2 keeps M-2 pieces
   REQUIRE(out.size() == 3);
-  CHECK(show(v, out[0].input_ids) == "[CLS] un ##aff [SEP]");
+  CHECK(test::show(v, out[0].input_ids) == "[CLS] un ##aff [SEP]");
   CHECK(out[0].label_ids == std::vector<std::int32_t>{-1, 0, -1, -1});
 }
 

@@ -6,17 +6,13 @@
 #include <filesystem>
 #include <fstream>
 #include <thread>
+#include "../text_test_util.hpp"
 
 using namespace ctdl;
 using namespace ctdl::data;
 namespace fs = std::filesystem;
 
 namespace {
-const text::FullTokenizer& tiny() {
-  static const text::FullTokenizer tok(text::Vocab::from_file(std::string(CTDL_FIXTURES_DIR) + "/tiny_vocab.txt"),
-                                       {.lower_case = false});
-  return tok;
-}
 const LabelSet kLabels({"che", "dis", "out"});
 
 std::string write_rows(const std::string& name, int n, const std::string& extra = "") {
@@ -35,15 +31,15 @@ TEST_CASE("prepare builds the records the builder gives, then reuses them") {
   const auto tsv = write_rows("cache_rows.tsv", 20000);  // more than one chunk
   const std::string cache = std::string(CTDL_TEST_TMP) + "/cache_rows.features";
   fs::remove(cache);
-  const SpanFeatureBuilder builder(tiny(), {.max_seq_length = 16});
-  const auto first = prepare_span_cache(tsv, cache, kLabels, builder, tiny(), false);
+  const SpanFeatureBuilder builder(test::tiny_tokenizer(), {.max_seq_length = 16});
+  const auto first = prepare_span_cache(tsv, cache, kLabels, builder, test::tiny_tokenizer(), false);
   CHECK(first.rebuilt);
   CHECK(first.reason == "no cache yet");
   CHECK(first.rows == 20000);
   const FeatureCache fc(cache);
   REQUIRE(fc.rows() == 20000);
   CHECK(fc.max_seq_length() == 16);
-  CHECK(fc.header().pad_id == tiny().vocab().special().pad);
+  CHECK(fc.header().pad_id == test::tiny_tokenizer().vocab().special().pad);
   SpanTsvReader reader(tsv, kLabels);
   SpanRow row;
   for (std::size_t i = 0; reader.next(row); ++i) {
@@ -52,7 +48,7 @@ TEST_CASE("prepare builds the records the builder gives, then reuses them") {
     REQUIRE(fc.label_id(i) == row.label_id);
     REQUIRE(fc.source_index(i) == row.line);
   }
-  const auto again = prepare_span_cache(tsv, cache, kLabels, builder, tiny(), false);
+  const auto again = prepare_span_cache(tsv, cache, kLabels, builder, test::tiny_tokenizer(), false);
   CHECK_FALSE(again.rebuilt);
   CHECK(again.rows == 20000);
 }
@@ -61,13 +57,13 @@ TEST_CASE("a cache is rebuilt when anything it depends on changes, and says why"
   const auto tsv = write_rows("cache_change.tsv", 50);
   const std::string cache = std::string(CTDL_TEST_TMP) + "/cache_change.features";
   fs::remove(cache);
-  const SpanFeatureBuilder m16(tiny(), {.max_seq_length = 16}), m32(tiny(), {.max_seq_length = 32}),
-      replaced(tiny(), {.max_seq_length = 16, .replace_span = "[MASK]"});
-  CHECK(prepare_span_cache(tsv, cache, kLabels, m16, tiny(), false).rebuilt);
-  CHECK(prepare_span_cache(tsv, cache, kLabels, m32, tiny(), false).reason == "max_seq_length 16, now 32");
-  CHECK(prepare_span_cache(tsv, cache, kLabels, replaced, tiny(), false).reason == "max_seq_length 32, now 16");
-  CHECK(prepare_span_cache(tsv, cache, kLabels, m16, tiny(), false).reason == "another replace_span");
-  const text::FullTokenizer uncased(tiny().vocab(), {.lower_case = true});
+  const SpanFeatureBuilder m16(test::tiny_tokenizer(), {.max_seq_length = 16}), m32(test::tiny_tokenizer(), {.max_seq_length = 32}),
+      replaced(test::tiny_tokenizer(), {.max_seq_length = 16, .replace_span = "[MASK]"});
+  CHECK(prepare_span_cache(tsv, cache, kLabels, m16, test::tiny_tokenizer(), false).rebuilt);
+  CHECK(prepare_span_cache(tsv, cache, kLabels, m32, test::tiny_tokenizer(), false).reason == "max_seq_length 16, now 32");
+  CHECK(prepare_span_cache(tsv, cache, kLabels, replaced, test::tiny_tokenizer(), false).reason == "max_seq_length 32, now 16");
+  CHECK(prepare_span_cache(tsv, cache, kLabels, m16, test::tiny_tokenizer(), false).reason == "another replace_span");
+  const text::FullTokenizer uncased(test::tiny_tokenizer().vocab(), {.lower_case = true});
   const SpanFeatureBuilder m16u(uncased, {.max_seq_length = 16});
   CHECK(prepare_span_cache(tsv, cache, kLabels, m16u, uncased, false).reason == "other casing");
   CHECK(prepare_span_cache(tsv, cache, LabelSet({"che", "dis", "out", "zzz"}), m16u, uncased, false).reason ==
@@ -87,13 +83,13 @@ TEST_CASE("bad rows: an error leaves no cache behind, skip_bad_rows counts them 
   const auto tsv = write_rows("cache_bad.tsv", 30, "out\tonly three\tcolumns\r\nxyz\ta\tb\tc\r\n");
   const std::string cache = std::string(CTDL_TEST_TMP) + "/cache_bad.features";
   fs::remove(cache);
-  const SpanFeatureBuilder builder(tiny(), {.max_seq_length = 16});
-  CHECK_THROWS_WITH(prepare_span_cache(tsv, cache, kLabels, builder, tiny(), false),
+  const SpanFeatureBuilder builder(test::tiny_tokenizer(), {.max_seq_length = 16});
+  CHECK_THROWS_WITH(prepare_span_cache(tsv, cache, kLabels, builder, test::tiny_tokenizer(), false),
                     Catch::Contains("cache_bad.tsv:31: has 3 columns"));
   CHECK_FALSE(fs::exists(cache));
   for (const auto& e : fs::directory_iterator(CTDL_TEST_TMP))
     CHECK(e.path().filename().string().find("cache_bad.features.tmp") == std::string::npos);
-  const auto report = prepare_span_cache(tsv, cache, kLabels, builder, tiny(), true);
+  const auto report = prepare_span_cache(tsv, cache, kLabels, builder, test::tiny_tokenizer(), true);
   CHECK(report.rows == 30);
   CHECK(report.skipped == 2);
   CHECK_THAT(report.skipped_messages.at(1), Catch::Contains("cache_bad.tsv:32: the label 'xyz' is not in"));

@@ -4,19 +4,12 @@
 #include <ctdl/data/labels.hpp>
 
 #include <fstream>
+#include "../text_test_util.hpp"
 
 using namespace ctdl::data;
 
-namespace {
-std::string write_file(const std::string& name, const std::string& contents) {
-  const std::string path = std::string(CTDL_TEST_TMP) + "/" + name;
-  std::ofstream(path, std::ios::binary) << contents;
-  return path;
-}
-}  // namespace
-
 TEST_CASE("labels.txt: stripped, blank lines ignored, ids in sorted order") {
-  const auto labels = LabelSet::from_file(write_file("labels_a.txt", "out\r\n che \n\ndis\r\nggp\norg"));
+  const auto labels = LabelSet::from_file(ctdl::test::write_file("labels_a.txt", "out\r\n che \n\ndis\r\nggp\norg"));
   REQUIRE(labels.size() == 5);
   CHECK(labels.names() == std::vector<std::string>{"che", "dis", "ggp", "org", "out"});
   CHECK(labels.find("che") == 0);
@@ -29,12 +22,12 @@ TEST_CASE("labels.txt: stripped, blank lines ignored, ids in sorted order") {
 }
 
 TEST_CASE("labels.txt errors name the file and line") {
-  CHECK_THROWS_WITH(LabelSet::from_file(write_file("labels_dup.txt", "che\ndis\n che\n")),
+  CHECK_THROWS_WITH(LabelSet::from_file(ctdl::test::write_file("labels_dup.txt", "che\ndis\n che\n")),
                     Catch::Contains("labels_dup.txt:3: the label 'che' is already on line 1"));
-  CHECK_THROWS_WITH(LabelSet::from_file(write_file("labels_empty.txt", "\n  \n")),
+  CHECK_THROWS_WITH(LabelSet::from_file(ctdl::test::write_file("labels_empty.txt", "\n  \n")),
                     Catch::Contains("labels_empty.txt: no labels"));
   CHECK_THROWS_WITH(LabelSet::from_file(std::string(CTDL_TEST_TMP) + "/no_labels.txt"),
                     Catch::Contains("no_labels.txt: cannot open"));
-  CHECK_THROWS_WITH(LabelSet::from_file(write_file("labels_utf8.txt", "ok\n\xFF\n")),
+  CHECK_THROWS_WITH(LabelSet::from_file(ctdl::test::write_file("labels_utf8.txt", "ok\n\xFF\n")),
                     Catch::Contains("labels_utf8.txt:2: invalid UTF-8"));
 }

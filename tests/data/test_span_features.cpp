@@ -5,54 +5,42 @@
 #include <ctdl/data/span_tsv.hpp>
 
 #include "../test_util.hpp"
+#include "../text_test_util.hpp"
 
 using namespace ctdl;
 using namespace ctdl::data;
 
-namespace {
-const text::FullTokenizer& tiny() {
-  static const text::FullTokenizer tok(text::Vocab::from_file(std::string(CTDL_FIXTURES_DIR) + "/tiny_vocab.txt"),
-                                       {.lower_case = false});
-  return tok;
-}
-std::string show(const text::Vocab& v, const std::vector<std::int32_t>& ids) {
-  std::string s;
-  for (auto id : ids) s += (s.empty() ? "" : " ") + v.token(id);
-  return s;
-}
-}  // namespace
-
 TEST_CASE("worked example (docs/data.md): left padding, truncation to M-1, SEP and PAD") {
-  const auto& v = tiny().vocab();
-  const SpanFeatureBuilder m8(tiny(), {.max_seq_length = 8});
+  const auto& v = test::tiny_tokenizer().vocab();
+  const SpanFeatureBuilder m8(test::tiny_tokenizer(), {.max_seq_length = 8});
   // c = 4: three left slots; "hello world" fills two, so one [PAD] comes first. The
   // sequence reaches 10 tokens before [SEP], so the first 7 are kept.
   const auto ids = m8.build("hello world", "unaffable", "the effect of");
-  CHECK(show(v, ids) == "[CLS] [PAD] hello world un ##aff ##able [SEP]");
+  CHECK(test::show(v, ids) == "[CLS] [PAD] hello world un ##aff ##able [SEP]");
   std::vector<std::int32_t> mask;
   for (auto id : ids) mask.push_back(m8.mask(id));
   CHECK(mask == std::vector<std::int32_t>{1, 0, 1, 1, 1, 1, 1, 1});
 
   // A long left context keeps its last c-1 pieces; replace_span stands in for the span;
   // a short sequence is padded after [SEP].
-  const SpanFeatureBuilder replaced(tiny(), {.max_seq_length = 8, .replace_span = "[MASK]"});
-  CHECK(show(v, replaced.build("a b c d e", "anything at all", "")) == "[CLS] c d e [MASK] [SEP] [PAD] [PAD]");
+  const SpanFeatureBuilder replaced(test::tiny_tokenizer(), {.max_seq_length = 8, .replace_span = "[MASK]"});
+  CHECK(test::show(v, replaced.build("a b c d e", "anything at all", "")) == "[CLS] c d e [MASK] [SEP] [PAD] [PAD]");
 
   // Exactly M-1 tokens before [SEP]: nothing cut, no padding.
-  CHECK(show(v, m8.build("a b c", "d", "e b")) == "[CLS] a b c d e b [SEP]");
+  CHECK(test::show(v, m8.build("a b c", "d", "e b")) == "[CLS] a b c d e b [SEP]");
   // Empty everything: c-1 [PAD]s, [SEP], then padding.
-  CHECK(show(v, m8.build("", "", "")) == "[CLS] [PAD] [PAD] [PAD] [SEP] [PAD] [PAD] [PAD]");
+  CHECK(test::show(v, m8.build("", "", "")) == "[CLS] [PAD] [PAD] [PAD] [SEP] [PAD] [PAD] [PAD]");
 }
 
 TEST_CASE("odd max_seq_length: c = M / 2 rounds down") {
-  const SpanFeatureBuilder m9(tiny(), {.max_seq_length = 9});  // c = 4
-  CHECK(show(tiny().vocab(), m9.build("a", "b", "c d e f g")) == "[CLS] [PAD] [PAD] a b c d e [SEP]");
+  const SpanFeatureBuilder m9(test::tiny_tokenizer(), {.max_seq_length = 9});  // c = 4
+  CHECK(test::show(test::tiny_tokenizer().vocab(), m9.build("a", "b", "c d e f g")) == "[CLS] [PAD] [PAD] a b c d e [SEP]");
 }
 
 TEST_CASE("feature builder errors") {
-  CHECK_THROWS_WITH(SpanFeatureBuilder(tiny(), {.max_seq_length = 8, .replace_span = "[ENT]"}),
+  CHECK_THROWS_WITH(SpanFeatureBuilder(test::tiny_tokenizer(), {.max_seq_length = 8, .replace_span = "[ENT]"}),
                     Catch::Contains("the replace_span token '[ENT]' is not in the vocabulary"));
-  CHECK_THROWS_WITH(SpanFeatureBuilder(tiny(), {.max_seq_length = 2}), Catch::Contains("max_seq_length 2 is too small"));
+  CHECK_THROWS_WITH(SpanFeatureBuilder(test::tiny_tokenizer(), {.max_seq_length = 2}), Catch::Contains("max_seq_length 2 is too small"));
 }
 
 TEST_CASE("the rules hold on every shared consensus row") {

@@ -6,15 +6,11 @@
 #include <fstream>
 
 #include "../test_util.hpp"
+#include "../text_test_util.hpp"
 
 using namespace ctdl::data;
 
 namespace {
-std::string write_file(const std::string& name, const std::string& contents) {
-  const std::string path = std::string(CTDL_TEST_TMP) + "/" + name;
-  std::ofstream(path, std::ios::binary) << contents;
-  return path;
-}
 const LabelSet kLabels({"che", "dis", "ggp", "org", "out"});
 
 std::vector<SpanRow> read_all(SpanTsvReader& r) {
@@ -34,7 +30,7 @@ TEST_CASE("rows: last four columns are label, left, span, right, leading columns
     std::string text = body;
     if (eol == "\r\n")
       for (std::size_t p = 0; (p = text.find('\n', p)) != std::string::npos; p += 2) text.replace(p, 1, "\r\n");
-    SpanTsvReader reader(write_file("rows" + std::to_string(eol.size()) + ".tsv", text), kLabels);
+    SpanTsvReader reader(ctdl::test::write_file("rows" + std::to_string(eol.size()) + ".tsv", text), kLabels);
     const auto rows = read_all(reader);
     REQUIRE(rows.size() == 3);
     CHECK(rows[0].ids == std::vector<std::string_view>{"12", "T5"});
@@ -61,7 +57,7 @@ TEST_CASE("bad rows are errors naming file:line, or skipped and counted") {
                            "xyz\tl\ts\tr\n"
                            "out\tl\t\xC3\x28\tr\n"
                            "org\tl\ts\tr\n";
-  const auto path = write_file("bad.tsv", text);
+  const auto path = ctdl::test::write_file("bad.tsv", text);
   {
     SpanTsvReader reader(path, kLabels);
     SpanRow row;
