@@ -11,6 +11,8 @@
                     token_type_ids, attention_mask, labels; I64, -100 = ignored),
                     expected.logits, expected.loss, grad.<name> for every parameter, and the
                     config as JSON in the metadata ("config").
+  optim             tests/fixtures/optim_steps.safetensors: four steps of AdamW, LAMB and
+                    SGD with momentum (needs torch).
   tokenizer         tests/fixtures/tokenizer_goldens.json: the tokens Google's BERT
                     tokenization.py gives for hand-written tricky text, cased and uncased,
                     with the committed tiny vocabulary and (when --vocab_dir has them) the
@@ -29,6 +31,7 @@ only uses them to open files and read a flag.
 
 Usage:
   python3 tools/make_fixtures.py bert [--out tests/fixtures]
+  python3 tools/make_fixtures.py optim
   python3 tools/make_fixtures.py tokenizer [--vocab_dir ../shared/data/vocab]
   python3 tools/make_fixtures.py tokenizer-shared --data ../shared/data --out build/tests/goldens
 """
@@ -107,6 +110,68 @@ def make_bert(args):
         path = os.path.join(args.out, f"bert_{head}_{act}.safetensors")
         save_file(tensors, path, metadata=meta)
         print(f"wrote {path}: loss {tensors['expected.loss'].item():.6f}")
+
+
+# ---- optimizer fixtures -----------------------------------------------------------------
+
+def make_optim(args):
+    """tests/fixtures/optim_steps.safetensors: 4 steps of AdamW (BERT's), LAMB (NVIDIA's)
+    and SGD with momentum on a weight (decayed) and a bias (not decayed), in float64.
+    SGD is torch.optim.SGD itself; AdamW and LAMB are their published update rules
+    written in torch (PyTorch's own AdamW has bias correction, BERT's has not)."""
+    import torch
+    from safetensors.torch import save_file
+    torch.manual_seed(7)
+    d = torch.float64
+    init = {"weight": (0.5 * torch.randn(4, 3)).float().to(d), "bias": (0.1 * torch.randn(3)).float().to(d)}
+    decay = {"weight": 0.01, "bias": 0.0}
+    steps = 4
+    grads = [{k: (torch.randn_like(v) * s).float().to(d) for k, v in init.items()} for s in (1.0, 0.1, 3.0, 0.01)]
+    lrs = [1e-2, 2e-2, 5e-3, 1e-2]
+    out = {"init." + k: v.clone() for k, v in init.items()}
+    out["lr"] = torch.tensor(lrs, dtype=d)
+    for t in range(steps):
+        for k in init:
+            out[f"grad.{t}.{k}"] = grads[t][k].clone()
+
+    b1, b2, eps = 0.9, 0.999, 1e-6
+    w = {k: v.clone() for k, v in init.items()}; m = {k: torch.zeros_like(v) for k, v in w.items()}; v2 = {k: torch.zeros_like(x) for k, x in w.items()}
+    for t in range(steps):
+        for k in w:
+            g = grads[t][k]
+            m[k] = b1 * m[k] + (1 - b1) * g
+            v2[k] = b2 * v2[k] + (1 - b2) * g * g
+            w[k] = w[k] - lrs[t] * (m[k] / (v2[k].sqrt() + eps) + decay[k] * w[k])
+            out[f"adamw.{t}.{k}"] = w[k].clone()
+
+    w = {k: v.clone() for k, v in init.items()}; m = {k: torch.zeros_like(v) for k, v in w.items()}; v2 = {k: torch.zeros_like(x) for k, x in w.items()}
+    for t in range(steps):
+        for k in w:
+            g = grads[t][k]
+            m[k] = b1 * m[k] + (1 - b1) * g
+            v2[k] = b2 * v2[k] + (1 - b2) * g * g
+            u = (m[k] / (1 - b1 ** (t + 1))) / ((v2[k] / (1 - b2 ** (t + 1))).sqrt() + eps) + decay[k] * w[k]
+            ratio = 1.0
+            if decay[k] > 0 and w[k].norm() > 0 and u.norm() > 0:
+                ratio = (w[k].norm() / u.norm()).item()
+            w[k] = w[k] - lrs[t] * ratio * u
+            out[f"lamb.{t}.{k}"] = w[k].clone()
+
+    params = {k: torch.nn.Parameter(v.clone()) for k, v in init.items()}
+    sgd = torch.optim.SGD([{"params": [params["weight"]], "weight_decay": 0.01},
+                           {"params": [params["bias"]], "weight_decay": 0.0}], lr=lrs[0], momentum=0.9)
+    for t in range(steps):
+        for group in sgd.param_groups:
+            group["lr"] = lrs[t]
+        for k, p in params.items():
+            p.grad = grads[t][k].clone()
+        sgd.step()
+        for k, p in params.items():
+            out[f"sgd.{t}.{k}"] = p.detach().clone()
+    path = os.path.join(args.out, "optim_steps.safetensors")
+    save_file({k: v.contiguous() for k, v in out.items()}, path, metadata={"made_by": "tools/make_fixtures.py optim",
+                                                                          "torch": torch.__version__})
+    print(f"wrote {path}")
 
 
 # ---- tokenizer goldens ------------------------------------------------------------------
@@ -319,6 +384,9 @@ def main():
     p = sub.add_parser("bert")
     p.add_argument("--out", default=FIXTURES)
     p.set_defaults(run=make_bert)
+    p = sub.add_parser("optim")
+    p.add_argument("--out", default=FIXTURES)
+    p.set_defaults(run=make_optim)
     cache_default = os.path.join(os.path.expanduser("~"), ".cache", "ctdl-fixtures")
     p = sub.add_parser("tokenizer")
     p.add_argument("--vocab_dir", default=os.path.join(HERE, "..", "..", "shared", "data", "vocab"))

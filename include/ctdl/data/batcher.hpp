@@ -30,11 +30,13 @@
 
 namespace ctdl::data {
 
-/// One rank's batch. labels is [rows, 1] for span features and [rows, M] for token
-/// features (-1 = not scored); `rows` holds each example's row in the cache.
+/// One rank's batch: [rows, M] ids, masks and segment ids; labels has one id per row for
+/// span features and rows x M, row-major, for token features (-1 = not scored), as
+/// ops::cross_entropy takes them; `rows` holds each example's row in the cache.
 struct Batch {
   using Ids = Tensor<std::int32_t, Shape<dyn, dyn>>;
-  Ids input_ids, token_type_ids, attention_mask, labels;
+  Ids input_ids, token_type_ids, attention_mask;
+  Tensor<std::int32_t, Shape<dyn>> labels;
   std::vector<std::size_t> rows;
   index_t size() const { return static_cast<index_t>(rows.size()); }
 };
@@ -141,7 +143,7 @@ class Batcher {
     b.input_ids = Batch::Ids::uninitialized({rows, M});
     b.attention_mask = Batch::Ids::uninitialized({rows, M});
     b.token_type_ids = Batch::Ids::full({rows, M}, 0);
-    b.labels = Batch::Ids::uninitialized({rows, token ? M : 1});
+    b.labels = Tensor<std::int32_t, Shape<dyn>>::uninitialized({token ? rows * M : rows});
     b.rows.resize(static_cast<std::size_t>(rows));
     std::vector<std::int32_t>& record = record_buffer_;
     record.resize(cache_.header().record_bytes / 4);

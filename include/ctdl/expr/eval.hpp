@@ -11,6 +11,8 @@
 
 #include <algorithm>
 #include <array>
+#include <tuple>
+#include <utility>
 
 #include "ctdl/expr/expression.hpp"
 
@@ -110,6 +112,44 @@ void evaluate(const E& e, T* out, const std::array<index_t, R>& out_extents) {
 #pragma omp parallel num_threads(threads)
     {
       const auto [b, en] = block_range(total, omp_get_num_threads(), omp_get_thread_num());
+      run(b, en);
+    }
+  }
+}
+
+/// Evaluates several rank-1 expressions of n elements in one loop and assigns each to
+/// its destination (pairs dst, expr): at every element all expressions are read before
+/// any is stored, so an expression may read the destinations themselves. This is the
+/// fused multi-tensor update of the optimizers (Adam's m, v and w in one pass).
+/// The expressions must not broadcast (flat evaluation).
+template <class... T, class... E>
+void assign_together(index_t n, std::tuple<T*...> outs, const E&... es) {
+  static_assert(sizeof...(T) == sizeof...(E), "assign_together: one destination per expression");
+  static_assert(((E::rank == 1) && ...), "assign_together: rank-1 expressions only");
+  if (n == 0) return;
+  const std::array<index_t, 1> ext{n};
+  const auto evs = std::make_tuple(es.template make_eval<1>(ext)...);
+  const bool flat = std::apply([](const auto&... ev) { return (ev.flat_ok() && ...); }, evs);
+  const bool sized = ((es.extents()[0] == n) && ...);
+  if (!flat || !sized) throw ShapeError("assign_together: every expression must have exactly " + std::to_string(n) + " elements, unbroadcast");
+  auto run = [&](index_t begin, index_t end) {
+    const auto local = evs;
+    for (index_t i = begin; i < end; ++i) {
+      std::apply([&](const auto&... ev) {
+        const auto values = std::make_tuple(ev.at_flat(i)...);
+        [&]<std::size_t... K>(std::index_sequence<K...>) {
+          (store<StoreOp::assign>(std::get<K>(outs)[i], std::get<K>(values)), ...);
+        }(std::index_sequence_for<E...>{});
+      }, local);
+    }
+  };
+  const int threads = eval_threads(n);
+  if (threads == 1) {
+    run(0, n);
+  } else {
+#pragma omp parallel num_threads(threads)
+    {
+      const auto [b, en] = block_range(n, omp_get_num_threads(), omp_get_thread_num());
       run(b, en);
     }
   }

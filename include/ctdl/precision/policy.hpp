@@ -6,10 +6,15 @@
 //   Bf16Mixed  matmul inputs rounded to bf16, products accumulated and returned in fp32
 //              (as torch.autocast(bfloat16) does): oneDNN runs them on AVX512-BF16 or AMX
 //              where the CPU has it
+//   Fp16Mixed  matmul inputs rounded to fp16 (so activation gradients pass through fp16
+//              and can underflow or overflow), fp32 accumulation, plus dynamic loss
+//              scaling (precision/loss_scaler.hpp). On CPUs without fp16 matmuls the
+//              products are computed in fp32 from the fp16-rounded inputs, which gives the
+//              same numbers; it exists on CPU to train and test the loss-scaling path
+//              that GPUs use.
 // A model takes the policy as a template parameter (BertForSequenceClassification<float,
 // bert::Base, precision::Bf16Mixed>) and passes `gemm_t<T>` to the ops. The policy is a
-// type, never a global mode. (Fp16Mixed with dynamic loss scaling arrives with the
-// training issue.)
+// type, never a global mode. `loss_scaling` says whether the trainer scales the loss.
 
 #include <type_traits>
 
@@ -19,14 +24,23 @@ namespace ctdl::precision {
 
 struct Fp32 {
   static constexpr const char* name = "fp32";
+  static constexpr bool loss_scaling = false;
   template <class T>
   using gemm_t = T;
 };
 
 struct Bf16Mixed {
   static constexpr const char* name = "bf16";
+  static constexpr bool loss_scaling = false;
   template <class T>
   using gemm_t = std::conditional_t<std::is_same_v<T, float>, bf16, T>;
+};
+
+struct Fp16Mixed {
+  static constexpr const char* name = "fp16";
+  static constexpr bool loss_scaling = true;
+  template <class T>
+  using gemm_t = std::conditional_t<std::is_same_v<T, float>, fp16, T>;
 };
 
 }  // namespace ctdl::precision

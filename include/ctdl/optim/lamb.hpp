@@ -1,0 +1,82 @@
+#pragma once
+// LAMB as NVIDIA's BERT recipes use it (You et al. 2019, with bias correction):
+//   t = 1, 2, ...
+//   m = beta1 m + (1 - beta1) g,   v = beta2 v + (1 - beta2) g^2
+//   u = (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps) + wd w
+//   w = w - lr r u,   r = ||w|| / ||u|| when both are non-zero, else 1
+// Biases and LayerNorm parameters get neither weight decay nor the trust ratio (r = 1).
+// Two passes per tensor: m, v and the norms together, then w.
+
+#include <cmath>
+
+#include "ctdl/optim/optimizer.hpp"
+
+namespace ctdl::optim {
+
+class Lamb {
+ public:
+  struct Options {
+    double beta1 = 0.9;
+    double beta2 = 0.999;
+    double epsilon = 1e-6;
+    double weight_decay = 0.01;
+  };
+
+  Lamb() = default;
+  explicit Lamb(Options options) : options_(options) {}
+
+  const Options& options() const { return options_; }
+  std::int64_t steps() const { return steps_; }
+
+  template <nn::Module M>
+  void step(M& model, float lr, float grad_scale = 1.f) {
+    // Coefficients are formed in double and rounded once (1 - 0.999f in float is off by
+    // 1.3e-5 relative).
+    const auto b1 = static_cast<float>(options_.beta1), b2 = static_cast<float>(options_.beta2);
+    const auto a1 = static_cast<float>(1 - options_.beta1), a2 = static_cast<float>(1 - options_.beta2);
+    const auto eps = static_cast<float>(options_.epsilon), decay = static_cast<float>(options_.weight_decay);
+    const auto t = static_cast<double>(steps_ + 1);
+    const auto c1 = static_cast<float>(1 / (1 - std::pow(options_.beta1, t)));
+    const auto c2 = static_cast<float>(1 / (1 - std::pow(options_.beta2, t)));
+    for_each_trained(model, [&](std::size_t k, const std::string&, auto& p) {
+      auto w = flat(p.value());
+      const auto g = lazy(flat(p.grad())) * grad_scale;
+      auto& m = m_.at(k, w.size());
+      auto& v = v_.at(k, w.size());
+      const bool adapt = p.weight_decay();  // decayed parameters also get the trust ratio
+      const float wd = adapt ? decay : 0.f;
+      // pass 1: the moments
+      expr::assign_together(w.size(), std::tuple{m.data(), v.data()}, lazy(m) * b1 + g * a1,
+                            lazy(v) * b2 + square(g) * a2);
+      const auto u = (lazy(m) * c1) / (sqrt(lazy(v) * c2) + eps) + lazy(w) * wd;
+      float ratio = 1.f;
+      if (adapt) {
+        const double w_norm = std::sqrt(sum_squares(lazy(w), w.size()));
+        const double u_norm = std::sqrt(sum_squares(u, w.size()));
+        if (w_norm > 0 && u_norm > 0) ratio = static_cast<float>(w_norm / u_norm);
+      }
+      // pass 2: the weights
+      expr::assign_together(w.size(), std::tuple{w.data()}, lazy(w) - u * (lr * ratio));
+    });
+    ++steps_;
+  }
+
+ private:
+  template <class E>
+  static double sum_squares(const E& e, index_t n) {
+    const auto ev = e.template make_eval<1>(std::array<index_t, 1>{n});
+    double s = 0;
+#pragma omp parallel for reduction(+ : s) schedule(static) if (n > (1 << 16))
+    for (index_t i = 0; i < n; ++i) {
+      const double x = ev.at_flat(i);
+      s += x * x;
+    }
+    return s;
+  }
+
+  Options options_;
+  SlotSet m_, v_;
+  std::int64_t steps_ = 0;
+};
+
+}  // namespace ctdl::optim
