@@ -114,8 +114,13 @@ void scale_c(TC* c, const MatmulDims& d, float beta) {
     }
 }
 
-/// Elements spanned by `batch` matrices of `size` elements `stride` apart.
-inline index_t span(index_t batch, index_t stride, index_t size) { return stride == 0 ? size : (batch - 1) * stride + size; }
+/// Elements spanned by `batch` matrices of rows x cols, rows `ld` apart, matrices
+/// `stride` apart: up to the last element of the last row (a strided view may end right
+/// there, so reading or writing a full last row of `ld` would leave the buffer).
+inline index_t span(index_t batch, index_t stride, index_t rows, index_t cols, index_t ld) {
+  const index_t one = rows == 0 || cols == 0 ? 0 : (rows - 1) * ld + cols;
+  return stride == 0 ? one : (batch - 1) * stride + one;
+}
 
 template <class T>
 std::vector<float> to_float(const T* p, index_t n) {
@@ -221,16 +226,22 @@ void matmul_dnnl(const TA* a, const TA* b, TC* c, const MatmulDims& d, float bet
 
 template <class TA, class TC>
 void matmul_through_float(const TA* a, const TA* b, TC* c, const MatmulDims& d, float beta) {
-  const auto af = to_float(a, span(d.batch, d.stride_a, (d.trans_a ? d.k : d.m) * d.lda));
-  const auto bf = to_float(b, span(d.batch, d.stride_b, (d.trans_b ? d.n : d.k) * d.ldb));
-  auto cf = to_float(c, span(d.batch, d.stride_c, d.m * d.ldc));
+  const auto af = to_float(a, span(d.batch, d.stride_a, d.trans_a ? d.k : d.m, d.trans_a ? d.m : d.k, d.lda));
+  const auto bf = to_float(b, span(d.batch, d.stride_b, d.trans_b ? d.n : d.k, d.trans_b ? d.k : d.n, d.ldb));
+  auto cf = to_float(c, span(d.batch, d.stride_c, d.m, d.n, d.ldc));
   // The float kernel directly (not matmul(), which would log this problem twice).
 #if defined(CTDL_WITH_ONEDNN)
   matmul_dnnl(af.data(), bf.data(), cf.data(), d, beta);
 #else
   matmul_eigen(af.data(), bf.data(), cf.data(), d, beta);
 #endif
-  for (std::size_t i = 0; i < cf.size(); ++i) c[i] = convert<TC>(cf[i]);
+  // Only C's own elements go back: between its rows may lie other matrices' elements
+  // (per-head views), which other threads may be writing.
+  for (index_t bb = 0; bb < d.batch; ++bb)
+    for (index_t i = 0; i < d.m; ++i) {
+      const index_t row = bb * d.stride_c + i * d.ldc;
+      for (index_t j = 0; j < d.n; ++j) c[row + j] = convert<TC>(cf[static_cast<std::size_t>(row + j)]);
+    }
 }
 
 }  // namespace detail

@@ -1,0 +1,157 @@
+#pragma once
+// Training and inference steps of a sequence (span) classifier, shared by the programs.
+//
+//   ClassifierTrainer  backward(batch): forward with dropout, cross-entropy, backward
+//                      (the loss multiplied by the loss scale under Fp16Mixed); gradients
+//                      accumulate until apply(optimizer, lr), which checks them (a
+//                      non-finite gradient skips the step under loss scaling and is an
+//                      error otherwise), removes the loss scale, averages over the
+//                      accumulated micro-batches, clips to the global norm and updates.
+//   predict            forward without dropout over a feature cache in file order:
+//                      class probabilities, predictions, mean loss, time per batch.
+
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "ctdl/autograd/tape.hpp"
+#include "ctdl/data/batcher.hpp"
+#include "ctdl/models/bert/model.hpp"
+#include "ctdl/ops/cross_entropy.hpp"
+#include "ctdl/optim/optimizer.hpp"
+#include "ctdl/precision/loss_scaler.hpp"
+#include "ctdl/precision/policy.hpp"
+
+namespace ctdl::train {
+
+/// The model's view of a data batch (copies of the id tensors).
+inline bert::Batch to_model_batch(const data::Batch& b) {
+  return {b.input_ids, b.token_type_ids, b.attention_mask};
+}
+
+struct StepOutcome {
+  bool applied = true;
+  double grad_norm = 0;   // after unscaling and averaging, before clipping
+  double loss_scale = 1;  // the scale this step's gradients carried
+};
+
+template <class Model, class Policy>
+class ClassifierTrainer {
+ public:
+  struct Options {
+    double max_grad_norm = 1.0;  ///< <= 0: no clipping
+    std::uint64_t seed = 0;      ///< dropout stream
+    std::uint32_t rank = 0;
+  };
+
+  ClassifierTrainer(Model& model, Options options) : model_(model), options_(options) {}
+
+  precision::LossScaler& scaler() { return scaler_; }
+  double loss_scale() const { return Policy::loss_scaling ? scaler_.scale() : 1.0; }
+
+  /// One micro-batch: forward with dropout, loss, backward. Returns the batch's mean loss.
+  double backward(const data::Batch& batch) {
+    Tape tape;
+    nn::Context ctx{tape, true, options_.seed, dropout_step_++, options_.rank};
+    const auto logits = model_.forward(ctx, to_model_batch(batch));
+    auto loss = ops::cross_entropy(tape, logits, batch.labels);
+    const double value = loss.value().data()[0];
+    if constexpr (Policy::loss_scaling) {
+      tape.backward(loss, Tensor<float, Shape<>>::full({}, static_cast<float>(scaler_.scale())));
+    } else {
+      tape.backward(loss);
+    }
+    ++micro_batches_;
+    return value;
+  }
+
+  /// Applies the gradients of the micro-batches since the last apply, then clears them.
+  template <class Opt>
+  StepOutcome apply(Opt& optimizer, float lr) {
+    StepOutcome out;
+    out.loss_scale = loss_scale();
+    const bool finite = optim::all_grads_finite(model_);
+    if constexpr (Policy::loss_scaling) {
+      if (!scaler_.update(finite)) {
+        optim::zero_grad(model_);
+        micro_batches_ = 0;
+        out.applied = false;
+        return out;
+      }
+    } else if (!finite) {
+      throw Error("a gradient is inf or nan (the training diverged); lower --learning_rate, or use "
+                  "--precision=fp32 to check");
+    }
+    const auto unscale = static_cast<float>(1.0 / (out.loss_scale * static_cast<double>(std::max(1, micro_batches_))));
+    out.grad_norm = optim::global_grad_norm(model_, unscale);
+    const float clip = optim::clip_factor(out.grad_norm, options_.max_grad_norm);
+    optimizer.step(model_, lr, unscale * clip);
+    optim::zero_grad(model_);
+    micro_batches_ = 0;
+    return out;
+  }
+
+ private:
+  Model& model_;
+  Options options_;
+  precision::LossScaler scaler_;
+  std::uint64_t dropout_step_ = 0;
+  int micro_batches_ = 0;
+};
+
+struct Predictions {
+  index_t num_labels = 0;
+  std::vector<float> probabilities;     // rows x num_labels, in cache row order
+  std::vector<std::int32_t> predicted;  // argmax per row
+  std::vector<std::int32_t> truth;      // the cache's label per row
+  double mean_loss = 0;
+  std::vector<double> batch_ms;         // wall time of each batch's forward
+};
+
+/// Runs the classifier over every row of `cache`, in file order, without dropout.
+template <class Model>
+Predictions predict(const Model& model, const data::FeatureCache& cache, index_t batch_size, index_t num_labels) {
+  Predictions p;
+  p.num_labels = num_labels;
+  const std::size_t n = cache.rows();
+  p.probabilities.resize(n * static_cast<std::size_t>(num_labels));
+  p.predicted.resize(n);
+  p.truth.resize(n);
+  data::Batcher batcher(cache, {.batch_size = batch_size, .shuffle = false, .drop_remainder = false});
+  batcher.start_epoch(0);
+  data::Batch batch;
+  double loss_sum = 0;
+  while (batcher.next(batch)) {
+    if (batch.size() == 0) continue;
+    const auto t0 = std::chrono::steady_clock::now();
+    Tape tape;
+    NoGrad no_grad(tape);
+    nn::Context ctx{tape, false};
+    const auto logits = model.forward(ctx, to_model_batch(batch));
+    p.batch_ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    const float* l = logits.value().data();
+    for (index_t i = 0; i < batch.size(); ++i) {
+      const std::size_t row = batch.rows[static_cast<std::size_t>(i)];
+      const float* li = l + i * num_labels;
+      double mx = li[0];
+      for (index_t k = 1; k < num_labels; ++k) mx = std::max(mx, static_cast<double>(li[k]));
+      double z = 0;
+      for (index_t k = 0; k < num_labels; ++k) z += std::exp(li[k] - mx);
+      std::int32_t best = 0;
+      for (index_t k = 0; k < num_labels; ++k) {
+        p.probabilities[row * static_cast<std::size_t>(num_labels) + static_cast<std::size_t>(k)] =
+            static_cast<float>(std::exp(li[k] - mx) / z);
+        if (li[k] > li[best]) best = static_cast<std::int32_t>(k);
+      }
+      p.predicted[row] = best;
+      const std::int32_t y = batch.labels.data()[i];
+      p.truth[row] = y;
+      loss_sum += -(li[y] - mx - std::log(z));
+    }
+  }
+  p.mean_loss = n ? loss_sum / static_cast<double>(n) : 0;
+  return p;
+}
+
+}  // namespace ctdl::train

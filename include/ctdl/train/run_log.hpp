@@ -1,0 +1,213 @@
+#pragma once
+// What a training run tells the person watching it.
+//
+//   ProgressLog   a line (or, on a terminal, a redrawn progress bar on stderr) every N
+//                 steps: step, epoch, loss, learning rate, sentences/s, ETA
+//   RunLog        metrics.jsonl (one JSON record per logging step and per evaluation)
+//                 and training_curves.svg (loss, learning rate and evaluation metrics
+//                 against the step), rewritten as the run goes so it can be opened any time
+//   percentile    latency percentiles as numpy's default (linear interpolation)
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "ctdl/core/error.hpp"
+
+namespace ctdl::train {
+
+/// The q-th percentile (0..100) of `v`, linearly interpolated (numpy.percentile's default).
+inline double percentile(std::vector<double> v, double q) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const double pos = q / 100 * static_cast<double>(v.size() - 1);
+  const auto lo = static_cast<std::size_t>(std::floor(pos));
+  const auto hi = std::min(lo + 1, v.size() - 1);
+  return v[lo] + (v[hi] - v[lo]) * (pos - static_cast<double>(lo));
+}
+
+inline std::string format_duration(double seconds) {
+  char buf[32];
+  const auto s = static_cast<long long>(seconds + 0.5);
+  if (s >= 3600) std::snprintf(buf, sizeof buf, "%lldh%02lldm", s / 3600, s / 60 % 60);
+  else if (s >= 60) std::snprintf(buf, sizeof buf, "%lldm%02llds", s / 60, s % 60);
+  else std::snprintf(buf, sizeof buf, "%.1fs", seconds);
+  return buf;
+}
+
+class ProgressLog {
+ public:
+  ProgressLog(std::int64_t total_steps, std::int64_t every, std::int64_t batch_rows)
+      : total_(total_steps), every_(std::max<std::int64_t>(1, every)), rows_(batch_rows),
+        terminal_(::isatty(STDERR_FILENO) != 0), start_(Clock::now()), last_(start_) {}
+
+  /// Reports step `step` (1-based) if it is a logging step or the last; returns the
+  /// record it logged (empty when it did not log).
+  nlohmann::json step(std::int64_t step, double epoch, double loss, double lr, double loss_scale = 0) {
+    loss_sum_ += loss;
+    ++loss_count_;
+    if (step % every_ != 0 && step != total_) {
+      if (terminal_) bar(step, epoch, loss, lr);
+      return {};
+    }
+    const auto now = Clock::now();
+    const double interval = std::chrono::duration<double>(now - last_).count();
+    const double elapsed = std::chrono::duration<double>(now - start_).count();
+    const double sps = interval > 0 ? static_cast<double>((step - last_step_) * rows_) / interval : 0;
+    const double eta = step > 0 ? elapsed / static_cast<double>(step) * static_cast<double>(total_ - step) : 0;
+    const double mean_loss = loss_sum_ / static_cast<double>(loss_count_);
+    nlohmann::json rec = {{"type", "train"}, {"step", step}, {"epoch", epoch}, {"loss", mean_loss},
+                          {"learning_rate", lr}, {"sentences_per_s", sps}, {"elapsed_s", elapsed}};
+    if (loss_scale > 0) rec["loss_scale"] = loss_scale;
+    char line[256];
+    std::snprintf(line, sizeof line, "step %lld/%lld  epoch %.2f  loss %.4f  lr %.3g  %.1f sentences/s  ETA %s%s",
+                  static_cast<long long>(step), static_cast<long long>(total_), epoch, mean_loss, lr, sps,
+                  format_duration(eta).c_str(), loss_scale > 0 ? ("  loss scale " + fmt(loss_scale)).c_str() : "");
+    if (terminal_) std::fprintf(stderr, "\r\033[K");
+    std::fprintf(stderr, "%s\n", line);
+    last_ = now;
+    last_step_ = step;
+    loss_sum_ = 0;
+    loss_count_ = 0;
+    return rec;
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  static std::string fmt(double v) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%g", v);
+    return b;
+  }
+  void bar(std::int64_t step, double epoch, double loss, double lr) const {
+    constexpr int width = 30;
+    const int filled = static_cast<int>(width * step / std::max<std::int64_t>(1, total_));
+    std::fprintf(stderr, "\r\033[K[%s%s] %lld/%lld epoch %.2f loss %.4f lr %.3g", std::string(filled, '#').c_str(),
+                 std::string(width - filled, '.').c_str(), static_cast<long long>(step),
+                 static_cast<long long>(total_), epoch, loss, lr);
+    std::fflush(stderr);
+  }
+
+  std::int64_t total_, every_, rows_;
+  bool terminal_;
+  Clock::time_point start_, last_;
+  std::int64_t last_step_ = 0, loss_count_ = 0;
+  double loss_sum_ = 0;
+};
+
+class RunLog {
+ public:
+  explicit RunLog(std::string output_dir, bool append = false) : dir_(std::move(output_dir)) {
+    jsonl_.open(dir_ + "/metrics.jsonl", append ? std::ios::app : std::ios::trunc);
+    if (!jsonl_) throw Error(dir_ + "/metrics.jsonl: cannot write");
+  }
+
+  void record(const nlohmann::json& rec) {
+    if (rec.is_null() || rec.empty()) return;
+    jsonl_ << rec.dump() << '\n';
+    jsonl_.flush();
+    records_.push_back(rec);
+    write_svg();
+  }
+
+ private:
+  struct Series {
+    std::string name;
+    std::vector<std::pair<double, double>> points;
+  };
+
+  void write_svg() const {
+    std::vector<Series> panels[3];  // loss, learning rate, eval metrics
+    Series loss{"train loss", {}}, lr{"learning rate", {}};
+    std::map<std::string, Series> eval;
+    for (const auto& r : records_) {
+      const double step = r.value("step", 0.0);
+      if (r.value("type", "") == "train") {
+        loss.points.emplace_back(step, r.value("loss", 0.0));
+        lr.points.emplace_back(step, r.value("learning_rate", 0.0));
+      } else if (r.value("type", "") == "eval") {
+        for (const std::string k : {"eval_accuracy", "f1-macro", "eval_loss"})
+          if (r.contains(k)) {
+            eval[k].name = k;
+            eval[k].points.emplace_back(step, r[k].get<double>());
+          }
+      }
+    }
+    panels[0] = {loss};
+    if (eval.count("eval_loss")) panels[0].push_back(eval["eval_loss"]);
+    panels[1] = {lr};
+    for (const std::string k : {"eval_accuracy", "f1-macro"})
+      if (eval.count(k)) panels[2].push_back(eval[k]);
+    const char* titles[3] = {"loss", "learning rate", "evaluation"};
+    const char* colours[3] = {"#1f77b4", "#d62728", "#2ca02c"};
+    const int W = 900, H = 260, left = 70, right = 20, top = 30, bottom = 30;
+    std::string svg = "<svg xmlns='http://www.w3.org/2000/svg' width='" + std::to_string(W) + "' height='" +
+                      std::to_string(3 * H) + "' font-family='sans-serif' font-size='12'>\n"
+                      "<rect width='100%' height='100%' fill='white'/>\n";
+    for (int p = 0; p < 3; ++p) {
+      const int y0 = p * H;
+      double xmin = 1e300, xmax = -1e300, ymin = 1e300, ymax = -1e300;
+      for (const auto& s : panels[p])
+        for (auto [x, y] : s.points) {
+          xmin = std::min(xmin, x), xmax = std::max(xmax, x), ymin = std::min(ymin, y), ymax = std::max(ymax, y);
+        }
+      svg += "<text x='" + std::to_string(left) + "' y='" + std::to_string(y0 + 18) + "' font-weight='bold'>" +
+             titles[p] + "</text>\n";
+      svg += "<rect x='" + std::to_string(left) + "' y='" + std::to_string(y0 + top) + "' width='" +
+             std::to_string(W - left - right) + "' height='" + std::to_string(H - top - bottom) +
+             "' fill='none' stroke='#999'/>\n";
+      if (xmin > xmax) continue;
+      if (xmax == xmin) xmax = xmin + 1;
+      if (ymax == ymin) ymax = ymin + (ymin == 0 ? 1 : std::abs(ymin) * 0.1);
+      const auto X = [&](double x) { return left + (x - xmin) / (xmax - xmin) * (W - left - right); };
+      const auto Y = [&](double y) { return y0 + top + (ymax - y) / (ymax - ymin) * (H - top - bottom); };
+      char buf[160];
+      std::snprintf(buf, sizeof buf, "<text x='4' y='%.1f'>%.4g</text><text x='4' y='%.1f'>%.4g</text>\n", Y(ymax) + 4,
+                    ymax, Y(ymin), ymin);
+      svg += buf;
+      std::snprintf(buf, sizeof buf, "<text x='%d' y='%d'>step %.0f</text><text x='%d' y='%d' text-anchor='end'>%.0f</text>\n",
+                    left, y0 + H - 10, xmin, W - right, y0 + H - 10, xmax);
+      svg += buf;
+      int k = 0;
+      for (const auto& s : panels[p]) {
+        const char* colour = colours[(p + k) % 3];
+        svg += "<polyline fill='none' stroke='" + std::string(colour) + "' stroke-width='1.5' points='";
+        for (auto [x, y] : s.points) {
+          std::snprintf(buf, sizeof buf, "%.1f,%.1f ", X(x), Y(y));
+          svg += buf;
+        }
+        svg += "'/>\n";
+        if (s.points.size() < 30)
+          for (auto [x, y] : s.points) {
+            std::snprintf(buf, sizeof buf, "<circle cx='%.1f' cy='%.1f' r='2.5' fill='%s'/>\n", X(x), Y(y), colour);
+            svg += buf;
+          }
+        std::snprintf(buf, sizeof buf, "<text x='%d' y='%d' fill='%s'>%s</text>\n", W - right - 160, y0 + 18 + 14 * k,
+                      colour, s.name.c_str());
+        svg += buf;
+        ++k;
+      }
+    }
+    svg += "</svg>\n";
+    const std::string path = dir_ + "/training_curves.svg", tmp = path + ".tmp";
+    {
+      std::ofstream out(tmp);
+      out << svg;
+    }
+    std::rename(tmp.c_str(), path.c_str());
+  }
+
+  std::string dir_;
+  std::ofstream jsonl_;
+  std::vector<nlohmann::json> records_;
+};
+
+}  // namespace ctdl::train
