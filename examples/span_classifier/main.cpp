@@ -1,0 +1,174 @@
+// ner_span_classifier: fine-tunes and applies a BERT span classifier, flag-compatible with
+// the original run_ner_consensus.py (TensorFlow 1.15 + Horovod).
+//
+//   build/bin/ner_span_classifier --do_prepare --do_train --do_eval --do_predict
+//       --task_name=consensus --vocab_file=vocab.txt --bert_config_file=bert_config.json
+//       --init_checkpoint=model.safetensors --data_dir=data --labels_dir=labels
+//       --output_dir=out --max_seq_length=128 --train_batch_size=32 --learning_rate=2e-5
+//       --num_train_epochs=3 --cased=true
+//
+// docs/span_classifier.md describes every flag, the inputs and the outputs.
+
+#include <omp.h>
+
+#include <cstdio>
+#include <filesystem>
+
+#include "span_classifier.hpp"
+
+#include <ctdl/precision/policy.hpp>
+#include <ctdl/train/flags.hpp>
+
+namespace span_classifier {
+#define SPAN_CLASSIFIER_EXTERN(F)                                          \
+  extern template int run<F, ctdl::precision::Fp32>(const Setup&);      \
+  extern template int run<F, ctdl::precision::Bf16Mixed>(const Setup&); \
+  extern template int run<F, ctdl::precision::Fp16Mixed>(const Setup&);
+SPAN_CLASSIFIER_EXTERN(ctdl::bert::Tiny)
+SPAN_CLASSIFIER_EXTERN(ctdl::bert::Mini)
+SPAN_CLASSIFIER_EXTERN(ctdl::bert::MiniLM)
+SPAN_CLASSIFIER_EXTERN(ctdl::bert::Small)
+SPAN_CLASSIFIER_EXTERN(ctdl::bert::Base)
+SPAN_CLASSIFIER_EXTERN(ctdl::bert::Large)
+}  // namespace span_classifier
+
+using namespace span_classifier;
+using namespace ctdl;
+namespace fs = std::filesystem;
+
+namespace {
+
+Args parse(int argc, char** argv, bool& help) {
+  Args a;
+  train::Flags f("ner_span_classifier");
+  f.add("do_prepare", &a.do_prepare, "build the feature caches of every split present in --data_dir")
+      .add("do_train", &a.do_train, "fine-tune on <data_dir>/train.tsv")
+      .add("do_eval", &a.do_eval, "evaluate on <data_dir>/dev.tsv -> eval_results.txt")
+      .add("do_predict", &a.do_predict, "predict <data_dir>/test.tsv -> test_results.tsv, test_output_labels.txt")
+      .add("task_name", &a.task_name, "the task (consensus: span classification)")
+      .add("replace_span", &a.replace_span, "a vocabulary token that replaces every span (e.g. [unused1]); empty: keep the spans")
+      .add("init_checkpoint", &a.init_checkpoint, "model.safetensors, or a directory holding one (e.g. an earlier --output_dir); empty: random initialisation")
+      .add("vocab_file", &a.vocab_file, "vocab.txt of the model")
+      .add("bert_config_file", &a.bert_config_file, "bert_config.json of the model")
+      .add("data_dir", &a.data_dir, "holds train.tsv, dev.tsv, test.tsv (whichever the modes need)")
+      .add("output_dir", &a.output_dir, "feature caches, checkpoints, results and logs go here")
+      .add("labels_dir", &a.labels_dir, "holds labels.txt")
+      .add("train_batch_size", &a.train_batch_size, "rows per training step (per micro-batch with accumulation)")
+      .add("eval_batch_size", &a.eval_batch_size, "rows per evaluation batch")
+      .add("predict_batch_size", &a.predict_batch_size, "rows per prediction batch")
+      .add("max_seq_length", &a.max_seq_length, "tokens per row, M (docs/data.md)")
+      .add("learning_rate", &a.learning_rate, "peak learning rate of AdamW")
+      .add("num_train_epochs", &a.num_train_epochs, "epochs (may be fractional)")
+      .add("warmup_proportion", &a.warmup_proportion, "share of the steps with linear warmup")
+      .add("save_checkpoints_steps", &a.save_checkpoints_steps, "also write <output_dir>/checkpoint-<step>/ every N steps (0: only at the end)")
+      .add("gradient_accumulation_steps", &a.gradient_accumulation_steps, "micro-batches per optimizer step")
+      .add("max_grad_norm", &a.max_grad_norm, "clip gradients to this global norm (0: no clipping)")
+      .add("log_every", &a.log_every, "log a line every N steps")
+      .add("cased", &a.cased, "true for cased vocabularies (BioBERT); false lower-cases and strips accents")
+      .add("use_fp16", &a.use_fp16, "mixed precision: bf16 on CPU (fp16 on GPU)")
+      .add("precision", &a.precision, "fp32, bf16 or fp16 (overrides --use_fp16; fp16 uses dynamic loss scaling)")
+      .add("use_xla", &a.use_xla, "accepted for compatibility; has no effect")
+      .add("distributed", &a.distributed, "data-parallel training over MPI ranks")
+      .add("phantom_class", &a.phantom_class, "which classifier row of a checkpoint with one class too many is dropped: first or last")
+      .add("seed", &a.seed, "initialisation, shuffling and dropout")
+      .add("num_threads", &a.num_threads, "threads (0: all cores)")
+      .add("shuffle", &a.shuffle, "shuffle the training rows each epoch (false: file order)")
+      .add("dump_features", &a.dump_features, "with --do_prepare, also write <output_dir>/<split>_features.jsonl")
+      .add("resume", &a.resume, "continue an interrupted training run from its last checkpoint")
+      .add("skip_bad_rows", &a.skip_bad_rows, "skip (and count) malformed rows instead of stopping");
+  f.alias("horovod", "distributed");
+  help = !f.parse(argc, argv);
+  if (help) std::printf("%s", f.help().c_str());
+  return a;
+}
+
+void require_file(const std::string& path, const std::string& what) {
+  if (path.empty()) throw Error("--" + what + " is required");
+  if (!fs::is_regular_file(path)) throw Error(path + ": no such file (--" + what + ")");
+}
+
+/// Reads and checks every input; any problem stops here, before work starts.
+Setup check(const Args& a, text::FullTokenizer*& tok, data::LabelSet*& labels) {
+  if (!(a.do_prepare || a.do_train || a.do_eval || a.do_predict))
+    throw Error("nothing to do: give at least one of --do_prepare, --do_train, --do_eval, --do_predict");
+  if (a.task_name != "consensus") throw Error("--task_name=" + a.task_name + ": this program does the consensus task");
+  if (a.distributed)
+    throw Error("--distributed/--horovod: data-parallel training is not built yet (it comes with the distributed "
+                "issue); run on one process");
+  if (a.resume) throw Error("--resume: exact resume is not built yet (it comes with the checkpoint issue)");
+  if (a.phantom_class != "first" && a.phantom_class != "last") throw Error("--phantom_class must be first or last");
+  for (auto [v, name] : {std::pair{a.train_batch_size, "train_batch_size"}, {a.eval_batch_size, "eval_batch_size"},
+                         {a.predict_batch_size, "predict_batch_size"}, {a.gradient_accumulation_steps, "gradient_accumulation_steps"},
+                         {a.log_every, "log_every"}})
+    if (v < 1) throw Error(std::string("--") + name + " must be at least 1");
+  if (a.max_seq_length < 3) throw Error("--max_seq_length must be at least 3");
+  require_file(a.vocab_file, "vocab_file");
+  require_file(a.bert_config_file, "bert_config_file");
+  if (a.labels_dir.empty()) throw Error("--labels_dir is required (the directory of labels.txt)");
+  require_file(a.labels_dir + "/labels.txt", "labels_dir");
+  if (a.data_dir.empty() || !fs::is_directory(a.data_dir)) throw Error("--data_dir: '" + a.data_dir + "' is not a directory");
+  if (a.output_dir.empty()) throw Error("--output_dir is required");
+  for (auto [mode, split] : {std::pair{a.do_train, "train"}, {a.do_eval, "dev"}, {a.do_predict, "test"}})
+    if (mode && !fs::is_regular_file(a.data_dir + "/" + split + ".tsv"))
+      throw Error(a.data_dir + "/" + split + ".tsv: no such file (needed by --do_" +
+                  (std::string(split) == "dev" ? "eval" : std::string(split) == "test" ? "predict" : "train") + ")");
+
+  Setup s;
+  s.args = a;
+  if (s.args.precision.empty()) s.args.precision = a.use_fp16 ? "bf16" : "fp32";
+  if (s.args.precision != "fp32" && s.args.precision != "bf16" && s.args.precision != "fp16")
+    throw Error("--precision must be fp32, bf16 or fp16");
+  s.config = bert::BertConfig::from_file(a.bert_config_file);
+  if (a.max_seq_length > s.config.max_position_embeddings)
+    throw Error("--max_seq_length " + std::to_string(a.max_seq_length) + " is above max_position_embeddings " +
+                std::to_string(s.config.max_position_embeddings) + " of " + a.bert_config_file);
+  tok = new text::FullTokenizer(text::Vocab::from_file(a.vocab_file), {.lower_case = !a.cased});
+  if (static_cast<index_t>(tok->vocab().size()) != s.config.vocab_size)
+    throw Error(a.vocab_file + " has " + std::to_string(tok->vocab().size()) + " tokens but " + a.bert_config_file +
+                " says vocab_size " + std::to_string(s.config.vocab_size) + ": they are not the same model's");
+  if (!a.replace_span.empty()) tok->vocab().require(a.replace_span, "--replace_span token");
+  labels = new data::LabelSet(data::LabelSet::from_file(a.labels_dir + "/labels.txt"));
+  s.tokenizer = tok;
+  s.labels = labels;
+  if (!a.init_checkpoint.empty()) {
+    std::string ckpt = a.init_checkpoint;
+    if (fs::is_directory(ckpt)) ckpt += "/model.safetensors";
+    if (!fs::is_regular_file(ckpt)) {
+      if (fs::exists(a.init_checkpoint + ".index"))
+        throw Error(a.init_checkpoint + " is a TensorFlow checkpoint; reading those comes with the checkpoint issue. "
+                    "Convert it to safetensors first (transformers: BertForSequenceClassification.from_pretrained(..., from_tf=True).save_pretrained(dir))");
+      throw Error(ckpt + ": no such file (--init_checkpoint)");
+    }
+    s.checkpoint_file = ckpt;
+  }
+  fs::create_directories(a.output_dir);
+  if (a.use_xla) std::fprintf(stderr, "--use_xla has no effect in ctdl (the kernels are compiled ahead of time)\n");
+  return s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    bool help = false;
+    const Args a = parse(argc, argv, help);
+    if (help) return 0;
+    if (a.num_threads > 0) omp_set_num_threads(static_cast<int>(a.num_threads));
+    text::FullTokenizer* tok = nullptr;
+    data::LabelSet* labels = nullptr;
+    const Setup s = check(a, tok, labels);
+    std::unique_ptr<text::FullTokenizer> own_tok(tok);
+    std::unique_ptr<data::LabelSet> own_labels(labels);
+    return bert::dispatch(s.config, [&]<class F>() {
+      if (s.args.precision == "bf16") return run<F, precision::Bf16Mixed>(s);
+      if (s.args.precision == "fp16") return run<F, precision::Fp16Mixed>(s);
+      return run<F, precision::Fp32>(s);
+    });
+  } catch (const train::FlagError& e) {
+    std::fprintf(stderr, "ner_span_classifier: %s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "ner_span_classifier: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,306 @@
+#pragma once
+// The work of ner_span_classifier for one BERT family F and precision policy P.
+
+#include <omp.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include <ctdl/data/batcher.hpp>
+#include <ctdl/io/parameters.hpp>
+#include <ctdl/io/safetensors_writer.hpp>
+#include <ctdl/metrics/classification.hpp>
+#include <ctdl/optim/adamw.hpp>
+#include <ctdl/optim/schedule.hpp>
+#include <ctdl/train/classifier.hpp>
+#include <ctdl/train/run_log.hpp>
+
+#include "span_classifier.hpp"
+
+namespace span_classifier {
+
+namespace fs = std::filesystem;
+using namespace ctdl;
+
+inline void say(const std::string& s) { std::fprintf(stderr, "%s\n", s.c_str()); }
+
+inline std::string fmt(const char* f, double v) {
+  char b[64];
+  std::snprintf(b, sizeof b, f, v);
+  return b;
+}
+
+/// The feature cache of one split, prepared if needed (logging what happened).
+inline std::unique_ptr<data::FeatureCache> split_cache(const Setup& s, const std::string& split) {
+  const auto& a = s.args;
+  const std::string tsv = a.data_dir + "/" + split + ".tsv";
+  const std::string cache = a.output_dir + "/" + split + ".features";
+  const data::SpanFeatureBuilder builder(
+      *s.tokenizer, {.max_seq_length = a.max_seq_length,
+                     .replace_span = a.replace_span.empty() ? std::nullopt : std::optional(a.replace_span)});
+  const bool terminal = ::isatty(STDERR_FILENO);
+  const auto report = data::prepare_span_cache(
+      tsv, cache, *s.labels, builder, *s.tokenizer, a.skip_bad_rows, [&](std::size_t rows, std::size_t pos, std::size_t total) {
+        if (terminal)
+          std::fprintf(stderr, "\r\033[Kpreparing %s: %zu rows, %.0f%%", split.c_str(), rows,
+                       100.0 * static_cast<double>(pos) / static_cast<double>(std::max<std::size_t>(1, total)));
+      });
+  if (terminal && report.rebuilt) std::fprintf(stderr, "\r\033[K");
+  if (report.rebuilt)
+    say("prepared " + split + ": " + std::to_string(report.rows) + " rows in " + fmt("%.1f s", report.seconds) + " (" +
+        fmt("%.0f rows/s", static_cast<double>(report.rows) / std::max(1e-9, report.seconds)) + ", " +
+        std::to_string(omp_get_max_threads()) + " threads) -> " + cache + " (" + report.reason + ")");
+  else
+    say("using the feature cache " + cache + ": " + std::to_string(report.rows) + " rows");
+  if (report.skipped) {
+    say("skipped " + std::to_string(report.skipped) + " bad rows of " + tsv + " (--skip_bad_rows); the first:");
+    for (const auto& m : report.skipped_messages) say("  " + m);
+  }
+  auto fc = std::make_unique<data::FeatureCache>(cache);
+  if (fc->rows() == 0) throw Error(tsv + ": no rows");
+  return fc;
+}
+
+inline void dump_features(const data::FeatureCache& cache, const std::string& path) {
+  std::ofstream out(path);
+  const index_t M = cache.max_seq_length();
+  for (std::size_t r = 0; r < cache.rows(); ++r) {
+    const std::int32_t* ids = cache.input_ids(r);
+    nlohmann::json j;
+    std::vector<std::int32_t> v(ids, ids + M), mask(static_cast<std::size_t>(M)), seg(static_cast<std::size_t>(M), 0);
+    for (index_t k = 0; k < M; ++k) mask[static_cast<std::size_t>(k)] = ids[k] != cache.header().pad_id;
+    j["input_ids"] = v;
+    j["input_mask"] = mask;
+    j["segment_ids"] = seg;
+    j["label_id"] = cache.label_id(r);
+    out << j.dump() << '\n';
+  }
+  say("wrote " + path);
+}
+
+/// Loads the encoder (and the classifier, when the checkpoint has one) from safetensors.
+template <class Model>
+void load_checkpoint(Model& model, const Setup& s) {
+  io::SafetensorsFile file(s.checkpoint_file);
+  io::load_parameters(model.bert, file, "bert.");
+  const auto L = static_cast<index_t>(s.labels->size());
+  if (!file.contains("classifier.weight")) {
+    say("the checkpoint has no classifier: it starts from random initialisation");
+    return;
+  }
+  const auto& w = file.at("classifier.weight");
+  const index_t rows = w.shape.empty() ? 0 : w.shape[0];
+  if (rows == L) {
+    file.read_into("classifier.weight", model.classifier.weight.value());
+    file.read_into("classifier.bias", model.classifier.bias.value());
+    return;
+  }
+  if (rows != L + 1)
+    throw Error(s.checkpoint_file + ": the classifier has " + std::to_string(rows) + " classes, labels.txt has " +
+                std::to_string(L));
+  // The original pipeline's phantom extra class: drop its row.
+  const index_t skip = s.args.phantom_class == "first" ? 0 : L;
+  say("warning: " + s.checkpoint_file + ": the classifier has " + std::to_string(L + 1) + " classes for " +
+      std::to_string(L) + " labels (the original pipeline's extra class); ignoring row " + std::to_string(skip) +
+      " (--phantom_class=" + s.args.phantom_class + ")");
+  auto full_w = file.tensor<float, Shape<dyn, dyn>>("classifier.weight");
+  auto full_b = file.tensor<float, Shape<dyn>>("classifier.bias");
+  const index_t H = full_w.extent(1);
+  for (index_t r = 0, out = 0; r <= L; ++r) {
+    if (r == skip) continue;
+    std::copy_n(full_w.data() + r * H, H, model.classifier.weight.value().data() + out * H);
+    model.classifier.bias.value().data()[out] = full_b.data()[r];
+    ++out;
+  }
+}
+
+/// model.safetensors (Hugging Face names) with bert_config.json, vocab.txt and labels.txt
+/// beside it: a directory that is itself a valid --init_checkpoint.
+template <class Model>
+void save_model(Model& model, const Setup& s, const std::string& dir, std::int64_t step) {
+  fs::create_directories(dir);
+  io::save_parameters(model, dir + "/model.safetensors",
+                      {{"format", "pt"}, {"made_by", "ctdl ner_span_classifier"}, {"global_step", std::to_string(step)}});
+  const auto copy = [&](const std::string& from, const std::string& to) {
+    if (fs::absolute(from) != fs::absolute(dir + "/" + to))
+      fs::copy_file(from, dir + "/" + to, fs::copy_options::overwrite_existing);
+  };
+  copy(s.args.bert_config_file, "bert_config.json");
+  copy(s.args.vocab_file, "vocab.txt");
+  copy(s.labels->source(), "labels.txt");
+}
+
+inline std::int32_t majority_label(const data::FeatureCache& cache, std::size_t num_labels) {
+  std::vector<std::size_t> counts(num_labels);
+  for (std::size_t r = 0; r < cache.rows(); ++r) ++counts[static_cast<std::size_t>(cache.label_id(r))];
+  return static_cast<std::int32_t>(std::max_element(counts.begin(), counts.end()) - counts.begin());
+}
+
+template <class F, class P>
+int run(const Setup& s) {
+  const auto& a = s.args;
+  using Model = bert::BertForSequenceClassification<float, F, P>;
+  const auto L = static_cast<index_t>(s.labels->size());
+  auto model = Model::make(s.config, L);
+  bert::init_weights(model, s.config.initializer_range, static_cast<std::uint64_t>(a.seed));
+  if (!s.checkpoint_file.empty()) {
+    load_checkpoint(model, s);
+    say("loaded " + s.checkpoint_file);
+  } else {
+    say("no --init_checkpoint: the model starts from random initialisation (seed " + std::to_string(a.seed) + ")");
+  }
+  say("model: BERT " + std::to_string(F::hidden) + "/" + std::to_string(F::heads) + "/" +
+      std::to_string(F::intermediate) + " x " + std::to_string(s.config.num_hidden_layers) + " layers, " +
+      std::to_string(nn::count_parameters(model)) + " parameters, precision " + P::name + ", " +
+      std::to_string(omp_get_max_threads()) + " threads");
+
+  std::map<std::string, std::unique_ptr<data::FeatureCache>> caches;
+  const auto cache_of = [&](const std::string& split) -> data::FeatureCache& {
+    auto& c = caches[split];
+    if (!c) c = split_cache(s, split);
+    return *c;
+  };
+  if (a.do_prepare)
+    for (const std::string split : {"train", "dev", "test"})
+      if (fs::exists(a.data_dir + "/" + split + ".tsv")) {
+        auto& c = cache_of(split);
+        if (a.dump_features) dump_features(c, a.output_dir + "/" + split + "_features.jsonl");
+      }
+
+  train::RunLog log(a.output_dir, /*append=*/!a.do_train);
+  std::int64_t global_step = 0;
+
+  if (a.do_train) {
+    auto& cache = cache_of("train");
+    const std::int64_t micro = a.train_batch_size, accum = a.gradient_accumulation_steps;
+    const auto rows_per_step = static_cast<double>(micro * accum);
+    const auto total = static_cast<std::int64_t>(static_cast<double>(cache.rows()) / rows_per_step * a.num_train_epochs);
+    if (total < 1)
+      throw Error("no training steps: " + std::to_string(cache.rows()) + " rows, batch " + std::to_string(micro) +
+                  " x " + std::to_string(accum) + " accumulation steps, " + fmt("%g epochs", a.num_train_epochs));
+    const auto schedule = optim::WarmupLinearDecay::with_proportion(a.learning_rate, total, a.warmup_proportion);
+    optim::AdamW optimizer;
+    train::ClassifierTrainer<Model, P> trainer(model, {.max_grad_norm = a.max_grad_norm,
+                                                       .seed = static_cast<std::uint64_t>(a.seed)});
+    data::Batcher batcher(cache, {.batch_size = micro, .shuffle = a.shuffle,
+                                  .seed = static_cast<std::uint64_t>(a.seed), .drop_remainder = true});
+    const std::size_t per_epoch = batcher.batches_per_epoch() / static_cast<std::size_t>(accum);
+    say("training: " + std::to_string(cache.rows()) + " rows, " + std::to_string(total) + " steps of " +
+        std::to_string(micro * accum) + " (" + fmt("%g epochs", a.num_train_epochs) + "), peak learning rate " +
+        fmt("%g", a.learning_rate) + ", warmup " + std::to_string(schedule.warmup_steps) + " steps");
+    train::ProgressLog progress(total, a.log_every, micro * accum);
+    const auto t_start = std::chrono::steady_clock::now();
+    double overhead_free_s = 0;
+    std::int64_t skipped = 0, timed_steps = 0;
+    std::uint64_t epoch = 0;
+    batcher.start_epoch(epoch);
+    while (global_step < total) {
+      const auto t0 = std::chrono::steady_clock::now();
+      double loss = 0;
+      for (std::int64_t k = 0; k < accum; ++k) {
+        data::Batch b;
+        while (!batcher.next(b)) batcher.start_epoch(++epoch);
+        loss += trainer.backward(b) / static_cast<double>(accum);
+      }
+      const auto lr = static_cast<float>(schedule(global_step));
+      const auto outcome = trainer.apply(optimizer, lr);
+      if (!outcome.applied) {
+        ++skipped;
+        if (skipped > 100 && skipped > global_step)
+          throw Error("the loss scale fell to " + fmt("%g", trainer.loss_scale()) +
+                      " and steps keep overflowing: the training diverged");
+        continue;  // the same step again, with the smaller scale
+      }
+      ++global_step;
+      const double step_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (global_step > 2) {
+        overhead_free_s += step_s;
+        ++timed_steps;
+      }
+      const double ep = static_cast<double>(global_step) / static_cast<double>(std::max<std::size_t>(1, per_epoch));
+      auto rec = progress.step(global_step, ep, loss, lr, P::loss_scaling ? outcome.loss_scale : 0);
+      log.record(rec);
+      if (a.save_checkpoints_steps > 0 && global_step % a.save_checkpoints_steps == 0 && global_step < total)
+        save_model(model, s, a.output_dir + "/checkpoint-" + std::to_string(global_step), global_step);
+    }
+    const double total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    const double sentences = static_cast<double>(global_step) * rows_per_step;
+    say("training done: " + std::to_string(global_step) + " steps, " + fmt("%.0f sentences", sentences) + " in " +
+        train::format_duration(total_s) + (skipped ? ", " + std::to_string(skipped) + " steps skipped (loss scale)" : ""));
+    say("  throughput with overhead: " + fmt("%.1f sentences/s", sentences / total_s));
+    if (timed_steps > 0)
+      say("  throughput without overhead (steps 3 on, no data preparation or saving): " +
+          fmt("%.1f sentences/s", static_cast<double>(timed_steps) * rows_per_step / overhead_free_s));
+    save_model(model, s, a.output_dir, global_step);
+    say("saved " + a.output_dir + "/model.safetensors (+ bert_config.json, vocab.txt, labels.txt)");
+  }
+
+  if (a.do_eval) {
+    auto& cache = cache_of("dev");
+    const auto p = train::predict(model, cache, a.eval_batch_size, L);
+    const auto r = metrics::classification_report(p.truth, p.predicted, s.labels->names());
+    std::map<std::string, double> kv = {
+        {"eval_accuracy", r.accuracy},          {"eval_loss", p.mean_loss},
+        {"precision", r.micro.precision},       {"recall", r.micro.recall},
+        {"f1-score", r.micro.f1},               {"precision_mac", r.macro.precision},
+        {"recall_mac", r.macro.recall},         {"f1-macro", r.macro.f1},
+        {"precision_weighted", r.weighted.precision}, {"recall_weighted", r.weighted.recall},
+        {"f1-weighted", r.weighted.f1},         {"global_step", static_cast<double>(global_step)}};
+    if (fs::exists(a.data_dir + "/train.tsv")) {
+      const auto majority = majority_label(cache_of("train"), s.labels->size());
+      kv["majority_baseline"] = r.per_class[static_cast<std::size_t>(majority)].support / static_cast<double>(r.total);
+    }
+    std::string text;
+    for (const auto& [k, v] : kv) text += k + " = " + (k == "global_step" ? std::to_string(global_step) : fmt("%.6g", v)) + "\n";
+    text += "\n" + r.table() + "\n" + r.confusion_table();
+    std::ofstream(a.output_dir + "/eval_results.txt") << text;
+    std::printf("***** eval results (%zu rows of %s/dev.tsv) *****\n%s", cache.rows(), a.data_dir.c_str(), text.c_str());
+    std::fflush(stdout);
+    nlohmann::json rec = {{"type", "eval"}, {"step", global_step}};
+    for (const auto& [k, v] : kv) rec[k] = v;
+    log.record(rec);
+    say("wrote " + a.output_dir + "/eval_results.txt");
+  }
+
+  if (a.do_predict) {
+    auto& cache = cache_of("test");
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto p = train::predict(model, cache, a.predict_batch_size, L);
+    const double total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    {
+      std::ofstream results(a.output_dir + "/test_results.tsv"), labels(a.output_dir + "/test_output_labels.txt");
+      for (std::size_t r = 0; r < cache.rows(); ++r) {
+        for (index_t k = 0; k < L; ++k)
+          results << (k ? "\t" : "") << fmt("%.6g", p.probabilities[r * static_cast<std::size_t>(L) + static_cast<std::size_t>(k)]);
+        results << '\n';
+        labels << s.labels->name(p.predicted[r]) << '\n';
+      }
+    }
+    std::vector<double> ms(p.batch_ms.begin() + std::min<std::ptrdiff_t>(2, std::ssize(p.batch_ms)), p.batch_ms.end());
+    say("predicted " + std::to_string(cache.rows()) + " rows in " + fmt("%.2f s", total_s) + " -> " + a.output_dir +
+        "/test_results.tsv, test_output_labels.txt");
+    if (!ms.empty()) {
+      double sum = 0;
+      for (double x : ms) sum += x;
+      say("  latency per batch of " + std::to_string(a.predict_batch_size) + " (ms, without the first 2 batches): 50% " +
+          fmt("%.2f", train::percentile(ms, 50)) + ", 90% " + fmt("%.2f", train::percentile(ms, 90)) + ", 95% " +
+          fmt("%.2f", train::percentile(ms, 95)) + ", 99% " + fmt("%.2f", train::percentile(ms, 99)) + ", 100% " +
+          fmt("%.2f", train::percentile(ms, 100)) + "; " +
+          fmt("%.1f sentences/s", static_cast<double>(ms.size() * static_cast<std::size_t>(a.predict_batch_size)) / (sum / 1000)));
+    }
+  }
+  return 0;
+}
+
+}  // namespace span_classifier
+
+// Explicit instantiations of one family for every policy (used inside the namespace).
+#define SPAN_CLASSIFIER_INSTANTIATE(F)                            \
+  template int run<F, ctdl::precision::Fp32>(const Setup&);      \
+  template int run<F, ctdl::precision::Bf16Mixed>(const Setup&); \
+  template int run<F, ctdl::precision::Fp16Mixed>(const Setup&);
