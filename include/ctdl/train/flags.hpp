@@ -3,8 +3,9 @@
 // so existing job scripts port by changing the command:
 //   --name=value   --name value   a bare boolean --name (true)   --noname (false)
 //   booleans also as --name=true|false|1|0|yes|no, or --name true|false
-// An unknown flag is an error that suggests the nearest known one; a flag given twice,
-// a missing value or a value that does not parse is an error naming the flag.
+// An unknown flag is an error that suggests the nearest known one; a missing value or a
+// value that does not parse is an error naming the flag. A flag given twice takes the
+// last value (absl's rule: job scripts append overrides).
 
 #include <algorithm>
 #include <cctype>
@@ -65,8 +66,7 @@ class Flags {
       }
       if (!flags_.count(key)) throw FlagError("unknown flag --" + name + suggestion(name));
       auto& f = flags_[key];
-      if (f.given) throw FlagError("flag --" + key + " is given twice");
-      f.given = true;
+      f.given = true;  // given again: the last value wins, as with absl flags
       if (auto* b = std::get_if<bool*>(&f.target)) {
         if (negated) {
           **b = false;
