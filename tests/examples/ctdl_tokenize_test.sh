@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# ctdl-tokenize: tokens and ids of stdin lines (expected values from the goldens that
+# Google's tokenization.py made, tests/fixtures/tokenizer_goldens.json), CRLF input,
+# empty lines, and the invalid-UTF-8 error naming the line.
+set -uo pipefail
+prog=$1 vocab=$2
+fail() { echo "FAILED: $*"; exit 1; }
+got=$(printf 'Hello, World! unaffable\n\nCaf\xc3\xa9 d\xc3\xa9j\xc3\xa0 vu\r\n' | "$prog" --vocab_file="$vocab" --cased=false) || fail "exit $?"
+want=$'hello , world ! un ##aff ##able\n\ncaf ##e de ##j ##a vu'
+[ "$got" = "$want" ] || fail "uncased tokens: got [$got]"
+got=$(printf 'Hello, World! unaffable\n' | "$prog" --vocab_file="$vocab" --cased=true) || fail "exit $?"
+[ "$got" = "Hello , World ! un ##aff ##able" ] || fail "cased tokens: got [$got]"
+got=$(printf 'hello world\n' | "$prog" --vocab_file="$vocab" --cased true --ids) || fail "exit $?"
+[ "$got" = "17 18" ] || fail "ids: got [$got]"
+err=$(printf 'fine\nbad \xc3( line\nnever reached\n' | "$prog" --vocab_file="$vocab" --cased=true 2>&1 >/dev/null); rc=$?
+[ $rc = 1 ] || fail "exit $rc for invalid UTF-8"
+[ "$err" = "ctdl-tokenize: stdin:2: invalid UTF-8 at byte 5 of the line" ] || fail "message: $err"
+err=$("$prog" --vocab_file="$vocab" 2>&1 </dev/null); [ $? != 0 ] && grep -q "cased is required" <<<"$err" || fail "--cased not required: $err"
+echo "ctdl-tokenize: all checks passed"
