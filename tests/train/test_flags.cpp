@@ -29,7 +29,7 @@ Parsed parse(std::vector<std::string> args) {
 }
 }  // namespace
 
-TEST_CASE("--flag=value, --flag value and bare booleans") {
+TEST_CASE("flag=value, flag value and bare boolean flags") {
   const auto p = parse({"--do_train", "--data_dir=d1", "--train_batch_size", "16", "--learning_rate=2e-5",
                         "--cased=false", "--use_fp16", "true", "--horovod"});
   CHECK(p.do_train);
