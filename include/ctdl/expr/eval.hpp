@@ -40,6 +40,22 @@ inline std::pair<index_t, index_t> block_range(index_t n, index_t parts, index_t
 /// Number of threads an evaluation of `total` elements uses.
 inline int eval_threads(index_t total) { return total >= kParallelThreshold ? omp_get_max_threads() : 1; }
 
+/// Runs run(begin, end) over [0, total): on one thread below kParallelThreshold,
+/// otherwise one contiguous block per OpenMP thread.
+template <class Run>
+void in_blocks(index_t total, Run&& run) {
+  const int threads = eval_threads(total);
+  if (threads == 1) {
+    run(index_t{0}, total);
+    return;
+  }
+#pragma omp parallel num_threads(threads)
+  {
+    const auto [b, en] = block_range(total, omp_get_num_threads(), omp_get_thread_num());
+    run(b, en);
+  }
+}
+
 /// Runs fn(ev, row, inner) for every row (along the last axis) of `extents`, with `ev`
 /// a private evaluator of e already positioned on that row. Rows are split among threads
 /// in contiguous blocks when `parallel` and the work is large enough.
@@ -105,16 +121,7 @@ void evaluate(const E& e, T* out, const std::array<index_t, R>& out_extents) {
     const auto ev = ev0;
     for (index_t i = begin; i < end; ++i) store<Op>(out[i], ev.at_flat(i));
   };
-  const int threads = eval_threads(total);
-  if (threads == 1) {
-    run(0, total);
-  } else {
-#pragma omp parallel num_threads(threads)
-    {
-      const auto [b, en] = block_range(total, omp_get_num_threads(), omp_get_thread_num());
-      run(b, en);
-    }
-  }
+  in_blocks(total, run);
 }
 
 /// Evaluates several rank-1 expressions of n elements in one loop and assigns each to
@@ -143,16 +150,7 @@ void assign_together(index_t n, std::tuple<T*...> outs, const E&... es) {
       }, local);
     }
   };
-  const int threads = eval_threads(n);
-  if (threads == 1) {
-    run(0, n);
-  } else {
-#pragma omp parallel num_threads(threads)
-    {
-      const auto [b, en] = block_range(n, omp_get_num_threads(), omp_get_thread_num());
-      run(b, en);
-    }
-  }
+  in_blocks(n, run);
 }
 
 }  // namespace ctdl::expr

@@ -12,12 +12,7 @@ namespace ctdl::optim {
 
 class AdamW {
  public:
-  struct Options {
-    double beta1 = 0.9;
-    double beta2 = 0.999;
-    double epsilon = 1e-6;
-    double weight_decay = 0.01;
-  };
+  using Options = AdamOptions;
 
   AdamW() = default;
   explicit AdamW(Options options) : options_(options) {}
@@ -29,11 +24,8 @@ class AdamW {
 
   template <nn::Module M>
   void step(M& model, float lr, float grad_scale = 1.f) {
-    // Coefficients are formed in double and rounded once (1 - 0.999f in float is off by
-    // 1.3e-5 relative).
-    const auto b1 = static_cast<float>(options_.beta1), b2 = static_cast<float>(options_.beta2);
-    const auto a1 = static_cast<float>(1 - options_.beta1), a2 = static_cast<float>(1 - options_.beta2);
-    const auto eps = static_cast<float>(options_.epsilon), decay = static_cast<float>(options_.weight_decay);
+    const AdamCoefficients c(options_);
+    const auto [b1, b2, a1, a2, eps, decay] = c;
     for_each_trained(model, [&](std::size_t k, const std::string&, auto& p) {
       auto w = flat(p.value());
       const auto g = lazy(flat(p.grad())) * grad_scale;

@@ -53,6 +53,24 @@ class SlotSet {
   std::vector<FlatTensor> slots_;
 };
 
+/// The options Adam-type optimizers share (AdamW, Lamb): BERT's defaults.
+struct AdamOptions {
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double epsilon = 1e-6;
+  double weight_decay = 0.01;
+};
+
+/// AdamOptions as the float coefficients of the fused update. They are formed in double
+/// and rounded once: in float, 1 - 0.999f is off by 1.3e-5 relative.
+struct AdamCoefficients {
+  float b1, b2, a1, a2, eps, decay;  // a = 1 - b
+  explicit AdamCoefficients(const AdamOptions& o)
+      : b1(static_cast<float>(o.beta1)), b2(static_cast<float>(o.beta2)), a1(static_cast<float>(1 - o.beta1)),
+        a2(static_cast<float>(1 - o.beta2)), eps(static_cast<float>(o.epsilon)),
+        decay(static_cast<float>(o.weight_decay)) {}
+};
+
 template <class O, class M>
 concept Optimizer = nn::Module<M> && requires(O o, M& m, float lr, float grad_scale) {
   { o.step(m, lr, grad_scale) };
