@@ -13,6 +13,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <memory>
 
 #include "span_classifier.hpp"
 
@@ -88,7 +89,8 @@ void require_file(const std::string& path, const std::string& what) {
 }
 
 /// Reads and checks every input; any problem stops here, before work starts.
-Setup check(const Args& a, text::FullTokenizer*& tok, data::LabelSet*& labels) {
+/// The tokenizer and label set live in `tok` and `labels`; the Setup points at them.
+Setup check(const Args& a, std::unique_ptr<text::FullTokenizer>& tok, std::unique_ptr<data::LabelSet>& labels) {
   if (!(a.do_prepare || a.do_train || a.do_eval || a.do_predict))
     throw Error("nothing to do: give at least one of --do_prepare, --do_train, --do_eval, --do_predict");
   if (a.task_name != "consensus") throw Error("--task_name=" + a.task_name + ": this program does the consensus task");
@@ -122,14 +124,15 @@ Setup check(const Args& a, text::FullTokenizer*& tok, data::LabelSet*& labels) {
   if (a.max_seq_length > s.config.max_position_embeddings)
     throw Error("--max_seq_length " + std::to_string(a.max_seq_length) + " is above max_position_embeddings " +
                 std::to_string(s.config.max_position_embeddings) + " of " + a.bert_config_file);
-  tok = new text::FullTokenizer(text::Vocab::from_file(a.vocab_file), {.lower_case = !a.cased});
+  tok = std::make_unique<text::FullTokenizer>(text::Vocab::from_file(a.vocab_file),
+                                             text::FullTokenizer::Options{.lower_case = !a.cased});
   if (static_cast<index_t>(tok->vocab().size()) != s.config.vocab_size)
     throw Error(a.vocab_file + " has " + std::to_string(tok->vocab().size()) + " tokens but " + a.bert_config_file +
                 " says vocab_size " + std::to_string(s.config.vocab_size) + ": they are not the same model's");
   if (!a.replace_span.empty()) tok->vocab().require(a.replace_span, "--replace_span token");
-  labels = new data::LabelSet(data::LabelSet::from_file(a.labels_dir + "/labels.txt"));
-  s.tokenizer = tok;
-  s.labels = labels;
+  labels = std::make_unique<data::LabelSet>(data::LabelSet::from_file(a.labels_dir + "/labels.txt"));
+  s.tokenizer = tok.get();
+  s.labels = labels.get();
   if (!a.init_checkpoint.empty()) {
     std::string ckpt = a.init_checkpoint;
     if (fs::is_directory(ckpt)) ckpt += "/model.safetensors";
@@ -154,11 +157,9 @@ int main(int argc, char** argv) {
     const Args a = parse(argc, argv, help);
     if (help) return 0;
     if (a.num_threads > 0) omp_set_num_threads(static_cast<int>(a.num_threads));
-    text::FullTokenizer* tok = nullptr;
-    data::LabelSet* labels = nullptr;
+    std::unique_ptr<text::FullTokenizer> tok;
+    std::unique_ptr<data::LabelSet> labels;
     const Setup s = check(a, tok, labels);
-    std::unique_ptr<text::FullTokenizer> own_tok(tok);
-    std::unique_ptr<data::LabelSet> own_labels(labels);
     return bert::dispatch(s.config, [&]<class F>() {
       if (s.args.precision == "bf16") return run<F, precision::Bf16Mixed>(s);
       if (s.args.precision == "fp16") return run<F, precision::Fp16Mixed>(s);
