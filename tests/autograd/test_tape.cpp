@@ -65,14 +65,14 @@ TEST_CASE("tape: NoGrad records nothing and keeps no activations") {
     REQUIRE(tape.size() == 0);
     REQUIRE_FALSE(y.requires_grad());
     REQUIRE_FALSE(s.requires_grad());
-    REQUIRE(x.node_ptr().use_count() == 1);  // nothing holds on to x
+    REQUIRE(x.value_use_count() == 1);  // nothing holds on to x
     REQUIRE_THROWS_AS(tape.backward(s), Error);
   }
   REQUIRE(tape.recording());
   auto y = tape.record(exp(x));
-  REQUIRE(x.node_ptr().use_count() == 2);  // the tape keeps x for backward
+  REQUIRE(x.value_use_count() == 2);  // the tape keeps x for backward
   tape.backward(ops::sum(tape, y));
-  REQUIRE(x.node_ptr().use_count() == 1);  // released after backward
+  REQUIRE(x.value_use_count() == 1);  // released after backward
 }
 
 TEST_CASE("tape: constants get no gradient and need no entry") {

@@ -1,9 +1,15 @@
 #pragma once
 // Var<T, Shape>: a value with a gradient, for reverse-mode differentiation on a Tape.
 //
-// A Var is a shared handle: copies refer to the same value and gradient, and a tape
-// entry that needs a Var for its backward keeps it alive. A Var stands in expressions
-// like a tensor (x * w + b), reading its current value.
+// A Var is a shared handle: copies refer to the same value and gradient. A Var stands
+// in expressions like a tensor (x * w + b), reading its current value.
+//
+// Value and gradient have separate lifetimes. The value lives while a Var handle or a
+// tape entry whose backward reads it (holding a Var, or the Var as an expression leaf)
+// does; a tape entry that only accumulates into or reads the gradient holds a
+// GradRef, which keeps the gradient but not the value. So an activation that no
+// backward reads (the input of a dropout, of a residual sum, of a matmul whose
+// rounded copy is kept instead) is freed as soon as the forward pass drops it.
 //
 // Contract:
 //   value()          the forward value; an optimizer or gradcheck may change it in place
@@ -23,8 +29,9 @@ namespace ctdl {
 
 template <class T, ShapeType S>
 struct VarNode {
-  Tensor<T, S> value;
-  Tensor<T, S> grad;  // allocated on first accumulation
+  Tensor<T, S> value;  // released when the last Var handle and value reader go
+  Tensor<T, S> grad;   // allocated on first accumulation
+  Extents<S> extents = S::empty_extents();  // the value's, kept when the value is released
   bool has_grad = false;
   bool requires_grad = false;
   bool weight_decay = true;  // optimizer metadata: false for biases and LayerNorm parameters
@@ -33,7 +40,7 @@ struct VarNode {
   /// into it directly (matmul with beta = 1).
   T* grad_data() {
     if (!has_grad) {
-      grad = Tensor<T, S>(value.extents());
+      grad = Tensor<T, S>(extents);
       has_grad = true;
     }
     return grad.data();
@@ -45,14 +52,14 @@ struct VarNode {
   template <class E>
   void accumulate(const E& e) {
     if (!has_grad) {
-      grad = Tensor<T, S>(value.extents());
+      grad = Tensor<T, S>(extents);
       has_grad = true;
     }
     using ES = typename E::shape_type;
     if constexpr (ES::rank <= S::rank) {
       std::array<index_t, S::rank> b;
       b.fill(1);
-      if (expr::broadcast_into(b, e.extents()) && expr::broadcast_into(b, value.extents()) && b == value.extents()) {
+      if (expr::broadcast_into(b, e.extents()) && expr::broadcast_into(b, extents) && b == extents) {
         expr::evaluate<StoreOp::add>(e, grad.data(), grad.extents());
         return;
       }
@@ -60,10 +67,33 @@ struct VarNode {
     if constexpr (ES::rank >= S::rank) {
       expr::sum_to(e, grad.data(), grad.extents());
     } else {
-      throw ShapeError("gradient " + describe<ES>(e.extents()) + " does not fit " + describe<S>(value.extents()));
+      throw ShapeError("gradient " + describe<ES>(e.extents()) + " does not fit " + describe<S>(extents));
     }
   }
 };
+
+namespace autograd_detail {
+
+/// Shared by the Var handles of one node and by the value readers among tape entries;
+/// the last one to go releases the node's value (the node and its gradient may live on
+/// in GradRefs).
+template <class T, ShapeType S>
+struct ValueOwner {
+  std::shared_ptr<VarNode<T, S>> node;
+  explicit ValueOwner(std::shared_ptr<VarNode<T, S>> n) : node(std::move(n)) {}
+  ValueOwner(const ValueOwner&) = delete;
+  ValueOwner& operator=(const ValueOwner&) = delete;
+  ~ValueOwner() { node->value = Tensor<T, S>(); }
+};
+
+/// What an expression leaf holds of a Var: its value (the leaf reads it) and its node.
+template <class T, ShapeType S>
+struct VarKeep {
+  std::shared_ptr<ValueOwner<T, S>> owner;
+  VarNode<T, S>* operator->() const { return owner->node.get(); }
+};
+
+}  // namespace autograd_detail
 
 template <class T, ShapeType S>
 class Var {
@@ -75,11 +105,13 @@ class Var {
   /// A null handle.
   Var() = default;
   /// A leaf Var (a parameter or an input) holding `value`.
-  explicit Var(Tensor<T, S> value, bool requires_grad = true) : node_(std::make_shared<VarNode<T, S>>()) {
-    node_->value = std::move(value);
-    node_->requires_grad = requires_grad;
+  explicit Var(Tensor<T, S> value, bool requires_grad = true) {
+    auto node = std::make_shared<VarNode<T, S>>();
+    node->extents = value.extents();
+    node->value = std::move(value);
+    node->requires_grad = requires_grad;
+    owner_ = std::make_shared<autograd_detail::ValueOwner<T, S>>(std::move(node));
   }
-  explicit Var(std::shared_ptr<VarNode<T, S>> node) : node_(std::move(node)) {}
 
   Tensor<T, S>& value() { return node().value; }
   const Tensor<T, S>& value() const { return node().value; }
@@ -96,7 +128,7 @@ class Var {
   const Tensor<T, S>& grad() const {
     auto& n = node();
     if (!n.has_grad) {
-      n.grad = Tensor<T, S>(n.value.extents());
+      n.grad = Tensor<T, S>(n.extents);
       n.has_grad = true;
     }
     return n.grad;
@@ -106,21 +138,50 @@ class Var {
     node().grad = Tensor<T, S>();
   }
 
-  /// The Var as an expression leaf that keeps it alive.
+  /// The Var as an expression leaf that keeps its value and node alive.
   auto as_expression() const {
     auto& n = node();
-    return expr::Leaf<T, S, std::shared_ptr<VarNode<T, S>>>{{}, n.value.data(), n.value.extents(), node_};
+    return expr::Leaf<T, S, autograd_detail::VarKeep<T, S>>{{}, n.value.data(), n.value.extents(), {owner_}};
   }
 
-  const std::shared_ptr<VarNode<T, S>>& node_ptr() const { return node_; }
-  explicit operator bool() const { return static_cast<bool>(node_); }
+  const std::shared_ptr<VarNode<T, S>>& node_ptr() const {
+    static const std::shared_ptr<VarNode<T, S>> null;
+    return owner_ ? owner_->node : null;
+  }
+  /// How many handles keep the value alive: Var copies and tape entries that read it.
+  long value_use_count() const { return owner_.use_count(); }
+  explicit operator bool() const { return static_cast<bool>(owner_); }
 
  private:
   VarNode<T, S>& node() const {
-    if (!node_) throw Error("use of a null ctdl::Var");
-    return *node_;
+    if (!owner_) throw Error("use of a null ctdl::Var");
+    return *owner_->node;
   }
 
+  std::shared_ptr<autograd_detail::ValueOwner<T, S>> owner_;
+};
+
+/// A tape entry's hold on a Var whose gradient its backward accumulates into or reads
+/// but whose value it does not read (see the header comment). Made from a Var.
+template <class T, ShapeType S>
+class GradRef {
+ public:
+  GradRef() = default;
+  GradRef(const Var<T, S>& v) : node_(v.node_ptr()) {}  // NOLINT(google-explicit-constructor): entries take Vars
+
+  const Extents<S>& extents() const { return node_->extents; }
+  index_t extent(std::size_t axis) const { return node_->extents[axis]; }
+  index_t size() const { return numel(node_->extents); }
+  bool requires_grad() const { return node_->requires_grad; }
+  bool has_grad() const { return node_->has_grad; }
+  /// The gradient; zero-filled if nothing has been accumulated yet.
+  const Tensor<T, S>& grad() const {
+    node_->grad_data();
+    return node_->grad;
+  }
+  const std::shared_ptr<VarNode<T, S>>& node_ptr() const { return node_; }
+
+ private:
   std::shared_ptr<VarNode<T, S>> node_;
 };
 
@@ -133,7 +194,7 @@ namespace expr {
 template <class K>
 inline constexpr bool is_var_keep_v = false;
 template <class T, class S>
-inline constexpr bool is_var_keep_v<std::shared_ptr<VarNode<T, S>>> = true;
+inline constexpr bool is_var_keep_v<autograd_detail::VarKeep<T, S>> = true;
 }  // namespace expr
 
 }  // namespace ctdl

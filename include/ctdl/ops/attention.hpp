@@ -158,16 +158,16 @@ const T* as_type(const Sc* src, std::vector<T>& buf, index_t n) {
 
 template <class G, class T, index_t H>
 struct AttentionEntry final : TapeEntry {
-  Var<T, Shape<dyn, H>> q, k, v, out;
-  Tensor<G, Shape<dyn, H>> qg, kg, vg;  // q, k, v rounded to G, when G is not T
+  using Operand = GemmOperand<G, T, Shape<dyn, H>>;
+  Operand q, k, v;  // as the products take them (rounded to G, when G is not T)
+  GradRef<T, Shape<dyn, H>> out;
   Tensor<T, Shape<dyn, dyn>> mask;
   AttentionOptions opt;
   AttentionDims d;
-  AttentionEntry(Var<T, Shape<dyn, H>> q_, Var<T, Shape<dyn, H>> k_, Var<T, Shape<dyn, H>> v_,
-                 Var<T, Shape<dyn, H>> o_, Tensor<G, Shape<dyn, H>> qg_, Tensor<G, Shape<dyn, H>> kg_,
-                 Tensor<G, Shape<dyn, H>> vg_, Tensor<T, Shape<dyn, dyn>> m_, AttentionOptions opt_, AttentionDims d_)
-      : q(std::move(q_)), k(std::move(k_)), v(std::move(v_)), out(std::move(o_)), qg(std::move(qg_)), kg(std::move(kg_)),
-        vg(std::move(vg_)), mask(std::move(m_)), opt(opt_), d(d_) {}
+  AttentionEntry(Operand q_, Operand k_, Operand v_, GradRef<T, Shape<dyn, H>> o_, Tensor<T, Shape<dyn, dyn>> m_,
+                 AttentionOptions opt_, AttentionDims d_)
+      : q(std::move(q_)), k(std::move(k_)), v(std::move(v_)), out(std::move(o_)), mask(std::move(m_)), opt(opt_),
+        d(d_) {}
   const char* name() const override { return "attention"; }
 
   void backward() override {
@@ -176,12 +176,12 @@ struct AttentionEntry final : TapeEntry {
     const index_t s = d.seq, hd = d.hidden, dh = d.head_dim;
     decltype(auto) dc_t = as_gemm_input<G>(out.grad());
     const G* dc = dc_t.data();
-    const G* qv = gemm_data(q.value(), qg);
-    const G* kv = gemm_data(k.value(), kg);
-    const G* vv = gemm_data(v.value(), vg);
-    T* dq = q.requires_grad() ? q.node_ptr()->grad_data() : nullptr;
-    T* dk = k.requires_grad() ? k.node_ptr()->grad_data() : nullptr;
-    T* dv = v.requires_grad() ? v.node_ptr()->grad_data() : nullptr;
+    const G* qv = q.data();
+    const G* kv = k.data();
+    const G* vv = v.data();
+    T* dq = q.requires_grad() ? q.grad_data() : nullptr;
+    T* dk = k.requires_grad() ? k.grad_data() : nullptr;
+    T* dv = v.requires_grad() ? v.grad_data() : nullptr;
     const Sc scale = Sc(1) / std::sqrt(static_cast<Sc>(dh));
     const Sc keep_scale = opt.dropout > 0 ? Sc(1) / (Sc(1) - static_cast<Sc>(opt.dropout)) : Sc(1);
 #pragma omp parallel
@@ -236,15 +236,11 @@ Var<T, Shape<dyn, H>> attention(Tape& tape, const Var<T, Shape<dyn, H>>& q, cons
   if (!(opt.dropout >= 0.0f && opt.dropout < 1.0f)) throw Error("attention: dropout probability not in [0, 1)");
   const detail::AttentionDims d{batch, seq, hidden, opt.heads, hidden / opt.heads};
   using Sc = compute_t<T>;
-  Tensor<G, Shape<dyn, H>> qg, kg, vg;
-  if constexpr (!std::is_same_v<G, T>) {
-    qg = Tensor<G, Shape<dyn, H>>(cast<G>(q.value()));
-    kg = Tensor<G, Shape<dyn, H>>(cast<G>(k.value()));
-    vg = Tensor<G, Shape<dyn, H>>(cast<G>(v.value()));
-  }
-  const G* qv = gemm_data(q.value(), qg);
-  const G* kv = gemm_data(k.value(), kg);
-  const G* vv = gemm_data(v.value(), vg);
+  using Operand = GemmOperand<G, T, Shape<dyn, H>>;
+  Operand qg(q), kg(k), vg(v);
+  const G* qv = qg.data();
+  const G* kv = kg.data();
+  const G* vv = vg.data();
   auto value = Tensor<T, Shape<dyn, H>>::uninitialized(q.extents());
 #pragma omp parallel
   {
@@ -262,7 +258,7 @@ Var<T, Shape<dyn, H>> attention(Tape& tape, const Var<T, Shape<dyn, H>>& q, cons
   const bool needs_grad = tape.recording() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
   auto out = make_result(std::move(value), needs_grad);
   if (needs_grad) {
-    tape.push(std::make_unique<detail::AttentionEntry<G, T, H>>(q, k, v, out, std::move(qg), std::move(kg), std::move(vg),
+    tape.push(std::make_unique<detail::AttentionEntry<G, T, H>>(std::move(qg), std::move(kg), std::move(vg), out,
                                                                  Tensor<T, Shape<dyn, dyn>>(additive_mask), opt, d));
   }
   return out;

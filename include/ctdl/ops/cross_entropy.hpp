@@ -34,12 +34,12 @@ namespace detail {
 
 template <class T, index_t C>
 struct CrossEntropyEntry final : TapeEntry {
-  Var<T, Shape<dyn, C>> logits;
-  Var<T, Shape<>> loss;
+  GradRef<T, Shape<dyn, C>> logits;
+  GradRef<T, Shape<>> loss;
   Tensor<T, Shape<dyn, C>> probs;
   std::vector<std::int32_t> labels;
   std::vector<double> weight;  // w_n / sum(w)
-  CrossEntropyEntry(Var<T, Shape<dyn, C>> l, Var<T, Shape<>> loss_, Tensor<T, Shape<dyn, C>> p,
+  CrossEntropyEntry(GradRef<T, Shape<dyn, C>> l, GradRef<T, Shape<>> loss_, Tensor<T, Shape<dyn, C>> p,
                     std::vector<std::int32_t> lab, std::vector<double> w)
       : logits(std::move(l)), loss(std::move(loss_)), probs(std::move(p)), labels(std::move(lab)), weight(std::move(w)) {}
   const char* name() const override { return "cross_entropy"; }

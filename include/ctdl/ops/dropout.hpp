@@ -52,13 +52,13 @@ void apply_dropout(const T* in, T* out, index_t n, const DropoutMask& mask) {
 
 template <class T, class S>
 struct DropoutEntry final : TapeEntry {
-  Var<T, S> x, y;
+  GradRef<T, S> x, y;  // no values: the mask is regenerated
   DropoutMask mask;
-  DropoutEntry(Var<T, S> x_, Var<T, S> y_, DropoutMask m) : x(std::move(x_)), y(std::move(y_)), mask(m) {}
+  DropoutEntry(GradRef<T, S> x_, GradRef<T, S> y_, DropoutMask m) : x(std::move(x_)), y(std::move(y_)), mask(m) {}
   const char* name() const override { return "dropout"; }
   void backward() override {
     if (!y.has_grad()) return;
-    apply_dropout<true>(y.grad().data(), x.node_ptr()->grad_data(), x.value().size(), mask);
+    apply_dropout<true>(y.grad().data(), x.node_ptr()->grad_data(), x.size(), mask);
   }
 };
 

@@ -26,10 +26,10 @@ namespace detail {
 
 template <class T, index_t V, index_t H, class I>
 struct EmbeddingEntry final : TapeEntry {
-  Var<T, Shape<V, H>> table;
-  Var<T, Shape<dyn, H>> y;
+  GradRef<T, Shape<V, H>> table;
+  GradRef<T, Shape<dyn, H>> y;
   std::vector<I> ids;
-  EmbeddingEntry(Var<T, Shape<V, H>> t, Var<T, Shape<dyn, H>> y_, std::vector<I> ids_)
+  EmbeddingEntry(GradRef<T, Shape<V, H>> t, GradRef<T, Shape<dyn, H>> y_, std::vector<I> ids_)
       : table(std::move(t)), y(std::move(y_)), ids(std::move(ids_)) {}
   const char* name() const override { return "embedding"; }
   void backward() override {

@@ -27,10 +27,12 @@ namespace detail {
 template <class T, class S, class SG>
 struct LayerNormEntry final : TapeEntry {
   using SR = last_to_one_t<S>;
-  Var<T, S> x, y;
-  Var<T, SG> gamma, beta;
+  Var<T, S> x;
+  GradRef<T, S> y;
+  Var<T, SG> gamma;
+  GradRef<T, SG> beta;
   Tensor<T, SR> mu, rstd;
-  LayerNormEntry(Var<T, S> x_, Var<T, S> y_, Var<T, SG> g_, Var<T, SG> b_, Tensor<T, SR> mu_, Tensor<T, SR> rstd_)
+  LayerNormEntry(Var<T, S> x_, GradRef<T, S> y_, Var<T, SG> g_, GradRef<T, SG> b_, Tensor<T, SR> mu_, Tensor<T, SR> rstd_)
       : x(std::move(x_)), y(std::move(y_)), gamma(std::move(g_)), beta(std::move(b_)), mu(std::move(mu_)),
         rstd(std::move(rstd_)) {}
   const char* name() const override { return "layer_norm"; }

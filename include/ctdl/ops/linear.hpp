@@ -6,8 +6,13 @@
 // Backward: dx += dy W,  dW += dy^T x,  db += sum over rows of dy.
 // The products run on kernels/cpu/matmul.hpp; the bias is added in one fused pass.
 // linear<G>: the products take their inputs rounded to element type G (bf16 under the
-// Bf16Mixed policy) and accumulate in T; the rounded x and W are kept for backward.
+// Bf16Mixed policy) and accumulate in T; backward keeps the rounded x and W only.
+//
+// Several layers of one input (BERT's query, key and value) go through one call,
+//   auto [q, k, v] = ops::linear<G>(tape, x, std::array{query, key, value});
+// so that x is rounded to G once and kept once for backward.
 
+#include <array>
 #include <memory>
 
 #include "ctdl/autograd/tape.hpp"
@@ -15,72 +20,97 @@
 
 namespace ctdl::ops {
 
+/// The parameters of one linear layer (nn::Linear::params()).
+template <class T, index_t In, index_t Out>
+struct LinearWeights {
+  Var<T, Shape<Out, In>> weight;
+  Var<T, Shape<Out>> bias;
+};
+
 template <class G = SameAsInput, class T, index_t In, index_t Out, index_t XIn>
 Var<T, Shape<dyn, Out>> linear(Tape& tape, const Var<T, Shape<dyn, XIn>>& x, const Var<T, Shape<Out, In>>& weight,
                                const Var<T, Shape<Out>>& bias);
+
+/// N layers applied to the same x: {x W_0^T + b_0, ..., x W_{N-1}^T + b_{N-1}}.
+template <class G = SameAsInput, class T, index_t In, index_t Out, index_t XIn, std::size_t N>
+std::array<Var<T, Shape<dyn, Out>>, N> linear(Tape& tape, const Var<T, Shape<dyn, XIn>>& x,
+                                              const std::array<LinearWeights<T, In, Out>, N>& layers);
 
 // ============================================================================
 
 namespace detail {
 
-template <class G, class T, index_t In, index_t Out, index_t XIn>
+template <class G, class T, index_t In, index_t Out, index_t XIn, std::size_t N>
 struct LinearEntry final : TapeEntry {
-  Var<T, Shape<dyn, XIn>> x;
-  Var<T, Shape<Out, In>> w;
-  Var<T, Shape<Out>> b;
-  Var<T, Shape<dyn, Out>> y;
-  Tensor<G, Shape<dyn, XIn>> xg;  // x and W rounded to G, when G is not T
-  Tensor<G, Shape<Out, In>> wg;
-  LinearEntry(Var<T, Shape<dyn, XIn>> x_, Var<T, Shape<Out, In>> w_, Var<T, Shape<Out>> b_, Var<T, Shape<dyn, Out>> y_,
-              Tensor<G, Shape<dyn, XIn>> xg_, Tensor<G, Shape<Out, In>> wg_)
-      : x(std::move(x_)), w(std::move(w_)), b(std::move(b_)), y(std::move(y_)), xg(std::move(xg_)), wg(std::move(wg_)) {}
+  GemmOperand<G, T, Shape<dyn, XIn>> x;
+  std::array<GemmOperand<G, T, Shape<Out, In>>, N> w;
+  std::array<GradRef<T, Shape<Out>>, N> b;
+  std::array<GradRef<T, Shape<dyn, Out>>, N> y;
+  LinearEntry(GemmOperand<G, T, Shape<dyn, XIn>> x_, std::array<GemmOperand<G, T, Shape<Out, In>>, N> w_,
+              std::array<GradRef<T, Shape<Out>>, N> b_, std::array<GradRef<T, Shape<dyn, Out>>, N> y_)
+      : x(std::move(x_)), w(std::move(w_)), b(std::move(b_)), y(std::move(y_)) {}
   const char* name() const override { return "linear"; }
   void backward() override {
-    if (!y.has_grad()) return;
-    const index_t n = x.extents()[0], in = x.extents()[1], out = w.extents()[0];
-    decltype(auto) dy = as_gemm_input<G>(y.grad());
-    const G* xv = gemm_data(x.value(), xg);
-    const G* wv = gemm_data(w.value(), wg);
-    if (x.requires_grad()) {  // dx (n x in) = dy (n x out) W (out x in)
-      kernels::cpu::matmul(dy.data(), wv, x.node_ptr()->grad_data(), {1, n, in, out, false, false}, 1.0f);
+    for (std::size_t i = 0; i < N; ++i) {
+      if (!y[i].has_grad()) continue;
+      const index_t n = x.extents()[0], in = x.extents()[1], out = w[i].extents()[0];
+      decltype(auto) dy = as_gemm_input<G>(y[i].grad());
+      if (x.requires_grad()) {  // dx (n x in) += dy (n x out) W (out x in)
+        kernels::cpu::matmul(dy.data(), w[i].data(), x.grad_data(), {1, n, in, out, false, false}, 1.0f);
+      }
+      if (w[i].requires_grad()) {  // dW (out x in) += dy^T (out x n) x (n x in)
+        kernels::cpu::matmul(dy.data(), x.data(), w[i].grad_data(), {1, out, in, n, true, false}, 1.0f);
+      }
+      if (b[i].requires_grad()) b[i].node_ptr()->accumulate(lazy(y[i].grad()));
     }
-    if (w.requires_grad()) {  // dW (out x in) = dy^T (out x n) x (n x in)
-      kernels::cpu::matmul(dy.data(), xv, w.node_ptr()->grad_data(), {1, out, in, n, true, false}, 1.0f);
-    }
-    if (b.requires_grad()) b.node_ptr()->accumulate(lazy(y.grad()));
   }
 };
 
 }  // namespace detail
 
-template <class GIn, class T, index_t In, index_t Out, index_t XIn>
-Var<T, Shape<dyn, Out>> linear(Tape& tape, const Var<T, Shape<dyn, XIn>>& x, const Var<T, Shape<Out, In>>& weight,
-                               const Var<T, Shape<Out>>& bias) {
+template <class GIn, class T, index_t In, index_t Out, index_t XIn, std::size_t N>
+std::array<Var<T, Shape<dyn, Out>>, N> linear(Tape& tape, const Var<T, Shape<dyn, XIn>>& x,
+                                              const std::array<LinearWeights<T, In, Out>, N>& layers) {
   using G = gemm_input_t<GIn, T>;
   static_assert(In == dyn || XIn == dyn || In == XIn, "linear: x's width differs from the weight's input width");
-  const index_t n = x.extents()[0], in = x.extents()[1], out = weight.extents()[0];
-  if (weight.extents()[1] != in || bias.extents()[0] != out) {
-    throw ShapeError("linear: x " + describe<Shape<dyn, XIn>>(x.extents()) + ", weight " +
-                     describe<Shape<Out, In>>(weight.extents()) + ", bias " + describe<Shape<Out>>(bias.extents()) +
-                     " do not fit y = x W^T + b");
+  const index_t n = x.extents()[0], in = x.extents()[1];
+  for (const auto& l : layers) {
+    if (l.weight.extents()[1] != in || l.bias.extents()[0] != l.weight.extents()[0]) {
+      throw ShapeError("linear: x " + describe<Shape<dyn, XIn>>(x.extents()) + ", weight " +
+                       describe<Shape<Out, In>>(l.weight.extents()) + ", bias " +
+                       describe<Shape<Out>>(l.bias.extents()) + " do not fit y = x W^T + b");
+    }
   }
-  Tensor<G, Shape<dyn, XIn>> xg;
-  Tensor<G, Shape<Out, In>> wg;
-  if constexpr (!std::is_same_v<G, T>) {
-    xg = Tensor<G, Shape<dyn, XIn>>(cast<G>(x.value()));
-    wg = Tensor<G, Shape<Out, In>>(cast<G>(weight.value()));
+  bool needs_grad = tape.recording() && x.requires_grad();
+  for (const auto& l : layers) needs_grad = needs_grad || (tape.recording() && (l.weight.requires_grad() || l.bias.requires_grad()));
+
+  GemmOperand<G, T, Shape<dyn, XIn>> xg(x);
+  std::array<GemmOperand<G, T, Shape<Out, In>>, N> wg;
+  std::array<GradRef<T, Shape<Out>>, N> bias_refs;
+  std::array<GradRef<T, Shape<dyn, Out>>, N> y_refs;
+  std::array<Var<T, Shape<dyn, Out>>, N> ys;
+  for (std::size_t i = 0; i < N; ++i) {
+    const auto& l = layers[i];
+    const index_t out = l.weight.extents()[0];
+    wg[i] = GemmOperand<G, T, Shape<Out, In>>(l.weight);
+    auto value = Tensor<T, Shape<dyn, Out>>::uninitialized({n, out});
+    kernels::cpu::matmul(xg.data(), wg[i].data(), value.data(), {1, n, out, in, false, true}, 0.0f);
+    value += lazy(l.bias.value());
+    ys[i] = make_result(std::move(value), needs_grad);
+    bias_refs[i] = l.bias;
+    y_refs[i] = ys[i];
   }
-  const G* xv = gemm_data(x.value(), xg);
-  const G* wv = gemm_data(weight.value(), wg);
-  auto value = Tensor<T, Shape<dyn, Out>>::uninitialized({n, out});
-  kernels::cpu::matmul(xv, wv, value.data(), {1, n, out, in, false, true}, 0.0f);
-  value += lazy(bias.value());
-  const bool needs_grad = tape.recording() && (x.requires_grad() || weight.requires_grad() || bias.requires_grad());
-  auto y = make_result(std::move(value), needs_grad);
   if (needs_grad) {
-    tape.push(std::make_unique<detail::LinearEntry<G, T, In, Out, XIn>>(x, weight, bias, y, std::move(xg), std::move(wg)));
+    tape.push(std::make_unique<detail::LinearEntry<G, T, In, Out, XIn, N>>(std::move(xg), std::move(wg),
+                                                                            std::move(bias_refs), std::move(y_refs)));
   }
-  return y;
+  return ys;
+}
+
+template <class G, class T, index_t In, index_t Out, index_t XIn>
+Var<T, Shape<dyn, Out>> linear(Tape& tape, const Var<T, Shape<dyn, XIn>>& x, const Var<T, Shape<Out, In>>& weight,
+                               const Var<T, Shape<Out>>& bias) {
+  return linear<G>(tape, x, std::array{LinearWeights<T, In, Out>{weight, bias}})[0];
 }
 
 }  // namespace ctdl::ops

@@ -17,7 +17,7 @@
 //
 // Kernel: kernels/cpu/matmul.hpp (oneDNN for float/bf16, Eigen for double).
 // matmul<Opt, G>: the products take inputs rounded to G (bf16 under Bf16Mixed) and
-// accumulate in T; the rounded operands are kept for backward.
+// accumulate in T; backward keeps the rounded operands, not the T-typed ones.
 
 #include <array>
 #include <memory>
@@ -38,24 +38,43 @@ struct SameAsInput {};
 template <class G, class T>
 using gemm_input_t = std::conditional_t<std::is_same_v<G, SameAsInput>, T, G>;
 
-/// The elements of `t` as G: t's own storage when G is T, else those of `rounded` (t
-/// rounded to G, made by the caller and kept for backward).
-template <class G, class T, class S>
-const G* gemm_data(const Tensor<T, S>& t, const Tensor<G, S>& rounded) {
-  if constexpr (std::is_same_v<G, T>) {
-    (void)rounded;
-    return t.data();
-  } else {
-    return rounded.data();
-  }
-}
-
 /// `t` with its elements rounded to G (the same tensor when G is T).
 template <class G, class T, class S>
 decltype(auto) as_gemm_input(const Tensor<T, S>& t) {
   if constexpr (std::is_same_v<G, T>) return (t);
   else return Tensor<G, S>(cast<G>(t));
 }
+
+/// An operand of a product as its backward needs it: when G is T, the operand's Var
+/// (its value is read again); otherwise only the operand rounded to G, and a GradRef for
+/// its gradient, so the T-typed value is freed as soon as the forward drops it.
+template <class G, class T, class S>
+class GemmOperand {
+ public:
+  GemmOperand() = default;
+  explicit GemmOperand(const Var<T, S>& v) : ref_(v) {
+    if constexpr (std::is_same_v<G, T>) value_ = v;
+    else rounded_ = Tensor<G, S>(cast<G>(v.value()));
+  }
+  /// With the operand already rounded to G (G is not T).
+  GemmOperand(const Var<T, S>& v, Tensor<G, S> rounded) : ref_(v), rounded_(std::move(rounded)) {
+    static_assert(!std::is_same_v<G, T>);
+  }
+  /// The elements as G.
+  const G* data() const {
+    if constexpr (std::is_same_v<G, T>) return value_.value().data();
+    else return rounded_.data();
+  }
+  const Extents<S>& extents() const { return ref_.extents(); }
+  bool requires_grad() const { return ref_.requires_grad(); }
+  /// The operand's gradient storage (zero-filled on first use).
+  T* grad_data() const { return ref_.node_ptr()->grad_data(); }
+
+ private:
+  GradRef<T, S> ref_;
+  Var<T, S> value_;      // when G is T
+  Tensor<G, S> rounded_;  // when G is not T
+};
 
 template <class SA, class SB, MatmulOptions Opt>
 struct matmul_shapes {
@@ -126,13 +145,11 @@ auto matmul_forward(const Tensor<T, SA>& a, const Tensor<T, SB>& b) {
 
 template <MatmulOptions Opt, class G, class T, class SA, class SB, class SO>
 struct MatmulEntry final : TapeEntry {
-  Var<T, SA> a;
-  Var<T, SB> b;
-  Var<T, SO> c;
-  Tensor<G, SA> ag;  // the operands rounded to G, when G is not T
-  Tensor<G, SB> bg;
-  MatmulEntry(Var<T, SA> a_, Var<T, SB> b_, Var<T, SO> c_, Tensor<G, SA> ag_, Tensor<G, SB> bg_)
-      : a(std::move(a_)), b(std::move(b_)), c(std::move(c_)), ag(std::move(ag_)), bg(std::move(bg_)) {}
+  GemmOperand<G, T, SA> a;
+  GemmOperand<G, T, SB> b;
+  GradRef<T, SO> c;
+  MatmulEntry(GemmOperand<G, T, SA> a_, GemmOperand<G, T, SB> b_, GradRef<T, SO> c_)
+      : a(std::move(a_)), b(std::move(b_)), c(std::move(c_)) {}
   const char* name() const override { return "matmul"; }
 
   void backward() override {
@@ -140,8 +157,8 @@ struct MatmulEntry final : TapeEntry {
     decltype(auto) gt = as_gemm_input<G>(c.grad());
     const G* g = gt.data();
     const auto d = matmul_dims<Opt, SA, SB>(a.extents(), b.extents());
-    const G* av = gemm_data(a.value(), ag);
-    const G* bv = gemm_data(b.value(), bg);
+    const G* av = a.data();
+    const G* bv = b.data();
     using kernels::cpu::MatmulDims;
     if (a.requires_grad()) {
       // dA has A's stored layout: M x K, or K x M when A is transposed.
@@ -155,7 +172,7 @@ struct MatmulEntry final : TapeEntry {
         da.trans_a = Opt.transpose_b;
         da.trans_b = true;
       }
-      kernels::cpu::matmul(x, y, a.node_ptr()->grad_data(), da, 1.0f);
+      kernels::cpu::matmul(x, y, a.grad_data(), da, 1.0f);
     }
     if (b.requires_grad()) {
       // dB has B's stored layout: K x N, or N x K when B is transposed.
@@ -169,7 +186,7 @@ struct MatmulEntry final : TapeEntry {
         db.trans_a = true;
         db.trans_b = Opt.transpose_a;
       }
-      kernels::cpu::matmul(x, y, b.node_ptr()->grad_data(), db, 1.0f);
+      kernels::cpu::matmul(x, y, b.grad_data(), db, 1.0f);
     }
   }
 };
@@ -184,24 +201,26 @@ auto matmul(const Tensor<T, SA>& a, const Tensor<T, SB>& b) {
 template <MatmulOptions Opt, class GIn, class T, class SA, class SB>
 auto matmul(Tape& tape, const Var<T, SA>& a, const Var<T, SB>& b) {
   using G = gemm_input_t<GIn, T>;
-  Tensor<G, SA> ag;
-  Tensor<G, SB> bg;
-  auto value = [&] {
-    if constexpr (std::is_same_v<G, T>) {
-      return detail::matmul_forward<Opt>(a.value(), b.value());
-    } else {
-      ag = Tensor<G, SA>(cast<G>(a.value()));
-      bg = Tensor<G, SB>(cast<G>(b.value()));
-      return detail::matmul_forward<Opt, T>(ag, bg);
-    }
-  }();
-  using SO = typename decltype(value)::shape_type;
   const bool needs_grad = tape.recording() && (a.requires_grad() || b.requires_grad());
-  auto c = make_result(std::move(value), needs_grad);
-  if (needs_grad) {
-    tape.push(std::make_unique<detail::MatmulEntry<Opt, G, T, SA, SB, SO>>(a, b, c, std::move(ag), std::move(bg)));
+  if constexpr (std::is_same_v<G, T>) {
+    auto c = make_result(detail::matmul_forward<Opt>(a.value(), b.value()), needs_grad);
+    using SO = typename decltype(c)::shape_type;
+    if (needs_grad) {
+      tape.push(std::make_unique<detail::MatmulEntry<Opt, G, T, SA, SB, SO>>(GemmOperand<G, T, SA>(a),
+                                                                             GemmOperand<G, T, SB>(b), c));
+    }
+    return c;
+  } else {
+    Tensor<G, SA> ag(cast<G>(a.value()));
+    Tensor<G, SB> bg(cast<G>(b.value()));
+    auto c = make_result(detail::matmul_forward<Opt, T>(ag, bg), needs_grad);
+    using SO = typename decltype(c)::shape_type;
+    if (needs_grad) {
+      tape.push(std::make_unique<detail::MatmulEntry<Opt, G, T, SA, SB, SO>>(
+          GemmOperand<G, T, SA>(a, std::move(ag)), GemmOperand<G, T, SB>(b, std::move(bg)), c));
+    }
+    return c;
   }
-  return c;
 }
 
 }  // namespace ctdl::ops

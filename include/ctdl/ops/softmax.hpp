@@ -27,8 +27,9 @@ namespace detail {
 
 template <class T, class S>
 struct SoftmaxEntry final : TapeEntry {
-  Var<T, S> x, y;
-  SoftmaxEntry(Var<T, S> x_, Var<T, S> y_) : x(std::move(x_)), y(std::move(y_)) {}
+  GradRef<T, S> x;
+  Var<T, S> y;  // backward reads y, not x
+  SoftmaxEntry(GradRef<T, S> x_, Var<T, S> y_) : x(std::move(x_)), y(std::move(y_)) {}
   const char* name() const override { return "softmax"; }
   void backward() override {
     if (!y.has_grad()) return;
