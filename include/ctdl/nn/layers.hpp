@@ -27,6 +27,8 @@ struct Linear {
   Var<T, Shape<dyn, Out>> operator()(Context& ctx, const Var<T, Shape<dyn, XIn>>& x) const {
     return ops::linear(ctx.tape, x, weight, bias);
   }
+  /// The parameters as ops::linear takes several layers of one input.
+  ops::LinearWeights<T, In, Out> params() const { return {weight, bias}; }
 };
 
 /// LayerNorm over the last axis; `weight` is gamma, `bias` is beta (no weight decay).

@@ -30,7 +30,9 @@
 #include "ctdl/autograd/tape.hpp"
 #include "ctdl/core/math.hpp"
 #include "ctdl/core/philox.hpp"
+#include "ctdl/kernels/cpu/lanes.hpp"
 #include "ctdl/kernels/cpu/matmul.hpp"
+#include "ctdl/ops/dropout.hpp"
 #include "ctdl/ops/matmul.hpp"
 
 namespace ctdl::ops {
@@ -54,61 +56,6 @@ struct AttentionDims {
   index_t batch, seq, hidden, heads, head_dim;
 };
 
-/// Sum and max of n values in 16 interleaved lanes, so the loops vectorise (a single
-/// running accumulator is a dependency chain the compiler may not reorder).
-template <class Sc>
-Sc lane_sum(const Sc* x, index_t n) {
-  Sc acc[16] = {};
-  index_t j = 0;
-  for (; j + 16 <= n; j += 16)
-    for (int l = 0; l < 16; ++l) acc[l] += x[j + l];
-  Sc s = 0;
-  for (; j < n; ++j) s += x[j];
-  for (Sc a : acc) s += a;
-  return s;
-}
-template <class Sc>
-Sc lane_max(const Sc* x, index_t n) {
-  Sc acc[16];
-  for (Sc& a : acc) a = -std::numeric_limits<Sc>::infinity();
-  index_t j = 0;
-  for (; j + 16 <= n; j += 16)
-    for (int l = 0; l < 16; ++l) acc[l] = acc[l] > x[j + l] ? acc[l] : x[j + l];
-  Sc m = -std::numeric_limits<Sc>::infinity();
-  for (; j < n; ++j) m = m > x[j] ? m : x[j];
-  for (Sc a : acc) m = m > a ? m : a;
-  return m;
-}
-template <class Sc>
-Sc lane_dot(const Sc* x, const Sc* y, index_t n) {
-  Sc acc[16] = {};
-  index_t j = 0;
-  for (; j + 16 <= n; j += 16)
-    for (int l = 0; l < 16; ++l) acc[l] += x[j + l] * y[j + l];
-  Sc s = 0;
-  for (; j < n; ++j) s += x[j] * y[j];
-  for (Sc a : acc) s += a;
-  return s;
-}
-
-/// Calls fn(j, keep) for j in [0, n): the dropout decision of element first + j, four
-/// decisions per Philox call (identical to stream.uniform(first + j) >= p).
-template <class Fn>
-void for_each_keep(const RandomStream& stream, float p, std::uint64_t first, index_t n, Fn&& fn) {
-  index_t j = 0;
-  while (j < n) {
-    const std::uint64_t idx = first + static_cast<std::uint64_t>(j);
-    if (idx % 4 == 0 && j + 4 <= n) {
-      const auto u = stream.uniform4(idx / 4);
-      for (int l = 0; l < 4; ++l) fn(j + l, u[l] >= p);
-      j += 4;
-    } else {
-      fn(j, stream.uniform(idx) >= p);
-      ++j;
-    }
-  }
-}
-
 /// One head's probabilities: P (row softmax of scaled scores + mask) and Pd (after
 /// dropout), both S x S in the scratch type Sc.
 template <class G, class T, class Sc>
@@ -130,9 +77,9 @@ void attention_probs(const G* q, const G* k, const T* mask_row, const AttentionD
   for (index_t i = 0; i < s; ++i) {
     Sc* row = p + i * s;
     for (index_t j = 0; j < s; ++j) row[j] = row[j] * scale + mk[j];
-    const Sc m = lane_max(row, s);
+    const Sc m = kernels::cpu::lane_max(row, s);
     for (index_t j = 0; j < s; ++j) row[j] = math::exp(row[j] - m);
-    const Sc inv = Sc(1) / lane_sum(row, s);
+    const Sc inv = Sc(1) / kernels::cpu::lane_sum(row, s);
     Sc* drow = pd + i * s;
     for (index_t j = 0; j < s; ++j) drow[j] = row[j] *= inv;
     if (opt.dropout > 0) {
@@ -205,7 +152,7 @@ struct AttentionEntry final : TapeEntry {
             for_each_keep(opt.stream, opt.dropout, base + static_cast<std::uint64_t>(i * s), s,
                           [&](index_t j, bool keep) { dpr[j] = keep ? dpr[j] * keep_scale : Sc(0); });
           }
-          const Sc dot = lane_dot(dpr, pr, s);
+          const Sc dot = kernels::cpu::lane_dot(dpr, pr, s);
           for (index_t j = 0; j < s; ++j) dpr[j] = pr[j] * (dpr[j] - dot) * scale;
         }
         const G* dz = as_type<G>(dp.data(), buf, s * s);

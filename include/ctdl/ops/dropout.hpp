@@ -32,6 +32,24 @@ Var<T, S> dropout(Tape& tape, const Var<T, S>& x, float p, const RandomStream& s
 
 namespace detail {
 
+/// Calls fn(j, keep) for j in [0, n): the dropout decision of element first + j, four
+/// decisions per Philox call (identical to stream.uniform(first + j) >= p).
+template <class Fn>
+void for_each_keep(const RandomStream& stream, float p, std::uint64_t first, index_t n, Fn&& fn) {
+  index_t j = 0;
+  while (j < n) {
+    const std::uint64_t idx = first + static_cast<std::uint64_t>(j);
+    if (idx % 4 == 0 && j + 4 <= n) {
+      const auto u = stream.uniform4(idx / 4);
+      for (int l = 0; l < 4; ++l) fn(j + l, u[l] >= p);
+      j += 4;
+    } else {
+      fn(j, stream.uniform(idx) >= p);
+      ++j;
+    }
+  }
+}
+
 /// out[i] (+)= in[i] * keep(i) * scale, in blocks of four elements per Philox call.
 template <bool Accumulate, class T>
 void apply_dropout(const T* in, T* out, index_t n, const DropoutMask& mask) {

@@ -15,8 +15,11 @@
 // Forward of one encoder layer (x: B*S x H):
 //   a  = LayerNorm(x + dropout(attention(x) W_o^T + b_o))
 //   y  = LayerNorm(a + dropout(act(a W_i^T + b_i) W_out^T + b_out))
-// with act the erf or tanh GELU; bias + GELU is one fused expression (forward and
-// backward). Pooler: tanh(dense(hidden state of each sequence's first token)).
+// with act the erf or tanh GELU. Fused: query, key and value are one linear call (x
+// rounded once under Bf16Mixed); bias + GELU is one expression (forward and backward);
+// bias + dropout + residual + LayerNorm is one op (ops/fused_layer_norm.hpp), as is
+// the embeddings' word + position + token type + LayerNorm.
+// Pooler: tanh(dense(hidden state of each sequence's first token)).
 
 #include <cmath>
 #include <cstdint>
@@ -29,6 +32,7 @@
 #include "ctdl/ops/attention.hpp"
 #include "ctdl/ops/cross_entropy.hpp"
 #include "ctdl/ops/dropout.hpp"
+#include "ctdl/ops/fused_layer_norm.hpp"
 #include "ctdl/ops/matmul.hpp"
 
 namespace ctdl::bert {
@@ -227,7 +231,6 @@ template <class T, class F, class P, bool WithPooler>
 typename BertModel<T, F, P, WithPooler>::Output BertModel<T, F, P, WithPooler>::forward(nn::Context& ctx,
                                                                                         const Batch& batch) const {
   using G = typename P::template gemm_t<T>;
-  auto linear = [&](const auto& l, const auto& x) { return ops::linear<G>(ctx.tape, x, l.weight, l.bias); };
   const index_t b = batch.batch(), s = batch.seq_len();
   if (s > config.max_position_embeddings) {
     throw Error("BERT: sequence length " + std::to_string(s) + " exceeds max_position_embeddings " +
@@ -246,27 +249,34 @@ typename BertModel<T, F, P, WithPooler>::Output BertModel<T, F, P, WithPooler>::
   // Embeddings: word + position + token type, LayerNorm, dropout.
   auto positions = Tensor<std::int32_t, ctdl::Shape<dyn, dyn>>::uninitialized({b, s});
   for (index_t i = 0; i < b * s; ++i) positions.data()[i] = static_cast<std::int32_t>(i % s);
-  auto words = embeddings.word_embeddings(ctx, batch.input_ids);
-  auto pos = embeddings.position_embeddings(ctx, positions);
-  auto types = embeddings.token_type_embeddings(ctx, batch.token_type_ids);
-  Hidden x = dropout(embeddings.LayerNorm(ctx, tape.record(words + pos + types)));
+  const auto& e = embeddings;
+  Hidden x = dropout(ops::embedding_layer_norm(
+      tape, std::array{e.word_embeddings.weight, e.position_embeddings.weight, e.token_type_embeddings.weight},
+      std::array{&batch.input_ids, &std::as_const(positions), &batch.token_type_ids}, e.LayerNorm.weight,
+      e.LayerNorm.bias, e.LayerNorm.eps));
 
   // BERT's additive attention mask: (1 - mask) * -10000 for every key position.
   Tensor<T, ctdl::Shape<dyn, dyn>> mask_add = cast<T>((1 - cast<float>(batch.attention_mask)) * -10000.0f);
   const auto attn_dropout = ctx.training ? static_cast<float>(config.attention_probs_dropout_prob) : 0.0f;
+  // dropout(h + bias) + residual, then LayerNorm, in one op.
+  auto add_norm = [&](const Hidden& h, const auto& dense, const Hidden& residual, const auto& norm) {
+    return ops::add_layer_norm(tape, h, dense.bias, residual, norm.weight, norm.bias,
+                               {.dropout = ctx.training ? hidden_dropout : 0.0f,
+                                .stream = ctx.training ? ctx.next_stream() : RandomStream{},
+                                .eps = norm.eps});
+  };
+  constexpr ops::MatmulOptions xwt{.transpose_b = true};
 
   for (const auto& layer : encoder.layer) {
     const auto& sa = layer.attention.self;
-    auto q = linear(sa.query, x);
-    auto k = linear(sa.key, x);
-    auto v = linear(sa.value, x);
+    auto [q, k, v] = ops::linear<G>(tape, x, std::array{sa.query.params(), sa.key.params(), sa.value.params()});
     auto context = ops::attention<G>(tape, q, k, v, mask_add,
                                      {.heads = F::heads, .dropout = attn_dropout, .stream = ctx.next_stream()});
-    auto attn_out = dropout(linear(layer.attention.output.dense, context));
-    Hidden a = layer.attention.output.LayerNorm(ctx, tape.record(attn_out + x));
+    const auto& ao = layer.attention.output;
+    Hidden a = add_norm(ops::matmul<xwt, G>(tape, context, ao.dense.weight), ao.dense, x, ao.LayerNorm);
     auto inter = detail::linear_gelu<G>(ctx, a, layer.intermediate.dense, config.hidden_act);
-    auto out = dropout(linear(layer.output.dense, inter));
-    x = layer.output.LayerNorm(ctx, tape.record(out + a));
+    const auto& out = layer.output;
+    x = add_norm(ops::matmul<xwt, G>(tape, inter, out.dense.weight), out.dense, a, out.LayerNorm);
   }
 
   if constexpr (WithPooler) {
