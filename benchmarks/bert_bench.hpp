@@ -121,6 +121,7 @@ int run(const Args& a, index_t layers) {
   };
   for (int i = 0; i < a.warmup; ++i) step();
   std::vector<double> times;
+  const std::size_t system_allocations_before = DeviceAllocator<Cpu>::system_allocations();
   for (int i = 0; i < a.steps; ++i) {
     const auto t0 = Clock::now();
     step();
@@ -128,10 +129,16 @@ int run(const Args& a, index_t layers) {
   }
   const double step_ms = median(times);
 
+  // The steps' peak, before the floor's replay buffers (up to a few of the largest
+  // operands per thread) are allocated.
+  const double rss_mb = peak_rss_mb();
+  const double system_allocs = static_cast<double>(DeviceAllocator<Cpu>::system_allocations() - system_allocations_before) / a.steps;
+  const double tensor_mb = static_cast<double>(DeviceAllocator<Cpu>::peak_live_bytes()) / (1 << 20);
   kernels::cpu::MatmulLog log;
   kernels::cpu::set_matmul_log(&log);
   step();
   kernels::cpu::set_matmul_log(nullptr);
+  DeviceAllocator<Cpu>::release_cached();
   const double floor_ms = matmul_floor_ms(log.calls);
   double flops = 0;
   for (const auto& call : log.calls) flops += 2.0 * call.dims.batch * call.dims.m * call.dims.n * call.dims.k;
@@ -140,10 +147,10 @@ int run(const Args& a, index_t layers) {
       "{\"model\":\"%s\",\"layers\":%td,\"precision\":\"%s\",\"mode\":\"%s\",\"batch\":%td,\"seq_len\":%td,"
       "\"threads\":%d,\"steps\":%d,\"step_ms\":%.1f,\"sentences_per_s\":%.2f,\"matmul_floor_ms\":%.1f,"
       "\"fraction_of_floor\":%.3f,\"matmul_gflop_per_step\":%.1f,\"matmul_calls\":%zu,\"peak_rss_mb\":%.0f,"
-      "\"matmul_impl\":\"%s\"}\n",
+      "\"peak_tensor_mb\":%.0f,\"large_system_allocs_per_step\":%.1f,\"matmul_impl\":\"%s\"}\n",
       a.model.c_str(), layers, a.precision.c_str(), a.mode.c_str(), a.batch, a.seq_len, omp_get_max_threads(), a.steps,
       step_ms, 1000.0 * static_cast<double>(a.batch) / step_ms, floor_ms, floor_ms / step_ms, flops / 1e9,
-      log.calls.size(), peak_rss_mb(),
+      log.calls.size(), rss_mb, tensor_mb, system_allocs,
       kernels::cpu::matmul_implementation(std::is_same_v<typename P::template gemm_t<T>, bf16>).c_str());
   return 0;
 }

@@ -56,6 +56,7 @@ struct DeviceAllocator<Cpu> {
         c.free.erase(it);
         c.sizes[p] = rounded;
         c.cached_bytes -= rounded;
+        c.note_live(rounded);
         return p;
       }
     }
@@ -69,6 +70,8 @@ struct DeviceAllocator<Cpu> {
       Cache& c = cache();
       std::lock_guard<std::mutex> lock(c.mutex);
       c.sizes[p] = rounded;
+      c.note_live(rounded);
+      ++c.system_allocations;
     }
     return p;
   }
@@ -82,11 +85,28 @@ struct DeviceAllocator<Cpu> {
       if (it != c.sizes.end()) {
         c.free.emplace(it->second, p);
         c.cached_bytes += it->second;
+        c.live_bytes -= it->second;
         c.sizes.erase(it);
         return;
       }
     }
     std::free(p);
+  }
+
+  /// The most bytes ever in use at once in blocks of at least kCacheMinBytes (kept
+  /// blocks not counted): what a perfect allocator would need for them.
+  static std::size_t peak_live_bytes() noexcept {
+    Cache& c = cache();
+    std::lock_guard<std::mutex> lock(c.mutex);
+    return c.peak_live_bytes;
+  }
+
+  /// How many blocks of at least kCacheMinBytes had to come from the operating system
+  /// (none were kept of their size). Steady-state training steps should add none.
+  static std::size_t system_allocations() noexcept {
+    Cache& c = cache();
+    std::lock_guard<std::mutex> lock(c.mutex);
+    return c.system_allocations;
   }
 
   /// Frees every kept block; returns how many bytes that was.
@@ -104,6 +124,12 @@ struct DeviceAllocator<Cpu> {
     std::multimap<std::size_t, void*> free;      // kept blocks by size
     std::unordered_map<void*, std::size_t> sizes;  // live cacheable blocks
     std::size_t cached_bytes = 0;
+    std::size_t live_bytes = 0, peak_live_bytes = 0;  // of the cacheable blocks in use
+    std::size_t system_allocations = 0;               // cacheable blocks not found kept
+    void note_live(std::size_t bytes) {
+      live_bytes += bytes;
+      peak_live_bytes = std::max(peak_live_bytes, live_bytes);
+    }
   };
   static Cache& cache() {
     static Cache* c = new Cache;  // never destroyed: tensors may be freed during exit
