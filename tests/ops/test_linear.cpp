@@ -31,3 +31,35 @@ TEST_CASE("linear: gradcheck for x, weight and bias") {
   INFO(r.report);
   REQUIRE(r.ok);
 }
+
+TEMPLATE_TEST_CASE("linear: inference reuses the weight reordered once, and sees every change to it", "[ops]", float,
+                   bf16) {
+  using G = TestType;
+  using SX = Shape<dyn, 64>;
+  using SW = Shape<48, 64>;
+  Var<float, SX> x(test::uniform<float, SX>({37, 64}, -1, 1, 1), /*requires_grad=*/false);
+  Var<float, SW> w(test::uniform<float, SW>({48, 64}, -1, 1, 2));
+  Var<float, Shape<48>> b(test::uniform<float, Shape<48>>({48}, -1, 1, 3));
+  auto recorded = [&] {
+    Tape tape;
+    return ops::linear<G>(tape, x, w, b).value();  // the training path: weights as stored
+  };
+  auto inferred = [&] {
+    Tape tape;
+    NoGrad no_grad(tape);
+    return ops::linear<G>(tape, x, w, b).value();
+  };
+  auto same = [](const auto& p, const auto& q) {
+    for (index_t i = 0; i < p.size(); ++i) REQUIRE(p.data()[i] == Approx(q.data()[i]).epsilon(1e-5).margin(1e-5));
+  };
+  same(inferred(), recorded());
+  const void* kept = w.node_ptr()->kernel_cache.get();
+  if constexpr (kernels::cpu::has_reused_weight_matmul<G, float>) REQUIRE(kept != nullptr);
+  same(inferred(), recorded());
+  REQUIRE(w.node_ptr()->kernel_cache.get() == kept);  // reused, not made again
+  // An optimizer-style change through value(): the next inference must see it.
+  auto& wv = w.value();
+  for (index_t i = 0; i < wv.size(); ++i) wv.data()[i] *= 0.5f;
+  wv.data()[5] = 3.0f;
+  same(inferred(), recorded());
+}

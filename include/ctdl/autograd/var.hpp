@@ -18,6 +18,7 @@
 //   requires_grad()  false for constants and for results computed under NoGrad
 //   zero_grad()      forgets the gradient (the next accumulation starts from zero)
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <utility>
@@ -32,6 +33,10 @@ struct VarNode {
   Tensor<T, S> value;  // released when the last Var handle and value reader go
   Tensor<T, S> grad;   // allocated on first accumulation
   Extents<S> extents = S::empty_extents();  // the value's, kept when the value is released
+  std::uint64_t version = 0;  // bumped by every non-const Var::value(): "the value may have changed"
+  /// A kernel's derived form of the value, valid for the version it records: ops::linear
+  /// keeps a weight reordered for oneDNN here during inference. Opaque to autograd.
+  std::shared_ptr<void> kernel_cache;
   bool has_grad = false;
   bool requires_grad = false;
   bool weight_decay = true;  // optimizer metadata: false for biases and LayerNorm parameters
@@ -113,7 +118,12 @@ class Var {
     owner_ = std::make_shared<autograd_detail::ValueOwner<T, S>>(std::move(node));
   }
 
-  Tensor<T, S>& value() { return node().value; }
+  /// The value, for changing it: marks it changed (kernels' derived copies are remade).
+  Tensor<T, S>& value() {
+    auto& n = node();
+    ++n.version;
+    return n.value;
+  }
   const Tensor<T, S>& value() const { return node().value; }
   const Extents<S>& extents() const { return node().value.extents(); }
   index_t extent(std::size_t axis) const { return node().value.extent(axis); }

@@ -11,6 +11,11 @@
 // Several layers of one input (BERT's query, key and value) go through one call,
 //   auto [q, k, v] = ops::linear<G>(tape, x, std::array{query, key, value});
 // so that x is rounded to G once and kept once for backward.
+//
+// Inference (nothing recorded): each weight is reordered — and rounded to G — into
+// oneDNN's preferred layout once and kept with the weight (kernels/cpu/matmul.hpp,
+// matmul_reused_weight) until the weight changes (any non-const Var::value() marks it
+// changed). Training steps use the weights as stored: they change every step.
 
 #include <array>
 #include <memory>
@@ -92,8 +97,18 @@ std::array<Var<T, Shape<dyn, Out>>, N> linear(Tape& tape, const Var<T, Shape<dyn
   for (std::size_t i = 0; i < N; ++i) {
     const auto& l = layers[i];
     const index_t out = l.weight.extents()[0];
-    wg[i] = GemmOperand<G, T, Shape<Out, In>>(l.weight);
     auto value = Tensor<T, Shape<dyn, Out>>::uninitialized({n, out});
+    if constexpr (kernels::cpu::has_reused_weight_matmul<G, T> && std::is_same_v<T, float>) {
+      if (!needs_grad) {  // inference: the weight is reordered for oneDNN once, not per call
+        auto& node = *l.weight.node_ptr();
+        kernels::cpu::matmul_reused_weight(xg.data(), node.value.data(), node.version, node.kernel_cache, value.data(),
+                                           n, out, in);
+        value += lazy(l.bias.value());
+        ys[i] = make_result(std::move(value), false);
+        continue;
+      }
+    }
+    wg[i] = GemmOperand<G, T, Shape<Out, In>>(l.weight);
     kernels::cpu::matmul(xg.data(), wg[i].data(), value.data(), {1, n, out, in, false, true}, 0.0f);
     value += lazy(l.bias.value());
     ys[i] = make_result(std::move(value), needs_grad);

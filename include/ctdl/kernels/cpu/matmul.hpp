@@ -70,6 +70,27 @@ inline void set_matmul_log(MatmulLog* log) { matmul_log_slot().store(log); }
 /// logs), e.g. "brg:avx512_core_bf16"; "eigen" when oneDNN is not used.
 std::string matmul_implementation(bool bf16);
 
+/// Whether matmul_reused_weight exists for inputs TA and weights stored as TW (oneDNN:
+/// float inputs from float weights, bf16 inputs from float or bf16 weights).
+template <class TA, class TW>
+inline constexpr bool has_reused_weight_matmul =
+#if defined(CTDL_WITH_ONEDNN)
+    (std::is_same_v<TA, float> || std::is_same_v<TA, bf16>) && (std::is_same_v<TW, float> || std::is_same_v<TW, TA>);
+#else
+    false;
+#endif
+
+/// y (m x n, float) = x (m x k, TA) W^T, for a weight W (n x k, row-major, stored as TW)
+/// that stays the same over many calls (inference). W is reordered once — and rounded
+/// to TA — into the layout oneDNN's matmul prefers for the problem, and kept in `slot`
+/// (an opaque holder the caller owns; created on first use) with `version`; it is made
+/// again only when a call passes another version (the weight changed) or a problem
+/// wants another layout. Otherwise oneDNN would repack W's blocks on every call
+/// (benchmarks/bench_weight_layout: 10-28% of a BERT-base linear layer's time).
+template <class TA, class TW>
+void matmul_reused_weight(const TA* x, const TW* w, std::uint64_t version, std::shared_ptr<void>& slot, float* y,
+                          index_t m, index_t n, index_t k);
+
 // ============================================================================
 
 namespace detail {
@@ -155,7 +176,7 @@ struct DnnlCpu {
 class MatmulCache {
  public:
   using Key = std::tuple<index_t, index_t, index_t, index_t, bool, bool, index_t, index_t, index_t, index_t, index_t,
-                         index_t, int, int, bool>;
+                         index_t, int, int, bool, bool>;
 
   static MatmulCache& get() {
     static MatmulCache cache;
@@ -167,10 +188,12 @@ class MatmulCache {
     dnnl::matmul prim;
   };
 
+  /// any_weights: B in the layout the primitive prefers (format_tag::any) instead of
+  /// the strided one d describes.
   std::shared_ptr<const Entry> find_or_make(const MatmulDims& d, dnnl::memory::data_type ta,
-                                             dnnl::memory::data_type tc, bool accumulate) {
+                                             dnnl::memory::data_type tc, bool accumulate, bool any_weights = false) {
     const Key key{d.batch,    d.m,   d.n,   d.k,   d.trans_a,           d.trans_b,           d.stride_a, d.stride_b,
-                  d.stride_c, d.lda, d.ldb, d.ldc, static_cast<int>(ta), static_cast<int>(tc), accumulate};
+                  d.stride_c, d.lda, d.ldb, d.ldc, static_cast<int>(ta), static_cast<int>(tc), accumulate, any_weights};
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = cache_.find(key);
     if (it != cache_.end()) return it->second;
@@ -178,8 +201,9 @@ class MatmulCache {
     const index_t ba = d.stride_a == 0 ? 1 : d.batch, bb = d.stride_b == 0 ? 1 : d.batch;
     const dnnl::memory::desc a_md(dims{ba, d.m, d.k}, ta,
                                   d.trans_a ? dims{d.stride_a, 1, d.lda} : dims{d.stride_a, d.lda, 1});
-    const dnnl::memory::desc b_md(dims{bb, d.k, d.n}, ta,
-                                  d.trans_b ? dims{d.stride_b, 1, d.ldb} : dims{d.stride_b, d.ldb, 1});
+    const dnnl::memory::desc b_md = any_weights ? dnnl::memory::desc(dims{bb, d.k, d.n}, ta, dnnl::memory::format_tag::any)
+                                                : dnnl::memory::desc(dims{bb, d.k, d.n}, ta,
+                                                                     d.trans_b ? dims{d.stride_b, 1, d.ldb} : dims{d.stride_b, d.ldb, 1});
     const dnnl::memory::desc c_md(dims{d.batch, d.m, d.n}, tc, dims{d.stride_c, d.ldc, 1});
     dnnl::primitive_attr attr;
     if (accumulate) {
@@ -220,6 +244,18 @@ void matmul_dnnl(const TA* a, const TA* b, TC* c, const MatmulDims& d, float bet
   dnnl::memory cm(entry->pd.dst_desc(), cpu.engine, c);
   entry->prim.execute(cpu.stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
   cpu.stream.wait();
+}
+
+/// What matmul_reused_weight keeps in its slot.
+struct ReorderedWeight {
+  std::uint64_t version = 0;
+  dnnl::memory::desc desc;
+  std::shared_ptr<dnnl::memory> memory;  // owns its buffer
+};
+
+inline std::mutex& reordered_weight_mutex() {
+  static std::mutex m;
+  return m;
 }
 
 #endif
@@ -277,6 +313,47 @@ void matmul(const TA* a, const TA* b, TC* c, const MatmulDims& dims, float beta)
     // fp16 (no fp16 matmul on this CPU class) and other mixes: compute in float.
     detail::matmul_through_float(a, b, c, d, beta);
   }
+}
+
+template <class TA, class TW>
+void matmul_reused_weight(const TA* x, const TW* w, std::uint64_t version, std::shared_ptr<void>& slot, float* y,
+                          index_t m, index_t n, index_t k) {
+  static_assert(has_reused_weight_matmul<TA, TW>, "matmul_reused_weight: not available for these types");
+#if defined(CTDL_WITH_ONEDNN)
+  const MatmulDims d = detail::packed(MatmulDims{1, m, n, k, false, true});
+  if (MatmulLog* log = matmul_log_slot().load(std::memory_order_relaxed)) {
+    std::lock_guard<std::mutex> lock(log->mutex);
+    log->calls.push_back({d, std::is_same_v<TA, bf16>, true, omp_in_parallel() != 0});
+  }
+  if (m == 0 || n == 0) return;
+  using detail::dnnl_type;
+  const auto entry = detail::MatmulCache::get().find_or_make(d, dnnl_type<TA>(), dnnl::memory::data_type::f32, false, true);
+  auto& cpu = detail::DnnlCpu::get();
+  std::shared_ptr<dnnl::memory> weights;
+  {
+    std::lock_guard<std::mutex> lock(detail::reordered_weight_mutex());
+    auto* held = static_cast<detail::ReorderedWeight*>(slot.get());
+    if (!held || held->version != version || held->desc != entry->pd.weights_desc()) {
+      // W^T as stored: a k x n view of the row-major n x k W.
+      using dims = dnnl::memory::dims;
+      const dnnl::memory::desc plain(dims{1, k, n}, dnnl_type<TW>(), dims{n * k, 1, k});
+      dnnl::memory src(plain, cpu.engine, const_cast<TW*>(w));
+      auto dst = std::make_shared<dnnl::memory>(entry->pd.weights_desc(), cpu.engine);
+      dnnl::reorder(src, *dst).execute(cpu.stream, src, *dst);
+      cpu.stream.wait();
+      auto fresh = std::make_shared<detail::ReorderedWeight>(detail::ReorderedWeight{version, entry->pd.weights_desc(), dst});
+      slot = fresh;
+      held = fresh.get();
+    }
+    weights = held->memory;  // stays alive through the call even if another thread replaces it
+  }
+  dnnl::memory xm(entry->pd.src_desc(), cpu.engine, const_cast<TA*>(x));
+  dnnl::memory ym(entry->pd.dst_desc(), cpu.engine, y);
+  entry->prim.execute(cpu.stream, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, *weights}, {DNNL_ARG_DST, ym}});
+  cpu.stream.wait();
+#else
+  (void)x, (void)w, (void)version, (void)slot, (void)y, (void)m, (void)n, (void)k;
+#endif
 }
 
 inline std::string matmul_implementation(bool bf16) {
