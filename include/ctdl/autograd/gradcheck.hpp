@@ -17,6 +17,7 @@
 #include <sstream>
 #include <string>
 #include <tuple>
+#include <utility>
 
 #include "ctdl/autograd/tape.hpp"
 
@@ -87,14 +88,15 @@ GradcheckResult gradcheck(const GradcheckOptions& opt, F&& f, V... inputs) {
   auto check_input = [&](auto& x) {
     if (x.requires_grad()) {
       const auto& analytic = x.grad();
-      double* v = x.value().data();
+      // Each change through a fresh value(), so kernels see it (var.hpp: version).
+      auto set = [&](index_t i, double value) { x.value().data()[i] = value; };
       for (index_t i = 0; i < x.value().size(); ++i) {
-        const double v0 = v[i];
-        v[i] = v0 + opt.eps;
+        const double v0 = std::as_const(x).value().data()[i];
+        set(i, v0 + opt.eps);
         const double lp = loss();
-        v[i] = v0 - opt.eps;
+        set(i, v0 - opt.eps);
         const double lm = loss();
-        v[i] = v0;
+        set(i, v0);
         const double numeric = (lp - lm) / (2 * opt.eps);
         const double a = analytic.data()[i];
         const double err = std::abs(a - numeric);

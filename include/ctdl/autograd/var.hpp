@@ -13,6 +13,8 @@
 //
 // Contract:
 //   value()          the forward value; an optimizer or gradcheck may change it in place
+//                    (the non-const access marks it changed: kernels remake their
+//                    derived copies, such as a reordered weight)
 //   grad()           the accumulated gradient, zero-filled on first use; every use of a
 //                    Var in a recorded computation adds its contribution
 //   requires_grad()  false for constants and for results computed under NoGrad
@@ -118,7 +120,10 @@ class Var {
     owner_ = std::make_shared<autograd_detail::ValueOwner<T, S>>(std::move(node));
   }
 
-  /// The value, for changing it: marks it changed (kernels' derived copies are remade).
+  /// The value, for changing it: marks it changed, so kernels remake what they derived
+  /// from it (a reordered weight). The mark is made at this call: change the value
+  /// through the returned reference before the next forward pass, and call value()
+  /// again for changes after that.
   Tensor<T, S>& value() {
     auto& n = node();
     ++n.version;

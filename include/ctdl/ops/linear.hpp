@@ -12,10 +12,11 @@
 //   auto [q, k, v] = ops::linear<G>(tape, x, std::array{query, key, value});
 // so that x is rounded to G once and kept once for backward.
 //
-// Inference (nothing recorded): each weight is reordered — and rounded to G — into
-// oneDNN's preferred layout once and kept with the weight (kernels/cpu/matmul.hpp,
+// The forward product takes each weight reordered — and rounded to G — into oneDNN's
+// preferred layout, made once and kept with the weight (kernels/cpu/matmul.hpp,
 // matmul_reused_weight) until the weight changes (any non-const Var::value() marks it
-// changed). Training steps use the weights as stored: they change every step.
+// changed): once for all of inference, once per optimizer step in training (shared by
+// the step's accumulated micro-batches). Backward takes W as stored (rounded to G).
 
 #include <array>
 #include <memory>
@@ -98,18 +99,17 @@ std::array<Var<T, Shape<dyn, Out>>, N> linear(Tape& tape, const Var<T, Shape<dyn
     const auto& l = layers[i];
     const index_t out = l.weight.extents()[0];
     auto value = Tensor<T, Shape<dyn, Out>>::uninitialized({n, out});
+    if (needs_grad) wg[i] = GemmOperand<G, T, Shape<Out, In>>(l.weight);  // as backward's dx = dy W takes it
     if constexpr (kernels::cpu::has_reused_weight_matmul<G, T> && std::is_same_v<T, float>) {
-      if (!needs_grad) {  // inference: the weight is reordered for oneDNN once, not per call
-        auto& node = *l.weight.node_ptr();
-        kernels::cpu::matmul_reused_weight(xg.data(), node.value.data(), node.version, node.kernel_cache, value.data(),
-                                           n, out, in);
-        value += lazy(l.bias.value());
-        ys[i] = make_result(std::move(value), false);
-        continue;
-      }
+      // The weight reordered for oneDNN once per version, not per call.
+      auto& node = *l.weight.node_ptr();
+      kernels::cpu::matmul_reused_weight(xg.data(), node.value.data(), node.version, node.kernel_cache, value.data(), n,
+                                         out, in);
+    } else {
+      GemmOperand<G, T, Shape<Out, In>> inference_only;
+      const auto& w = needs_grad ? wg[i] : (inference_only = GemmOperand<G, T, Shape<Out, In>>(l.weight));
+      kernels::cpu::matmul(xg.data(), w.data(), value.data(), {1, n, out, in, false, true}, 0.0f);
     }
-    wg[i] = GemmOperand<G, T, Shape<Out, In>>(l.weight);
-    kernels::cpu::matmul(xg.data(), wg[i].data(), value.data(), {1, n, out, in, false, true}, 0.0f);
     value += lazy(l.bias.value());
     ys[i] = make_result(std::move(value), needs_grad);
     bias_refs[i] = l.bias;
