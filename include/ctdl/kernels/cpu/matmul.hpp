@@ -338,12 +338,21 @@ void matmul_reused_weight(const TA* x, const TW* w, std::uint64_t version, std::
       using dims = dnnl::memory::dims;
       const dnnl::memory::desc plain(dims{1, k, n}, dnnl_type<TW>(), dims{n * k, 1, k});
       dnnl::memory src(plain, cpu.engine, const_cast<TW*>(w));
-      auto dst = std::make_shared<dnnl::memory>(entry->pd.weights_desc(), cpu.engine);
-      dnnl::reorder(src, *dst).execute(cpu.stream, src, *dst);
-      cpu.stream.wait();
-      auto fresh = std::make_shared<detail::ReorderedWeight>(detail::ReorderedWeight{version, entry->pd.weights_desc(), dst});
-      slot = fresh;
-      held = fresh.get();
+      if (held && held->desc == entry->pd.weights_desc()) {
+        // A new version in the same layout (training: every step): into the same buffer,
+        // whose pages are already mapped. The weight changed, so no call still reads it.
+        dnnl::reorder(src, *held->memory).execute(cpu.stream, src, *held->memory);
+        cpu.stream.wait();
+        held->version = version;
+      } else {
+        auto dst = std::make_shared<dnnl::memory>(entry->pd.weights_desc(), cpu.engine);
+        dnnl::reorder(src, *dst).execute(cpu.stream, src, *dst);
+        cpu.stream.wait();
+        auto fresh =
+            std::make_shared<detail::ReorderedWeight>(detail::ReorderedWeight{version, entry->pd.weights_desc(), dst});
+        slot = fresh;
+        held = fresh.get();
+      }
     }
     weights = held->memory;  // stays alive through the call even if another thread replaces it
   }
