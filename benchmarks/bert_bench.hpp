@@ -9,9 +9,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace ctdl::bench {
@@ -139,6 +141,19 @@ int run(const Args& a, index_t layers) {
   step();
   kernels::cpu::set_matmul_log(nullptr);
   DeviceAllocator<Cpu>::release_cached();
+  // Which kernels ran the step's products, by share of the flops: "brg:avx512_core_bf16 82%, ...".
+  std::vector<std::pair<double, std::string>> impls;
+  double logged_flops = 0;
+  for (const auto& [name, f] : log.flops_by_implementation) {
+    impls.emplace_back(f, name);
+    logged_flops += f;
+  }
+  std::sort(impls.rbegin(), impls.rend());
+  std::string impl_summary;
+  for (const auto& [f, name] : impls) {
+    if (!impl_summary.empty()) impl_summary += ", ";
+    impl_summary += name + " " + std::to_string(static_cast<int>(std::lround(100.0 * f / logged_flops))) + "%";
+  }
   const double floor_ms = matmul_floor_ms(log.calls);
   double flops = 0;
   for (const auto& call : log.calls) flops += 2.0 * call.dims.batch * call.dims.m * call.dims.n * call.dims.k;
@@ -151,7 +166,7 @@ int run(const Args& a, index_t layers) {
       a.model.c_str(), layers, a.precision.c_str(), a.mode.c_str(), a.batch, a.seq_len, omp_get_max_threads(), a.steps,
       step_ms, 1000.0 * static_cast<double>(a.batch) / step_ms, floor_ms, floor_ms / step_ms, flops / 1e9,
       log.calls.size(), rss_mb, tensor_mb, system_allocs,
-      kernels::cpu::matmul_implementation(std::is_same_v<typename P::template gemm_t<T>, bf16>).c_str());
+      impl_summary.c_str());
   return 0;
 }
 

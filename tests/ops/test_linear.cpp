@@ -64,7 +64,7 @@ TEMPLATE_TEST_CASE("linear: the weight reordered once is reused while unchanged 
   };
   check(inferred());
   const void* kept = w.node_ptr()->kernel_cache.get();
-  if constexpr (kernels::cpu::has_reused_weight_matmul<G, float>) REQUIRE(kept != nullptr);
+  REQUIRE((kept != nullptr) == ops::linear_reuses_weights_for<G, float>(37));
   check(recorded());  // e.g. the micro-batches of one optimizer step
   check(inferred());
   REQUIRE(w.node_ptr()->kernel_cache.get() == kept);  // reused, not made again
@@ -75,4 +75,19 @@ TEMPLATE_TEST_CASE("linear: the weight reordered once is reused while unchanged 
   check(recorded());
   w.value().data()[7] = -2.0f;  // each change through a fresh value() (var.hpp: version)
   check(inferred());
+}
+
+TEST_CASE("linear: without a bias, y = x W^T, gradcheck for x and W") {
+  using SX = Shape<dyn, 5>;
+  using SW = Shape<3, 5>;
+  Var<double, SX> x(test::uniform<double, SX>({4, 5}, -1, 1, 11));
+  Var<double, SW> w(test::uniform<double, SW>({3, 5}, -1, 1, 12));
+  auto r = gradcheck([](Tape& t, const auto& xv, const auto& wv) { return ops::linear(t, xv, wv); }, x, w);
+  INFO(r.report);
+  REQUIRE(r.ok);
+  Tape tape;
+  Var<double, Shape<3>> zero(Tensor<double, Shape<3>>({3}));
+  auto with_zero_bias = ops::linear(tape, x, w, zero);
+  auto without = ops::linear(tape, x, w);
+  for (index_t i = 0; i < without.value().size(); ++i) REQUIRE(without.value().data()[i] == with_zero_bias.value().data()[i]);
 }

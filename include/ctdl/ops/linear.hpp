@@ -12,21 +12,39 @@
 //   auto [q, k, v] = ops::linear<G>(tape, x, std::array{query, key, value});
 // so that x is rounded to G once and kept once for backward.
 //
-// The forward product takes each weight reordered — and rounded to G — into oneDNN's
-// preferred layout, made once and kept with the weight (kernels/cpu/matmul.hpp,
-// matmul_reused_weight) until the weight changes (any non-const Var::value() marks it
-// changed): once for all of inference, once per optimizer step in training (shared by
-// the step's accumulated micro-batches). Backward takes W as stored (rounded to G).
+// With bf16 products, and fp32 ones of few rows (linear_reuses_weights_for), the forward
+// product takes each weight
+// rounded to G and reordered into oneDNN's preferred layout, made once and kept with
+// the weight (kernels/cpu/matmul.hpp, matmul_reused_weight) until the weight changes
+// (any non-const Var::value() marks it changed): once for all of inference, once per
+// optimizer step in training (shared by the step's accumulated micro-batches).
+// Backward takes W as stored (rounded to G).
 
 #include <array>
 #include <memory>
+#include <string>
 
 #include "ctdl/autograd/tape.hpp"
 #include "ctdl/ops/matmul.hpp"
 
 namespace ctdl::ops {
 
-/// The parameters of one linear layer (nn::Linear::params()).
+/// Whether the forward product takes each weight rounded to G and reordered once per
+/// weight version (see the header comment), for x with `rows` rows: float weights on
+/// oneDNN, with bf16 products always, with fp32 products up to kFp32ReorderMaxRows rows.
+/// Measured in the BERT-base step (docs/benchmarks.md): fp32 at 128 rows 12% faster
+/// with the reordered weights, at 1,024 rows 3-7% slower than oneDNN's own packing of
+/// the stored weights; bf16 as fast or faster at both, and the rounding is saved too.
+inline constexpr index_t kFp32ReorderMaxRows = 256;
+template <class G, class T>
+inline constexpr bool linear_reuses_weights = kernels::cpu::has_reused_weight_matmul<G, T> && std::is_same_v<T, float>;
+template <class G, class T>
+bool linear_reuses_weights_for(index_t rows) {
+  if constexpr (!linear_reuses_weights<G, T>) return false;
+  else return !std::is_same_v<G, T> || rows <= kFp32ReorderMaxRows;
+}
+
+/// The parameters of one linear layer (nn::Linear::params()); a null bias: none.
 template <class T, index_t In, index_t Out>
 struct LinearWeights {
   Var<T, Shape<Out, In>> weight;
@@ -36,6 +54,11 @@ struct LinearWeights {
 template <class G = SameAsInput, class T, index_t In, index_t Out, index_t XIn>
 Var<T, Shape<dyn, Out>> linear(Tape& tape, const Var<T, Shape<dyn, XIn>>& x, const Var<T, Shape<Out, In>>& weight,
                                const Var<T, Shape<Out>>& bias);
+
+/// y = x W^T without a bias (for a bias added by a fused op after it: BERT's bias + GELU,
+/// bias + dropout + residual + LayerNorm).
+template <class G = SameAsInput, class T, index_t In, index_t Out, index_t XIn>
+Var<T, Shape<dyn, Out>> linear(Tape& tape, const Var<T, Shape<dyn, XIn>>& x, const Var<T, Shape<Out, In>>& weight);
 
 /// N layers applied to the same x: {x W_0^T + b_0, ..., x W_{N-1}^T + b_{N-1}}.
 template <class G = SameAsInput, class T, index_t In, index_t Out, index_t XIn, std::size_t N>
@@ -67,7 +90,7 @@ struct LinearEntry final : TapeEntry {
       if (w[i].requires_grad()) {  // dW (out x in) += dy^T (out x n) x (n x in)
         kernels::cpu::matmul(dy.data(), x.data(), w[i].grad_data(), {1, out, in, n, true, false}, 1.0f);
       }
-      if (b[i].requires_grad()) b[i].node_ptr()->accumulate(lazy(y[i].grad()));
+      if (b[i].node_ptr() && b[i].requires_grad()) b[i].node_ptr()->accumulate(lazy(y[i].grad()));
     }
   }
 };
@@ -80,15 +103,16 @@ std::array<Var<T, Shape<dyn, Out>>, N> linear(Tape& tape, const Var<T, Shape<dyn
   using G = gemm_input_t<GIn, T>;
   static_assert(In == dyn || XIn == dyn || In == XIn, "linear: x's width differs from the weight's input width");
   const index_t n = x.extents()[0], in = x.extents()[1];
+  bool needs_grad = tape.recording() && x.requires_grad();
   for (const auto& l : layers) {
-    if (l.weight.extents()[1] != in || l.bias.extents()[0] != l.weight.extents()[0]) {
+    if (l.weight.extents()[1] != in || (l.bias && l.bias.extents()[0] != l.weight.extents()[0])) {
       throw ShapeError("linear: x " + describe<Shape<dyn, XIn>>(x.extents()) + ", weight " +
                        describe<Shape<Out, In>>(l.weight.extents()) + ", bias " +
-                       describe<Shape<Out>>(l.bias.extents()) + " do not fit y = x W^T + b");
+                       (l.bias ? describe<Shape<Out>>(l.bias.extents()) : std::string("none")) +
+                       " do not fit y = x W^T + b");
     }
+    needs_grad = needs_grad || (tape.recording() && (l.weight.requires_grad() || (l.bias && l.bias.requires_grad())));
   }
-  bool needs_grad = tape.recording() && x.requires_grad();
-  for (const auto& l : layers) needs_grad = needs_grad || (tape.recording() && (l.weight.requires_grad() || l.bias.requires_grad()));
 
   GemmOperand<G, T, Shape<dyn, XIn>> xg(x);
   std::array<GemmOperand<G, T, Shape<Out, In>>, N> wg;
@@ -100,19 +124,23 @@ std::array<Var<T, Shape<dyn, Out>>, N> linear(Tape& tape, const Var<T, Shape<dyn
     const index_t out = l.weight.extents()[0];
     auto value = Tensor<T, Shape<dyn, Out>>::uninitialized({n, out});
     if (needs_grad) wg[i] = GemmOperand<G, T, Shape<Out, In>>(l.weight);  // as backward's dx = dy W takes it
-    if constexpr (kernels::cpu::has_reused_weight_matmul<G, T> && std::is_same_v<T, float>) {
-      // The weight reordered for oneDNN once per version, not per call.
-      auto& node = *l.weight.node_ptr();
-      kernels::cpu::matmul_reused_weight(xg.data(), node.value.data(), node.version, node.kernel_cache, value.data(), n,
-                                         out, in);
-    } else {
+    bool done = false;
+    if constexpr (linear_reuses_weights<G, T>) {
+      if (linear_reuses_weights_for<G, T>(n)) {  // the weight reordered once per version, not per call
+        auto& node = *l.weight.node_ptr();
+        kernels::cpu::matmul_reused_weight(xg.data(), node.value.data(), node.version, node.kernel_cache, value.data(),
+                                           n, out, in);
+        done = true;
+      }
+    }
+    if (!done) {
       GemmOperand<G, T, Shape<Out, In>> inference_only;
       const auto& w = needs_grad ? wg[i] : (inference_only = GemmOperand<G, T, Shape<Out, In>>(l.weight));
       kernels::cpu::matmul(xg.data(), w.data(), value.data(), {1, n, out, in, false, true}, 0.0f);
     }
-    value += lazy(l.bias.value());
+    if (l.bias) value += lazy(l.bias.value());
     ys[i] = make_result(std::move(value), needs_grad);
-    bias_refs[i] = l.bias;
+    if (l.bias) bias_refs[i] = l.bias;
     y_refs[i] = ys[i];
   }
   if (needs_grad) {
@@ -126,6 +154,11 @@ template <class G, class T, index_t In, index_t Out, index_t XIn>
 Var<T, Shape<dyn, Out>> linear(Tape& tape, const Var<T, Shape<dyn, XIn>>& x, const Var<T, Shape<Out, In>>& weight,
                                const Var<T, Shape<Out>>& bias) {
   return linear<G>(tape, x, std::array{LinearWeights<T, In, Out>{weight, bias}})[0];
+}
+
+template <class G, class T, index_t In, index_t Out, index_t XIn>
+Var<T, Shape<dyn, Out>> linear(Tape& tape, const Var<T, Shape<dyn, XIn>>& x, const Var<T, Shape<Out, In>>& weight) {
+  return linear<G>(tape, x, std::array{LinearWeights<T, In, Out>{weight, {}}})[0];
 }
 
 }  // namespace ctdl::ops

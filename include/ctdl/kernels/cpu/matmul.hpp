@@ -58,10 +58,19 @@ struct MatmulLog {
   };
   std::mutex mutex;
   std::vector<Call> calls;
+  std::map<std::string, double> flops_by_implementation;  // 2 m n k per call, by the kernel that ran it
 };
 inline std::atomic<MatmulLog*>& matmul_log_slot() {
   static std::atomic<MatmulLog*> slot{nullptr};
   return slot;
+}
+/// Counts a call's flops under the implementation that ran it (while a log is installed).
+inline void log_implementation(const std::string& impl, const MatmulDims& d) {
+  if (MatmulLog* log = matmul_log_slot().load(std::memory_order_relaxed)) {
+    std::lock_guard<std::mutex> lock(log->mutex);
+    log->flops_by_implementation[impl] += 2.0 * static_cast<double>(d.batch) * static_cast<double>(d.m) *
+                                          static_cast<double>(d.n) * static_cast<double>(d.k);
+  }
 }
 /// Installs (or, with nullptr, removes) the log.
 inline void set_matmul_log(MatmulLog* log) { matmul_log_slot().store(log); }
@@ -107,6 +116,7 @@ inline MatmulDims packed(MatmulDims d) {
 
 template <class T, class TC>
 void matmul_eigen(const T* a, const T* b, TC* c, const MatmulDims& d, float beta) {
+  log_implementation("eigen", d);
   using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   using MatC = Eigen::Matrix<TC, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   using Stride = Eigen::OuterStride<>;
@@ -186,6 +196,7 @@ class MatmulCache {
   struct Entry {
     dnnl::matmul::primitive_desc pd;
     dnnl::matmul prim;
+    std::string impl;  // oneDNN's implementation name, e.g. "brg:avx512_core_bf16"
   };
 
   /// any_weights: B in the layout the primitive prefers (format_tag::any) instead of
@@ -214,7 +225,7 @@ class MatmulCache {
     auto& cpu = DnnlCpu::get();
     const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), attr, cpu.engine);
     last_impl_[ta == dnnl::memory::data_type::bf16] = pd.impl_info_str();
-    auto entry = std::make_shared<const Entry>(Entry{pd, dnnl::matmul(pd)});
+    auto entry = std::make_shared<const Entry>(Entry{pd, dnnl::matmul(pd), pd.impl_info_str()});
     cache_.emplace(key, entry);
     return entry;
   }
@@ -238,6 +249,7 @@ void matmul_dnnl(const TA* a, const TA* b, TC* c, const MatmulDims& d, float bet
     beta = 1.0f;
   }
   const auto entry = MatmulCache::get().find_or_make(d, dnnl_type<TA>(), dnnl_type<TC>(), beta != 0.0f);
+  log_implementation(entry->impl, d);
   auto& cpu = DnnlCpu::get();
   dnnl::memory am(entry->pd.src_desc(), cpu.engine, const_cast<TA*>(a));
   dnnl::memory bm(entry->pd.weights_desc(), cpu.engine, const_cast<TA*>(b));
@@ -328,6 +340,7 @@ void matmul_reused_weight(const TA* x, const TW* w, std::uint64_t version, std::
   if (m == 0 || n == 0) return;
   using detail::dnnl_type;
   const auto entry = detail::MatmulCache::get().find_or_make(d, dnnl_type<TA>(), dnnl::memory::data_type::f32, false, true);
+  log_implementation(entry->impl + " (reordered weights)", d);
   auto& cpu = detail::DnnlCpu::get();
   std::shared_ptr<dnnl::memory> weights;
   {

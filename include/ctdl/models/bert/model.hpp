@@ -220,7 +220,7 @@ inline Tensor<std::int32_t, ctdl::Shape<dyn>> first_token_rows(index_t batch, in
 template <class G, class T, index_t In, index_t Out>
 Var<T, ctdl::Shape<dyn, Out>> linear_gelu(nn::Context& ctx, const Var<T, ctdl::Shape<dyn, In>>& x,
                                           const nn::Linear<T, In, Out>& l, Activation act) {
-  auto xw = ops::matmul<ops::MatmulOptions{.transpose_b = true}, G>(ctx.tape, x, l.weight);
+  auto xw = ops::linear<G>(ctx.tape, x, l.weight);
   if (act == Activation::gelu_erf) return ctx.tape.record(gelu(xw + l.bias));
   return ctx.tape.record(gelu_tanh(xw + l.bias));
 }
@@ -265,7 +265,6 @@ typename BertModel<T, F, P, WithPooler>::Output BertModel<T, F, P, WithPooler>::
                                 .stream = ctx.training ? ctx.next_stream() : RandomStream{},
                                 .eps = norm.eps});
   };
-  constexpr ops::MatmulOptions xwt{.transpose_b = true};
 
   for (const auto& layer : encoder.layer) {
     const auto& sa = layer.attention.self;
@@ -273,15 +272,15 @@ typename BertModel<T, F, P, WithPooler>::Output BertModel<T, F, P, WithPooler>::
     auto context = ops::attention<G>(tape, q, k, v, mask_add,
                                      {.heads = F::heads, .dropout = attn_dropout, .stream = ctx.next_stream()});
     const auto& ao = layer.attention.output;
-    Hidden a = add_norm(ops::matmul<xwt, G>(tape, context, ao.dense.weight), ao.dense, x, ao.LayerNorm);
+    Hidden a = add_norm(ops::linear<G>(tape, context, ao.dense.weight), ao.dense, x, ao.LayerNorm);
     auto inter = detail::linear_gelu<G>(ctx, a, layer.intermediate.dense, config.hidden_act);
     const auto& out = layer.output;
-    x = add_norm(ops::matmul<xwt, G>(tape, inter, out.dense.weight), out.dense, a, out.LayerNorm);
+    x = add_norm(ops::linear<G>(tape, inter, out.dense.weight), out.dense, a, out.LayerNorm);
   }
 
   if constexpr (WithPooler) {
     auto first = ops::embedding(tape, x, detail::first_token_rows(b, s));
-    auto pooled_pre = ops::matmul<ops::MatmulOptions{.transpose_b = true}, G>(tape, first, pooler.dense.weight);
+    auto pooled_pre = ops::linear<G>(tape, first, pooler.dense.weight);
     Hidden pooled = tape.record(tanh(pooled_pre + pooler.dense.bias));
     return {x, pooled};
   } else {
