@@ -126,49 +126,106 @@ void add_block_sums(const GradRef<T, S>& p, const std::vector<C>& acc, index_t w
   }
 }
 
+/// The LayerNorm both fused ops end in: what backward keeps of it, and its passes over
+/// the rows.
 template <class T, index_t H>
-struct AddLayerNormEntry final : TapeEntry {
+struct SavedLayerNorm {
   using C = compute_t<T>;
-  GradRef<T, Shape<dyn, H>> h, residual, y;
-  GradRef<T, Shape<H>> bias, beta;
+  GradRef<T, Shape<dyn, H>> y;
   Var<T, Shape<H>> gamma;
-  Tensor<T, Shape<dyn, H>> s;  // the LayerNorm's input
+  Var<T, Shape<H>> beta;  // parameters: alive anyway
+  Tensor<T, Shape<dyn, H>> s;  // the LayerNorm's input (kept only when recording)
   std::vector<C> mu, rstd;
-  AddLayerNormOptions opt;
-  AddLayerNormEntry(GradRef<T, Shape<dyn, H>> h_, GradRef<T, Shape<dyn, H>> r_, GradRef<T, Shape<dyn, H>> y_,
-                    GradRef<T, Shape<H>> b_, GradRef<T, Shape<H>> beta_, Var<T, Shape<H>> g_, Tensor<T, Shape<dyn, H>> s_,
-                    std::vector<C> mu_, std::vector<C> rstd_, AddLayerNormOptions o)
-      : h(std::move(h_)), residual(std::move(r_)), y(std::move(y_)), bias(std::move(b_)), beta(std::move(beta_)),
-        gamma(std::move(g_)), s(std::move(s_)), mu(std::move(mu_)), rstd(std::move(rstd_)), opt(o) {}
-  const char* name() const override { return "add_layer_norm"; }
+  double eps = 1e-12;
 
-  void backward() override {
-    if (!y.has_grad()) return;
+  SavedLayerNorm(const Var<T, Shape<H>>& g, const Var<T, Shape<H>>& b, double e) : gamma(g), beta(b), eps(e) {}
+
+  /// Forward: make_row(r, x) writes the LayerNorm's input row r into x (width w, in C);
+  /// returns the normalised rows, and with `keep` keeps s, mu and rstd for backward.
+  template <class MakeRow>
+  Tensor<T, Shape<dyn, H>> forward(index_t rows, index_t w, bool keep, MakeRow&& make_row) {
+    auto value = Tensor<T, Shape<dyn, H>>::uninitialized({rows, w});
+    if (keep) {
+      s = Tensor<T, Shape<dyn, H>>::uninitialized({rows, w});
+      mu.resize(static_cast<std::size_t>(rows));
+      rstd.resize(static_cast<std::size_t>(rows));
+    }
+    const T *gv = gamma.value().data(), *bv = beta.value().data();
+#pragma omp parallel if (rows * w >= expr::kParallelThreshold)
+    {
+      std::vector<C> row(static_cast<std::size_t>(w));
+      C* x = row.data();
+#pragma omp for schedule(static)
+      for (index_t r = 0; r < rows; ++r) {
+        const index_t o = r * w;
+        make_row(r, x);
+        if (keep) {
+          for (index_t j = 0; j < w; ++j) s.data()[o + j] = convert<T>(x[j]);
+        }
+        const auto [m, rs] = layer_norm_row(x, w, static_cast<C>(eps), gv, bv, value.data() + o);
+        if (keep) {
+          mu[static_cast<std::size_t>(r)] = m;
+          rstd[static_cast<std::size_t>(r)] = rs;
+        }
+      }
+    }
+    return value;
+  }
+
+  /// Backward: the LayerNorm's input gradient ds of each row goes to on_row(r, ds, sums),
+  /// where sums are the row block's `extra` accumulators (width w each) for the caller's
+  /// own parameter gradients; dgamma and dbeta are added here. Returns every block's
+  /// sums (block-major; the caller's start at index 2) for add_block_sums.
+  template <class OnRow>
+  std::vector<C> backward(int extra, OnRow&& on_row) const {
     const index_t rows = s.extent(0), w = s.extent(1);
     const T* dy = y.grad().data();
     const T* gam = gamma.value().data();
+    const int sums = 2 + extra;
+    auto acc = for_row_blocks<C>(rows, w, sums, [&](index_t r, C* xhat, C* ds, C* block) {
+      const index_t o = r * w;
+      layer_norm_row_backward(s.data() + o, mu[static_cast<std::size_t>(r)], rstd[static_cast<std::size_t>(r)], dy + o,
+                              gam, w, xhat, ds, block, block + w);
+      on_row(r, ds, block + 2 * w);
+    });
+    add_block_sums(GradRef<T, Shape<H>>(gamma), acc, w, sums, 0);
+    add_block_sums(GradRef<T, Shape<H>>(beta), acc, w, sums, 1);
+    return acc;
+  }
+};
+
+template <class T, index_t H>
+struct AddLayerNormEntry final : TapeEntry {
+  using C = compute_t<T>;
+  GradRef<T, Shape<dyn, H>> h, residual;
+  GradRef<T, Shape<H>> bias;
+  SavedLayerNorm<T, H> norm;
+  AddLayerNormOptions opt;
+  AddLayerNormEntry(GradRef<T, Shape<dyn, H>> h_, GradRef<T, Shape<dyn, H>> r_, GradRef<T, Shape<H>> b_,
+                    SavedLayerNorm<T, H> n, AddLayerNormOptions o)
+      : h(std::move(h_)), residual(std::move(r_)), bias(std::move(b_)), norm(std::move(n)), opt(o) {}
+  const char* name() const override { return "add_layer_norm"; }
+
+  void backward() override {
+    if (!norm.y.has_grad()) return;
+    const index_t w = norm.s.extent(1);
     T* dh = h.requires_grad() || bias.requires_grad() ? h.node_ptr()->grad_data() : nullptr;
     T* dr = residual.requires_grad() ? residual.node_ptr()->grad_data() : nullptr;
     const C keep_scale = C(1) / (C(1) - static_cast<C>(opt.dropout));
-    // Sums per block: dgamma, dbeta, dbias.
-    const auto acc = for_row_blocks<C>(rows, w, 3, [&](index_t r, C* xhat, C* ds, C* sums) {
+    const auto acc = norm.backward(1, [&](index_t r, C* ds, C* dbias) {
       const index_t o = r * w;
-      layer_norm_row_backward(s.data() + o, mu[static_cast<std::size_t>(r)], rstd[static_cast<std::size_t>(r)], dy + o,
-                              gam, w, xhat, ds, sums, sums + w);
       if (dr) {
         for (index_t j = 0; j < w; ++j) dr[o + j] = convert<T>(convert<C>(dr[o + j]) + ds[j]);
       }
       if (opt.dropout > 0) {
-        detail::for_each_keep(opt.stream, opt.dropout, static_cast<std::uint64_t>(o), w,
+        for_each_keep(opt.stream, opt.dropout, static_cast<std::uint64_t>(o), w,
                       [&](index_t j, bool keep) { ds[j] = keep ? ds[j] * keep_scale : C(0); });
       }
       if (dh) {
         for (index_t j = 0; j < w; ++j) dh[o + j] = convert<T>(convert<C>(dh[o + j]) + ds[j]);
       }
-      for (index_t j = 0; j < w; ++j) sums[2 * w + j] += ds[j];
+      for (index_t j = 0; j < w; ++j) dbias[j] += ds[j];
     });
-    add_block_sums(GradRef<T, Shape<H>>(gamma), acc, w, 3, 0);
-    add_block_sums(beta, acc, w, 3, 1);
     add_block_sums(bias, acc, w, 3, 2);
   }
 };
@@ -178,34 +235,21 @@ struct EmbeddingLayerNormEntry final : TapeEntry {
   using C = compute_t<T>;
   std::array<GradRef<T, Shape<dyn, H>>, N> tables;
   std::array<std::vector<I>, N> ids;
-  GradRef<T, Shape<dyn, H>> y;
-  Var<T, Shape<H>> gamma;
-  GradRef<T, Shape<H>> beta;
-  Tensor<T, Shape<dyn, H>> s;  // the LayerNorm's input
-  std::vector<C> mu, rstd;
+  SavedLayerNorm<T, H> norm;
   EmbeddingLayerNormEntry(std::array<GradRef<T, Shape<dyn, H>>, N> t, std::array<std::vector<I>, N> i,
-                          GradRef<T, Shape<dyn, H>> y_, Var<T, Shape<H>> g_, GradRef<T, Shape<H>> b_,
-                          Tensor<T, Shape<dyn, H>> s_, std::vector<C> mu_, std::vector<C> rstd_)
-      : tables(std::move(t)), ids(std::move(i)), y(std::move(y_)), gamma(std::move(g_)), beta(std::move(b_)),
-        s(std::move(s_)), mu(std::move(mu_)), rstd(std::move(rstd_)) {}
+                          SavedLayerNorm<T, H> n)
+      : tables(std::move(t)), ids(std::move(i)), norm(std::move(n)) {}
   const char* name() const override { return "embedding_layer_norm"; }
 
   void backward() override {
-    if (!y.has_grad()) return;
-    const index_t rows = s.extent(0), w = s.extent(1);
-    const T* dy = y.grad().data();
-    const T* gam = gamma.value().data();
+    if (!norm.y.has_grad()) return;
+    const index_t rows = norm.s.extent(0), w = norm.s.extent(1);
     bool any_table = false;
     for (const auto& t : tables) any_table = any_table || t.requires_grad();
-    auto ds_all = any_table ? Tensor<C, Shape<dyn, H>>::uninitialized(s.extents()) : Tensor<C, Shape<dyn, H>>();
-    const auto acc = for_row_blocks<C>(rows, w, 2, [&](index_t r, C* xhat, C* ds, C* sums) {
-      const index_t o = r * w;
-      layer_norm_row_backward(s.data() + o, mu[static_cast<std::size_t>(r)], rstd[static_cast<std::size_t>(r)], dy + o,
-                              gam, w, xhat, ds, sums, sums + w);
-      if (any_table) std::copy(ds, ds + w, ds_all.data() + o);
+    auto ds_all = any_table ? Tensor<C, Shape<dyn, H>>::uninitialized(norm.s.extents()) : Tensor<C, Shape<dyn, H>>();
+    norm.backward(0, [&](index_t r, C* ds, C*) {
+      if (any_table) std::copy(ds, ds + w, ds_all.data() + r * w);
     });
-    add_block_sums(GradRef<T, Shape<H>>(gamma), acc, w, 2, 0);
-    add_block_sums(beta, acc, w, 2, 1);
     // Scatter-adds, one table per thread: repeated ids write the same row.
 #pragma omp parallel for schedule(dynamic)
     for (std::size_t i = 0; i < N; ++i) {
@@ -247,39 +291,22 @@ Var<T, Shape<dyn, H>> add_layer_norm(Tape& tape, const Var<T, Shape<dyn, H>>& h,
   }
   const bool needs_grad = tape.recording() && (h.requires_grad() || bias.requires_grad() || residual.requires_grad() ||
                                                gamma.requires_grad() || beta.requires_grad());
-  auto value = Tensor<T, S>::uninitialized(h.extents());
-  auto s = needs_grad ? Tensor<T, S>::uninitialized(h.extents()) : Tensor<T, S>();
-  std::vector<C> mu(needs_grad ? static_cast<std::size_t>(rows) : 0), rstd(mu.size());
   const T *hv = h.value().data(), *bv = bias.value().data(), *rv = residual.value().data();
-  const T *gv = gamma.value().data(), *betav = beta.value().data();
   const C keep_scale = C(1) / (C(1) - static_cast<C>(opt.dropout));
-#pragma omp parallel if (rows * w >= expr::kParallelThreshold)
-  {
-    std::vector<C> row(static_cast<std::size_t>(w));
-    C* x = row.data();
-#pragma omp for schedule(static)
-    for (index_t r = 0; r < rows; ++r) {
-      const index_t o = r * w;
-      for (index_t j = 0; j < w; ++j) x[j] = convert<C>(hv[o + j]) + convert<C>(bv[j]);
-      if (opt.dropout > 0) {
-        detail::for_each_keep(opt.stream, opt.dropout, static_cast<std::uint64_t>(o), w,
-                      [&](index_t j, bool keep) { x[j] = keep ? x[j] * keep_scale : C(0); });
-      }
-      for (index_t j = 0; j < w; ++j) x[j] += convert<C>(rv[o + j]);
-      if (needs_grad) {
-        for (index_t j = 0; j < w; ++j) s.data()[o + j] = convert<T>(x[j]);
-      }
-      const auto [m, rs] = detail::layer_norm_row(x, w, static_cast<C>(opt.eps), gv, betav, value.data() + o);
-      if (needs_grad) {
-        mu[static_cast<std::size_t>(r)] = m;
-        rstd[static_cast<std::size_t>(r)] = rs;
-      }
+  detail::SavedLayerNorm<T, H> norm(gamma, beta, opt.eps);
+  auto value = norm.forward(rows, w, needs_grad, [&](index_t r, C* x) {
+    const index_t o = r * w;
+    for (index_t j = 0; j < w; ++j) x[j] = convert<C>(hv[o + j]) + convert<C>(bv[j]);
+    if (opt.dropout > 0) {
+      detail::for_each_keep(opt.stream, opt.dropout, static_cast<std::uint64_t>(o), w,
+                            [&](index_t j, bool keep) { x[j] = keep ? x[j] * keep_scale : C(0); });
     }
-  }
+    for (index_t j = 0; j < w; ++j) x[j] += convert<C>(rv[o + j]);
+  });
   auto y = make_result(std::move(value), needs_grad);
   if (needs_grad) {
-    tape.push(std::make_unique<detail::AddLayerNormEntry<T, H>>(h, residual, y, bias, beta, gamma, std::move(s),
-                                                                std::move(mu), std::move(rstd), opt));
+    norm.y = y;
+    tape.push(std::make_unique<detail::AddLayerNormEntry<T, H>>(h, residual, bias, std::move(norm), opt));
   }
   return y;
 }
@@ -311,32 +338,14 @@ Var<T, Shape<dyn, H>> embedding_layer_norm(Tape& tape, const std::array<Var<T, S
     }
     needs_grad = needs_grad || (tape.recording() && tables[i].requires_grad());
   }
-  auto value = Tensor<T, S>::uninitialized({rows, w});
-  auto s = needs_grad ? Tensor<T, S>::uninitialized({rows, w}) : Tensor<T, S>();
-  std::vector<C> mu(needs_grad ? static_cast<std::size_t>(rows) : 0), rstd(mu.size());
-  const T *gv = gamma.value().data(), *betav = beta.value().data();
-#pragma omp parallel if (rows * w >= expr::kParallelThreshold)
-  {
-    std::vector<C> row(static_cast<std::size_t>(w));
-    C* x = row.data();
-#pragma omp for schedule(static)
-    for (index_t r = 0; r < rows; ++r) {
-      const index_t o = r * w;
-      std::fill(x, x + w, C(0));
-      for (std::size_t i = 0; i < N; ++i) {
-        const T* src = tables[i].value().data() + static_cast<index_t>(ids[i]->data()[r]) * w;
-        for (index_t j = 0; j < w; ++j) x[j] += convert<C>(src[j]);
-      }
-      if (needs_grad) {
-        for (index_t j = 0; j < w; ++j) s.data()[o + j] = convert<T>(x[j]);
-      }
-      const auto [m, rs] = detail::layer_norm_row(x, w, static_cast<C>(eps), gv, betav, value.data() + o);
-      if (needs_grad) {
-        mu[static_cast<std::size_t>(r)] = m;
-        rstd[static_cast<std::size_t>(r)] = rs;
-      }
+  detail::SavedLayerNorm<T, H> norm(gamma, beta, eps);
+  auto value = norm.forward(rows, w, needs_grad, [&](index_t r, C* x) {
+    std::fill(x, x + w, C(0));
+    for (std::size_t i = 0; i < N; ++i) {
+      const T* src = tables[i].value().data() + static_cast<index_t>(ids[i]->data()[r]) * w;
+      for (index_t j = 0; j < w; ++j) x[j] += convert<C>(src[j]);
     }
-  }
+  });
   auto y = make_result(std::move(value), needs_grad);
   if (needs_grad) {
     std::array<GradRef<T, S>, N> refs;
@@ -345,8 +354,9 @@ Var<T, Shape<dyn, H>> embedding_layer_norm(Tape& tape, const std::array<Var<T, S
       refs[i] = tables[i];
       kept_ids[i].assign(ids[i]->data(), ids[i]->data() + rows);
     }
-    tape.push(std::make_unique<detail::EmbeddingLayerNormEntry<T, H, I, N>>(
-        std::move(refs), std::move(kept_ids), y, gamma, beta, std::move(s), std::move(mu), std::move(rstd)));
+    norm.y = y;
+    tape.push(std::make_unique<detail::EmbeddingLayerNormEntry<T, H, I, N>>(std::move(refs), std::move(kept_ids),
+                                                                             std::move(norm)));
   }
   return y;
 }
