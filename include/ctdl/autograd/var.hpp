@@ -37,7 +37,7 @@ struct VarNode {
   Extents<S> extents = S::empty_extents();  // the value's, kept when the value is released
   std::uint64_t version = 0;  // bumped by every non-const Var::value(): "the value may have changed"
   /// A kernel's derived form of the value, valid for the version it records: ops::linear
-  /// keeps a weight reordered for oneDNN here during inference. Opaque to autograd.
+  /// keeps a weight rounded and reordered for oneDNN here. Opaque to autograd.
   std::shared_ptr<void> kernel_cache;
   bool has_grad = false;
   bool requires_grad = false;

@@ -64,12 +64,14 @@ inline std::atomic<MatmulLog*>& matmul_log_slot() {
   static std::atomic<MatmulLog*> slot{nullptr};
   return slot;
 }
-/// Counts a call's flops under the implementation that ran it (while a log is installed).
-inline void log_implementation(const std::string& impl, const MatmulDims& d) {
+/// Counts a call's flops under the implementation that ran it (while a log is installed;
+/// otherwise nothing, not even the name, is made).
+inline void log_implementation(const std::string& impl, const MatmulDims& d, bool reordered_weights = false) {
   if (MatmulLog* log = matmul_log_slot().load(std::memory_order_relaxed)) {
     std::lock_guard<std::mutex> lock(log->mutex);
-    log->flops_by_implementation[impl] += 2.0 * static_cast<double>(d.batch) * static_cast<double>(d.m) *
-                                          static_cast<double>(d.n) * static_cast<double>(d.k);
+    log->flops_by_implementation[reordered_weights ? impl + " (reordered weights)" : impl] +=
+        2.0 * static_cast<double>(d.batch) * static_cast<double>(d.m) * static_cast<double>(d.n) *
+        static_cast<double>(d.k);
   }
 }
 /// Installs (or, with nullptr, removes) the log.
@@ -90,12 +92,13 @@ inline constexpr bool has_reused_weight_matmul =
 #endif
 
 /// y (m x n, float) = x (m x k, TA) W^T, for a weight W (n x k, row-major, stored as TW)
-/// that stays the same over many calls (inference). W is reordered once — and rounded
-/// to TA — into the layout oneDNN's matmul prefers for the problem, and kept in `slot`
-/// (an opaque holder the caller owns; created on first use) with `version`; it is made
-/// again only when a call passes another version (the weight changed) or a problem
-/// wants another layout. Otherwise oneDNN would repack W's blocks on every call
-/// (benchmarks/bench_weight_layout: 10-28% of a BERT-base linear layer's time).
+/// that stays the same over many calls (inference; the micro-batches of a training
+/// step). W is reordered once — and rounded to TA — into the layout oneDNN's matmul
+/// prefers for the problem, and kept in `slot` (an opaque holder the caller owns;
+/// created on first use) with `version`; it is made again only when a call passes
+/// another version (the weight changed) or a problem wants another layout. Otherwise
+/// oneDNN repacks W's blocks on every call (benchmarks/bench_weight_layout: 6-28% of a
+/// BERT-base linear layer's time in isolation).
 template <class TA, class TW>
 void matmul_reused_weight(const TA* x, const TW* w, std::uint64_t version, std::shared_ptr<void>& slot, float* y,
                           index_t m, index_t n, index_t k);
@@ -340,32 +343,30 @@ void matmul_reused_weight(const TA* x, const TW* w, std::uint64_t version, std::
   if (m == 0 || n == 0) return;
   using detail::dnnl_type;
   const auto entry = detail::MatmulCache::get().find_or_make(d, dnnl_type<TA>(), dnnl::memory::data_type::f32, false, true);
-  log_implementation(entry->impl + " (reordered weights)", d);
+  log_implementation(entry->impl, d, /*reordered_weights=*/true);
   auto& cpu = detail::DnnlCpu::get();
   std::shared_ptr<dnnl::memory> weights;
   {
     std::lock_guard<std::mutex> lock(detail::reordered_weight_mutex());
     auto* held = static_cast<detail::ReorderedWeight*>(slot.get());
-    if (!held || held->version != version || held->desc != entry->pd.weights_desc()) {
-      // W^T as stored: a k x n view of the row-major n x k W.
+    bool stale = !held || held->version != version;
+    if (!held || held->desc != entry->pd.weights_desc()) {  // first use, or another layout
+      auto fresh = std::make_shared<detail::ReorderedWeight>(detail::ReorderedWeight{
+          version, entry->pd.weights_desc(), std::make_shared<dnnl::memory>(entry->pd.weights_desc(), cpu.engine)});
+      slot = fresh;
+      held = fresh.get();
+      stale = true;
+    }
+    if (stale) {
+      // W^T as stored (a k x n view of the row-major n x k W), into the kept buffer. A
+      // new version reuses the buffer (training: every step), whose pages are already
+      // mapped; the weight changed, so no call still reads the old contents.
       using dims = dnnl::memory::dims;
       const dnnl::memory::desc plain(dims{1, k, n}, dnnl_type<TW>(), dims{n * k, 1, k});
       dnnl::memory src(plain, cpu.engine, const_cast<TW*>(w));
-      if (held && held->desc == entry->pd.weights_desc()) {
-        // A new version in the same layout (training: every step): into the same buffer,
-        // whose pages are already mapped. The weight changed, so no call still reads it.
-        dnnl::reorder(src, *held->memory).execute(cpu.stream, src, *held->memory);
-        cpu.stream.wait();
-        held->version = version;
-      } else {
-        auto dst = std::make_shared<dnnl::memory>(entry->pd.weights_desc(), cpu.engine);
-        dnnl::reorder(src, *dst).execute(cpu.stream, src, *dst);
-        cpu.stream.wait();
-        auto fresh =
-            std::make_shared<detail::ReorderedWeight>(detail::ReorderedWeight{version, entry->pd.weights_desc(), dst});
-        slot = fresh;
-        held = fresh.get();
-      }
+      dnnl::reorder(src, *held->memory).execute(cpu.stream, src, *held->memory);
+      cpu.stream.wait();
+      held->version = version;
     }
     weights = held->memory;  // stays alive through the call even if another thread replaces it
   }
