@@ -91,3 +91,24 @@ TEST_CASE("linear: without a bias, y = x W^T, gradcheck for x and W") {
   auto without = ops::linear(tape, x, w);
   for (index_t i = 0; i < without.value().size(); ++i) REQUIRE(without.value().data()[i] == with_zero_bias.value().data()[i]);
 }
+
+TEST_CASE("linear: several layers of one input in one call, gradcheck for x and every weight and bias") {
+  using SX = Shape<dyn, 5>;
+  using SW = Shape<3, 5>;
+  using SB = Shape<3>;
+  Var<double, SX> x(test::uniform<double, SX>({4, 5}, -1, 1, 21));
+  Var<double, SW> w0(test::uniform<double, SW>({3, 5}, -1, 1, 22)), w1(test::uniform<double, SW>({3, 5}, -1, 1, 23)),
+      w2(test::uniform<double, SW>({3, 5}, -1, 1, 24));
+  Var<double, SB> b0(test::uniform<double, SB>({3}, -1, 1, 25)), b1(test::uniform<double, SB>({3}, -1, 1, 26)),
+      b2(test::uniform<double, SB>({3}, -1, 1, 27));
+  auto r = gradcheck(
+      [](Tape& t, const auto& xv, const auto& v0, const auto& c0, const auto& v1, const auto& c1, const auto& v2,
+         const auto& c2) {
+        using L = ops::LinearWeights<double, 5, 3>;
+        auto [y0, y1, y2] = ops::linear(t, xv, std::array{L{v0, c0}, L{v1, c1}, L{v2, c2}});
+        return t.record(y0 + y1 * y2);  // every output reaches the loss differently
+      },
+      x, w0, b0, w1, b1, w2, b2);
+  INFO(r.report);
+  REQUIRE(r.ok);
+}
