@@ -13,21 +13,31 @@
                     config as JSON in the metadata ("config").
   optim             tests/fixtures/optim_steps.safetensors: four steps of AdamW, LAMB and
                     SGD with momentum (needs torch).
-  tokenizer         tests/fixtures/tokenizer_goldens.json: the tokens Google's BERT
-                    tokenization.py gives for hand-written tricky text, cased and uncased,
-                    with the committed tiny vocabulary and (when --vocab_dir has them) the
-                    BERT cased/uncased vocabularies. Reports where Hugging Face's slow
-                    BertTokenizer (if installed) differs.
-  tokenizer-shared  goldens for the shared data written into the build tree (JSON lines):
-                    the ids of every consensus dev.tsv field and BC5CDR sentence, and the
-                    span features of every consensus row (cased vocabulary; M = 128, 64
-                    with replace_span [MASK], 16), built from the rules written out here
-                    independently of the C++ code. Needs only the Python standard library
-                    and pip (to fetch the reference code).
+  tokenizer         tests/fixtures/tokenizer_goldens.json: the tokens tokenization.py gives
+                    for hand-written tricky text under both rule sets (see below), cased and
+                    uncased, with the committed tiny vocabulary and (when --vocab_dir has
+                    them) the BERT cased/uncased vocabularies; keys "<rules>.<what>". Reports
+                    where Hugging Face's slow BertTokenizer (if installed) differs from the
+                    original rules.
+  tokenizer-shared  goldens for the shared data written into the build tree (JSON lines),
+                    for both rule sets: the ids of every consensus dev.tsv field and BC5CDR
+                    sentence (<corpus>.<rules>.<casing>.jsonl), and the span features of every
+                    consensus row (consensus_dev.<rules>.features.M<m>[.MASK].jsonl; cased
+                    vocabulary; M = 128, 64 with replace_span [MASK], 16), built from the
+                    rules written out here independently of the C++ code. Needs only the
+                    Python standard library and pip (to fetch the reference code).
 
-The reference tokenizer is Google's tokenization.py itself, from the bert-tensorflow wheel
-on PyPI (fetched with pip into --cache); its tensorflow/absl/six imports are stubbed, as it
-only uses them to open files and read a flag.
+The reference tokenizers (RULES) are both made from Google's tokenization.py itself, from
+the bert-tensorflow wheel on PyPI (fetched with pip into --cache); its tensorflow/absl/six
+imports are stubbed, as it only uses them to open files and read a flag.
+  google    the file as it is: Google's first BERT release (words over 200 code points
+            become [UNK]; control = categories Cc and Cf).
+  original  the tokenization.py that the original pipeline (run_ner_consensus.py) ships,
+            which differs from Google's in exactly two rules, patched into Google's text
+            by ORIGINAL_PATCHES (each replacement must match exactly once, or the tool
+            stops): max_input_chars_per_word defaults to 100, and _is_control counts every
+            category starting with "C" (Cc, Cf, Co, Cn, Cs), as Hugging Face does. Both keep
+            tab, newline and carriage return out of control (they are whitespace).
 
 Usage:
   python3 tools/make_fixtures.py bert [--out tests/fixtures]
@@ -178,6 +188,36 @@ def make_optim(args):
 
 REFERENCE_WHEEL = "bert-tensorflow==1.0.4"
 
+# The rule sets, in the order of the goldens; "original" is ctdl's default.
+RULES = ("original", "google")
+
+# Google's tokenization.py -> the original pipeline's: (Google's text, the original's text).
+ORIGINAL_PATCHES = [
+    # WordpieceTokenizer: a word over 100 code points (not 200) becomes [UNK].
+    ('def __init__(self, vocab, unk_token="[UNK]", max_input_chars_per_word=200):',
+     'def __init__(self, vocab, unk_token="[UNK]", max_input_chars_per_word=100):'),
+    # _is_control: every "C*" category (not only Cc and Cf); the \t \n \r exception above
+    # it stays.
+    ('  cat = unicodedata.category(char)\n  if cat in ("Cc", "Cf"):\n    return True',
+     '  cat = unicodedata.category(char)\n  if cat.startswith("C"):\n    return True'),
+]
+
+
+def reference_tokenizations(cache):
+    """{rules: tokenization module} for RULES: Google's file, and the original's (Google's
+    with ORIGINAL_PATCHES applied)."""
+    google = google_tokenization(cache)
+    source = google.__loader__.get_source(google.__name__)  # read from inside the wheel
+    for theirs, ours in ORIGINAL_PATCHES:
+        if source.count(theirs) != 1:
+            raise RuntimeError(f"{REFERENCE_WHEEL} tokenization.py: expected one {theirs!r}, found "
+                               f"{source.count(theirs)}; the original-rules patch no longer applies")
+        source = source.replace(theirs, ours)
+    original = types.ModuleType("bert_tokenization_original")
+    original.__file__ = google.__file__ + " (original pipeline's rules)"
+    exec(compile(source, original.__file__, "exec"), original.__dict__)
+    return {"original": original, "google": google}
+
 
 def google_tokenization(cache):
     """Imports tokenization.py from the bert-tensorflow wheel (fetched once into cache)."""
@@ -230,11 +270,21 @@ TRICKY = [
     "private\ue000use unassigned\u0378x \U0001d400\U0001d401 Ⅻ ⅻ Ⓐ ⓐ ª º",
     "[CLS] [SEP] [UNK] [MASK] [PAD] ##s ##",
     "Naloxone reverses the antihypertensive effect of clonidine.",
+    # Texts that separate the rule sets: words of 100/101 code points (ASCII and
+    # two-byte), private use (Co: U+E000, U+F8FF, U+F0000), unassigned (Cn: U+0378,
+    # U+0530, U+E0080, noncharacters U+FDD0, U+FFFF) -- dropped by the original's rules,
+    # kept by Google's. Cs (surrogates) cannot be written in well-formed UTF-8, so no text
+    # here holds one. Cn is chosen among code points unassigned in every Unicode version
+    # Python or utf8proc may use.
+    "a" * 100 + " " + "a" * 101,
+    "é" * 100 + " " + "é" * 101 + " Naloxone " + "b" * 101 + ".",
+    "ab\ue000cd ef\u0378gh \U000f0000 x\uffffy \uf8ff \u0530 \ufdd0 tag\U000e0080end",
+    "Ca2\ue000+ IL-\u03782 \ue000 \u0378",
 ]
 
 
 def make_tokenizer(args):
-    tok = google_tokenization(args.cache)
+    toks = reference_tokenizations(args.cache)
     vocabs = {"tiny": os.path.join(FIXTURES, "tiny_vocab.txt")}
     for casing in ("cased", "uncased"):
         path = os.path.join(args.vocab_dir, f"bert-base-{casing}-vocab.txt") if args.vocab_dir else None
@@ -251,31 +301,37 @@ def make_tokenizer(args):
         print("note: transformers is not installed; no comparison with Hugging Face")
 
     cases = []
+    separating = 0
     for text in TRICKY:
         case = {"text": text}
-        for lower in (False, True):
-            casing = "uncased" if lower else "cased"
-            case[f"basic_{casing}"] = tok.BasicTokenizer(do_lower_case=lower).tokenize(text)
-            for name, path in vocabs.items():
-                if name.startswith("bert_") and name != f"bert_{casing}":
-                    continue
-                full = tok.FullTokenizer(path, do_lower_case=lower)
-                key = f"{name}_{casing}" if name == "tiny" else name
-                case[key] = full.tokenize(text)
-                if hf is not None:
-                    theirs = hf(path, do_lower_case=lower).tokenize(text)
-                    if theirs != case[key]:
-                        print(f"Hugging Face differs ({key}) on {text[:40]!r}:\n  google {case[key][:12]}\n  hf     {theirs[:12]}")
+        for rules, tok in toks.items():
+            for lower in (False, True):
+                casing = "uncased" if lower else "cased"
+                case[f"{rules}.basic_{casing}"] = tok.BasicTokenizer(do_lower_case=lower).tokenize(text)
+                for name, path in vocabs.items():
+                    if name.startswith("bert_") and name != f"bert_{casing}":
+                        continue
+                    full = tok.FullTokenizer(path, do_lower_case=lower)
+                    key = f"{rules}.{name}_{casing}" if name == "tiny" else f"{rules}.{name}"
+                    case[key] = full.tokenize(text)
+                    if hf is not None and rules == "original":
+                        theirs = hf(path, do_lower_case=lower).tokenize(text)
+                        if theirs != case[key]:
+                            print(f"Hugging Face differs ({key}) on {text[:40]!r}:\n  original {case[key][:12]}\n  hf       {theirs[:12]}")
+        separating += any(v != case["google." + k.split(".", 1)[1]] for k, v in case.items() if k.startswith("original."))
         cases.append(case)
     out = {"made_by": "tools/make_fixtures.py tokenizer",
-           "reference": f"Google BERT tokenization.py ({REFERENCE_WHEEL})",
+           "reference": {"original": f"the original pipeline's tokenization.py: Google's ({REFERENCE_WHEEL}) "
+                                     "with ORIGINAL_PATCHES (100 code points; control = every C* category)",
+                         "google": f"Google BERT tokenization.py ({REFERENCE_WHEEL}): 200 code points; control = Cc, Cf"},
            "python_unicode_version": unicodedata.unidata_version,
            "cases": cases}
     path = os.path.join(FIXTURES, "tokenizer_goldens.json")
     with open(path, "w", encoding="utf-8") as f:
         json.dump(out, f, ensure_ascii=True, indent=1)
         f.write("\n")
-    print(f"wrote {path}: {len(cases)} texts, vocabularies {sorted(vocabs)}")
+    print(f"wrote {path}: {len(cases)} texts ({separating} tokenized differently by the two rule sets), "
+          f"vocabularies {sorted(vocabs)}")
 
 
 def shared_texts(data):
@@ -332,7 +388,7 @@ def span_features(full, left, span, right, max_seq_length, replace_span=None):
 SPAN_FEATURE_CONFIGS = [(128, None), (64, "[MASK]"), (16, None)]
 
 
-def make_span_features(full, data, out):
+def make_span_features(full, data, out, rules):
     path = os.path.join(data, "consensus-example", "dev.tsv")
     labels_path = os.path.join(data, "consensus-example", "labels.txt")
     if not os.path.exists(path) or not os.path.exists(labels_path):
@@ -342,7 +398,7 @@ def make_span_features(full, data, out):
     with open(path, "rb") as f:
         rows = [l.rstrip("\r").split("\t") for l in f.read().decode("utf-8").split("\n") if l.rstrip("\r")]
     for m, replace in SPAN_FEATURE_CONFIGS:
-        name = os.path.join(out, f"consensus_dev.features.M{m}{'.' + replace.strip('[]') if replace else ''}.jsonl")
+        name = os.path.join(out, f"consensus_dev.{rules}.features.M{m}{'.' + replace.strip('[]') if replace else ''}.jsonl")
         with open(name + ".tmp", "w", encoding="utf-8") as f:
             for n, cols in enumerate(rows, 1):
                 ids, mask = span_features(full, cols[-3], cols[-2], cols[-1], m, replace)
@@ -358,24 +414,25 @@ def make_tokenizer_shared(args):
         print(f"tokenizer-shared: no shared data under {args.data}; nothing to do")
         return
     try:
-        tok = google_tokenization(args.cache)
+        toks = reference_tokenizations(args.cache)
     except Exception as e:  # no network, no pip: the test then skips and says why
         print(f"tokenizer-shared: cannot get the reference tokenizer ({e}); no goldens made")
         return
     os.makedirs(args.out, exist_ok=True)
-    for casing in ("cased", "uncased"):
-        full = tok.FullTokenizer(os.path.join(args.data, "vocab", f"bert-base-{casing}-vocab.txt"),
-                                 do_lower_case=casing == "uncased")
-        for name, items in texts.items():
-            path = os.path.join(args.out, f"{name}.{casing}.jsonl")
-            with open(path + ".tmp", "w", encoding="utf-8") as f:
-                for text in items:
-                    ids = full.convert_tokens_to_ids(full.tokenize(text))
-                    f.write(json.dumps({"text": text, "ids": ids}, ensure_ascii=True) + "\n")
-            os.replace(path + ".tmp", path)
-            print(f"wrote {path}: {len(items)} texts")
-        if casing == "cased":  # BioBERT's vocabulary
-            make_span_features(full, args.data, args.out)
+    for rules, tok in toks.items():
+        for casing in ("cased", "uncased"):
+            full = tok.FullTokenizer(os.path.join(args.data, "vocab", f"bert-base-{casing}-vocab.txt"),
+                                     do_lower_case=casing == "uncased")
+            for name, items in texts.items():
+                path = os.path.join(args.out, f"{name}.{rules}.{casing}.jsonl")
+                with open(path + ".tmp", "w", encoding="utf-8") as f:
+                    for text in items:
+                        ids = full.convert_tokens_to_ids(full.tokenize(text))
+                        f.write(json.dumps({"text": text, "ids": ids}, ensure_ascii=True) + "\n")
+                os.replace(path + ".tmp", path)
+                print(f"wrote {path}: {len(items)} texts")
+            if casing == "cased":  # BioBERT's vocabulary
+                make_span_features(full, args.data, args.out, rules)
 
 
 def main():

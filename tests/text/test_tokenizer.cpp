@@ -1,4 +1,5 @@
-// The BERT tokenizers against goldens made with Google's tokenization.py
+// The BERT tokenizers against goldens made with tokenization.py under both rule sets: the
+// original pipeline's (keys "original.*") and Google's first release ("google.*")
 // (tools/make_fixtures.py tokenizer -> tests/fixtures/tokenizer_goldens.json).
 #include <catch2/catch.hpp>
 
@@ -32,6 +33,7 @@ std::string show(const std::vector<std::string>& tokens) {
 /// Checks every golden case that has `key` against `tokenize`.
 template <class F>
 void check_goldens(const std::string& key, F&& tokenize) {
+  INFO("golden key " << key);
   int checked = 0;
   for (const auto& c : goldens()["cases"]) {
     if (!c.contains(key)) continue;
@@ -46,30 +48,79 @@ void check_goldens(const std::string& key, F&& tokenize) {
 
 }  // namespace
 
-TEST_CASE("BasicTokenizer matches tokenization.py on tricky text") {
-  const BasicTokenizer cased({.lower_case = false}), uncased({.lower_case = true});
-  check_goldens("basic_cased", [&](const std::string& t) { return cased.tokenize(t); });
-  check_goldens("basic_uncased", [&](const std::string& t) { return uncased.tokenize(t); });
+TEST_CASE("BasicTokenizer matches tokenization.py on tricky text, both rule sets") {
+  for (auto rules : {TokenizerRules::original, TokenizerRules::google}) {
+    const std::string name(to_string(rules));
+    const auto control = rule_set(rules).control;
+    const BasicTokenizer cased({.lower_case = false, .control = control}),
+        uncased({.lower_case = true, .control = control});
+    check_goldens(name + ".basic_cased", [&](const std::string& t) { return cased.tokenize(t); });
+    check_goldens(name + ".basic_uncased", [&](const std::string& t) { return uncased.tokenize(t); });
+  }
+  // Default options are the original pipeline's.
+  const BasicTokenizer default_cased({.lower_case = false});
+  check_goldens("original.basic_cased", [&](const std::string& t) { return default_cased.tokenize(t); });
 }
 
-TEST_CASE("FullTokenizer matches tokenization.py with the tiny vocabulary") {
+TEST_CASE("FullTokenizer matches tokenization.py with the tiny vocabulary, both rule sets") {
   const auto vocab = Vocab::from_file(fs::path(CTDL_FIXTURES_DIR) / "tiny_vocab.txt");
-  const FullTokenizer cased(vocab, {.lower_case = false}), uncased(vocab, {.lower_case = true});
-  check_goldens("tiny_cased", [&](const std::string& t) { return cased.tokenize(t); });
-  check_goldens("tiny_uncased", [&](const std::string& t) { return uncased.tokenize(t); });
+  for (auto rules : {TokenizerRules::original, TokenizerRules::google}) {
+    const std::string name(to_string(rules));
+    const FullTokenizer cased(vocab, {.lower_case = false, .rules = rules}),
+        uncased(vocab, {.lower_case = true, .rules = rules});
+    check_goldens(name + ".tiny_cased", [&](const std::string& t) { return cased.tokenize(t); });
+    check_goldens(name + ".tiny_uncased", [&](const std::string& t) { return uncased.tokenize(t); });
+  }
+  const FullTokenizer default_uncased(vocab, {.lower_case = true});
+  check_goldens("original.tiny_uncased", [&](const std::string& t) { return default_uncased.tokenize(t); });
 }
 
-TEST_CASE("FullTokenizer matches tokenization.py with the BERT vocabularies") {
+TEST_CASE("FullTokenizer matches tokenization.py with the BERT vocabularies, both rule sets") {
   const auto data = ctdl::test::shared_data_dir();
   if (!data) {
     WARN("skipped: no shared data directory (set CTDL_SHARED_DATA)");
     return;
   }
-  for (const std::string casing : {"cased", "uncased"}) {
-    const FullTokenizer tok(Vocab::from_file(*data / "vocab" / ("bert-base-" + casing + "-vocab.txt")),
-                            {.lower_case = casing == "uncased"});
-    check_goldens("bert_" + casing, [&](const std::string& t) { return tok.tokenize(t); });
-  }
+  for (auto rules : {TokenizerRules::original, TokenizerRules::google})
+    for (const std::string casing : {"cased", "uncased"}) {
+      const FullTokenizer tok(Vocab::from_file(*data / "vocab" / ("bert-base-" + casing + "-vocab.txt")),
+                              {.lower_case = casing == "uncased", .rules = rules});
+      check_goldens(std::string(to_string(rules)) + ".bert_" + casing, [&](const std::string& t) { return tok.tokenize(t); });
+    }
+}
+
+TEST_CASE("the goldens separate the two rule sets") {
+  // Without texts the two rule sets tokenize differently, the checks above could not tell
+  // them apart.
+  int separating = 0;
+  for (const auto& c : goldens()["cases"])
+    separating += c["original.tiny_cased"] != c["google.tiny_cased"] || c["original.basic_cased"] != c["google.basic_cased"];
+  CHECK(separating >= 4);
+}
+
+TEST_CASE("tokenizer rules: the original pipeline's by default, Google's on request") {
+  const auto vocab = Vocab::from_file(fs::path(CTDL_FIXTURES_DIR) / "tiny_vocab.txt");
+  const FullTokenizer original(vocab, {.lower_case = false}), google(vocab, {.lower_case = false, .rules = TokenizerRules::google});
+  CHECK(original.rules() == TokenizerRules::original);
+  CHECK(original.wordpiece().options().max_input_chars_per_word == 100);
+  CHECK(google.wordpiece().options().max_input_chars_per_word == 200);
+  CHECK(WordPieceTokenizer(vocab).options().max_input_chars_per_word == 100);
+  const std::string a100(100, 'a'), a101(101, 'a');
+  CHECK(original.tokenize(a100).size() == 100);                                // a ##a ... : at the limit
+  CHECK(original.tokenize(a101) == std::vector<std::string>{"[UNK]"});         // one over the original's limit
+  CHECK(google.tokenize(a101).size() == 101);                                  // within Google's
+  // Private use (Co) and unassigned (Cn) characters are control to the original only.
+  CHECK(original.tokenize("a\uE000b c\u0378d") == std::vector<std::string>{"a", "##b", "c", "##d"});
+  CHECK(google.tokenize("a\uE000b c\u0378d") == std::vector<std::string>{"[UNK]", "[UNK]"});
+  // Tab, newline and carriage return are whitespace under both.
+  for (const auto* tok : {&original, &google}) CHECK(tok->tokenize("a\tb\nc\rd").size() == 4);
+  // An explicit limit overrides the rules'.
+  const FullTokenizer longer(vocab, {.lower_case = false, .max_input_chars_per_word = 150});
+  CHECK(longer.tokenize(a101).size() == 101);
+  CHECK(parse_tokenizer_rules("google") == TokenizerRules::google);
+  CHECK(parse_tokenizer_rules(to_string(TokenizerRules::original)) == TokenizerRules::original);
+  CHECK_THROWS_WITH(parse_tokenizer_rules("hf"), Catch::Contains("'hf'") && Catch::Contains("original") &&
+                                                     Catch::Contains("google"));
 }
 
 TEST_CASE("WordPiece: greedy longest match first, ## pieces, UNK for unmatched or long words") {

@@ -25,18 +25,31 @@ TEST_CASE("UTF-8 round trip and code point counting") {
 }
 
 TEST_CASE("character classes follow tokenization.py") {
-  // control: Cc and Cf except tab/newline/CR; private use and unassigned are kept
-  CHECK(is_control(0x00));
-  CHECK(is_control(0x7F));
-  CHECK(is_control(0x85));
-  CHECK(is_control(0x200B));   // zero-width space (Cf)
-  CHECK(is_control(0xFEFF));   // BOM (Cf)
-  CHECK(is_control(0x00AD));   // soft hyphen (Cf)
-  CHECK_FALSE(is_control(U'\t'));
-  CHECK_FALSE(is_control(U'\n'));
-  CHECK_FALSE(is_control(U'\r'));
-  CHECK_FALSE(is_control(0xE000));  // private use (Co)
-  CHECK_FALSE(is_control(0x0378));  // unassigned (Cn)
+  // control, both rules: Cc and Cf except tab/newline/CR (whitespace to both releases)
+  for (auto rule : {ControlCategories::all_c, ControlCategories::cc_cf}) {
+    CHECK(is_control(0x00, rule));
+    CHECK(is_control(0x7F, rule));
+    CHECK(is_control(0x85, rule));
+    CHECK(is_control(0x200B, rule));  // zero-width space (Cf)
+    CHECK(is_control(0xFEFF, rule));  // BOM (Cf)
+    CHECK(is_control(0x00AD, rule));  // soft hyphen (Cf)
+    CHECK_FALSE(is_control(U'\t', rule));
+    CHECK_FALSE(is_control(U'\n', rule));
+    CHECK_FALSE(is_control(U'\r', rule));
+    CHECK_FALSE(is_control(U'a', rule));
+    CHECK_FALSE(is_control(0x4E2D, rule));
+  }
+  // the original pipeline's rule drops every C* category; Google's keeps Co, Cn, Cs
+  for (char32_t c : {0xE000, 0xF8FF, 0xF0000, 0x10FFFD}) {  // private use (Co)
+    CHECK(is_control(c, ControlCategories::all_c));
+    CHECK_FALSE(is_control(c, ControlCategories::cc_cf));
+  }
+  for (char32_t c : {0x0378, 0xFFFF, 0xFDD0, 0xE0080}) {  // unassigned, noncharacters (Cn)
+    CHECK(is_control(c, ControlCategories::all_c));
+    CHECK_FALSE(is_control(c, ControlCategories::cc_cf));
+  }
+  CHECK(is_control(0xD800, ControlCategories::all_c));  // a surrogate (Cs): not in valid UTF-8
+  CHECK_FALSE(is_control(0xD800, ControlCategories::cc_cf));
   // whitespace: space, \t \n \r, Zs
   CHECK(is_whitespace(U' '));
   CHECK(is_whitespace(0x00A0));

@@ -1,6 +1,11 @@
 #pragma once
-// BERT's tokenizers, token for token as Google's tokenization.py (which Hugging Face's
-// slow BertTokenizer re-implements; see docs/data.md for where the two differ).
+// BERT's tokenizers, token for token as tokenization.py. Two releases of that file differ
+// in two rules, and TokenizerRules picks one (docs/data.md has the table, with Hugging Face):
+//   original  the original pipeline's tokenization.py (run_ner_consensus.py ships it), the
+//             default: a word over 100 code points is [UNK]; every category "C*" is control
+//   google    Google's first BERT release (bert-tensorflow 1.0.4): 200 code points; only
+//             Cc and Cf are control
+// Both treat tab, newline and carriage return as whitespace, never as control.
 //
 //   BasicTokenizer      text -> words: drop NUL, U+FFFD and control characters; space
 //                       around CJK ideographs; split on whitespace as Python's str.split()
@@ -56,13 +61,43 @@ struct Words {
   }
 };
 
+/// Which release of tokenization.py the tokenizer reproduces.
+enum class TokenizerRules : std::uint8_t {
+  original,  ///< the original pipeline's: [UNK] above 100 code points; all C* are control
+  google,    ///< Google's first BERT release: [UNK] above 200 code points; Cc and Cf only
+};
+
+/// The settings a TokenizerRules stands for.
+struct TokenizerRuleSet {
+  std::size_t max_input_chars_per_word;
+  ControlCategories control;
+};
+
+constexpr TokenizerRuleSet rule_set(TokenizerRules rules) {
+  return rules == TokenizerRules::google ? TokenizerRuleSet{200, ControlCategories::cc_cf}
+                                         : TokenizerRuleSet{100, ControlCategories::all_c};
+}
+
+/// "original" or "google", the names the programs' --tokenizer_rules flag takes.
+constexpr std::string_view to_string(TokenizerRules rules) {
+  return rules == TokenizerRules::google ? "google" : "original";
+}
+
+/// The rules named `name`; throws an Error that names the value and the choices.
+inline TokenizerRules parse_tokenizer_rules(std::string_view name) {
+  if (name == "original") return TokenizerRules::original;
+  if (name == "google") return TokenizerRules::google;
+  throw Error("tokenizer rules '" + std::string(name) +
+              "': must be original (the original pipeline's tokenization.py) or google (Google's first BERT release)");
+}
+
 namespace detail {
 
 /// What the basic tokenizer does with a character.
 enum class CharClass : std::uint8_t { drop, space, cjk, punctuation, other };
 
-inline CharClass classify_slow(codepoint cp) {
-  if (cp == 0 || cp == 0xFFFD || is_control(cp)) return CharClass::drop;
+inline CharClass classify_slow(codepoint cp, ControlCategories control) {
+  if (cp == 0 || cp == 0xFFFD || is_control(cp, control)) return CharClass::drop;
   // After cleaning, str.split() also splits at U+2028 and U+2029 (categories Zl, Zp),
   // which _is_whitespace does not turn into spaces.
   if (is_whitespace(cp) || is_python_space(cp)) return CharClass::space;
@@ -71,17 +106,18 @@ inline CharClass classify_slow(codepoint cp) {
   return CharClass::other;
 }
 
+// One table serves both control rules: the only C* category in ASCII is Cc.
 inline const std::array<CharClass, 128>& ascii_classes() {
   static const auto table = [] {
     std::array<CharClass, 128> t{};
-    for (codepoint cp = 0; cp < 128; ++cp) t[cp] = classify_slow(cp);
+    for (codepoint cp = 0; cp < 128; ++cp) t[cp] = classify_slow(cp, ControlCategories::cc_cf);
     return t;
   }();
   return table;
 }
 
-inline CharClass classify(codepoint cp) {
-  return cp < 128 ? ascii_classes()[cp] : classify_slow(cp);
+inline CharClass classify(codepoint cp, ControlCategories control) {
+  return cp < 128 ? ascii_classes()[cp] : classify_slow(cp, control);
 }
 
 }  // namespace detail
@@ -90,6 +126,8 @@ class BasicTokenizer {
  public:
   struct Options {
     bool lower_case = true;  ///< uncased models: lower-case and strip accents
+    /// What counts as a control character (dropped): the original pipeline's rule by default.
+    ControlCategories control = rule_set(TokenizerRules::original).control;
   };
 
   BasicTokenizer() = default;
@@ -106,7 +144,7 @@ class BasicTokenizer {
       const auto n = decode_one(text, pos, cp);
       if (n == 0) throw InvalidUtf8(pos);
       pos += n;
-      switch (detail::classify(cp)) {
+      switch (detail::classify(cp, options_.control)) {
         case detail::CharClass::drop:
           break;
         case detail::CharClass::space:
@@ -173,9 +211,9 @@ class WordPieceTokenizer {
  public:
   struct Options {
     std::string unk_token = "[UNK]";
-    /// Longer words become [UNK]. 200 is Google's tokenization.py (and so the original
-    /// TF pipeline); Hugging Face's BertTokenizer uses 100.
-    std::size_t max_input_chars_per_word = 200;
+    /// Longer words become [UNK]. 100 is the original pipeline's tokenization.py (and
+    /// Hugging Face's); Google's first BERT release uses 200.
+    std::size_t max_input_chars_per_word = rule_set(TokenizerRules::original).max_input_chars_per_word;
   };
 
   explicit WordPieceTokenizer(const Vocab& vocab) : WordPieceTokenizer(vocab, Options{}) {}
@@ -243,15 +281,21 @@ class FullTokenizer {
  public:
   struct Options {
     bool lower_case = true;
-    std::size_t max_input_chars_per_word = 200;
+    TokenizerRules rules = TokenizerRules::original;
+    /// Overrides the rules' word length limit when not 0.
+    std::size_t max_input_chars_per_word = 0;
   };
 
   FullTokenizer(Vocab vocab, Options options)
       : vocab_(std::move(vocab)),
-        basic_({.lower_case = options.lower_case}),
-        wordpiece_(vocab_, {.max_input_chars_per_word = options.max_input_chars_per_word}) {}
+        rules_(options.rules),
+        basic_({.lower_case = options.lower_case, .control = rule_set(options.rules).control}),
+        wordpiece_(vocab_, {.max_input_chars_per_word = options.max_input_chars_per_word != 0
+                                                            ? options.max_input_chars_per_word
+                                                            : rule_set(options.rules).max_input_chars_per_word}) {}
 
   const Vocab& vocab() const { return vocab_; }
+  TokenizerRules rules() const { return rules_; }
   const BasicTokenizer& basic() const { return basic_; }
   const WordPieceTokenizer& wordpiece() const { return wordpiece_; }
 
@@ -303,6 +347,7 @@ class FullTokenizer {
 
  private:
   Vocab vocab_;
+  TokenizerRules rules_;
   BasicTokenizer basic_;
   WordPieceTokenizer wordpiece_;
 };

@@ -1,11 +1,14 @@
 #pragma once
 // Unicode helpers for the BERT tokenizer, on top of utf8proc's character database.
 //
-// Every predicate here is defined the way Google's BERT tokenization.py defines it with
+// Every predicate here is defined the way BERT's tokenization.py defines it with
 // Python's unicodedata, so that the tokenizer built on them gives the same tokens:
-//   is_control      categories Cc and Cf, except tab, newline and carriage return (Google's
-//                   code; Hugging Face's copy drops every C* category, so it also removes
-//                   private-use, unassigned and surrogate code points, which Google keeps)
+//   is_control      tab, newline and carriage return never (they are whitespace); else,
+//                   under ControlCategories::all_c (the original pipeline's tokenization.py
+//                   and Hugging Face's), every category starting with "C" -- Cc, Cf, Co
+//                   (private use), Cn (unassigned), Cs (surrogates, which well-formed UTF-8
+//                   cannot hold) -- and under ControlCategories::cc_cf (Google's first BERT
+//                   release) only Cc and Cf
 //   is_whitespace   space, tab, newline, carriage return, or category Zs
 //   is_punctuation  ASCII 33-47, 58-64, 91-96, 123-126, or a P* category
 //   is_cjk          the CJK ideograph blocks of _is_chinese_char
@@ -115,12 +118,21 @@ inline bool is_category_p(utf8proc_category_t c) {
   return c >= UTF8PROC_CATEGORY_PC && c <= UTF8PROC_CATEGORY_PO;
 }
 
-/// tokenization.py's _is_control: category Cc or Cf, except tab, newline and carriage
-/// return.
-inline bool is_control(codepoint cp) {
+/// Which Unicode categories tokenization.py's _is_control counts as control characters.
+enum class ControlCategories : std::uint8_t {
+  all_c = 1,  ///< `cat.startswith("C")`: Cc Cf Co Cn Cs (the original pipeline; Hugging Face)
+  cc_cf = 2,  ///< `cat in ("Cc", "Cf")` (Google's first BERT release)
+};
+
+/// tokenization.py's _is_control: tab, newline and carriage return are not control (both
+/// releases count them as whitespace); otherwise the categories `which` names. Unassigned
+/// (Cn) follows utf8proc's Unicode version, which may be newer than a given Python's.
+inline bool is_control(codepoint cp, ControlCategories which) {
   if (cp == U'\t' || cp == U'\n' || cp == U'\r') return false;
   const auto c = category(cp);
-  return c == UTF8PROC_CATEGORY_CC || c == UTF8PROC_CATEGORY_CF;
+  if (c == UTF8PROC_CATEGORY_CC || c == UTF8PROC_CATEGORY_CF) return true;
+  return which == ControlCategories::all_c &&
+         (c == UTF8PROC_CATEGORY_CO || c == UTF8PROC_CATEGORY_CN || c == UTF8PROC_CATEGORY_CS);
 }
 
 /// tokenization.py's _is_whitespace: space, tab, newline, carriage return, or category Zs.
