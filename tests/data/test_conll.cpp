@@ -55,6 +55,24 @@ TEST_CASE("bad token lines: errors with file:line, or the sentence is skipped an
   CHECK_THAT(reader.skipped_messages().at(1), Catch::Contains("ner_bad.tsv:7: the label 'X' is not in"));
 }
 
+TEST_CASE("CoNLL: CR-only line endings end lines; skipped sentences are reported with line and index") {
+  const auto path = test::write_file("ner_cr.tsv", "a\tB\rb\tO\r\rlonely\rc\tO\r\rd\tI\r");
+  std::vector<SkippedRow> skipped;
+  ConllReader reader(path, &kBio, {.skip_bad_rows = true, .on_skip = [&](const SkippedRow& r) { skipped.push_back(r); }});
+  Sentence s;
+  REQUIRE(reader.next(s));
+  CHECK(s.words == std::vector<std::string_view>{"a", "b"});
+  REQUIRE(reader.next(s));
+  CHECK(s.words == std::vector<std::string_view>{"d"});
+  CHECK(s.first_line == 7);
+  CHECK(s.index == 2);
+  CHECK_FALSE(reader.next(s));
+  REQUIRE(skipped.size() == 1);
+  CHECK(skipped[0].line == 4);
+  CHECK(skipped[0].ids == "1");
+  CHECK_THAT(skipped[0].reason, Catch::StartsWith("has 1 field"));
+}
+
 TEST_CASE("token features: first piece labelled, other pieces -1, long sentences split at words") {
   const auto& v = test::tiny_tokenizer().vocab();
   Sentence s;

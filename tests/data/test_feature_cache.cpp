@@ -96,6 +96,65 @@ TEST_CASE("bad rows: an error leaves no cache behind, skip_bad_rows counts them 
   CHECK(FeatureCache(cache).header().skipped_rows == 2);
 }
 
+TEST_CASE("xxh64 is XXH64 (the reference's test values), file_fingerprint hashes a file's bytes") {
+  CHECK(xxh64("") == 0xEF46DB3751D8E999ull);
+  CHECK(xxh64("abc") == 0x44BC2CF5AD770999ull);
+  CHECK(xxh64("Nobody inspects the spammish repetition") == 0xFBCEA83C8A378BF1ull);  // > 32 bytes: the lanes
+  std::string big(1000003, 'x');
+  for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 7919 % 251);
+  const std::string path = std::string(CTDL_TEST_TMP) + "/fingerprint.bin";
+  std::ofstream(path, std::ios::binary) << big;
+  CHECK(file_fingerprint(path) == xxh64(big));
+  big[500000] ^= 1;
+  CHECK(file_fingerprint(path) != xxh64(big));
+}
+
+TEST_CASE("a TSV replaced by other content of the same size, with its timestamp kept, is not reused") {
+  const auto tsv = write_rows("cache_same_size.tsv", 40);
+  const std::string cache = std::string(CTDL_TEST_TMP) + "/cache_same_size.features";
+  fs::remove(cache);
+  const SpanFeatureBuilder builder(test::tiny_tokenizer(), {.max_seq_length = 16});
+  CHECK(prepare_span_cache(tsv, cache, kLabels, builder, test::tiny_tokenizer(), false).rebuilt);
+  const auto size = fs::file_size(tsv);
+  const auto time = fs::last_write_time(tsv);
+  std::string text;
+  {
+    std::ifstream in(tsv, std::ios::binary);
+    text.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  const auto at = text.find("\tche\t");
+  REQUIRE(at != std::string::npos);
+  text.replace(at, 5, "\tdis\t");  // one label changed, the size kept
+  std::ofstream(tsv, std::ios::binary | std::ios::trunc) << text;
+  fs::last_write_time(tsv, time);
+  REQUIRE(fs::file_size(tsv) == size);
+  const auto again = prepare_span_cache(tsv, cache, kLabels, builder, test::tiny_tokenizer(), false);
+  CHECK(again.rebuilt);
+  CHECK(again.reason == "the data file changed");
+  CHECK(FeatureCache(cache).label_id(0) == *kLabels.find("dis"));
+  CHECK(FeatureCache(cache).header().version == kFeatureCacheVersion);
+}
+
+TEST_CASE("skipped rows reach on_skip whether the cache is built or reused") {
+  const auto tsv = write_rows("cache_skip_list.tsv", 12, "out\tonly three\tcolumns\r\nd13\txyz\ta\tb\tc\r\n");
+  const std::string cache = std::string(CTDL_TEST_TMP) + "/cache_skip_list.features";
+  fs::remove(cache);
+  const SpanFeatureBuilder builder(test::tiny_tokenizer(), {.max_seq_length = 16});
+  for (const bool reused : {false, true}) {
+    std::vector<SkippedRow> skipped;
+    const auto report = prepare_span_cache(tsv, cache, kLabels, builder, test::tiny_tokenizer(), true, {},
+                                           [&](const SkippedRow& r) { skipped.push_back(r); });
+    CHECK(report.rebuilt == !reused);
+    CHECK(report.skipped == 2);
+    CHECK(report.skipped_messages.size() == 2);
+    REQUIRE(skipped.size() == 2);
+    CHECK(skipped[0].line == 13);
+    CHECK(skipped[1].line == 14);
+    CHECK(skipped[1].ids == "d13");
+    CHECK_THAT(skipped[1].reason, Catch::StartsWith("the label 'xyz' is not in"));
+  }
+}
+
 TEST_CASE("opening something that is not a cache is a clear error") {
   const std::string path = std::string(CTDL_TEST_TMP) + "/not_a_cache.bin";
   std::ofstream(path, std::ios::binary) << std::string(600, 'x');

@@ -31,3 +31,10 @@ TEST_CASE("labels.txt errors name the file and line") {
   CHECK_THROWS_WITH(LabelSet::from_file(ctdl::test::write_file("labels_utf8.txt", "ok\n\xFF\n")),
                     Catch::Contains("labels_utf8.txt:2: invalid UTF-8"));
 }
+
+TEST_CASE("labels.txt with CR-only line endings (old Mac) is one label a line") {
+  const auto labels = LabelSet::from_file(ctdl::test::write_file("labels_cr.txt", "out\rche\rdis\r"));
+  CHECK(labels.names() == std::vector<std::string>{"che", "dis", "out"});
+  CHECK_THROWS_WITH(LabelSet::from_file(ctdl::test::write_file("labels_cr_dup.txt", "out\rche\rout")),
+                    Catch::Contains("labels_cr_dup.txt:3: the label 'out' is already on line 1"));
+}

@@ -76,6 +76,54 @@ TEST_CASE("bad rows are errors naming file:line, or skipped and counted") {
   CHECK_THAT(reader.skipped_messages()[2], Catch::Contains("bad.tsv:4: invalid UTF-8 at byte 7 of the line"));
 }
 
+TEST_CASE("CR-only line endings (old Mac) end rows, as LF and CRLF do, also mixed in one file") {
+  std::string text;
+  for (int i = 0; i < 20; ++i) text += "doc" + std::to_string(i) + "\tche\tl\ts\tr\r";
+  SpanTsvReader reader(ctdl::test::write_file("cr_only.tsv", text), kLabels);
+  const auto rows = read_all(reader);
+  REQUIRE(rows.size() == 20);
+  CHECK(rows[19].ids == std::vector<std::string_view>{"doc19"});
+  CHECK(rows[19].right == "r");
+  CHECK(rows[19].line == 20);
+  // LF, CRLF and CR in one file; the line numbers count each ending once.
+  SpanTsvReader mixed(ctdl::test::write_file("mixed_eol.tsv", "che\ta\tb\tc\rdis\td\te\tf\r\nout\tg\th\ti\n\rorg\tj\tk\tl\r"),
+                      kLabels);
+  const auto m = read_all(mixed);
+  REQUIRE(m.size() == 4);
+  CHECK(m[1].right == "f");
+  CHECK(m[2].line == 3);
+  CHECK(m[3].label == "org");
+  CHECK(m[3].line == 5);  // line 4 is the blank one between "\n" and "\r"
+  CHECK(m[3].right == "l");
+}
+
+TEST_CASE("skip_bad_rows reports every skipped row: line, id columns, reason") {
+  std::string text;
+  for (int i = 1; i <= 30; ++i)  // 15 bad rows: more than the kept messages
+    text += i % 2 ? "id" + std::to_string(i) + "\tT" + std::to_string(i) + "\tche\tl\ts\tr\n"
+                  : "id" + std::to_string(i) + "\tT" + std::to_string(i) + "\tnope\tl\ts\tr\n";
+  text += "only\tthree\tcolumns\n";
+  text += "\xFF\tT9\tche\tl\t\xC3\x28\tr\n";
+  std::vector<SkippedRow> skipped;
+  SpanTsvReader reader(ctdl::test::write_file("skipped.tsv", text), kLabels,
+                       {.skip_bad_rows = true, .on_skip = [&](const SkippedRow& r) { skipped.push_back(r); }});
+  CHECK(read_all(reader).size() == 15);
+  REQUIRE(skipped.size() == 17);
+  CHECK(reader.skipped() == 17);
+  CHECK(reader.skipped_messages().size() == 10);
+  CHECK(skipped[0].line == 2);
+  CHECK(skipped[0].ids == "id2\tT2");
+  CHECK(skipped[0].reason == "the label 'nope' is not in <labels> (che, dis, ggp, org, out)");
+  CHECK(skipped[14].line == 30);
+  CHECK(skipped[14].ids == "id30\tT30");
+  CHECK(skipped[15].line == 31);
+  CHECK(skipped[15].ids.empty());
+  CHECK_THAT(skipped[15].reason, Catch::StartsWith("has 3 columns"));
+  CHECK(skipped[16].line == 32);
+  CHECK(skipped[16].ids == "\xEF\xBF\xBD\tT9");  // ill-formed id bytes are not copied out
+  CHECK_THAT(skipped[16].reason, Catch::StartsWith("invalid UTF-8 at byte 1"));
+}
+
 TEST_CASE("the shared consensus rows read whole") {
   const auto data = ctdl::test::shared_data_dir();
   if (!data) {

@@ -3,10 +3,10 @@
 //
 // One token a line: the first whitespace-separated field is the token, the last is its
 // label (B/I/O or B-CHEM, ...); fields between (document id, offset, POS) are ignored. A
-// blank line ends a sentence; a -DOCSTART- line (CoNLL-2003) is a boundary too. LF or
-// CRLF. A line with a single field, ill-formed UTF-8, or (when a LabelSet is given) an
-// unknown label is a DataError naming file:line; with skip_bad_rows the sentence that
-// holds it is skipped and counted instead.
+// blank line ends a sentence; a -DOCSTART- line (CoNLL-2003) is a boundary too. LF, CRLF
+// or CR line endings (lines.hpp). A line with a single field, ill-formed UTF-8, or (when a
+// LabelSet is given) an unknown label is a DataError naming file:line; with skip_bad_rows
+// the sentence that holds it is skipped, counted and passed to on_skip instead.
 
 #include <string>
 #include <string_view>
@@ -14,6 +14,7 @@
 
 #include "ctdl/data/labels.hpp"
 #include "ctdl/data/lines.hpp"
+#include "ctdl/data/span_tsv.hpp"  // SkippedRow, SkipSink
 #include "ctdl/text/unicode.hpp"
 
 namespace ctdl::data {
@@ -27,6 +28,7 @@ struct Sentence {
 
 struct ConllOptions {
   bool skip_bad_rows = false;  ///< skip (and count) sentences with a bad line instead of stopping
+  SkipSink on_skip = {};       ///< called for every skipped sentence (its bad line, its index, why)
 };
 
 class ConllReader {
@@ -51,6 +53,7 @@ class ConllReader {
       s.labels.clear();
       s.label_ids.clear();
       std::string bad;  // the first problem in this sentence
+      std::size_t bad_line = 0;
       std::string_view line;
       bool any = false;
       while (lines_.next(line)) {
@@ -63,12 +66,15 @@ class ConllReader {
         any = true;
         if (!bad.empty()) continue;
         if (auto b = text::find_invalid_utf8(line)) {
-          bad = located("invalid UTF-8 at byte " + std::to_string(*b + 1) + " of the line");
+          bad = "invalid UTF-8 at byte " + std::to_string(*b + 1) + " of the line";
         } else if (fields.second.empty()) {
-          bad = located("has 1 field; a token line needs the token first and its label last");
+          bad = "has 1 field; a token line needs the token first and its label last";
         } else if (labels_ && !labels_->find(fields.second)) {
-          bad = located("the label '" + std::string(fields.second) + "' is not in " + labels_->source() + " (" +
-                        labels_->joined() + ")");
+          bad = "the label '" + std::string(fields.second) + "' is not in " + labels_->source() + " (" +
+                labels_->joined() + ")";
+        }
+        if (!bad.empty()) {
+          bad_line = lines_.line_number();
         } else {
           s.words.push_back(fields.first);
           s.labels.push_back(fields.second);
@@ -81,9 +87,10 @@ class ConllReader {
         ++sentences_;
         return true;
       }
-      if (!options_.skip_bad_rows) throw Error(bad);
-      if (skipped_messages_.size() < 10) skipped_messages_.push_back(bad);
+      if (!options_.skip_bad_rows) throw DataError(path(), bad_line, bad);
+      if (skipped_messages_.size() < 10) skipped_messages_.push_back(path() + ":" + std::to_string(bad_line) + ": " + bad);
       ++skipped_;
+      if (options_.on_skip) options_.on_skip({bad_line, std::to_string(s.index), bad});
     }
   }
 
@@ -100,10 +107,6 @@ class ConllReader {
     if (first_end == std::string_view::npos) return {line, {}};
     const auto last_begin = line.find_last_of(ws) + 1;
     return {line.substr(0, first_end), line.substr(last_begin)};
-  }
-
-  std::string located(const std::string& problem) const {
-    return path() + ":" + std::to_string(lines_.line_number()) + ": " + problem;
   }
 
   LineReader lines_;

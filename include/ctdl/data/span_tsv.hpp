@@ -1,13 +1,16 @@
 #pragma once
 // The span-classification TSV of the original pipeline.
 //
-// Tab-separated, no quoting, no header, LF or CRLF. The last four columns of a row are
-// label, left context, span, right context; columns before them (document id, entity id,
-// ...) are kept as ids. Blank lines are skipped. A bad row (fewer than four columns,
-// ill-formed UTF-8, a label not in labels.txt) is a DataError naming file:line and the
-// problem, or, with skip_bad_rows, is counted and skipped (the first few messages kept).
+// Tab-separated, no quoting, no header, LF, CRLF or CR line endings (lines.hpp). The last
+// four columns of a row are label, left context, span, right context; columns before them
+// (document id, entity id, ...) are kept as ids. Blank lines are skipped. A bad row (fewer
+// than four columns, ill-formed UTF-8, a label not in labels.txt) is a DataError naming
+// file:line and the problem, or, with skip_bad_rows, is counted and skipped: every skipped
+// row goes to the on_skip callback (line, ids, reason), and the first few messages are
+// kept for the log.
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -25,8 +28,19 @@ struct SpanRow {
   std::size_t line = 0;  // 1-based line in the file
 };
 
+/// A row skipped under skip_bad_rows: where it was and why, so that outputs (which have
+/// one line per good row) can be lined up with the input.
+struct SkippedRow {
+  std::size_t line = 0;  ///< 1-based line in the file (CoNLL: the bad line of the sentence)
+  std::string ids;       ///< the row's id columns, tab-joined ("" when it has none or too few columns;
+                         ///< CoNLL: the sentence's 0-based index); ill-formed UTF-8 becomes U+FFFD
+  std::string reason;    ///< the problem, without the file:line prefix
+};
+using SkipSink = std::function<void(const SkippedRow&)>;
+
 struct SpanTsvOptions {
   bool skip_bad_rows = false;  ///< count and skip bad rows instead of stopping
+  SkipSink on_skip = {};       ///< called for every skipped row, in file order
 };
 
 class SpanTsvReader {
@@ -54,6 +68,7 @@ class SpanTsvReader {
         if (!options_.skip_bad_rows) throw;
         if (skipped_messages_.size() < kKeptMessages) skipped_messages_.push_back(e.what());
         ++skipped_;
+        if (options_.on_skip) options_.on_skip({e.line, ids_of(line), e.problem});
       }
     }
     return false;
@@ -66,6 +81,23 @@ class SpanTsvReader {
 
  private:
   static constexpr std::size_t kKeptMessages = 10;
+
+  // The id columns of a bad row (all but the last four), for the skipped-rows list.
+  static std::string ids_of(std::string_view line) {
+    std::vector<std::string_view> columns;
+    for (std::size_t start = 0;;) {
+      const std::size_t tab = line.find('\t', start);
+      columns.push_back(line.substr(start, tab == std::string_view::npos ? std::string_view::npos : tab - start));
+      if (tab == std::string_view::npos) break;
+      start = tab + 1;
+    }
+    std::string ids;
+    for (std::size_t i = 0; i + 4 < columns.size(); ++i) {
+      if (i) ids += '\t';
+      ids += text::find_invalid_utf8(columns[i]) ? std::string("\xEF\xBF\xBD") : std::string(columns[i]);
+    }
+    return ids;
+  }
 
   void parse(std::string_view line, SpanRow& row) const {
     const std::size_t n = lines_.line_number();
