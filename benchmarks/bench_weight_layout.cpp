@@ -20,13 +20,14 @@
 #include <vector>
 
 #if defined(CTDL_WITH_ONEDNN)
-#include <dnnl.hpp>
+#include <ctdl/kernels/cpu/dnnl_compat.hpp>
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
 using dims = dnnl::memory::dims;
 using dt = dnnl::memory::data_type;
+using ctdl::kernels::cpu::dnnl_compat::matmul_pd;
 
 template <class F>
 double median_ms(int reps, F&& f) {
@@ -64,7 +65,7 @@ Result run(dnnl::engine& eng, dnnl::stream& s, dnnl::memory::dim m, dnnl::memory
   }
   dnnl::memory am(a_md, eng, a.data()), wm(w_plain, eng, w.data()), cm(c_md, eng, c.data());
 
-  const dnnl::matmul::primitive_desc plain_pd(dnnl::matmul::desc(a_md, w_plain, c_md), eng);
+  const dnnl::matmul::primitive_desc plain_pd = matmul_pd(eng, a_md, w_plain, c_md);
   const dnnl::matmul plain(plain_pd);
   const double plain_ms = median_ms(reps, [&] {
     plain.execute(s, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, cm}});
@@ -72,7 +73,7 @@ Result run(dnnl::engine& eng, dnnl::stream& s, dnnl::memory::dim m, dnnl::memory
   });
 
   const dnnl::memory::desc w_any(dims{k, n}, in, dnnl::memory::format_tag::any);
-  const dnnl::matmul::primitive_desc packed_pd(dnnl::matmul::desc(a_md, w_any, c_md), eng);
+  const dnnl::matmul::primitive_desc packed_pd = matmul_pd(eng, a_md, w_any, c_md);
   dnnl::memory packed_w(packed_pd.weights_desc(), eng);
   dnnl::reorder(wm, packed_w).execute(s, wm, packed_w);
   s.wait();
@@ -97,8 +98,10 @@ int main(int argc, char** argv) {
   }
   dnnl::engine eng(dnnl::engine::kind::cpu, 0);
   dnnl::stream s(eng);
-  std::printf("y = x W^T, W [N, K] as stored vs reordered once into oneDNN's layout; median of %d, %d threads\n", reps,
-              omp_get_max_threads());
+  const dnnl_version_t* v = dnnl::version();
+  std::printf("y = x W^T, W [N, K] as stored vs reordered once into oneDNN's layout; median of %d, %d threads, "
+              "oneDNN %d.%d.%d\n",
+              reps, omp_get_max_threads(), v->major, v->minor, v->patch);
   std::printf("%-5s %6s %6s %6s %12s %12s %8s  %s\n", "type", "M", "N", "K", "as stored ms", "reordered ms", "saving",
               "implementation (as stored / reordered)");
   const dnnl::memory::dim shapes[3][2] = {{768, 768}, {3072, 768}, {768, 3072}};

@@ -6,9 +6,9 @@
 // matrix over the batch (shared weights).
 //
 // Backends:
-//   float, bf16 -> oneDNN matmul (fp32 accumulation; bf16 runs on AMX or AVX512-BF16
-//                  where the CPU has them). Primitives are created once per problem
-//                  shape and cached.
+//   float, bf16 -> oneDNN matmul, 2.x or 3.x (dnnl_compat.hpp; fp32 accumulation; bf16
+//                  runs on AMX or AVX512-BF16 where the CPU has them). Primitives are
+//                  created once per problem shape and cached.
 //   double      -> Eigen (oneDNN has no f64 matmul); also every type when ctdl is built
 //                  with CTDL_WITH_ONEDNN=OFF (bf16/fp16 through float).
 //   fp16        -> converted through float.
@@ -31,7 +31,7 @@
 #include "ctdl/core/error.hpp"
 
 #if defined(CTDL_WITH_ONEDNN)
-#include <oneapi/dnnl/dnnl.hpp>
+#include "ctdl/kernels/cpu/dnnl_compat.hpp"
 #endif
 
 namespace ctdl::kernels::cpu {
@@ -226,7 +226,7 @@ class MatmulCache {
       attr.set_post_ops(po);
     }
     auto& cpu = DnnlCpu::get();
-    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), attr, cpu.engine);
+    const dnnl::matmul::primitive_desc pd = dnnl_compat::matmul_pd(cpu.engine, a_md, b_md, c_md, attr);
     last_impl_[ta == dnnl::memory::data_type::bf16] = pd.impl_info_str();
     auto entry = std::make_shared<const Entry>(Entry{pd, dnnl::matmul(pd), pd.impl_info_str()});
     cache_.emplace(key, entry);
