@@ -162,3 +162,23 @@ TEST_CASE("opening something that is not a cache is a clear error") {
   std::ofstream(path, std::ios::binary) << "short";
   CHECK_THROWS_WITH(FeatureCache(path), Catch::Contains("too short to be a feature cache"));
 }
+
+TEST_CASE("a cache made under other tokenizer control-character rules is rebuilt") {
+  // Same vocabulary, casing and word-length limit; only the control categories differ
+  // (the original pipeline's every C* against Google's Cc/Cf), which changes the ids of
+  // text holding private-use or unassigned characters.
+  const auto tsv = write_rows("cache_rules.tsv", 30);
+  const std::string cache = std::string(CTDL_TEST_TMP) + "/cache_rules.features";
+  fs::remove(cache);
+  const text::FullTokenizer original(test::tiny_tokenizer().vocab(), {.lower_case = false}),
+      google_control(test::tiny_tokenizer().vocab(),
+                     {.lower_case = false, .rules = text::TokenizerRules::google, .max_input_chars_per_word = 100});
+  const SpanFeatureBuilder by_original(original, {.max_seq_length = 16}), by_google(google_control, {.max_seq_length = 16});
+  CHECK(prepare_span_cache(tsv, cache, kLabels, by_original, original, false).rebuilt);
+  CHECK_FALSE(prepare_span_cache(tsv, cache, kLabels, by_original, original, false).rebuilt);
+  const auto report = prepare_span_cache(tsv, cache, kLabels, by_google, google_control, false);
+  CHECK(report.rebuilt);
+  CHECK_THAT(report.reason, Catch::Contains("control-character rules"));
+  CHECK(FeatureCache(cache).header().control_categories ==
+        static_cast<std::uint32_t>(text::ControlCategories::cc_cf));
+}

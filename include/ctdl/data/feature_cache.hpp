@@ -5,8 +5,9 @@
 // File layout (little-endian):
 //   a 512-byte header: magic "CTDLFEAT", format version, feature kind, and everything
 //     the features depend on -- vocabulary and label-set fingerprints, max_seq_length,
-//     casing, max_input_chars_per_word, the control-character rule, replace_span, the source file's size and the
-//     XXH64 of its content -- then the row count, record size and the [PAD] id;
+//     casing, max_input_chars_per_word, the control-character rule (TokenizerRules),
+//     replace_span, the source file's size and the XXH64 of its content -- then the row
+//     count, record size and the [PAD] id;
 //   then fixed-size records, one per row:
 //     span  : int32 input_ids[M], int32 label_id, uint32 source line
 //     token : int32 input_ids[M], int32 label_ids[M] (-1 = not scored), uint32 sentence,
