@@ -36,3 +36,13 @@ TEST_CASE("Shape: type arithmetic") {
   STATIC_REQUIRE(!static_extents_agree<Shape<dyn, 768>, Shape<dyn, 1024>>);
   STATIC_REQUIRE(!static_extents_agree<Shape<768>, Shape<1, 768>>);
 }
+
+TEST_CASE("numel: element counts that overflow (or pass 2^59) are a ShapeError naming the extents") {
+  STATIC_REQUIRE(numel(std::array<index_t, 3>{2, 3, 4}) == 24);
+  REQUIRE(numel(std::array<index_t, 2>{index_t{1} << 29, index_t{1} << 30}) == index_t{1} << 59);
+  // max_position_embeddings 2^55 x hidden 128 (issue 10): 2^62 elements, 2^64 bytes of fp32.
+  REQUIRE_THROWS_MATCHES(numel(std::array<index_t, 2>{index_t{1} << 55, 128}), ShapeError,
+                         Catch::Matchers::Message("a tensor of extents [36028797018963968, 128] would have more than 2^59 elements"));
+  REQUIRE(numel(std::array<index_t, 3>{index_t{1} << 40, index_t{1} << 40, 0}) == 0);  // wraps first, still empty
+  REQUIRE_THROWS_AS(numel(std::array<index_t, 2>{index_t{3037000500}, index_t{3037000500}}), ShapeError);
+}

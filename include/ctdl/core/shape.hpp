@@ -78,10 +78,32 @@ struct Shape {
   }
 };
 
+/// The most elements a tensor may have: 2^59, so that the bytes of any element type up
+/// to 16 bytes wide still fit in index_t (and size_t) without overflow.
+inline constexpr index_t kMaxElements = index_t{1} << 59;
+
+/// The element count of `extents`. Throws ShapeError (naming the extents) when the
+/// product exceeds kMaxElements -- sizes read from files (bert_config.json) reach here,
+/// and a wrapped product would allocate a small buffer and write far past it.
+template <std::size_t N>
+constexpr index_t numel(const std::array<index_t, N>& extents);
+
+namespace detail {
+// Out of line and cold: numel is on hot paths (Tensor::size()), its check must cost a branch.
+// An extent of 0 makes the product 0 however large the others are.
+[[gnu::cold, gnu::noinline]] inline index_t numel_past_limit(const index_t* extents, std::size_t rank) {
+  for (std::size_t i = 0; i < rank; ++i)
+    if (extents[i] == 0) return 0;
+  throw ShapeError("a tensor of extents " + format_extents(extents, rank) + " would have more than 2^59 elements");
+}
+}  // namespace detail
+
 template <std::size_t N>
 constexpr index_t numel(const std::array<index_t, N>& extents) {
   index_t n = 1;
-  for (index_t e : extents) n *= e;
+  for (index_t e : extents)
+    if (__builtin_mul_overflow(n, e, &n) || n > kMaxElements) [[unlikely]]
+      return detail::numel_past_limit(extents.data(), N);
   return n;
 }
 

@@ -9,10 +9,24 @@
 // classifier_dropout (default: hidden_dropout_prob; null means the default).
 // hidden_act: "gelu" is the erf form; "gelu_new", "gelu_pytorch_tanh", "gelu_tanh" the
 // tanh approximation (Hugging Face's names). Other keys are ignored.
+//
+// Every value is checked before anything is allocated, and an error names the file and
+// the key: sizes are whole JSON numbers (768 or 768.0; not 128.9, true or "768"), at
+// least 1 and at most 2^31-1 (token, position and type ids are int32); hidden_size is a
+// multiple of num_attention_heads; dropout probabilities are in [0, 1); layer_norm_eps is
+// positive and initializer_range not negative. The parameter count is computed with
+// overflow checks, and from_file refuses a model whose fp32 parameters alone would not
+// fit in this machine's memory, saying how many bytes they would need.
 
 #include <nlohmann/json.hpp>
 
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdint>
 #include <fstream>
+#include <iomanip>
+#include <limits>
 #include <sstream>
 #include <string>
 
@@ -38,11 +52,23 @@ struct BertConfig {
   double layer_norm_eps = 1e-12;
   double classifier_dropout = 0.1;
 
-  /// Parses a config; `source` names it in error messages (a file path).
+  /// Parses and checks a config (types, ranges, overflow of the parameter count);
+  /// `source` names it in error messages (a file path).
   static BertConfig from_json(const nlohmann::json& j, const std::string& source);
-  /// Reads a config file; errors name the file and the problem.
+  /// Reads a config file; errors name the file and the problem. Also refuses a model
+  /// whose parameters would not fit in physical memory (check_memory).
   static BertConfig from_file(const std::string& path);
+
+  /// Parameters of the encoder and pooler (heads aside). Throws an Error naming `source`
+  /// and the keys when the count overflows 64 bits.
+  std::int64_t parameter_count(const std::string& source = "<BertConfig>") const;
+  /// Throws an Error naming `source`, the sizes and the bytes needed when the fp32
+  /// parameters alone take more than `available_bytes`.
+  void check_memory(const std::string& source, std::uint64_t available_bytes) const;
 };
+
+/// Physical memory of this machine in bytes (0 when unknown).
+std::uint64_t physical_memory_bytes();
 
 /// A compiled BERT shape family: hidden width, heads and intermediate width are part of
 /// the types; everything else in BertConfig stays runtime.
@@ -67,13 +93,48 @@ decltype(auto) dispatch(const BertConfig& c, Fn&& fn);
 
 namespace detail {
 
+// Sizes are at most this: ids are int32, and products of a few such sizes stay far from
+// int64 overflow before the checked sum in parameter_count.
+inline constexpr index_t kMaxConfigSize = std::numeric_limits<std::int32_t>::max();
+
+[[noreturn]] inline void bad_value(const std::string& source, const char* key, const std::string& want,
+                                   const nlohmann::json& v) {
+  throw Error(source + ": key \"" + key + "\" " + want + ", not " + v.dump());
+}
+
 template <class T>
 T get_required(const nlohmann::json& j, const char* key, const std::string& source) {
   if (!j.contains(key)) throw Error(source + ": missing key \"" + key + "\"");
-  try {
-    return j.at(key).get<T>();
-  } catch (const nlohmann::json::exception&) {
-    throw Error(source + ": key \"" + key + "\" has the wrong type (" + j.at(key).dump() + ")");
+  const auto& v = j.at(key);
+  // nlohmann converts booleans to numbers and floats to integers silently; a config
+  // that says true or 128.9 for a size is a mistake, not a value.
+  if constexpr (std::is_integral_v<T>) {
+    if (v.is_number_integer()) {
+      if (v.is_number_unsigned() && v.get<std::uint64_t>() > static_cast<std::uint64_t>(kMaxConfigSize))
+        bad_value(source, key, "must be at most " + std::to_string(kMaxConfigSize), v);
+      if (!v.is_number_unsigned() && (v.get<std::int64_t>() > kMaxConfigSize))
+        bad_value(source, key, "must be at most " + std::to_string(kMaxConfigSize), v);
+      return static_cast<T>(v.get<std::int64_t>());
+    }
+    if (v.is_number_float()) {
+      const double d = v.get<double>();
+      if (d != std::floor(d)) bad_value(source, key, "must be a whole number", v);
+      if (d > static_cast<double>(kMaxConfigSize))
+        bad_value(source, key, "must be at most " + std::to_string(kMaxConfigSize), v);
+      if (d < -static_cast<double>(kMaxConfigSize)) bad_value(source, key, "must be positive", v);
+      return static_cast<T>(d);
+    }
+    throw Error(source + ": key \"" + key + "\" has the wrong type (" + v.dump() + "; a whole number is needed)");
+  } else if constexpr (std::is_floating_point_v<T>) {
+    if (!v.is_number())
+      throw Error(source + ": key \"" + key + "\" has the wrong type (" + v.dump() + "; a number is needed)");
+    return v.get<T>();
+  } else {
+    try {
+      return v.get<T>();
+    } catch (const nlohmann::json::exception&) {
+      throw Error(source + ": key \"" + key + "\" has the wrong type (" + v.dump() + ")");
+    }
   }
 }
 
@@ -107,8 +168,20 @@ inline BertConfig BertConfig::from_json(const nlohmann::json& j, const std::stri
   c.layer_norm_eps = get_optional<double>(j, "layer_norm_eps", 1e-12, source);
   c.classifier_dropout = get_optional<double>(j, "classifier_dropout", c.hidden_dropout_prob, source);
   auto positive = [&](index_t v, const char* key) {
-    if (v <= 0) throw Error(source + ": " + key + " must be positive, not " + std::to_string(v));
+    if (v <= 0) throw Error(source + ": key \"" + key + "\" must be positive, not " + std::to_string(v));
   };
+  // Dropout is a probability of dropping: 1 would drop everything (and scale by 1/0).
+  auto probability = [&](double v, const char* key) {
+    if (!(v >= 0 && v < 1)) throw Error(source + ": key \"" + key + "\" must be in [0, 1), not " + nlohmann::json(v).dump());
+  };
+  probability(c.hidden_dropout_prob, "hidden_dropout_prob");
+  probability(c.attention_probs_dropout_prob, "attention_probs_dropout_prob");
+  probability(c.classifier_dropout, "classifier_dropout");
+  if (!(c.layer_norm_eps > 0 && std::isfinite(c.layer_norm_eps)))
+    throw Error(source + ": key \"layer_norm_eps\" must be positive, not " + nlohmann::json(c.layer_norm_eps).dump());
+  if (!(c.initializer_range >= 0 && std::isfinite(c.initializer_range)))
+    throw Error(source + ": key \"initializer_range\" must not be negative, not " +
+                nlohmann::json(c.initializer_range).dump());
   positive(c.vocab_size, "vocab_size");
   positive(c.hidden_size, "hidden_size");
   positive(c.num_hidden_layers, "num_hidden_layers");
@@ -120,7 +193,63 @@ inline BertConfig BertConfig::from_json(const nlohmann::json& j, const std::stri
     throw Error(source + ": hidden_size " + std::to_string(c.hidden_size) + " is not a multiple of num_attention_heads " +
                 std::to_string(c.num_attention_heads));
   }
+  (void)c.parameter_count(source);  // overflow is an error here, before anything is allocated
   return c;
+}
+
+inline std::int64_t BertConfig::parameter_count(const std::string& source) const {
+  std::int64_t total = 0;
+  bool overflow = false;
+  const auto mul = [&](std::int64_t a, std::int64_t b) {
+    std::int64_t r = 0;
+    overflow |= __builtin_mul_overflow(a, b, &r);
+    return r;
+  };
+  const auto add = [&](std::int64_t a, std::int64_t b) {
+    std::int64_t r = 0;
+    overflow |= __builtin_add_overflow(a, b, &r);
+    return r;
+  };
+  const std::int64_t H = hidden_size, I = intermediate_size;
+  // embeddings: word + position + type tables, LayerNorm
+  const std::int64_t embeddings = add(mul(add(add(vocab_size, max_position_embeddings), type_vocab_size), H), 2 * H);
+  // a layer: query/key/value/output (weight + bias), LayerNorm, FFN in and out, LayerNorm
+  const std::int64_t layer =
+      add(add(add(mul(4, add(mul(H, H), H)), 4 * H), add(mul(H, I), I)), add(mul(I, H), H));
+  total = add(add(embeddings, mul(num_hidden_layers, layer)), add(mul(H, H), H));  // + pooler
+  if (overflow)
+    throw Error(source + ": the parameter count overflows 64 bits (vocab_size " + std::to_string(vocab_size) +
+                ", max_position_embeddings " + std::to_string(max_position_embeddings) + ", type_vocab_size " +
+                std::to_string(type_vocab_size) + ", hidden_size " + std::to_string(hidden_size) +
+                ", intermediate_size " + std::to_string(intermediate_size) + ", num_hidden_layers " +
+                std::to_string(num_hidden_layers) + ")");
+  return total;
+}
+
+inline void BertConfig::check_memory(const std::string& source, std::uint64_t available_bytes) const {
+  const auto params = static_cast<std::uint64_t>(parameter_count(source));
+  const std::uint64_t limit = available_bytes / 4;  // fp32 parameters
+  if (params <= limit) return;
+  // Name the largest term, the usual culprit (a position or vocabulary table).
+  std::string culprit = "num_hidden_layers\" (" + std::to_string(num_hidden_layers) + " layers)";
+  std::int64_t biggest = static_cast<std::int64_t>(params) / 2;
+  for (auto [k, v] : {std::pair{"vocab_size", vocab_size}, {"max_position_embeddings", max_position_embeddings},
+                      {"type_vocab_size", type_vocab_size}})
+    if (v * hidden_size > biggest)
+      culprit = std::string(k) + "\" (" + std::to_string(v) + " x hidden_size " + std::to_string(hidden_size) + ")",
+      biggest = v * hidden_size;
+  const long double bytes = static_cast<long double>(params) * 4;
+  std::ostringstream msg;
+  msg << source << ": the model's " << params << " fp32 parameters alone would need " << params * 4 << " bytes ("
+      << std::fixed << std::setprecision(1) << bytes / (1024.0L * 1024 * 1024) << " GiB); this machine has "
+      << available_bytes << " bytes (" << static_cast<long double>(available_bytes) / (1024.0L * 1024 * 1024)
+      << " GiB). Check key \"" << culprit;
+  throw Error(msg.str());
+}
+
+inline std::uint64_t physical_memory_bytes() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+  return pages > 0 && page > 0 ? static_cast<std::uint64_t>(pages) * static_cast<std::uint64_t>(page) : 0;
 }
 
 inline BertConfig BertConfig::from_file(const std::string& path) {
@@ -132,7 +261,9 @@ inline BertConfig BertConfig::from_file(const std::string& path) {
   } catch (const nlohmann::json::parse_error& e) {
     throw Error(path + ": not valid JSON (" + e.what() + ")");
   }
-  return from_json(j, path);
+  const BertConfig c = from_json(j, path);
+  if (const auto memory = physical_memory_bytes()) c.check_memory(path, memory);
+  return c;
 }
 
 template <class Fn>
