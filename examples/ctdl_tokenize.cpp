@@ -5,7 +5,7 @@
 // One output line per input line: the tokens space-separated (--ids: the ids), exactly as
 // Google's tokenization.py FullTokenizer. Lines are tokenized in parallel, in chunks,
 // and written in input order. Ill-formed UTF-8 stops the program with an error naming
-// the line and byte.
+// the line and byte. A failed write to stdout (a full disk, > /dev/full) is an error too.
 
 #include <CLI/CLI.hpp>
 #include <omp.h>
@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include <ctdl/io/atomic_file.hpp>
 #include <ctdl/text/tokenizer.hpp>
 
 int main(int argc, char** argv) {
@@ -81,10 +82,14 @@ int main(int argc, char** argv) {
         }
         std::cout << out[i];
       }
+      // A full disk or a closed pipe: stop at once rather than tokenizing the rest for nothing.
+      if (!std::cout) ctdl::io::check_stream_written(std::cout, "stdout");
       line_number += n;
       tokens += chunk_tokens;
     }
-    std::cout.flush();
+    // Buffered output fails only when flushed (> /dev/full): without this check the
+    // program would exit 0 with its output lost.
+    ctdl::io::check_stream_written(std::cout, "stdout");
     if (stats) {
       const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       std::fprintf(stderr, "ctdl-tokenize: %zu lines, %zu tokens, %.3f s, %.0f lines/s\n", line_number,

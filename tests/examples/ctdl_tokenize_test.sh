@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ctdl-tokenize: tokens and ids of stdin lines (expected values from the goldens that
 # Google's tokenization.py made, tests/fixtures/tokenizer_goldens.json), CRLF input,
-# empty lines, and the invalid-UTF-8 error naming the line.
+# empty lines, the invalid-UTF-8 error naming the line, and a failed write to stdout.
 set -uo pipefail
 prog=$1 vocab=$2
 fail() { echo "FAILED: $*"; exit 1; }
@@ -16,4 +16,10 @@ err=$(printf 'fine\nbad \xc3( line\nnever reached\n' | "$prog" --vocab_file="$vo
 [ $rc = 1 ] || fail "exit $rc for invalid UTF-8"
 [ "$err" = "ctdl-tokenize: stdin:2: invalid UTF-8 at byte 5 of the line" ] || fail "message: $err"
 err=$("$prog" --vocab_file="$vocab" 2>&1 </dev/null); [ $? != 0 ] && grep -q "cased is required" <<<"$err" || fail "--cased not required: $err"
+# A failed write to stdout (a full disk) is an error, not exit 0 with the output lost.
+if [ -w /dev/full ]; then
+  err=$(printf 'hello world\n' | "$prog" --vocab_file="$vocab" --cased=true 2>&1 >/dev/full); rc=$?
+  [ $rc = 1 ] || fail "exit $rc writing to /dev/full"
+  grep -q "ctdl-tokenize: stdout: write failed (No space left on device)" <<<"$err" || fail "/dev/full message: $err"
+fi
 echo "ctdl-tokenize: all checks passed"
