@@ -1,10 +1,28 @@
 #!/usr/bin/env bash
 # Installs dependencies, then builds ctdl (Release) into build/; programs land in build/bin/.
-# Extra arguments are passed to CMake's configure step, e.g. -DCTDL_WITH_CUDA=ON.
+#
+#   scripts/build.sh [--target T]... [CMake configure options]
+#
+# With --target, only those targets (and what they need) are built; without, everything
+# (the programs, the tests, the benchmarks). Other arguments go to CMake's configure step,
+# e.g. -DCTDL_WITH_CUDA=ON. CTDL_JOBS sets the parallel jobs (default: all cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+targets=()
+configure=()
+while [ $# -gt 0 ]; do
+  case $1 in
+    --target) targets+=(--target "$2"); shift 2 ;;
+    *) configure+=("$1"); shift ;;
+  esac
+done
 scripts/setup-deps.sh
 jobs=${CTDL_JOBS:-$(nproc)}
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCTDL_NATIVE=ON "$@" >build.configure.log 2>&1 \
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCTDL_NATIVE=ON "${configure[@]}" >build.configure.log 2>&1 \
   || { cat build.configure.log >&2; exit 1; }
-cmake --build build --parallel "$jobs"
+if [ ${#targets[@]} -gt 0 ]; then
+  echo "build.sh: building ${targets[*]//--target /} ($jobs jobs)"
+else
+  echo "build.sh: building everything: the programs, the tests and the benchmarks ($jobs jobs)"
+fi
+cmake --build build --parallel "$jobs" "${targets[@]}"

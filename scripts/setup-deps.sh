@@ -8,6 +8,7 @@ packages=(
   cmake g++ make pkg-config
   libeigen3-dev        # bf16/fp16 scalar types, fallback kernels
   libdnnl-dev          # oneDNN matmul (fp32, bf16)
+  ocl-icd-opencl-dev   # Debian's dnnl-config.cmake requires OpenCL (a recommends of libdnnl-dev)
   libboost1.81-dev     # Boost.PFR (module field visiting)
   libxtensor-dev       # NumPy I/O and xtensor interop
   libutf8proc-dev      # Unicode properties for the tokenizer
@@ -15,7 +16,8 @@ packages=(
   libcli11-dev         # command lines of the programs
   libopenmpi-dev openmpi-bin  # data-parallel training on CPUs
   catch2               # tests (v2)
-  libbenchmark-dev     # benchmarks
+  python3 python3-pip  # test goldens: Google's tokenization.py, fetched from PyPI by tools/make_fixtures.py
+  ca-certificates      # pip's HTTPS on a base system
 )
 
 missing=()
