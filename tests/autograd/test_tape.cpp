@@ -1,5 +1,11 @@
 #include <catch2/catch.hpp>
 
+#include <omp.h>
+
+#include <array>
+#include <cmath>
+#include <vector>
+
 #include "../test_util.hpp"
 
 using namespace ctdl;
@@ -102,5 +108,101 @@ TEST_CASE("tape: mixed precision, a bf16 operand of an fp32 expression gets a bf
   for (index_t i = 0; i < 3; ++i) {
     REQUIRE(convert<float>(xb.grad()(i)) == convert<float>(convert<bf16>(w.value()(i))));
     REQUIRE(w.grad()(i) == convert<float>(xb.value()(i)));
+  }
+}
+
+TEST_CASE("tape: a plain tensor operand may go out of scope before backward") {
+  // The entry reads m in backward (d(x*m)/dx = m): it keeps its own copy, taken when the
+  // expression is recorded, so neither freeing m nor changing it afterwards matters.
+  auto x = make_var<Shape<dyn>>({1000}, -1, 1, 8);
+  Tape tape;
+  Var<double, Shape<dyn>> y;
+  Tensor<double, Shape<dyn>> expected;
+  {
+    Tensor<double, Shape<dyn>> m = test::uniform<double, Shape<dyn>>({1000}, 1, 2, 9);
+    expected = m;
+    y = tape.record(x * m);
+    m.fill(-5.0);  // a change after recording does not reach backward either
+  }
+  // Reuse the freed memory, if the allocator hands it out again.
+  std::vector<Tensor<double, Shape<dyn>>> churn;
+  for (int i = 0; i < 8; ++i) churn.push_back(Tensor<double, Shape<dyn>>::full({1000}, 99.0));
+  tape.backward(ops::sum(tape, y));
+  for (index_t i = 0; i < 1000; ++i) REQUIRE(x.grad()(i) == expected(i));
+}
+
+TEST_CASE("tape: a view operand and an expression's own temporaries are kept as well") {
+  auto x = make_var<Shape<dyn, 4>>({3, 4}, -1, 1, 10);
+  Tape tape;
+  Var<double, Shape<dyn, 4>> y;
+  {
+    Tensor<double, Shape<dyn, 4>> rows({2, 4}, {1, 2, 3, 4, 5, 6, 7, 8});
+    y = tape.record(x * rows[1] + Tensor<double, Shape<4>>({4}, {0, 0, 0, 1}) * x);  // a view and a temporary
+  }
+  std::vector<Tensor<double, Shape<dyn, 4>>> churn;
+  for (int i = 0; i < 8; ++i) churn.push_back(Tensor<double, Shape<dyn, 4>>::full({2, 4}, 99.0));
+  tape.backward(ops::sum(tape, y));
+  for (index_t r = 0; r < 3; ++r)
+    for (index_t c = 0; c < 4; ++c) REQUIRE(x.grad()(r, c) == 5.0 + static_cast<double>(c) + (c == 3 ? 1.0 : 0.0));
+}
+
+namespace {
+/// An entry whose backward fails the first `failures` times it runs.
+struct FailingEntry final : TapeEntry {
+  int* failures;
+  explicit FailingEntry(int* f) : failures(f) {}
+  const char* name() const override { return "failing"; }
+  void backward() override {
+    if (*failures > 0) {
+      --*failures;
+      throw Error("failing entry: backward failed on purpose");
+    }
+  }
+};
+}  // namespace
+
+TEST_CASE("tape: an exception inside backward leaves an empty, usable tape") {
+  auto x = make_var<Shape<dyn>>({3}, -1, 1, 11);
+  Tape tape;
+  int failures = 1;
+  auto a = tape.record(x * 2.0);
+  tape.push(std::make_unique<FailingEntry>(&failures));
+  auto b = tape.record(a * 3.0);
+  auto loss = ops::sum(tape, b);
+  REQUIRE(tape.size() == 4);
+  REQUIRE_THROWS_WITH(tape.backward(loss), Catch::Matchers::Contains("backward failed on purpose"));
+  // Basic guarantee: every entry is released (no null entries left behind); gradients
+  // accumulated before the failure stay until zero_grad().
+  REQUIRE(tape.size() == 0);
+  REQUIRE(x.value_use_count() == 1);
+  REQUIRE(a.grad()(0) == 3.0);  // reached before the failure
+  REQUIRE(x.grad()(0) == 0.0);  // not reached
+  REQUIRE_NOTHROW(tape.backward(loss));  // runs no entry (it used to dereference the null ones)
+  REQUIRE(x.grad()(0) == 0.0);
+  x.zero_grad();
+  auto c = tape.record(x * 5.0);
+  tape.push(std::make_unique<FailingEntry>(&failures));  // fails no more
+  tape.backward(ops::sum(tape, c));
+  for (index_t i = 0; i < 3; ++i) REQUIRE(x.grad()(i) == 5.0);
+}
+
+TEST_CASE("tape: one tape per thread inside a caller's parallel region") {
+  // Each thread's backward sums a broadcast bias gradient (expr::sum_to) on the serial
+  // path while its OpenMP thread number is that of the caller's team.
+  constexpr int threads = 4;
+  std::array<double, threads> error{};
+#pragma omp parallel num_threads(threads)
+  {
+    const int id = omp_get_thread_num();
+    Var<double, Shape<dyn, 3>> x(Tensor<double, Shape<dyn, 3>>::full({5, 3}, 1.0 + id));
+    Var<double, Shape<3>> b(Tensor<double, Shape<3>>({3}, {1, 2, 3}));
+    Tape tape;
+    auto y = tape.record(x * b);
+    tape.backward(ops::sum(tape, y));
+    for (index_t c = 0; c < 3; ++c) error[id] = std::max(error[id], std::abs(b.grad()(c) - 5.0 * (1.0 + id)));
+  }
+  for (int t = 0; t < threads; ++t) {
+    INFO("thread " << t);
+    REQUIRE(error[t] == 0.0);
   }
 }

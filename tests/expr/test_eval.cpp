@@ -62,3 +62,36 @@ TEST_CASE("eval: rank-0 and empty tensors") {
   Tensor<float, Shape<dyn, 3>> e2 = empty + 1.0f;
   REQUIRE(e2.size() == 0);
 }
+
+TEST_CASE("eval: a destination read at other positions (its own row, a shifted view) goes through a temporary") {
+  Tensor<double, Shape<dyn, 4>> t({2, 4}, {1, 2, 3, 4, 5, 6, 7, 8});
+  t = t - t[0];  // row 0 is overwritten before row 1 reads it, unless copied first
+  for (index_t c = 0; c < 4; ++c) {
+    REQUIRE(t(0, c) == 0.0);
+    REQUIRE(t(1, c) == 4.0);
+  }
+  Tensor<double, Shape<dyn, 4>> u({2, 4}, {1, 2, 3, 4, 5, 6, 7, 8});
+  u += lazy(u[1]);  // compound assignment broadcasting the destination's own row 1
+  REQUIRE(u(0, 0) == 6.0);
+  REQUIRE(u(1, 3) == 16.0);
+  Tensor<double, Shape<dyn>> s({6}, {1, 2, 3, 4, 5, 6});
+  s.view().slice(1, 6) = lazy(s.view().slice(0, 5)) * 10.0;  // shifted by one element
+  const double want[] = {1, 10, 20, 30, 40, 50};
+  for (index_t i = 0; i < 6; ++i) REQUIRE(s(i) == want[i]);
+  Tensor<double, Shape<dyn>> r({6}, {1, 2, 3, 4, 5, 6});
+  r.view().slice(0, 5) = lazy(r.view().slice(1, 6)) + lazy(r.view().slice(0, 5));  // shifted the other way
+  const double want_r[] = {3, 5, 7, 9, 11, 6};
+  for (index_t i = 0; i < 6; ++i) REQUIRE(r(i) == want_r[i]);
+}
+
+TEST_CASE("eval: same-position aliasing stays in place, without a temporary") {
+  // 4 MiB: a temporary would be a large block, counted by the CPU allocator.
+  auto t = Tensor<float, Shape<dyn>>::full({1 << 20}, 2.0f);
+  DeviceAllocator<Cpu>::reset_peak_live_bytes();
+  const std::size_t live = DeviceAllocator<Cpu>::live_bytes();
+  t = t * t + lazy(t);
+  t += lazy(t) * 0.5f;
+  REQUIRE(t(12345) == 9.0f);
+  REQUIRE(DeviceAllocator<Cpu>::live_bytes() == live);
+  REQUIRE(DeviceAllocator<Cpu>::peak_live_bytes() == live);
+}

@@ -1,5 +1,9 @@
 #include <catch2/catch.hpp>
 
+#include <omp.h>
+
+#include <array>
+#include <cmath>
 #include <limits>
 
 #include "../test_util.hpp"
@@ -65,4 +69,31 @@ TEST_CASE("reduce: sum_to sums a broadcast expression back to an operand's exten
   expr::sum_to(lazy(g), row.data(), row.extents());
   for (index_t c = 0; c < 4; ++c) REQUIRE(test::close(col(c), g(0, c) + g(1, c) + g(2, c), 1e-14));
   for (index_t r = 0; r < 3; ++r) REQUIRE(test::close(row(r, 0), g(r, 0) + g(r, 1) + g(r, 2) + g(r, 3), 1e-14));
+}
+
+TEST_CASE("reduce: sum and sum_to inside a caller's parallel region") {
+  // One reduction per thread of the caller's team, each small enough for the serial
+  // path: the per-thread partial buffers must be indexed by the reduction's own threads,
+  // not by the caller's thread numbers.
+  constexpr int threads = 4;
+  std::array<double, threads> sum_error{}, sum_to_error{}, big_error{};
+#pragma omp parallel num_threads(threads)
+  {
+    const int id = omp_get_thread_num();
+    const double v = 1.0 + id;
+    Tensor<double, Shape<dyn, 3>> x = Tensor<double, Shape<dyn, 3>>::full({5, 3}, v);
+    sum_error[id] = std::abs(sum(x).item() - 15 * v);
+    Tensor<double, Shape<3>> col({3}, {1, 1, 1});
+    expr::sum_to(lazy(x), col.data(), col.extents());
+    for (index_t c = 0; c < 3; ++c) sum_to_error[id] = std::max(sum_to_error[id], std::abs(col(c) - (1 + 5 * v)));
+    // Large enough for the parallel path of the reduction itself (nested in the caller's).
+    auto big = Tensor<float, Shape<dyn>>::full({2 * expr::kParallelThreshold}, 1.0f);
+    big_error[id] = std::abs(static_cast<double>(sum(big).item()) - 2.0 * expr::kParallelThreshold);
+  }
+  for (int t = 0; t < threads; ++t) {
+    INFO("thread " << t);
+    REQUIRE(sum_error[t] == 0.0);
+    REQUIRE(sum_to_error[t] == 0.0);
+    REQUIRE(big_error[t] == 0.0);
+  }
 }

@@ -1,6 +1,7 @@
 // The CUDA evaluator: compiled and linked by nvcc in every CTDL_WITH_CUDA build. With a
 // device present it runs expressions on it and compares with the CPU evaluator; without
-// one it says so and checks only what the host can (the build is the test).
+// one it says so and checks only what the host can (the build is the test): the
+// Tensor<T, S, Cuda> operations below are then compiled, not run.
 #include <ctdl/ctdl.hpp>
 #include <ctdl/kernels/cuda/elementwise.cuh>
 
@@ -42,5 +43,40 @@ int main() {
     }
   }
   std::printf("device and host agree on 15 elements\n");
+
+  // Tensor<T, S, Cuda> itself: zero-filled construction, values, copies, full() and
+  // expression assignment all act on device memory.
+  auto to_host = [](const auto& dev) {
+    Tensor<float, S> h({dev.extent(0), 5});
+    cuda::check(cudaMemcpy(h.data(), dev.data(), sizeof(float) * h.size(), cudaMemcpyDeviceToHost), "copy back");
+    return h;
+  };
+  auto expect = [&](const char* what, const Tensor<float, S>& got, auto&& want) {
+    for (index_t i = 0; i < got.size(); ++i) {
+      if (std::abs(got.data()[i] - want(i)) > 1e-5f) {
+        std::printf("%s: mismatch at %td: device %g expected %g\n", what, i, got.data()[i], want(i));
+        return false;
+      }
+    }
+    return true;
+  };
+  Tensor<float, S, Cuda> zeros({3, 5});
+  Tensor<float, S, Cuda> copy = da;
+  auto sevens = Tensor<float, S, Cuda>::full({3, 5}, 7.0f);
+  Tensor<float, S, Cuda> fused = gelu(da * db + dbias);  // construction from an expression
+  Tensor<float, S, Cuda> updated({3, 5});
+  updated.fill(1.0f);
+  updated += sevens * 2.0f;
+  Tensor<float, Shape<2>, Cuda> listed({2}, {4.0f, -3.0f});
+  float listed_back[2] = {};
+  cuda::check(cudaMemcpy(listed_back, listed.data(), sizeof listed_back, cudaMemcpyDeviceToHost), "copy listed");
+  bool ok = expect("zero-filled", to_host(zeros), [](index_t) { return 0.0f; }) &&
+            expect("copy", to_host(copy), [&](index_t i) { return a.data()[i]; }) &&
+            expect("full", to_host(sevens), [](index_t) { return 7.0f; }) &&
+            expect("expression", to_host(fused), [&](index_t i) { return host_out.data()[i]; }) &&
+            expect("fill and +=", to_host(updated), [](index_t) { return 15.0f; }) && listed_back[0] == 4.0f &&
+            listed_back[1] == -3.0f;
+  if (!ok) return 1;
+  std::printf("Tensor<float, S, Cuda>: construction, copy, full, fill and expressions agree\n");
   return 0;
 }

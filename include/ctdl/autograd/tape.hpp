@@ -11,6 +11,10 @@
 // (summed back over the axes the operand was broadcast along). Coarse ops (matmul,
 // softmax, ...) push one entry each with a hand-written backward.
 //
+// A recorded expression's entry keeps what its backward reads: its Vars (shared) and a
+// copy of every plain tensor or view operand, taken at record(), so the caller may free
+// or change those before backward (their values at record() are what backward uses).
+//
 // Under `NoGrad guard(tape)` nothing is recorded and no activation is kept.
 // The tape is a plain object owned by the caller (no global state); backward() runs
 // the entries newest first, destroying each after its backward, so activations and
@@ -55,6 +59,10 @@ class Tape {
   auto record(const E& e);
 
   /// Backpropagates from a one-element `loss` (seed gradient 1), then clears the tape.
+  /// A loss or seed that does not fit throws before anything runs (the tape is
+  /// unchanged). An exception from an entry's backward clears the tape and propagates:
+  /// the tape is empty and usable, gradients accumulated before it stay (zero_grad()
+  /// before retrying).
   template <class T, class S>
   void backward(const Var<T, S>& loss);
   /// Backpropagates with `seed` as the gradient of `y`, then clears the tape.
@@ -133,7 +141,13 @@ auto Tape::record(const E& e) {
   using S = typename E::shape_type;
   const bool needs_grad = recording() && any_requires_grad(e);
   Var<T, S> result = make_result(Tensor<T, S>(e), needs_grad);
-  if (needs_grad) push(std::make_unique<autograd_detail::ExpressionEntry<E, T, S>>(e, result.node_ptr()));
+  if (needs_grad) {
+    // The entry's backward reads every operand (d(x*m)/dx is m): it keeps its own copy of
+    // the plain tensors and views, which the caller may free or change before backward.
+    auto owned = expr::owning(e);
+    push(std::make_unique<autograd_detail::ExpressionEntry<decltype(owned), T, S>>(std::move(owned),
+                                                                                    result.node_ptr()));
+  }
   return result;
 }
 
@@ -152,15 +166,24 @@ void Tape::backward(const Var<T, S>& y, const Tensor<T, S>& seed) {
     throw ShapeError("backward: seed " + describe<S>(seed.extents()) + " does not match " + describe<S>(y.extents()));
   }
   if (!y.requires_grad()) throw Error("backward: the value does not depend on anything that requires a gradient");
-  y.node_ptr()->accumulate(expr::as_expr(seed));
-  // Each entry is destroyed as soon as its backward has run: what it kept for backward
-  // (inputs, outputs, and through them their gradients) is released while the rest of
-  // backward runs, so peak memory is the forward's, not forward + all gradients.
-  for (auto it = entries_.rbegin(); it != entries_.rend(); ++it) {
-    (*it)->backward();
-    it->reset();
+  // Each entry leaves the tape before its backward runs and is destroyed right after:
+  // what it kept for backward (inputs, outputs, and through them their gradients) is
+  // released while the rest of backward runs, so peak memory is the forward's, not
+  // forward + all gradients. The tape never holds a finished (or null) entry.
+  try {
+    y.node_ptr()->accumulate(expr::as_expr(seed));
+    while (!entries_.empty()) {
+      const std::unique_ptr<TapeEntry> entry = std::move(entries_.back());
+      entries_.pop_back();
+      entry->backward();
+    }
+  } catch (...) {
+    // Basic guarantee: the rest of this backward cannot be run meaningfully, so the tape
+    // is cleared (its activations released) and stays usable; gradients accumulated
+    // before the failure stay until zero_grad().
+    entries_.clear();
+    throw;
   }
-  entries_.clear();
 }
 
 }  // namespace ctdl

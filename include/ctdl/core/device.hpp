@@ -2,13 +2,17 @@
 // Devices are tag types. Each op dispatches on the tag; elementwise math is written once
 // in CTDL_HOST_DEVICE functors shared by both backends.
 
+#include <algorithm>
 #include <cstdlib>
+#include <cstring>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <new>
 #include <string>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "ctdl/core/config.hpp"
 #include "ctdl/core/error.hpp"
@@ -34,15 +38,28 @@ struct DeviceAllocator;
 
 // ============================================================================
 
-/// CPU memory, 64-byte aligned. Blocks of at least kCacheMinBytes are kept after they
-/// are freed and handed out again for a request of the same rounded size: a training
-/// step allocates the same activation and gradient sizes every step, so after the
-/// first step no large allocation reaches the operating system (fresh pages from it
+/// CPU memory, 64-byte aligned, with a bounded cache of large blocks.
+///
+/// Blocks of at least kCacheMinBytes are kept after they are freed and handed out again:
+/// a training step allocates the same activation and gradient sizes every step, so after
+/// the first step no large allocation reaches the operating system (fresh pages from it
 /// must be faulted in and zeroed, which costs as much as a large elementwise pass).
-/// release_cached() returns the kept blocks.
+///
+/// Contract (what keeps varying shapes from growing memory without bound):
+///   - a request takes the smallest kept block of its rounded size up to 1/8 larger
+///     (best fit; the exact size when there is one), else a new block;
+///   - kept + live large bytes never exceed cache_limit() = max(kCacheFloorBytes,
+///     2 x the most large bytes ever live at once): a new block or a freed one that
+///     would pass it evicts kept blocks, largest first (a freed block is itself
+///     returned to the system when still over) (the factor 2 leaves room for a step's sizes that are live at
+///     different times, so steady-state training still reuses every block);
+///   - when the system refuses a block, every kept block is returned and it is asked
+///     again (release on pressure); release_cached() does the same on demand.
 template <>
 struct DeviceAllocator<Cpu> {
   static constexpr std::size_t kCacheMinBytes = std::size_t{1} << 20;
+  /// The cache limit never drops below this, so small programs keep reusing blocks.
+  static constexpr std::size_t kCacheFloorBytes = std::size_t{64} << 20;
 
   static void* allocate(std::size_t bytes) {
     if (bytes == 0) return nullptr;
@@ -50,13 +67,13 @@ struct DeviceAllocator<Cpu> {
     if (rounded >= kCacheMinBytes) {
       Cache& c = cache();
       std::lock_guard<std::mutex> lock(c.mutex);
-      auto it = c.free.find(rounded);
-      if (it != c.free.end()) {
-        void* p = it->second;
+      auto it = c.free.lower_bound(rounded);
+      if (it != c.free.end() && it->first - rounded <= rounded / 8) {
+        const auto [size, p] = *it;
         c.free.erase(it);
-        c.sizes[p] = rounded;
-        c.cached_bytes -= rounded;
-        c.note_live(rounded);
+        c.sizes[p] = size;
+        c.cached_bytes -= size;
+        c.note_live(size);
         return p;
       }
     }
@@ -72,6 +89,7 @@ struct DeviceAllocator<Cpu> {
       c.sizes[p] = rounded;
       c.note_live(rounded);
       ++c.system_allocations;
+      c.evict_until(c.limit());
     }
     return p;
   }
@@ -83,22 +101,63 @@ struct DeviceAllocator<Cpu> {
       std::lock_guard<std::mutex> lock(c.mutex);
       auto it = c.sizes.find(p);
       if (it != c.sizes.end()) {
-        c.free.emplace(it->second, p);
-        c.cached_bytes += it->second;
-        c.live_bytes -= it->second;
+        const std::size_t size = it->second;
         c.sizes.erase(it);
-        return;
+        c.live_bytes -= size;
+        const std::size_t limit = c.limit();
+        c.evict_until(limit - std::min(limit, size));  // room to keep this one
+        if (c.cached_bytes + c.live_bytes + size <= limit) {
+          c.free.emplace(size, p);
+          c.cached_bytes += size;
+          return;
+        }
       }
     }
     std::free(p);
   }
 
-  /// The most bytes ever in use at once in blocks of at least kCacheMinBytes (kept
-  /// blocks not counted): what a perfect allocator would need for them.
+  /// Memory operations shared with the other devices' allocators (Tensor uses them).
+  template <class T>
+  static void fill(T* p, std::size_t n, const T& v) {
+    std::fill(p, p + n, v);
+  }
+  static void copy(void* dst, const void* src, std::size_t bytes) {
+    if (bytes) std::memcpy(dst, src, bytes);
+  }
+  static void copy_from_host(void* dst, const void* src, std::size_t bytes) { copy(dst, src, bytes); }
+
+  /// The most bytes in use at once in blocks of at least kCacheMinBytes since the start
+  /// or the last reset_peak_live_bytes() (kept blocks not counted): what a perfect
+  /// allocator would need for them.
   static std::size_t peak_live_bytes() noexcept {
     Cache& c = cache();
     std::lock_guard<std::mutex> lock(c.mutex);
     return c.peak_live_bytes;
+  }
+  /// Starts a new peak_live_bytes() measurement from the bytes live now. (The cache
+  /// limit follows its own high-water mark, which this does not reset.)
+  static void reset_peak_live_bytes() noexcept {
+    Cache& c = cache();
+    std::lock_guard<std::mutex> lock(c.mutex);
+    c.peak_live_bytes = c.live_bytes;
+  }
+  /// Bytes in use now in blocks of at least kCacheMinBytes.
+  static std::size_t live_bytes() noexcept {
+    Cache& c = cache();
+    std::lock_guard<std::mutex> lock(c.mutex);
+    return c.live_bytes;
+  }
+  /// Bytes in kept (freed, not yet reused) blocks.
+  static std::size_t cached_bytes() noexcept {
+    Cache& c = cache();
+    std::lock_guard<std::mutex> lock(c.mutex);
+    return c.cached_bytes;
+  }
+  /// The bound on live_bytes() + cached_bytes() that freeing enforces (see the contract).
+  static std::size_t cache_limit() noexcept {
+    Cache& c = cache();
+    std::lock_guard<std::mutex> lock(c.mutex);
+    return c.limit();
   }
 
   /// How many blocks of at least kCacheMinBytes had to come from the operating system
@@ -125,10 +184,22 @@ struct DeviceAllocator<Cpu> {
     std::unordered_map<void*, std::size_t> sizes;  // live cacheable blocks
     std::size_t cached_bytes = 0;
     std::size_t live_bytes = 0, peak_live_bytes = 0;  // of the cacheable blocks in use
+    std::size_t high_water_live = 0;                  // never reset: the limit's basis
     std::size_t system_allocations = 0;               // cacheable blocks not found kept
     void note_live(std::size_t bytes) {
       live_bytes += bytes;
       peak_live_bytes = std::max(peak_live_bytes, live_bytes);
+      high_water_live = std::max(high_water_live, live_bytes);
+    }
+    std::size_t limit() const { return std::max(kCacheFloorBytes, 2 * high_water_live); }
+    /// Frees kept blocks, largest first, until live + kept bytes are at most `bytes`.
+    void evict_until(std::size_t bytes) {
+      while (!free.empty() && cached_bytes + live_bytes > bytes) {
+        auto largest = std::prev(free.end());
+        cached_bytes -= largest->first;
+        std::free(largest->second);
+        free.erase(largest);
+      }
     }
   };
   static Cache& cache() {
@@ -162,6 +233,54 @@ struct DeviceAllocator<Cuda> {
 #else
     (void)p;
 #endif
+  }
+
+  /// n elements at device pointer p set to v: cudaMemset where v's bytes are all zero,
+  /// otherwise a host buffer of v copied over (no kernel needed, so host compilers can
+  /// build it).
+  template <class T>
+  static void fill(T* p, std::size_t n, const T& v) {
+    if (n == 0) return;
+    const auto* bytes = reinterpret_cast<const unsigned char*>(&v);
+    const bool zero = std::all_of(bytes, bytes + sizeof(T), [](unsigned char b) { return b == 0; });
+#if defined(CTDL_WITH_CUDA)
+    if (zero) {
+      check(cudaMemset(p, 0, n * sizeof(T)), "cudaMemset");
+    } else {
+      std::vector<T> host(n, v);
+      copy_from_host(p, host.data(), n * sizeof(T));
+    }
+#else
+    (void)p, (void)zero;
+    unavailable();
+#endif
+  }
+  /// Device to device.
+  static void copy(void* dst, const void* src, std::size_t bytes) {
+#if defined(CTDL_WITH_CUDA)
+    if (bytes) check(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice), "cudaMemcpy device to device");
+#else
+    (void)dst, (void)src, (void)bytes;
+    unavailable();
+#endif
+  }
+  static void copy_from_host(void* dst, const void* src, std::size_t bytes) {
+#if defined(CTDL_WITH_CUDA)
+    if (bytes) check(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice), "cudaMemcpy host to device");
+#else
+    (void)dst, (void)src, (void)bytes;
+    unavailable();
+#endif
+  }
+
+ private:
+#if defined(CTDL_WITH_CUDA)
+  static void check(cudaError_t status, const char* what) {
+    if (status != cudaSuccess) throw Error(std::string(what) + " failed: " + cudaGetErrorString(status));
+  }
+#endif
+  [[noreturn]] static void unavailable() {
+    throw Error("this program was built without CUDA (configure with -DCTDL_WITH_CUDA=ON)");
   }
 };
 

@@ -4,6 +4,11 @@
 // ownership (T may be const). Both accept lazy expressions (ctdl/expr) on assignment,
 // which are evaluated in one fused loop.
 //
+// On Cuda, construction (zero-filled, from values, copies), full() and fill() use the
+// CUDA runtime (cudaMemset/cudaMemcpy); assigning an expression runs the CUDA evaluator
+// (kernels/cuda/elementwise.cuh, compiled by nvcc; a compile error elsewhere); element
+// access (operator(), item()) is a compile error: copy to the host first.
+//
 //   Tensor<float, Shape<dyn, 768>> h({8, 768});      // zero-filled, 8 x 768
 //   h = gelu(h * 2.0f + bias);                       // one fused loop
 //   auto row = h[3];                                 // TensorView<float, Shape<768>>
@@ -44,7 +49,18 @@ struct is_tensor_view : std::false_type {};
 template <class T, class S, class D>
 struct is_tensor_view<TensorView<T, S, D>> : std::true_type {};
 
+/// How expressions are evaluated into memory of device D. Cpu memory uses the host
+/// evaluator (expr/eval.hpp); <ctdl/kernels/cuda/elementwise.cuh>, compiled by nvcc,
+/// specialises this for Cuda. Without that specialisation, assigning an expression to a
+/// device tensor is a compile error (it would run host code on device memory).
+template <class D>
+struct DeviceEvaluator {
+  static constexpr bool available = false;
+};
+
 namespace detail {
+template <StoreOp Op, class D, class E, class T, std::size_t R>
+void evaluate_on(const E& e, T* out, const std::array<index_t, R>& extents);
 template <class T, class S, class E>
 void check_assignable_expression();
 template <class T, class S, class E>
@@ -118,6 +134,7 @@ class TensorView {
   template <class... I>
     requires(sizeof...(I) == rank && (std::is_integral_v<I> && ...))
   T& operator()(I... idx) const {
+    static_assert(std::is_same_v<D, Cpu>, "element access reads host memory: copy a device tensor to the host first");
     const std::array<index_t, rank> ix{static_cast<index_t>(idx)...};
     index_t off = 0;
     for (std::size_t a = 0; a < rank; ++a) {
@@ -129,6 +146,7 @@ class TensorView {
 
   /// The single element of a one-element view.
   T& item() const {
+    static_assert(std::is_same_v<D, Cpu>, "item() reads host memory: copy a device tensor to the host first");
     if (size() != 1) throw ShapeError("item(): " + describe<S>(extents_) + " does not hold exactly one element");
     return data_[0];
   }
@@ -139,28 +157,28 @@ class TensorView {
     requires(!std::is_const_v<T>)
   const TensorView& operator=(const E& e) const {
     detail::check_assignable_expression<value_type, S, E>();
-    e.template eval_into<StoreOp::assign>(data_, extents_);
+    detail::evaluate_on<StoreOp::assign, D>(e, data_, extents_);
     return *this;
   }
   template <Expression E>
     requires(!std::is_const_v<T>)
   const TensorView& operator+=(const E& e) const {
     detail::check_assignable_expression<value_type, S, E>();
-    e.template eval_into<StoreOp::add>(data_, extents_);
+    detail::evaluate_on<StoreOp::add, D>(e, data_, extents_);
     return *this;
   }
   template <Expression E>
     requires(!std::is_const_v<T>)
   const TensorView& operator-=(const E& e) const {
     detail::check_assignable_expression<value_type, S, E>();
-    e.template eval_into<StoreOp::sub>(data_, extents_);
+    detail::evaluate_on<StoreOp::sub, D>(e, data_, extents_);
     return *this;
   }
   template <Expression E>
     requires(!std::is_const_v<T>)
   const TensorView& operator*=(const E& e) const {
     detail::check_assignable_expression<value_type, S, E>();
-    e.template eval_into<StoreOp::mul>(data_, extents_);
+    detail::evaluate_on<StoreOp::mul, D>(e, data_, extents_);
     return *this;
   }
 
@@ -168,7 +186,7 @@ class TensorView {
   void fill(const value_type& v) const
     requires(!std::is_const_v<T>)
   {
-    std::fill(data_, data_ + size(), v);
+    DeviceAllocator<D>::fill(data_, static_cast<std::size_t>(size()), v);
   }
 
  private:
@@ -197,31 +215,33 @@ class Tensor {
   /// A zero-filled tensor; throws ShapeError if `extents` do not fit S.
   explicit Tensor(const extents_type& extents) : Tensor(extents, Uninitialized{}) {
     if constexpr (std::is_same_v<D, Cpu>) std::fill(data(), data() + size(), T{});
+    else DeviceAllocator<D>::fill(data(), static_cast<std::size_t>(size()), T{});
   }
   /// A tensor with the given elements in row-major order.
   Tensor(const extents_type& extents, std::initializer_list<T> values) : Tensor(extents, Uninitialized{}) {
     if (static_cast<index_t>(values.size()) != size()) {
       throw ShapeError("Tensor: " + std::to_string(values.size()) + " values given for " + describe<S>(extents));
     }
-    std::copy(values.begin(), values.end(), data());
+    if constexpr (std::is_same_v<D, Cpu>) std::copy(values.begin(), values.end(), data());
+    else DeviceAllocator<D>::copy_from_host(data(), values.begin(), sizeof(T) * values.size());
   }
   /// Evaluates an expression into a new tensor of the expression's extents.
   template <Expression E>
   Tensor(const E& e) : Tensor(e.extents(), Uninitialized{}) {  // NOLINT: implicit by design
     detail::check_constructible_from_expression<T, S, E>();
-    e.template eval_into<StoreOp::assign>(data(), extents_);
+    detail::evaluate_on<StoreOp::assign, D>(e, data(), extents_);
   }
 
   /// A tensor whose elements are not initialised (for outputs about to be written).
   static Tensor uninitialized(const extents_type& extents) { return Tensor(extents, Uninitialized{}); }
   static Tensor full(const extents_type& extents, const T& v) {
     Tensor t(extents, Uninitialized{});
-    std::fill(t.data(), t.data() + t.size(), v);
+    DeviceAllocator<D>::fill(t.data(), static_cast<std::size_t>(t.size()), v);
     return t;
   }
 
   Tensor(const Tensor& other) : Tensor(other.extents_, Uninitialized{}) {
-    if (size()) std::memcpy(static_cast<void*>(data()), other.data(), sizeof(T) * size());
+    if (size()) DeviceAllocator<D>::copy(data(), other.data(), sizeof(T) * static_cast<std::size_t>(size()));
   }
   Tensor(Tensor&& other) noexcept
       : storage_(std::move(other.storage_)), extents_(std::exchange(other.extents_, S::empty_extents())) {}
@@ -298,6 +318,18 @@ class Tensor {
 // ============================================================================
 
 namespace detail {
+
+template <StoreOp Op, class D, class E, class T, std::size_t R>
+void evaluate_on(const E& e, T* out, const std::array<index_t, R>& extents) {
+  if constexpr (std::is_same_v<D, Cpu>) {
+    e.template eval_into<Op>(out, extents);
+  } else {
+    static_assert(DeviceEvaluator<D>::available,
+                  "assigning an expression to a device tensor needs the device evaluator: compile this file with "
+                  "nvcc and include <ctdl/kernels/cuda/elementwise.cuh> before the assignment");
+    DeviceEvaluator<D>::template evaluate<Op>(e, out, extents);
+  }
+}
 
 /// True when a value of shape From broadcasts to shape To without changing To.
 template <class From, class To>

@@ -19,6 +19,7 @@
 //
 // Evaluation (`eval_into`) runs one fused loop over the destination; see evaluate().
 
+#include <algorithm>
 #include <array>
 #include <memory>
 #include <string>
@@ -347,6 +348,35 @@ auto as_expr(A&& a) {
 
 template <class A>
 using expr_t = decltype(as_expr(std::declval<A>()));
+
+// ---- taking ownership of viewed operands ----
+
+/// A copy of `e` that views nothing: every Leaf over a tensor or view it does not keep
+/// (NoKeep: an lvalue tensor, a TensorView) becomes a Leaf over a copy of those elements,
+/// held by shared ownership; leaves that keep their operand (rvalue tensors, Vars) are
+/// shared, not copied. What the tape stores, so that backward never reads freed memory.
+/// Leaves are numbered as in `e`, so derivative<K> means the same operand in both.
+template <class E>
+E owning(const E& e) {
+  static_assert(E::num_leaves == 0 || is_leaf_v<E>, "owning: an expression node type it does not know");
+  return e;
+}
+template <class T, ShapeType S, class K>
+auto owning(const Leaf<T, S, K>& leaf) {
+  if constexpr (std::is_same_v<K, NoKeep>) {
+    auto copy = Tensor<T, S>::uninitialized(leaf.ext);
+    std::copy_n(leaf.data, copy.size(), copy.data());
+    auto owned = std::make_shared<const Tensor<T, S>>(std::move(copy));
+    return Leaf<T, S, std::shared_ptr<const Tensor<T, S>>>{{}, owned->data(), owned->extents(), owned};
+  } else {
+    return leaf;
+  }
+}
+template <class F, class... Args>
+auto owning(const Map<F, Args...>& m) {
+  return std::apply(
+      [&](const auto&... a) { return Map<F, decltype(owning(a))...>(m.f, owning(a)...); }, m.args);
+}
 
 }  // namespace expr
 }  // namespace ctdl

@@ -58,10 +58,11 @@ auto reduce_all(const E& e) {
   using A = accumulate_t<T>;
   const index_t total = numel(e.extents());
   if (K == ReduceKind::max && total == 0) throw ShapeError("max: empty " + describe<typename E::shape_type>(e.extents()));
-  std::vector<A> partial(static_cast<std::size_t>(omp_get_max_threads()),
-                         K == ReduceKind::sum ? A(0) : -std::numeric_limits<A>::infinity());
-  for_each_row(e, e.extents(), [&](const auto& ev, index_t, index_t inner) {
-    A& p = partial[static_cast<std::size_t>(omp_get_thread_num())];
+  // One partial result per block of rows (per thread of this reduction's own loop).
+  const int parts = row_parts(e.extents());
+  std::vector<A> partial(static_cast<std::size_t>(parts), K == ReduceKind::sum ? A(0) : -std::numeric_limits<A>::infinity());
+  for_each_row_in_parts(e, e.extents(), parts, [&](int part, const auto& ev, index_t, index_t inner) {
+    A& p = partial[static_cast<std::size_t>(part)];
     const A r = reduce_row<K, A>(ev, inner);
     p = K == ReduceKind::sum ? p + r : std::max(p, r);
   });
@@ -115,12 +116,12 @@ void sum_to(const E& e, T* out, const std::array<index_t, r>& out_extents) {
   using A = accumulate_t<T>;
   const auto ostr = broadcast_strides(out_extents, ext);
   const auto out_n = static_cast<std::size_t>(numel(out_extents));
-  // Each thread sums its block of e's rows into a private accumulator; then they are
-  // added up (rows of e map onto overlapping rows of out).
-  const int threads = eval_threads(numel(ext));
-  std::vector<std::vector<A>> partial(static_cast<std::size_t>(threads), std::vector<A>(out_n, A(0)));
-  for_each_row(e, ext, [&](const auto& ev, index_t row, index_t inner) {
-    A* acc = partial[static_cast<std::size_t>(omp_get_thread_num())].data();
+  // Each block of e's rows (one per thread of this loop) is summed into a private
+  // accumulator; then they are added up (rows of e map onto overlapping rows of out).
+  const int parts = row_parts(ext);
+  std::vector<std::vector<A>> partial(static_cast<std::size_t>(parts), std::vector<A>(out_n, A(0)));
+  for_each_row_in_parts(e, ext, parts, [&](int part, const auto& ev, index_t row, index_t inner) {
+    A* acc = partial[static_cast<std::size_t>(part)].data();
     index_t base = 0, step = 0;
     if constexpr (R > 0) {
       for (std::size_t d = R - 1; d-- > 0;) {

@@ -4,7 +4,8 @@
 // per output element; the flat path when no operand is broadcast, otherwise each thread
 // seeks its row through the broadcast strides.
 //
-// The expression's leaves must point to device memory (Tensor<T, S, Cuda>).
+// The expression's leaves must point to device memory (Tensor<T, S, Cuda>). Including
+// this header also makes `device_tensor = expression` use it (DeviceEvaluator<Cuda>).
 
 #include <cuda_runtime.h>
 
@@ -64,3 +65,20 @@ void evaluate(const E& e, T* out, const std::array<index_t, R>& out_extents, cud
 }
 
 }  // namespace ctdl::cuda
+
+namespace ctdl {
+
+/// Tensor<T, S, Cuda> evaluates assigned expressions with the kernel above (on the
+/// default stream, then waits for it, so the assignment is complete when it returns, as
+/// on the host).
+template <>
+struct DeviceEvaluator<Cuda> {
+  static constexpr bool available = true;
+  template <StoreOp Op, class E, class T, std::size_t R>
+  static void evaluate(const E& e, T* out, const std::array<index_t, R>& extents) {
+    cuda::evaluate<Op>(e, out, extents);
+    cuda::check(cudaStreamSynchronize(nullptr), "cuda::evaluate");
+  }
+};
+
+}  // namespace ctdl
