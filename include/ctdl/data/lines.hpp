@@ -46,7 +46,8 @@ class LineReader {
     const std::size_t lf = all.find('\n', pos_);
     const std::size_t stop = lf == std::string_view::npos ? all.size() : lf;
     line = all.substr(pos_, stop - pos_);
-    // Two memchr passes (LF, then CR within the line) stay as fast as one on LF files.
+    // A second memchr, for CR within the line (in cache by now): reading lines alone measured
+    // about 10% slower on a 300 MB LF file, nothing next to tokenizing them.
     const std::size_t cr = line.find('\r');
     if (cr == std::string_view::npos) {
       pos_ = stop + 1;
