@@ -64,3 +64,16 @@ TEMPLATE_TEST_CASE("matmuls into neighbouring columns of one C, on two threads, 
   }
   CHECK(wrong == 0);
 }
+
+#if defined(CTDL_WITH_ONEDNN)
+// ctdl compiles against oneDNN 2.x or 3.x (dnnl_compat.hpp); the library found at run time
+// (RUNPATH, LD_LIBRARY_PATH) must be the generation the headers describe and no older
+// than them, or primitives may use ABI the library does not have.
+TEST_CASE("oneDNN: the library loaded is the version the headers were compiled against", "") {
+  const dnnl_version_t* v = dnnl::version();
+  INFO("headers " << kernels::cpu::dnnl_compat::header_major << "." << kernels::cpu::dnnl_compat::header_minor
+                  << ", library " << v->major << "." << v->minor << "." << v->patch);
+  CHECK(v->major == kernels::cpu::dnnl_compat::header_major);
+  CHECK(v->minor >= kernels::cpu::dnnl_compat::header_minor);
+}
+#endif
