@@ -327,7 +327,7 @@ void evaluate_on(const E& e, T* out, const std::array<index_t, R>& extents) {
     static_assert(DeviceEvaluator<D>::available,
                   "assigning an expression to a device tensor needs the device evaluator: compile this file with "
                   "nvcc and include <ctdl/kernels/cuda/elementwise.cuh> before the assignment");
-    DeviceEvaluator<D>::template evaluate<Op>(e, out, extents);
+    if constexpr (DeviceEvaluator<D>::available) DeviceEvaluator<D>::template evaluate<Op>(e, out, extents);
   }
 }
 
