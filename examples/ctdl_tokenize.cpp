@@ -3,8 +3,9 @@
 //   build/bin/ctdl-tokenize --vocab_file=vocab.txt --cased=true < text.txt
 //
 // One output line per input line: the tokens space-separated (--ids: the ids), exactly as
-// Google's tokenization.py FullTokenizer. Lines are tokenized in parallel, in chunks,
-// and written in input order. Ill-formed UTF-8 stops the program with an error naming
+// tokenization.py's FullTokenizer: the original pipeline's rules, or Google's first BERT
+// release with --tokenizer_rules=google (docs/data.md). Lines are tokenized in parallel,
+// in chunks, and written in input order. Ill-formed UTF-8 stops the program with an error naming
 // the line and byte. A failed write to stdout (a full disk, > /dev/full) is an error too.
 
 #include <CLI/CLI.hpp>
@@ -22,7 +23,8 @@
 int main(int argc, char** argv) {
   std::string vocab_file;
   bool cased = false, ids = false, stats = false;
-  std::size_t max_chars = 200;
+  std::size_t max_chars = 0;
+  std::string rules_name = "original";
   int threads = 0;
   CLI::App app{"Writes the BERT WordPiece tokens of each line of stdin, space-separated"};
   app.add_option("--vocab_file", vocab_file, "vocab.txt, one token a line")->required();
@@ -31,9 +33,13 @@ int main(int argc, char** argv) {
                  "(lower-case and strip accents)")
       ->required();
   app.add_flag("--ids", ids, "write token ids instead of tokens");
-  app.add_option("--max_chars_per_word", max_chars,
-                 "longer words become [UNK] (200 as Google's tokenization.py; Hugging Face uses 100)")
+  app.add_option("--tokenizer_rules", rules_name,
+                 "original: the original pipeline's tokenization.py ([UNK] above 100 characters; every C* "
+                 "category dropped as control); google: Google's first BERT release (200; Cc and Cf only)")
+      ->check(CLI::IsMember({"original", "google"}))
       ->capture_default_str();
+  app.add_option("--max_chars_per_word", max_chars,
+                 "longer words become [UNK] (default: the rules' limit, 100 original, 200 google)");
   app.add_option("--threads", threads, "tokenizer threads (default: all cores)");
   app.add_flag("--stats", stats, "print lines, tokens and lines/s to stderr at the end");
   CLI11_PARSE(app, argc, argv);
@@ -41,7 +47,9 @@ int main(int argc, char** argv) {
 
   try {
     const ctdl::text::FullTokenizer tok(ctdl::text::Vocab::from_file(vocab_file),
-                                        {.lower_case = !cased, .max_input_chars_per_word = max_chars});
+                                        {.lower_case = !cased,
+                                         .rules = ctdl::text::parse_tokenizer_rules(rules_name),
+                                         .max_input_chars_per_word = max_chars});
     std::ios::sync_with_stdio(false);
     const auto start = std::chrono::steady_clock::now();
     constexpr std::size_t kChunk = 16384;

@@ -21,7 +21,8 @@
                     original rules.
   tokenizer-shared  goldens for the shared data written into the build tree (JSON lines),
                     for both rule sets: the ids of every consensus dev.tsv field and BC5CDR
-                    sentence (<corpus>.<rules>.<casing>.jsonl), and the span features of every
+                    sentence, and of the texts that separate the rule sets (corpus
+                    "separating") (<corpus>.<rules>.<casing>.jsonl), and the span features of every
                     consensus row (consensus_dev.<rules>.features.M<m>[.MASK].jsonl; cased
                     vocabulary; M = 128, 64 with replace_span [MASK], 16), built from the
                     rules written out here independently of the C++ code. Needs only the
@@ -270,17 +271,22 @@ TRICKY = [
     "private\ue000use unassigned\u0378x \U0001d400\U0001d401 Ⅻ ⅻ Ⓐ ⓐ ª º",
     "[CLS] [SEP] [UNK] [MASK] [PAD] ##s ##",
     "Naloxone reverses the antihypertensive effect of clonidine.",
-    # Texts that separate the rule sets: words of 100/101 code points (ASCII and
-    # two-byte), private use (Co: U+E000, U+F8FF, U+F0000), unassigned (Cn: U+0378,
-    # U+0530, U+E0080, noncharacters U+FDD0, U+FFFF) -- dropped by the original's rules,
-    # kept by Google's. Cs (surrogates) cannot be written in well-formed UTF-8, so no text
-    # here holds one. Cn is chosen among code points unassigned in every Unicode version
-    # Python or utf8proc may use.
+]
+
+# Texts that separate the rule sets (the shared data has none): words of 100/101 code
+# points (ASCII and two-byte), private use (Co: U+E000, U+F8FF, U+F0000) and unassigned
+# (Cn: U+0378, U+0530, U+E0080, noncharacters U+FDD0, U+FFFF) characters -- dropped by the
+# original's rules, kept by Google's. Cs (surrogates) cannot be written in well-formed
+# UTF-8, so no text here holds one. The Cn code points are unassigned in every Unicode
+# version Python or utf8proc may use. Part of TRICKY, and of the shared goldens as the
+# corpus "separating".
+SEPARATING = [
     "a" * 100 + " " + "a" * 101,
     "é" * 100 + " " + "é" * 101 + " Naloxone " + "b" * 101 + ".",
     "ab\ue000cd ef\u0378gh \U000f0000 x\uffffy \uf8ff \u0530 \ufdd0 tag\U000e0080end",
     "Ca2\ue000+ IL-\u03782 \ue000 \u0378",
 ]
+TRICKY += SEPARATING
 
 
 def make_tokenizer(args):
@@ -418,6 +424,7 @@ def make_tokenizer_shared(args):
     except Exception as e:  # no network, no pip: the test then skips and says why
         print(f"tokenizer-shared: cannot get the reference tokenizer ({e}); no goldens made")
         return
+    texts["separating"] = SEPARATING
     os.makedirs(args.out, exist_ok=True)
     for rules, tok in toks.items():
         for casing in ("cased", "uncased"):

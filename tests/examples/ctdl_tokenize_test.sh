@@ -22,4 +22,15 @@ if [ -w /dev/full ]; then
   [ $rc = 1 ] || fail "exit $rc writing to /dev/full"
   grep -q "ctdl-tokenize: stdout: write failed (No space left on device)" <<<"$err" || fail "/dev/full message: $err"
 fi
+# Tokenizer rules: the original pipeline's by default (a 101-character word is [UNK];
+# private-use U+E000 is dropped as control), Google's first release on request (200
+# characters; U+E000 kept, so no piece matches).
+a101=$(printf 'a%.0s' $(seq 101)) pieces101="a$(printf ' ##a%.0s' $(seq 100))"
+got=$(printf '%s ab\xee\x80\x80\n' "$a101" | "$prog" --vocab_file="$vocab" --cased=true) || fail "exit $?"
+[ "$got" = "[UNK] a ##b" ] || fail "original rules: got [$got]"
+got=$(printf '%s ab\xee\x80\x80\n' "$a101" | "$prog" --vocab_file="$vocab" --cased=true --tokenizer_rules=google) || fail "exit $?"
+[ "$got" = "$pieces101 [UNK]" ] || fail "google rules: got [$got]"
+got=$(printf '%s\n' "$a101" | "$prog" --vocab_file="$vocab" --cased=true --max_chars_per_word=101) || fail "exit $?"
+[ "$got" = "$pieces101" ] || fail "--max_chars_per_word over the rules: got [$got]"
+err=$("$prog" --vocab_file="$vocab" --cased=true --tokenizer_rules=hf 2>&1 </dev/null); [ $? != 0 ] && grep -q "tokenizer_rules" <<<"$err" || fail "--tokenizer_rules=hf accepted: $err"
 echo "ctdl-tokenize: all checks passed"
