@@ -66,6 +66,9 @@ Args parse(int argc, char** argv, bool& help) {
       .add("max_grad_norm", &a.max_grad_norm, "clip gradients to this global norm (0: no clipping)")
       .add("log_every", &a.log_every, "log a line every N steps")
       .add("cased", &a.cased, "true for cased vocabularies (BioBERT); false lower-cases and strips accents")
+      .add("tokenizer_rules", &a.tokenizer_rules,
+           "original (the original pipeline's tokenization.py: [UNK] above 100 characters, every C* category dropped) "
+           "or google (Google's first BERT release: 200, Cc/Cf only)")
       .add("use_fp16", &a.use_fp16, "mixed precision: bf16 on CPU (fp16 on GPU)")
       .add("precision", &a.precision, "fp32, bf16 or fp16 (overrides --use_fp16; fp16 uses dynamic loss scaling)")
       .add("use_xla", &a.use_xla, "accepted for compatibility; has no effect")
@@ -99,6 +102,8 @@ Setup check(const Args& a, std::unique_ptr<text::FullTokenizer>& tok, std::uniqu
                 "issue); run on one process");
   if (a.resume) throw Error("--resume: exact resume is not built yet (it comes with the checkpoint issue)");
   if (a.phantom_class != "first" && a.phantom_class != "last") throw Error("--phantom_class must be first or last");
+  if (a.tokenizer_rules != "original" && a.tokenizer_rules != "google")
+    throw Error("--tokenizer_rules=" + a.tokenizer_rules + ": must be original or google");
   for (auto [v, name] : {std::pair{a.train_batch_size, "train_batch_size"}, {a.eval_batch_size, "eval_batch_size"},
                          {a.predict_batch_size, "predict_batch_size"}, {a.gradient_accumulation_steps, "gradient_accumulation_steps"},
                          {a.log_every, "log_every"}})
@@ -124,8 +129,9 @@ Setup check(const Args& a, std::unique_ptr<text::FullTokenizer>& tok, std::uniqu
   if (a.max_seq_length > s.config.max_position_embeddings)
     throw Error("--max_seq_length " + std::to_string(a.max_seq_length) + " is above max_position_embeddings " +
                 std::to_string(s.config.max_position_embeddings) + " of " + a.bert_config_file);
-  tok = std::make_unique<text::FullTokenizer>(text::Vocab::from_file(a.vocab_file),
-                                             text::FullTokenizer::Options{.lower_case = !a.cased});
+  tok = std::make_unique<text::FullTokenizer>(
+      text::Vocab::from_file(a.vocab_file),
+      text::FullTokenizer::Options{.lower_case = !a.cased, .rules = text::parse_tokenizer_rules(a.tokenizer_rules)});
   if (static_cast<index_t>(tok->vocab().size()) != s.config.vocab_size)
     throw Error(a.vocab_file + " has " + std::to_string(tok->vocab().size()) + " tokens but " + a.bert_config_file +
                 " says vocab_size " + std::to_string(s.config.vocab_size) + ": they are not the same model's");

@@ -23,6 +23,7 @@ struct Args {
   std::int64_t save_checkpoints_steps = 1000, gradient_accumulation_steps = 1, log_every = 10;
   bool cased = false, use_fp16 = false, use_xla = false, distributed = false;
   std::string precision;  // fp32 | bf16 | fp16; "" = from --use_fp16
+  std::string tokenizer_rules = "original";  // original | google (text::TokenizerRules)
   std::string phantom_class = "first";
   std::int64_t seed = 42, num_threads = 0;
   bool shuffle = true, dump_features = false, resume = false, skip_bad_rows = false;
