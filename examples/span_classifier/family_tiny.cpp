@@ -1,5 +1,0 @@
-// ner_span_classifier for the Tiny BERT family (all precision policies).
-#include "run.hpp"
-namespace span_classifier {
-SPAN_CLASSIFIER_INSTANTIATE(ctdl::bert::Tiny)
-}
