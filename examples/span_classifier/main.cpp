@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <memory>
 
+#include "compiled_families.hpp"
 #include "span_classifier.hpp"
 
 #include <ctdl/precision/policy.hpp>
@@ -166,10 +167,18 @@ int main(int argc, char** argv) {
     std::unique_ptr<text::FullTokenizer> tok;
     std::unique_ptr<data::LabelSet> labels;
     const Setup s = check(a, tok, labels);
-    return bert::dispatch(s.config, [&]<class F>() {
-      if (s.args.precision == "bf16") return run<F, precision::Bf16Mixed>(s);
-      if (s.args.precision == "fp16") return run<F, precision::Fp16Mixed>(s);
-      return run<F, precision::Fp32>(s);
+    return bert::dispatch(s.config, [&]<class F>() -> int {
+      if constexpr (!compiled_family<F>) {
+        throw Error(a.bert_config_file + " is a BERT of hidden/heads/intermediate " +
+                    std::to_string(F::hidden) + "/" + std::to_string(F::heads) + "/" + std::to_string(F::intermediate) +
+                    ", but this build of ner_span_classifier compiled only the families " + compiled_family_names +
+                    " (CMake option CTDL_SPAN_CLASSIFIER_FAMILIES; scripts/demo.sh builds the demo's Tiny alone). "
+                    "scripts/build.sh builds every family");
+      } else {
+        if (s.args.precision == "bf16") return run<F, precision::Bf16Mixed>(s);
+        if (s.args.precision == "fp16") return run<F, precision::Fp16Mixed>(s);
+        return run<F, precision::Fp32>(s);
+      }
     });
   } catch (const train::FlagError& e) {
     std::fprintf(stderr, "ner_span_classifier: %s\n", e.what());

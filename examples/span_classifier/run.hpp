@@ -299,8 +299,5 @@ int run(const Setup& s) {
 
 }  // namespace span_classifier
 
-// Explicit instantiations of one family for every policy (used inside the namespace).
-#define SPAN_CLASSIFIER_INSTANTIATE(F)                            \
-  template int run<F, ctdl::precision::Fp32>(const Setup&);      \
-  template int run<F, ctdl::precision::Bf16Mixed>(const Setup&); \
-  template int run<F, ctdl::precision::Fp16Mixed>(const Setup&);
+// run<F, P> is explicitly instantiated for each compiled (family, policy) in a translation
+// unit of its own, generated from instantiate.cpp.in by examples/CMakeLists.txt.
