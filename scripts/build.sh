@@ -18,7 +18,9 @@ while [ $# -gt 0 ]; do
 done
 scripts/setup-deps.sh
 jobs=${CTDL_JOBS:-$(nproc)}
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCTDL_NATIVE=ON "${configure[@]}" >build.configure.log 2>&1 \
+# Every BERT family in the programs unless an argument says otherwise (a cached choice,
+# such as the demo's Tiny alone, does not outlive the build that asked for it).
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCTDL_NATIVE=ON -DCTDL_SPAN_CLASSIFIER_FAMILIES=all "${configure[@]}" >build.configure.log 2>&1 \
   || { cat build.configure.log >&2; exit 1; }
 if [ ${#targets[@]} -gt 0 ]; then
   echo "build.sh: building ${targets[*]//--target /} ($jobs jobs)"
