@@ -6,8 +6,9 @@
 # oneDNN comes from PyPI, pinned by version and sha256: onednn-devel-cpu-gomp (headers and
 # CMake config) and onednn-cpu-gomp (libdnnl.so.3), oneDNN 3.2.0 built for GNU OpenMP
 # like ctdl, CPU only, so its dnnl-config.cmake needs neither OpenCL nor TBB nor SYCL.
-# (The newer `onednn-devel` 2024.x-2026.x wheels are the SYCL/DPC++ build: about 2 GB
-# with the Intel compiler runtime, a TBB/SYCL CPU runtime, and no dnnl CMake config.)
+# (The newer `onednn-devel` wheels, 2024.0 onwards, are the SYCL/DPC++ build: they pull
+# in Intel's compiler and OpenCL runtimes, 2 GB for 2026.1.0, and ship no dnnl CMake
+# config; 2024.0.0's holds no headers.)
 # The wheels are fetched with `pip download` (no virtual environment or system install:
 # Debian 12's pip refuses installs outside a venv, and venvs need python3-venv) and
 # unpacked into WORK_DIR/onednn; the inner configure gets -Ddnnl_DIR pointing there, and
