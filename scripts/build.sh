@@ -9,10 +9,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 targets=()
+names=()
 configure=()
 while [ $# -gt 0 ]; do
   case $1 in
-    --target) targets+=(--target "$2"); shift 2 ;;
+    --target) targets+=(--target "$2"); names+=("$2"); shift 2 ;;
     *) configure+=("$1"); shift ;;
   esac
 done
@@ -23,7 +24,7 @@ jobs=${CTDL_JOBS:-$(nproc)}
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCTDL_NATIVE=ON -DCTDL_SPAN_CLASSIFIER_FAMILIES=all "${configure[@]}" >build.configure.log 2>&1 \
   || { cat build.configure.log >&2; exit 1; }
 if [ ${#targets[@]} -gt 0 ]; then
-  echo "build.sh: building ${targets[*]//--target /} ($jobs jobs)"
+  echo "build.sh: building ${names[*]} ($jobs jobs)"
 else
   echo "build.sh: building everything: the programs, the tests and the benchmarks ($jobs jobs)"
 fi
