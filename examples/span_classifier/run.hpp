@@ -299,5 +299,5 @@ int run(const Setup& s) {
 
 }  // namespace span_classifier
 
-// run<F, P> is explicitly instantiated for each compiled (family, policy) in a translation
-// unit of its own, generated from instantiate.cpp.in by examples/CMakeLists.txt.
+// run<F, P> is explicitly instantiated for each compiled family, every policy, in a
+// translation unit of its own generated from instantiate.cpp.in by examples/CMakeLists.txt.
