@@ -9,9 +9,11 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <span>
 #include <nlohmann/json.hpp>
 
 #include <ctdl/data/batcher.hpp>
+#include <ctdl/io/atomic_file.hpp>
 #include <ctdl/io/parameters.hpp>
 #include <ctdl/io/safetensors_writer.hpp>
 #include <ctdl/metrics/classification.hpp>
@@ -67,7 +69,7 @@ inline std::unique_ptr<data::FeatureCache> split_cache(const Setup& s, const std
 }
 
 inline void dump_features(const data::FeatureCache& cache, const std::string& path) {
-  std::ofstream out(path);
+  io::AtomicFile out(path);
   const index_t M = cache.max_seq_length();
   for (std::size_t r = 0; r < cache.rows(); ++r) {
     const std::int32_t* ids = cache.input_ids(r);
@@ -80,10 +82,37 @@ inline void dump_features(const data::FeatureCache& cache, const std::string& pa
     j["label_id"] = cache.label_id(r);
     out << j.dump() << '\n';
   }
+  out.commit();
   say("wrote " + path);
 }
 
 /// Loads the encoder (and the classifier, when the checkpoint has one) from safetensors.
+/// Why classifier row `dropped` may be a used class rather than the phantom one, or ""
+/// when its bias looks like the phantom's. The check: no label maps to the phantom row, so
+/// it is never a training target, and softmax cross-entropy's gradient on its bias is its
+/// probability, always > 0: training only ever lowers that bias from its initial 0 (BERT
+/// initialises classifier biases to zero; AdamWeightDecay does not decay biases), and with
+/// Adam at the largest rate any row can move (its gradient never changes sign). So the
+/// phantom row's bias is <= 0 and no other row's is lower. Equal biases (a classifier that
+/// was never trained) say nothing either way.
+inline std::string phantom_row_doubt(std::span<const float> bias, index_t dropped) {
+  const auto d = static_cast<std::size_t>(dropped);
+  const float b = bias[d];
+  const auto lowest = static_cast<std::size_t>(std::min_element(bias.begin(), bias.end()) - bias.begin());
+  const auto row = [](std::size_t r) { return "row " + std::to_string(r); };
+  if (b > 0)
+    return "the dropped " + row(d) + " looks used: its bias is " + fmt("%g", b) +
+           " > 0, but training only lowers the bias of the row no label maps to (it starts at 0); " +
+           (lowest != d ? row(lowest) + " has the lowest bias (" + fmt("%g", bias[lowest]) + ")" : std::string("check --phantom_class"));
+  if (bias[lowest] < b) {
+    const std::string hint = lowest == 0 ? " (--phantom_class=first drops it)"
+                             : lowest + 1 == bias.size() ? " (--phantom_class=last drops it)" : "";
+    return "the dropped " + row(d) + " may be a used class: " + row(lowest) + " has a lower bias (" +
+           fmt("%g", bias[lowest]) + " < " + fmt("%g", b) + "), and the row no label maps to has the lowest" + hint;
+  }
+  return "";
+}
+
 template <class Model>
 void load_checkpoint(Model& model, const Setup& s) {
   io::SafetensorsFile file(s.checkpoint_file);
@@ -103,13 +132,16 @@ void load_checkpoint(Model& model, const Setup& s) {
   if (rows != L + 1)
     throw Error(s.checkpoint_file + ": the classifier has " + std::to_string(rows) + " classes, labels.txt has " +
                 std::to_string(L));
-  // The original pipeline's phantom extra class: drop its row.
+  // The original pipeline's phantom extra class: it numbers the labels 0..L-1 and builds
+  // L+1 outputs, so row L is the one no label maps to (--phantom_class=last, the default).
   const index_t skip = s.args.phantom_class == "first" ? 0 : L;
-  say("warning: " + s.checkpoint_file + ": the classifier has " + std::to_string(L + 1) + " classes for " +
-      std::to_string(L) + " labels (the original pipeline's extra class); ignoring row " + std::to_string(skip) +
-      " (--phantom_class=" + s.args.phantom_class + ")");
   auto full_w = file.tensor<float, Shape<dyn, dyn>>("classifier.weight");
   auto full_b = file.tensor<float, Shape<dyn>>("classifier.bias");
+  say("warning: " + s.checkpoint_file + ": the classifier has " + std::to_string(L + 1) + " rows for " +
+      std::to_string(L) + " labels (the original pipeline's extra class); dropped row " + std::to_string(skip) +
+      " of 0.." + std::to_string(L) + " (--phantom_class=" + s.args.phantom_class + ")");
+  const std::string doubt = phantom_row_doubt(std::span<const float>(full_b.data(), static_cast<std::size_t>(L + 1)), skip);
+  if (!doubt.empty()) say("warning: " + s.checkpoint_file + ": " + doubt);
   const index_t H = full_w.extent(1);
   for (index_t r = 0, out = 0; r <= L; ++r) {
     if (r == skip) continue;
@@ -127,12 +159,25 @@ void save_model(Model& model, const Setup& s, const std::string& dir, std::int64
   io::save_parameters(model, dir + "/model.safetensors",
                       {{"format", "pt"}, {"made_by", "ctdl ner_span_classifier"}, {"global_step", std::to_string(step)}});
   const auto copy = [&](const std::string& from, const std::string& to) {
-    if (fs::absolute(from) != fs::absolute(dir + "/" + to))
-      fs::copy_file(from, dir + "/" + to, fs::copy_options::overwrite_existing);
+    if (fs::absolute(from) != fs::absolute(dir + "/" + to)) io::copy_file_atomically(from, dir + "/" + to);
   };
   copy(s.args.bert_config_file, "bert_config.json");
   copy(s.args.vocab_file, "vocab.txt");
   copy(s.labels->source(), "labels.txt");
+}
+
+/// Non-finite logits (NaN weights, a broken config) would otherwise come out as a
+/// confident answer for every row (argmax over NaN picks the first label): an error naming
+/// the first such row's line.
+inline void require_finite(const train::Predictions& p, const data::FeatureCache& cache, const std::string& tsv,
+                           const Setup& s) {
+  if (p.first_non_finite_row < 0) return;
+  const auto row = static_cast<std::size_t>(p.first_non_finite_row);
+  throw Error(tsv + ":" + std::to_string(cache.source_index(row)) +
+              ": the model's logits for this row are not finite (NaN or infinite; " + std::to_string(p.non_finite_rows) +
+              " of " + std::to_string(cache.rows()) + " rows): the model is broken (" +
+              (s.checkpoint_file.empty() ? std::string("random initialisation") : "weights of " + s.checkpoint_file) +
+              ", layer_norm_eps and sizes of " + s.args.bert_config_file + "); its results were not written");
 }
 
 inline std::int32_t majority_label(const data::FeatureCache& cache, std::size_t num_labels) {
@@ -165,12 +210,18 @@ int run(const Setup& s) {
     if (!c) c = split_cache(s, split);
     return *c;
   };
-  if (a.do_prepare)
-    for (const std::string split : {"train", "dev", "test"})
-      if (fs::exists(a.data_dir + "/" + split + ".tsv")) {
-        auto& c = cache_of(split);
-        if (a.dump_features) dump_features(c, a.output_dir + "/" + split + "_features.jsonl");
-      }
+  // Every input is read (and prepared) before any output is touched: a bad row in dev.tsv
+  // stops the run before training replaces the model, metrics.jsonl or the results of an
+  // earlier run in the same --output_dir. (The feature caches are outputs too, but each is
+  // replaced only whole, by a cache of the same inputs.)
+  const bool have_train = fs::exists(a.data_dir + "/train.tsv");
+  for (const std::string split : {"train", "dev", "test"})
+    if ((a.do_prepare && fs::exists(a.data_dir + "/" + split + ".tsv")) || (split == "train" && a.do_train) ||
+        (split == "train" && a.do_eval && have_train) || (split == "dev" && a.do_eval) ||
+        (split == "test" && a.do_predict))
+      cache_of(split);
+  if (a.do_prepare && a.dump_features)
+    for (const auto& [split, c] : caches) dump_features(*c, a.output_dir + "/" + split + "_features.jsonl");
 
   train::RunLog log(a.output_dir, /*append=*/!a.do_train);
   std::int64_t global_step = 0;
@@ -237,12 +288,14 @@ int run(const Setup& s) {
       say("  throughput without overhead (steps 3 on, no data preparation or saving): " +
           fmt("%.1f sentences/s", static_cast<double>(timed_steps) * rows_per_step / overhead_free_s));
     save_model(model, s, a.output_dir, global_step);
-    say("saved " + a.output_dir + "/model.safetensors (+ bert_config.json, vocab.txt, labels.txt)");
+    log.commit();
+    say("saved " + a.output_dir + "/model.safetensors (+ bert_config.json, vocab.txt, labels.txt), metrics.jsonl");
   }
 
   if (a.do_eval) {
     auto& cache = cache_of("dev");
     const auto p = train::predict(model, cache, a.eval_batch_size, L);
+    require_finite(p, cache, a.data_dir + "/dev.tsv", s);
     const auto r = metrics::classification_report(p.truth, p.predicted, s.labels->names());
     std::map<std::string, double> kv = {
         {"eval_accuracy", r.accuracy},          {"eval_loss", p.mean_loss},
@@ -251,19 +304,20 @@ int run(const Setup& s) {
         {"recall_mac", r.macro.recall},         {"f1-macro", r.macro.f1},
         {"precision_weighted", r.weighted.precision}, {"recall_weighted", r.weighted.recall},
         {"f1-weighted", r.weighted.f1},         {"global_step", static_cast<double>(global_step)}};
-    if (fs::exists(a.data_dir + "/train.tsv")) {
+    if (have_train) {
       const auto majority = majority_label(cache_of("train"), s.labels->size());
       kv["majority_baseline"] = r.per_class[static_cast<std::size_t>(majority)].support / static_cast<double>(r.total);
     }
     std::string text;
     for (const auto& [k, v] : kv) text += k + " = " + (k == "global_step" ? std::to_string(global_step) : fmt("%.6g", v)) + "\n";
     text += "\n" + r.table() + "\n" + r.confusion_table();
-    std::ofstream(a.output_dir + "/eval_results.txt") << text;
+    io::write_file_atomically(a.output_dir + "/eval_results.txt", text);
     std::printf("***** eval results (%zu rows of %s/dev.tsv) *****\n%s", cache.rows(), a.data_dir.c_str(), text.c_str());
-    std::fflush(stdout);
+    io::check_stream_written(stdout, "stdout");
     nlohmann::json rec = {{"type", "eval"}, {"step", global_step}};
     for (const auto& [k, v] : kv) rec[k] = v;
     log.record(rec);
+    log.commit();
     say("wrote " + a.output_dir + "/eval_results.txt");
   }
 
@@ -272,14 +326,20 @@ int run(const Setup& s) {
     const auto t0 = std::chrono::steady_clock::now();
     const auto p = train::predict(model, cache, a.predict_batch_size, L);
     const double total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    require_finite(p, cache, a.data_dir + "/test.tsv", s);
     {
-      std::ofstream results(a.output_dir + "/test_results.tsv"), labels(a.output_dir + "/test_output_labels.txt");
+      // Both files are complete before either replaces an earlier run's: they stay a pair.
+      io::AtomicFile results(a.output_dir + "/test_results.tsv"), labels(a.output_dir + "/test_output_labels.txt");
       for (std::size_t r = 0; r < cache.rows(); ++r) {
         for (index_t k = 0; k < L; ++k)
           results << (k ? "\t" : "") << fmt("%.6g", p.probabilities[r * static_cast<std::size_t>(L) + static_cast<std::size_t>(k)]);
         results << '\n';
         labels << s.labels->name(p.predicted[r]) << '\n';
       }
+      results.flush();
+      labels.flush();
+      results.commit();
+      labels.commit();
     }
     std::vector<double> ms(p.batch_ms.begin() + std::min<std::ptrdiff_t>(2, std::ssize(p.batch_ms)), p.batch_ms.end());
     say("predicted " + std::to_string(cache.rows()) + " rows in " + fmt("%.2f s", total_s) + " -> " + a.output_dir +
@@ -294,6 +354,8 @@ int run(const Setup& s) {
           fmt("%.1f sentences/s", static_cast<double>(ms.size() * static_cast<std::size_t>(a.predict_batch_size)) / (sum / 1000)));
     }
   }
+  log.commit();
+  io::check_stream_written(stdout, "stdout");
   return 0;
 }
 
