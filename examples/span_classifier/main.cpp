@@ -11,6 +11,7 @@
 
 #include <omp.h>
 
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -18,6 +19,7 @@
 #include "compiled_families.hpp"
 #include "span_classifier.hpp"
 
+#include <ctdl/io/atomic_file.hpp>
 #include <ctdl/precision/policy.hpp>
 #include <ctdl/train/flags.hpp>
 
@@ -42,6 +44,7 @@ namespace {
 
 Args parse(int argc, char** argv, bool& help) {
   Args a;
+  bool do_lower_case = true;
   train::Flags f("ner_span_classifier");
   f.add("do_prepare", &a.do_prepare, "build the feature caches of every split present in --data_dir")
       .add("do_train", &a.do_train, "fine-tune on <data_dir>/train.tsv")
@@ -67,6 +70,7 @@ Args parse(int argc, char** argv, bool& help) {
       .add("max_grad_norm", &a.max_grad_norm, "clip gradients to this global norm (0: no clipping)")
       .add("log_every", &a.log_every, "log a line every N steps")
       .add("cased", &a.cased, "true for cased vocabularies (BioBERT); false lower-cases and strips accents")
+      .add("do_lower_case", &do_lower_case, "the original's spelling of --cased=false (the inverse of --cased; giving both must agree)")
       .add("tokenizer_rules", &a.tokenizer_rules,
            "original (the original pipeline's tokenization.py: [UNK] above 100 characters, every C* category dropped) "
            "or google (Google's first BERT release: 200, Cc/Cf only)")
@@ -74,7 +78,7 @@ Args parse(int argc, char** argv, bool& help) {
       .add("precision", &a.precision, "fp32, bf16 or fp16 (overrides --use_fp16; fp16 uses dynamic loss scaling)")
       .add("use_xla", &a.use_xla, "accepted for compatibility; has no effect")
       .add("distributed", &a.distributed, "data-parallel training over MPI ranks")
-      .add("phantom_class", &a.phantom_class, "which classifier row of a checkpoint with one class too many is dropped: first or last")
+      .add("phantom_class", &a.phantom_class, "which classifier row of a checkpoint with one class too many is dropped: last (the original's unused row) or first")
       .add("seed", &a.seed, "initialisation, shuffling and dropout")
       .add("num_threads", &a.num_threads, "threads (0: all cores)")
       .add("shuffle", &a.shuffle, "shuffle the training rows each epoch (false: file order)")
@@ -84,6 +88,16 @@ Args parse(int argc, char** argv, bool& help) {
   f.alias("horovod", "distributed");
   help = !f.parse(argc, argv);
   if (help) std::printf("%s", f.help().c_str());
+  const auto text = [](bool b) { return std::string(b ? "true" : "false"); };
+  if (f.given("do_lower_case")) {
+    if (f.given("cased") && a.cased == do_lower_case)
+      throw train::FlagError("--cased=" + text(a.cased) + " and --do_lower_case=" + text(do_lower_case) +
+                             " contradict each other (--do_lower_case is the inverse of --cased)");
+    a.cased = !do_lower_case;
+    a.case_flag = "--do_lower_case=" + text(do_lower_case);
+  } else {
+    a.case_flag = "--cased=" + text(a.cased) + (f.given("cased") ? "" : " (the default)");
+  }
   return a;
 }
 
@@ -137,6 +151,8 @@ Setup check(const Args& a, std::unique_ptr<text::FullTokenizer>& tok, std::uniqu
     throw Error(a.vocab_file + " has " + std::to_string(tok->vocab().size()) + " tokens but " + a.bert_config_file +
                 " says vocab_size " + std::to_string(s.config.vocab_size) + ": they are not the same model's");
   if (!a.replace_span.empty()) tok->vocab().require(a.replace_span, "--replace_span token");
+  if (const auto w = vocab_case_warning(tok->vocab(), a.cased, a.case_flag); !w.empty())
+    std::fprintf(stderr, "warning: %s\n", w.c_str());
   labels = std::make_unique<data::LabelSet>(data::LabelSet::from_file(a.labels_dir + "/labels.txt"));
   s.tokenizer = tok.get();
   s.labels = labels.get();
@@ -152,6 +168,9 @@ Setup check(const Args& a, std::unique_ptr<text::FullTokenizer>& tok, std::uniqu
     s.checkpoint_file = ckpt;
   }
   fs::create_directories(a.output_dir);
+  // What a killed run left half-written (*.tmp.<pid> of a process that is gone).
+  for (const auto& stale : io::remove_stale_temporaries(a.output_dir))
+    std::fprintf(stderr, "removed %s (left by an interrupted run)\n", stale.c_str());
   if (a.use_xla) std::fprintf(stderr, "--use_xla has no effect in ctdl (the kernels are compiled ahead of time)\n");
   return s;
 }
@@ -159,6 +178,9 @@ Setup check(const Args& a, std::unique_ptr<text::FullTokenizer>& tok, std::uniqu
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Past a file-size limit (ulimit -f) a write fails with EFBIG, reported naming the file,
+  // instead of SIGXFSZ killing the program without a word.
+  std::signal(SIGXFSZ, SIG_IGN);
   try {
     bool help = false;
     const Args a = parse(argc, argv, help);

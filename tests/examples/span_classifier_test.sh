@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # ner_span_classifier end to end on a slice of the shared consensus rows (tiny BERT,
-# M = 32, one epoch), then its input checks. Exit 77 (skipped) without the shared data.
+# M = 32, one epoch), then its input checks, the case flags, and outputs that must be complete
+# or left as they were (a file-size limit, stdout on /dev/full, a bad input row, a killed
+# run's temporaries, NaN weights). Exit 77 (skipped) without the shared data.
 set -uo pipefail
 prog=$1 shared=$2 work=$3
 data=$shared/consensus-example vocab=$shared/vocab/bert-base-cased-vocab.txt
@@ -62,4 +64,64 @@ sed 's/"hidden_size": 128/"hidden_size": 96/' "$work/bert_config.json" >"$work/o
 expect 1 "no compiled BERT shape family for hidden_size 96" --do_eval "${common[@]}" --output_dir="$work/e" --bert_config_file="$work/odd_config.json"
 printf 'che\tonly three\tcolumns\n' >"$work/bad/dev.tsv" 2>/dev/null || { mkdir -p "$work/bad"; printf 'che\tonly three\tcolumns\n' >"$work/bad/dev.tsv"; }
 expect 1 "dev.tsv:1: has 3 columns" --do_eval "${common[@]}" --output_dir="$work/e" --data_dir="$work/bad"
+# --do_lower_case, the original's spelling of --cased=false; a case flag that contradicts
+# the vocabulary is a warning naming both.
+nocase=(--vocab_file="$vocab" --bert_config_file="$work/bert_config.json" --data_dir="$work/data"
+        --labels_dir="$data" --max_seq_length=32 --init_checkpoint="$out")
+expect 2 "--cased=true and --do_lower_case=true contradict each other" --do_eval "${nocase[@]}" --cased --do_lower_case --output_dir="$work/e"
+expect 0 "warning: --do_lower_case=true lower-cases the text, but $vocab is a cased vocabulary" \
+  --do_eval "${nocase[@]}" --do_lower_case --output_dir="$work/lc"
+"$prog" --do_eval "${nocase[@]}" --do_lower_case=false --output_dir="$work/lc" >"$work/e.out" 2>"$work/e.err" \
+  || fail "--do_lower_case=false: $(cat "$work/e.err")"
+! grep -q "cased vocabulary" "$work/e.err" || fail "a case warning for --do_lower_case=false: $(cat "$work/e.err")"
+[ "$(grep eval_accuracy "$out/eval_results.txt")" = "$(grep eval_accuracy "$work/lc/eval_results.txt")" ] \
+  || fail "--do_lower_case=false is not --cased=true"
+
+# Outputs are complete or left as they were. Files of an earlier complete run:
+snapshot() { (cd "$1" && md5sum model.safetensors metrics.jsonl eval_results.txt test_results.tsv test_output_labels.txt training_curves.svg); }
+before=$(snapshot "$out")
+no_temporaries() { ! find "$out" -name '*.tmp.*' | grep -q . || fail "temporaries left after $1: $(find "$out" -name '*.tmp.*')"; }
+# A file-size limit (as a full disk; 1 KiB, below test_results.tsv's size, or none at all):
+# the write fails naming the file, exit 1, nothing replaced. The messages go through a pipe,
+# which the limit does not cut.
+limited() {  # limited <KiB> args...: runs the program under `ulimit -f`; sets rc
+  local kib=$1; shift
+  (ulimit -f "$kib"; exec "$prog" "$@" 2>&1 >/dev/null) | cat >"$work/e.err"; rc=${PIPESTATUS[0]}
+}
+limited 1 --do_predict "${common[@]}" --init_checkpoint="$out" --output_dir="$out"
+[ $rc = 1 ] || fail "exit $rc for --do_predict past a file-size limit: $(cat "$work/e.err")"
+grep -qF "$out/test_results.tsv: write failed (File too large" "$work/e.err" || fail "file-size limit message: $(cat "$work/e.err")"
+[ "$(snapshot "$out")" = "$before" ] || fail "a failed --do_predict changed the earlier outputs"
+no_temporaries "--do_predict past a file-size limit"
+limited 0 --do_eval "${common[@]}" --init_checkpoint="$out" --output_dir="$out"
+[ $rc = 1 ] && grep -qF "write failed (File too large" "$work/e.err" || fail "exit $rc for --do_eval past a file-size limit: $(cat "$work/e.err")"
+[ "$(snapshot "$out")" = "$before" ] || fail "a failed --do_eval changed the earlier outputs"
+no_temporaries "--do_eval past a file-size limit"
+# The results printed on stdout count too.
+if [ -w /dev/full ]; then
+  "$prog" --do_eval "${common[@]}" --init_checkpoint="$out" --output_dir="$work/full" >/dev/full 2>"$work/e.err"; rc=$?
+  [ $rc = 1 ] && grep -qF "stdout: write failed (No space left on device)" "$work/e.err" || fail "exit $rc with stdout on /dev/full: $(cat "$work/e.err")"
+fi
+# A bad input row stops --do_train before anything of the earlier run is replaced.
+mkdir -p "$work/bad_dev" && cp "$work/data/train.tsv" "$work/bad_dev/" && { head -n 2 "$work/data/dev.tsv"; printf 'che\tonly three\tcolumns\n'; } >"$work/bad_dev/dev.tsv"
+expect 1 "dev.tsv:3: has 3 columns" --do_train --do_eval "${common[@]}" --data_dir="$work/bad_dev" --output_dir="$out" --train_batch_size=16 --num_train_epochs=1
+[ "$(snapshot "$out")" = "$before" ] || fail "a --do_train stopped by a bad dev.tsv row changed the earlier outputs"
+# What a killed run left is swept at the next start; a good run replaces the outputs whole.
+sleep 0 & wait $!; dead=$!
+touch "$out/test_results.tsv.tmp.$dead" "$out/checkpoint-5/model.safetensors.tmp.$dead"
+"$prog" --do_predict "${common[@]}" --init_checkpoint="$out" --output_dir="$out" >"$work/e.out" 2>"$work/e.err" || fail "predict: $(cat "$work/e.err")"
+grep -qF "removed $out/test_results.tsv.tmp.$dead (left by an interrupted run)" "$work/e.err" || fail "no sweep message: $(cat "$work/e.err")"
+no_temporaries "a run after a killed one"
+[ "$(wc -l <"$out/test_results.tsv")" = 40 ] || fail "test_results.tsv rows after predicting again"
+
+# NaN weights: an error naming the first row, and no results.
+mkdir -p "$work/nan" && cp "$out"/{model.safetensors,bert_config.json,vocab.txt,labels.txt} "$work/nan/"
+st=$work/nan/model.safetensors
+hlen=$(od -An -t u8 -N8 "$st" | tr -d ' ')
+bias_at=$(head -c $((8 + hlen)) "$st" | tail -c "$hlen" | grep -o '"classifier.bias":{[^}]*}' | grep -o 'data_offsets":\[[0-9]*' | grep -o '[0-9]*$')
+[ -n "$bias_at" ] || fail "no classifier.bias in $st"
+printf '\x00\x00\xc0\x7f' | dd of="$st" bs=1 seek=$((8 + hlen + bias_at)) conv=notrunc status=none  # NaN
+expect 1 "$work/data/test.tsv:1: the model's logits for this row are not finite (NaN or infinite; 40 of 40 rows)" \
+  --do_predict "${common[@]}" --init_checkpoint="$work/nan" --output_dir="$work/nan_out"
+[ ! -e "$work/nan_out/test_results.tsv" ] || fail "test_results.tsv written from NaN logits"
 echo "ner_span_classifier: end to end and input checks passed"

@@ -53,3 +53,58 @@ TEST_CASE("a checkpoint with one class too many loads with that row dropped") {
   io::save_parameters(source5, path);
   CHECK_THROWS_WITH(span_classifier::load_checkpoint(wrong, s), Catch::Contains("the classifier has 5 classes, labels.txt has 2"));
 }
+
+TEST_CASE("by default the last classifier row is dropped, as the original numbers labels 0..L-1") {
+  auto source = Model::make(config(), 4);
+  bert::init_weights(source, 0.5, 12);
+  // As training leaves it: the row no label maps to has the lowest bias, below 0.
+  float* b = source.classifier.bias.value().data();
+  b[0] = 0.3f, b[1] = -0.1f, b[2] = 0.05f, b[3] = -0.4f;
+  const std::string path = std::string(CTDL_TEST_TMP) + "/phantom_default.safetensors";
+  io::save_parameters(source, path);
+  const data::LabelSet labels({"che", "dis", "out"});
+  span_classifier::Setup s;  // --phantom_class not given
+  s.labels = &labels;
+  s.checkpoint_file = path;
+  auto model = Model::make(config(), 3);
+  span_classifier::load_checkpoint(model, s);
+  for (index_t r = 0; r < 3; ++r) CHECK(model.classifier.bias.value().data()[r] == b[r]);
+  CHECK(model.classifier.weight.value().data()[2 * 32 + 7] == source.classifier.weight.value().data()[2 * 32 + 7]);
+}
+
+TEST_CASE("the dropped row is checked: a row no label maps to only loses bias in training") {
+  using span_classifier::phantom_row_doubt;
+  const std::vector<float> trained = {0.3f, -0.1f, 0.05f, -0.4f};  // row 3 is the phantom
+  CHECK(phantom_row_doubt(trained, 3).empty());
+  const auto wrong = phantom_row_doubt(trained, 0);
+  CHECK_THAT(wrong, Catch::Contains("the dropped row 0 looks used: its bias is 0.3 > 0"));
+  CHECK_THAT(wrong, Catch::Contains("row 3 has the lowest bias (-0.4)"));
+  const std::vector<float> first_is_phantom = {-0.5f, 0.2f, -0.1f, 0.1f};
+  CHECK(phantom_row_doubt(first_is_phantom, 0).empty());
+  const auto doubt = phantom_row_doubt(first_is_phantom, 3);
+  CHECK_THAT(doubt, Catch::Contains("the dropped row 3 looks used: its bias is 0.1 > 0"));
+  CHECK_THAT(doubt, Catch::Contains("row 0 has the lowest bias (-0.5)"));
+  CHECK_THAT(phantom_row_doubt(std::vector<float>{0.1f, -0.5f, 0.2f, -0.2f}, 3),
+             Catch::Contains("row 1 has a lower bias (-0.5 < -0.2)"));
+  CHECK_THAT(phantom_row_doubt(first_is_phantom, 2), Catch::Contains("(--phantom_class=first drops it)"));
+  // An untrained classifier (all biases 0) says nothing either way; ties are no doubt.
+  CHECK(phantom_row_doubt(std::vector<float>(4, 0.0f), 3).empty());
+  CHECK(phantom_row_doubt(std::vector<float>{-0.2f, 0.1f, -0.2f}, 2).empty());
+}
+
+TEST_CASE("a case flag that contradicts the vocabulary is a warning naming both") {
+  using span_classifier::vocab_case_warning;
+  const auto cased_vocab = text::Vocab::from_file(std::string(CTDL_FIXTURES_DIR) + "/tiny_vocab.txt");
+  CHECK(vocab_case_warning(cased_vocab, true, "--cased=true").empty());
+  const auto w = vocab_case_warning(cased_vocab, false, "--do_lower_case=true");
+  CHECK_THAT(w, Catch::StartsWith("--do_lower_case=true lower-cases the text, but " + cased_vocab.source() +
+                                  " is a cased vocabulary ("));
+  CHECK_THAT(w, Catch::Contains("e.g. 'Hello', 'World'"));
+  // Special tokens are upper-case in every vocabulary: they do not make it cased.
+  const std::string uncased_path = std::string(CTDL_TEST_TMP) + "/uncased_vocab.txt";
+  std::ofstream(uncased_path) << "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n[unused1]\nhello\nworld\n##s\n";
+  const auto uncased_vocab = text::Vocab::from_file(uncased_path);
+  CHECK(vocab_case_warning(uncased_vocab, false, "--cased=false (the default)").empty());
+  CHECK_THAT(vocab_case_warning(uncased_vocab, true, "--cased=true"),
+             Catch::StartsWith("--cased=true keeps the case, but " + uncased_path + " has no token with a capital letter"));
+}

@@ -152,3 +152,26 @@ TEST_CASE("two accumulated half batches update the weights as one batch does") {
   for (index_t i = 0; i < wa.size(); ++i) worst = std::max(worst, static_cast<double>(std::abs(wa.data()[i] - wb.data()[i])));
   CHECK(worst < 1e-5);
 }
+
+TEST_CASE("predict names the first row whose logits are not finite") {
+  using Model = bert::BertForSequenceClassification<float, F, precision::Fp32>;
+  auto model = Model::make(config(), 3);
+  bert::init_weights(model, 0.02, 3);
+  const auto clean = train::predict(model, cache(), 8, 3);
+  CHECK(clean.first_non_finite_row == -1);
+  CHECK(clean.non_finite_rows == 0);
+  // One NaN in a classifier weight makes every row's logit of that class NaN: the first
+  // row in file order is named, and every row is counted (argmax alone would answer class 0).
+  model.classifier.weight.value().data()[1 * 32 + 5] = std::numeric_limits<float>::quiet_NaN();
+  const auto broken = train::predict(model, cache(), 8, 3);
+  CHECK(broken.first_non_finite_row == 0);
+  CHECK(broken.non_finite_rows == cache().rows());
+  // Only the rows whose span is "world" (rows 1, 4, 7, ...) meet an infinite embedding:
+  // the first of them is named, and only they are counted.
+  bert::init_weights(model, 0.02, 3);
+  const auto world = test::tiny_tokenizer().vocab().require("world");
+  model.bert.embeddings.word_embeddings.weight.value().data()[world * 32] = std::numeric_limits<float>::infinity();
+  const auto some = train::predict(model, cache(), 8, 3);
+  CHECK(some.first_non_finite_row == 1);
+  CHECK(some.non_finite_rows == cache().rows() / 3);
+}

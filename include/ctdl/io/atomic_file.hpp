@@ -249,17 +249,19 @@ inline void check_stream_written(std::ostream& out, const std::string& name) {
   out.flush();
   if (!out) {
     const int err = errno;
-    throw Error(name + ": write failed" + (err ? " (" + std::string(std::strerror(err)) + ")" : std::string()) +
-                "; the output is incomplete");
+    throw Error(name + ": write failed (" + (err ? std::string(std::strerror(err)) : "an earlier write failed") +
+                "); the output is incomplete");
   }
 }
 
 inline void check_stream_written(std::FILE* out, const std::string& name) {
   errno = 0;
   if (std::fflush(out) != 0 || std::ferror(out)) {
+    // errno is the reason only when this flush failed; an earlier failed write left only
+    // the stream's error flag.
     const int err = errno;
-    throw Error(name + ": write failed" + (err ? " (" + std::string(std::strerror(err)) + ")" : std::string()) +
-                "; the output is incomplete");
+    throw Error(name + ": write failed (" + (err ? std::string(std::strerror(err)) : "an earlier write failed") +
+                "); the output is incomplete");
   }
 }
 

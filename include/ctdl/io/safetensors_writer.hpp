@@ -3,8 +3,8 @@
 // Face's, so `transformers` loads the file), F32, with string metadata.
 //
 // The header's JSON is padded with spaces to a multiple of 8 bytes, as the reference
-// writer does, so the data that follows is aligned. The file is written under a
-// temporary name and renamed into place: a crash never leaves half a checkpoint.
+// writer does, so the data that follows is aligned. The file is an io::AtomicFile
+// (checked writes, fsync, rename): a crash or a full disk never leaves half a checkpoint.
 
 #include <cstdio>
 #include <cstring>
@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "ctdl/core/error.hpp"
+#include "ctdl/io/atomic_file.hpp"
 #include "ctdl/nn/module.hpp"
 
 namespace ctdl::io {
@@ -37,21 +38,13 @@ class SafetensorsWriter {
     }
     std::string text = header.dump();
     text.append((8 - text.size() % 8) % 8, ' ');
-    const std::string tmp = path + ".tmp";
-    std::FILE* f = std::fopen(tmp.c_str(), "wb");
-    if (!f) throw Error(tmp + ": cannot create (" + std::strerror(errno) + ")");
+    AtomicFile f(path);
     unsigned char len[8];
     for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(static_cast<std::uint64_t>(text.size()) >> (8 * i));
-    bool ok = std::fwrite(len, 1, 8, f) == 8 && std::fwrite(text.data(), 1, text.size(), f) == text.size();
-    for (const auto& [name, e] : entries_) ok = ok && std::fwrite(e.data, 1, e.bytes, f) == e.bytes;
-    ok = (std::fclose(f) == 0) && ok;
-    if (!ok) {
-      std::remove(tmp.c_str());
-      throw Error(path + ": write failed (" + std::strerror(errno) + "); is the disk full?");
-    }
-    std::error_code ec;
-    std::filesystem::rename(tmp, path, ec);
-    if (ec) throw Error(path + ": cannot move the written file into place (" + ec.message() + ")");
+    f.write(len, 8);
+    f.write(text);
+    for (const auto& [name, e] : entries_) f.write(e.data, e.bytes);
+    f.commit();
   }
 
  private:

@@ -8,8 +8,11 @@
 //                      error otherwise), removes the loss scale, averages over the
 //                      accumulated micro-batches, clips to the global norm and updates.
 //   predict            forward without dropout over a feature cache in file order:
-//                      class probabilities, predictions, mean loss, time per batch.
+//                      class probabilities, predictions, mean loss, time per batch,
+//                      and the first row whose logits are not finite (the caller decides;
+//                      the programs stop with an error naming it).
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -107,6 +110,8 @@ struct Predictions {
   std::vector<std::int32_t> truth;      // the cache's label per row
   double mean_loss = 0;
   std::vector<double> batch_ms;         // wall time of each batch's forward
+  std::ptrdiff_t first_non_finite_row = -1;  // the first cache row with a NaN or infinite logit, or -1
+  std::size_t non_finite_rows = 0;           // how many rows have one (their outputs mean nothing)
 };
 
 /// Runs the classifier over every row of `cache`, in file order, without dropout.
@@ -134,6 +139,11 @@ Predictions predict(const Model& model, const data::FeatureCache& cache, index_t
     for (index_t i = 0; i < batch.size(); ++i) {
       const std::size_t row = batch.rows[static_cast<std::size_t>(i)];
       const float* li = l + i * num_labels;
+      if (!std::all_of(li, li + num_labels, [](float x) { return std::isfinite(x); })) {
+        ++p.non_finite_rows;
+        if (p.first_non_finite_row < 0 || static_cast<std::ptrdiff_t>(row) < p.first_non_finite_row)
+          p.first_non_finite_row = static_cast<std::ptrdiff_t>(row);
+      }
       double mx = li[0];
       for (index_t k = 1; k < num_labels; ++k) mx = std::max(mx, static_cast<double>(li[k]));
       double z = 0;

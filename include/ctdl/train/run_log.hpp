@@ -3,9 +3,10 @@
 //
 //   ProgressLog   a line (or, on a terminal, a redrawn progress bar on stderr) every N
 //                 steps: step, epoch, loss, learning rate, sentences/s, ETA
-//   RunLog        metrics.jsonl (one JSON record per logging step and per evaluation)
-//                 and training_curves.svg (loss, learning rate and evaluation metrics
-//                 against the step), rewritten as the run goes so it can be opened any time
+//   RunLog        metrics.jsonl (one JSON record per logging step and per evaluation,
+//                 replaced whole when the run commits it) and training_curves.svg (loss,
+//                 learning rate and evaluation metrics against the step), redrawn as the
+//                 run goes so it can be opened any time
 //   percentile    latency percentiles as numpy's default (linear interpolation)
 
 #include <unistd.h>
@@ -16,11 +17,13 @@
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "ctdl/core/error.hpp"
+#include "ctdl/io/atomic_file.hpp"
 
 namespace ctdl::train {
 
@@ -103,20 +106,58 @@ class ProgressLog {
   double loss_sum_ = 0;
 };
 
+/// metrics.jsonl and training_curves.svg of a run in an output directory.
+///
+/// Nothing is written before the first record, so a run that stops on a bad input leaves
+/// an earlier run's logs as they were. The records go to `metrics.jsonl.tmp.<pid>` with
+/// checked writes, flushed after each one (`tail -f` it to watch), and commit() moves the
+/// complete log over metrics.jsonl (fsync + rename; io::AtomicFile). A run that fails or
+/// is killed before commit() leaves metrics.jsonl as it was (the temporary is removed, or
+/// swept by the next run). With `append`, the new log starts with the old one's lines.
+/// commit() may come more than once (after training, after evaluation): later records
+/// continue the same log. training_curves.svg is redrawn from every record so far, each
+/// version complete (AtomicFile), so it can be opened any time.
 class RunLog {
  public:
   explicit RunLog(std::string output_dir, bool append = false) : dir_(std::move(output_dir)) {
-    jsonl_.open(dir_ + "/metrics.jsonl", append ? std::ios::app : std::ios::trunc);
-    if (!jsonl_) throw Error(dir_ + "/metrics.jsonl: cannot write");
+    if (!append) return;
+    const std::string path = dir_ + "/metrics.jsonl";
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return;  // no earlier log
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.empty()) continue;
+      text_ += line + "\n";
+      // The curves show the earlier records too; a line that is not JSON is kept in the
+      // log as it was but not drawn.
+      auto rec = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      if (rec.is_object()) records_.push_back(std::move(rec));
+    }
+    if (in.bad()) throw Error(path + ": read failed");
   }
 
   void record(const nlohmann::json& rec) {
     if (rec.is_null() || rec.empty()) return;
-    jsonl_ << rec.dump() << '\n';
-    jsonl_.flush();
+    const std::string line = rec.dump() + "\n";
+    if (!jsonl_) {
+      jsonl_ = std::make_unique<io::AtomicFile>(dir_ + "/metrics.jsonl");
+      jsonl_->write(text_);
+    }
+    jsonl_->write(line);
+    jsonl_->flush();
+    text_ += line;
     records_.push_back(rec);
     write_svg();
   }
+
+  /// The records so far replace metrics.jsonl (a no-op when nothing was recorded since the
+  /// last commit). Throws naming the file when it cannot be written.
+  void commit() {
+    if (jsonl_) std::exchange(jsonl_, nullptr)->commit();
+  }
+
+  /// Where the records of this run are while it runs (for the log line that says so).
+  std::string live_path() const { return jsonl_ ? jsonl_->temporary() : dir_ + "/metrics.jsonl"; }
 
  private:
   struct Series {
@@ -197,16 +238,12 @@ class RunLog {
       }
     }
     svg += "</svg>\n";
-    const std::string path = dir_ + "/training_curves.svg", tmp = path + ".tmp";
-    {
-      std::ofstream out(tmp);
-      out << svg;
-    }
-    std::rename(tmp.c_str(), path.c_str());
+    io::write_file_atomically(dir_ + "/training_curves.svg", svg);
   }
 
   std::string dir_;
-  std::ofstream jsonl_;
+  std::string text_;  // the whole log so far (earlier runs' lines when appending, then this run's)
+  std::unique_ptr<io::AtomicFile> jsonl_;
   std::vector<nlohmann::json> records_;
 };
 

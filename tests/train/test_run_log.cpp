@@ -1,0 +1,74 @@
+// train::RunLog: metrics.jsonl is replaced only whole, and only by a run that got as far
+// as logging; training_curves.svg is redrawn as the run goes.
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <ctdl/train/run_log.hpp>
+
+namespace fs = std::filesystem;
+using namespace ctdl;
+
+namespace {
+std::string fresh_dir(const std::string& name) {
+  const std::string d = std::string(CTDL_TEST_TMP) + "/run_log/" + name;
+  fs::remove_all(d);
+  fs::create_directories(d);
+  std::ofstream(d + "/metrics.jsonl") << "{\"type\":\"train\",\"step\":10,\"loss\":1.5}\n";
+  return d;
+}
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+bool has_temporary(const std::string& dir) {
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.path().filename().string().find(".tmp.") != std::string::npos) return true;
+  return false;
+}
+const std::string kOld = "{\"type\":\"train\",\"step\":10,\"loss\":1.5}\n";
+}  // namespace
+
+TEST_CASE("RunLog: an earlier run's metrics.jsonl is untouched until the new run commits") {
+  const std::string d = fresh_dir("untouched");
+  { train::RunLog log(d); }  // a run that stopped before logging anything (a bad input)
+  CHECK(slurp(d + "/metrics.jsonl") == kOld);
+  {
+    train::RunLog log(d);
+    log.record({{"type", "train"}, {"step", 1}, {"loss", 0.9}});
+    CHECK(slurp(d + "/metrics.jsonl") == kOld);      // still the earlier run's
+    CHECK(slurp(log.live_path()).find("\"step\":1") != std::string::npos);  // flushed for tail -f
+    CHECK(fs::file_size(d + "/training_curves.svg") > 0);
+  }  // failed or killed before commit()
+  CHECK(slurp(d + "/metrics.jsonl") == kOld);
+  CHECK(!has_temporary(d));
+}
+
+TEST_CASE("RunLog: commit replaces metrics.jsonl whole; later records continue the log") {
+  const std::string d = fresh_dir("commit");
+  train::RunLog log(d);
+  log.record({{"type", "train"}, {"step", 1}, {"loss", 0.9}});
+  log.record(nlohmann::json{});  // a step that did not log
+  log.commit();
+  CHECK(slurp(d + "/metrics.jsonl") == "{\"loss\":0.9,\"step\":1,\"type\":\"train\"}\n");
+  log.record({{"type", "eval"}, {"step", 1}, {"eval_accuracy", 0.5}});
+  log.commit();
+  CHECK(slurp(d + "/metrics.jsonl") ==
+        "{\"loss\":0.9,\"step\":1,\"type\":\"train\"}\n{\"eval_accuracy\":0.5,\"step\":1,\"type\":\"eval\"}\n");
+  CHECK(!has_temporary(d));
+}
+
+TEST_CASE("RunLog: appending keeps the earlier lines and draws them too") {
+  const std::string d = fresh_dir("append");
+  train::RunLog log(d, /*append=*/true);
+  log.record({{"type", "eval"}, {"step", 10}, {"eval_accuracy", 0.75}});
+  log.commit();
+  CHECK(slurp(d + "/metrics.jsonl") == kOld + "{\"eval_accuracy\":0.75,\"step\":10,\"type\":\"eval\"}\n");
+  const std::string svg = slurp(d + "/training_curves.svg");
+  CHECK(svg.find("train loss") != std::string::npos);  // the earlier run's training record
+  CHECK(svg.find("eval_accuracy") != std::string::npos);
+}
