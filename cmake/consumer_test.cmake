@@ -63,9 +63,9 @@ endmacro()
 set(quiet_cfg ${CMAKE_COMMAND} -S ${CONSUMER_SOURCE}/quiet -B ${WORK_DIR}/quiet
     -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_CXX_COMPILER=${CXX})
 expect_quiet("nothing" "optional ctdl: found" ${quiet_cfg})
-expect_quiet("utf8proc" "optional ctdl: not found \\(ctdl needs utf8proc"
+expect_quiet("utf8proc" "optional ctdl: not found .ctdl needs utf8proc"
              PKG_CONFIG_LIBDIR=${WORK_DIR}/no-pkgconfig ${quiet_cfg})
 if(DNNL_NEEDS_OPENCL)
-  expect_quiet("OpenCL" "optional ctdl: not found \\(ctdl needs OpenCL"
+  expect_quiet("OpenCL" "optional ctdl: not found .ctdl needs OpenCL"
                ${quiet_cfg} -DCMAKE_DISABLE_FIND_PACKAGE_OpenCL=ON)
 endif()
