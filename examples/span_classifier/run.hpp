@@ -37,11 +37,23 @@ inline std::string fmt(const char* f, double v) {
   return b;
 }
 
-/// The feature cache of one split, prepared if needed (logging what happened).
+/// The feature cache of one split, prepared if needed (logging what happened). With
+/// --skip_bad_rows, <output_dir>/<split>_skipped_rows.tsv lists every skipped row (line,
+/// reason, id columns), so that the outputs, one line per good row, can be lined up with
+/// the input; it is written whole (empty but for its header when nothing was skipped).
 inline std::unique_ptr<data::FeatureCache> split_cache(const Setup& s, const std::string& split) {
   const auto& a = s.args;
   const std::string tsv = a.data_dir + "/" + split + ".tsv";
   const std::string cache = a.output_dir + "/" + split + ".features";
+  const std::string skipped_path = a.output_dir + "/" + split + "_skipped_rows.tsv";
+  std::optional<io::AtomicFile> skipped_file;
+  if (a.skip_bad_rows) {
+    skipped_file.emplace(skipped_path);
+    *skipped_file << "line\treason\tids\n";
+  }
+  const auto on_skip = [&](const data::SkippedRow& r) {
+    if (skipped_file) *skipped_file << std::to_string(r.line) << '\t' << r.reason << '\t' << r.ids << '\n';
+  };
   const data::SpanFeatureBuilder builder(
       *s.tokenizer, {.max_seq_length = a.max_seq_length,
                      .replace_span = a.replace_span.empty() ? std::nullopt : std::optional(a.replace_span)});
@@ -51,7 +63,14 @@ inline std::unique_ptr<data::FeatureCache> split_cache(const Setup& s, const std
         if (terminal)
           std::fprintf(stderr, "\r\033[Kpreparing %s: %zu rows, %.0f%%", split.c_str(), rows,
                        100.0 * static_cast<double>(pos) / static_cast<double>(std::max<std::size_t>(1, total)));
-      });
+      },
+      on_skip);
+  if (skipped_file) {
+    skipped_file->commit();
+  } else {
+    std::error_code ec;  // a list from an earlier --skip_bad_rows run would describe other outputs
+    fs::remove(skipped_path, ec);
+  }
   if (terminal && report.rebuilt) std::fprintf(stderr, "\r\033[K");
   if (report.rebuilt)
     say("prepared " + split + ": " + std::to_string(report.rows) + " rows in " + fmt("%.1f s", report.seconds) + " (" +
@@ -60,7 +79,8 @@ inline std::unique_ptr<data::FeatureCache> split_cache(const Setup& s, const std
   else
     say("using the feature cache " + cache + ": " + std::to_string(report.rows) + " rows");
   if (report.skipped) {
-    say("skipped " + std::to_string(report.skipped) + " bad rows of " + tsv + " (--skip_bad_rows); the first:");
+    say("skipped " + std::to_string(report.skipped) + " bad rows of " + tsv + " (--skip_bad_rows; all listed in " +
+        skipped_path + "); the first:");
     for (const auto& m : report.skipped_messages) say("  " + m);
   }
   auto fc = std::make_unique<data::FeatureCache>(cache);

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Bad inputs, one table: every input the program reads (input class) x each way it can be
+# wrong (defect) -> the exit code and the message (an extended regex that must name the
+# file and the line or key). Each row starts from a copy of good inputs (the committed tiny
+# vocabulary, a tiny BERT config, five labels, a few rows) and changes one thing; the
+# program runs with --do_prepare, so nothing but reading and checking happens.
+#
+# A parser added later gets rows here. Usage: bad_inputs_test.sh <ner_span_classifier> <vocab.txt> <work dir>
+set -uo pipefail
+prog=$(realpath "$1") vocab=$(realpath "$2") work=$3
+rm -rf "$work" && mkdir -p "$work/good/data" "$work/good/labels"
+cp "$vocab" "$work/good/vocab.txt"
+n_vocab=$(wc -l <"$vocab")
+cat >"$work/good/bert_config.json" <<JSON
+{"vocab_size": $n_vocab, "hidden_size": 128, "num_hidden_layers": 1, "num_attention_heads": 2,
+ "intermediate_size": 512, "max_position_embeddings": 64}
+JSON
+printf 'che\ndis\nggp\norg\nout\n' >"$work/good/labels/labels.txt"
+printf 'd1\tT1\tche\thello world\tunaffable\ta b c\nd2\tT2\tout\ta\tb\tc\n' >"$work/good/data/dev.tsv"
+
+failures=0 rows=0
+# row <input class> <defect> <exit code> <stderr regex> <shell that makes the defect, run in the case's dir> [extra flags]
+row() {
+  local input=$1 defect=$2 code=$3 regex=$4 make=$5; shift 5
+  local c="$work/case$((++rows))"
+  cp -r "$work/good" "$c"
+  (cd "$c" && eval "$make") || { echo "FAILED to make: $input / $defect"; ((failures++)); return; }
+  (cd "$c" && "$prog" --do_prepare --vocab_file=vocab.txt --bert_config_file=bert_config.json --labels_dir=labels \
+     --data_dir=data --output_dir=out --max_seq_length=16 --cased "$@" >stdout 2>stderr)
+  local rc=$?
+  if [ "$rc" != "$code" ] || ! grep -Eq -- "$regex" "$c/stderr"; then
+    echo "FAILED: $input / $defect: exit $rc (wanted $code), stderr (wanted /$regex/):"
+    sed 's/^/    /' "$c/stderr"
+    ((failures++))
+  fi
+}
+# the 20 rows of the CR-only file (old Mac line endings)
+cr20='for i in $(seq 1 20); do printf "d$i\tT$i\tche\ta\tb\tc\r"; done >data/dev.tsv'
+cfg() {  # cfg <key> <JSON value>: the good config with one key set (sed: a new machine may have no python3)
+  if grep -q "\"$1\":" bert_config.json; then sed -i "s/\"$1\": [^,}]*/\"$1\": $2/" bert_config.json
+  else sed -i "1s/^{/{\"$1\": $2, /" bert_config.json; fi
+}
+
+#   input        defect                       exit  message (regex)                                                         how
+row good         "nothing wrong"              0     'prepared dev: 2 rows'                                                 'true'
+row tsv          "too few columns"            1     'data/dev\.tsv:2: has 3 columns; a row needs at least 4'               'printf "che\ta\tb\tc\nche\tonly\tthree\n" >data/dev.tsv'
+row tsv          "unknown label"              1     "data/dev\.tsv:1: the label 'chem' is not in labels/labels\.txt"       'printf "chem\ta\tb\tc\n" >data/dev.tsv'
+row tsv          "invalid UTF-8"              1     'data/dev\.tsv:2: invalid UTF-8 at byte 7 of the line'                 'printf "che\ta\tb\tc\nout\ta\t\xC3\x28\tc\n" >data/dev.tsv'
+row tsv          "empty"                      1     'data/dev\.tsv: no rows'                                               ': >data/dev.tsv'
+row tsv          "CR-only line endings"       0     'prepared dev: 20 rows'                                                "$cr20"
+row tsv          "bad rows, --skip_bad_rows"  0     'skipped 2 bad rows of data/dev\.tsv \(--skip_bad_rows; all listed in out/dev_skipped_rows\.tsv\)' \
+    'printf "d1\tT1\tche\ta\tb\tc\nd2\tT2\tnope\ta\tb\tc\nonly\ttwo\nd4\tT4\tout\ta\tb\tc\n" >data/dev.tsv' --skip_bad_rows
+row labels       "duplicate"                  1     "labels/labels\.txt:3: the label 'che' is already on line 1"           'printf "che\ndis\nche\n" >labels/labels.txt'
+row labels       "empty"                      1     'labels/labels\.txt: no labels'                                        'printf "\n \n" >labels/labels.txt'
+row labels       "invalid UTF-8"              1     'labels/labels\.txt:2: invalid UTF-8'                                  'printf "che\n\xFF\n" >labels/labels.txt'
+row vocab        "missing [UNK]"              1     'vocab\.txt: has no \[UNK\] token'                                     'sed -i "s/^\[UNK\]$/[UNK2]/" vocab.txt'
+row vocab        "invalid UTF-8"              1     'vocab\.txt:9: invalid UTF-8'                                          'sed -i "9s/.*/\xFF/" vocab.txt'
+row config       "not JSON"                   1     'bert_config\.json: not valid JSON'                                    'echo "{" >bert_config.json'
+row config       "not an object"              1     'bert_config\.json: a BERT config must be a JSON object'               'echo "[1]" >bert_config.json'
+row config       "missing key"                1     'bert_config\.json: missing key "hidden_size"'                         'sed -i "s/\"hidden_size\": 128, //" bert_config.json'
+row config       "non-integral size"          1     'bert_config\.json: key "hidden_size" must be a whole number, not 128\.9' 'cfg hidden_size 128.9'
+row config       "non-integral vocab_size"    1     'bert_config\.json: key "vocab_size" must be a whole number, not 89\.5' 'cfg vocab_size 89.5'
+row config       "dropout 1.5"                1     'bert_config\.json: key "hidden_dropout_prob" must be in \[0, 1\), not 1\.5' 'cfg hidden_dropout_prob 1.5'
+row config       "dropout -0.5"               1     'bert_config\.json: key "attention_probs_dropout_prob" must be in \[0, 1\), not -0\.5' 'cfg attention_probs_dropout_prob -0.5'
+row config       "negative layer_norm_eps"    1     'bert_config\.json: key "layer_norm_eps" must be positive, not -1'     'cfg layer_norm_eps -1'
+row config       "heads do not divide hidden" 1     'bert_config\.json: hidden_size 128 is not a multiple of num_attention_heads 3' 'cfg num_attention_heads 3'
+row config       "zero size"                  1     'bert_config\.json: key "num_hidden_layers" must be positive, not 0'   'cfg num_hidden_layers 0'
+row config       "negative size"              1     'bert_config\.json: key "type_vocab_size" must be positive, not -2'    'cfg type_vocab_size -2'
+row config       "string for a number"        1     'bert_config\.json: key "intermediate_size" has the wrong type \("512"' 'cfg intermediate_size "\"512\""'
+row config       "boolean for a number"       1     'bert_config\.json: key "hidden_size" has the wrong type \(true'       'cfg hidden_size true'
+row config       "2^55 positions"             1     'bert_config\.json: key "max_position_embeddings" must be at most 2147483647, not 36028797018963968' 'cfg max_position_embeddings 36028797018963968'
+row config       "2e9 positions (memory)"     1     'bert_config\.json: the model.s [0-9]+ fp32 parameters alone would need [0-9]+ bytes .*max_position_embeddings' 'cfg max_position_embeddings 2e9'
+row config       "vocab_size != vocab.txt"    1     "vocab\.txt has $n_vocab tokens but bert_config\.json says vocab_size 90" 'cfg vocab_size 90'
+
+# The skipped rows are listed beside the results: line, reason, id columns.
+skipped_case=$work/case7
+expected=$(printf 'line\treason\tids\n2\tthe label %s is not in labels/labels.txt (che, dis, ggp, org, out)\td2\tT2\n3\thas 2 columns; a row needs at least 4 (label, left context, span, right context), tab-separated\t\n' "'nope'")
+if [ "$(cat "$skipped_case/out/dev_skipped_rows.tsv" 2>/dev/null)" != "$expected" ]; then
+  echo "FAILED: out/dev_skipped_rows.tsv is not the list of skipped rows:"
+  sed 's/^/    /' "$skipped_case/out/dev_skipped_rows.tsv" 2>/dev/null
+  ((failures++))
+fi
+
+echo "bad inputs: $rows cases, $failures failed"
+[ "$failures" = 0 ]
