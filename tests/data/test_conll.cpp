@@ -71,6 +71,21 @@ TEST_CASE("CoNLL: CR-only line endings end lines; skipped sentences are reported
   CHECK(skipped[0].line == 4);
   CHECK(skipped[0].ids == "1");
   CHECK_THAT(skipped[0].reason, Catch::StartsWith("has 1 field"));
+
+  // The token cache passes them on whether it is built or reused.
+  const std::string cache_path = std::string(CTDL_TEST_TMP) + "/ner_cr.features";
+  std::filesystem::remove(cache_path);
+  const TokenFeatureBuilder builder(test::tiny_tokenizer(), {.max_seq_length = 8});
+  for (const bool reused : {false, true}) {
+    std::vector<SkippedRow> listed;
+    const auto report = prepare_token_cache(path, cache_path, kBio, builder, test::tiny_tokenizer(), true, {},
+                                            [&](const SkippedRow& r) { listed.push_back(r); });
+    CHECK(report.rebuilt == !reused);
+    CHECK(report.rows == 2);
+    REQUIRE(listed.size() == 1);
+    CHECK(listed[0].line == 4);
+    CHECK(listed[0].ids == "1");
+  }
 }
 
 TEST_CASE("token features: first piece labelled, other pieces -1, long sentences split at words") {
