@@ -3,6 +3,7 @@
 // translation unit (bert_bench_<family>.cpp) so that the families compile in parallel.
 
 #include <ctdl/models/bert/model.hpp>
+#include "bert_instances.hpp"  // the encoders, compiled once in examples/bert_instances
 #include <ctdl/precision/policy.hpp>
 #include <omp.h>
 #include <sys/resource.h>
