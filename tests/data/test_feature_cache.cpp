@@ -13,7 +13,7 @@ using namespace ctdl::data;
 namespace fs = std::filesystem;
 
 namespace {
-const LabelSet kLabels({"che", "dis", "out"});
+const LabelSet kCacheLabels({"che", "dis", "out"});
 
 std::string write_rows(const std::string& name, int n, const std::string& extra = "") {
   const std::string path = std::string(CTDL_TEST_TMP) + "/" + name;
@@ -32,7 +32,7 @@ TEST_CASE("prepare builds the records the builder gives, then reuses them") {
   const std::string cache = std::string(CTDL_TEST_TMP) + "/cache_rows.features";
   fs::remove(cache);
   const SpanFeatureBuilder builder(test::tiny_tokenizer(), {.max_seq_length = 16});
-  const auto first = prepare_span_cache(tsv, cache, kLabels, builder, test::tiny_tokenizer(), false);
+  const auto first = prepare_span_cache(tsv, cache, kCacheLabels, builder, test::tiny_tokenizer(), false);
   CHECK(first.rebuilt);
   CHECK(first.reason == "no cache yet");
   CHECK(first.rows == 20000);
@@ -40,7 +40,7 @@ TEST_CASE("prepare builds the records the builder gives, then reuses them") {
   REQUIRE(fc.rows() == 20000);
   CHECK(fc.max_seq_length() == 16);
   CHECK(fc.header().pad_id == test::tiny_tokenizer().vocab().special().pad);
-  SpanTsvReader reader(tsv, kLabels);
+  SpanTsvReader reader(tsv, kCacheLabels);
   SpanRow row;
   for (std::size_t i = 0; reader.next(row); ++i) {
     const auto ids = builder.build(row.left, row.span, row.right);
@@ -48,7 +48,7 @@ TEST_CASE("prepare builds the records the builder gives, then reuses them") {
     REQUIRE(fc.label_id(i) == row.label_id);
     REQUIRE(fc.source_index(i) == row.line);
   }
-  const auto again = prepare_span_cache(tsv, cache, kLabels, builder, test::tiny_tokenizer(), false);
+  const auto again = prepare_span_cache(tsv, cache, kCacheLabels, builder, test::tiny_tokenizer(), false);
   CHECK_FALSE(again.rebuilt);
   CHECK(again.rows == 20000);
 }
@@ -59,13 +59,13 @@ TEST_CASE("a cache is rebuilt when anything it depends on changes, and says why"
   fs::remove(cache);
   const SpanFeatureBuilder m16(test::tiny_tokenizer(), {.max_seq_length = 16}), m32(test::tiny_tokenizer(), {.max_seq_length = 32}),
       replaced(test::tiny_tokenizer(), {.max_seq_length = 16, .replace_span = "[MASK]"});
-  CHECK(prepare_span_cache(tsv, cache, kLabels, m16, test::tiny_tokenizer(), false).rebuilt);
-  CHECK(prepare_span_cache(tsv, cache, kLabels, m32, test::tiny_tokenizer(), false).reason == "max_seq_length 16, now 32");
-  CHECK(prepare_span_cache(tsv, cache, kLabels, replaced, test::tiny_tokenizer(), false).reason == "max_seq_length 32, now 16");
-  CHECK(prepare_span_cache(tsv, cache, kLabels, m16, test::tiny_tokenizer(), false).reason == "another replace_span");
+  CHECK(prepare_span_cache(tsv, cache, kCacheLabels, m16, test::tiny_tokenizer(), false).rebuilt);
+  CHECK(prepare_span_cache(tsv, cache, kCacheLabels, m32, test::tiny_tokenizer(), false).reason == "max_seq_length 16, now 32");
+  CHECK(prepare_span_cache(tsv, cache, kCacheLabels, replaced, test::tiny_tokenizer(), false).reason == "max_seq_length 32, now 16");
+  CHECK(prepare_span_cache(tsv, cache, kCacheLabels, m16, test::tiny_tokenizer(), false).reason == "another replace_span");
   const text::FullTokenizer uncased(test::tiny_tokenizer().vocab(), {.lower_case = true});
   const SpanFeatureBuilder m16u(uncased, {.max_seq_length = 16});
-  CHECK(prepare_span_cache(tsv, cache, kLabels, m16u, uncased, false).reason == "other casing");
+  CHECK(prepare_span_cache(tsv, cache, kCacheLabels, m16u, uncased, false).reason == "other casing");
   CHECK(prepare_span_cache(tsv, cache, LabelSet({"che", "dis", "out", "zzz"}), m16u, uncased, false).reason ==
         "other labels");
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -84,12 +84,12 @@ TEST_CASE("bad rows: an error leaves no cache behind, skip_bad_rows counts them 
   const std::string cache = std::string(CTDL_TEST_TMP) + "/cache_bad.features";
   fs::remove(cache);
   const SpanFeatureBuilder builder(test::tiny_tokenizer(), {.max_seq_length = 16});
-  CHECK_THROWS_WITH(prepare_span_cache(tsv, cache, kLabels, builder, test::tiny_tokenizer(), false),
+  CHECK_THROWS_WITH(prepare_span_cache(tsv, cache, kCacheLabels, builder, test::tiny_tokenizer(), false),
                     Catch::Contains("cache_bad.tsv:31: has 3 columns"));
   CHECK_FALSE(fs::exists(cache));
   for (const auto& e : fs::directory_iterator(CTDL_TEST_TMP))
     CHECK(e.path().filename().string().find("cache_bad.features.tmp") == std::string::npos);
-  const auto report = prepare_span_cache(tsv, cache, kLabels, builder, test::tiny_tokenizer(), true);
+  const auto report = prepare_span_cache(tsv, cache, kCacheLabels, builder, test::tiny_tokenizer(), true);
   CHECK(report.rows == 30);
   CHECK(report.skipped == 2);
   CHECK_THAT(report.skipped_messages.at(1), Catch::Contains("cache_bad.tsv:32: the label 'xyz' is not in"));
@@ -114,7 +114,7 @@ TEST_CASE("a TSV replaced by other content of the same size, with its timestamp 
   const std::string cache = std::string(CTDL_TEST_TMP) + "/cache_same_size.features";
   fs::remove(cache);
   const SpanFeatureBuilder builder(test::tiny_tokenizer(), {.max_seq_length = 16});
-  CHECK(prepare_span_cache(tsv, cache, kLabels, builder, test::tiny_tokenizer(), false).rebuilt);
+  CHECK(prepare_span_cache(tsv, cache, kCacheLabels, builder, test::tiny_tokenizer(), false).rebuilt);
   const auto size = fs::file_size(tsv);
   const auto time = fs::last_write_time(tsv);
   std::string text;
@@ -128,10 +128,10 @@ TEST_CASE("a TSV replaced by other content of the same size, with its timestamp 
   std::ofstream(tsv, std::ios::binary | std::ios::trunc) << text;
   fs::last_write_time(tsv, time);
   REQUIRE(fs::file_size(tsv) == size);
-  const auto again = prepare_span_cache(tsv, cache, kLabels, builder, test::tiny_tokenizer(), false);
+  const auto again = prepare_span_cache(tsv, cache, kCacheLabels, builder, test::tiny_tokenizer(), false);
   CHECK(again.rebuilt);
   CHECK(again.reason == "the data file changed");
-  CHECK(FeatureCache(cache).label_id(0) == *kLabels.find("dis"));
+  CHECK(FeatureCache(cache).label_id(0) == *kCacheLabels.find("dis"));
   CHECK(FeatureCache(cache).header().version == kFeatureCacheVersion);
 }
 
@@ -142,7 +142,7 @@ TEST_CASE("skipped rows reach on_skip whether the cache is built or reused") {
   const SpanFeatureBuilder builder(test::tiny_tokenizer(), {.max_seq_length = 16});
   for (const bool reused : {false, true}) {
     std::vector<SkippedRow> skipped;
-    const auto report = prepare_span_cache(tsv, cache, kLabels, builder, test::tiny_tokenizer(), true, {},
+    const auto report = prepare_span_cache(tsv, cache, kCacheLabels, builder, test::tiny_tokenizer(), true, {},
                                            [&](const SkippedRow& r) { skipped.push_back(r); });
     CHECK(report.rebuilt == !reused);
     CHECK(report.skipped == 2);
@@ -174,9 +174,9 @@ TEST_CASE("a cache made under other tokenizer control-character rules is rebuilt
       google_control(test::tiny_tokenizer().vocab(),
                      {.lower_case = false, .rules = text::TokenizerRules::google, .max_input_chars_per_word = 100});
   const SpanFeatureBuilder by_original(original, {.max_seq_length = 16}), by_google(google_control, {.max_seq_length = 16});
-  CHECK(prepare_span_cache(tsv, cache, kLabels, by_original, original, false).rebuilt);
-  CHECK_FALSE(prepare_span_cache(tsv, cache, kLabels, by_original, original, false).rebuilt);
-  const auto report = prepare_span_cache(tsv, cache, kLabels, by_google, google_control, false);
+  CHECK(prepare_span_cache(tsv, cache, kCacheLabels, by_original, original, false).rebuilt);
+  CHECK_FALSE(prepare_span_cache(tsv, cache, kCacheLabels, by_original, original, false).rebuilt);
+  const auto report = prepare_span_cache(tsv, cache, kCacheLabels, by_google, google_control, false);
   CHECK(report.rebuilt);
   CHECK_THAT(report.reason, Catch::Contains("control-character rules"));
   CHECK(FeatureCache(cache).header().control_categories ==

@@ -8,7 +8,7 @@ using F = bert::Family<32, 4, 64>;
 using Model = bert::BertForSequenceClassification<float, F, precision::Fp32>;
 
 namespace {
-bert::BertConfig config() {
+bert::BertConfig checkpoint_config() {
   bert::BertConfig c;
   c.vocab_size = 40;
   c.hidden_size = 32;
@@ -21,7 +21,7 @@ bert::BertConfig config() {
 }  // namespace
 
 TEST_CASE("a checkpoint with one class too many loads with that row dropped") {
-  auto source = Model::make(config(), 4);  // 3 labels + the phantom class
+  auto source = Model::make(checkpoint_config(), 4);  // 3 labels + the phantom class
   bert::init_weights(source, 0.5, 11);
   const std::string path = std::string(CTDL_TEST_TMP) + "/phantom.safetensors";
   io::save_parameters(source, path);
@@ -32,7 +32,7 @@ TEST_CASE("a checkpoint with one class too many loads with that row dropped") {
   const index_t H = 32;
   for (const std::string which : {"first", "last"}) {
     s.args.phantom_class = which;
-    auto model = Model::make(config(), 3);
+    auto model = Model::make(checkpoint_config(), 3);
     span_classifier::load_checkpoint(model, s);
     const index_t skip = which == "first" ? 0 : 3;
     for (index_t r = 0, out = 0; r < 4; ++r) {
@@ -46,16 +46,16 @@ TEST_CASE("a checkpoint with one class too many loads with that row dropped") {
     CHECK(model.bert.encoder.layer[0].output.dense.weight.value().data()[5] ==
           source.bert.encoder.layer[0].output.dense.weight.value().data()[5]);
   }
-  auto wrong = Model::make(config(), 2);
+  auto wrong = Model::make(checkpoint_config(), 2);
   const data::LabelSet two({"a", "b"});
   s.labels = &two;
-  auto source5 = Model::make(config(), 5);
+  auto source5 = Model::make(checkpoint_config(), 5);
   io::save_parameters(source5, path);
   CHECK_THROWS_WITH(span_classifier::load_checkpoint(wrong, s), Catch::Contains("the classifier has 5 classes, labels.txt has 2"));
 }
 
 TEST_CASE("by default the last classifier row is dropped, as the original numbers labels 0..L-1") {
-  auto source = Model::make(config(), 4);
+  auto source = Model::make(checkpoint_config(), 4);
   bert::init_weights(source, 0.5, 12);
   // As training leaves it: the row no label maps to has the lowest bias, below 0.
   float* b = source.classifier.bias.value().data();
@@ -66,7 +66,7 @@ TEST_CASE("by default the last classifier row is dropped, as the original number
   span_classifier::Setup s;  // --phantom_class not given
   s.labels = &labels;
   s.checkpoint_file = path;
-  auto model = Model::make(config(), 3);
+  auto model = Model::make(checkpoint_config(), 3);
   span_classifier::load_checkpoint(model, s);
   for (index_t r = 0; r < 3; ++r) CHECK(model.classifier.bias.value().data()[r] == b[r]);
   CHECK(model.classifier.weight.value().data()[2 * 32 + 7] == source.classifier.weight.value().data()[2 * 32 + 7]);

@@ -19,7 +19,7 @@ std::string fresh_dir(const std::string& name) {
   std::ofstream(d + "/metrics.jsonl") << "{\"type\":\"train\",\"step\":10,\"loss\":1.5}\n";
   return d;
 }
-std::string slurp(const std::string& path) {
+std::string read_log(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   std::stringstream ss;
   ss << in.rdbuf();
@@ -36,15 +36,15 @@ const std::string kOld = "{\"type\":\"train\",\"step\":10,\"loss\":1.5}\n";
 TEST_CASE("RunLog: an earlier run's metrics.jsonl is untouched until the new run commits") {
   const std::string d = fresh_dir("untouched");
   { train::RunLog log(d); }  // a run that stopped before logging anything (a bad input)
-  CHECK(slurp(d + "/metrics.jsonl") == kOld);
+  CHECK(read_log(d + "/metrics.jsonl") == kOld);
   {
     train::RunLog log(d);
     log.record({{"type", "train"}, {"step", 1}, {"loss", 0.9}});
-    CHECK(slurp(d + "/metrics.jsonl") == kOld);      // still the earlier run's
-    CHECK(slurp(log.live_path()).find("\"step\":1") != std::string::npos);  // flushed for tail -f
+    CHECK(read_log(d + "/metrics.jsonl") == kOld);      // still the earlier run's
+    CHECK(read_log(log.live_path()).find("\"step\":1") != std::string::npos);  // flushed for tail -f
     CHECK(fs::file_size(d + "/training_curves.svg") > 0);
   }  // failed or killed before commit()
-  CHECK(slurp(d + "/metrics.jsonl") == kOld);
+  CHECK(read_log(d + "/metrics.jsonl") == kOld);
   CHECK(!has_temporary(d));
 }
 
@@ -54,10 +54,10 @@ TEST_CASE("RunLog: commit replaces metrics.jsonl whole; later records continue t
   log.record({{"type", "train"}, {"step", 1}, {"loss", 0.9}});
   log.record(nlohmann::json{});  // a step that did not log
   log.commit();
-  CHECK(slurp(d + "/metrics.jsonl") == "{\"loss\":0.9,\"step\":1,\"type\":\"train\"}\n");
+  CHECK(read_log(d + "/metrics.jsonl") == "{\"loss\":0.9,\"step\":1,\"type\":\"train\"}\n");
   log.record({{"type", "eval"}, {"step", 1}, {"eval_accuracy", 0.5}});
   log.commit();
-  CHECK(slurp(d + "/metrics.jsonl") ==
+  CHECK(read_log(d + "/metrics.jsonl") ==
         "{\"loss\":0.9,\"step\":1,\"type\":\"train\"}\n{\"eval_accuracy\":0.5,\"step\":1,\"type\":\"eval\"}\n");
   CHECK(!has_temporary(d));
 }
@@ -67,8 +67,8 @@ TEST_CASE("RunLog: appending keeps the earlier lines and draws them too") {
   train::RunLog log(d, /*append=*/true);
   log.record({{"type", "eval"}, {"step", 10}, {"eval_accuracy", 0.75}});
   log.commit();
-  CHECK(slurp(d + "/metrics.jsonl") == kOld + "{\"eval_accuracy\":0.75,\"step\":10,\"type\":\"eval\"}\n");
-  const std::string svg = slurp(d + "/training_curves.svg");
+  CHECK(read_log(d + "/metrics.jsonl") == kOld + "{\"eval_accuracy\":0.75,\"step\":10,\"type\":\"eval\"}\n");
+  const std::string svg = read_log(d + "/training_curves.svg");
   CHECK(svg.find("train loss") != std::string::npos);  // the earlier run's training record
   CHECK(svg.find("eval_accuracy") != std::string::npos);
 }
