@@ -27,10 +27,13 @@ std::string error_of(const fs::path& path) {
 }
 }  // namespace
 
-TEST_CASE("Vocab reads one token a line, LF or CRLF, stripped") {
+TEST_CASE("Vocab reads one token a line, LF, CRLF or CR, stripped") {
   const auto lf = Vocab::from_file(write_file("v_lf.txt", "[PAD]\n[UNK]\n[CLS]\n[SEP]\nhello\n ##lo \n"));
   const auto crlf = Vocab::from_file(write_file("v_crlf.txt", "[PAD]\r\n[UNK]\r\n[CLS]\r\n[SEP]\r\nhello\r\n##lo"));
-  for (const auto* v : {&lf, &crlf}) {
+  // Old Mac endings, and all three mixed, as Python's universal newlines read them.
+  const auto cr = Vocab::from_file(write_file("v_cr.txt", "[PAD]\r[UNK]\r[CLS]\r[SEP]\rhello\r##lo\r"));
+  const auto mixed = Vocab::from_file(write_file("v_mixed.txt", "[PAD]\r[UNK]\r\n[CLS]\n[SEP]\rhello\r\n##lo"));
+  for (const auto* v : {&lf, &crlf, &cr, &mixed}) {
     CHECK(v->size() == 6);
     CHECK(v->find("hello") == 4);
     CHECK(v->find("##lo") == 5);
@@ -42,6 +45,8 @@ TEST_CASE("Vocab reads one token a line, LF or CRLF, stripped") {
     CHECK(v->special().sep == 3);
   }
   CHECK(lf.fingerprint() == crlf.fingerprint());
+  CHECK(lf.fingerprint() == cr.fingerprint());
+  CHECK(lf.fingerprint() == mixed.fingerprint());
   CHECK_THROWS_WITH(lf.token(6), Catch::Contains("token id 6 is out of range [0, 6)"));
   CHECK_THROWS_WITH(lf.require("[MASK]", "replace_span token"),
                     Catch::Contains("the replace_span token '[MASK]' is not in the vocabulary"));

@@ -62,12 +62,22 @@ class Vocab {
     std::ifstream in(path, std::ios::binary);
     if (!in) throw Error(path.string() + ": cannot open the vocabulary file");
     std::vector<std::string> tokens;
-    std::string line;
-    while (std::getline(in, line)) {
-      if (auto bad = find_invalid_utf8(line))
-        throw Error(path.string() + ":" + std::to_string(tokens.size() + 1) +
-                    ": invalid UTF-8 at byte " + std::to_string(*bad + 1) + " of the line");
-      tokens.emplace_back(strip_python_space(line));
+    std::string chunk;
+    // A line ends at LF, CRLF or a lone CR, as Python's universal newlines (and so
+    // Google's load_vocab) read it: a CR-only file has a token a line, not one line.
+    while (std::getline(in, chunk)) {
+      if (!chunk.empty() && chunk.back() == '\r') chunk.pop_back();
+      std::string_view rest = chunk;
+      for (;;) {
+        const auto cr = rest.find('\r');
+        const std::string_view line = rest.substr(0, cr);
+        if (auto bad = find_invalid_utf8(line))
+          throw Error(path.string() + ":" + std::to_string(tokens.size() + 1) +
+                      ": invalid UTF-8 at byte " + std::to_string(*bad + 1) + " of the line");
+        tokens.emplace_back(strip_python_space(line));
+        if (cr == std::string_view::npos) break;
+        rest.remove_prefix(cr + 1);
+      }
     }
     if (in.bad()) throw Error(path.string() + ": read error");
     return Vocab(std::move(tokens), path.string());
