@@ -67,3 +67,17 @@ TEST_CASE("allocator: a slightly smaller request reuses a kept block; release_ca
   REQUIRE(Alloc::release_cached() == std::size_t{6} << 20);
   REQUIRE(Alloc::cached_bytes() == 0);
 }
+
+TEST_CASE("allocator: release_cached starts the limit anew") {
+  // A phase that needed much memory raises the limit; releasing the cache after it lets
+  // the next phase's limit follow that phase alone (and a test in a process that ran
+  // other tests start from the floor).
+  Alloc::release_cached();
+  {
+    std::vector<Tensor<float, Shape<dyn>>> big;
+    for (int i = 0; i < 8; ++i) big.push_back(Tensor<float, Shape<dyn>>::uninitialized({index_t{1} << 22}));  // 16 MiB each
+  }
+  CHECK(Alloc::cache_limit() >= std::size_t{256} << 20);
+  Alloc::release_cached();
+  CHECK(Alloc::cache_limit() == Alloc::kCacheFloorBytes);
+}

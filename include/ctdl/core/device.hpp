@@ -49,7 +49,8 @@ struct DeviceAllocator;
 ///   - a request takes the smallest kept block of its rounded size up to 1/8 larger
 ///     (best fit; the exact size when there is one), else a new block;
 ///   - kept + live large bytes never exceed cache_limit() = max(kCacheFloorBytes,
-///     2 x the most large bytes ever live at once): a new block or a freed one that
+///     2 x the most large bytes live at once since the start or the last
+///     release_cached()): a new block or a freed one that
 ///     would pass it evicts kept blocks, largest first (a freed block is itself
 ///     returned to the system when still over) (the factor 2 leaves room for a step's sizes that are live at
 ///     different times, so steady-state training still reuses every block);
@@ -168,12 +169,15 @@ struct DeviceAllocator<Cpu> {
     return c.system_allocations;
   }
 
-  /// Frees every kept block; returns how many bytes that was.
+  /// Frees every kept block and starts the limit's high-water mark anew from the bytes
+  /// live now (a program past a phase that needed much memory, or a test that needs
+  /// the limit of a fresh process); returns how many bytes were freed.
   static std::size_t release_cached() noexcept {
     Cache& c = cache();
     std::lock_guard<std::mutex> lock(c.mutex);
     for (auto& [size, p] : c.free) std::free(p);
     c.free.clear();
+    c.high_water_live = c.live_bytes;
     return std::exchange(c.cached_bytes, 0);
   }
 
@@ -184,7 +188,7 @@ struct DeviceAllocator<Cpu> {
     std::unordered_map<void*, std::size_t> sizes;  // live cacheable blocks
     std::size_t cached_bytes = 0;
     std::size_t live_bytes = 0, peak_live_bytes = 0;  // of the cacheable blocks in use
-    std::size_t high_water_live = 0;                  // never reset: the limit's basis
+    std::size_t high_water_live = 0;                  // the limit's basis; reset by release_cached()
     std::size_t system_allocations = 0;               // cacheable blocks not found kept
     void note_live(std::size_t bytes) {
       live_bytes += bytes;
