@@ -47,7 +47,7 @@ TEST_CASE("allocator: a repeated step reuses every large block (no system alloca
   REQUIRE(Alloc::system_allocations() == before);
 }
 
-TEST_CASE("allocator: a slightly smaller request reuses a kept block; release_cached returns them") {
+TEST_CASE("allocator: a slightly smaller request reuses a kept block, and release_cached returns them") {
   Alloc::release_cached();
   const void* first = nullptr;
   {

@@ -55,7 +55,7 @@ TEST_CASE("bad token lines: errors with file:line, or the sentence is skipped an
   CHECK_THAT(reader.skipped_messages().at(1), Catch::Contains("ner_bad.tsv:7: the label 'X' is not in"));
 }
 
-TEST_CASE("CoNLL: CR-only line endings end lines; skipped sentences are reported with line and index") {
+TEST_CASE("CoNLL: CR-only line endings end lines, and skipped sentences are reported with line and index") {
   const auto path = test::write_file("ner_cr.tsv", "a\tB\rb\tO\r\rlonely\rc\tO\r\rd\tI\r");
   std::vector<SkippedRow> skipped;
   ConllReader reader(path, &kBio, {.skip_bad_rows = true, .on_skip = [&](const SkippedRow& r) { skipped.push_back(r); }});

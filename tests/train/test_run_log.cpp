@@ -48,7 +48,7 @@ TEST_CASE("RunLog: an earlier run's metrics.jsonl is untouched until the new run
   CHECK(!has_temporary(d));
 }
 
-TEST_CASE("RunLog: commit replaces metrics.jsonl whole; later records continue the log") {
+TEST_CASE("RunLog: commit replaces metrics.jsonl whole, and later records continue the log") {
   const std::string d = fresh_dir("commit");
   train::RunLog log(d);
   log.record({{"type", "train"}, {"step", 1}, {"loss", 0.9}});
