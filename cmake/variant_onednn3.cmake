@@ -39,8 +39,10 @@ if(NOT EXISTS ${stamp})
                   RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
   if(NOT rc EQUAL 0)
     # pip says "No matching distribution" after failed connections too, so the
-    # connection errors are what tell an unreachable PyPI from a real failure.
-    if(out MATCHES "NewConnectionError|Failed to establish|Temporary failure in name resolution|Name or service not known|Network is unreachable|ConnectTimeout|ReadTimeout|timed out|ProxyError|No route to host|Connection refused")
+    # connection errors are what tell an unreachable PyPI from a real failure. A TLS
+    # certificate this machine does not trust (an intercepting proxy whose CA is not
+    # installed) counts as unreachable: nothing trustworthy can be fetched.
+    if(out MATCHES "SSLError|CERTIFICATE_VERIFY_FAILED|NewConnectionError|Failed to establish|Temporary failure in name resolution|Name or service not known|Network is unreachable|ConnectTimeout|ReadTimeout|timed out|ProxyError|No route to host|Connection refused")
       set(why "variant/onednn3 skipped: PyPI cannot be reached to fetch oneDNN ${onednn_version} (pip download failed)")
       if(CMAKE_VERSION VERSION_GREATER_EQUAL 3.29)
         message("${why}:\n${out}")
