@@ -6,8 +6,11 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <optional>
 #include <random>
+#include <sstream>
+#include <string>
 
 namespace ctdl::test {
 
@@ -19,6 +22,24 @@ constexpr double tolerance() {
   else if constexpr (std::is_same_v<T, fp16>) return 1e-2;
   else return 4e-2;  // bf16
 }
+
+/// A file's whole content, byte for byte ("" when it cannot be read).
+inline std::string read_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+#ifdef CTDL_TEST_TMP
+/// A new, empty directory CTDL_TEST_TMP/<group>/<name> for one test.
+inline std::string scratch_dir(const std::string& group, const std::string& name) {
+  const std::string d = std::string(CTDL_TEST_TMP) + "/" + group + "/" + name;
+  std::filesystem::remove_all(d);
+  std::filesystem::create_directories(d);
+  return d;
+}
+#endif
 
 /// |a - b| <= tol * max(1, |b|).
 inline bool close(double a, double b, double tol) { return std::abs(a - b) <= tol * std::max(1.0, std::abs(b)); }

@@ -13,22 +13,13 @@
 #include <ctdl/io/atomic_file.hpp>
 #include <ctdl/io/safetensors_writer.hpp>
 
+#include "../test_util.hpp"
+
 namespace fs = std::filesystem;
 using namespace ctdl;
 
 namespace {
-std::string dir_for(const std::string& name) {
-  const std::string d = std::string(CTDL_TEST_TMP) + "/atomic_file/" + name;
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+std::string dir_for(const std::string& name) { return test::scratch_dir("atomic_file", name); }
 std::size_t files_in(const std::string& dir) {
   return static_cast<std::size_t>(std::distance(fs::directory_iterator(dir), fs::directory_iterator()));
 }
@@ -62,11 +53,11 @@ TEST_CASE("AtomicFile: the file appears only at commit, complete") {
     io::AtomicFile f(path);
     f << "new " << std::string(100000, 'x') << '\n';  // past the buffer: written through
     f.flush();
-    CHECK(slurp(path) == "old\n");  // not yet replaced
+    CHECK(test::read_file(path) == "old\n");  // not yet replaced
     CHECK(fs::exists(f.temporary()));
     f.commit();
   }
-  CHECK(slurp(path) == "new " + std::string(100000, 'x') + "\n");
+  CHECK(test::read_file(path) == "new " + std::string(100000, 'x') + "\n");
   CHECK(files_in(d) == 1);  // no temporary left
 }
 
@@ -80,7 +71,7 @@ TEST_CASE("AtomicFile: destroyed without commit, the previous file stays and the
     throw std::runtime_error("stop");
   } catch (const std::runtime_error&) {
   }
-  CHECK(slurp(path) == "complete\n");
+  CHECK(test::read_file(path) == "complete\n");
   CHECK(files_in(d) == 1);
 }
 
@@ -94,7 +85,7 @@ TEST_CASE("AtomicFile: a full disk is an error naming the file, and the previous
     f.commit();
   });
   CHECK(rc == 1);
-  CHECK(slurp(path) == "previous complete results\n");
+  CHECK(test::read_file(path) == "previous complete results\n");
   CHECK(files_in(d) == 1);
 
   // The safetensors writer goes the same way.
@@ -103,9 +94,9 @@ TEST_CASE("AtomicFile: a full disk is an error naming the file, and the previous
   io::SafetensorsWriter w;
   w.add("w", "F32", {100000}, weights.data(), weights.size() * sizeof(float));
   w.write(st);
-  const std::string before = slurp(st);
+  const std::string before = test::read_file(st);
   CHECK(under_file_size_limit(65536, st + ": write failed", [&] { w.write(st); }) == 1);
-  CHECK(slurp(st) == before);
+  CHECK(test::read_file(st) == before);
   CHECK(files_in(d) == 2);
 }
 
@@ -113,7 +104,7 @@ TEST_CASE("AtomicFile: copies and names the missing source") {
   const std::string d = dir_for("copy");
   io::write_file_atomically(d + "/a", "abc");
   io::copy_file_atomically(d + "/a", d + "/b");
-  CHECK(slurp(d + "/b") == "abc");
+  CHECK(test::read_file(d + "/b") == "abc");
   CHECK_THROWS_WITH(io::copy_file_atomically(d + "/none", d + "/c"), Catch::Contains(d + "/none: cannot read"));
   CHECK(!fs::exists(d + "/c"));
   CHECK_THROWS_WITH(io::AtomicFile(d + "/no/such/dir/x"), Catch::Contains(d + "/no/such/dir/x: cannot create"));

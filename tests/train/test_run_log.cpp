@@ -8,22 +8,16 @@
 
 #include <ctdl/train/run_log.hpp>
 
+#include "../test_util.hpp"
+
 namespace fs = std::filesystem;
 using namespace ctdl;
 
 namespace {
 std::string fresh_dir(const std::string& name) {
-  const std::string d = std::string(CTDL_TEST_TMP) + "/run_log/" + name;
-  fs::remove_all(d);
-  fs::create_directories(d);
+  const std::string d = test::scratch_dir("run_log", name);
   std::ofstream(d + "/metrics.jsonl") << "{\"type\":\"train\",\"step\":10,\"loss\":1.5}\n";
   return d;
-}
-std::string read_log(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 bool has_temporary(const std::string& dir) {
   for (const auto& e : fs::directory_iterator(dir))
@@ -36,15 +30,15 @@ const std::string kOld = "{\"type\":\"train\",\"step\":10,\"loss\":1.5}\n";
 TEST_CASE("RunLog: an earlier run's metrics.jsonl is untouched until the new run commits") {
   const std::string d = fresh_dir("untouched");
   { train::RunLog log(d); }  // a run that stopped before logging anything (a bad input)
-  CHECK(read_log(d + "/metrics.jsonl") == kOld);
+  CHECK(test::read_file(d + "/metrics.jsonl") == kOld);
   {
     train::RunLog log(d);
     log.record({{"type", "train"}, {"step", 1}, {"loss", 0.9}});
-    CHECK(read_log(d + "/metrics.jsonl") == kOld);      // still the earlier run's
-    CHECK(read_log(log.live_path()).find("\"step\":1") != std::string::npos);  // flushed for tail -f
+    CHECK(test::read_file(d + "/metrics.jsonl") == kOld);      // still the earlier run's
+    CHECK(test::read_file(log.live_path()).find("\"step\":1") != std::string::npos);  // flushed for tail -f
     CHECK(fs::file_size(d + "/training_curves.svg") > 0);
   }  // failed or killed before commit()
-  CHECK(read_log(d + "/metrics.jsonl") == kOld);
+  CHECK(test::read_file(d + "/metrics.jsonl") == kOld);
   CHECK(!has_temporary(d));
 }
 
@@ -54,10 +48,10 @@ TEST_CASE("RunLog: commit replaces metrics.jsonl whole, and later records contin
   log.record({{"type", "train"}, {"step", 1}, {"loss", 0.9}});
   log.record(nlohmann::json{});  // a step that did not log
   log.commit();
-  CHECK(read_log(d + "/metrics.jsonl") == "{\"loss\":0.9,\"step\":1,\"type\":\"train\"}\n");
+  CHECK(test::read_file(d + "/metrics.jsonl") == "{\"loss\":0.9,\"step\":1,\"type\":\"train\"}\n");
   log.record({{"type", "eval"}, {"step", 1}, {"eval_accuracy", 0.5}});
   log.commit();
-  CHECK(read_log(d + "/metrics.jsonl") ==
+  CHECK(test::read_file(d + "/metrics.jsonl") ==
         "{\"loss\":0.9,\"step\":1,\"type\":\"train\"}\n{\"eval_accuracy\":0.5,\"step\":1,\"type\":\"eval\"}\n");
   CHECK(!has_temporary(d));
 }
@@ -67,8 +61,8 @@ TEST_CASE("RunLog: appending keeps the earlier lines and draws them too") {
   train::RunLog log(d, /*append=*/true);
   log.record({{"type", "eval"}, {"step", 10}, {"eval_accuracy", 0.75}});
   log.commit();
-  CHECK(read_log(d + "/metrics.jsonl") == kOld + "{\"eval_accuracy\":0.75,\"step\":10,\"type\":\"eval\"}\n");
-  const std::string svg = read_log(d + "/training_curves.svg");
+  CHECK(test::read_file(d + "/metrics.jsonl") == kOld + "{\"eval_accuracy\":0.75,\"step\":10,\"type\":\"eval\"}\n");
+  const std::string svg = test::read_file(d + "/training_curves.svg");
   CHECK(svg.find("train loss") != std::string::npos);  // the earlier run's training record
   CHECK(svg.find("eval_accuracy") != std::string::npos);
 }
