@@ -215,8 +215,8 @@ TEST_CASE("bert checkpoint: a head of the wrong width or a bias of the wrong len
   ckpt.set("classifier.weight", {6, 16});
   ckpt.set("classifier.bias", {6});
   CHECK(load(model, ckpt, 5).error ==
-        "map.ckpt: tensor \"classifier.weight\" has shape [6, 16], but the model's hidden size is 32 (expected [6, 32], "
-        "bert_config.json)");
+        "map.ckpt: tensor \"classifier.weight\" has shape [6, 16], but the model's hidden size is 32 (hidden_size of "
+        "bert_config.json): expected [6, 32]");
   ckpt.set("classifier.weight", {6, 48});
   CHECK_THAT(load(model, ckpt, 5).error, Catch::Contains("has shape [6, 48], but the model's hidden size is 32"));
   // The labels' row count but narrower: this loaded garbage.

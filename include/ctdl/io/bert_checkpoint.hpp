@@ -192,8 +192,8 @@ std::optional<index_t> load_classifier_head(Linear& head, const Source& source, 
   const index_t rows = w_shape[0];
   if (w_shape[1] != H)
     throw Error(file + ": tensor \"classifier.weight\" has shape " + shape_text(w_shape) + ", but the model's hidden size is " +
-                std::to_string(H) + " (expected [" + std::to_string(rows) + ", " + std::to_string(H) + "]" +
-                (o.config_file.empty() ? std::string() : ", " + o.config_file) + ")");
+                std::to_string(H) + (o.config_file.empty() ? std::string() : " (hidden_size of " + o.config_file + ")") +
+                ": expected [" + std::to_string(rows) + ", " + std::to_string(H) + "]");
   if (b_shape.size() != 1 || b_shape[0] != rows)
     throw Error(file + ": tensor \"classifier.bias\" has shape " + shape_text(b_shape) + ", but \"classifier.weight\" " +
                 shape_text(w_shape) + " has " + std::to_string(rows) + " rows (expected [" + std::to_string(rows) + "])");
