@@ -53,7 +53,7 @@ Args parse(int argc, char** argv, bool& help) {
       .add("task_name", &a.task_name, "the task (consensus: span classification)")
       .add("replace_span", &a.replace_span, "a vocabulary token that replaces every span (e.g. [unused1]); empty: keep the spans")
       .add("init_checkpoint", &a.init_checkpoint, "model.safetensors, or a directory holding one (e.g. an earlier --output_dir); empty: random initialisation")
-      .add("vocab_file", &a.vocab_file, "vocab.txt of the model")
+      .add("vocab_file", &a.vocab_file, "vocab.txt or tokenizer.json (WordPiece) of the model; empty: the one beside --init_checkpoint")
       .add("bert_config_file", &a.bert_config_file, "bert_config.json of the model")
       .add("data_dir", &a.data_dir, "holds train.tsv, dev.tsv, test.tsv (whichever the modes need)")
       .add("output_dir", &a.output_dir, "feature caches, checkpoints, results and logs go here")
@@ -124,7 +124,22 @@ Setup check(const Args& a, std::unique_ptr<text::FullTokenizer>& tok, std::uniqu
                          {a.log_every, "log_every"}})
     if (v < 1) throw Error(std::string("--") + name + " must be at least 1");
   if (a.max_seq_length < 3) throw Error("--max_seq_length must be at least 3");
-  require_file(a.vocab_file, "vocab_file");
+  // Without --vocab_file, the vocabulary beside the checkpoint (as Hugging Face keeps it in
+  // the model's directory, and save_model writes it).
+  std::string vocab_file = a.vocab_file;
+  if (vocab_file.empty() && !a.init_checkpoint.empty()) {
+    const fs::path dir = fs::is_directory(a.init_checkpoint) ? fs::path(a.init_checkpoint) : fs::path(a.init_checkpoint).parent_path();
+    for (const char* name : {"vocab.txt", "tokenizer.json"})
+      if (fs::is_regular_file(dir / name)) {
+        vocab_file = (dir / name).string();
+        break;
+      }
+    if (vocab_file.empty())
+      throw Error("--vocab_file is required: there is no vocab.txt or tokenizer.json beside --init_checkpoint " +
+                  a.init_checkpoint + " (in " + (dir.empty() ? std::string(".") : dir.string()) + ")");
+    std::fprintf(stderr, "vocabulary: %s (beside --init_checkpoint; --vocab_file not given)\n", vocab_file.c_str());
+  }
+  require_file(vocab_file, "vocab_file");
   require_file(a.bert_config_file, "bert_config_file");
   if (a.labels_dir.empty()) throw Error("--labels_dir is required (the directory of labels.txt)");
   require_file(a.labels_dir + "/labels.txt", "labels_dir");
@@ -137,6 +152,7 @@ Setup check(const Args& a, std::unique_ptr<text::FullTokenizer>& tok, std::uniqu
 
   Setup s;
   s.args = a;
+  s.args.vocab_file = vocab_file;
   if (s.args.precision.empty()) s.args.precision = a.use_fp16 ? "bf16" : "fp32";
   if (s.args.precision != "fp32" && s.args.precision != "bf16" && s.args.precision != "fp16")
     throw Error("--precision must be fp32, bf16 or fp16");
@@ -144,15 +160,20 @@ Setup check(const Args& a, std::unique_ptr<text::FullTokenizer>& tok, std::uniqu
   if (a.max_seq_length > s.config.max_position_embeddings)
     throw Error("--max_seq_length " + std::to_string(a.max_seq_length) + " is above max_position_embeddings " +
                 std::to_string(s.config.max_position_embeddings) + " of " + a.bert_config_file);
+  const bool tokenizer_json = text::Vocab::is_tokenizer_json(vocab_file);
   tok = std::make_unique<text::FullTokenizer>(
-      text::Vocab::from_file(a.vocab_file),
+      text::Vocab::from_vocab_or_tokenizer_json(vocab_file),
       text::FullTokenizer::Options{.lower_case = !a.cased, .rules = text::parse_tokenizer_rules(a.tokenizer_rules)});
   if (static_cast<index_t>(tok->vocab().size()) != s.config.vocab_size)
-    throw Error(a.vocab_file + " has " + std::to_string(tok->vocab().size()) + " tokens but " + a.bert_config_file +
+    throw Error(vocab_file + " has " + std::to_string(tok->vocab().size()) + " tokens but " + a.bert_config_file +
                 " says vocab_size " + std::to_string(s.config.vocab_size) + ": they are not the same model's");
   if (!a.replace_span.empty()) tok->vocab().require(a.replace_span, "--replace_span token");
   if (const auto w = vocab_case_warning(tok->vocab(), a.cased, a.case_flag); !w.empty())
     std::fprintf(stderr, "warning: %s\n", w.c_str());
+  if (tokenizer_json)
+    if (const auto w = tokenizer_case_warning(vocab_file, text::Vocab::tokenizer_json_lowercases(vocab_file), a.cased, a.case_flag);
+        !w.empty())
+      std::fprintf(stderr, "warning: %s\n", w.c_str());
   labels = std::make_unique<data::LabelSet>(data::LabelSet::from_file(a.labels_dir + "/labels.txt"));
   s.tokenizer = tok.get();
   s.labels = labels.get();

@@ -14,7 +14,9 @@
 
 #include <ctdl/data/batcher.hpp>
 #include <ctdl/io/atomic_file.hpp>
+#include <ctdl/io/bert_checkpoint.hpp>
 #include <ctdl/io/parameters.hpp>
+#include <ctdl/io/safetensors.hpp>
 #include <ctdl/io/safetensors_writer.hpp>
 #include <ctdl/metrics/classification.hpp>
 #include <ctdl/optim/adamw.hpp>
@@ -106,69 +108,13 @@ inline void dump_features(const data::FeatureCache& cache, const std::string& pa
   say("wrote " + path);
 }
 
-/// Loads the encoder (and the classifier, when the checkpoint has one) from safetensors.
-/// Why classifier row `dropped` may be a used class rather than the phantom one, or ""
-/// when its bias looks like the phantom's. The check: no label maps to the phantom row, so
-/// it is never a training target, and softmax cross-entropy's gradient on its bias is its
-/// probability, always > 0: training only ever lowers that bias from its initial 0 (BERT
-/// initialises classifier biases to zero; AdamWeightDecay does not decay biases), and with
-/// Adam at the largest rate any row can move (its gradient never changes sign). So the
-/// phantom row's bias is <= 0 and no other row's is lower. Equal biases (a classifier that
-/// was never trained) say nothing either way.
-inline std::string phantom_row_doubt(std::span<const float> bias, index_t dropped) {
-  const auto d = static_cast<std::size_t>(dropped);
-  const float b = bias[d];
-  const auto lowest = static_cast<std::size_t>(std::min_element(bias.begin(), bias.end()) - bias.begin());
-  const auto row = [](std::size_t r) { return "row " + std::to_string(r); };
-  if (b > 0)
-    return "the dropped " + row(d) + " looks used: its bias is " + fmt("%g", b) +
-           " > 0, but training only lowers the bias of the row no label maps to (it starts at 0); " +
-           (lowest != d ? row(lowest) + " has the lowest bias (" + fmt("%g", bias[lowest]) + ")" : std::string("check --phantom_class"));
-  if (bias[lowest] < b) {
-    const std::string hint = lowest == 0 ? " (--phantom_class=first drops it)"
-                             : lowest + 1 == bias.size() ? " (--phantom_class=last drops it)" : "";
-    return "the dropped " + row(d) + " may be a used class: " + row(lowest) + " has a lower bias (" +
-           fmt("%g", bias[lowest]) + " < " + fmt("%g", b) + "), and the row no label maps to has the lowest" + hint;
-  }
-  return "";
-}
-
+/// Loads the encoder (and the classifier, when the checkpoint has one) from safetensors,
+/// every tensor used or logged as skipped (the policy is io/bert_checkpoint.hpp's).
 template <class Model>
 void load_checkpoint(Model& model, const Setup& s) {
-  io::SafetensorsFile file(s.checkpoint_file);
-  io::load_parameters(model.bert, file, "bert.");
-  const auto L = static_cast<index_t>(s.labels->size());
-  if (!file.contains("classifier.weight")) {
-    say("the checkpoint has no classifier: it starts from random initialisation");
-    return;
-  }
-  const auto& w = file.at("classifier.weight");
-  const index_t rows = w.shape.empty() ? 0 : w.shape[0];
-  if (rows == L) {
-    file.read_into("classifier.weight", model.classifier.weight.value());
-    file.read_into("classifier.bias", model.classifier.bias.value());
-    return;
-  }
-  if (rows != L + 1)
-    throw Error(s.checkpoint_file + ": the classifier has " + std::to_string(rows) + " classes, labels.txt has " +
-                std::to_string(L));
-  // The original pipeline's phantom extra class: it numbers the labels 0..L-1 and builds
-  // L+1 outputs, so row L is the one no label maps to (--phantom_class=last, the default).
-  const index_t skip = s.args.phantom_class == "first" ? 0 : L;
-  auto full_w = file.tensor<float, Shape<dyn, dyn>>("classifier.weight");
-  auto full_b = file.tensor<float, Shape<dyn>>("classifier.bias");
-  say("warning: " + s.checkpoint_file + ": the classifier has " + std::to_string(L + 1) + " rows for " +
-      std::to_string(L) + " labels (the original pipeline's extra class); dropped row " + std::to_string(skip) +
-      " of 0.." + std::to_string(L) + " (--phantom_class=" + s.args.phantom_class + ")");
-  const std::string doubt = phantom_row_doubt(std::span<const float>(full_b.data(), static_cast<std::size_t>(L + 1)), skip);
-  if (!doubt.empty()) say("warning: " + s.checkpoint_file + ": " + doubt);
-  const index_t H = full_w.extent(1);
-  for (index_t r = 0, out = 0; r <= L; ++r) {
-    if (r == skip) continue;
-    std::copy_n(full_w.data() + r * H, H, model.classifier.weight.value().data() + out * H);
-    model.classifier.bias.value().data()[out] = full_b.data()[r];
-    ++out;
-  }
+  io::load_bert_classifier(model, io::SafetensorsFile(s.checkpoint_file),
+                           {.labels = s.labels->names(), .labels_file = s.labels->source(),
+                            .config_file = s.args.bert_config_file, .phantom_class = s.args.phantom_class, .log = say});
 }
 
 /// model.safetensors (Hugging Face names) with bert_config.json, vocab.txt and labels.txt
@@ -182,7 +128,7 @@ void save_model(Model& model, const Setup& s, const std::string& dir, std::int64
     if (fs::absolute(from) != fs::absolute(dir + "/" + to)) io::copy_file_atomically(from, dir + "/" + to);
   };
   copy(s.args.bert_config_file, "bert_config.json");
-  copy(s.args.vocab_file, "vocab.txt");
+  copy(s.args.vocab_file, text::Vocab::is_tokenizer_json(s.args.vocab_file) ? "tokenizer.json" : "vocab.txt");
   copy(s.labels->source(), "labels.txt");
 }
 

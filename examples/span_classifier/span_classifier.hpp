@@ -69,4 +69,19 @@ inline std::string vocab_case_warning(const ctdl::text::Vocab& vocab, bool cased
   return "";
 }
 
+/// A warning when the case flag contradicts what a tokenizer.json's normalizer does
+/// (`lowercases`: text::Vocab::tokenizer_json_lowercases), or "". The tokenizer.json was
+/// saved with the model, so its normalizer says how the model was trained to see text.
+inline std::string tokenizer_case_warning(const std::string& tokenizer_json, bool lowercases, bool cased,
+                                          const std::string& case_flag) {
+  if (lowercases && cased)
+    return case_flag + " keeps the case, but the normalizer of " + tokenizer_json +
+           " lower-cases (BertNormalizer lowercase or Lowercase): the model was trained on lower-cased text; give "
+           "--cased=false (--do_lower_case=true)";
+  if (!lowercases && !cased)
+    return case_flag + " lower-cases the text, but the normalizer of " + tokenizer_json +
+           " keeps the case: the model was trained on cased text; give --cased=true (--do_lower_case=false)";
+  return "";
+}
+
 }  // namespace span_classifier

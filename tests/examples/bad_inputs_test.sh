@@ -8,6 +8,8 @@
 # A parser added later gets rows here. Usage: bad_inputs_test.sh <ner_span_classifier> <vocab.txt> <work dir>
 set -uo pipefail
 prog=$(realpath "$1") vocab=$(realpath "$2") work=$3
+here=$(cd "$(dirname "$0")" && pwd)
+tokenizer_json=$(dirname "$vocab")/tiny_tokenizer.json  # the committed fixture beside tiny_vocab.txt
 rm -rf "$work" && mkdir -p "$work/good/data" "$work/good/labels"
 cp "$vocab" "$work/good/vocab.txt"
 n_vocab=$(wc -l <"$vocab")
@@ -71,6 +73,36 @@ row config       "boolean for a number"       1     'bert_config\.json: key "hid
 row config       "2^55 positions"             1     'bert_config\.json: key "max_position_embeddings" must be at most 2147483647, not 36028797018963968' 'cfg max_position_embeddings 36028797018963968'
 row config       "2e9 positions (memory)"     1     'bert_config\.json: the model.s [0-9]+ fp32 parameters alone would need [0-9]+ bytes .*max_position_embeddings' 'cfg max_position_embeddings 2e9'
 row config       "vocab_size != vocab.txt"    1     "vocab\.txt has $n_vocab tokens but bert_config\.json says vocab_size 90" 'cfg vocab_size 90'
+
+# Checkpoints (--init_checkpoint=ckpt): model.safetensors made by make_checkpoint.py (Python's
+# standard library; a machine without python3 skips these rows, saying so), good but for
+# one defect. The classifier rows that used to corrupt the heap, load garbage or drop a
+# label now stop the run naming the tensor, both shapes and labels.txt.
+mk() { python3 "$here/make_checkpoint.py" ckpt/model.safetensors --vocab "$n_vocab" "$@"; }
+ckpt='mkdir -p ckpt && mk'
+if command -v python3 >/dev/null; then
+row checkpoint   "good, 5 rows for 5 labels"  0     'loaded ckpt/model\.safetensors'                                       "$ckpt" --init_checkpoint=ckpt
+row checkpoint   "classifier 6 rows x 64 wide" 1    'ckpt/model\.safetensors: tensor "classifier\.weight" has shape \[6, 64\], but the model.s hidden size is 128' "$ckpt --rows 6 --width 64" --init_checkpoint=ckpt
+row checkpoint   "classifier narrower"        1     'ckpt/model\.safetensors: tensor "classifier\.weight" has shape \[5, 64\], but the model.s hidden size is 128' "$ckpt --width 64" --init_checkpoint=ckpt
+row checkpoint   "short bias"                 1     'ckpt/model\.safetensors: tensor "classifier\.bias" has shape \[3\], but "classifier\.weight" \[5, 128\] has 5 rows' "$ckpt --bias_rows 3" --init_checkpoint=ckpt
+row checkpoint   "2 layers, config says 1"    1     'ckpt/model\.safetensors has 2 encoder layers \(e\.g\. "bert\.encoder\.layer\.1\..*"\), but bert_config\.json says num_hidden_layers 1' "$ckpt --layers 2" --init_checkpoint=ckpt
+row checkpoint   "4 of its 5 labels (6 rows)" 1     'the classifier has 6 rows \(classifier\.weight \[6, 128\]\), but labels/labels\.txt has 4 labels.* 6 is neither 4 nor 5' "$ckpt --rows 6 && printf 'che\ndis\nggp\nout\n' >labels/labels.txt" --init_checkpoint=ckpt
+row checkpoint   "5 rows, 4 of its labels.txt" 1    'ckpt/labels\.txt \(beside the checkpoint ckpt/model\.safetensors\) lists the labels che, dis, ggp, org, out, but labels/labels\.txt lists che, dis, ggp, out' "$ckpt && cp labels/labels.txt ckpt/ && printf 'che\ndis\nggp\nout\n' >labels/labels.txt" --init_checkpoint=ckpt
+row checkpoint   "its labels.txt differs"     1     'ckpt/labels\.txt \(beside the checkpoint ckpt/model\.safetensors\) lists the labels che, dis, ggp, org, xyz, but labels/labels\.txt lists che, dis, ggp, org, out' "$ckpt && printf 'che\ndis\nggp\norg\nxyz\n' >ckpt/labels.txt" --init_checkpoint=ckpt
+row checkpoint   "__metadata__ 100,000 deep"  1     'ckpt/model\.safetensors: the header.s JSON nests more than 3 levels deep' "$ckpt --nested_metadata 100000" --init_checkpoint=ckpt
+row checkpoint   "overlapping offsets"        1     'ckpt/model\.safetensors: tensor "classifier\.weight": data_offsets \[[0-9]+, [0-9]+\] overlap those of tensor "classifier\.bias"' "$ckpt --overlap" --init_checkpoint=ckpt
+row checkpoint   "bare BertModel (no bert.)"  0     'ckpt/model\.safetensors: the encoder.s tensors are named without a prefix' "$ckpt --prefix ''" --init_checkpoint=ckpt
+row checkpoint   "MLM head and position_ids"  0     'skipped 2 tensors of ckpt/model\.safetensors, the masked-LM pre-training head, not used by a classifier: cls\.predictions\.bias, cls\.predictions\.decoder\.bias' "$ckpt --extra cls.predictions.bias:$n_vocab --extra cls.predictions.decoder.bias:$n_vocab --extra bert.embeddings.position_ids:1x64" --init_checkpoint=ckpt
+row checkpoint   "vocab beside it (none given)" 0   'vocabulary: ckpt/vocab\.txt \(beside --init_checkpoint; --vocab_file not given\)' "$ckpt && mv vocab.txt ckpt/" --init_checkpoint=ckpt --vocab_file=
+row checkpoint   "no vocab anywhere"          1     '--vocab_file is required: there is no vocab\.txt or tokenizer\.json beside --init_checkpoint ckpt' "$ckpt" --init_checkpoint=ckpt --vocab_file=
+else
+  echo "skipped the checkpoint rows: no python3 to make the checkpoints"
+fi
+# A Hugging Face tokenizer.json instead of vocab.txt (the committed fixture has vocab.txt's ids).
+row vocab        "tokenizer.json"             0     'prepared dev: 2 rows'                                                 "cp '$tokenizer_json' tok.json" --vocab_file=tok.json
+row vocab        "tokenizer.json lower-cases" 0     'warning: --cased=true keeps the case, but the normalizer of tok\.json lower-cases' "sed 's/\"lowercase\": false/\"lowercase\": true/' '$tokenizer_json' >tok.json" --vocab_file=tok.json
+row vocab        "tokenizer.json of BPE"      1     'tok\.json: the tokenizer.s model is BPE, not WordPiece' "sed 's/\"type\": \"WordPiece\",/\"type\": \"BPE\",/' '$tokenizer_json' >tok.json" --vocab_file=tok.json
+row vocab        "tokenizer.json id twice"    1     'tok\.json: model\.vocab gives the id 6 to both' "sed 's/\"!\": 7/\"!\": 6/' '$tokenizer_json' >tok.json" --vocab_file=tok.json
 
 # The skipped rows are listed beside the results: line, reason, id columns.
 skipped_case=$work/case7

@@ -1,4 +1,5 @@
-// ner_span_classifier's checkpoint loading: the original pipeline's phantom extra class.
+// ner_span_classifier's checkpoint loading: the original pipeline's phantom extra class
+// (through run.hpp's load_checkpoint; the policy's own tests are tests/io/test_bert_checkpoint.cpp).
 #include <catch2/catch.hpp>
 
 #include "../../examples/span_classifier/run.hpp"
@@ -51,7 +52,7 @@ TEST_CASE("a checkpoint with one class too many loads with that row dropped") {
   s.labels = &two;
   auto source5 = Model::make(checkpoint_config(), 5);
   io::save_parameters(source5, path);
-  CHECK_THROWS_WITH(span_classifier::load_checkpoint(wrong, s), Catch::Contains("the classifier has 5 classes, labels.txt has 2"));
+  CHECK_THROWS_WITH(span_classifier::load_checkpoint(wrong, s), Catch::Contains("the classifier has 5 rows (classifier.weight [5, 32]), but <labels> has 2 labels"));
 }
 
 TEST_CASE("by default the last classifier row is dropped, as the original numbers labels 0..L-1") {
@@ -70,26 +71,6 @@ TEST_CASE("by default the last classifier row is dropped, as the original number
   span_classifier::load_checkpoint(model, s);
   for (index_t r = 0; r < 3; ++r) CHECK(model.classifier.bias.value().data()[r] == b[r]);
   CHECK(model.classifier.weight.value().data()[2 * 32 + 7] == source.classifier.weight.value().data()[2 * 32 + 7]);
-}
-
-TEST_CASE("the dropped row is checked: a row no label maps to only loses bias in training") {
-  using span_classifier::phantom_row_doubt;
-  const std::vector<float> trained = {0.3f, -0.1f, 0.05f, -0.4f};  // row 3 is the phantom
-  CHECK(phantom_row_doubt(trained, 3).empty());
-  const auto wrong = phantom_row_doubt(trained, 0);
-  CHECK_THAT(wrong, Catch::Contains("the dropped row 0 looks used: its bias is 0.3 > 0"));
-  CHECK_THAT(wrong, Catch::Contains("row 3 has the lowest bias (-0.4)"));
-  const std::vector<float> first_is_phantom = {-0.5f, 0.2f, -0.1f, 0.1f};
-  CHECK(phantom_row_doubt(first_is_phantom, 0).empty());
-  const auto doubt = phantom_row_doubt(first_is_phantom, 3);
-  CHECK_THAT(doubt, Catch::Contains("the dropped row 3 looks used: its bias is 0.1 > 0"));
-  CHECK_THAT(doubt, Catch::Contains("row 0 has the lowest bias (-0.5)"));
-  CHECK_THAT(phantom_row_doubt(std::vector<float>{0.1f, -0.5f, 0.2f, -0.2f}, 3),
-             Catch::Contains("row 1 has a lower bias (-0.5 < -0.2)"));
-  CHECK_THAT(phantom_row_doubt(first_is_phantom, 2), Catch::Contains("(--phantom_class=first drops it)"));
-  // An untrained classifier (all biases 0) says nothing either way; ties are no doubt.
-  CHECK(phantom_row_doubt(std::vector<float>(4, 0.0f), 3).empty());
-  CHECK(phantom_row_doubt(std::vector<float>{-0.2f, 0.1f, -0.2f}, 2).empty());
 }
 
 TEST_CASE("a case flag that contradicts the vocabulary is a warning naming both") {

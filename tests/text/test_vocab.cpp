@@ -81,3 +81,64 @@ TEST_CASE("the BERT vocabularies load with their documented special ids") {
   CHECK(uncased.size() == 30522);
   CHECK(uncased.fingerprint() != cased.fingerprint());
 }
+
+TEST_CASE("Vocab reads a Hugging Face tokenizer.json (WordPiece) with the ids of vocab.txt") {
+  // tests/fixtures/tiny_tokenizer.json is tiny_vocab.txt as a tokenizer.json: the same
+  // token at the same id, a cased BertNormalizer.
+  const std::string fixtures = CTDL_FIXTURES_DIR;
+  const auto from_txt = Vocab::from_file(fixtures + "/tiny_vocab.txt");
+  const auto from_json = Vocab::from_tokenizer_json(fixtures + "/tiny_tokenizer.json");
+  CHECK(from_json.tokens() == from_txt.tokens());
+  CHECK(from_json.fingerprint() == from_txt.fingerprint());
+  CHECK(from_json.special().cls == from_txt.special().cls);
+  CHECK(from_json.source() == fixtures + "/tiny_tokenizer.json");
+  CHECK(Vocab::is_tokenizer_json(fixtures + "/tiny_tokenizer.json"));
+  CHECK(!Vocab::is_tokenizer_json(fixtures + "/tiny_vocab.txt"));
+  // By content as well as by name: a tokenizer.json under another name.
+  const auto renamed = write_file("tokenizer_renamed", ctdl::test::read_file(fixtures + "/tiny_tokenizer.json"));
+  CHECK(Vocab::is_tokenizer_json(renamed));
+  CHECK(Vocab::from_vocab_or_tokenizer_json(renamed).tokens() == from_txt.tokens());
+  CHECK(!Vocab::tokenizer_json_lowercases(fixtures + "/tiny_tokenizer.json"));
+}
+
+TEST_CASE("Vocab::tokenizer_json_lowercases reads the normalizer") {
+  const auto with = [](const std::string& normalizer) {
+    return Vocab::tokenizer_json_lowercases(
+        write_file("tok_norm.json", R"({"normalizer": )" + normalizer + R"(, "model": {"type": "WordPiece", "vocab": {}}})"));
+  };
+  CHECK(with(R"({"type": "BertNormalizer", "lowercase": true})"));
+  CHECK(with(R"({"type": "BertNormalizer"})"));  // Hugging Face's default
+  CHECK(!with(R"({"type": "BertNormalizer", "lowercase": false})"));
+  CHECK(with(R"({"type": "Sequence", "normalizers": [{"type": "NFD"}, {"type": "Lowercase"}]})"));
+  CHECK(!with(R"({"type": "Sequence", "normalizers": [{"type": "NFD"}]})"));
+  CHECK(!with("null"));
+}
+
+TEST_CASE("Vocab::from_tokenizer_json refuses other models and ids that are not 0..n-1 once each") {
+  const auto error_of_json = [](const std::string& json) {
+    const auto path = write_file("tok_bad.json", json);
+    try {
+      Vocab::from_tokenizer_json(path);
+    } catch (const ctdl::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  const std::string specials = R"("[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3)";
+  const std::string path = (fs::path(CTDL_TEST_TMP) / "tok_bad.json").string();
+  CHECK(error_of_json(R"({"model": {"type": "WordPiece", "vocab": {)" + specials + R"(, "a": 4}}})") == "no error");
+  CHECK(error_of_json(R"({"model": {"type": "BPE", "vocab": {)" + specials + R"(}, "merges": []}})") ==
+        path + ": the tokenizer's model is BPE, not WordPiece: ctdl reads the WordPiece vocabularies of BERT models only");
+  CHECK(error_of_json(R"({"model": {"type": "WordPiece", "vocab": {)" + specials + R"(, "a": 5}}})") ==
+        path + ": model.vocab \"a\" has the id 5; ids must be 0..4 (one per token)");
+  CHECK(error_of_json(R"({"model": {"type": "WordPiece", "vocab": {)" + specials + R"(, "a": 3}}})") ==
+        path + ": model.vocab gives the id 3 to both \"[SEP]\" and \"a\"; ids must be 0..4, each once");
+  CHECK_THAT(error_of_json(R"({"model": {"type": "WordPiece", "vocab": {)" + specials + R"(, "a": -1}}})"),
+             Catch::Contains("model.vocab \"a\" has the id -1"));
+  CHECK(error_of_json(R"({"model": {"type": "WordPiece", "vocab": [1]}})") == path + ": model.vocab is not an object of token: id");
+  CHECK(error_of_json(R"({"version": "1.0"})") == path + ": has no \"model\" object (not a tokenizer.json?)");
+  CHECK_THAT(error_of_json("{"), Catch::StartsWith(path + ": not valid JSON"));
+  CHECK_THAT(error_of_json(std::string(100000, '[')), Catch::Equals(path + ": the JSON nests more than 64 levels deep (not a tokenizer.json)"));
+  CHECK_THAT(error_of_json(R"({"model": {"type": "WordPiece", "vocab": {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2}}})"),
+             Catch::Contains(path + ": has no [SEP] token"));
+}

@@ -5,7 +5,13 @@
 // whitespace; LF or CRLF endings. A token that appears on two lines is an error (Google's
 // and Hugging Face's loaders disagree on which id it gets). The special tokens BERT needs
 // ([PAD], [UNK], [CLS], [SEP]) must be present; their ids are looked up once.
+//
+// The same vocabulary can come from a Hugging Face tokenizer.json whose model is a
+// WordPiece (Vocab::from_tokenizer_json): model.vocab maps each token to its id, and the
+// ids must be 0..n-1, each once, so that id i is the token vocab.txt would have on line i.
+// Its normalizer says whether the tokenizer lower-cases (tokenizer_json_lowercases).
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -13,6 +19,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <nlohmann/json.hpp>
 #include <vector>
 
 #include "ctdl/core/error.hpp"
@@ -83,6 +90,64 @@ class Vocab {
     return Vocab(std::move(tokens), path.string());
   }
 
+  /// Reads the WordPiece vocabulary of a Hugging Face tokenizer.json. Errors name the
+  /// file: not JSON, a model other than WordPiece (BPE, Unigram, WordLevel: not a BERT
+  /// vocabulary), ids that are not 0..n-1 each once, and those of the constructor.
+  static Vocab from_tokenizer_json(const std::filesystem::path& path) {
+    const nlohmann::json j = read_tokenizer_json(path);
+    const std::string file = path.string();
+    const auto model = j.find("model");
+    if (model == j.end() || !model->is_object()) throw Error(file + ": has no \"model\" object (not a tokenizer.json?)");
+    const auto type = model->find("type");
+    const std::string type_name = type != model->end() && type->is_string() ? type->get<std::string>() : "(none)";
+    if (type_name != "WordPiece")
+      throw Error(file + ": the tokenizer's model is " + type_name +
+                  ", not WordPiece: ctdl reads the WordPiece vocabularies of BERT models only");
+    const auto vocab = model->find("vocab");
+    if (vocab == model->end() || !vocab->is_object())
+      throw Error(file + ": model.vocab is not an object of token: id");
+    std::vector<std::string> tokens(vocab->size());
+    std::vector<bool> taken(vocab->size());
+    for (const auto& [token, id] : vocab->items()) {
+      if (!id.is_number_unsigned() || id.get<std::uint64_t>() >= tokens.size())
+        throw Error(file + ": model.vocab \"" + token + "\" has the id " + id.dump() + "; ids must be 0.." +
+                    std::to_string(tokens.size() - 1) + " (one per token)");
+      const auto i = static_cast<std::size_t>(id.get<std::uint64_t>());
+      if (taken[i])
+        throw Error(file + ": model.vocab gives the id " + std::to_string(i) + " to both \"" + tokens[i] + "\" and \"" +
+                    token + "\"; ids must be 0.." + std::to_string(tokens.size() - 1) + ", each once");
+      taken[i] = true;
+      tokens[i] = token;
+    }
+    // n distinct ids in 0..n-1 cover every id: the vocabulary is dense.
+    return Vocab(std::move(tokens), file);
+  }
+
+  /// Whether a tokenizer.json's normalizer lower-cases: BertNormalizer's "lowercase"
+  /// (true when absent, as in Hugging Face), a Lowercase normalizer, or either inside a
+  /// Sequence; false for no normalizer or one that does neither.
+  static bool tokenizer_json_lowercases(const std::filesystem::path& path) {
+    const nlohmann::json j = read_tokenizer_json(path);
+    const auto it = j.find("normalizer");
+    return it != j.end() && normalizer_lowercases(*it);
+  }
+
+  /// Whether `path` is a tokenizer.json rather than a vocab.txt: its name ends in .json,
+  /// or its first non-blank byte is '{' (no BERT vocab.txt starts with a brace token).
+  static bool is_tokenizer_json(const std::filesystem::path& path) {
+    if (path.extension() == ".json") return true;
+    std::ifstream in(path, std::ios::binary);
+    char c = 0;
+    while (in.get(c))
+      if (c != ' ' && c != '\t' && c != '\r' && c != '\n') return c == '{';
+    return false;
+  }
+
+  /// vocab.txt or tokenizer.json, whichever `path` is (is_tokenizer_json).
+  static Vocab from_vocab_or_tokenizer_json(const std::filesystem::path& path) {
+    return is_tokenizer_json(path) ? from_tokenizer_json(path) : from_file(path);
+  }
+
   /// A vocabulary from a token list (line i = tokens[i]); `source` names it in errors.
   explicit Vocab(std::vector<std::string> tokens, std::string source = "<vocab>")
       : tokens_(std::move(tokens)), source_(std::move(source)) {
@@ -145,6 +210,47 @@ class Vocab {
   }
 
  private:
+  static nlohmann::json read_tokenizer_json(const std::filesystem::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw Error(path.string() + ": cannot open the tokenizer file");
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    // A tokenizer.json nests a few levels (normalizer sequences, post-processor templates);
+    // anything past 64 is not one, and the recursive parser must not meet it.
+    int depth = 0;
+    bool in_string = false;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+      const char c = text[i];
+      if (in_string) {
+        if (c == '\\') ++i;
+        else if (c == '"') in_string = false;
+      } else if (c == '"') {
+        in_string = true;
+      } else if (c == '[' || c == '{') {
+        if (++depth > 64) throw Error(path.string() + ": the JSON nests more than 64 levels deep (not a tokenizer.json)");
+      } else if (c == ']' || c == '}') {
+        --depth;
+      }
+    }
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(text);
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(path.string() + ": not valid JSON (" + e.what() + ")");
+    }
+    if (!j.is_object()) throw Error(path.string() + ": not a tokenizer.json (not a JSON object)");
+    return j;
+  }
+
+  static bool normalizer_lowercases(const nlohmann::json& n) {
+    if (!n.is_object()) return false;
+    const std::string type = n.value("type", std::string());
+    if (type == "Lowercase") return true;
+    if (type == "BertNormalizer") return n.value("lowercase", true);
+    if (type == "Sequence" && n.contains("normalizers") && n["normalizers"].is_array())
+      return std::any_of(n["normalizers"].begin(), n["normalizers"].end(), [](const nlohmann::json& m) { return normalizer_lowercases(m); });
+    return false;
+  }
+
   std::vector<std::string> tokens_;
   StringMap<std::int32_t> ids_;
   std::string source_;

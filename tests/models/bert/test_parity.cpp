@@ -154,7 +154,7 @@ TEST_CASE("safetensors: corrupt and missing files give clear errors") {
     out.write(reinterpret_cast<const char*>(len), 8);
     out << h << std::string(12, '\0');
   }
-  REQUIRE_THROWS_WITH(io::SafetensorsFile(bad), Catch::Matchers::Contains("tensor \"w\": 12 bytes for 4 F32 elements"));
+  REQUIRE_THROWS_WITH(io::SafetensorsFile(bad), Catch::Matchers::Contains("tensor \"w\": data_offsets [0, 12] hold 12 bytes, but shape [2,2] of F32 needs 16"));
 }
 
 TEST_CASE("Hugging Face parity under Bf16Mixed: bf16 matmul inputs, fp32 everything else") {
