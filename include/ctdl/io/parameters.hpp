@@ -16,8 +16,8 @@ struct LoadReport {
 /// Copies every parameter of `m` from the tensor of the same name (after `prefix`),
 /// converting the element type. A missing tensor or a shape mismatch throws an Error
 /// that names the file and the parameter(s); nothing is half-loaded silently.
-template <nn::Module M>
-LoadReport load_parameters(M& m, const SafetensorsFile& file, const std::string& prefix = "") {
+template <nn::Module M, class Source = SafetensorsFile>
+LoadReport load_parameters(M& m, const Source& file, const std::string& prefix = "") {
   std::vector<std::string> missing;
   std::vector<std::string> taken;
   nn::visit_parameters(m, [&](const std::string& name, auto& p) {
