@@ -14,6 +14,7 @@
 
 #include <ctdl/data/batcher.hpp>
 #include <ctdl/io/atomic_file.hpp>
+#include <ctdl/io/bert_checkpoint.hpp>
 #include <ctdl/io/parameters.hpp>
 #include <ctdl/io/safetensors_writer.hpp>
 #include <ctdl/metrics/classification.hpp>
@@ -133,9 +134,8 @@ inline std::string phantom_row_doubt(std::span<const float> bias, index_t droppe
   return "";
 }
 
-template <class Model>
-void load_checkpoint(Model& model, const Setup& s) {
-  io::SafetensorsFile file(s.checkpoint_file);
+template <class Model, class Source>
+void load_checkpoint_from(Model& model, const Setup& s, const Source& file) {
   io::load_parameters(model.bert, file, "bert.");
   const auto L = static_cast<index_t>(s.labels->size());
   if (!file.contains("classifier.weight")) {
@@ -155,8 +155,8 @@ void load_checkpoint(Model& model, const Setup& s) {
   // The original pipeline's phantom extra class: it numbers the labels 0..L-1 and builds
   // L+1 outputs, so row L is the one no label maps to (--phantom_class=last, the default).
   const index_t skip = s.args.phantom_class == "first" ? 0 : L;
-  auto full_w = file.tensor<float, Shape<dyn, dyn>>("classifier.weight");
-  auto full_b = file.tensor<float, Shape<dyn>>("classifier.bias");
+  auto full_w = file.template tensor<float, Shape<dyn, dyn>>("classifier.weight");
+  auto full_b = file.template tensor<float, Shape<dyn>>("classifier.bias");
   say("warning: " + s.checkpoint_file + ": the classifier has " + std::to_string(L + 1) + " rows for " +
       std::to_string(L) + " labels (the original pipeline's extra class); dropped row " + std::to_string(skip) +
       " of 0.." + std::to_string(L) + " (--phantom_class=" + s.args.phantom_class + ")");
@@ -169,6 +169,18 @@ void load_checkpoint(Model& model, const Setup& s) {
     model.classifier.bias.value().data()[out] = full_b.data()[r];
     ++out;
   }
+}
+
+/// Loads the encoder (and the classifier, when the checkpoint has one) from safetensors
+/// or from a TensorFlow checkpoint (Google's names, mapped to Hugging Face's).
+template <class Model>
+void load_checkpoint(Model& model, const Setup& s) {
+  if (!s.checkpoint_is_tf) return load_checkpoint_from(model, s, io::SafetensorsFile(s.checkpoint_file));
+  const io::BertTfCheckpoint file(s.checkpoint_file);
+  for (const auto& skipped : file.skipped())  // optimizer state is expected; anything else is worth a line
+    if (!skipped.reason.starts_with("optimizer state") && skipped.name != "global_step")
+      say("note: " + s.checkpoint_file + ": skipped \"" + skipped.name + "\" (" + skipped.reason + ")");
+  load_checkpoint_from(model, s, file);
 }
 
 /// model.safetensors (Hugging Face names) with bert_config.json, vocab.txt and labels.txt
