@@ -18,6 +18,8 @@ using namespace ctdl;
 using Catch::Matchers::Contains;
 namespace fs = std::filesystem;
 
+// Everything in a named namespace: test_unit_all compiles several test files as one unit.
+namespace tf_checkpoint_test {
 namespace {
 
 using Fam = bert::Family<32, 4, 64>;  // the fixture's shape family (tools/make_tf_fixture.py)
@@ -463,3 +465,5 @@ TEST_CASE("find_tf_checkpoint: a prefix, a directory with TensorFlow's checkpoin
   REQUIRE_THROWS_WITH(io::find_tf_checkpoint(dir), Contains(dir + "/checkpoint: model_checkpoint_path \"model.ckpt-99\", but") &&
                                                        Contains("model.ckpt-99.index does not exist"));
 }
+
+}  // namespace tf_checkpoint_test
