@@ -193,7 +193,16 @@ void save_model(Model& model, const Setup& s, const std::string& dir, std::int64
   const auto copy = [&](const std::string& from, const std::string& to) {
     if (fs::absolute(from) != fs::absolute(dir + "/" + to)) io::copy_file_atomically(from, dir + "/" + to);
   };
-  copy(s.args.bert_config_file, "bert_config.json");
+  // The saved model is safetensors, whose "gelu" reads as erf: a model run with the tanh
+  // GELU (from a TensorFlow checkpoint, or --hidden_act) gets "gelu_new" in its config,
+  // so that loading the directory again runs what was trained (docs/checkpoints.md).
+  if (s.config.hidden_act != bert::BertConfig::from_file(s.args.bert_config_file).hidden_act) {
+    auto j = nlohmann::json::parse(std::ifstream(s.args.bert_config_file));
+    j["hidden_act"] = s.config.hidden_act == bert::Activation::gelu_tanh ? "gelu_new" : "gelu";
+    io::write_file_atomically(dir + "/bert_config.json", j.dump(2) + "\n");
+  } else {
+    copy(s.args.bert_config_file, "bert_config.json");
+  }
   copy(s.args.vocab_file, "vocab.txt");
   copy(s.labels->source(), "labels.txt");
 }

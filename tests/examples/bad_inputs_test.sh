@@ -72,6 +72,20 @@ row config       "2^55 positions"             1     'bert_config\.json: key "max
 row config       "2e9 positions (memory)"     1     'bert_config\.json: the model.s [0-9]+ fp32 parameters alone would need [0-9]+ bytes .*max_position_embeddings' 'cfg max_position_embeddings 2e9'
 row config       "vocab_size != vocab.txt"    1     "vocab\.txt has $n_vocab tokens but bert_config\.json says vocab_size 90" 'cfg vocab_size 90'
 
+# --init_checkpoint and --hidden_act (the TF fixture is a BERT of another shape than the
+# good config's: loading it fails naming the TensorFlow tensor and both shapes).
+tf_fixture=$(dirname "$vocab")/tf_checkpoint
+row checkpoint   "no such file"               1     'nothing: no such file \(--init_checkpoint'                           'true' --init_checkpoint=nothing
+row checkpoint   "TF state file, no prefix"   1     'tf/checkpoint: model_checkpoint_path "model\.ckpt-5", but tf/model\.ckpt-5\.index does not exist' \
+    'mkdir tf && printf "model_checkpoint_path: \"model.ckpt-5\"\n" >tf/checkpoint' --init_checkpoint=tf
+row checkpoint   "TF, another shape"          1     'model\.ckpt-7: tensor "bert/embeddings/word_embeddings" \[100, 32\] does not match' \
+    'true' --init_checkpoint="$tf_fixture"
+row checkpoint   "TF: the activation rule"    1     'activation: gelu_tanh, not bert_config\.json.s gelu_erf: the weights come from a TensorFlow checkpoint' \
+    'true' --init_checkpoint="$tf_fixture/model.ckpt-7"
+row hidden_act   "unknown form"               1     '--hidden_act=gelu_fast: must be gelu_tanh or gelu_erf'                'true' --hidden_act=gelu_fast
+row hidden_act   "given"                      0     'activation: gelu_tanh \(--hidden_act\)'                             'true' --hidden_act=gelu_tanh
+row hidden_act   "safetensors/none: config"   0     'activation: gelu_erf, as bert_config\.json.s hidden_act says'         'true'
+
 # The skipped rows are listed beside the results: line, reason, id columns.
 skipped_case=$work/case7
 expected=$(printf 'line\treason\tids\n2\tthe label %s is not in labels/labels.txt (che, dis, ggp, org, out)\td2\tT2\n3\thas 2 columns; a row needs at least 4 (label, left context, span, right context), tab-separated\t\n' "'nope'")

@@ -2,6 +2,7 @@
 #include <catch2/catch.hpp>
 
 #include "../../examples/span_classifier/run.hpp"
+#include "../test_util.hpp"
 
 using namespace ctdl;
 using F = bert::Family<32, 4, 64>;
@@ -130,4 +131,26 @@ TEST_CASE("a TensorFlow checkpoint loads under Google's names, its phantom row d
   const auto& weight = model.bert.encoder.layer[1].output.dense.weight.value();                         // [32, 64]: [out, in]
   for (index_t o = 0; o < 32; ++o)
     for (index_t i = 0; i < 64; ++i) REQUIRE(weight.data()[o * 64 + i] == kernel.data()[i * 32 + o]);
+}
+
+TEST_CASE("a model run with the tanh GELU is saved with \"gelu_new\" in its config, so that it reloads the same") {
+  const std::string fixtures = CTDL_FIXTURES_DIR;
+  const std::string dir = std::string(CTDL_TEST_TMP) + "/tanh_saved";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  io::write_file_atomically(dir + "/labels_in.txt", "che\ndis\nggp\nout\n");
+  const auto labels = data::LabelSet::from_file(dir + "/labels_in.txt");
+  span_classifier::Setup s;
+  s.labels = &labels;
+  s.args.bert_config_file = fixtures + "/tf_checkpoint/bert_config.json";  // says "gelu" (erf, read as Hugging Face's)
+  s.args.vocab_file = fixtures + "/tiny_vocab.txt";
+  s.config = bert::BertConfig::from_file(s.args.bert_config_file);
+  auto model = Model::make(s.config, 4);
+  s.config.hidden_act = bert::Activation::gelu_tanh;  // as for weights from a TensorFlow checkpoint
+  span_classifier::save_model(model, s, dir + "/a", 1);
+  CHECK(bert::BertConfig::from_file(dir + "/a/bert_config.json").hidden_act == bert::Activation::gelu_tanh);
+  CHECK(nlohmann::json::parse(test::read_file(dir + "/a/bert_config.json"))["hidden_act"] == "gelu_new");
+  s.config.hidden_act = bert::Activation::gelu_erf;  // as the config says: copied unchanged
+  span_classifier::save_model(model, s, dir + "/b", 1);
+  CHECK(test::read_file(dir + "/b/bert_config.json") == test::read_file(s.args.bert_config_file));
 }
