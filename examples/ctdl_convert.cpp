@@ -60,6 +60,7 @@ void list(const std::string& path) {
 void convert(const std::string& in, const std::string& out, const std::string& config_file) {
   const auto config = bert::BertConfig::from_file(config_file);
   const io::BertTfCheckpoint ckpt(tf_prefix(in));
+  if (const auto parent = std::filesystem::path(out).parent_path(); !parent.empty()) std::filesystem::create_directories(parent);
   // Optimizer state is listed by kind (a BERT-base checkpoint has hundreds of slots);
   // every other skipped tensor by name.
   std::map<std::string, std::pair<std::size_t, std::string>> by_reason;  // reason -> (count, first name)

@@ -17,6 +17,8 @@ Files written (into --out):
   bert_config.json    Google's keys; hidden_act "gelu" (which modeling.py computes as tanh)
   expected.json       {"batches": [{"input_ids", "token_type_ids", "input_mask",
                        "logits"}...], "num_labels": L, "tensors": {name: {"dtype", "shape"}}}
+  dtypes.ckpt.*, dtypes.json   one small variable per dtype (float64, float16, bfloat16,
+                       int32, int64, a float32 scalar) and the values TensorFlow saved
 
 The shapes (hidden 32, 4 heads, intermediate 64, 2 layers, vocabulary 100, 64
 positions) keep the fixture small (< 500 KB with the Adam slots); the C++ test compiles
@@ -161,7 +163,35 @@ def main():
     with open(os.path.join(args.out, "expected.json"), "w") as f:
         json.dump(expected, f, sort_keys=True)
         f.write("\n")
+    write_dtypes(args.out)
     print("wrote", args.out, "with TensorFlow", tf.__version__)
+
+
+def write_dtypes(out):
+    """dtypes.ckpt: one small variable per dtype the reader converts (float64, float16,
+    bfloat16, int32, int64, float32 scalar), values in dtypes.json (as float64)."""
+    values = {"f64": (np.array([[1.5, -2.25e-300], [3.0, 1e300]]), tf.float64),
+              "f16": (np.array([0.5, -65504.0, 6e-8]), tf.float16),
+              "bf16": (np.array([1.0, -3.140625, 1e38]), tf.bfloat16),
+              "i32": (np.array([[-2147483648, 7, 2147483647]]), tf.int32),
+              "i64": (np.array([-(2 ** 62), 5]), tf.int64),
+              "scalar": (np.array(2.5), tf.float32)}
+    graph = tf.Graph()
+    expected = {}
+    with graph.as_default():
+        for name, (value, dtype) in values.items():
+            var = tf1.get_variable(name, initializer=tf.cast(tf.constant(value), dtype))
+        saver = tf1.train.Saver()
+        with tf1.Session() as sess:
+            sess.run(tf1.global_variables_initializer())
+            saver.save(sess, os.path.join(out, "dtypes.ckpt"), write_meta_graph=False, write_state=False)
+            for var in tf1.global_variables():
+                stored = sess.run(var)  # what was saved, after the dtype's rounding
+                expected[var.op.name] = {"dtype": var.dtype.base_dtype.name, "shape": var.shape.as_list(),
+                                         "values": np.asarray(stored).astype(np.float64).ravel().tolist()}
+    with open(os.path.join(out, "dtypes.json"), "w") as f:
+        json.dump(expected, f, sort_keys=True)
+        f.write("\n")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,10 @@ grep -qx $'classifier.weight\tF32\t\\[5, 32\\]' <<<"$st" || fail "classifier: $s
 grep -q "metadata source: .*model.ckpt-7" "$work/err" || fail "metadata source: $(cat "$work/err")"
 grep -q "metadata made_by: ctdl-convert" "$work/err" || fail "metadata made_by"
 
+# The output's directory is made when missing.
+"$prog" "$fixture" "$work/new/dir/model.safetensors" --bert_config_file "$fixture/bert_config.json" 2>/dev/null \
+  && [ -s "$work/new/dir/model.safetensors" ] || fail "no output in a new directory"
+
 # A config that disagrees: the tensor and both shapes named, no output written.
 sed 's/"vocab_size": 100/"vocab_size": 99/' "$fixture/bert_config.json" >"$work/bad_config.json"
 err=$("$prog" "$fixture/model.ckpt-7" "$work/bad.safetensors" --bert_config_file "$work/bad_config.json" 2>&1); rc=$?

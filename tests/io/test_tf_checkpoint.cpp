@@ -214,6 +214,38 @@ TEST_CASE("TfCheckpoint lists every tensor TensorFlow saved, with its dtype and 
   REQUIRE_THROWS_WITH(ckpt.read_into("output_weights", wrong), Contains("\"output_weights\" [5, 32] does not match"));
 }
 
+TEST_CASE("TfCheckpoint reads float64, float16, bfloat16, int32, int64 and scalars as TensorFlow saved them") {
+  const io::TfCheckpoint ckpt(kDir + "/dtypes.ckpt");
+  const auto want = nlohmann::json::parse(test::read_file(kDir + "/dtypes.json"));
+  REQUIRE(ckpt.names().size() == want.size());
+  const std::map<std::string, std::string> dtype_of = {{"float64", "F64"}, {"float16", "F16"}, {"bfloat16", "BF16"},
+                                                       {"int32", "I32"},   {"int64", "I64"},   {"float32", "F32"}};
+  for (const auto& [name, info] : want.items()) {
+    INFO(name);
+    const auto& e = ckpt.at(name);
+    REQUIRE(e.dtype == dtype_of.at(info["dtype"].get<std::string>()));
+    REQUIRE(e.shape == info["shape"].get<std::vector<index_t>>());
+    const auto values = info["values"].get<std::vector<double>>();
+    Tensor<double, Shape<dyn>> flat({static_cast<index_t>(values.size())});
+    // Read through a rank-matching tensor, then compare flat (every stored value is exact in double).
+    if (e.shape.size() == 2) {
+      auto t = ckpt.tensor<double, Shape<dyn, dyn>>(name);
+      std::copy_n(t.data(), t.size(), flat.data());
+    } else if (e.shape.size() == 1) {
+      flat = ckpt.tensor<double, Shape<dyn>>(name);
+    } else {
+      flat.data()[0] = ckpt.tensor<double, Shape<>>(name).item();
+    }
+    for (std::size_t i = 0; i < values.size(); ++i) REQUIRE(flat.data()[i] == values[i]);
+  }
+  REQUIRE(ckpt.tensor<std::int64_t, Shape<dyn>>("i64").data()[0] == -(std::int64_t{1} << 62));
+  REQUIRE(ckpt.tensor<std::int32_t, Shape<dyn, dyn>>("i32").data()[0] == std::numeric_limits<std::int32_t>::min());
+  // Narrowing on read: bfloat16 and float16 widen to float exactly.
+  const auto bf = ckpt.tensor<float, Shape<dyn>>("bf16");
+  REQUIRE(bf.data()[1] == -3.140625f);
+  REQUIRE(ckpt.tensor<float, Shape<dyn>>("f16").data()[1] == -65504.0f);
+}
+
 TEST_CASE("TfCheckpoint: corrupt files give errors naming the file and the tensor") {
   SECTION("a flipped byte in a tensor's data: CRC mismatch on read, naming the data file and tensor") {
     const std::string prefix = copy_fixture("flip_data");
