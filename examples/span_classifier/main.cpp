@@ -15,11 +15,13 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <optional>
 
 #include "compiled_families.hpp"
 #include "span_classifier.hpp"
 
 #include <ctdl/io/atomic_file.hpp>
+#include <ctdl/io/bert_tf_checkpoint.hpp>
 #include <ctdl/precision/policy.hpp>
 #include <ctdl/train/flags.hpp>
 
@@ -52,7 +54,7 @@ Args parse(int argc, char** argv, bool& help) {
       .add("do_predict", &a.do_predict, "predict <data_dir>/test.tsv -> test_results.tsv, test_output_labels.txt")
       .add("task_name", &a.task_name, "the task (consensus: span classification)")
       .add("replace_span", &a.replace_span, "a vocabulary token that replaces every span (e.g. [unused1]); empty: keep the spans")
-      .add("init_checkpoint", &a.init_checkpoint, "model.safetensors, or a directory holding one (e.g. an earlier --output_dir); empty: random initialisation")
+      .add("init_checkpoint", &a.init_checkpoint, "model.safetensors, or a directory holding one (e.g. an earlier --output_dir), or a TensorFlow 1.x checkpoint: its prefix (model.ckpt-N) or a directory holding TensorFlow's checkpoint file; empty: random initialisation")
       .add("vocab_file", &a.vocab_file, "vocab.txt or tokenizer.json (WordPiece) of the model; empty: the one beside --init_checkpoint")
       .add("bert_config_file", &a.bert_config_file, "bert_config.json of the model")
       .add("data_dir", &a.data_dir, "holds train.tsv, dev.tsv, test.tsv (whichever the modes need)")
@@ -79,6 +81,7 @@ Args parse(int argc, char** argv, bool& help) {
       .add("use_xla", &a.use_xla, "accepted for compatibility; has no effect")
       .add("distributed", &a.distributed, "data-parallel training over MPI ranks")
       .add("phantom_class", &a.phantom_class, "which classifier row of a checkpoint with one class too many is dropped: last (the original's unused row) or first")
+      .add("hidden_act", &a.hidden_act, "gelu_tanh or gelu_erf: overrides the GELU form (default: gelu_tanh for a TensorFlow checkpoint, whose modeling.py computes \"gelu\" with tanh; else as bert_config.json's hidden_act says)")
       .add("seed", &a.seed, "initialisation, shuffling and dropout")
       .add("num_threads", &a.num_threads, "threads (0: all cores)")
       .add("shuffle", &a.shuffle, "shuffle the training rows each epoch (false: file order)")
@@ -178,15 +181,42 @@ Setup check(const Args& a, std::unique_ptr<text::FullTokenizer>& tok, std::uniqu
   s.tokenizer = tok.get();
   s.labels = labels.get();
   if (!a.init_checkpoint.empty()) {
-    std::string ckpt = a.init_checkpoint;
-    if (fs::is_directory(ckpt)) ckpt += "/model.safetensors";
-    if (!fs::is_regular_file(ckpt)) {
-      if (fs::exists(a.init_checkpoint + ".index"))
-        throw Error(a.init_checkpoint + " is a TensorFlow checkpoint; reading those comes with the checkpoint issue. "
-                    "Convert it to safetensors first (transformers: BertForSequenceClassification.from_pretrained(..., from_tf=True).save_pretrained(dir))");
-      throw Error(ckpt + ": no such file (--init_checkpoint)");
+    // A directory with model.safetensors (ctdl's own outputs) is that; otherwise a
+    // TensorFlow checkpoint (X with X.index, or a directory of TensorFlow's) if it is one.
+    const std::string in_dir = a.init_checkpoint + "/model.safetensors";
+    std::optional<std::string> tf;
+    if (!(fs::is_directory(a.init_checkpoint) && fs::is_regular_file(in_dir))) tf = io::find_tf_checkpoint(a.init_checkpoint);
+    if (tf) {
+      s.checkpoint_file = *tf;
+      s.checkpoint_is_tf = true;
+    } else {
+      const std::string ckpt = fs::is_directory(a.init_checkpoint) ? in_dir : a.init_checkpoint;
+      if (!fs::is_regular_file(ckpt))
+        throw Error(ckpt + ": no such file (--init_checkpoint: model.safetensors, a directory holding one, or a "
+                    "TensorFlow checkpoint prefix X with X.index)");
+      s.checkpoint_file = ckpt;
     }
-    s.checkpoint_file = ckpt;
+  }
+  // The GELU form: Google's modeling.py computes "gelu" with tanh, Hugging Face's "gelu" is
+  // erf, and both write "gelu" into bert_config.json; what the weights were trained with
+  // follows from where they come from.
+  const auto act_name = [](bert::Activation act) { return act == bert::Activation::gelu_tanh ? "gelu_tanh" : "gelu_erf"; };
+  if (!a.hidden_act.empty()) {
+    if (a.hidden_act != "gelu_tanh" && a.hidden_act != "gelu_erf")
+      throw Error("--hidden_act=" + a.hidden_act + ": must be gelu_tanh or gelu_erf");
+    s.config.hidden_act = a.hidden_act == "gelu_tanh" ? bert::Activation::gelu_tanh : bert::Activation::gelu_erf;
+    std::fprintf(stderr, "activation: %s (--hidden_act)\n", a.hidden_act.c_str());
+  } else if (s.checkpoint_is_tf) {
+    if (s.config.hidden_act != bert::Activation::gelu_tanh)
+      std::fprintf(stderr, "activation: gelu_tanh, not %s's %s: the weights come from a TensorFlow checkpoint, whose "
+                   "modeling.py computes \"gelu\" as the tanh approximation (--hidden_act=gelu_erf overrides)\n",
+                   a.bert_config_file.c_str(), act_name(s.config.hidden_act));
+    else
+      std::fprintf(stderr, "activation: gelu_tanh (a TensorFlow checkpoint; %s agrees)\n", a.bert_config_file.c_str());
+    s.config.hidden_act = bert::Activation::gelu_tanh;
+  } else {
+    std::fprintf(stderr, "activation: %s, as %s's hidden_act says (Hugging Face's reading; --hidden_act overrides)\n",
+                 act_name(s.config.hidden_act), a.bert_config_file.c_str());
   }
   fs::create_directories(a.output_dir);
   // What a killed run left half-written (*.tmp.<pid> of a process that is gone).

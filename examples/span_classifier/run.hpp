@@ -15,6 +15,7 @@
 #include <ctdl/data/batcher.hpp>
 #include <ctdl/io/atomic_file.hpp>
 #include <ctdl/io/bert_checkpoint.hpp>
+#include <ctdl/io/bert_tf_checkpoint.hpp>
 #include <ctdl/io/parameters.hpp>
 #include <ctdl/io/safetensors.hpp>
 #include <ctdl/io/safetensors_writer.hpp>
@@ -108,13 +109,23 @@ inline void dump_features(const data::FeatureCache& cache, const std::string& pa
   say("wrote " + path);
 }
 
-/// Loads the encoder (and the classifier, when the checkpoint has one) from safetensors,
-/// every tensor used or logged as skipped (the policy is io/bert_checkpoint.hpp's).
+/// Loads the encoder (and the classifier, when the checkpoint has one) from safetensors or
+/// from a TensorFlow checkpoint (Google's names seen as Hugging Face's), every tensor used
+/// or logged as skipped (the policy is io/bert_checkpoint.hpp's).
 template <class Model>
 void load_checkpoint(Model& model, const Setup& s) {
-  io::load_bert_classifier(model, io::SafetensorsFile(s.checkpoint_file),
-                           {.labels = s.labels->names(), .labels_file = s.labels->source(),
-                            .config_file = s.args.bert_config_file, .phantom_class = s.args.phantom_class, .log = say});
+  const io::BertClassifierLoadOptions options{.labels = s.labels->names(), .labels_file = s.labels->source(),
+                                              .config_file = s.args.bert_config_file,
+                                              .phantom_class = s.args.phantom_class, .log = say};
+  if (!s.checkpoint_is_tf) {
+    io::load_bert_classifier(model, io::SafetensorsFile(s.checkpoint_file), options);
+    return;
+  }
+  const io::BertTfCheckpoint file(s.checkpoint_file);
+  for (const auto& skipped : file.skipped())  // optimizer state is expected; anything else is worth a line
+    if (!skipped.reason.starts_with("optimizer state") && skipped.name != "global_step")
+      say("note: " + s.checkpoint_file + ": skipped \"" + skipped.name + "\" (" + skipped.reason + ")");
+  io::load_bert_classifier(model, file, options);
 }
 
 /// model.safetensors (Hugging Face names) with bert_config.json, vocab.txt and labels.txt
@@ -127,7 +138,16 @@ void save_model(Model& model, const Setup& s, const std::string& dir, std::int64
   const auto copy = [&](const std::string& from, const std::string& to) {
     if (fs::absolute(from) != fs::absolute(dir + "/" + to)) io::copy_file_atomically(from, dir + "/" + to);
   };
-  copy(s.args.bert_config_file, "bert_config.json");
+  // The saved model is safetensors, whose "gelu" reads as erf: a model run with the tanh
+  // GELU (from a TensorFlow checkpoint, or --hidden_act) gets "gelu_new" in its config,
+  // so that loading the directory again runs what was trained (docs/checkpoints.md).
+  if (s.config.hidden_act != bert::BertConfig::from_file(s.args.bert_config_file).hidden_act) {
+    auto j = nlohmann::json::parse(std::ifstream(s.args.bert_config_file));
+    j["hidden_act"] = s.config.hidden_act == bert::Activation::gelu_tanh ? "gelu_new" : "gelu";
+    io::write_file_atomically(dir + "/bert_config.json", j.dump(2) + "\n");
+  } else {
+    copy(s.args.bert_config_file, "bert_config.json");
+  }
   copy(s.args.vocab_file, text::Vocab::is_tokenizer_json(s.args.vocab_file) ? "tokenizer.json" : "vocab.txt");
   copy(s.labels->source(), "labels.txt");
 }

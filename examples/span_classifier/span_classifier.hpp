@@ -27,6 +27,7 @@ struct Args {
   std::string precision;  // fp32 | bf16 | fp16; "" = from --use_fp16
   std::string tokenizer_rules = "original";  // original | google (text::TokenizerRules)
   std::string phantom_class = "last";  // the original numbers labels 0..L-1: row L is the unused one
+  std::string hidden_act;  // gelu_tanh | gelu_erf; "" = by where the weights come from (docs/checkpoints.md)
   std::int64_t seed = 42, num_threads = 0;
   bool shuffle = true, dump_features = false, resume = false, skip_bad_rows = false;
   double max_grad_norm = 1.0;
@@ -38,7 +39,8 @@ struct Setup {
   ctdl::bert::BertConfig config;
   const ctdl::text::FullTokenizer* tokenizer = nullptr;
   const ctdl::data::LabelSet* labels = nullptr;
-  std::string checkpoint_file;  // model.safetensors to start from, or "" (random init)
+  std::string checkpoint_file;  // model.safetensors or a TensorFlow checkpoint prefix to start from, or "" (random init)
+  bool checkpoint_is_tf = false;  // checkpoint_file is a TensorFlow 1.x checkpoint prefix (Google's names)
 };
 
 template <class F, class P>

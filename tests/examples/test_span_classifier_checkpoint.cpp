@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include "../../examples/span_classifier/run.hpp"
+#include "../test_util.hpp"
 
 using namespace ctdl;
 using F = bert::Family<32, 4, 64>;
@@ -88,4 +89,49 @@ TEST_CASE("a case flag that contradicts the vocabulary is a warning naming both"
   CHECK(vocab_case_warning(uncased_vocab, false, "--cased=false (the default)").empty());
   CHECK_THAT(vocab_case_warning(uncased_vocab, true, "--cased=true"),
              Catch::StartsWith("--cased=true keeps the case, but " + uncased_path + " has no token with a capital letter"));
+}
+
+TEST_CASE("a TensorFlow checkpoint loads under Google's names, its phantom row dropped") {
+  // tests/fixtures/tf_checkpoint: the original pipeline's names, 4 labels + the phantom row.
+  const std::string dir = std::string(CTDL_FIXTURES_DIR) + "/tf_checkpoint";
+  const data::LabelSet labels({"che", "dis", "ggp", "out"});
+  span_classifier::Setup s;
+  s.labels = &labels;
+  s.checkpoint_file = *io::find_tf_checkpoint(dir);
+  s.checkpoint_is_tf = true;
+  auto model = Model::make(bert::BertConfig::from_file(dir + "/bert_config.json"), 4);
+  span_classifier::load_checkpoint(model, s);
+  const io::TfCheckpoint tf(s.checkpoint_file);
+  const auto w = tf.tensor<float, Shape<dyn, dyn>>("output_weights");  // [5, 32]
+  const auto b = tf.tensor<float, Shape<dyn>>("output_bias");
+  for (index_t r = 0; r < 4; ++r) {
+    CHECK(model.classifier.bias.value().data()[r] == b.data()[r]);
+    for (index_t h = 0; h < 32; ++h) REQUIRE(model.classifier.weight.value().data()[r * 32 + h] == w.data()[r * 32 + h]);
+  }
+  const auto kernel = tf.tensor<float, Shape<dyn, dyn>>("bert/encoder/layer_1/output/dense/kernel");  // [64, 32]: [in, out]
+  const auto& weight = model.bert.encoder.layer[1].output.dense.weight.value();                         // [32, 64]: [out, in]
+  for (index_t o = 0; o < 32; ++o)
+    for (index_t i = 0; i < 64; ++i) REQUIRE(weight.data()[o * 64 + i] == kernel.data()[i * 32 + o]);
+}
+
+TEST_CASE("a model run with the tanh GELU is saved with \"gelu_new\" in its config, so that it reloads the same") {
+  const std::string fixtures = CTDL_FIXTURES_DIR;
+  const std::string dir = std::string(CTDL_TEST_TMP) + "/tanh_saved";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  io::write_file_atomically(dir + "/labels_in.txt", "che\ndis\nggp\nout\n");
+  const auto labels = data::LabelSet::from_file(dir + "/labels_in.txt");
+  span_classifier::Setup s;
+  s.labels = &labels;
+  s.args.bert_config_file = fixtures + "/tf_checkpoint/bert_config.json";  // says "gelu" (erf, read as Hugging Face's)
+  s.args.vocab_file = fixtures + "/tiny_vocab.txt";
+  s.config = bert::BertConfig::from_file(s.args.bert_config_file);
+  auto model = Model::make(s.config, 4);
+  s.config.hidden_act = bert::Activation::gelu_tanh;  // as for weights from a TensorFlow checkpoint
+  span_classifier::save_model(model, s, dir + "/a", 1);
+  CHECK(bert::BertConfig::from_file(dir + "/a/bert_config.json").hidden_act == bert::Activation::gelu_tanh);
+  CHECK(nlohmann::json::parse(test::read_file(dir + "/a/bert_config.json"))["hidden_act"] == "gelu_new");
+  s.config.hidden_act = bert::Activation::gelu_erf;  // as the config says: copied unchanged
+  span_classifier::save_model(model, s, dir + "/b", 1);
+  CHECK(test::read_file(dir + "/b/bert_config.json") == test::read_file(s.args.bert_config_file));
 }
