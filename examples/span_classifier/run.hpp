@@ -311,6 +311,7 @@ int run(const Setup& s) {
         {.say = say,
          .record = [&](const nlohmann::json& rec) { log.record(rec); },
          .evaluate = {},
+         .on_resume = [&](std::int64_t step) { log.drop_after(step); },
          .on_checkpoint =
              [&](const std::string& dir, std::int64_t step) {
                log.commit();  // metrics.jsonl up to the checkpoint: a resumed run continues it

@@ -64,6 +64,9 @@ grep -qF "warning: not resuming from $w/checkpoint-12: optimizer.safetensors:" "
   && grep -qF "(torn or truncated); using $w/checkpoint-8 instead" "$w.resumed.err" \
   || fail "torn: no message naming both checkpoints: $(cat "$w.resumed.err")"
 cmp "$work/fp32/whole/model.safetensors" "$w/model.safetensors" || fail "torn: the run resumed at step 8 differs"
+# metrics.jsonl was committed with checkpoint-12; the steps after 8 are logged once, by the resumed run.
+[ "$(grep -o '"step":[0-9]*' "$w/metrics.jsonl" | tr '\n' ' ')" = '"step":4 "step":8 "step":12 "step":16 "step":20 ' ] \
+  || fail "torn: metrics.jsonl steps: $(grep -o '"step":[0-9]*' "$w/metrics.jsonl" | tr '\n' ' ')"
 [ "$(cd "$w" && ls -d checkpoint-* | tr '\n' ' ')" = "checkpoint-16 checkpoint-20 " ] || fail "torn: checkpoints at the end: $(ls "$w")"
 echo "torn checkpoint-12 passed over for checkpoint-8; --keep_checkpoint_max=2 keeps two"
 

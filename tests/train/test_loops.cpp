@@ -203,6 +203,12 @@ TEMPLATE_TEST_CASE("a run resumed from a checkpoint ends bit-identical to an uni
   CHECK(train::checkpoint_steps(root + "/whole") == std::vector<std::int64_t>{4, 8, 12, 16, 18});
   if constexpr (P::loss_scaling) CHECK(full.skipped_steps > 0);  // 2^32 overflows first: the scaler state matters
 
+  {  // the optimizer's moments are in it (between steps no parameter has a gradient)
+    const io::SafetensorsFile moments(root + "/whole/checkpoint-4/optimizer.safetensors");
+    REQUIRE(moments.contains("v.classifier.weight"));
+    const auto v = moments.tensor<float, Shape<dyn>>("v.classifier.weight");
+    CHECK(std::any_of(v.data(), v.data() + v.size(), [](float x) { return x > 0; }));
+  }
   // "Killed" after checkpoint 8: only what was on disk then is left.
   fs::create_directories(root + "/killed");
   fs::copy(root + "/whole/checkpoint-4", root + "/killed/checkpoint-4", fs::copy_options::recursive);

@@ -207,11 +207,14 @@ std::string write_checkpoint(const std::string& root, M& model, O& optimizer, co
   io::save_parameters(model, dir + "/model.safetensors",
                       {{"format", "pt"}, {"made_by", "ctdl"}, {"global_step", std::to_string(state.global_step)}});
   io::SafetensorsWriter moments;
-  std::vector<std::string> names;
-  optim::for_each_trained(model, [&](std::size_t k, const std::string& name, auto& p) {
+  // Every parameter, not only those with a gradient now (none has one between steps):
+  // slot k is the k-th parameter in visiting order, as the optimizers number them.
+  std::size_t k = 0;
+  nn::visit_parameters(model, [&](const std::string& name, auto& p) {
     const index_t n = p.value().size();
+    ++k;
     for (auto [slots, key] : {std::pair{&optimizer.m(), "m."}, {&optimizer.v(), "v."}}) {
-      const auto& t = slots->at(k, n);  // zeros when the optimizer has not stepped yet
+      const auto& t = slots->at(k - 1, n);  // zeros when the optimizer has not updated it
       moments.add(key + name, "F32", {static_cast<std::int64_t>(n)}, t.data(), static_cast<std::size_t>(n) * sizeof(float));
     }
   });
@@ -284,10 +287,12 @@ TrainingState read_checkpoint(const std::string& dir, M& model, O& optimizer) {
   const TrainingState state = detail::state_from_json(detail::read_json(dir + "/state.json"), dir + "/state.json");
   io::load_parameters(model, io::SafetensorsFile(dir + "/model.safetensors"));
   const io::SafetensorsFile moments(dir + "/optimizer.safetensors");
-  optim::for_each_trained(model, [&](std::size_t k, const std::string& name, auto& p) {
+  std::size_t k = 0;
+  nn::visit_parameters(model, [&](const std::string& name, auto& p) {
     const index_t n = p.value().size();
     moments.read_into("m." + name, optimizer.m().at(k, n));
     moments.read_into("v." + name, optimizer.v().at(k, n));
+    ++k;
   });
   optimizer.set_steps(state.optimizer_steps);
   return state;

@@ -81,6 +81,9 @@ struct FitHooks {
   /// Runs an evaluation at `step` (every FitOptions::evaluate_every steps); returns its
   /// record. The model is the one being trained (evaluate() on it does not disturb training).
   std::function<nlohmann::json(std::int64_t step)> evaluate;
+  /// After a resumed run has read its checkpoint: the step it continues from (the programs
+  /// drop later records from metrics.jsonl, which this run will make again).
+  std::function<void(std::int64_t step)> on_resume;
   /// After each checkpoint is complete (and older ones are removed): its directory and step.
   std::function<void(const std::string& dir, std::int64_t step)> on_checkpoint;
 };
@@ -196,6 +199,7 @@ FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& o
     for (const auto step : checkpoint_steps(ck.root))
       if (step <= state.global_step && verify_checkpoint(checkpoint_dir(ck.root, step)).empty()) kept.push_back(step);
     result.resumed_from = state.global_step;
+    if (hooks.on_resume) hooks.on_resume(state.global_step);
     say("resumed from " + found->dir + " (step " + std::to_string(state.global_step) + " of " + std::to_string(total) +
         ", epoch " + std::to_string(state.epoch) + ", batch " + std::to_string(state.batches_taken) + ")");
   } else {

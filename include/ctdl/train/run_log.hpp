@@ -156,6 +156,30 @@ class RunLog {
     if (jsonl_) std::exchange(jsonl_, nullptr)->commit();
   }
 
+  /// Forgets the records of steps after `step`: a run resumed from a checkpoint older
+  /// than the log's last commit (the newest checkpoint was torn) repeats those steps.
+  /// Lines that are not JSON records with a step stay.
+  void drop_after(std::int64_t step) {
+    std::string kept;
+    std::vector<nlohmann::json> records;
+    std::size_t begin = 0;
+    while (begin < text_.size()) {
+      std::size_t end = text_.find('\n', begin);
+      if (end == std::string::npos) end = text_.size();
+      const std::string line = text_.substr(begin, end - begin);
+      begin = end + 1;
+      auto rec = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      const bool later = rec.is_object() && rec.contains("step") && rec["step"].is_number_integer() &&
+                         rec["step"].get<std::int64_t>() > step;
+      if (later) continue;
+      kept += line + "\n";
+      if (rec.is_object()) records.push_back(std::move(rec));
+    }
+    if (jsonl_) throw Error(dir_ + "/metrics.jsonl: drop_after after this run's first record");
+    text_ = std::move(kept);
+    records_ = std::move(records);
+  }
+
   /// Where the records of this run are while it runs (for the log line that says so).
   std::string live_path() const { return jsonl_ ? jsonl_->temporary() : dir_ + "/metrics.jsonl"; }
 
