@@ -50,11 +50,11 @@ struct CheckpointOptions {
   std::int64_t every_steps = 0;      ///< also every N steps (0: only at the end)
   std::int64_t keep = 1;             ///< the newest N are kept (older ones removed once a newer is complete)
   bool resume = false;               ///< continue from the newest valid checkpoint under root
-  std::map<std::string, std::string> extra_files;  ///< name in the checkpoint -> file copied into each
+  std::map<std::string, std::string> extra_files = {};  ///< name in the checkpoint -> file copied into each
   /// What must match for a resume (name -> value). Empty: fit records its own options
   /// (batch_size, accumulation_steps, epochs, learning_rate, warmup_proportion,
   /// max_grad_norm, shuffle, seed), the precision and the training rows.
-  std::map<std::string, std::string> settings;
+  std::map<std::string, std::string> settings = {};
 };
 
 struct FitOptions {
@@ -69,11 +69,12 @@ struct FitOptions {
   std::int64_t log_every = 10;            ///< a progress record every N steps (and at the last)
   std::int64_t evaluate_every = 0;        ///< FitHooks::evaluate every N steps (0: never)
   std::int64_t max_skipped_steps = 100;   ///< loss-scaling skips beyond this and the step count: diverged
-  CheckpointOptions checkpoints;
+  CheckpointOptions checkpoints = {};
 };
 
 struct FitHooks {
-  /// A line for the person running it (stderr when not set).
+  /// A line for the person running it, progress lines included (when not set: stderr,
+  /// with a progress bar on a terminal).
   std::function<void(const std::string&)> say;
   /// Each progress record ({"type": "train", "step", "epoch", "loss", ...}) and each
   /// record `evaluate` returns: the programs append them to metrics.jsonl.
@@ -236,7 +237,8 @@ FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& o
   };
 
   const std::int64_t rows_per_step = o.batch_size * accum;
-  ProgressLog progress(total, o.log_every, rows_per_step);
+  // The progress lines go through `say` when the caller set it (no progress bar then).
+  ProgressLog progress(total, o.log_every, rows_per_step, hooks.say ? hooks.say : std::function<void(const std::string&)>{});
   const auto t_start = Clock::now();
   double steady_s = 0;
   std::int64_t steady_steps = 0, steps_here = 0, skipped_here = 0;
