@@ -308,7 +308,7 @@ int run(const Setup& s) {
     std::int64_t checkpoints_written = 0;
     const auto r = train::fit<P>(
         model, cache, options,
-        {// no .say: fit's lines go to stderr, with a progress bar on a terminal
+        {.say = {},  // fit's lines go to stderr, with a progress bar on a terminal
          .record = [&](const nlohmann::json& rec) { log.record(rec); },
          .evaluate = {},
          .on_resume = [&](std::int64_t step) { log.drop_after(step); },

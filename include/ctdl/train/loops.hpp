@@ -75,18 +75,18 @@ struct FitOptions {
 struct FitHooks {
   /// A line for the person running it, progress lines included (when not set: stderr,
   /// with a progress bar on a terminal).
-  std::function<void(const std::string&)> say;
+  std::function<void(const std::string&)> say = {};
   /// Each progress record ({"type": "train", "step", "epoch", "loss", ...}) and each
   /// record `evaluate` returns: the programs append them to metrics.jsonl.
-  std::function<void(const nlohmann::json&)> record;
+  std::function<void(const nlohmann::json&)> record = {};
   /// Runs an evaluation at `step` (every FitOptions::evaluate_every steps); returns its
   /// record. The model is the one being trained (evaluate() on it does not disturb training).
-  std::function<nlohmann::json(std::int64_t step)> evaluate;
+  std::function<nlohmann::json(std::int64_t step)> evaluate = {};
   /// After a resumed run has read its checkpoint: the step it continues from (the programs
   /// drop later records from metrics.jsonl, which this run will make again).
-  std::function<void(std::int64_t step)> on_resume;
+  std::function<void(std::int64_t step)> on_resume = {};
   /// After each checkpoint is complete (and older ones are removed): its directory and step.
-  std::function<void(const std::string& dir, std::int64_t step)> on_checkpoint;
+  std::function<void(const std::string& dir, std::int64_t step)> on_checkpoint = {};
 };
 
 struct FitResult {
