@@ -280,6 +280,12 @@ TEST_CASE("resuming with settings that change the run is an error naming the set
   CHECK_THROWS_WITH(train::fit<P>(model, cache(), o, quiet()),
                     Catch::Contains("learning_rate=0.001") && Catch::Contains("learning_rate=0.002") &&
                         Catch::Contains("checkpoint-6"));
+  {  // the training data is recorded by its content
+    const std::string state = test::read_file(root + "/checkpoint-6/state.json");
+    char sum[17];
+    std::snprintf(sum, sizeof sum, "%016llx", static_cast<unsigned long long>(cache().header().source_xxh64));
+    CHECK_THAT(state, Catch::Contains(std::string("\"training_data_xxh64\": \"") + sum + "\""));
+  }
   o.learning_rate = 1e-3;
   o.checkpoints.settings = {{"--train_batch_size", "16"}};
   train::FitOptions other = o;

@@ -53,7 +53,7 @@ struct CheckpointOptions {
   std::map<std::string, std::string> extra_files = {};  ///< name in the checkpoint -> file copied into each
   /// What must match for a resume (name -> value). Empty: fit records its own options
   /// (batch_size, accumulation_steps, epochs, learning_rate, warmup_proportion,
-  /// max_grad_norm, shuffle, seed), the precision and the training rows.
+  /// max_grad_norm, shuffle, seed), the precision and the XXH64 of the training data.
   std::map<std::string, std::string> settings = {};
 };
 
@@ -155,7 +155,7 @@ FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& o
                 {"shuffle", o.shuffle ? "true" : "false"},
                 {"seed", std::to_string(o.seed)},
                 {"precision", Policy::name},
-                {"training_rows", std::to_string(train.rows())}};
+                {"training_data_xxh64", detail::hex64(train.header().source_xxh64)}};
   }
 
   optim::AdamW optimizer;
