@@ -68,6 +68,7 @@ Args parse(int argc, char** argv, bool& help) {
       .add("num_train_epochs", &a.num_train_epochs, "epochs (may be fractional)")
       .add("warmup_proportion", &a.warmup_proportion, "share of the steps with linear warmup")
       .add("save_checkpoints_steps", &a.save_checkpoints_steps, "also write <output_dir>/checkpoint-<step>/ every N steps (0: only at the end)")
+      .add("keep_checkpoint_max", &a.keep_checkpoint_max, "keep the newest N checkpoints (older ones are removed once a newer one is complete)")
       .add("gradient_accumulation_steps", &a.gradient_accumulation_steps, "micro-batches per optimizer step")
       .add("max_grad_norm", &a.max_grad_norm, "clip gradients to this global norm (0: no clipping)")
       .add("log_every", &a.log_every, "log a line every N steps")
@@ -86,7 +87,7 @@ Args parse(int argc, char** argv, bool& help) {
       .add("num_threads", &a.num_threads, "threads (0: all cores)")
       .add("shuffle", &a.shuffle, "shuffle the training rows each epoch (false: file order)")
       .add("dump_features", &a.dump_features, "with --do_prepare, also write <output_dir>/<split>_features.jsonl")
-      .add("resume", &a.resume, "continue an interrupted training run from its last checkpoint")
+      .add("resume", &a.resume, "with --do_train: continue an interrupted run from the newest valid checkpoint in --output_dir (same flags)")
       .add("skip_bad_rows", &a.skip_bad_rows, "skip (and count) malformed rows instead of stopping");
   f.alias("horovod", "distributed");
   help = !f.parse(argc, argv);
@@ -118,13 +119,13 @@ Setup check(const Args& a, std::unique_ptr<text::FullTokenizer>& tok, std::uniqu
   if (a.distributed)
     throw Error("--distributed/--horovod: data-parallel training is not built yet (it comes with the distributed "
                 "issue); run on one process");
-  if (a.resume) throw Error("--resume: exact resume is not built yet (it comes with the checkpoint issue)");
+  if (a.resume && !a.do_train) throw Error("--resume continues a training run: give --do_train with it");
   if (a.phantom_class != "first" && a.phantom_class != "last") throw Error("--phantom_class must be first or last");
   if (a.tokenizer_rules != "original" && a.tokenizer_rules != "google")
     throw Error("--tokenizer_rules=" + a.tokenizer_rules + ": must be original or google");
   for (auto [v, name] : {std::pair{a.train_batch_size, "train_batch_size"}, {a.eval_batch_size, "eval_batch_size"},
                          {a.predict_batch_size, "predict_batch_size"}, {a.gradient_accumulation_steps, "gradient_accumulation_steps"},
-                         {a.log_every, "log_every"}})
+                         {a.log_every, "log_every"}, {a.keep_checkpoint_max, "keep_checkpoint_max"}})
     if (v < 1) throw Error(std::string("--") + name + " must be at least 1");
   if (a.max_seq_length < 3) throw Error("--max_seq_length must be at least 3");
   // Without --vocab_file, the vocabulary beside the checkpoint (as Hugging Face keeps it in

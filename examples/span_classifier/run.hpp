@@ -4,6 +4,8 @@
 #include <omp.h>
 
 #include <chrono>
+#include <csignal>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -23,6 +25,7 @@
 #include <ctdl/optim/adamw.hpp>
 #include <ctdl/optim/schedule.hpp>
 #include <ctdl/train/classifier.hpp>
+#include <ctdl/train/loops.hpp>
 #include <ctdl/train/run_log.hpp>
 
 #include "span_classifier.hpp"
@@ -98,7 +101,7 @@ inline void dump_features(const data::FeatureCache& cache, const std::string& pa
     const std::int32_t* ids = cache.input_ids(r);
     nlohmann::json j;
     std::vector<std::int32_t> v(ids, ids + M), mask(static_cast<std::size_t>(M)), seg(static_cast<std::size_t>(M), 0);
-    for (index_t k = 0; k < M; ++k) mask[static_cast<std::size_t>(k)] = ids[k] != cache.header().pad_id;
+    for (index_t k = 0; k < M; ++k) mask[static_cast<std::size_t>(k)] = attention_mask(ids[k], cache.header().pad_id);
     j["input_ids"] = v;
     j["input_mask"] = mask;
     j["segment_ids"] = seg;
@@ -172,6 +175,51 @@ inline std::int32_t majority_label(const data::FeatureCache& cache, std::size_t 
   return static_cast<std::int32_t>(std::max_element(counts.begin(), counts.end()) - counts.begin());
 }
 
+/// The training options of the flags, with what a resume must not change (named by flag)
+/// and the files that make each checkpoint a valid --init_checkpoint.
+inline train::FitOptions fit_options(const Setup& s, const data::FeatureCache& train_cache, const std::string& precision) {
+  const auto& a = s.args;
+  const auto hex = [](std::uint64_t v) {
+    char b[17];
+    std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(v));
+    return std::string(b);
+  };
+  const auto num = [](double v) { return train::setting_text(v); };
+  const auto& h = train_cache.header();
+  return {.batch_size = a.train_batch_size,
+          .accumulation_steps = a.gradient_accumulation_steps,
+          .epochs = a.num_train_epochs,
+          .learning_rate = a.learning_rate,
+          .warmup_proportion = a.warmup_proportion,
+          .max_grad_norm = a.max_grad_norm,
+          .shuffle = a.shuffle,
+          .seed = static_cast<std::uint64_t>(a.seed),
+          .log_every = a.log_every,
+          .checkpoints = {.root = a.output_dir,
+                          .every_steps = a.save_checkpoints_steps,
+                          .keep = a.keep_checkpoint_max,
+                          .resume = a.resume,
+                          .extra_files = {{"bert_config.json", a.bert_config_file},
+                                          {"vocab.txt", a.vocab_file},
+                                          {"labels.txt", s.labels->source()}},
+                          .settings = {{"--train_batch_size", std::to_string(a.train_batch_size)},
+                                       {"--gradient_accumulation_steps", std::to_string(a.gradient_accumulation_steps)},
+                                       {"--num_train_epochs", num(a.num_train_epochs)},
+                                       {"--learning_rate", num(a.learning_rate)},
+                                       {"--warmup_proportion", num(a.warmup_proportion)},
+                                       {"--max_grad_norm", num(a.max_grad_norm)},
+                                       {"--shuffle", a.shuffle ? "true" : "false"},
+                                       {"--seed", std::to_string(a.seed)},
+                                       {"--max_seq_length", std::to_string(a.max_seq_length)},
+                                       {"--precision", precision},
+                                       {"--cased", a.cased ? "true" : "false"},
+                                       {"--replace_span", a.replace_span},
+                                       {"--tokenizer_rules", a.tokenizer_rules},
+                                       {"train.tsv (XXH64 of its bytes)", hex(h.source_xxh64)},
+                                       {"--vocab_file (XXH64)", hex(h.vocab_fingerprint)},
+                                       {"labels.txt (XXH64)", hex(h.labels_fingerprint)}}}};
+}
+
 template <class F, class P>
 int run(const Setup& s) {
   const auto& a = s.args;
@@ -209,70 +257,42 @@ int run(const Setup& s) {
   if (a.do_prepare && a.dump_features)
     for (const auto& [split, c] : caches) dump_features(*c, a.output_dir + "/" + split + "_features.jsonl");
 
-  train::RunLog log(a.output_dir, /*append=*/!a.do_train);
+  // A resumed run continues the log its checkpoints committed.
+  train::RunLog log(a.output_dir, /*append=*/!a.do_train || a.resume);
   std::int64_t global_step = 0;
 
   if (a.do_train) {
     auto& cache = cache_of("train");
-    const std::int64_t micro = a.train_batch_size, accum = a.gradient_accumulation_steps;
-    const auto rows_per_step = static_cast<double>(micro * accum);
-    const auto total = static_cast<std::int64_t>(static_cast<double>(cache.rows()) / rows_per_step * a.num_train_epochs);
-    if (total < 1)
-      throw Error("no training steps: " + std::to_string(cache.rows()) + " rows, batch " + std::to_string(micro) +
-                  " x " + std::to_string(accum) + " accumulation steps, " + fmt("%g epochs", a.num_train_epochs));
-    const auto schedule = optim::WarmupLinearDecay::with_proportion(a.learning_rate, total, a.warmup_proportion);
-    optim::AdamW optimizer;
-    train::ClassifierTrainer<Model, P> trainer(model, {.max_grad_norm = a.max_grad_norm,
-                                                       .seed = static_cast<std::uint64_t>(a.seed)});
-    data::Batcher batcher(cache, {.batch_size = micro, .shuffle = a.shuffle,
-                                  .seed = static_cast<std::uint64_t>(a.seed), .drop_remainder = true});
-    const std::size_t per_epoch = batcher.batches_per_epoch() / static_cast<std::size_t>(accum);
-    say("training: " + std::to_string(cache.rows()) + " rows, " + std::to_string(total) + " steps of " +
-        std::to_string(micro * accum) + " (" + fmt("%g epochs", a.num_train_epochs) + "), peak learning rate " +
-        fmt("%g", a.learning_rate) + ", warmup " + std::to_string(schedule.warmup_steps) + " steps");
-    train::ProgressLog progress(total, a.log_every, micro * accum);
-    const auto t_start = std::chrono::steady_clock::now();
-    double overhead_free_s = 0;
-    std::int64_t skipped = 0, timed_steps = 0;
-    std::uint64_t epoch = 0;
-    batcher.start_epoch(epoch);
-    while (global_step < total) {
-      const auto t0 = std::chrono::steady_clock::now();
-      double loss = 0;
-      for (std::int64_t k = 0; k < accum; ++k) {
-        data::Batch b;
-        while (!batcher.next(b)) batcher.start_epoch(++epoch);
-        loss += trainer.backward(b) / static_cast<double>(accum);
-      }
-      const auto lr = static_cast<float>(schedule(global_step));
-      const auto outcome = trainer.apply(optimizer, lr);
-      if (!outcome.applied) {
-        ++skipped;
-        if (skipped > 100 && skipped > global_step)
-          throw Error("the loss scale fell to " + fmt("%g", trainer.loss_scale()) +
-                      " and steps keep overflowing: the training diverged");
-        continue;  // the same step again, with the smaller scale
-      }
-      ++global_step;
-      const double step_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      if (global_step > 2) {
-        overhead_free_s += step_s;
-        ++timed_steps;
-      }
-      const double ep = static_cast<double>(global_step) / static_cast<double>(std::max<std::size_t>(1, per_epoch));
-      auto rec = progress.step(global_step, ep, loss, lr, P::loss_scaling ? outcome.loss_scale : 0);
-      log.record(rec);
-      if (a.save_checkpoints_steps > 0 && global_step % a.save_checkpoints_steps == 0 && global_step < total)
-        save_model(model, s, a.output_dir + "/checkpoint-" + std::to_string(global_step), global_step);
-    }
-    const double total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-    const double sentences = static_cast<double>(global_step) * rows_per_step;
-    say("training done: " + std::to_string(global_step) + " steps, " + fmt("%.0f sentences", sentences) + " in " +
-        train::format_duration(total_s) + (skipped ? ", " + std::to_string(skipped) + " steps skipped (loss scale)" : ""));
-    say("  throughput with overhead: " + fmt("%.1f sentences/s", sentences / total_s));
-    if (timed_steps > 0)
+    const train::FitOptions options = fit_options(s, cache, P::name);
+    say(std::string(a.resume ? "resuming training" : "training") + ": " + std::to_string(cache.rows()) + " rows, " +
+        std::to_string(train::training_steps(cache.rows(), options)) + " steps of " +
+        std::to_string(a.train_batch_size * a.gradient_accumulation_steps) + " (" + fmt("%g epochs", a.num_train_epochs) +
+        "), peak learning rate " + fmt("%g", a.learning_rate) + ", warmup proportion " + fmt("%g", a.warmup_proportion));
+    // CTDL_TEST_KILL_AFTER_CHECKPOINT=N: SIGKILL right after the N-th checkpoint this
+    // process completes (tests/examples/resume_test.sh: a real crash at a known point).
+    const char* kill_after = std::getenv("CTDL_TEST_KILL_AFTER_CHECKPOINT");
+    std::int64_t checkpoints_written = 0;
+    const auto r = train::fit<P>(
+        model, cache, options,
+        {.say = {},  // fit's lines go to stderr, with a progress bar on a terminal
+         .record = [&](const nlohmann::json& rec) { log.record(rec); },
+         .evaluate = {},
+         .on_resume = [&](std::int64_t step) { log.drop_after(step); },
+         .on_checkpoint =
+             [&](const std::string& dir, std::int64_t step) {
+               log.commit();  // metrics.jsonl up to the checkpoint: a resumed run continues it
+               say("checkpoint " + dir + " (step " + std::to_string(step) + ")");
+               if (kill_after && ++checkpoints_written == std::atoll(kill_after)) std::raise(SIGKILL);
+             }});
+    global_step = r.steps;
+    say("training done: " + std::to_string(r.steps) + " steps" +
+        (r.resumed_from ? " (resumed at step " + std::to_string(r.resumed_from) + ")" : std::string()) + ", " +
+        fmt("%.0f sentences", r.sentences) + " in " + train::format_duration(r.seconds) +
+        (r.skipped_steps ? ", " + std::to_string(r.skipped_steps) + " steps skipped (loss scale)" : ""));
+    if (r.seconds > 0) say("  throughput with overhead: " + fmt("%.1f sentences/s", r.sentences / r.seconds));
+    if (r.steady_sentences_per_s > 0)
       say("  throughput without overhead (steps 3 on, no data preparation or saving): " +
-          fmt("%.1f sentences/s", static_cast<double>(timed_steps) * rows_per_step / overhead_free_s));
+          fmt("%.1f sentences/s", r.steady_sentences_per_s));
     save_model(model, s, a.output_dir, global_step);
     log.commit();
     say("saved " + a.output_dir + "/model.safetensors (+ bert_config.json, vocab.txt, labels.txt), metrics.jsonl");
@@ -280,16 +300,11 @@ int run(const Setup& s) {
 
   if (a.do_eval) {
     auto& cache = cache_of("dev");
-    const auto p = train::predict(model, cache, a.eval_batch_size, L);
-    require_finite(p, cache, a.data_dir + "/dev.tsv", s);
-    const auto r = metrics::classification_report(p.truth, p.predicted, s.labels->names());
-    std::map<std::string, double> kv = {
-        {"eval_accuracy", r.accuracy},          {"eval_loss", p.mean_loss},
-        {"precision", r.micro.precision},       {"recall", r.micro.recall},
-        {"f1-score", r.micro.f1},               {"precision_mac", r.macro.precision},
-        {"recall_mac", r.macro.recall},         {"f1-macro", r.macro.f1},
-        {"precision_weighted", r.weighted.precision}, {"recall_weighted", r.weighted.recall},
-        {"f1-weighted", r.weighted.f1},         {"global_step", static_cast<double>(global_step)}};
+    const auto e = train::evaluate(model, cache, a.eval_batch_size, s.labels->names());
+    require_finite(e.predictions, cache, a.data_dir + "/dev.tsv", s);
+    const auto& r = e.report;
+    std::map<std::string, double> kv = e.metrics;
+    kv["global_step"] = static_cast<double>(global_step);
     if (have_train) {
       const auto majority = majority_label(cache_of("train"), s.labels->size());
       kv["majority_baseline"] = r.per_class[static_cast<std::size_t>(majority)].support / static_cast<double>(r.total);

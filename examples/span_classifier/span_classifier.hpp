@@ -22,6 +22,7 @@ struct Args {
   std::int64_t train_batch_size = 32, eval_batch_size = 8, predict_batch_size = 8, max_seq_length = 128;
   double learning_rate = 5e-5, num_train_epochs = 3.0, warmup_proportion = 0.1;
   std::int64_t save_checkpoints_steps = 1000, gradient_accumulation_steps = 1, log_every = 10;
+  std::int64_t keep_checkpoint_max = 1;  // as TF Estimator's RunConfig in the original (BERT-base + AdamW: ~1.3 GB each)
   bool cased = false, use_fp16 = false, use_xla = false, distributed = false;
   std::string case_flag = "--cased=false";  // the flag that chose the case, as given (--cased or --do_lower_case), for messages
   std::string precision;  // fp32 | bf16 | fp16; "" = from --use_fp16

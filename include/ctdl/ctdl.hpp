@@ -3,6 +3,7 @@
 
 #include "ctdl/fwd.hpp"
 
+#include "ctdl/core/batch.hpp"
 #include "ctdl/core/config.hpp"
 #include "ctdl/core/device.hpp"
 #include "ctdl/core/dtype.hpp"

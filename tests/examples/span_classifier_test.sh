@@ -24,7 +24,8 @@ common=(--vocab_file="$vocab" --bert_config_file="$work/bert_config.json" --case
   >"$work/stdout" 2>"$work/stderr" || { cat "$work/stderr"; fail "the run failed"; }
 out=$work/out
 for f in model.safetensors bert_config.json vocab.txt labels.txt eval_results.txt test_results.tsv \
-         test_output_labels.txt metrics.jsonl training_curves.svg train_features.jsonl checkpoint-5/model.safetensors; do
+         test_output_labels.txt metrics.jsonl training_curves.svg train_features.jsonl checkpoint-10/model.safetensors checkpoint-10/optimizer.safetensors \
+         checkpoint-10/state.json checkpoint-10/manifest.json checkpoint-10/bert_config.json; do
   [ -s "$out/$f" ] || fail "no $out/$f"
 done
 grep -q "no --init_checkpoint: the model starts from random initialisation" "$work/stderr" || fail "no random-init notice"
@@ -108,7 +109,7 @@ expect 1 "dev.tsv:3: has 3 columns" --do_train --do_eval "${common[@]}" --data_d
 [ "$(snapshot "$out")" = "$before" ] || fail "a --do_train stopped by a bad dev.tsv row changed the earlier outputs"
 # What a killed run left is swept at the next start; a good run replaces the outputs whole.
 sleep 0 & wait $!; dead=$!
-touch "$out/test_results.tsv.tmp.$dead" "$out/checkpoint-5/model.safetensors.tmp.$dead"
+touch "$out/test_results.tsv.tmp.$dead" "$out/checkpoint-10/model.safetensors.tmp.$dead"
 "$prog" --do_predict "${common[@]}" --init_checkpoint="$out" --output_dir="$out" >"$work/e.out" 2>"$work/e.err" || fail "predict: $(cat "$work/e.err")"
 grep -qF "removed $out/test_results.tsv.tmp.$dead (left by an interrupted run)" "$work/e.err" || fail "no sweep message: $(cat "$work/e.err")"
 no_temporaries "a run after a killed one"

@@ -24,22 +24,17 @@
 #include <thread>
 #include <vector>
 
+#include "ctdl/core/batch.hpp"
 #include "ctdl/core/philox.hpp"
 #include "ctdl/core/tensor.hpp"
 #include "ctdl/data/feature_cache.hpp"
 
 namespace ctdl::data {
 
-/// One rank's batch: [rows, M] ids, masks and segment ids; labels has one id per row for
-/// span features and rows x M, row-major, for token features (-1 = not scored), as
-/// ops::cross_entropy takes them; `rows` holds each example's row in the cache.
-struct Batch {
-  using Ids = Tensor<std::int32_t, Shape<dyn, dyn>>;
-  Ids input_ids, token_type_ids, attention_mask;
-  Tensor<std::int32_t, Shape<dyn>> labels;
-  std::vector<std::size_t> rows;
-  index_t size() const { return static_cast<index_t>(rows.size()); }
-};
+/// One rank's batch (core/batch.hpp): [rows, M] ids, masks and segment ids; labels has
+/// one id per row for span features and rows x M, row-major, for token features (-1 = not
+/// scored); `rows` holds each example's row in the cache. The model reads it as it is.
+using Batch = ctdl::Batch;
 
 /// The order of rows 0..n-1 in `epoch`: file order, or a Philox-driven Fisher-Yates
 /// shuffle keyed by (seed, epoch) with unbiased bounded draws (Lemire's method).
@@ -97,16 +92,27 @@ class Batcher {
     return options_.drop_remainder ? cache_.rows() / g : (cache_.rows() + g - 1) / g;
   }
 
-  /// Begins an epoch: its row order, and the producer thread when prefetching.
-  void start_epoch(std::uint64_t epoch) {
+  /// Begins an epoch: its row order, and the producer thread when prefetching. A resumed
+  /// run starts at `first_batch` (the batches_taken() of the run it continues): the same
+  /// order, so the same batches follow.
+  void start_epoch(std::uint64_t epoch, std::size_t first_batch = 0) {
     stop();
+    if (first_batch > batches_per_epoch())
+      throw Error("batch " + std::to_string(first_batch) + " of epoch " + std::to_string(epoch) + ": an epoch has " +
+                  std::to_string(batches_per_epoch()) + " batches");
     order_ = epoch_order(cache_.rows(), options_.shuffle, options_.seed, epoch);
-    next_batch_ = 0;
+    epoch_ = epoch;
+    next_batch_ = first_batch;
     error_ = nullptr;
     stopping_ = false;
     queue_.clear();
     if (options_.prefetch > 0) producer_ = std::thread([this] { produce(); });
   }
+
+  /// The epoch begun last, and how many of its batches next() has handed out: the data
+  /// position a checkpoint stores (batches prefetched but not taken do not count).
+  std::uint64_t epoch() const { return epoch_; }
+  std::size_t batches_taken() const { return next_batch_; }
 
   /// The next batch of this epoch into `out`; false when the epoch is over.
   bool next(Batch& out) {
@@ -159,7 +165,7 @@ class Batcher {
       std::int32_t* mask = b.attention_mask.data() + i * M;
       for (index_t k = 0; k < M; ++k) {
         dst[k] = rec[k];
-        mask[k] = rec[k] != pad;
+        mask[k] = attention_mask(rec[k], pad);
       }
       if (token) std::copy_n(rec + M, M, b.labels.data() + i * M);
       else b.labels.data()[i] = rec[M];
@@ -206,6 +212,7 @@ class Batcher {
   const FeatureCache& cache_;
   Options options_;
   std::vector<std::uint32_t> order_;
+  std::uint64_t epoch_ = 0;
   std::size_t next_batch_ = 0, touched_ = 0;
   std::vector<std::int32_t> record_buffer_;  // one record, for shuffled reads
   std::thread producer_;

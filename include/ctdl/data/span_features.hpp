@@ -19,6 +19,7 @@
 #include <string_view>
 #include <vector>
 
+#include "ctdl/core/batch.hpp"
 #include "ctdl/core/config.hpp"
 #include "ctdl/core/error.hpp"
 #include "ctdl/text/tokenizer.hpp"
@@ -75,7 +76,7 @@ class SpanFeatureBuilder {
   }
 
   /// input_mask of a feature: 0 at [PAD], 1 elsewhere.
-  std::int32_t mask(std::int32_t id) const { return id != special_.pad; }
+  std::int32_t mask(std::int32_t id) const { return attention_mask(id, special_.pad); }
 
  private:
   const text::FullTokenizer& tok_;

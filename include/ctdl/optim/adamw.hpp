@@ -19,6 +19,8 @@ class AdamW {
 
   const Options& options() const { return options_; }
   std::int64_t steps() const { return steps_; }
+  /// Sets the step count (a resumed run's optimizer; its moments are restored into m(), v()).
+  void set_steps(std::int64_t steps) { steps_ = steps; }
   SlotSet& m() { return m_; }
   SlotSet& v() { return v_; }
 

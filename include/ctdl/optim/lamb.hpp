@@ -22,6 +22,10 @@ class Lamb {
 
   const Options& options() const { return options_; }
   std::int64_t steps() const { return steps_; }
+  /// Sets the step count (a resumed run's optimizer: its bias correction continues from it).
+  void set_steps(std::int64_t steps) { steps_ = steps; }
+  SlotSet& m() { return m_; }
+  SlotSet& v() { return v_; }
 
   template <nn::Module M>
   void step(M& model, float lr, float grad_scale = 1.f) {
@@ -57,13 +61,7 @@ class Lamb {
   template <class E>
   static double sum_squares(const E& e, index_t n) {
     const auto ev = e.template make_eval<1>(std::array<index_t, 1>{n});
-    double s = 0;
-#pragma omp parallel for reduction(+ : s) schedule(static) if (n > (1 << 16))
-    for (index_t i = 0; i < n; ++i) {
-      const double x = ev.at_flat(i);
-      s += x * x;
-    }
-    return s;
+    return ordered_sum_of_squares(n, [&ev](index_t i) { return static_cast<double>(ev.at_flat(i)); });
   }
 
   Options options_;

@@ -11,6 +11,7 @@
 // LayerNorm) comes from the parameter's own metadata (Var::weight_decay), set by the
 // layer that owns it, never from its name.
 
+#include <algorithm>
 #include <cmath>
 #include <concepts>
 #include <cstdint>
@@ -93,17 +94,38 @@ void zero_grad(M& model) {
   nn::visit_parameters(model, [](const std::string&, auto& p) { p.zero_grad(); });
 }
 
-/// The global L2 norm of all gradients times grad_scale (in double).
+/// sum of at(i)^2 over i < n, in double, added in an order that depends on n only.
+/// An OpenMP reduction adds the threads' partial sums in the order the threads finish, so
+/// its last bits change from run to run; the clip factor and the LAMB trust ratio come
+/// from such sums, and a resumed run must repeat an uninterrupted one bit for bit. So the
+/// range is cut into fixed blocks, summed in parallel, and the block sums added in order.
+template <class At>
+double ordered_sum_of_squares(index_t n, At&& at) {
+  constexpr index_t kBlock = index_t{1} << 14;
+  const index_t blocks = (n + kBlock - 1) / kBlock;
+  std::vector<double> partial(static_cast<std::size_t>(blocks), 0.0);
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
+  for (index_t b = 0; b < blocks; ++b) {
+    double s = 0;
+    for (index_t i = b * kBlock; i < std::min(n, (b + 1) * kBlock); ++i) {
+      const double x = at(i);
+      s += x * x;
+    }
+    partial[static_cast<std::size_t>(b)] = s;
+  }
+  double sum = 0;
+  for (double s : partial) sum += s;
+  return sum;
+}
+
+/// The global L2 norm of all gradients times grad_scale (in double; the same bits on
+/// every run, whatever the thread count).
 template <nn::Module M>
 double global_grad_norm(M& model, float grad_scale = 1.f) {
   double sum = 0;
   for_each_trained(model, [&](std::size_t, const std::string&, auto& p) {
-    const auto g = flat(p.grad());
-    double s = 0;
-    const float* d = g.data();
-#pragma omp parallel for reduction(+ : s) schedule(static) if (g.size() > (1 << 16))
-    for (index_t i = 0; i < g.size(); ++i) s += static_cast<double>(d[i]) * d[i];
-    sum += s;
+    const float* d = flat(p.grad()).data();
+    sum += ordered_sum_of_squares(flat(p.grad()).size(), [d](index_t i) { return static_cast<double>(d[i]); });
   });
   return std::sqrt(sum) * grad_scale;
 }

@@ -33,6 +33,19 @@ class LossScaler {
   std::int64_t skipped_steps() const { return skipped_; }
   std::int64_t clean_steps() const { return clean_; }
 
+  /// What a checkpoint keeps, so that a resumed run scales (and skips) as the
+  /// uninterrupted one would have.
+  struct State {
+    double scale;
+    std::int64_t clean_steps, skipped_steps;
+  };
+  State state() const { return {scale_, clean_, skipped_}; }
+  void restore(const State& s) {
+    scale_ = s.scale;
+    clean_ = s.clean_steps;
+    skipped_ = s.skipped_steps;
+  }
+
   /// Records the outcome of a backward; returns whether the step is to be applied.
   bool update(bool grads_finite) {
     if (!grads_finite) {

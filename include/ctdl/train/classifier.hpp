@@ -28,11 +28,6 @@
 
 namespace ctdl::train {
 
-/// The model's view of a data batch (copies of the id tensors).
-inline bert::Batch to_model_batch(const data::Batch& b) {
-  return {b.input_ids, b.token_type_ids, b.attention_mask};
-}
-
 struct StepOutcome {
   bool applied = true;
   double grad_norm = 0;   // after unscaling and averaging, before clipping
@@ -51,13 +46,18 @@ class ClassifierTrainer {
   ClassifierTrainer(Model& model, Options options) : model_(model), options_(options) {}
 
   precision::LossScaler& scaler() { return scaler_; }
+  const Options& options() const { return options_; }
+  /// Micro-batches run so far: with the seed, it keys the dropout masks of the next one.
+  /// A resumed run restores it (with the loss scaler's state) to draw the same masks.
+  std::uint64_t dropout_step() const { return dropout_step_; }
+  void set_dropout_step(std::uint64_t step) { dropout_step_ = step; }
   double loss_scale() const { return Policy::loss_scaling ? scaler_.scale() : 1.0; }
 
   /// One micro-batch: forward with dropout, loss, backward. Returns the batch's mean loss.
   double backward(const data::Batch& batch) {
     Tape tape;
     nn::Context ctx{tape, true, options_.seed, dropout_step_++, options_.rank};
-    const auto logits = model_.forward(ctx, to_model_batch(batch));
+    const auto logits = model_.forward(ctx, batch);
     auto loss = ops::cross_entropy(tape, logits, batch.labels);
     const double value = loss.value().data()[0];
     if constexpr (Policy::loss_scaling) {
@@ -133,7 +133,7 @@ Predictions predict(const Model& model, const data::FeatureCache& cache, index_t
     Tape tape;
     NoGrad no_grad(tape);
     nn::Context ctx{tape, false};
-    const auto logits = model.forward(ctx, to_model_batch(batch));
+    const auto logits = model.forward(ctx, batch);
     p.batch_ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     const float* l = logits.value().data();
     for (index_t i = 0; i < batch.size(); ++i) {

@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -48,9 +49,11 @@ inline std::string format_duration(double seconds) {
 
 class ProgressLog {
  public:
-  ProgressLog(std::int64_t total_steps, std::int64_t every, std::int64_t batch_rows)
+  /// Lines go to `out` when given (then there is no progress bar), else to stderr.
+  ProgressLog(std::int64_t total_steps, std::int64_t every, std::int64_t batch_rows,
+              std::function<void(const std::string&)> out = {})
       : total_(total_steps), every_(std::max<std::int64_t>(1, every)), rows_(batch_rows),
-        terminal_(::isatty(STDERR_FILENO) != 0), start_(Clock::now()), last_(start_) {}
+        terminal_(!out && ::isatty(STDERR_FILENO) != 0), out_(std::move(out)), start_(Clock::now()), last_(start_) {}
 
   /// Reports step `step` (1-based) if it is a logging step or the last; returns the
   /// record it logged (empty when it did not log).
@@ -74,8 +77,12 @@ class ProgressLog {
     std::snprintf(line, sizeof line, "step %lld/%lld  epoch %.2f  loss %.4f  lr %.3g  %.1f sentences/s  ETA %s%s",
                   static_cast<long long>(step), static_cast<long long>(total_), epoch, mean_loss, lr, sps,
                   format_duration(eta).c_str(), loss_scale > 0 ? ("  loss scale " + fmt(loss_scale)).c_str() : "");
-    if (terminal_) std::fprintf(stderr, "\r\033[K");
-    std::fprintf(stderr, "%s\n", line);
+    if (out_) {
+      out_(line);
+    } else {
+      if (terminal_) std::fprintf(stderr, "\r\033[K");
+      std::fprintf(stderr, "%s\n", line);
+    }
     last_ = now;
     last_step_ = step;
     loss_sum_ = 0;
@@ -101,6 +108,7 @@ class ProgressLog {
 
   std::int64_t total_, every_, rows_;
   bool terminal_;
+  std::function<void(const std::string&)> out_;
   Clock::time_point start_, last_;
   std::int64_t last_step_ = 0, loss_count_ = 0;
   double loss_sum_ = 0;
@@ -154,6 +162,30 @@ class RunLog {
   /// last commit). Throws naming the file when it cannot be written.
   void commit() {
     if (jsonl_) std::exchange(jsonl_, nullptr)->commit();
+  }
+
+  /// Forgets the records of steps after `step`: a run resumed from a checkpoint older
+  /// than the log's last commit (the newest checkpoint was torn) repeats those steps.
+  /// Lines that are not JSON records with a step stay.
+  void drop_after(std::int64_t step) {
+    std::string kept;
+    std::vector<nlohmann::json> records;
+    std::size_t begin = 0;
+    while (begin < text_.size()) {
+      std::size_t end = text_.find('\n', begin);
+      if (end == std::string::npos) end = text_.size();
+      const std::string line = text_.substr(begin, end - begin);
+      begin = end + 1;
+      auto rec = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      const bool later = rec.is_object() && rec.contains("step") && rec["step"].is_number_integer() &&
+                         rec["step"].get<std::int64_t>() > step;
+      if (later) continue;
+      kept += line + "\n";
+      if (rec.is_object()) records.push_back(std::move(rec));
+    }
+    if (jsonl_) throw Error(dir_ + "/metrics.jsonl: drop_after after this run's first record");
+    text_ = std::move(kept);
+    records_ = std::move(records);
   }
 
   /// Where the records of this run are while it runs (for the log line that says so).

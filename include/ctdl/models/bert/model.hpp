@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "ctdl/core/batch.hpp"
 #include "ctdl/models/bert/config.hpp"
 #include "ctdl/nn/layers.hpp"
 #include "ctdl/ops/attention.hpp"
@@ -38,12 +39,8 @@
 namespace ctdl::bert {
 
 /// A batch of token sequences: B x S ids, token types and attention mask (1 = real
-/// token, 0 = padding).
-struct Batch {
-  Tensor<std::int32_t, ctdl::Shape<dyn, dyn>> input_ids, token_type_ids, attention_mask;
-  index_t batch() const { return input_ids.extent(0); }
-  index_t seq_len() const { return input_ids.extent(1); }
-};
+/// token, 0 = padding); the same type the data pipeline fills (core/batch.hpp).
+using Batch = ctdl::Batch;
 
 template <class T, class F>
 struct BertEmbeddings {

@@ -1,0 +1,312 @@
+#pragma once
+// The training, evaluation and prediction loops of a sequence (span) classifier over a
+// feature cache, for programs and for users who include ctdl in their own code.
+//
+//   fit        epochs of shuffled micro-batches; gradient accumulation; BERT's warmup +
+//              linear decay schedule; global-norm clipping; dynamic loss scaling (a step
+//              whose gradients overflow is skipped and run again with half the scale);
+//              progress records; evaluation every N steps if asked; checkpoints every N
+//              steps and at the end, and exact resume from the newest valid one
+//              (train/checkpoint.hpp)
+//   evaluate   predict + the classification report and the metrics of eval_results.txt
+//   predict    (train/classifier.hpp) forward without dropout, in file order
+//
+// The loops print nothing themselves: what a person should see goes through the hooks
+// (FitHooks::say, ::record), so a program decides where it goes.
+//
+// Exact resume. Everything that decides the next step is in the checkpoint: the weights,
+// AdamW's moments, the global step (the learning rate is a function of it), the loss
+// scaler (scale and clean-step count), the dropout stream position (ClassifierTrainer's
+// seed and micro-batch count) and the data position (the batcher's epoch, whose shuffle is
+// keyed by (seed, epoch), and the batches taken from it). The kernels add in an order that
+// depends on the sizes and the thread count only (optim::ordered_sum_of_squares says why
+// the gradient norm needs care), so with the same thread count a resumed run repeats the
+// uninterrupted one bit for bit.
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "ctdl/data/batcher.hpp"
+#include "ctdl/data/feature_cache.hpp"
+#include "ctdl/metrics/classification.hpp"
+#include "ctdl/optim/adamw.hpp"
+#include "ctdl/optim/schedule.hpp"
+#include "ctdl/train/checkpoint.hpp"
+#include "ctdl/train/classifier.hpp"
+#include "ctdl/train/run_log.hpp"
+
+namespace ctdl::train {
+
+struct CheckpointOptions {
+  std::string root;                  ///< where checkpoint-<step>/ go; "" = no checkpoints
+  std::int64_t every_steps = 0;      ///< also every N steps (0: only at the end)
+  std::int64_t keep = 1;             ///< the newest N are kept (older ones removed once a newer is complete)
+  bool resume = false;               ///< continue from the newest valid checkpoint under root
+  std::map<std::string, std::string> extra_files = {};  ///< name in the checkpoint -> file copied into each
+  /// What must match for a resume (name -> value). Empty: fit records its own options
+  /// (batch_size, accumulation_steps, epochs, learning_rate, warmup_proportion,
+  /// max_grad_norm, shuffle, seed), the precision and the XXH64 of the training data.
+  std::map<std::string, std::string> settings = {};
+};
+
+struct FitOptions {
+  index_t batch_size = 32;                ///< rows per micro-batch
+  std::int64_t accumulation_steps = 1;    ///< micro-batches per optimizer step
+  double epochs = 3.0;                    ///< may be fractional
+  double learning_rate = 5e-5;            ///< peak of the schedule
+  double warmup_proportion = 0.1;         ///< share of the steps with linear warmup
+  double max_grad_norm = 1.0;             ///< global-norm clipping; <= 0: none
+  bool shuffle = true;                    ///< a new order every epoch (keyed by seed, epoch)
+  std::uint64_t seed = 0;                 ///< shuffling and dropout
+  std::int64_t log_every = 10;            ///< a progress record every N steps (and at the last)
+  std::int64_t evaluate_every = 0;        ///< FitHooks::evaluate every N steps (0: never)
+  std::int64_t max_skipped_steps = 100;   ///< loss-scaling skips beyond this and the step count: diverged
+  CheckpointOptions checkpoints = {};
+};
+
+struct FitHooks {
+  /// A line for the person running it, progress lines included (when not set: stderr,
+  /// with a progress bar on a terminal).
+  std::function<void(const std::string&)> say = {};
+  /// Each progress record ({"type": "train", "step", "epoch", "loss", ...}) and each
+  /// record `evaluate` returns: the programs append them to metrics.jsonl.
+  std::function<void(const nlohmann::json&)> record = {};
+  /// Runs an evaluation at `step` (every FitOptions::evaluate_every steps); returns its
+  /// record. The model is the one being trained (evaluate() on it does not disturb training).
+  std::function<nlohmann::json(std::int64_t step)> evaluate = {};
+  /// After a resumed run has read its checkpoint: the step it continues from (the programs
+  /// drop later records from metrics.jsonl, which this run will make again).
+  std::function<void(std::int64_t step)> on_resume = {};
+  /// After each checkpoint is complete (and older ones are removed): its directory and step.
+  std::function<void(const std::string& dir, std::int64_t step)> on_checkpoint = {};
+};
+
+struct FitResult {
+  std::int64_t steps = 0;              ///< the step the run ended at (the total)
+  std::int64_t resumed_from = 0;       ///< the checkpoint's step when resumed, else 0
+  std::int64_t skipped_steps = 0;      ///< steps skipped by loss scaling, over the whole run
+  double seconds = 0;                  ///< wall time of this process's steps
+  double sentences = 0;                ///< rows trained on by this process
+  double steady_sentences_per_s = 0;   ///< from step 3 of this process on, without saving (0 if too few steps)
+  std::string last_checkpoint;         ///< "" when checkpoints are off
+};
+
+/// Steps of a run of `rows` training rows: int(rows / (batch x accumulation) x epochs),
+/// as the original scripts compute num_train_steps. Throws when that is 0.
+std::int64_t training_steps(std::size_t rows, const FitOptions& options);
+
+/// Trains `model` (Policy: its precision policy) on every row of `train`.
+template <class Policy, class Model>
+FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& options, const FitHooks& hooks = {});
+
+struct Evaluation {
+  Predictions predictions;
+  metrics::ClassificationReport report;
+  /// eval_results.txt's metrics: eval_accuracy, eval_loss, precision/recall/f1-score
+  /// (micro), *_mac and f1-macro, *_weighted and f1-weighted.
+  std::map<std::string, double> metrics;
+};
+
+/// Predicts every row of `cache` and scores the predictions against its labels.
+template <class Model>
+Evaluation evaluate(const Model& model, const data::FeatureCache& cache, index_t batch_size,
+                    const std::vector<std::string>& label_names);
+
+// ============================================================================
+
+
+inline std::int64_t training_steps(std::size_t rows, const FitOptions& o) {
+  const auto rows_per_step = static_cast<double>(o.batch_size * o.accumulation_steps);
+  const auto total = static_cast<std::int64_t>(static_cast<double>(rows) / rows_per_step * o.epochs);
+  if (total < 1)
+    throw Error("no training steps: " + std::to_string(rows) + " rows, batch " + std::to_string(o.batch_size) + " x " +
+                std::to_string(o.accumulation_steps) + " accumulation steps, " + setting_text(o.epochs) +
+                " epochs");
+  return total;
+}
+
+template <class Policy, class Model>
+FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& o, const FitHooks& hooks) {
+  using Clock = std::chrono::steady_clock;
+  const auto say = [&](const std::string& s) {
+    if (hooks.say) hooks.say(s);
+    else std::fprintf(stderr, "%s\n", s.c_str());
+  };
+  if (o.batch_size < 1 || o.accumulation_steps < 1) throw Error("fit: batch_size and accumulation_steps must be at least 1");
+  const std::int64_t total = training_steps(train.rows(), o);
+  const auto schedule = optim::WarmupLinearDecay::with_proportion(o.learning_rate, total, o.warmup_proportion);
+  const auto& ck = o.checkpoints;
+  std::map<std::string, std::string> settings = ck.settings;
+  if (settings.empty()) {
+    settings = {{"batch_size", std::to_string(o.batch_size)},
+                {"accumulation_steps", std::to_string(o.accumulation_steps)},
+                {"epochs", setting_text(o.epochs)},
+                {"learning_rate", setting_text(o.learning_rate)},
+                {"warmup_proportion", setting_text(o.warmup_proportion)},
+                {"max_grad_norm", setting_text(o.max_grad_norm)},
+                {"shuffle", o.shuffle ? "true" : "false"},
+                {"seed", std::to_string(o.seed)},
+                {"precision", Policy::name},
+                {"training_data_xxh64", detail::hex64(train.header().source_xxh64)}};
+  }
+
+  optim::AdamW optimizer;
+  ClassifierTrainer<Model, Policy> trainer(model, {.max_grad_norm = o.max_grad_norm, .seed = o.seed});
+  data::Batcher batcher(train, {.batch_size = o.batch_size, .shuffle = o.shuffle, .seed = o.seed, .drop_remainder = true});
+  const auto accum = o.accumulation_steps;
+  const std::size_t steps_per_epoch =
+      std::max<std::size_t>(1, batcher.batches_per_epoch() / static_cast<std::size_t>(accum));
+
+  FitResult result;
+  TrainingState state;
+  state.settings = settings;
+  // The checkpoints of this run, oldest first: the ones pruning may remove. Others under
+  // the root (an earlier run's; ones newer than the resumed checkpoint, which this run
+  // will write again) are removed once this run's first checkpoint is complete.
+  std::vector<std::int64_t> kept;
+  bool swept = false;
+  if (ck.resume) {
+    if (ck.root.empty()) throw Error("fit: resume needs checkpoints.root");
+    std::vector<std::string> rejected;
+    const auto found = find_checkpoint(ck.root, &rejected);
+    if (!found) {
+      std::string why = "no checkpoint-<step> directory";
+      if (!rejected.empty()) {
+        why = "no valid checkpoint:";
+        for (const auto& r : rejected) why += "\n  " + r;
+      }
+      throw Error("cannot resume: " + ck.root + " has " + why);
+    }
+    for (const auto& passed : found->passed_over)
+      say("warning: not resuming from " + passed + "; using " + found->dir + " instead");
+    const TrainingState saved = detail::state_from_json(detail::read_json(found->dir + "/state.json"),
+                                                        found->dir + "/state.json");
+    require_same_settings(found->dir, saved.settings, settings);  // before anything is loaded
+    state = read_checkpoint(found->dir, model, optimizer);
+    if (state.global_step > total)
+      throw Error(found->dir + " is at step " + std::to_string(state.global_step) + ", past this run's " +
+                  std::to_string(total) + " steps");
+    trainer.set_dropout_step(state.dropout_step);
+    trainer.scaler().restore(state.loss_scaler);
+    batcher.start_epoch(state.epoch, static_cast<std::size_t>(state.batches_taken));
+    for (const auto step : checkpoint_steps(ck.root))
+      if (step <= state.global_step && verify_checkpoint(checkpoint_dir(ck.root, step)).empty()) kept.push_back(step);
+    result.resumed_from = state.global_step;
+    if (hooks.on_resume) hooks.on_resume(state.global_step);
+    say("resumed from " + found->dir + " (step " + std::to_string(state.global_step) + " of " + std::to_string(total) +
+        ", epoch " + std::to_string(state.epoch) + ", batch " + std::to_string(state.batches_taken) + ")");
+  } else {
+    batcher.start_epoch(0);
+  }
+
+  const auto checkpoint = [&] {
+    state.epoch = batcher.epoch();
+    state.batches_taken = batcher.batches_taken();
+    state.dropout_step = trainer.dropout_step();
+    state.optimizer_steps = optimizer.steps();
+    state.loss_scaler = trainer.scaler().state();
+    const std::string dir = write_checkpoint(ck.root, model, optimizer, state, ck.extra_files);
+    std::erase(kept, state.global_step);
+    kept.push_back(state.global_step);
+    // Older checkpoints go only now that the new one is complete.
+    const auto keep = static_cast<std::size_t>(std::max<std::int64_t>(1, ck.keep));
+    std::vector<std::int64_t> remove;
+    while (kept.size() > keep) {
+      remove.push_back(kept.front());
+      kept.erase(kept.begin());
+    }
+    if (!swept) {
+      for (const auto step : checkpoint_steps(ck.root))
+        if (std::find(kept.begin(), kept.end(), step) == kept.end() && std::find(remove.begin(), remove.end(), step) == remove.end()) {
+          remove.push_back(step);
+          say("removing " + checkpoint_dir(ck.root, step) + " (not a checkpoint of this run)");
+        }
+      swept = true;
+    }
+    for (const auto step : remove) std::filesystem::remove_all(checkpoint_dir(ck.root, step));
+    result.last_checkpoint = dir;
+    if (hooks.on_checkpoint) hooks.on_checkpoint(dir, state.global_step);
+  };
+
+  const std::int64_t rows_per_step = o.batch_size * accum;
+  // The progress lines go through `say` when the caller set it (no progress bar then).
+  ProgressLog progress(total, o.log_every, rows_per_step, hooks.say ? hooks.say : std::function<void(const std::string&)>{});
+  const auto t_start = Clock::now();
+  double steady_s = 0;
+  std::int64_t steady_steps = 0, steps_here = 0, skipped_here = 0;
+  data::Batch batch;
+  while (state.global_step < total) {
+    const auto t0 = Clock::now();
+    double loss = 0;
+    for (std::int64_t k = 0; k < accum; ++k) {
+      while (!batcher.next(batch)) batcher.start_epoch(batcher.epoch() + 1);
+      loss += trainer.backward(batch) / static_cast<double>(accum);
+    }
+    const auto lr = static_cast<float>(schedule(state.global_step));
+    const auto outcome = trainer.apply(optimizer, lr);
+    if (!outcome.applied) {
+      ++skipped_here;
+      const auto skipped = trainer.scaler().skipped_steps();
+      if (skipped > o.max_skipped_steps && skipped > state.global_step)
+        throw Error("the loss scale fell to " + setting_text(trainer.loss_scale()) +
+                    " and steps keep overflowing: the training diverged");
+      continue;  // the same step again (with the next micro-batches), at the smaller scale
+    }
+    ++state.global_step;
+    ++steps_here;
+    const double step_s = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (steps_here > 2) {
+      steady_s += step_s;
+      ++steady_steps;
+    }
+    const double epoch = static_cast<double>(state.global_step) / static_cast<double>(steps_per_epoch);
+    const auto rec = progress.step(state.global_step, epoch, loss, lr, Policy::loss_scaling ? outcome.loss_scale : 0);
+    if (hooks.record) hooks.record(rec);
+    if (o.evaluate_every > 0 && hooks.evaluate && state.global_step % o.evaluate_every == 0 &&
+        state.global_step < total) {
+      const auto eval = hooks.evaluate(state.global_step);
+      if (hooks.record) hooks.record(eval);
+    }
+    if (!ck.root.empty() && (state.global_step == total ||
+                             (ck.every_steps > 0 && state.global_step % ck.every_steps == 0)))
+      checkpoint();
+  }
+  result.steps = state.global_step;
+  result.skipped_steps = trainer.scaler().skipped_steps();
+  result.seconds = std::chrono::duration<double>(Clock::now() - t_start).count();
+  result.sentences = static_cast<double>(steps_here * rows_per_step);
+  if (steady_steps > 0) result.steady_sentences_per_s = static_cast<double>(steady_steps * rows_per_step) / steady_s;
+  if (skipped_here) say(std::to_string(skipped_here) + " steps skipped (loss scale)");
+  return result;
+}
+
+template <class Model>
+Evaluation evaluate(const Model& model, const data::FeatureCache& cache, index_t batch_size,
+                    const std::vector<std::string>& label_names) {
+  Evaluation e;
+  e.predictions = predict(model, cache, batch_size, static_cast<index_t>(label_names.size()));
+  e.report = metrics::classification_report(e.predictions.truth, e.predictions.predicted, label_names);
+  const auto& r = e.report;
+  e.metrics = {{"eval_accuracy", r.accuracy},
+               {"eval_loss", e.predictions.mean_loss},
+               {"precision", r.micro.precision},
+               {"recall", r.micro.recall},
+               {"f1-score", r.micro.f1},
+               {"precision_mac", r.macro.precision},
+               {"recall_mac", r.macro.recall},
+               {"f1-macro", r.macro.f1},
+               {"precision_weighted", r.weighted.precision},
+               {"recall_weighted", r.weighted.recall},
+               {"f1-weighted", r.weighted.f1}};
+  return e;
+}
+
+}  // namespace ctdl::train
