@@ -131,27 +131,37 @@ void load_checkpoint(Model& model, const Setup& s) {
   io::load_bert_classifier(model, file, options);
 }
 
-/// model.safetensors (Hugging Face names) with bert_config.json, vocab.txt and labels.txt
-/// beside it: a directory that is itself a valid --init_checkpoint.
+/// The bert_config.json that goes with a saved model: the run's own, or, when the model ran
+/// with another GELU form than that file means to a safetensors reader ("gelu" reads as
+/// erf; a TensorFlow checkpoint runs tanh, as does --hidden_act=gelu_tanh), a copy in
+/// --output_dir that says "gelu_new" (tanh) or "gelu" (erf), so that loading a saved
+/// directory or training checkpoint again runs what was trained (docs/checkpoints.md).
+inline std::string saved_config_file(const Setup& s) {
+  if (s.config.hidden_act == bert::BertConfig::from_file(s.args.bert_config_file).hidden_act) return s.args.bert_config_file;
+  auto j = nlohmann::json::parse(std::ifstream(s.args.bert_config_file));
+  j["hidden_act"] = s.config.hidden_act == bert::Activation::gelu_tanh ? "gelu_new" : "gelu";
+  const std::string path = s.args.output_dir + "/bert_config.json";
+  io::write_file_atomically(path, j.dump(2) + "\n");
+  return path;
+}
+
+/// The vocabulary's name in a saved directory: vocab.txt, or tokenizer.json for one.
+inline std::string saved_vocab_name(const Setup& s) {
+  return text::Vocab::is_tokenizer_json(s.args.vocab_file) ? "tokenizer.json" : "vocab.txt";
+}
+
+/// model.safetensors (Hugging Face names) with bert_config.json (saved_config_file), the
+/// vocabulary and labels.txt beside it: a directory that is itself a valid --init_checkpoint.
 template <class Model>
-void save_model(Model& model, const Setup& s, const std::string& dir, std::int64_t step) {
+void save_model(Model& model, const Setup& s, const std::string& dir, std::int64_t step, const std::string& config_file) {
   fs::create_directories(dir);
   io::save_parameters(model, dir + "/model.safetensors",
                       {{"format", "pt"}, {"made_by", "ctdl ner_span_classifier"}, {"global_step", std::to_string(step)}});
   const auto copy = [&](const std::string& from, const std::string& to) {
     if (fs::absolute(from) != fs::absolute(dir + "/" + to)) io::copy_file_atomically(from, dir + "/" + to);
   };
-  // The saved model is safetensors, whose "gelu" reads as erf: a model run with the tanh
-  // GELU (from a TensorFlow checkpoint, or --hidden_act) gets "gelu_new" in its config,
-  // so that loading the directory again runs what was trained (docs/checkpoints.md).
-  if (s.config.hidden_act != bert::BertConfig::from_file(s.args.bert_config_file).hidden_act) {
-    auto j = nlohmann::json::parse(std::ifstream(s.args.bert_config_file));
-    j["hidden_act"] = s.config.hidden_act == bert::Activation::gelu_tanh ? "gelu_new" : "gelu";
-    io::write_file_atomically(dir + "/bert_config.json", j.dump(2) + "\n");
-  } else {
-    copy(s.args.bert_config_file, "bert_config.json");
-  }
-  copy(s.args.vocab_file, text::Vocab::is_tokenizer_json(s.args.vocab_file) ? "tokenizer.json" : "vocab.txt");
+  copy(config_file, "bert_config.json");
+  copy(s.args.vocab_file, saved_vocab_name(s));
   copy(s.labels->source(), "labels.txt");
 }
 
@@ -177,7 +187,8 @@ inline std::int32_t majority_label(const data::FeatureCache& cache, std::size_t 
 
 /// The training options of the flags, with what a resume must not change (named by flag)
 /// and the files that make each checkpoint a valid --init_checkpoint.
-inline train::FitOptions fit_options(const Setup& s, const data::FeatureCache& train_cache, const std::string& precision) {
+inline train::FitOptions fit_options(const Setup& s, const data::FeatureCache& train_cache, const std::string& precision,
+                                    const std::string& config_file) {
   const auto& a = s.args;
   const auto hex = [](std::uint64_t v) {
     char b[17];
@@ -199,8 +210,8 @@ inline train::FitOptions fit_options(const Setup& s, const data::FeatureCache& t
                           .every_steps = a.save_checkpoints_steps,
                           .keep = a.keep_checkpoint_max,
                           .resume = a.resume,
-                          .extra_files = {{"bert_config.json", a.bert_config_file},
-                                          {"vocab.txt", a.vocab_file},
+                          .extra_files = {{"bert_config.json", config_file},
+                                          {saved_vocab_name(s), a.vocab_file},
                                           {"labels.txt", s.labels->source()}},
                           .settings = {{"--train_batch_size", std::to_string(a.train_batch_size)},
                                        {"--gradient_accumulation_steps", std::to_string(a.gradient_accumulation_steps)},
@@ -215,6 +226,7 @@ inline train::FitOptions fit_options(const Setup& s, const data::FeatureCache& t
                                        {"--cased", a.cased ? "true" : "false"},
                                        {"--replace_span", a.replace_span},
                                        {"--tokenizer_rules", a.tokenizer_rules},
+                                       {"--hidden_act (as run)", s.config.hidden_act == bert::Activation::gelu_tanh ? "gelu_tanh" : "gelu_erf"},
                                        {"train.tsv (XXH64 of its bytes)", hex(h.source_xxh64)},
                                        {"--vocab_file (XXH64)", hex(h.vocab_fingerprint)},
                                        {"labels.txt (XXH64)", hex(h.labels_fingerprint)}}}};
@@ -263,7 +275,8 @@ int run(const Setup& s) {
 
   if (a.do_train) {
     auto& cache = cache_of("train");
-    const train::FitOptions options = fit_options(s, cache, P::name);
+    const std::string config_file = saved_config_file(s);
+    const train::FitOptions options = fit_options(s, cache, P::name, config_file);
     say(std::string(a.resume ? "resuming training" : "training") + ": " + std::to_string(cache.rows()) + " rows, " +
         std::to_string(train::training_steps(cache.rows(), options)) + " steps of " +
         std::to_string(a.train_batch_size * a.gradient_accumulation_steps) + " (" + fmt("%g epochs", a.num_train_epochs) +
@@ -293,7 +306,7 @@ int run(const Setup& s) {
     if (r.steady_sentences_per_s > 0)
       say("  throughput without overhead (steps 3 on, no data preparation or saving): " +
           fmt("%.1f sentences/s", r.steady_sentences_per_s));
-    save_model(model, s, a.output_dir, global_step);
+    save_model(model, s, a.output_dir, global_step, config_file);
     log.commit();
     say("saved " + a.output_dir + "/model.safetensors (+ bert_config.json, vocab.txt, labels.txt), metrics.jsonl");
   }
