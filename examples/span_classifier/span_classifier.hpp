@@ -29,6 +29,7 @@ struct Args {
   std::string phantom_class = "last";  // the original numbers labels 0..L-1: row L is the unused one
   std::int64_t seed = 42, num_threads = 0;
   bool shuffle = true, dump_features = false, resume = false, skip_bad_rows = false;
+  bool write_npy = false;  // --do_predict also writes test_logits.npy, test_pooled.npy
   double max_grad_norm = 1.0;
 };
 
