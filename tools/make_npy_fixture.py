@@ -45,5 +45,12 @@ save("f32_scalar.npy", np.array(2.5, dtype=np.float32))
 # 192), a length whose low byte is >= 0x80
 save("f32_rank20.npy", np.array([1.5, -2.0, 4.25], dtype=np.float32).reshape((1,) * 19 + (3,)))
 
+# .npz: np.savez (members stored, zip64 local headers as NumPy writes them) of two arrays,
+# and np.savez_compressed (deflated), which ctdl refuses
+np.savez(os.path.join(out, "arrays.npz"), weights=(0.5 * np.arange(6, dtype=np.float32) - 1.25).reshape(2, 3),
+         ids=np.array([np.iinfo(np.int64).min, 2**53 + 1, np.iinfo(np.int64).max], dtype=np.int64))
+np.savez_compressed(os.path.join(out, "compressed.npz"), weights=np.zeros((2, 3), dtype=np.float32))
+print("arrays.npz: weights float32 (2, 3), ids int64 (3,); compressed.npz: weights (deflated)")
+
 total = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
 print(f"{len(os.listdir(out))} files, {total} bytes in {out}", file=sys.stderr)

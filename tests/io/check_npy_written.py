@@ -39,8 +39,28 @@ for name in ["f32_2x3.npy", "f64_4.npy", "i32_2x2x3.npy", "i64_3.npy", "u8_5.npy
     original = np.load(os.path.join(fixtures, name))
     check("roundtrip_" + name, original.astype(original.dtype.newbyteorder("<")))
 
-expected_files = 14
-found = len([f for f in os.listdir(written) if f.endswith(".npy")])
+
+
+def check_npz(name, expected):
+    with np.load(os.path.join(written, name), allow_pickle=False) as z:
+        if sorted(z.files) != sorted(expected):
+            failures.append(f"{name}: arrays {sorted(z.files)} where {sorted(expected)} were expected")
+            return
+        for key, e in expected.items():
+            a = z[key]
+            if a.dtype != e.dtype or a.shape != e.shape or not np.array_equal(a, e):
+                failures.append(f"{name}[{key}]: {a.dtype} {a.shape} {a.ravel()[:6]} where {e.dtype} {e.shape} {e.ravel()[:6]}")
+                return
+    print(f"{name}: {', '.join(sorted(expected))} ok")
+
+
+check_npz("formula.npz", {"f32": np.load(os.path.join(written, "formula_f32_3x4.npy")),
+                          "i64": np.load(os.path.join(written, "formula_i64_2x3.npy"))})
+with np.load(os.path.join(fixtures, "arrays.npz")) as original:
+    check_npz("roundtrip_arrays.npz", {k: original[k] for k in original.files})
+
+expected_files = 16
+found = len([f for f in os.listdir(written) if f.endswith(".npy") or f.endswith(".npz")])
 if found != expected_files:
     failures.append(f"{written}: {found} .npy files, {expected_files} expected (a temporary left behind?)")
 for f in failures:

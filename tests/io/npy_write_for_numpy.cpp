@@ -5,7 +5,8 @@
 //
 // Two kinds of files: arrays made here from formulas that the Python side recomputes
 // (formula_*.npy), and each readable fixture read with io::load_npy and written back
-// (roundtrip_<fixture>.npy), which NumPy must find equal to the fixture it wrote itself.
+// (roundtrip_<fixture>.npy), which NumPy must find equal to the fixture it wrote itself;
+// the same for .npz archives (formula.npz, roundtrip_arrays.npz).
 #include <ctdl/io/npy.hpp>
 
 #include <cstdint>
@@ -43,6 +44,17 @@ int main(int argc, char** argv) {
     // int32 (0, 7): empty; and a float32 scalar 2.5 (rank 0)
     io::save_npy(out + "/formula_i32_0x7.npy", Tensor<std::int32_t, Shape<dyn, 7>>({0, 7}));
     io::save_npy(out + "/formula_f32_scalar.npy", Tensor<float, Shape<>>::full({}, 2.5f));
+
+    // .npz: the two arrays above in one archive, and the fixture archive read and written back
+    io::NpzWriter npz(out + "/formula.npz");
+    npz.add("f32", f);
+    npz.add("i64", l);
+    npz.commit();
+    const io::NpzFile arrays(in + "/arrays.npz");
+    io::NpzWriter back(out + "/roundtrip_arrays.npz");
+    back.add("weights", arrays.tensor<float, Shape<dyn, dyn>>("weights"));
+    back.add("ids", arrays.tensor<std::int64_t, Shape<dyn>>("ids"));
+    back.commit();
 
     roundtrip<float, Shape<dyn, dyn>>(in, out, "f32_2x3.npy");
     roundtrip<double, Shape<dyn>>(in, out, "f64_4.npy");

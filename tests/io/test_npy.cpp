@@ -230,3 +230,66 @@ TEST_CASE("interop: from_xtensor refuses a wrong rank, extent or a column-major 
   xt::xtensor<float, 2, xt::layout_type::column_major> col = xt::zeros<float>({1, 3});
   CHECK_NOTHROW((interop::from_xtensor<Shape<1, 3>>(col)));
 }
+
+TEST_CASE("npz: an np.savez archive reads by key with the fixture's values") {
+  const io::NpzFile z(kNpyDir + "arrays.npz");
+  CHECK(z.keys() == std::vector<std::string>{"weights", "ids"});
+  CHECK(z.contains("ids"));
+  const auto w = z.tensor<float, Shape<2, 3>>("weights");
+  for (index_t i = 0; i < 6; ++i) CHECK(w.data()[i] == 0.5f * static_cast<float>(i) - 1.25f);
+  const auto ids = z.tensor<std::int64_t, Shape<dyn>>("ids");
+  CHECK(ids(0) == std::numeric_limits<std::int64_t>::min());
+  CHECK(ids(1) == (std::int64_t{1} << 53) + 1);
+  CHECK(z.header("ids").descr() == "<i8");
+  // Errors name the archive and the member.
+  CHECK_THROWS_WITH((z.tensor<float, Shape<2, 3>>("bias")), Contains("arrays.npz: no array 'bias' (the archive has: weights, ids)"));
+  CHECK_THROWS_WITH((z.tensor<float, Shape<dyn>>("ids")), Contains("arrays.npz:ids.npy: dtype int64"));
+}
+
+TEST_CASE("npz: compressed, truncated or damaged archives are errors") {
+  CHECK_THROWS_WITH(io::NpzFile(kNpyDir + "compressed.npz"),
+                    Contains("compressed.npz:weights.npy: the member is compressed (zip method 8") && Contains("re-save with np.savez"));
+  const std::string good = npy_fixture_bytes("arrays.npz");
+  const std::filesystem::path dir = std::filesystem::path(CTDL_TEST_TMP) / "npz_bad";
+  std::filesystem::create_directories(dir);
+  const auto error_of_file = [&](const std::string& bytes) -> std::string {
+    const std::string p = (dir / "bad.npz").string();
+    io::write_file_atomically(p, bytes);
+    try {
+      io::NpzFile z(p);
+      for (const auto& k : z.keys()) z.header(k);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "no error";
+  };
+  CHECK(error_of_file(good) == "no error");
+  CHECK_THAT(error_of_file(good.substr(0, good.size() - 30)), Contains("no zip end-of-directory record"));
+  CHECK_THAT(error_of_file("short"), Contains("too short to be a zip archive"));
+  // One flipped byte inside the first member's data fails its CRC-32.
+  std::string flipped = good;
+  flipped[200] = static_cast<char>(flipped[200] ^ 0x40);
+  CHECK_THAT(error_of_file(flipped), Contains("weights.npy: CRC-32 mismatch"));
+}
+
+TEST_CASE("npz: NpzWriter writes an archive that NpzFile reads back, atomically") {
+  const std::filesystem::path dir = std::filesystem::path(CTDL_TEST_TMP) / "npz_roundtrip";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "out.npz").string();
+  Tensor<float, Shape<dyn, 2>> a({3, 2}, {1, 2, 3, 4, 5, 6.5f});
+  Tensor<std::int32_t, Shape<4>> b({4}, {-1, 0, 1, 2147483647});
+  io::NpzWriter w(path);
+  w.add("a", a);
+  w.add("b", b);
+  CHECK_THROWS_WITH(w.add("a", a), Contains("the array 'a' is added twice"));
+  CHECK(!std::filesystem::exists(path));  // nothing before commit()
+  w.commit();
+  const io::NpzFile z(path);
+  CHECK(z.keys() == std::vector<std::string>{"a", "b"});
+  CHECK(z.tensor<float, Shape<dyn, 2>>("a")(2, 1) == 6.5f);
+  CHECK(z.tensor<std::int32_t, Shape<4>>("b")(3) == 2147483647);
+  std::size_t files = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(dir)) ++files;
+  CHECK(files == 1);
+}

@@ -1,9 +1,11 @@
 #pragma once
-// NumPy .npy files in and out of ctdl tensors.
+// NumPy .npy files and .npz archives in and out of ctdl tensors.
 //
 //   auto w = io::load_npy<float, Shape<dyn, 768>>("pooled.npy");   // Tensor<float, Shape<dyn, 768>>
 //   io::save_npy("logits.npy", logits.view());                      // atomic (io/atomic_file.hpp)
 //   xt::xarray<float> a = io::load_npy_xarray<float>("x.npy");      // any rank, for xtensor users
+//   io::NpzFile z("arrays.npz");  auto b = z.tensor<float, Shape<dyn>>("b");   // np.savez archives
+//   io::NpzWriter out("out.npz");  out.add("logits", logits.view());  out.commit();
 //
 // Format (numpy.lib.format): the magic "\x93NUMPY", a version byte pair (1.0: a 2-byte
 // little-endian header length; 2.0 and 3.0: 4 bytes), then a Python dict literal
@@ -38,7 +40,9 @@
 #include <xtensor/xnpy.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
+#include <map>
 #include <cstring>
 #include <string>
 #include <string_view>
@@ -116,6 +120,63 @@ void save_npy(const std::string& path, TensorView<T, S, Cpu> tensor)
 {
   save_npy<T, S>(path, TensorView<const T, S, Cpu>(tensor));
 }
+
+/// A NumPy .npz archive (np.savez: a zip of "<key>.npy" members, stored), memory-mapped.
+/// The zip's central directory is checked when it is opened: every member stored
+/// uncompressed (np.savez_compressed's deflated members are refused, naming the key),
+/// not encrypted, inside the file, no name twice, and its CRC-32 right; each member is
+/// then an .npy file with the checks above, its errors naming "archive.npz:key".
+class NpzFile {
+ public:
+  explicit NpzFile(const std::string& path);
+
+  /// The arrays' names (the members' names without ".npy"), in archive order.
+  const std::vector<std::string>& keys() const { return keys_; }
+  bool contains(const std::string& key) const { return members_.count(key) != 0; }
+  /// The header of array `key`; an unknown key is an error listing the keys there are.
+  NpyHeader header(const std::string& key) const { return parse_npy_header(member(key), where(key)); }
+  /// Array `key` as a tensor of element type T and shape S.
+  template <class T, ShapeType S>
+  Tensor<T, S> tensor(const std::string& key) const {
+    return tensor_from_npy<T, S>(member(key), where(key));
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string_view member(const std::string& key) const;
+  std::string where(const std::string& key) const { return path_ + ":" + key + ".npy"; }
+
+  std::string path_;
+  MappedFile map_;
+  std::vector<std::string> keys_;
+  std::map<std::string, std::string_view> members_;
+};
+
+/// Writes a .npz archive that np.load reads (members stored, as np.savez writes them),
+/// atomically on commit(): `path` is the complete archive or what it was before.
+class NpzWriter {
+ public:
+  explicit NpzWriter(std::string path) : path_(std::move(path)) {}
+  /// Adds array `key` (np.load(path)[key]); a key given twice is an error.
+  template <class T, ShapeType S>
+  void add(const std::string& key, TensorView<const T, S, Cpu> tensor) {
+    add_npy(key, npy_bytes<T, S>(tensor));
+  }
+  template <class T, ShapeType S>
+  void add(const std::string& key, const Tensor<T, S, Cpu>& tensor) {
+    add<T, S>(key, tensor.view());
+  }
+  /// Adds the bytes of an .npy file as array `key` (they are checked as one).
+  void add_npy(const std::string& key, std::string npy);
+  void commit();
+
+ private:
+  struct Member {
+    std::string name, bytes;
+  };
+  std::string path_;
+  std::vector<Member> members_;
+};
 
 // ============================================================================
 
@@ -396,6 +457,166 @@ std::string npy_bytes(TensorView<const T, S, Cpu> tensor) {
 template <class T, ShapeType S>
 void save_npy(const std::string& path, TensorView<const T, S, Cpu> tensor) {
   write_file_atomically(path, npy_bytes<T, S>(tensor));
+}
+
+namespace detail {
+
+/// CRC-32 (zip's, polynomial 0xEDB88320), for checking and writing .npz members.
+inline std::uint32_t crc32(std::string_view bytes) {
+  static const auto table = [] {
+    std::array<std::uint32_t, 256> t{};
+    for (std::uint32_t i = 0; i < 256; ++i) {
+      std::uint32_t c = i;
+      for (int k = 0; k < 8; ++k) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+      t[i] = c;
+    }
+    return t;
+  }();
+  std::uint32_t c = 0xFFFFFFFFu;
+  for (unsigned char b : bytes) c = table[(c ^ b) & 0xFF] ^ (c >> 8);
+  return c ^ 0xFFFFFFFFu;
+}
+
+inline std::uint64_t read_le(std::string_view s, std::size_t at, int bytes) {
+  std::uint64_t v = 0;
+  for (int i = bytes; i-- > 0;) v = v << 8 | static_cast<unsigned char>(s[at + static_cast<std::size_t>(i)]);
+  return v;
+}
+
+inline void append_le(std::string& out, std::uint64_t v, int bytes) {
+  for (int i = 0; i < bytes; ++i) out += static_cast<char>((v >> (8 * i)) & 0xFF);
+}
+
+}  // namespace detail
+
+inline NpzFile::NpzFile(const std::string& path) : path_(path), map_(path) {
+  const std::string_view f(reinterpret_cast<const char*>(map_.data()), map_.size());
+  using detail::read_le;
+  // The end-of-central-directory record: 22 bytes and a comment of at most 65535, at the end.
+  constexpr std::size_t kEnd = 22;
+  if (f.size() < kEnd) throw Error(path + ": not an .npz file (too short to be a zip archive)");
+  std::size_t end = std::string_view::npos;
+  for (std::size_t at = f.size() - kEnd + 1; at-- > 0 && f.size() - at <= kEnd + 65535;) {
+    if (f.substr(at, 4) == "PK\x05\x06" && at + kEnd + read_le(f, at + 20, 2) == f.size()) {
+      end = at;
+      break;
+    }
+  }
+  if (end == std::string_view::npos) throw Error(path + ": not an .npz file (no zip end-of-directory record; truncated?)");
+  const std::uint64_t entries = read_le(f, end + 10, 2), dir_bytes = read_le(f, end + 12, 4), dir_at = read_le(f, end + 16, 4);
+  if (entries == 0xFFFF || dir_at == 0xFFFFFFFF) throw Error(path + ": a zip64 archive of over 65535 members or 4 GiB, which ctdl does not read");
+  if (dir_at + dir_bytes > end) throw Error(path + ": the zip directory lies outside the file (truncated?)");
+  std::size_t at = dir_at;
+  for (std::uint64_t e = 0; e < entries; ++e) {
+    if (at + 46 > end || f.substr(at, 4) != "PK\x01\x02") throw Error(path + ": zip directory entry " + std::to_string(e) + " is damaged");
+    const std::uint64_t flags = read_le(f, at + 8, 2), method = read_le(f, at + 10, 2), crc = read_le(f, at + 16, 4);
+    std::uint64_t size = read_le(f, at + 20, 4), raw = read_le(f, at + 24, 4), local = read_le(f, at + 42, 4);
+    const std::size_t name_len = read_le(f, at + 28, 2), extra_len = read_le(f, at + 30, 2), comment_len = read_le(f, at + 32, 2);
+    if (at + 46 + name_len + extra_len + comment_len > end) throw Error(path + ": zip directory entry " + std::to_string(e) + " is damaged");
+    const std::string name(f.substr(at + 46, name_len));
+    // Zip64 sizes and offset, where the 32-bit fields say 0xFFFFFFFF (in that order).
+    for (std::size_t x = at + 46 + name_len; x + 4 <= at + 46 + name_len + extra_len;) {
+      const std::size_t id = read_le(f, x, 2), len = read_le(f, x + 2, 2);
+      if (id == 1) {
+        std::size_t y = x + 4;
+        for (std::uint64_t* field : {&raw, &size, &local}) {
+          if (*field == 0xFFFFFFFF && y + 8 <= x + 4 + len) {
+            *field = read_le(f, y, 8);
+            y += 8;
+          }
+        }
+      }
+      x += 4 + len;
+    }
+    at += 46 + name_len + extra_len + comment_len;
+    const std::string key = name.size() > 4 && name.ends_with(".npy") ? name.substr(0, name.size() - 4) : name;
+    const std::string here = path + ":" + name;
+    if (flags & 1) throw Error(here + ": the member is encrypted");
+    if (method != 0) {
+      throw Error(here + ": the member is compressed (zip method " + std::to_string(method) +
+                  ", as np.savez_compressed writes); ctdl reads np.savez archives, whose members are stored: re-save with np.savez");
+    }
+    if (size != raw) throw Error(here + ": a stored member whose sizes differ (" + std::to_string(size) + " vs " + std::to_string(raw) + ")");
+    if (local + 30 > f.size() || f.substr(local, 4) != "PK\x03\x04") throw Error(here + ": its local header is missing or damaged");
+    const std::size_t data = local + 30 + read_le(f, local + 26, 2) + read_le(f, local + 28, 2);
+    if (data > f.size() || size > f.size() - data) {
+      throw Error(here + ": truncated: the member's " + std::to_string(size) + " bytes run past the end of the file");
+    }
+    const std::string_view bytes = f.substr(data, size);
+    if (detail::crc32(bytes) != crc) throw Error(here + ": CRC-32 mismatch: the member's bytes are damaged");
+    if (!members_.emplace(key, bytes).second) throw Error(path + ": the archive has the array '" + key + "' twice");
+    keys_.push_back(key);
+  }
+}
+
+inline std::string_view NpzFile::member(const std::string& key) const {
+  const auto it = members_.find(key);
+  if (it == members_.end()) {
+    std::string there;
+    for (const auto& k : keys_) there += (there.empty() ? "" : ", ") + k;
+    throw Error(path_ + ": no array '" + key + "' (the archive has: " + (there.empty() ? "none" : there) + ")");
+  }
+  return it->second;
+}
+
+inline void NpzWriter::add_npy(const std::string& key, std::string npy) {
+  if (key.empty() || key.size() > 60000) throw Error(path_ + ": an array name must have 1 to 60000 characters");
+  for (const auto& m : members_)
+    if (m.name == key + ".npy") throw Error(path_ + ": the array '" + key + "' is added twice");
+  parse_npy_header(npy, path_ + ":" + key + ".npy");
+  members_.push_back({key + ".npy", std::move(npy)});
+}
+
+inline void NpzWriter::commit() {
+  using detail::append_le;
+  // A plain zip (no zip64): every offset and size must fit in 32 bits.
+  std::string directory;
+  AtomicFile out(path_);
+  std::uint64_t offset = 0;
+  for (const auto& m : members_) {
+    if (offset + 30 + m.name.size() + m.bytes.size() >= 0xFFFFFFFFu) {
+      throw Error(path_ + ": over 4 GiB, which ctdl's .npz writer does not write (zip64): save the arrays as .npy files");
+    }
+    const std::uint32_t crc = detail::crc32(m.bytes);
+    std::string local;
+    // signature, version needed 2.0, flags, method 0 (stored), time 0, date 1980-01-01
+    append_le(local, 0x04034b50, 4);
+    append_le(local, 20, 2);
+    append_le(local, 0, 2);
+    append_le(local, 0, 2);
+    append_le(local, 0, 2);
+    append_le(local, 0x21, 2);
+    append_le(local, crc, 4);
+    append_le(local, m.bytes.size(), 4);
+    append_le(local, m.bytes.size(), 4);
+    append_le(local, m.name.size(), 2);
+    append_le(local, 0, 2);
+    local += m.name;
+    out.write(local);
+    out.write(m.bytes);
+    // The same in the central directory, with the member's offset.
+    append_le(directory, 0x02014b50, 4);
+    append_le(directory, 20, 2);  // made by: version 2.0
+    directory.append(local, 4, 26);
+    append_le(directory, 0, 2);  // comment length
+    append_le(directory, 0, 2);  // disk
+    append_le(directory, 0, 2);  // internal attributes
+    append_le(directory, 0, 4);  // external attributes
+    append_le(directory, offset, 4);
+    directory += m.name;
+    offset += local.size() + m.bytes.size();
+  }
+  std::string end;
+  append_le(end, 0x06054b50, 4);
+  append_le(end, 0, 4);  // disk numbers
+  append_le(end, members_.size(), 2);
+  append_le(end, members_.size(), 2);
+  append_le(end, directory.size(), 4);
+  append_le(end, offset, 4);
+  append_le(end, 0, 2);  // comment length
+  out.write(directory);
+  out.write(end);
+  out.commit();
 }
 
 }  // namespace ctdl::io
