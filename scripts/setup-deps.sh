@@ -16,6 +16,7 @@ packages=(
   libcli11-dev         # command lines of the programs
   libopenmpi-dev openmpi-bin  # data-parallel training on CPUs
   catch2               # tests (v2)
+  python3-numpy        # ctest io/npy_numpy_reads: NumPy reads the .npy files ctdl writes
   python3 python3-pip  # test goldens: Google's tokenization.py, fetched from PyPI by tools/make_fixtures.py
   ca-certificates      # pip's HTTPS on a base system
 )

@@ -52,6 +52,7 @@ Args parse(int argc, char** argv, bool& help) {
       .add("do_train", &a.do_train, "fine-tune on <data_dir>/train.tsv")
       .add("do_eval", &a.do_eval, "evaluate on <data_dir>/dev.tsv -> eval_results.txt")
       .add("do_predict", &a.do_predict, "predict <data_dir>/test.tsv -> test_results.tsv, test_output_labels.txt")
+      .add("write_npy", &a.write_npy, "with --do_predict, also write test_logits.npy (rows x labels) and test_pooled.npy (rows x hidden), float32")
       .add("task_name", &a.task_name, "the task (consensus: span classification)")
       .add("replace_span", &a.replace_span, "a vocabulary token that replaces every span (e.g. [unused1]); empty: keep the spans")
       .add("init_checkpoint", &a.init_checkpoint, "model.safetensors, or a directory holding one (e.g. an earlier --output_dir), or a TensorFlow 1.x checkpoint: its prefix (model.ckpt-N) or a directory holding TensorFlow's checkpoint file; empty: random initialisation")
@@ -115,6 +116,7 @@ void require_file(const std::string& path, const std::string& what) {
 Setup check(const Args& a, std::unique_ptr<text::FullTokenizer>& tok, std::unique_ptr<data::LabelSet>& labels) {
   if (!(a.do_prepare || a.do_train || a.do_eval || a.do_predict))
     throw Error("nothing to do: give at least one of --do_prepare, --do_train, --do_eval, --do_predict");
+  if (a.write_npy && !a.do_predict) throw Error("--write_npy writes what --do_predict computes: give --do_predict too");
   if (a.task_name != "consensus") throw Error("--task_name=" + a.task_name + ": this program does the consensus task");
   if (a.distributed)
     throw Error("--distributed/--horovod: data-parallel training is not built yet (it comes with the distributed "

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <span>
 #include <nlohmann/json.hpp>
 
@@ -18,6 +19,7 @@
 #include <ctdl/io/atomic_file.hpp>
 #include <ctdl/io/bert_checkpoint.hpp>
 #include <ctdl/io/bert_tf_checkpoint.hpp>
+#include <ctdl/io/npy.hpp>
 #include <ctdl/io/parameters.hpp>
 #include <ctdl/io/safetensors.hpp>
 #include <ctdl/io/safetensors_writer.hpp>
@@ -338,12 +340,23 @@ int run(const Setup& s) {
   if (a.do_predict) {
     auto& cache = cache_of("test");
     const auto t0 = std::chrono::steady_clock::now();
-    const auto p = train::predict(model, cache, a.predict_batch_size, L);
+    const auto p = train::predict(model, cache, a.predict_batch_size, L,
+                                  {.keep_logits = a.write_npy, .keep_pooled = a.write_npy});
     const double total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     require_finite(p, cache, a.data_dir + "/test.tsv", s);
     {
-      // Both files are complete before either replaces an earlier run's: they stay a pair.
+      // Every file is complete before any replaces an earlier run's: they stay a set.
       io::AtomicFile results(a.output_dir + "/test_results.tsv"), labels(a.output_dir + "/test_output_labels.txt");
+      std::optional<io::AtomicFile> logits_npy, pooled_npy;
+      if (a.write_npy) {
+        const index_t rows = static_cast<index_t>(cache.rows());
+        logits_npy.emplace(a.output_dir + "/test_logits.npy");
+        logits_npy->write(io::npy_bytes(TensorView<const float, Shape<dyn, dyn>>(p.logits.data(), {rows, L})));
+        pooled_npy.emplace(a.output_dir + "/test_pooled.npy");
+        pooled_npy->write(io::npy_bytes(TensorView<const float, Shape<dyn, dyn>>(p.pooled.data(), {rows, p.hidden})));
+        logits_npy->flush();
+        pooled_npy->flush();
+      }
       for (std::size_t r = 0; r < cache.rows(); ++r) {
         for (index_t k = 0; k < L; ++k)
           results << (k ? "\t" : "") << fmt("%.6g", p.probabilities[r * static_cast<std::size_t>(L) + static_cast<std::size_t>(k)]);
@@ -354,10 +367,14 @@ int run(const Setup& s) {
       labels.flush();
       results.commit();
       labels.commit();
+      if (a.write_npy) {
+        logits_npy->commit();
+        pooled_npy->commit();
+      }
     }
     std::vector<double> ms(p.batch_ms.begin() + std::min<std::ptrdiff_t>(2, std::ssize(p.batch_ms)), p.batch_ms.end());
     say("predicted " + std::to_string(cache.rows()) + " rows in " + fmt("%.2f s", total_s) + " -> " + a.output_dir +
-        "/test_results.tsv, test_output_labels.txt");
+        "/test_results.tsv, test_output_labels.txt" + (a.write_npy ? ", test_logits.npy, test_pooled.npy" : ""));
     if (!ms.empty()) {
       double sum = 0;
       for (double x : ms) sum += x;

@@ -31,6 +31,7 @@ struct Args {
   std::string hidden_act;  // gelu_tanh | gelu_erf; "" = by where the weights come from (docs/checkpoints.md)
   std::int64_t seed = 42, num_threads = 0;
   bool shuffle = true, dump_features = false, resume = false, skip_bad_rows = false;
+  bool write_npy = false;  // --do_predict also writes test_logits.npy, test_pooled.npy
   double max_grad_norm = 1.0;
 };
 

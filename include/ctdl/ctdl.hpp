@@ -1,5 +1,7 @@
 #pragma once
 // The public surface of ctdl. Include this, or the layer headers you need.
+// Not included here, as they need xtensor (link ctdl::xtensor): <ctdl/io/npy.hpp> (NumPy
+// .npy/.npz files) and <ctdl/interop/xtensor.hpp> (zero-copy views to and from xtensor).
 
 #include "ctdl/fwd.hpp"
 

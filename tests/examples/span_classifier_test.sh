@@ -115,6 +115,36 @@ grep -qF "removed $out/test_results.tsv.tmp.$dead (left by an interrupted run)" 
 no_temporaries "a run after a killed one"
 [ "$(wc -l <"$out/test_results.tsv")" = 40 ] || fail "test_results.tsv rows after predicting again"
 
+# --write_npy: test_logits.npy (rows x labels) and test_pooled.npy (rows x hidden), float32,
+# beside test_results.tsv, which stays what it is without the flag; NumPy checks them.
+expect 1 "--write_npy writes what --do_predict computes: give --do_predict too" --do_eval --write_npy "${common[@]}" --output_dir="$work/e"
+"$prog" --do_predict --write_npy "${common[@]}" --init_checkpoint="$out" --output_dir="$work/npy" >"$work/e.out" 2>"$work/e.err" \
+  || fail "--write_npy: $(cat "$work/e.err")"
+grep -qF "test_logits.npy, test_pooled.npy" "$work/e.err" || fail "--write_npy does not say what it wrote: $(cat "$work/e.err")"
+cmp -s "$out/test_results.tsv" "$work/npy/test_results.tsv" || fail "--write_npy changed test_results.tsv"
+[ -z "$(find "$work/npy" -name '*.tmp.*')" ] || fail "--write_npy left temporaries: $(ls "$work/npy")"
+if python3 -c "import numpy" 2>/dev/null; then
+  python3 - "$work/npy" <<'PY' || fail "the .npy files of --write_npy do not match test_results.tsv"
+import sys
+import numpy as np
+d = sys.argv[1]
+logits = np.load(d + "/test_logits.npy", allow_pickle=False)
+pooled = np.load(d + "/test_pooled.npy", allow_pickle=False)
+probs = np.loadtxt(d + "/test_results.tsv", delimiter="\t", ndmin=2)
+assert logits.dtype == np.float32 and logits.shape == probs.shape == (40, 5), (logits.dtype, logits.shape, probs.shape)
+assert pooled.dtype == np.float32 and pooled.shape == (40, 128), (pooled.dtype, pooled.shape)
+z = logits.astype(np.float64)
+softmax = np.exp(z - z.max(axis=1, keepdims=True))
+softmax /= softmax.sum(axis=1, keepdims=True)
+err = np.abs(softmax - probs).max()
+assert err < 1e-5, f"softmax(test_logits.npy) differs from test_results.tsv by {err}"
+assert np.all(np.abs(pooled) < 1) and np.unique(pooled, axis=0).shape[0] > 1, "test_pooled.npy is not tanh pooler output of distinct rows"
+print(f"--write_npy: logits {logits.shape}, pooled {pooled.shape}, max |softmax - tsv| = {err:.2e}")
+PY
+else
+  echo "NOTE: python3 has no numpy (Debian: python3-numpy): the contents of the --write_npy files are not checked"
+fi
+
 # NaN weights: an error naming the first row, and no results.
 mkdir -p "$work/nan" && cp "$out"/{model.safetensors,bert_config.json,vocab.txt,labels.txt} "$work/nan/"
 st=$work/nan/model.safetensors

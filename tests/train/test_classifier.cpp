@@ -175,3 +175,41 @@ TEST_CASE("predict names the first row whose logits are not finite") {
   CHECK(some.first_non_finite_row == 1);
   CHECK(some.non_finite_rows == cache().rows() / 3);
 }
+
+TEST_CASE("predict keeps the logits and the pooled vectors they came from, in row order") {
+  using Model = bert::BertForSequenceClassification<float, F, precision::Fp32>;
+  auto model = Model::make(config(), 3);
+  bert::init_weights(model, 0.02, 5);
+  const auto plain = train::predict(model, cache(), 8, 3);
+  CHECK(plain.logits.empty());
+  CHECK(plain.pooled.empty());
+  // A batch size that does not divide the rows: the kept rows are still in file order.
+  const auto p = train::predict(model, cache(), 5, 3, {.keep_logits = true, .keep_pooled = true});
+  const std::size_t n = cache().rows();
+  REQUIRE(p.hidden == 32);
+  REQUIRE(p.logits.size() == n * 3);
+  REQUIRE(p.pooled.size() == n * 32);
+  CHECK(p.probabilities == plain.probabilities);
+  const float* w = model.classifier.weight.value().data();  // 3 x 32
+  const float* b = model.classifier.bias.value().data();
+  double worst_logit = 0, worst_probability = 0;
+  for (std::size_t r = 0; r < n; ++r) {
+    const float* l = &p.logits[r * 3];
+    // The logits are the classifier of the kept pooled vector (computed here in double) ...
+    for (int k = 0; k < 3; ++k) {
+      double z = b[k];
+      for (int j = 0; j < 32; ++j) z += static_cast<double>(w[k * 32 + j]) * p.pooled[r * 32 + static_cast<std::size_t>(j)];
+      worst_logit = std::max(worst_logit, std::abs(z - l[k]));
+    }
+    // ... and their softmax is the row's probabilities.
+    const double mx = std::max({l[0], l[1], l[2]});
+    const double s = std::exp(l[0] - mx) + std::exp(l[1] - mx) + std::exp(l[2] - mx);
+    for (int k = 0; k < 3; ++k)
+      worst_probability = std::max(worst_probability, std::abs(std::exp(l[k] - mx) / s - p.probabilities[r * 3 + static_cast<std::size_t>(k)]));
+  }
+  CHECK(worst_logit < 1e-5);
+  CHECK(worst_probability < 1e-6);
+  // The pooler's output is tanh: every value in (-1, 1), and rows differ.
+  CHECK(std::all_of(p.pooled.begin(), p.pooled.end(), [](float v) { return v > -1 && v < 1; }));
+  CHECK(p.pooled[0] != p.pooled[32]);
+}

@@ -10,12 +10,15 @@
 //   predict            forward without dropout over a feature cache in file order:
 //                      class probabilities, predictions, mean loss, time per batch,
 //                      and the first row whose logits are not finite (the caller decides;
-//                      the programs stop with an error naming it).
+//                      the programs stop with an error naming it); on request
+//                      (PredictOptions) the raw logits and the pooled vectors too.
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "ctdl/autograd/tape.hpp"
@@ -112,11 +115,22 @@ struct Predictions {
   std::vector<double> batch_ms;         // wall time of each batch's forward
   std::ptrdiff_t first_non_finite_row = -1;  // the first cache row with a NaN or infinite logit, or -1
   std::size_t non_finite_rows = 0;           // how many rows have one (their outputs mean nothing)
+  // Kept only when PredictOptions asks (ner_span_classifier --write_npy):
+  std::vector<float> logits;  // rows x num_labels, in cache row order
+  std::vector<float> pooled;  // rows x hidden: the pooled vector each row's logits were computed from
+  index_t hidden = 0;
+};
+
+/// What predict keeps beyond probabilities and predictions.
+struct PredictOptions {
+  bool keep_logits = false;
+  bool keep_pooled = false;  // needs a model with forward_with_pooled (BertForSequenceClassification)
 };
 
 /// Runs the classifier over every row of `cache`, in file order, without dropout.
 template <class Model>
-Predictions predict(const Model& model, const data::FeatureCache& cache, index_t batch_size, index_t num_labels) {
+Predictions predict(const Model& model, const data::FeatureCache& cache, index_t batch_size, index_t num_labels,
+                    const PredictOptions& options = {}) {
   Predictions p;
   p.num_labels = num_labels;
   const std::size_t n = cache.rows();
@@ -133,9 +147,38 @@ Predictions predict(const Model& model, const data::FeatureCache& cache, index_t
     Tape tape;
     NoGrad no_grad(tape);
     nn::Context ctx{tape, false};
-    const auto logits = model.forward(ctx, batch);
+    auto [logits, pooled] = [&] {
+      if constexpr (requires { model.forward_with_pooled(ctx, batch); }) {
+        auto out = model.forward_with_pooled(ctx, batch);
+        return std::pair{std::move(out.logits), std::move(out.pooled)};
+      } else {
+        if (options.keep_pooled) throw Error("predict: this model has no pooled output to keep");
+        return std::pair{model.forward(ctx, batch), 0};
+      }
+    }();
     p.batch_ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     const float* l = logits.value().data();
+    if (options.keep_logits) {
+      if (p.logits.empty()) p.logits.resize(n * static_cast<std::size_t>(num_labels));
+      for (index_t i = 0; i < batch.size(); ++i)
+        std::copy(l + i * num_labels, l + (i + 1) * num_labels,
+                  p.logits.begin() + static_cast<std::ptrdiff_t>(batch.rows[static_cast<std::size_t>(i)] * static_cast<std::size_t>(num_labels)));
+    }
+    if constexpr (!std::is_same_v<decltype(pooled), int>) {
+      if (options.keep_pooled) {
+        const auto& v = pooled.value();
+        const index_t h = v.extent(1);
+        if (p.pooled.empty()) {
+          p.hidden = h;
+          p.pooled.resize(n * static_cast<std::size_t>(h));
+        }
+        for (index_t i = 0; i < batch.size(); ++i) {
+          const std::size_t row = batch.rows[static_cast<std::size_t>(i)];
+          for (index_t k = 0; k < h; ++k)
+            p.pooled[row * static_cast<std::size_t>(h) + static_cast<std::size_t>(k)] = static_cast<float>(v.data()[i * h + k]);
+        }
+      }
+    }
     for (index_t i = 0; i < batch.size(); ++i) {
       const std::size_t row = batch.rows[static_cast<std::size_t>(i)];
       const float* li = l + i * num_labels;

@@ -145,11 +145,20 @@ struct BertForSequenceClassification {
   static BertForSequenceClassification make(const BertConfig& c, index_t num_labels) {
     return {BertModel<T, F, P>::make(c), nn::Linear<T, F::hidden, dyn>::make(c.hidden_size, num_labels)};
   }
+  struct Output {
+    Var<T, ctdl::Shape<dyn, dyn>> logits;            // B x num_labels
+    typename BertModel<T, F, P>::Hidden pooled;      // B x H, the pooler's output (before dropout)
+  };
+  /// The logits and the pooled vectors they were computed from (predict's --write_npy).
+  Output forward_with_pooled(nn::Context& ctx, const Batch& batch) const {
+    const auto pooled = bert.forward(ctx, batch).pooled;
+    auto x = pooled;
+    if (ctx.training) x = ops::dropout(ctx.tape, x, static_cast<float>(bert.config.classifier_dropout), ctx.next_stream());
+    return {ops::linear<typename P::template gemm_t<T>>(ctx.tape, x, classifier.weight, classifier.bias), pooled};
+  }
   /// B x num_labels logits.
   Var<T, ctdl::Shape<dyn, dyn>> forward(nn::Context& ctx, const Batch& batch) const {
-    auto pooled = bert.forward(ctx, batch).pooled;
-    if (ctx.training) pooled = ops::dropout(ctx.tape, pooled, static_cast<float>(bert.config.classifier_dropout), ctx.next_stream());
-    return ops::linear<typename P::template gemm_t<T>>(ctx.tape, pooled, classifier.weight, classifier.bias);
+    return forward_with_pooled(ctx, batch).logits;
   }
 };
 
