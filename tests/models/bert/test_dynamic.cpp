@@ -16,7 +16,8 @@
 
 using namespace ctdl;
 
-namespace {
+// Named, not anonymous: test_unit_all compiles this file in one unit with others.
+namespace dynamic_family_test {
 
 bert::BertConfig tiny_shape_config() {
   bert::BertConfig c;
@@ -95,7 +96,9 @@ void require_same_bits() {
   REQUIRE(any_nonzero);
 }
 
-}  // namespace
+}  // namespace dynamic_family_test
+
+using namespace dynamic_family_test;
 
 TEST_CASE("bert::Dynamic: a training step is bit for bit the static family's (Tiny shape, Fp32)") {
   require_same_bits<precision::Fp32>();
