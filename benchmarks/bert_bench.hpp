@@ -8,6 +8,7 @@
 #include <ctdl/precision/policy.hpp>
 #include <omp.h>
 #include <sys/resource.h>
+#include <time.h>
 
 #include <algorithm>
 #include <chrono>
@@ -100,17 +101,33 @@ struct Bench {
 template <class T, class F, class P>
 std::unique_ptr<Bench> make_bench(const Args& a, const bert::BertConfig& c);
 
+/// The CPU time this process has used, all threads, in ms.
+inline double process_cpu_ms() {
+  timespec t{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) * 1e3 + static_cast<double>(t.tv_nsec) * 1e-6;
+}
+
+/// Each timed step's wall-clock and CPU time (ms). On a machine shared with other work,
+/// the CPU time of a one-thread run is the steadier figure: it leaves out the time the
+/// process waited for a core.
+struct StepTimes {
+  std::vector<double> wall, cpu;
+};
+
 /// Warms up, times a.steps steps of each bench in turn (bench 0, bench 1, bench 0, ...:
-/// on a shared machine both see the same load), and returns each bench's step times (ms).
-inline std::vector<std::vector<double>> time_interleaved(const Args& a, const std::vector<Bench*>& benches) {
+/// on a shared machine both see the same load), and returns each bench's step times.
+inline std::vector<StepTimes> time_interleaved(const Args& a, const std::vector<Bench*>& benches) {
   for (int i = 0; i < a.warmup; ++i)
     for (Bench* b : benches) b->step();
-  std::vector<std::vector<double>> times(benches.size());
+  std::vector<StepTimes> times(benches.size());
   for (int i = 0; i < a.steps; ++i)
     for (std::size_t k = 0; k < benches.size(); ++k) {
       const auto t0 = Clock::now();
+      const double c0 = process_cpu_ms();
       benches[k]->step();
-      times[k].push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+      times[k].cpu.push_back(process_cpu_ms() - c0);
+      times[k].wall.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
     }
   return times;
 }
@@ -118,8 +135,9 @@ inline std::vector<std::vector<double>> time_interleaved(const Args& a, const st
 /// Times `bench` (after the timed steps `times`, its allocation counters since
 /// `system_allocations_before`), runs one more step to log its matmuls, replays them for
 /// the floor, and prints the JSON line; `family` names the family ("static" or "dynamic").
-inline void report(const Args& a, index_t layers, const std::string& family, Bench& bench, const std::vector<double>& times,
+inline void report(const Args& a, index_t layers, const std::string& family, Bench& bench, const StepTimes& step_times,
                    std::size_t system_allocations_before) {
+  const std::vector<double>& times = step_times.wall;
   const double step_ms = median(times);
 
   // The steps' peak, before the floor's replay buffers (up to a few of the largest
@@ -151,16 +169,20 @@ inline void report(const Args& a, index_t layers, const std::string& family, Ben
   const double floor_ms = a.matmul_floor ? matmul_floor_ms(log.calls) : 0.0;
   double flops = 0;
   for (const auto& call : log.calls) flops += 2.0 * call.dims.batch * call.dims.m * call.dims.n * call.dims.k;
-  std::string all_ms;
-  for (double t : times) all_ms += (all_ms.empty() ? "" : ",") + std::to_string(std::lround(t));
+  const auto list = [](const std::vector<double>& v) {
+    std::string r;
+    for (double t : v) r += (r.empty() ? "" : ",") + std::to_string(std::lround(t));
+    return r;
+  };
 
   std::printf(
       "{\"model\":\"%s\",\"family\":\"%s\",\"layers\":%td,\"precision\":\"%s\",\"mode\":\"%s\",\"batch\":%td,"
-      "\"seq_len\":%td,\"threads\":%d,\"steps\":%d,\"step_ms\":%.1f,\"steps_ms\":[%s],\"sentences_per_s\":%.2f,"
+      "\"seq_len\":%td,\"threads\":%d,\"steps\":%d,\"step_ms\":%.1f,\"steps_ms\":[%s],\"step_cpu_ms\":%.1f,"
+      "\"steps_cpu_ms\":[%s],\"sentences_per_s\":%.2f,"
       "\"matmul_floor_ms\":%.1f,\"fraction_of_floor\":%.3f,\"matmul_gflop_per_step\":%.1f,\"matmul_calls\":%zu,"
       "\"peak_rss_mb\":%.0f,\"peak_tensor_mb\":%.0f,\"large_system_allocs_per_step\":%.1f,\"matmul_impl\":\"%s\"}\n",
       a.model.c_str(), family.c_str(), layers, a.precision.c_str(), a.mode.c_str(), a.batch, a.seq_len,
-      omp_get_max_threads(), a.steps, step_ms, all_ms.c_str(), 1000.0 * static_cast<double>(a.batch) / step_ms, floor_ms,
+      omp_get_max_threads(), a.steps, step_ms, list(times).c_str(), median(step_times.cpu), list(step_times.cpu).c_str(), 1000.0 * static_cast<double>(a.batch) / step_ms, floor_ms,
       floor_ms / step_ms, flops / 1e9, log.calls.size(), rss_mb, tensor_mb, system_allocs, impl_summary.c_str());
   std::fflush(stdout);
 }
