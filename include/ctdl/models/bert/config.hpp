@@ -74,13 +74,14 @@ struct BertConfig {
 /// Physical memory of this machine in bytes (0 when unknown).
 std::uint64_t physical_memory_bytes();
 
-/// A BERT shape family: hidden width, heads and intermediate width as types, so that the
-/// kernels see them as constants; everything else in BertConfig stays runtime.
+/// A BERT shape family: hidden width, heads and intermediate width as types (a width
+/// mismatch is a compile error, or make()'s); everything else in BertConfig stays runtime.
 /// Family<dyn, dyn, dyn> (Dynamic) is the runtime-shaped family: its widths and heads come
 /// from the BertConfig at run time, so that one compiled program runs any shape (TinyBERT
 /// 312/12/1200, a pruned BERT). It computes bit for bit what the static family of the same
-/// shape computes (every kernel takes its widths as runtime arguments and keeps one order
-/// of arithmetic whatever the width; tests/models/bert/test_model.cpp checks it).
+/// shape computes, as fast: every kernel takes its widths as runtime arguments (a static
+/// width is checked, never a loop bound), so both run the same arithmetic in the same
+/// order (tests/models/bert/test_dynamic.cpp; docs/benchmarks.md for the speed).
 template <index_t Hidden, index_t Heads, index_t Intermediate>
 struct Family {
   static constexpr index_t hidden = Hidden, heads = Heads, intermediate = Intermediate;
