@@ -2,6 +2,11 @@
 //
 //   build/bin/bert_bench --model=base --precision=fp32 --batch=8 --seq_len=128 --mode=train
 //
+// --family=dynamic runs the runtime-shaped family bert::Dynamic at the --model shape;
+// --family=both builds both and times their steps interleaved (static, dynamic, static,
+// ...), so that a shared machine's load falls on both alike, then prints a line each and
+// the ratio of their medians.
+//
 // Runs --warmup untimed steps, then --steps timed ones, and prints one JSON line:
 // sentences_per_s, step_ms (median), peak_rss_mb, the oneDNN implementation of the
 // matmuls, and the matmul floor: the time oneDNN alone needs for exactly the matmuls of
@@ -16,23 +21,72 @@
 
 using namespace ctdl;
 using bench::Args;
-using bench::run;
+using bench::Bench;
+using bench::make_bench;
 
-#define CTDL_EXTERN_FAMILY(F)                                                            \
-  extern template int bench::run<float, bert::F, precision::Fp32>(const Args&, index_t); \
-  extern template int bench::run<float, bert::F, precision::Bf16Mixed>(const Args&, index_t);
+#define CTDL_EXTERN_FAMILY(F)                                                                            \
+  extern template std::unique_ptr<Bench> bench::make_bench<float, bert::F, precision::Fp32>(const Args&, \
+                                                                                            const bert::BertConfig&); \
+  extern template std::unique_ptr<Bench> bench::make_bench<float, bert::F, precision::Bf16Mixed>(      \
+      const Args&, const bert::BertConfig&);
 CTDL_EXTERN_FAMILY(Tiny)
 CTDL_EXTERN_FAMILY(Mini)
 CTDL_EXTERN_FAMILY(MiniLM)
 CTDL_EXTERN_FAMILY(Small)
 CTDL_EXTERN_FAMILY(Base)
 CTDL_EXTERN_FAMILY(Large)
+CTDL_EXTERN_FAMILY(Dynamic)
+
+namespace {
+
+// The families this build compiled (CMake option CTDL_BERT_BENCH_FAMILIES; each defines
+// CTDL_BENCH_FAMILY_<Name>).
+template <class F>
+constexpr bool compiled = false;
+#ifdef CTDL_BENCH_FAMILY_Tiny
+template <> constexpr bool compiled<bert::Tiny> = true;
+#endif
+#ifdef CTDL_BENCH_FAMILY_Mini
+template <> constexpr bool compiled<bert::Mini> = true;
+#endif
+#ifdef CTDL_BENCH_FAMILY_MiniLM
+template <> constexpr bool compiled<bert::MiniLM> = true;
+#endif
+#ifdef CTDL_BENCH_FAMILY_Small
+template <> constexpr bool compiled<bert::Small> = true;
+#endif
+#ifdef CTDL_BENCH_FAMILY_Base
+template <> constexpr bool compiled<bert::Base> = true;
+#endif
+#ifdef CTDL_BENCH_FAMILY_Large
+template <> constexpr bool compiled<bert::Large> = true;
+#endif
+#ifdef CTDL_BENCH_FAMILY_Dynamic
+template <> constexpr bool compiled<bert::Dynamic> = true;
+#endif
+
+/// The benchmark of family F (a static family, or bert::Dynamic at the same shape).
+template <class F, class P>
+std::unique_ptr<Bench> bench_of(const Args& a, const bert::BertConfig& c, const char* family_name) {
+  if constexpr (compiled<F>) {
+    return make_bench<float, F, P>(a, c);
+  } else {
+    throw Error("this build of bert_bench did not compile the family " + std::string(family_name) +
+                " (CMake option CTDL_BERT_BENCH_FAMILIES, e.g. \"Base;Dynamic\"; the default builds every family)");
+  }
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   Args a;
-  CLI::App app{"BERT step benchmark on random data; prints one JSON line"};
+  CLI::App app{"BERT step benchmark on random data; prints one JSON line per family timed"};
   app.add_option("--model", a.model, "tiny, mini, minilm, small, base or large")
       ->check(CLI::IsMember({"tiny", "mini", "minilm", "small", "base", "large"}));
+  app.add_option("--family", a.family,
+                 "static (the compiled family of --model), dynamic (the runtime-shaped bert::Dynamic at the same "
+                 "shape) or both (their steps interleaved, one line each)")
+      ->check(CLI::IsMember({"static", "dynamic", "both"}));
   app.add_option("--precision", a.precision, "fp32, or bf16 (Bf16Mixed: bf16 matmul inputs, fp32 accumulation)")
       ->check(CLI::IsMember({"fp32", "bf16"}));
   app.add_option("--batch", a.batch, "sequences per step")->check(CLI::PositiveNumber);
@@ -41,19 +95,45 @@ int main(int argc, char** argv) {
   app.add_option("--threads", a.threads, "OpenMP threads (default: all cores)");
   app.add_option("--steps", a.steps, "timed steps")->check(CLI::PositiveNumber);
   app.add_option("--warmup", a.warmup, "untimed steps first");
+  app.add_option("--matmul_floor", a.matmul_floor,
+                 "time the step's matmuls alone too (false: the floor keys are 0, and the run is shorter)");
   CLI11_PARSE(app, argc, argv);
   if (a.threads > 0) omp_set_num_threads(a.threads);
   try {
-    auto by_family = [&]<class P>() {
-      if (a.model == "tiny") return run<float, bert::Tiny, P>(a, 2);
-      if (a.model == "mini") return run<float, bert::Mini, P>(a, 4);
-      if (a.model == "minilm") return run<float, bert::MiniLM, P>(a, 12);
-      if (a.model == "small") return run<float, bert::Small, P>(a, 4);
-      if (a.model == "base") return run<float, bert::Base, P>(a, 12);
-      return run<float, bert::Large, P>(a, 24);
+    bert::BertConfig c;
+    c.vocab_size = 28996;
+    auto by_family = [&]<class F>(index_t layers) {
+      c.hidden_size = F::hidden;
+      c.num_attention_heads = F::heads;
+      c.intermediate_size = F::intermediate;
+      c.num_hidden_layers = layers;
+      auto benches = [&]<class P>() {
+        std::vector<std::pair<std::string, std::unique_ptr<Bench>>> b;
+        if (a.family != "dynamic") b.emplace_back("static", bench_of<F, P>(a, c, a.model.c_str()));
+        if (a.family != "static") b.emplace_back("dynamic", bench_of<bert::Dynamic, P>(a, c, "Dynamic"));
+        return b;
+      };
+      auto list = a.precision == "bf16" ? benches.template operator()<precision::Bf16Mixed>()
+                                        : benches.template operator()<precision::Fp32>();
+      std::vector<Bench*> ptrs;
+      for (auto& [name, b] : list) ptrs.push_back(b.get());
+      const std::size_t allocations_before = DeviceAllocator<Cpu>::system_allocations();
+      const auto times = bench::time_interleaved(a, ptrs);
+      for (std::size_t k = 0; k < list.size(); ++k)
+        bench::report(a, layers, list[k].first, *list[k].second, times[k], allocations_before);
+      if (list.size() == 2) {
+        std::printf("{\"dynamic_over_static\":%.4f,\"dynamic_over_static_cpu\":%.4f}\n",
+                    bench::median(times[1].wall) / bench::median(times[0].wall),
+                    bench::median(times[1].cpu) / bench::median(times[0].cpu));
+      }
+      return 0;
     };
-    if (a.precision == "bf16") return by_family.template operator()<precision::Bf16Mixed>();
-    return by_family.template operator()<precision::Fp32>();
+    if (a.model == "tiny") return by_family.template operator()<bert::Tiny>(2);
+    if (a.model == "mini") return by_family.template operator()<bert::Mini>(4);
+    if (a.model == "minilm") return by_family.template operator()<bert::MiniLM>(12);
+    if (a.model == "small") return by_family.template operator()<bert::Small>(4);
+    if (a.model == "base") return by_family.template operator()<bert::Base>(12);
+    return by_family.template operator()<bert::Large>(24);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bert_bench: %s\n", e.what());
     return 1;

@@ -1,5 +1,6 @@
 #pragma once
-// The BERT encoders of the compiled shape families, instantiated once and shared by the
+// The BERT encoders of the compiled shape families (the static ones and the runtime-shaped
+// Dynamic), instantiated once and shared by the
 // project's programs (ner_span_classifier, bert_bench).
 //
 // BertModel<float, F, P>::forward (with the backward of every op it records) is more than
@@ -23,3 +24,4 @@ CTDL_BERT_INSTANCES(extern, MiniLM)
 CTDL_BERT_INSTANCES(extern, Small)
 CTDL_BERT_INSTANCES(extern, Base)
 CTDL_BERT_INSTANCES(extern, Large)
+CTDL_BERT_INSTANCES(extern, Dynamic)

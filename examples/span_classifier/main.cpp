@@ -36,6 +36,7 @@ SPAN_CLASSIFIER_EXTERN(ctdl::bert::MiniLM)
 SPAN_CLASSIFIER_EXTERN(ctdl::bert::Small)
 SPAN_CLASSIFIER_EXTERN(ctdl::bert::Base)
 SPAN_CLASSIFIER_EXTERN(ctdl::bert::Large)
+SPAN_CLASSIFIER_EXTERN(ctdl::bert::Dynamic)
 }  // namespace span_classifier
 
 using namespace span_classifier;
@@ -43,6 +44,11 @@ using namespace ctdl;
 namespace fs = std::filesystem;
 
 namespace {
+
+// What running on the runtime-shaped family costs, as the log says it (measured with
+// bert_bench --family=both: docs/benchmarks.md).
+constexpr const char* kDynamicFamilyCost =
+    "the same results as a compiled family; its BERT-base training step measured within 5% of the static family's time";
 
 Args parse(int argc, char** argv, bool& help) {
   Args a;
@@ -243,17 +249,32 @@ int main(int argc, char** argv) {
     std::unique_ptr<text::FullTokenizer> tok;
     std::unique_ptr<data::LabelSet> labels;
     const Setup s = check(a, tok, labels);
+    const auto run_policy = [&]<class F>() -> int {
+      if (s.args.precision == "bf16") return run<F, precision::Bf16Mixed>(s);
+      if (s.args.precision == "fp16") return run<F, precision::Fp16Mixed>(s);
+      return run<F, precision::Fp32>(s);
+    };
+    // A static family when the shape has one and this build compiled it; else the
+    // runtime-shaped family (same results, a slower step), when this build compiled that.
     return bert::dispatch(s.config, [&]<class F>() -> int {
-      if constexpr (!compiled_family<F>) {
-        throw Error(a.bert_config_file + " is a BERT of hidden/heads/intermediate " +
-                    std::to_string(F::hidden) + "/" + std::to_string(F::heads) + "/" + std::to_string(F::intermediate) +
-                    ", but this build of ner_span_classifier compiled only the families " + compiled_family_names +
-                    " (CMake option CTDL_SPAN_CLASSIFIER_FAMILIES; scripts/demo.sh builds the demo's Tiny alone). "
-                    "scripts/build.sh builds every family");
+      const std::string shape = bert::shape_name(s.config) + " (hidden/heads/intermediate of " + a.bert_config_file + ")";
+      if constexpr (compiled_family<F>) {
+        if constexpr (F::is_dynamic)
+          std::fprintf(stderr, "no compiled BERT family for %s: using the runtime-shaped family (%s)\n", shape.c_str(),
+                       kDynamicFamilyCost);
+        return run_policy.template operator()<F>();
+      } else if constexpr (compiled_family<bert::Dynamic>) {
+        std::fprintf(stderr, "this build of ner_span_classifier did not compile the BERT family of %s; it compiled %s: "
+                     "using the runtime-shaped family (%s)\n", shape.c_str(), compiled_family_names, kDynamicFamilyCost);
+        return run_policy.template operator()<bert::Dynamic>();
       } else {
-        if (s.args.precision == "bf16") return run<F, precision::Bf16Mixed>(s);
-        if (s.args.precision == "fp16") return run<F, precision::Fp16Mixed>(s);
-        return run<F, precision::Fp32>(s);
+        throw Error(a.bert_config_file + " is a BERT of hidden/heads/intermediate " + bert::shape_name(s.config) + ", " +
+                    (F::is_dynamic ? std::string("a shape with no static family (") + bert::kStaticFamilies + ")"
+                                   : std::string("a static family")) +
+                    ", but this build of ner_span_classifier compiled only the families " + compiled_family_names +
+                    ", not it nor the runtime-shaped family Dynamic that runs any shape (CMake option "
+                    "CTDL_SPAN_CLASSIFIER_FAMILIES; `all`, the default, includes Dynamic; scripts/demo.sh builds "
+                    "the demo's Tiny alone)");
       }
     });
   } catch (const train::FlagError& e) {

@@ -247,8 +247,8 @@ int run(const Setup& s) {
   } else {
     say("no --init_checkpoint: the model starts from random initialisation (seed " + std::to_string(a.seed) + ")");
   }
-  say("model: BERT " + std::to_string(F::hidden) + "/" + std::to_string(F::heads) + "/" +
-      std::to_string(F::intermediate) + " x " + std::to_string(s.config.num_hidden_layers) + " layers, " +
+  say("model: BERT " + bert::shape_name(s.config) + (F::is_dynamic ? " (runtime-shaped family)" : "") + " x " +
+      std::to_string(s.config.num_hidden_layers) + " layers, " +
       std::to_string(nn::count_parameters(model)) + " parameters, precision " + P::name + ", " +
       std::to_string(omp_get_max_threads()) + " threads");
 

@@ -1,6 +1,7 @@
 #pragma once
-// BertConfig: bert_config.json (Google) / config.json (Hugging Face), and the compiled
-// shape families that a config dispatches to.
+// BertConfig: bert_config.json (Google) / config.json (Hugging Face), and the shape
+// families that a config dispatches to (a static one when its shape is compiled, else the
+// runtime-shaped Dynamic).
 //
 // Keys read (Google and Hugging Face spell them alike): vocab_size, hidden_size,
 // num_hidden_layers, num_attention_heads, intermediate_size, hidden_act,
@@ -32,6 +33,7 @@
 
 #include "ctdl/core/config.hpp"
 #include "ctdl/core/error.hpp"
+#include "ctdl/fwd.hpp"
 
 namespace ctdl::bert {
 
@@ -51,6 +53,8 @@ struct BertConfig {
   double initializer_range = 0.02;
   double layer_norm_eps = 1e-12;
   double classifier_dropout = 0.1;
+  /// Where the config came from (the file from_file read), for error messages.
+  std::string source = "<BertConfig>";
 
   /// Parses and checks a config (types, ranges, overflow of the parameter count);
   /// `source` names it in error messages (a file path).
@@ -70,12 +74,25 @@ struct BertConfig {
 /// Physical memory of this machine in bytes (0 when unknown).
 std::uint64_t physical_memory_bytes();
 
-/// A compiled BERT shape family: hidden width, heads and intermediate width are part of
-/// the types; everything else in BertConfig stays runtime.
+/// A BERT shape family: hidden width, heads and intermediate width as types (a width
+/// mismatch is a compile error, or make()'s); everything else in BertConfig stays runtime.
+/// Family<dyn, dyn, dyn> (Dynamic) is the runtime-shaped family: its widths and heads come
+/// from the BertConfig at run time, so that one compiled program runs any shape (TinyBERT
+/// 312/12/1200, a pruned BERT). It computes bit for bit what the static family of the same
+/// shape computes, as fast: every kernel takes its widths as runtime arguments (a static
+/// width is checked, never a loop bound), so both run the same arithmetic in the same
+/// order (tests/models/bert/test_dynamic.cpp; docs/benchmarks.md for the speed).
 template <index_t Hidden, index_t Heads, index_t Intermediate>
 struct Family {
   static constexpr index_t hidden = Hidden, heads = Heads, intermediate = Intermediate;
-  static_assert(Hidden % Heads == 0, "the hidden width must be a multiple of the head count");
+  static constexpr bool is_dynamic = Hidden == dyn;
+  static_assert(is_dynamic ? Heads == dyn && Intermediate == dyn : Hidden > 0 && Heads > 0 && Intermediate > 0,
+                "a BERT family has either every extent static (positive) or every extent dyn");
+  static_assert(is_dynamic || Hidden % Heads == 0, "the hidden width must be a multiple of the head count");
+
+  /// The attention heads of a model of this family configured by `c` (the static count
+  /// when static: make() checks that `c` agrees with it).
+  static index_t heads_of(const BertConfig& c) { return is_dynamic ? c.num_attention_heads : Heads; }
 };
 using Tiny = Family<128, 2, 512>;
 using Mini = Family<256, 4, 1024>;
@@ -83,9 +100,28 @@ using MiniLM = Family<384, 12, 1536>;
 using Small = Family<512, 8, 2048>;
 using Base = Family<768, 12, 3072>;
 using Large = Family<1024, 16, 4096>;
+using Dynamic = Family<dyn, dyn, dyn>;
 
-/// Calls fn.template operator()<F>() for the compiled family F that matches `c`, or
-/// throws an Error listing the families (and how to add one).
+/// The compiled static families (hidden/heads/intermediate), as a message lists them.
+inline constexpr const char* kStaticFamilies =
+    "Tiny 128/2/512, Mini 256/4/1024, MiniLM 384/12/1536, Small 512/8/2048, Base 768/12/3072, Large 1024/16/4096";
+
+/// "312/12/1200": a config's hidden/heads/intermediate, as messages write a shape.
+inline std::string shape_name(const BertConfig& c) {
+  return std::to_string(c.hidden_size) + "/" + std::to_string(c.num_attention_heads) + "/" +
+         std::to_string(c.intermediate_size);
+}
+
+/// Throws an Error naming the config's source and keys unless a model of family F can be
+/// made from `c`: the sizes of a static family equal its extents; for Dynamic, the sizes
+/// are positive and hidden_size is a multiple of num_attention_heads (from_json checks
+/// these too; a config built in code meets them here).
+template <class F>
+void check_family(const BertConfig& c);
+
+/// Calls fn.template operator()<F>() for the static family F that matches `c`'s hidden,
+/// heads and intermediate sizes (the fast paths), or fn.template operator()<Dynamic>() when
+/// none does.
 template <class Fn>
 decltype(auto) dispatch(const BertConfig& c, Fn&& fn);
 
@@ -151,6 +187,7 @@ inline BertConfig BertConfig::from_json(const nlohmann::json& j, const std::stri
   using detail::get_required;
   if (!j.is_object()) throw Error(source + ": a BERT config must be a JSON object");
   BertConfig c;
+  c.source = source;
   c.vocab_size = get_required<index_t>(j, "vocab_size", source);
   c.hidden_size = get_required<index_t>(j, "hidden_size", source);
   c.num_hidden_layers = get_required<index_t>(j, "num_hidden_layers", source);
@@ -266,25 +303,37 @@ inline BertConfig BertConfig::from_file(const std::string& path) {
   return c;
 }
 
+template <class F>
+void check_family(const BertConfig& c) {
+  const auto key = [&](const char* name, index_t v) { return std::string("\"") + name + "\" " + std::to_string(v); };
+  if constexpr (F::is_dynamic) {
+    for (auto [name, v] : {std::pair{"hidden_size", c.hidden_size}, {"num_attention_heads", c.num_attention_heads},
+                           {"intermediate_size", c.intermediate_size}})
+      if (v <= 0) throw Error(c.source + ": key " + key(name, v) + " must be positive");
+    if (c.hidden_size % c.num_attention_heads != 0)
+      throw Error(c.source + ": key " + key("hidden_size", c.hidden_size) + " is not a multiple of key " +
+                  key("num_attention_heads", c.num_attention_heads) + " (each head takes hidden_size / heads columns)");
+  } else if (c.hidden_size != F::hidden || c.num_attention_heads != F::heads || c.intermediate_size != F::intermediate) {
+    throw Error(c.source + ": keys \"hidden_size\"/\"num_attention_heads\"/\"intermediate_size\" are " + shape_name(c) +
+                ", but the model is of the compiled family " + std::to_string(F::hidden) + "/" + std::to_string(F::heads) +
+                "/" + std::to_string(F::intermediate) + " (bert::dispatch picks the family of a config)");
+  }
+}
+
 template <class Fn>
 decltype(auto) dispatch(const BertConfig& c, Fn&& fn) {
   auto is = [&]<class F>() {
     return c.hidden_size == F::hidden && c.num_attention_heads == F::heads && c.intermediate_size == F::intermediate;
   };
+  // To add a static family: one line here, its name in kStaticFamilies, and its name in
+  // examples/bert_instances/CMakeLists.txt and bert_instances.hpp.
   if (is.template operator()<Tiny>()) return fn.template operator()<Tiny>();
   if (is.template operator()<Mini>()) return fn.template operator()<Mini>();
   if (is.template operator()<MiniLM>()) return fn.template operator()<MiniLM>();
   if (is.template operator()<Small>()) return fn.template operator()<Small>();
   if (is.template operator()<Base>()) return fn.template operator()<Base>();
   if (is.template operator()<Large>()) return fn.template operator()<Large>();
-  std::ostringstream msg;
-  msg << "no compiled BERT shape family for hidden_size " << c.hidden_size << ", num_attention_heads "
-      << c.num_attention_heads << ", intermediate_size " << c.intermediate_size
-      << ". Compiled (hidden/heads/intermediate): tiny 128/2/512, mini 256/4/1024, MiniLM 384/12/1536, "
-         "small 512/8/2048, base 768/12/3072, large 1024/16/4096. To add one, add a line "
-         "`if (is.template operator()<Family<H, A, I>>()) return fn.template operator()<Family<H, A, I>>();` "
-         "to ctdl::bert::dispatch in include/ctdl/models/bert/config.hpp";
-  throw Error(msg.str());
+  return fn.template operator()<Dynamic>();
 }
 
 }  // namespace ctdl::bert

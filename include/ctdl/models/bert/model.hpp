@@ -9,8 +9,9 @@
 //   bert.pooler.dense.*, classifier.*
 //
 // Shapes: a batch of B sequences of S tokens is processed as B*S rows of width H; the
-// hidden width H, heads and intermediate width come from the family F (types), the rest
-// (layers, vocabulary, positions, token types, labels) from BertConfig at run time.
+// hidden width H, heads and intermediate width come from the family F (types; from
+// BertConfig for the runtime-shaped bert::Dynamic), the rest (layers, vocabulary,
+// positions, token types, labels) from BertConfig at run time.
 //
 // Forward of one encoder layer (x: B*S x H):
 //   a  = LayerNorm(x + dropout(attention(x) W_o^T + b_o))
@@ -191,25 +192,22 @@ void init_weights(M& model, double initializer_range, std::uint64_t seed);
 
 template <class T, class F, class P, bool WithPooler>
 BertModel<T, F, P, WithPooler> BertModel<T, F, P, WithPooler>::make(const BertConfig& c) {
-  constexpr index_t H = F::hidden;
-  if (c.hidden_size != F::hidden || c.num_attention_heads != F::heads || c.intermediate_size != F::intermediate) {
-    throw Error("BertModel: the config (hidden " + std::to_string(c.hidden_size) + ", heads " +
-                std::to_string(c.num_attention_heads) + ", intermediate " + std::to_string(c.intermediate_size) +
-                ") does not match the compiled family (" + std::to_string(F::hidden) + ", " + std::to_string(F::heads) +
-                ", " + std::to_string(F::intermediate) + ")");
-  }
+  check_family<F>(c);
+  // The extents as types (static, or dyn for Dynamic) and as values (from the config).
+  constexpr index_t SH = F::hidden, SI = F::intermediate;
+  const index_t H = c.hidden_size, I = c.intermediate_size;
   BertModel m;
   m.config = c;
-  m.embeddings = {nn::Embedding<T, H>::make(c.vocab_size, H), nn::Embedding<T, H>::make(c.max_position_embeddings, H),
-                  nn::Embedding<T, H>::make(c.type_vocab_size, H), nn::LayerNorm<T, H>::make(H, c.layer_norm_eps)};
+  m.embeddings = {nn::Embedding<T, SH>::make(c.vocab_size, H), nn::Embedding<T, SH>::make(c.max_position_embeddings, H),
+                  nn::Embedding<T, SH>::make(c.type_vocab_size, H), nn::LayerNorm<T, SH>::make(H, c.layer_norm_eps)};
   for (index_t i = 0; i < c.num_hidden_layers; ++i) {
-    using L = nn::Linear<T, H, H>;
+    using L = nn::Linear<T, SH, SH>;
     m.encoder.layer.push_back(
-        {{{L::make(H, H), L::make(H, H), L::make(H, H)}, {L::make(H, H), nn::LayerNorm<T, H>::make(H, c.layer_norm_eps)}},
-         {nn::Linear<T, H, F::intermediate>::make(H, F::intermediate)},
-         {nn::Linear<T, F::intermediate, H>::make(F::intermediate, H), nn::LayerNorm<T, H>::make(H, c.layer_norm_eps)}});
+        {{{L::make(H, H), L::make(H, H), L::make(H, H)}, {L::make(H, H), nn::LayerNorm<T, SH>::make(H, c.layer_norm_eps)}},
+         {nn::Linear<T, SH, SI>::make(H, I)},
+         {nn::Linear<T, SI, SH>::make(I, H), nn::LayerNorm<T, SH>::make(H, c.layer_norm_eps)}});
   }
-  if constexpr (WithPooler) m.pooler = {nn::Linear<T, H, H>::make(H, H)};
+  if constexpr (WithPooler) m.pooler = {nn::Linear<T, SH, SH>::make(H, H)};
   return m;
 }
 
@@ -276,7 +274,7 @@ typename BertModel<T, F, P, WithPooler>::Output BertModel<T, F, P, WithPooler>::
     const auto& sa = layer.attention.self;
     auto [q, k, v] = ops::linear<G>(tape, x, std::array{sa.query.params(), sa.key.params(), sa.value.params()});
     auto context = ops::attention<G>(tape, q, k, v, mask_add,
-                                     {.heads = F::heads, .dropout = attn_dropout, .stream = ctx.next_stream()});
+                                     {.heads = F::heads_of(config), .dropout = attn_dropout, .stream = ctx.next_stream()});
     const auto& ao = layer.attention.output;
     Hidden a = add_norm(ops::linear<G>(tape, context, ao.dense.weight), ao.dense, x, ao.LayerNorm);
     auto inter = detail::linear_gelu<G>(ctx, a, layer.intermediate.dense, config.hidden_act);
