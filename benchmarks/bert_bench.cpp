@@ -72,7 +72,7 @@ std::unique_ptr<Bench> bench_of(const Args& a, const bert::BertConfig& c, const 
     return make_bench<float, F, P>(a, c);
   } else {
     throw Error("this build of bert_bench did not compile the family " + std::string(family_name) +
-                " (CMake option CTDL_BERT_BENCH_FAMILIES, e.g. \"Base;Dynamic\"; the default builds every family)");
+                " (CMake option CTDL_BERT_BENCH_FAMILIES, e.g. \"Base;Dynamic\"; the default builds Tiny, Base and Dynamic, \"all\" every family; --family=dynamic runs any shape)");
   }
 }
 
