@@ -14,7 +14,7 @@
 #   1. a tiny BERT (hidden 128, 2 heads, 2 layers) from random initialisation, cased
 #      BioBERT vocabulary, fp32, learning rate 3e-4, 15 epochs (about half a minute);
 #   2. the pretrained all-MiniLM-L6-v2 (hidden 384, 12 heads, 6 layers; uncased), bf16
-#      matmuls, learning rate 5e-5, 10 epochs (367 CPU seconds measured; about 200-370 s
+#      matmuls, learning rate 3e-5, 10 epochs (375 CPU seconds measured; about 200-375 s
 #      on 2 free cores, estimated; docs/span_classifier.md).
 # Prints each run's evaluation (eval_accuracy, majority_baseline = the accuracy of always
 # answering the most frequent training label, per-class table, confusion matrix), then a
@@ -43,7 +43,7 @@ fi
 # The pretrained run's recipe (docs/span_classifier.md gives the measurements behind it);
 # CTDL_DEMO_MINILM_EPOCHS shortens it for a quick look at the whole script.
 minilm_precision=bf16
-minilm_lr=5e-5
+minilm_lr=3e-5
 minilm_epochs=${CTDL_DEMO_MINILM_EPOCHS:-10}
 
 # The demo runs one program with two BERT shape families: build just that program, with
