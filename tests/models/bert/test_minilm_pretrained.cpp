@@ -8,7 +8,7 @@
 // bert_config.json made from the model's config.json ("gelu" = erf).
 //
 // With the shared data present, the same rows also go through ctdl's tokenizer and span
-// features (uncased, the model's vocab.txt), which must give the fixture's input ids: the
+// features (uncased, the model's tokenizer.json), which must give the fixture's input ids: the
 // ids that ner_span_classifier feeds this model are the ones transformers' tokenizer makes.
 //
 //   test_models_bert_minilm_pretrained <model dir> <fixture file> <shared data dir>
@@ -70,7 +70,7 @@ int check_features(const fs::path& model_dir, const fs::path& data, const Tensor
   std::vector<std::string> all;
   for (std::string line; std::getline(in, line);)
     if (!line.empty()) all.push_back(line);
-  const text::FullTokenizer tok(text::Vocab::from_file(model_dir / "vocab.txt"), {.lower_case = true});
+  const text::FullTokenizer tok(text::Vocab::from_tokenizer_json(model_dir / "tokenizer.json"), {.lower_case = true});
   const index_t M = ids.extent(1);
   const data::SpanFeatureBuilder builder(tok, {.max_seq_length = M});
   int bad = 0;
@@ -111,7 +111,7 @@ int run(const fs::path& model_dir, const fs::path& fixture_path, const fs::path&
   for (const auto& name : report.unused)
     if (name != "embeddings.position_ids")  // a buffer (0..511), not a parameter
       throw Error(weights.path() + ": tensor \"" + name + "\" was not loaded into any parameter");
-  const auto pad = static_cast<std::int32_t>(text::Vocab::from_file(model_dir / "vocab.txt").special().pad);
+  const auto pad = static_cast<std::int32_t>(text::Vocab::from_tokenizer_json(model_dir / "tokenizer.json").special().pad);
 
   bert::Batch batch{ids, Tensor<std::int32_t, Shape<dyn, dyn>>({B, M}), Tensor<std::int32_t, Shape<dyn, dyn>>({B, M})};
   for (index_t i = 0; i < B * M; ++i) batch.attention_mask.data()[i] = ids.data()[i] != pad;  // 0 at every [PAD]
