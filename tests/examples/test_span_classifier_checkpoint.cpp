@@ -125,13 +125,16 @@ TEST_CASE("a model run with the tanh GELU is saved with \"gelu_new\" in its conf
   s.labels = &labels;
   s.args.bert_config_file = fixtures + "/tf_checkpoint/bert_config.json";  // says "gelu" (erf, read as Hugging Face's)
   s.args.vocab_file = fixtures + "/tiny_vocab.txt";
+  s.args.output_dir = dir + "/out";  // where saved_config_file writes a changed config
+  std::filesystem::create_directories(s.args.output_dir);
   s.config = bert::BertConfig::from_file(s.args.bert_config_file);
   auto model = Model::make(s.config, 4);
   s.config.hidden_act = bert::Activation::gelu_tanh;  // as for weights from a TensorFlow checkpoint
-  span_classifier::save_model(model, s, dir + "/a", 1);
+  span_classifier::save_model(model, s, dir + "/a", 1, span_classifier::saved_config_file(s));
   CHECK(bert::BertConfig::from_file(dir + "/a/bert_config.json").hidden_act == bert::Activation::gelu_tanh);
   CHECK(nlohmann::json::parse(test::read_file(dir + "/a/bert_config.json"))["hidden_act"] == "gelu_new");
   s.config.hidden_act = bert::Activation::gelu_erf;  // as the config says: copied unchanged
-  span_classifier::save_model(model, s, dir + "/b", 1);
+  CHECK(span_classifier::saved_config_file(s) == s.args.bert_config_file);
+  span_classifier::save_model(model, s, dir + "/b", 1, span_classifier::saved_config_file(s));
   CHECK(test::read_file(dir + "/b/bert_config.json") == test::read_file(s.args.bert_config_file));
 }
