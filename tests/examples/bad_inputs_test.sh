@@ -103,13 +103,13 @@ row vocab        "tokenizer.json"             0     'prepared dev: 2 rows'      
 row vocab        "tokenizer.json lower-cases" 0     'warning: --cased=true keeps the case, but the normalizer of tok\.json lower-cases' "sed 's/\"lowercase\": false/\"lowercase\": true/' '$tokenizer_json' >tok.json" --vocab_file=tok.json
 row vocab        "tokenizer.json of BPE"      1     'tok\.json: the tokenizer.s model is BPE, not WordPiece' "sed 's/\"type\": \"WordPiece\",/\"type\": \"BPE\",/' '$tokenizer_json' >tok.json" --vocab_file=tok.json
 row vocab        "tokenizer.json id twice"    1     'tok\.json: model\.vocab gives the id 6 to both' "sed 's/\"!\": 7/\"!\": 6/' '$tokenizer_json' >tok.json" --vocab_file=tok.json
-# --init_checkpoint and --hidden_act (the TF fixture is a BERT of another shape than the
-# good config's: loading it fails naming the TensorFlow tensor and both shapes).
+# --init_checkpoint and --hidden_act (the TF fixture is another BERT than the good config's,
+# with 2 layers: loading it fails naming the checkpoint and both layer counts).
 tf_fixture=$(dirname "$vocab")/tf_checkpoint
 row checkpoint   "no such file"               1     'nothing: no such file \(--init_checkpoint'                           'true' --init_checkpoint=nothing
 row checkpoint   "TF state file, no prefix"   1     'tf/checkpoint: model_checkpoint_path "model\.ckpt-5", but tf/model\.ckpt-5\.index does not exist' \
     'mkdir tf && printf "model_checkpoint_path: \"model.ckpt-5\"\n" >tf/checkpoint' --init_checkpoint=tf
-row checkpoint   "TF, another shape"          1     'model\.ckpt-7: tensor "bert/embeddings/word_embeddings" \[100, 32\] does not match' \
+row checkpoint   "TF, another model"          1     'model\.ckpt-7 has 2 encoder layers \(e\.g\. "bert\.encoder\.layer\.1\..*"\), but bert_config\.json says num_hidden_layers 1' \
     'true' --init_checkpoint="$tf_fixture"
 row checkpoint   "TF: the activation rule"    1     'activation: gelu_tanh, not bert_config\.json.s gelu_erf: the weights come from a TensorFlow checkpoint' \
     'true' --init_checkpoint="$tf_fixture/model.ckpt-7"
