@@ -14,8 +14,8 @@
 #   1. a tiny BERT (hidden 128, 2 heads, 2 layers) from random initialisation, cased
 #      BioBERT vocabulary, fp32, learning rate 3e-4, 15 epochs (about half a minute);
 #   2. the pretrained all-MiniLM-L6-v2 (hidden 384, 12 heads, 6 layers; uncased), bf16
-#      matmuls, learning rate 3e-5, 10 epochs (375 CPU seconds measured; about 200-375 s
-#      on 2 free cores, estimated; docs/span_classifier.md).
+#      matmuls, learning rate 3e-5, 10 epochs (about 3 minutes on 2 free cores;
+#      docs/span_classifier.md).
 # Prints each run's evaluation (eval_accuracy, majority_baseline = the accuracy of always
 # answering the most frequent training label, per-class table, confusion matrix), then a
 # summary of both beside the baseline, with how long each phase took.
@@ -113,7 +113,7 @@ run (each training, evaluating and predicting). Outputs in $work/random-init/ an
   test_results.tsv          class probabilities per row (che dis ggp org out)
   test_output_labels.txt    the predicted label per row
   model.safetensors         the fine-tuned model (Hugging Face names) with bert_config.json,
-                            vocab.txt, labels.txt: usable as --init_checkpoint
+                            the vocabulary (vocab.txt or tokenizer.json), labels.txt: usable as --init_checkpoint
   metrics.jsonl             one record per logging step and evaluation
   training_curves.svg       loss, learning rate and evaluation metrics
 MSG
