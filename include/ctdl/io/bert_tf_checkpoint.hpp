@@ -126,15 +126,7 @@ inline std::vector<std::string> BertTfCheckpoint::names() const {
 
 template <class T, class S>
 Tensor<T, S> BertTfCheckpoint::tensor(const std::string& name) const {
-  const Entry& e = at(name);
-  if (e.shape.size() != S::rank)
-    throw ShapeError(path() + ": tensor \"" + name + "\" has rank " + std::to_string(e.shape.size()) + ", expected " + S::name());
-  std::array<index_t, S::rank> ext{};
-  std::copy(e.shape.begin(), e.shape.end(), ext.begin());
-  if (!S::accepts(ext)) throw ShapeError(path() + ": tensor \"" + name + "\" " + format_extents(ext) + " does not fit " + S::name());
-  auto t = Tensor<T, S>::uninitialized(ext);
-  read_into(name, t);
-  return t;
+  return detail::whole_tensor<T, S>(*this, name);
 }
 
 template <class T, class S>

@@ -24,6 +24,7 @@
 // does not convert (U8, BOOL, ...) is an error when that tensor is read, naming it.
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -294,19 +295,31 @@ inline std::vector<std::string> SafetensorsFile::names() const {
   return v;
 }
 
+namespace detail {
+
+/// A checkpoint source's tensor `name` as a new Tensor<T, S>: its stored shape checked
+/// against S (rank and static extents), then read with the source's read_into. Shared by
+/// every source (safetensors, TensorFlow checkpoints and their BERT view).
+template <class T, class S, class Source>
+Tensor<T, S> whole_tensor(const Source& source, const std::string& name) {
+  const auto& shape = source.at(name).shape;
+  if (shape.size() != S::rank)
+    throw ShapeError(source.path() + ": tensor \"" + name + "\" has rank " + std::to_string(shape.size()) + ", expected " +
+                     S::name());
+  std::array<index_t, S::rank> ext{};
+  std::copy(shape.begin(), shape.end(), ext.begin());
+  if (!S::accepts(ext))
+    throw ShapeError(source.path() + ": tensor \"" + name + "\" " + format_extents(ext) + " does not fit " + S::name());
+  auto t = Tensor<T, S>::uninitialized(ext);
+  source.read_into(name, t);
+  return t;
+}
+
+}  // namespace detail
+
 template <class T, class S>
 Tensor<T, S> SafetensorsFile::tensor(const std::string& name) const {
-  const Entry& e = at(name);
-  if (e.shape.size() != S::rank) {
-    throw ShapeError(path() + ": tensor \"" + name + "\" has rank " + std::to_string(e.shape.size()) + ", expected " +
-                     S::name());
-  }
-  std::array<index_t, S::rank> ext{};
-  std::copy(e.shape.begin(), e.shape.end(), ext.begin());
-  if (!S::accepts(ext)) throw ShapeError(path() + ": tensor \"" + name + "\" " + format_extents(ext) + " does not fit " + S::name());
-  auto t = Tensor<T, S>::uninitialized(ext);
-  read_into(name, t);
-  return t;
+  return detail::whole_tensor<T, S>(*this, name);
 }
 
 template <class T, class S>

@@ -477,15 +477,7 @@ inline std::string_view TfCheckpoint::bytes(const std::string& name) const {
 
 template <class T, class S>
 Tensor<T, S> TfCheckpoint::tensor(const std::string& name) const {
-  const Entry& e = at(name);
-  if (e.shape.size() != S::rank)
-    throw ShapeError(prefix_ + ": tensor \"" + name + "\" has rank " + std::to_string(e.shape.size()) + ", expected " + S::name());
-  std::array<index_t, S::rank> ext{};
-  std::copy(e.shape.begin(), e.shape.end(), ext.begin());
-  if (!S::accepts(ext)) throw ShapeError(prefix_ + ": tensor \"" + name + "\" " + format_extents(ext) + " does not fit " + S::name());
-  auto t = Tensor<T, S>::uninitialized(ext);
-  read_into(name, t);
-  return t;
+  return detail::whole_tensor<T, S>(*this, name);
 }
 
 template <class T, class S>
