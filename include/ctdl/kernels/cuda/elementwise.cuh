@@ -14,13 +14,9 @@
 
 #include "ctdl/core/error.hpp"
 #include "ctdl/expr/eval.hpp"
+#include "ctdl/kernels/cuda/common.cuh"
 
 namespace ctdl::cuda {
-
-/// Throws ctdl::Error naming the call when a CUDA runtime call fails.
-inline void check(cudaError_t status, const char* what) {
-  if (status != cudaSuccess) throw Error(std::string(what) + ": " + cudaGetErrorString(status));
-}
 
 namespace detail {
 

@@ -1,20 +1,17 @@
 // The CUDA evaluator: compiled and linked by nvcc in every CTDL_WITH_CUDA build. With a
 // device present it runs expressions on it and compares with the CPU evaluator; without
-// one it says so and checks only what the host can (the build is the test): the
-// Tensor<T, S, Cuda> operations below are then compiled, not run.
+// one it exits 77 (Skipped), naming why.
 #include <ctdl/ctdl.hpp>
 #include <ctdl/kernels/cuda/elementwise.cuh>
+
+#include "gpu/gpu_test.hpp"
 
 #include <cmath>
 #include <cstdio>
 
 int main() {
   using namespace ctdl;
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-    std::printf("no CUDA device: the elementwise kernels compiled and linked; nothing run on a device\n");
-    return 0;
-  }
+  gpu_test::require_device("gpu/elementwise");
   using S = Shape<dyn, 5>;
   Tensor<float, S> a({3, 5}), b({3, 5}), host_out({3, 5}), back({3, 5});
   Tensor<float, Shape<5>> bias({5});

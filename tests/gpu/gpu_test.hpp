@@ -1,0 +1,171 @@
+#pragma once
+// What the GPU tests share (compiled by nvcc, run on a CUDA device):
+//   - require_device(): without a usable device the test prints why and exits 77, which
+//     CTest reports as Skipped (SKIP_RETURN_CODE 77, label `gpu`);
+//   - Buffer<T>: device memory filled from and read back into host vectors;
+//   - random inputs (never zeros: they hide unwritten outputs), NaN poison before a run;
+//   - Report: named comparisons of a device result with the CPU path's, one line each,
+//     and the exit status.
+//
+// Comparisons convert both sides to double. `close` passes when no element is NaN or
+// infinite where the reference is finite, ||got - want|| / ||want|| <= tol, and every
+// element is within tol * max(|want_i|, rms(want)) (so one wrong element cannot hide
+// in a large norm).
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "ctdl/core/dtype.hpp"
+#include "ctdl/kernels/cuda/common.cuh"
+
+namespace ctdl::gpu_test {
+
+/// Exits 77 (Skipped) naming the reason when no CUDA device can run kernels.
+inline void require_device(const char* test) {
+  int n = 0;
+  const cudaError_t status = cudaGetDeviceCount(&n);
+  if (status != cudaSuccess || n == 0) {
+    std::printf("%s: skipped: no CUDA device (%s)\n", test,
+                status != cudaSuccess ? cudaGetErrorString(status) : "cudaGetDeviceCount found none");
+    std::exit(77);
+  }
+  cudaDeviceProp prop{};
+  cuda::check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
+  std::printf("%s: on %s (sm_%d%d)\n", test, prop.name, prop.major, prop.minor);
+}
+
+/// Device memory for n values of T, freed on destruction.
+template <class T>
+class Buffer {
+ public:
+  explicit Buffer(std::size_t n) : n_(n) {
+    if (n_) cuda::check(cudaMalloc(&p_, n_ * sizeof(T)), "cudaMalloc (test buffer)");
+  }
+  explicit Buffer(const std::vector<T>& host) : Buffer(host.size()) { upload(host); }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  ~Buffer() {
+    if (p_) cudaFree(p_);
+  }
+  T* data() { return p_; }
+  const T* data() const { return p_; }
+  std::size_t size() const { return n_; }
+  void upload(const std::vector<T>& host) {
+    if (host.size() != n_) throw Error("gpu_test::Buffer::upload: size mismatch");
+    if (n_) cuda::check(cudaMemcpy(p_, host.data(), n_ * sizeof(T), cudaMemcpyHostToDevice), "upload");
+  }
+  std::vector<T> download() const {
+    std::vector<T> host(n_);
+    cuda::check(cudaDeviceSynchronize(), "kernel (before download)");
+    if (n_) cuda::check(cudaMemcpy(host.data(), p_, n_ * sizeof(T), cudaMemcpyDeviceToHost), "download");
+    return host;
+  }
+  /// All bytes 0xFF: NaN in float, bf16 and fp16, so an element no kernel wrote fails.
+  void poison() {
+    if (n_) cuda::check(cudaMemset(p_, 0xFF, n_ * sizeof(T)), "poison");
+  }
+
+ private:
+  T* p_ = nullptr;
+  std::size_t n_ = 0;
+};
+
+/// n values uniform in [lo, hi), rounded to T, from a seeded generator.
+template <class T = float>
+std::vector<T> random_values(std::size_t n, unsigned seed, float lo = -1.0f, float hi = 1.0f) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<T> v(n);
+  for (auto& x : v) x = static_cast<T>(dist(gen));
+  return v;
+}
+
+template <class T>
+double as_double(const T& v) {
+  return static_cast<double>(static_cast<float>(v));
+}
+template <>
+inline double as_double<double>(const double& v) {
+  return v;
+}
+
+/// Collects named checks; finish() prints the tally and gives the exit status.
+class Report {
+ public:
+  explicit Report(std::string test) : test_(std::move(test)) {}
+
+  template <class A, class B>
+  bool close(const std::string& what, const std::vector<A>& got, const std::vector<B>& want, double tol) {
+    if (got.size() != want.size()) return fail(what, "sizes differ: " + std::to_string(got.size()) + " vs " +
+                                                         std::to_string(want.size()));
+    double diff2 = 0, ref2 = 0, max_abs = 0;
+    for (std::size_t i = 0; i < want.size(); ++i) ref2 += as_double(want[i]) * as_double(want[i]);
+    const double rms = want.empty() ? 0.0 : std::sqrt(ref2 / static_cast<double>(want.size()));
+    std::size_t worst = 0;
+    double worst_ratio = 0;
+    for (std::size_t i = 0; i < want.size(); ++i) {
+      const double g = as_double(got[i]), w = as_double(want[i]);
+      if (std::isfinite(w) && !std::isfinite(g)) {
+        return fail(what, "element " + std::to_string(i) + " is " + std::to_string(g) + ", expected " +
+                              std::to_string(w));
+      }
+      const double d = std::abs(g - w);
+      diff2 += d * d;
+      max_abs = std::max(max_abs, d);
+      const double bound = std::max(std::abs(w), rms);
+      const double ratio = bound > 0 ? d / bound : d;
+      if (ratio > worst_ratio) worst_ratio = ratio, worst = i;
+    }
+    const double rel = ref2 > 0 ? std::sqrt(diff2 / ref2) : std::sqrt(diff2);
+    char line[320];
+    std::snprintf(line, sizeof line, "rel %.2e, max abs %.2e, worst element %zu (%.6g vs %.6g), tol %.0e", rel,
+                  max_abs, worst, want.empty() ? 0.0 : as_double(got[worst]),
+                  want.empty() ? 0.0 : as_double(want[worst]), tol);
+    if (rel > tol || worst_ratio > tol) return fail(what, line);
+    return pass(what, line);
+  }
+
+  template <class A, class B>
+  bool equal(const std::string& what, const std::vector<A>& got, const std::vector<B>& want) {
+    if (got.size() != want.size()) return fail(what, "sizes differ");
+    for (std::size_t i = 0; i < got.size(); ++i) {
+      if (!(got[i] == want[i])) {
+        return fail(what, "element " + std::to_string(i) + " differs: " + std::to_string(as_double(got[i])) +
+                              " vs " + std::to_string(as_double(want[i])));
+      }
+    }
+    return pass(what, "identical, " + std::to_string(got.size()) + " elements");
+  }
+
+  bool expect(const std::string& what, bool ok, const std::string& detail = "") {
+    return ok ? pass(what, detail) : fail(what, detail);
+  }
+
+  int finish() const {
+    std::printf("%s: %d checks, %d failed\n", test_.c_str(), checks_, failures_);
+    return failures_ ? 1 : 0;
+  }
+
+ private:
+  bool pass(const std::string& what, const std::string& detail) {
+    ++checks_;
+    std::printf("  ok    %s: %s\n", what.c_str(), detail.c_str());
+    return true;
+  }
+  bool fail(const std::string& what, const std::string& detail) {
+    ++checks_, ++failures_;
+    std::printf("  FAIL  %s: %s\n", what.c_str(), detail.c_str());
+    return false;
+  }
+  std::string test_;
+  int checks_ = 0, failures_ = 0;
+};
+
+}  // namespace ctdl::gpu_test

@@ -1,0 +1,2 @@
+# The GPU tests (see ctdl_gpu_test in ../CMakeLists.txt): one line each.
+ctdl_gpu_test(test_gpu_elementwise gpu/test_elementwise.cu)
