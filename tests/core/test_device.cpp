@@ -81,3 +81,33 @@ TEST_CASE("allocator: release_cached starts the limit anew") {
   Alloc::release_cached();
   CHECK(Alloc::cache_limit() == Alloc::kCacheFloorBytes);
 }
+
+TEST_CASE("device: --device values parse, and a bad one is an Error naming it") {
+  CHECK_FALSE(ctdl::DeviceSpec::parse("cpu").cuda);
+  const auto cuda = ctdl::DeviceSpec::parse("cuda");
+  CHECK((cuda.cuda && cuda.ordinal == 0));
+  const auto third = ctdl::DeviceSpec::parse("cuda:2");
+  CHECK((third.cuda && third.ordinal == 2 && third.str() == "cuda:2"));
+  for (const char* bad : {"gpu", "cuda:", "cuda:x", "cuda:-1", "CUDA", "cuda:123456789"}) {
+    CHECK_THROWS_WITH(ctdl::DeviceSpec::parse(bad), Catch::Contains(std::string("--device=") + bad));
+  }
+}
+
+TEST_CASE("device: asking for a CUDA device that cannot be used is an Error that says why") {
+  // On this machine (no GPU, or a build without CUDA) device 0 cannot be used; where a
+  // device exists, device 97 does not. Either way: an Error naming the device, no crash.
+  int ordinal = 97;
+#if defined(CTDL_WITH_CUDA)
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) ordinal = 0;
+#else
+  ordinal = 0;
+#endif
+  try {
+    (void)ctdl::use_cuda_device(ordinal);
+    FAIL("use_cuda_device(" << ordinal << ") should have thrown");
+  } catch (const ctdl::Error& e) {
+    INFO(e.what());
+    CHECK(std::string(e.what()).find("--device=cuda:" + std::to_string(ordinal)) == 0);
+  }
+}

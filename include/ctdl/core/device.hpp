@@ -3,6 +3,7 @@
 // in CTDL_HOST_DEVICE functors shared by both backends.
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <iterator>
@@ -216,24 +217,51 @@ struct DeviceAllocator<Cpu> {
   }
 };
 
+/// CUDA device memory from the device's stream-ordered memory pool (cudaMallocAsync).
+///
+/// Contract:
+///   - allocate/deallocate are ordered on cuda::current_stream() (the legacy default
+///     stream), so a block freed after the kernels that used it is reused by later work
+///     without a synchronisation;
+///   - freed memory stays in the pool (release threshold: unlimited), so steady-state
+///     training steps allocate nothing from the driver; the pool never holds more than
+///     the most memory live at once since the start or the last release_cached();
+///   - when the pool cannot grow (the device is full), every kept block is returned to
+///     the driver and the allocation is tried once more, then fails with an Error that
+///     names the size asked for and the device's free and total memory;
+///   - plain device memory only, never managed memory.
+/// peak_live_bytes() is the pool's high-water mark of memory in use, the figure to set
+/// beside PyTorch's max_memory_allocated().
 template <>
 struct DeviceAllocator<Cuda> {
   static void* allocate(std::size_t bytes) {
 #if defined(CTDL_WITH_CUDA)
     if (bytes == 0) return nullptr;
+    cudaMemPool_t pool = current_pool();
     void* p = nullptr;
-    if (cudaMalloc(&p, bytes) != cudaSuccess) {
-      throw Error("cudaMalloc of " + std::to_string(bytes) + " bytes failed");
+    cudaError_t status = cudaMallocFromPoolAsync(&p, bytes, pool, nullptr);
+    if (status == cudaErrorMemoryAllocation) {
+      (void)cudaGetLastError();  // clear it, give the kept blocks back, ask again
+      release_cached();
+      status = cudaMallocFromPoolAsync(&p, bytes, pool, nullptr);
+    }
+    if (status != cudaSuccess) {
+      (void)cudaGetLastError();
+      std::size_t free = 0, total = 0;
+      (void)cudaMemGetInfo(&free, &total);
+      throw Error("CUDA allocation of " + std::to_string(bytes) + " bytes failed (" + cudaGetErrorString(status) +
+                  "; the device has " + std::to_string(free >> 20) + " of " + std::to_string(total >> 20) +
+                  " MiB free)");
     }
     return p;
 #else
     (void)bytes;
-    throw Error("this program was built without CUDA (configure with -DCTDL_WITH_CUDA=ON)");
+    unavailable();
 #endif
   }
   static void deallocate(void* p) noexcept {
 #if defined(CTDL_WITH_CUDA)
-    if (p) cudaFree(p);
+    if (p) (void)cudaFreeAsync(p, nullptr);
 #else
     (void)p;
 #endif
@@ -276,16 +304,133 @@ struct DeviceAllocator<Cuda> {
     unavailable();
 #endif
   }
+  static void copy_to_host(void* dst, const void* src, std::size_t bytes) {
+#if defined(CTDL_WITH_CUDA)
+    if (bytes) check(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost), "cudaMemcpy device to host");
+#else
+    (void)dst, (void)src, (void)bytes;
+    unavailable();
+#endif
+  }
+
+  /// The most bytes in use at once since the start or the last reset_peak_live_bytes().
+  static std::size_t peak_live_bytes() { return pool_attribute(kUsedHigh); }
+  /// Starts a new peak_live_bytes() measurement.
+  static void reset_peak_live_bytes() {
+#if defined(CTDL_WITH_CUDA)
+    std::uint64_t zero = 0;
+    check(cudaMemPoolSetAttribute(current_pool(), cudaMemPoolAttrUsedMemHigh, &zero), "cudaMemPoolSetAttribute");
+#endif
+  }
+  /// Bytes in use now.
+  static std::size_t live_bytes() { return pool_attribute(kUsedNow); }
+  /// Bytes the pool holds from the driver now (in use + kept).
+  static std::size_t reserved_bytes() { return pool_attribute(kReservedNow); }
+
+  /// Waits for the device, then returns every kept block to the driver; returns how many
+  /// bytes were returned.
+  static std::size_t release_cached() {
+#if defined(CTDL_WITH_CUDA)
+    check(cudaDeviceSynchronize(), "cudaDeviceSynchronize (before trimming the memory pool)");
+    const std::size_t before = reserved_bytes();
+    check(cudaMemPoolTrimTo(current_pool(), 0), "cudaMemPoolTrimTo");
+    return before - std::min(before, reserved_bytes());
+#else
+    return 0;
+#endif
+  }
 
  private:
+  enum Attribute { kUsedNow, kUsedHigh, kReservedNow };
 #if defined(CTDL_WITH_CUDA)
   static void check(cudaError_t status, const char* what) {
     if (status != cudaSuccess) throw Error(std::string(what) + " failed: " + cudaGetErrorString(status));
   }
+  /// The current device's default pool, set once per device to keep what is freed.
+  static cudaMemPool_t current_pool() {
+    int device = 0;
+    check(cudaGetDevice(&device), "cudaGetDevice");
+    static std::mutex mutex;
+    static std::map<int, cudaMemPool_t> pools;
+    std::lock_guard<std::mutex> lock(mutex);
+    auto it = pools.find(device);
+    if (it != pools.end()) return it->second;
+    cudaMemPool_t pool = nullptr;
+    check(cudaDeviceGetDefaultMemPool(&pool, device), "cudaDeviceGetDefaultMemPool");
+    std::uint64_t keep_all = ~std::uint64_t{0};
+    check(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep_all), "cudaMemPoolSetAttribute");
+    pools.emplace(device, pool);
+    return pool;
+  }
 #endif
+  static std::size_t pool_attribute(Attribute which) {
+#if defined(CTDL_WITH_CUDA)
+    const cudaMemPoolAttr attr = which == kUsedNow    ? cudaMemPoolAttrUsedMemCurrent
+                                 : which == kUsedHigh ? cudaMemPoolAttrUsedMemHigh
+                                                      : cudaMemPoolAttrReservedMemCurrent;
+    std::uint64_t value = 0;
+    check(cudaMemPoolGetAttribute(current_pool(), attr, &value), "cudaMemPoolGetAttribute");
+    return static_cast<std::size_t>(value);
+#else
+    (void)which;
+    return 0;
+#endif
+  }
   [[noreturn]] static void unavailable() {
     throw Error("this program was built without CUDA (configure with -DCTDL_WITH_CUDA=ON)");
   }
 };
+
+/// Where the programs run: `cpu`, `cuda` (device 0) or `cuda:N`.
+struct DeviceSpec {
+  bool cuda = false;
+  int ordinal = 0;
+
+  /// Parses a --device value; anything else is an Error naming the value.
+  static DeviceSpec parse(const std::string& text) {
+    if (text == "cpu") return {};
+    if (text == "cuda") return {true, 0};
+    if (text.rfind("cuda:", 0) == 0 && text.size() > 5 && text.size() <= 8 &&
+        std::all_of(text.begin() + 5, text.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      return {true, std::stoi(text.substr(5))};
+    }
+    throw Error("--device=" + text + ": expected cpu, cuda or cuda:N (N a device number)");
+  }
+  std::string str() const { return cuda ? "cuda:" + std::to_string(ordinal) : "cpu"; }
+};
+
+/// Makes CUDA device `ordinal` the current one for this thread and checks that it can run
+/// work (a context is created on it), or throws an Error that says why: no CUDA in this
+/// build, no driver, no such device (naming how many there are), or the device busy
+/// (exclusive-process mode held by another process) or unusable. Returns the device's name.
+inline std::string use_cuda_device(int ordinal) {
+#if defined(CTDL_WITH_CUDA)
+  const std::string which = "cuda:" + std::to_string(ordinal);
+  int count = 0;
+  if (const cudaError_t s = cudaGetDeviceCount(&count); s != cudaSuccess) {
+    (void)cudaGetLastError();
+    throw Error("--device=" + which + ": no usable CUDA device: " + cudaGetErrorString(s));
+  }
+  if (ordinal < 0 || ordinal >= count) {
+    throw Error("--device=" + which + ": no such device (this machine has " + std::to_string(count) +
+                " CUDA device" + (count == 1 ? "" : "s") + ")");
+  }
+  if (const cudaError_t s = cudaSetDevice(ordinal); s != cudaSuccess) {
+    (void)cudaGetLastError();
+    throw Error("--device=" + which + ": " + cudaGetErrorString(s));
+  }
+  if (const cudaError_t s = cudaFree(nullptr); s != cudaSuccess) {  // creates the context now
+    (void)cudaGetLastError();
+    throw Error("--device=" + which + ": cannot use the device (" + cudaGetErrorString(s) +
+                (s == cudaErrorDevicesUnavailable ? "; it is busy: another process holds it exclusively" : "") + ")");
+  }
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, ordinal) != cudaSuccess) return which;
+  return prop.name;
+#else
+  throw Error("--device=cuda:" + std::to_string(ordinal) +
+              ": this program was built without CUDA (configure with -DCTDL_WITH_CUDA=ON)");
+#endif
+}
 
 }  // namespace ctdl
