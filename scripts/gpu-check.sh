@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Builds the GPU tests and programs here (nvcc, sm_90, without oneDNN) and bundles them
+# into build/gpu-bundle/ with every shared library they load that a GPU machine lacks,
+# and run.sh, which runs there every GPU test, compute-sanitizer's memcheck over them,
+# the GPU benchmarks and the PyTorch anchor, and writes one report.
+#
+#   scripts/gpu-check.sh [cmake args]          # here (needs the CUDA toolkit, no GPU)
+#   build/gpu-bundle/run.sh [report-file]      # on the GPU machine
+#
+# The GPU machine is assumed to have the NVIDIA driver, CUDA 13's cuBLAS/cuBLASLt, NCCL,
+# OpenMPI, libstdc++ and libgomp; everything else the binaries load travels in lib/
+# (libcudart too: it is small, and the binaries then run on any CUDA 13 driver).
+# The bundle must stay under 60 MiB (the device tool carries at most 64 MiB).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+nvcc=$(command -v nvcc || true)
+[ -z "$nvcc" ] && [ -x /usr/local/cuda/bin/nvcc ] && nvcc=/usr/local/cuda/bin/nvcc
+[ -n "$nvcc" ] || { echo "gpu-check.sh: no nvcc (install the CUDA toolkit)" >&2; exit 1; }
+build=build/gpu
+bundle=build/gpu-bundle
+cmake -S . -B $build -DCMAKE_BUILD_TYPE=Release -DCTDL_WITH_CUDA=ON -DCMAKE_CUDA_COMPILER="$nvcc" \
+  -DCMAKE_CUDA_ARCHITECTURES=90 -DCTDL_WITH_ONEDNN=OFF -DCTDL_SPAN_CLASSIFIER_FAMILIES=Tiny \
+  -DCTDL_BERT_BENCH_FAMILIES=Tiny "$@" > $build.configure.log 2>&1 ||
+  { cat $build.configure.log; exit 1; }
+cmake --build $build --target gpu_programs -j "${CTDL_JOBS:-$(nproc)}"
+
+rm -rf $bundle
+mkdir -p $bundle/tests $bundle/programs $bundle/lib
+for kind in tests programs; do
+  while read -r f; do
+    [ -n "$f" ] && cp "$f" $bundle/$kind/
+  done < $build/gpu_$kind.txt
+done
+# Shared libraries: everything ldd resolves except what the GPU machine has itself.
+have_there='^(linux-vdso|ld-linux|libc\.|libm\.|libdl\.|librt\.|libpthread\.|libstdc\+\+|libgcc_s|libgomp|libcublas|libcublasLt|libnccl|libmpi|libopen-|libcuda\.)'
+for f in $bundle/tests/* $bundle/programs/*; do
+  [ -f "$f" ] || continue
+  ldd "$f" | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}' | while read -r name path; do
+    if ! [[ $name =~ $have_there ]] && [ ! -e $bundle/lib/"$name" ]; then cp -L "$path" $bundle/lib/"$name"; fi
+  done
+done
+cp scripts/gpu-run.sh $bundle/run.sh
+anchor=../shared/anchors/pytorch_gpu_bert.py
+[ -f $anchor ] && cp $anchor $bundle/pytorch_gpu_bert.py
+git rev-parse --short HEAD > $bundle/COMMIT 2>/dev/null || echo unknown > $bundle/COMMIT
+git diff --quiet HEAD 2>/dev/null || echo "(with uncommitted changes)" >> $bundle/COMMIT
+size=$(du -sm $bundle | cut -f1)
+echo "gpu-check.sh: $bundle: $(ls $bundle/tests | wc -l) tests, $(ls $bundle/programs | wc -l) programs," \
+  "libraries: $(ls $bundle/lib | tr '\n' ' ')(${size} MiB)"
+if [ "$size" -gt 60 ]; then echo "gpu-check.sh: the bundle is over 60 MiB" >&2; exit 1; fi
+echo "gpu-check.sh: run it on a GPU machine: $bundle/run.sh [report-file]"

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The GPU bundle's run.sh (scripts/gpu-check.sh copies it there): on a GPU machine, runs
+# every GPU test, the benchmarks, compute-sanitizer's memcheck over the tests and the
+# PyTorch anchor (when torch is there), each under a time limit, within a total budget
+# (CTDL_GPU_CHECK_BUDGET_S, default 450 s), and writes one report.
+#
+#   run.sh [report-file]      default: $OUT/gpu-report.txt where OUT is set, else beside run.sh
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+report=${1:-${OUT:-$here}/gpu-report.txt}
+budget=${CTDL_GPU_CHECK_BUDGET_S:-450}
+export LD_LIBRARY_PATH=$here/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+start=$SECONDS
+: > "$report"
+say() { echo "$*" | tee -a "$report"; }
+summary=()
+
+say "# ctdl GPU check, bundle of $(head -1 "$here/COMMIT") $(sed -n 2p "$here/COMMIT")"
+say "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC'), host $(hostname)"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>&1 | sed 's/^/gpu: /' | tee -a "$report"
+command -v nvcc > /dev/null && say "nvcc: $(nvcc --version | tail -1)"
+
+# run <label> <limit-s> <command...>: runs it, its output into the report, one summary line.
+run() {
+  local label=$1 limit=$2
+  shift 2
+  local left=$((budget - (SECONDS - start)))
+  if [ $left -lt 10 ]; then
+    summary+=("NOT RUN  $label (the ${budget} s budget is spent)")
+    say "## $label: not run: budget spent"
+    return
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left
+  say "## $label"
+  local t0=$SECONDS rc
+  timeout "$limit" "$@" > "$here/.out" 2>&1
+  rc=$?
+  tee -a "$report" < "$here/.out" > /dev/null
+  tail -40 "$here/.out"
+  local verdict=FAIL
+  case $rc in
+    0) verdict=PASS ;;
+    77) verdict=SKIP ;;
+    124) verdict="TIMEOUT(${limit}s)" ;;
+  esac
+  # The anchor's last stage (torch.compile) may be cut by its limit: its figures are in already.
+  [ $rc = 124 ] && [[ $label == pytorch* ]] && verdict=CUT
+  summary+=("$(printf '%-8s %-44s %4d s  rc %d' "$verdict" "$label" $((SECONDS - t0)) $rc)")
+}
+
+for t in "$here"/tests/*; do run "test $(basename "$t")" 120 "$t"; done
+for p in "$here"/programs/*; do [ -e "$p" ] && run "program $(basename "$p")" 120 "$p"; done
+if command -v compute-sanitizer > /dev/null; then
+  for t in "$here"/tests/*; do
+    run "memcheck $(basename "$t")" 180 compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 20 "$t"
+  done
+else
+  summary+=("NOT RUN  memcheck (no compute-sanitizer)")
+fi
+if [ -f "$here/pytorch_gpu_bert.py" ] && python3 -c 'import torch, transformers' 2> /dev/null; then
+  # The peer in the same run: PyTorch BERT-base, bf16 training at batch 64 x 128, and its
+  # matmul floors (the torch.compile run after them is cut by the limit when time is short).
+  CONFIGS=${CTDL_ANCHOR_CONFIGS:-bf16:train:64:128,tf32:train:64:128,bf16:infer:64:128} PYTHONUNBUFFERED=1 \
+    run "pytorch anchor" 150 python3 "$here/pytorch_gpu_bert.py" "${OUT:-$here}/pytorch-anchor.json"
+fi
+
+say ""
+say "# summary ($((SECONDS - start)) s)"
+for line in "${summary[@]}"; do say "$line"; done
+! printf '%s\n' "${summary[@]}" | grep -q '^FAIL\|^TIMEOUT'
