@@ -11,7 +11,12 @@
 #include <vector>
 
 using namespace ctdl;
-using namespace ctdl::dist;
+// Names, not `using namespace ctdl::dist`: test_unit_all compiles this file in one unit
+// with others, where a second `detail` namespace in scope would make theirs ambiguous.
+using ctdl::dist::Communicator;
+using ctdl::dist::LocalComm;
+using ctdl::dist::ReduceOp;
+using ctdl::dist::run_or_abort;
 
 namespace {
 
@@ -28,7 +33,7 @@ std::vector<T> local_comm_nans(std::size_t n) {
 }
 
 template <class T>
-bool same_values(const std::vector<T>& a, const std::vector<T>& b) {
+bool same_comm_values(const std::vector<T>& a, const std::vector<T>& b) {
   if (a.size() != b.size()) return false;
   for (std::size_t i = 0; i < a.size(); ++i) {
     if (!(convert<float>(a[i]) == convert<float>(b[i]))) return false;
@@ -38,7 +43,7 @@ bool same_values(const std::vector<T>& a, const std::vector<T>& b) {
 
 /// Runs f, which must throw ctdl::Error with exactly this message.
 template <class F>
-void require_error(F&& f, const std::string& message) {
+void require_comm_error(F&& f, const std::string& message) {
   try {
     f();
   } catch (const Error& e) {
@@ -61,27 +66,27 @@ TEMPLATE_TEST_CASE("LocalComm: rank 0 of 1, every collective the identity on its
 
     auto data = x;
     comm.all_reduce(data.data(), count, ReduceOp::sum);
-    REQUIRE(same_values(data, x));
+    REQUIRE(same_comm_values(data, x));
     comm.all_reduce(data.data(), count, ReduceOp::avg);
-    REQUIRE(same_values(data, x));
+    REQUIRE(same_comm_values(data, x));
 
     auto recv = local_comm_nans<TestType>(n);
     comm.reduce_scatter(x.data(), recv.data(), count, ReduceOp::avg);
-    REQUIRE(same_values(recv, x));
+    REQUIRE(same_comm_values(recv, x));
     data = x;
     comm.reduce_scatter(data.data(), data.data(), count);  // in place: recv = send + 0 * count
-    REQUIRE(same_values(data, x));
+    REQUIRE(same_comm_values(data, x));
 
     recv = local_comm_nans<TestType>(n);
     comm.all_gather(x.data(), recv.data(), count);
-    REQUIRE(same_values(recv, x));
+    REQUIRE(same_comm_values(recv, x));
     data = x;
     comm.all_gather(data.data(), data.data(), count);  // in place: send = recv + 0 * count
-    REQUIRE(same_values(data, x));
+    REQUIRE(same_comm_values(data, x));
 
     data = x;
     comm.broadcast(data.data(), count, 0);
-    REQUIRE(same_values(data, x));
+    REQUIRE(same_comm_values(data, x));
   }
   comm.barrier();
   // Zero counts take null buffers.
@@ -95,23 +100,23 @@ TEMPLATE_TEST_CASE("LocalComm: rank 0 of 1, every collective the identity on its
 TEST_CASE("LocalComm: misuse is an Error naming the collective, the rank and the problem", "[dist]") {
   LocalComm comm;
   std::vector<float> buffer(16, 1.0f);
-  require_error([&] { comm.all_reduce(buffer.data(), -1); },
+  require_comm_error([&] { comm.all_reduce(buffer.data(), -1); },
                 "LocalComm::all_reduce (rank 0 of 1): count -1 is negative");
-  require_error([&] { comm.all_reduce(static_cast<float*>(nullptr), 4); },
+  require_comm_error([&] { comm.all_reduce(static_cast<float*>(nullptr), 4); },
                 "LocalComm::all_reduce (rank 0 of 1): data is null (count 4)");
-  require_error([&] { comm.reduce_scatter(buffer.data(), static_cast<float*>(nullptr), 4); },
+  require_comm_error([&] { comm.reduce_scatter(buffer.data(), static_cast<float*>(nullptr), 4); },
                 "LocalComm::reduce_scatter (rank 0 of 1): receive buffer is null (count 4)");
-  require_error([&] { comm.reduce_scatter(buffer.data(), buffer.data() + 2, 4); },
+  require_comm_error([&] { comm.reduce_scatter(buffer.data(), buffer.data() + 2, 4); },
                 "LocalComm::reduce_scatter (rank 0 of 1): send and receive buffers overlap (in place means "
                 "recv = send + rank * count / size)");
-  require_error([&] { comm.all_gather(static_cast<const float*>(nullptr), buffer.data(), 3); },
+  require_comm_error([&] { comm.all_gather(static_cast<const float*>(nullptr), buffer.data(), 3); },
                 "LocalComm::all_gather (rank 0 of 1): send buffer is null (count 3)");
-  require_error([&] { comm.all_gather(buffer.data() + 1, buffer.data(), 4); },
+  require_comm_error([&] { comm.all_gather(buffer.data() + 1, buffer.data(), 4); },
                 "LocalComm::all_gather (rank 0 of 1): send and receive buffers overlap (in place means "
                 "send = recv + rank * count)");
-  require_error([&] { comm.broadcast(buffer.data(), 4, 1); },
+  require_comm_error([&] { comm.broadcast(buffer.data(), 4, 1); },
                 "LocalComm::broadcast (rank 0 of 1): root 1 is not a rank (ranks 0..0)");
-  require_error([&] { comm.broadcast(buffer.data(), 4, -1); },
+  require_comm_error([&] { comm.broadcast(buffer.data(), 4, -1); },
                 "LocalComm::broadcast (rank 0 of 1): root -1 is not a rank (ranks 0..0)");
   // Buffers side by side are not an overlap.
   comm.reduce_scatter(buffer.data(), buffer.data() + 4, 4);
