@@ -22,8 +22,9 @@
 // A rank that fails must end the job: abort_job calls MPI_Abort, which ends every rank
 // (mpirun and srun both pass it on) with a non-zero status. run_or_abort does that for a
 // body that throws, and MpiEnvironment's destructor does it when it runs during stack
-// unwinding (an exception leaving the scope of MPI), rather than calling MPI_Finalize,
-// which would wait for ranks that are waiting for this one; so does MpiComm's.
+// unwinding (an exception leaving the scope of MPI) on one of several ranks, rather than
+// calling MPI_Finalize, which would wait for ranks that are waiting for this one; so does
+// MpiComm's. A job of one rank finalises as usual and lets the exception speak.
 
 #include <mpi.h>
 
@@ -63,7 +64,8 @@ class MpiEnvironment {
   explicit MpiEnvironment(Options options = {});
   MpiEnvironment(const MpiEnvironment&) = delete;
   MpiEnvironment& operator=(const MpiEnvironment&) = delete;
-  /// MPI_Finalize; MPI_Abort instead when an exception is unwinding the stack.
+  /// MPI_Finalize; MPI_Abort instead when an exception is unwinding the stack of one of
+  /// several ranks.
   ~MpiEnvironment();
 
   /// The thread support MPI granted (at least the one asked for).
@@ -82,7 +84,8 @@ class MpiComm {
   explicit MpiComm(const MpiEnvironment& environment, MPI_Comm base = MPI_COMM_WORLD);
   MpiComm(const MpiComm&) = delete;
   MpiComm& operator=(const MpiComm&) = delete;
-  /// Frees the communicator; calls abort_job instead when an exception is unwinding the stack.
+  /// Frees the communicator; calls abort_job instead when an exception is unwinding the
+  /// stack and other ranks would wait for this one.
   ~MpiComm();
 
   int rank() const noexcept { return rank_; }
@@ -190,8 +193,10 @@ inline MpiEnvironment::~MpiEnvironment() {
     int rank = 0, size = 1;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
-    detail::print_abort(rank, size, "an exception left the scope of MpiEnvironment");
-    MPI_Abort(MPI_COMM_WORLD, 1);
+    if (size > 1) {  // alone, nobody waits: finalise and let the exception say what failed
+      detail::print_abort(rank, size, "an exception left the scope of MpiEnvironment");
+      MPI_Abort(MPI_COMM_WORLD, 1);
+    }
   }
   MPI_Finalize();
 }
@@ -209,7 +214,9 @@ inline MpiComm::MpiComm(const MpiEnvironment&, MPI_Comm base) {
 inline MpiComm::~MpiComm() {
   // Unwinding: this rank stops communicating, and the other ranks would wait for it in
   // their next collective (MPI_Comm_free included): end the job instead.
-  if (std::uncaught_exceptions() > uncaught_at_start_) abort_job("an exception left the scope of MpiComm");
+  if (std::uncaught_exceptions() > uncaught_at_start_ && size_ > 1) {
+    abort_job("an exception left the scope of MpiComm");
+  }
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (finalized) return;  // MPI freed everything already

@@ -26,6 +26,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <exception>
 #include <string>
 #include <type_traits>
 
@@ -52,6 +53,8 @@ class NcclComm {
 #endif
   NcclComm(const NcclComm&) = delete;
   NcclComm& operator=(const NcclComm&) = delete;
+  /// Frees the communicator; calls abort_job instead when an exception is unwinding the
+  /// stack and other ranks would wait for this one.
   ~NcclComm();
 
   int rank() const noexcept { return rank_; }
@@ -88,6 +91,7 @@ class NcclComm {
   ncclComm_t comm_ = nullptr;
   float* barrier_value_ = nullptr;  // one float on the device for barrier()'s all-reduce
   int rank_ = 0, size_ = 1, device_ = 0;
+  int uncaught_at_start_ = std::uncaught_exceptions();
 #if defined(CTDL_WITH_MPI)
   MpiComm* mpi_ = nullptr;
 #endif
@@ -135,6 +139,11 @@ inline void NcclComm::init(const ncclUniqueId& id) {
 }
 
 inline NcclComm::~NcclComm() {
+  // Unwinding on one of several ranks: the peers would wait for this one (and
+  // ncclCommDestroy may wait for them): end the job instead.
+  if (std::uncaught_exceptions() > uncaught_at_start_ && size_ > 1) {
+    abort_job("an exception left the scope of NcclComm");
+  }
   if (barrier_value_) cudaFree(barrier_value_);
   if (comm_) ncclCommDestroy(comm_);
 }
