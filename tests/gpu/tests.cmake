@@ -1,3 +1,4 @@
 # The GPU tests (see ctdl_gpu_test in ../CMakeLists.txt): one line each.
 ctdl_gpu_test(test_gpu_elementwise gpu/test_elementwise.cu)
 ctdl_gpu_test(test_gpu_device_memory gpu/test_device_memory.cu)
+ctdl_gpu_test(test_gpu_nccl gpu/test_nccl.cu ctdl::nccl)
