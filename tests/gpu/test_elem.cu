@@ -19,7 +19,9 @@
 // Dropout's forward is one float multiply rounded once on both devices, so it is
 // compared bit for bit (Report::equal), as are the masks.
 //
-// Without a CUDA device the test exits 77 (Skipped).
+// Without a CUDA device the test runs the host-side checks only (the error messages of
+// check_ids_on_host and check_labels_on_host against the CPU ops'), then exits 77
+// (Skipped).
 #include <ctdl/ctdl.hpp>
 #include <ctdl/ops/cross_entropy.hpp>
 #include <ctdl/ops/dropout.hpp>
@@ -243,9 +245,10 @@ void test_embedding(Report& report, index_t rows, index_t h, index_t n, unsigned
   });
 }
 
-/// The CPU's message for the first bad id, and the device path's (host check; device flag).
+/// The CPU's message for the first bad id, and the device path's: the host check, and
+/// with `on_device` the device flag.
 template <class I>
-void test_embedding_errors(Report& report) {
+void test_embedding_errors(Report& report, bool on_device) {
   const std::string what = std::string("embedding errors, ") + dtype_name<I>() + " ids";
   guarded(report, what, [&] {
     const index_t rows = 5, h = 3;
@@ -266,6 +269,7 @@ void test_embedding_errors(Report& report) {
     }
     report.expect(what + ": host check names the CPU's position, id and rows", host_message == cpu_message,
                   "host: \"" + host_message + "\", CPU: \"" + cpu_message + "\"");
+    if (!on_device) return;
 
     const auto n = static_cast<std::int64_t>(ids.size());
     Buffer<float> dtable(values(table.value())), dy(static_cast<std::size_t>(n * h));
@@ -310,7 +314,10 @@ void test_cross_entropy(Report& report, Extent2 shape, Masking masking, unsigned
   const std::string what = name<T>(std::string("cross_entropy (") + mask_name + ")", rows, c);
   guarded(report, what, [&] {
     const auto logits0 = random_values<T>(rows * c, seed, -3.0f, 3.0f);
-    const auto g0 = random_values<T>(rows * c, seed + 1);
+    // The gradient already there is about as large as what backward adds (dloss / rows
+    // times a probability near 1 / c), so a backward that adds nothing fails.
+    const float g_scale = 0.7f / static_cast<float>(rows * c);
+    const auto g0 = random_values<T>(rows * c, seed + 1, -g_scale, g_scale);
     std::vector<std::int32_t> labels = random_ids<std::int32_t>(rows, c, seed + 2);
     std::vector<T> mask(static_cast<std::size_t>(rows), T(1.0f));
     if (masking != Masking::none) {
@@ -356,9 +363,9 @@ void test_cross_entropy(Report& report, Extent2 shape, Masking masking, unsigned
   });
 }
 
-/// A counted row's bad label: the CPU's message from the host check and the device flag;
-/// an excluded row's bad label before it must not be reported.
-void test_cross_entropy_errors(Report& report) {
+/// A counted row's bad label: the CPU's message from the host check and (with
+/// `on_device`) the device flag; an excluded row's bad label before it must not be reported.
+void test_cross_entropy_errors(Report& report, bool on_device) {
   const std::string what = "cross_entropy errors";
   guarded(report, what, [&] {
     const index_t rows = 5, c = 4;
@@ -381,6 +388,7 @@ void test_cross_entropy_errors(Report& report) {
     }
     report.expect(what + ": host check names the CPU's row and label", host_message == cpu_message,
                   "host: \"" + host_message + "\", CPU: \"" + cpu_message + "\"");
+    if (!on_device) return;
 
     Buffer<float> dlogits(logits0), dmask(mask), dprobs(static_cast<std::size_t>(rows * c)), dloss(1);
     Buffer<std::int32_t> dlabels(labels);
@@ -410,7 +418,9 @@ void test_row_sums(Report& report, Extent2 shape, bool mean, unsigned seed) {
   guarded(report, what, [&] {
     const auto x0 = random_values<T>(rows * cols, seed);
     const auto g_up = random_values<T>(rows, seed + 1);
-    const auto g0 = random_values<T>(rows * cols, seed + 2);
+    // As large as what backward adds (g / cols for the mean), so adding nothing fails.
+    const float g_scale = mean ? 1.0f / static_cast<float>(cols) : 1.0f;
+    const auto g0 = random_values<T>(rows * cols, seed + 2, -g_scale, g_scale);
     Var<T, Rows> x(tensor<Rows>({rows, cols}, x0));
     start_gradient(x, g0);
     Tape tape;
@@ -472,7 +482,9 @@ void test_full_sums(Report& report, Extent2 shape, unsigned seed) {
     const std::string what = name<T>(mean ? "mean_all" : "sum_all", rows, cols);
     guarded(report, what, [&] {
       const auto x0 = random_values<T>(n, seed);
-      const auto g0 = random_values<T>(n, seed + 1);
+      // As large as what backward adds (0.7 / n for the mean), so adding nothing fails.
+      const float g_scale = mean ? 1.0f / static_cast<float>(n) : 1.0f;
+      const auto g0 = random_values<T>(n, seed + 1, -g_scale, g_scale);
       Var<T, Rows> x(tensor<Rows>({rows, cols}, x0));
       start_gradient(x, g0);
       Tape tape;
@@ -517,6 +529,15 @@ void test_full_sums(Report& report, Extent2 shape, unsigned seed) {
 }  // namespace
 
 int main() {
+  // The host-side checks (the CPU's error messages for bad ids and labels) need no
+  // device: they run first, and fail the test even where the rest is skipped.
+  {
+    Report host("gpu/elem, host-side checks");
+    test_embedding_errors<std::int32_t>(host, false);
+    test_embedding_errors<std::int64_t>(host, false);
+    test_cross_entropy_errors(host, false);
+    if (host.finish() != 0) return 1;
+  }
   gpu_test::require_device("gpu/elem");
   Report report("gpu/elem");
   unsigned seed = 100;
@@ -553,8 +574,8 @@ int main() {
   test_embedding<bf16, std::int32_t>(report, 1000, 768, 256, seed += 10);
   test_embedding<bf16, std::int64_t>(report, 3, 37, 6, seed += 10);
   test_embedding<bf16, std::int32_t>(report, 1, 1, 2, seed += 10);
-  test_embedding_errors<std::int32_t>(report);
-  test_embedding_errors<std::int64_t>(report);
+  test_embedding_errors<std::int32_t>(report, true);
+  test_embedding_errors<std::int64_t>(report, true);
 
   for (const auto shape : kShapes) {
     for (const auto masking : {Masking::none, Masking::some_rows_out, Masking::all_rows_out}) {
@@ -563,7 +584,7 @@ int main() {
     }
   }
   test_cross_entropy<float>(report, {7, 2}, Masking::some_rows_out, seed += 10);
-  test_cross_entropy_errors(report);
+  test_cross_entropy_errors(report, true);
 
   for (const auto shape : kShapes) {
     for (const bool mean : {false, true}) {
