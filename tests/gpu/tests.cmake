@@ -2,3 +2,4 @@
 ctdl_gpu_test(test_gpu_elementwise gpu/test_elementwise.cu)
 ctdl_gpu_test(test_gpu_device_memory gpu/test_device_memory.cu)
 ctdl_gpu_test(test_gpu_nccl gpu/test_nccl.cu ctdl::nccl)
+ctdl_gpu_test(test_gpu_elem gpu/test_elem.cu)
