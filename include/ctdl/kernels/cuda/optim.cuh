@@ -6,7 +6,9 @@
 // The device twin of optim/adamw.hpp, optim/lamb.hpp, optim/sgd.hpp,
 // optim/optimizer.hpp (global_grad_norm, all_grads_finite, clip_factor),
 // precision/loss_scaler.hpp and the step of train::ClassifierTrainer::apply; the
-// update formulas are theirs, evaluated in float with the same coefficients:
+// update formulas are theirs, evaluated in float with the same coefficients, in the same
+// order and with one rounding per operation (no fused multiply-adds), so a step gives
+// the CPU's bits wherever grad_scale and LAMB's trust ratios come out the same:
 //   AdamW  m = b1 m + a1 g,  v = b2 v + a2 g^2,  w -= lr (m / (sqrt(v) + eps) + wd w)
 //   LAMB   m, v as AdamW;  u = (m c1) / (sqrt(v c2) + eps) + wd w,
 //          c1 = 1 / (1 - b1^t), c2 = 1 / (1 - b2^t);  w -= (lr r) u,
@@ -231,6 +233,17 @@ __device__ __forceinline__ double block_sum_double(double v, double* scratch) {
   return warp_sum_double(v);
 }
 
+// The update formulas' float arithmetic, one rounding per operation, as the CPU's loops
+// round it: left alone, nvcc fuses a * b + c into one fma (one rounding fewer), and the
+// device's weights would drift from the CPU's by an ulp here and there. The _rn
+// intrinsics are never fused, and divide and take square roots correctly rounded
+// whatever -prec-div / -prec-sqrt / --use_fast_math say.
+__device__ __forceinline__ float add(float a, float b) { return __fadd_rn(a, b); }
+__device__ __forceinline__ float sub(float a, float b) { return __fsub_rn(a, b); }
+__device__ __forceinline__ float mul(float a, float b) { return __fmul_rn(a, b); }
+__device__ __forceinline__ float div(float a, float b) { return __fdiv_rn(a, b); }
+__device__ __forceinline__ float sqrt_rn(float a) { return __fsqrt_rn(a); }
+
 /// The elements [begin, end) of the chunk this block handles.
 template <class G>
 struct ChunkView {
@@ -295,7 +308,7 @@ __global__ void decide_step_kernel(const double* partial, std::int64_t chunks, S
     s.clip = options.max_grad_norm <= 0 || !(s.grad_norm > options.max_grad_norm)
                  ? 1.f
                  : static_cast<float>(options.max_grad_norm / s.grad_norm);
-    s.grad_scale = unscale * s.clip;
+    s.grad_scale = mul(unscale, s.clip);
     ++s.optimizer_steps;
   } else {  // what StepOutcome reports for a skipped step
     s.grad_norm = 0;
@@ -320,13 +333,13 @@ __global__ void adamw_kernel(const ParamSlot<G>* slots, const typename ParamList
   const auto ch = this_chunk(slots, chunks);
   const float wd = ch.slot.weight_decay ? c.decay : 0.f;
   for (std::int64_t i = ch.begin + threadIdx.x; i < ch.end; i += blockDim.x) {
-    const float g = load(ch.slot.grad, i) * grad_scale;
+    const float g = mul(load(ch.slot.grad, i), grad_scale);
     const float w = ch.slot.param[i];
-    const float m = ch.slot.m[i] * c.b1 + g * c.a1;
-    const float v = ch.slot.v[i] * c.b2 + (g * g) * c.a2;
+    const float m = add(mul(ch.slot.m[i], c.b1), mul(g, c.a1));
+    const float v = add(mul(ch.slot.v[i], c.b2), mul(mul(g, g), c.a2));
     ch.slot.m[i] = m;
     ch.slot.v[i] = v;
-    ch.slot.param[i] = w - (m / (::sqrtf(v) + c.eps) + w * wd) * lr;
+    ch.slot.param[i] = sub(w, mul(add(div(m, add(sqrt_rn(v), c.eps)), mul(w, wd)), lr));
   }
 }
 
@@ -342,7 +355,7 @@ __device__ __forceinline__ LambCorrections lamb_corrections(double beta1, double
 
 /// u = (m c1) / (sqrt(v c2) + eps) + wd w, the CPU's expression in its order.
 __device__ __forceinline__ float lamb_direction(float m, float v, float w, LambCorrections k, float eps, float wd) {
-  return (m * k.c1) / (::sqrtf(v * k.c2) + eps) + w * wd;
+  return add(div(mul(m, k.c1), add(sqrt_rn(mul(v, k.c2)), eps)), mul(w, wd));
 }
 
 template <class G>
@@ -360,10 +373,10 @@ __global__ void lamb_moments_kernel(const ParamSlot<G>* slots, const typename Pa
   const float wd = ch.slot.weight_decay ? c.decay : 0.f;
   double w_squares = 0, u_squares = 0;
   for (std::int64_t i = ch.begin + threadIdx.x; i < ch.end; i += blockDim.x) {
-    const float g = load(ch.slot.grad, i) * grad_scale;
+    const float g = mul(load(ch.slot.grad, i), grad_scale);
     const float w = ch.slot.param[i];
-    const float m = ch.slot.m[i] * c.b1 + g * c.a1;
-    const float v = ch.slot.v[i] * c.b2 + (g * g) * c.a2;
+    const float m = add(mul(ch.slot.m[i], c.b1), mul(g, c.a1));
+    const float v = add(mul(ch.slot.v[i], c.b2), mul(mul(g, g), c.a2));
     ch.slot.m[i] = m;
     ch.slot.v[i] = v;
     const double u = lamb_direction(m, v, w, k, c.eps, wd);
@@ -413,10 +426,10 @@ __global__ void lamb_update_kernel(const ParamSlot<G>* slots, const typename Par
   const LambCorrections k = corrections;
   const auto ch = this_chunk(slots, chunks);
   const float wd = ch.slot.weight_decay ? c.decay : 0.f;
-  const float step = lr * ratios[chunks[blockIdx.x].tensor];  // the CPU's (lr * ratio)
+  const float step = mul(lr, ratios[chunks[blockIdx.x].tensor]);  // the CPU's (lr * ratio)
   for (std::int64_t i = ch.begin + threadIdx.x; i < ch.end; i += blockDim.x) {
     const float w = ch.slot.param[i];
-    ch.slot.param[i] = w - lamb_direction(ch.slot.m[i], ch.slot.v[i], w, k, c.eps, wd) * step;
+    ch.slot.param[i] = sub(w, mul(lamb_direction(ch.slot.m[i], ch.slot.v[i], w, k, c.eps, wd), step));
   }
 }
 
@@ -430,10 +443,10 @@ __global__ void sgd_kernel(const ParamSlot<G>* slots, const typename ParamList<G
   const float wd = ch.slot.weight_decay ? decay : 0.f;
   for (std::int64_t i = ch.begin + threadIdx.x; i < ch.end; i += blockDim.x) {
     const float w = ch.slot.param[i];
-    const float g = load(ch.slot.grad, i) * grad_scale + w * wd;
-    const float b = ch.slot.m[i] * momentum + g;
+    const float g = add(mul(load(ch.slot.grad, i), grad_scale), mul(w, wd));
+    const float b = add(mul(ch.slot.m[i], momentum), g);
     ch.slot.m[i] = b;
-    ch.slot.param[i] = w - b * lr;
+    ch.slot.param[i] = sub(w, mul(b, lr));
   }
 }
 
