@@ -178,18 +178,18 @@ struct StepOptions {
 
 /// A StepState starting from a loss scaler's state (a fresh LossScaler or a checkpoint's)
 /// and an optimizer step count.
-StepState initial_step_state(const precision::LossScaler::State& scaler, std::int64_t optimizer_steps = 0);
+inline StepState initial_step_state(const precision::LossScaler::State& scaler, std::int64_t optimizer_steps = 0);
 /// *state = value, asynchronously on `stream` (the value travels as a kernel argument).
-void write_step_state(StepState* state, const StepState& value, cudaStream_t stream = current_stream());
+inline void write_step_state(StepState* state, const StepState& value, cudaStream_t stream = current_stream());
 /// A host copy of *state, for logging and checkpoints; synchronises `stream`.
-StepState read_step_state(const StepState* state, cudaStream_t stream = current_stream());
+inline StepState read_step_state(const StepState* state, cudaStream_t stream = current_stream());
 /// The loss scaler's part of a host copy, for train::TrainState.
 inline precision::LossScaler::State scaler_state(const StepState& s) {
   return {s.loss_scale, s.clean_steps, s.skipped_steps};
 }
 /// *seed = float(state->loss_scale): the backward's seed under loss scaling (the CPU seeds
 /// tape.backward with static_cast<float>(scaler.scale())).
-void write_loss_scale(const StepState* state, float* seed, cudaStream_t stream = current_stream());
+inline void write_loss_scale(const StepState* state, float* seed, cudaStream_t stream = current_stream());
 
 /// Checks and measures the gradients and decides the step (see the header comment).
 template <class G>
@@ -275,7 +275,7 @@ __global__ void grad_squares_kernel(const ParamSlot<G>* slots, const typename Pa
 }
 
 // ---- phase 2 and the step's decisions: one block ----
-__global__ void decide_step_kernel(const double* partial, std::int64_t chunks, StepState* state,
+inline __global__ void decide_step_kernel(const double* partial, std::int64_t chunks, StepState* state,
                                    StepOptions options) {
   __shared__ double scratch[32];
   double sum = 0;
@@ -318,9 +318,9 @@ __global__ void decide_step_kernel(const double* partial, std::int64_t chunks, S
   *state = s;
 }
 
-__global__ void write_step_state_kernel(StepState* state, StepState value) { *state = value; }
+inline __global__ void write_step_state_kernel(StepState* state, StepState value) { *state = value; }
 
-__global__ void write_loss_scale_kernel(const StepState* state, float* seed) {
+inline __global__ void write_loss_scale_kernel(const StepState* state, float* seed) {
   *seed = static_cast<float>(state->loss_scale);
 }
 
