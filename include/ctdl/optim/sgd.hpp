@@ -19,6 +19,8 @@ class Sgd {
 
   const Options& options() const { return options_; }
   std::int64_t steps() const { return steps_; }
+  /// The momentum buffers, one per parameter (a checkpoint or a device copy reads them).
+  SlotSet& buffer() { return buffer_; }
 
   template <nn::Module M>
   void step(M& model, float lr, float grad_scale = 1.f) {
