@@ -18,6 +18,7 @@ nvcc=$(command -v nvcc || true)
 [ -n "$nvcc" ] || { echo "gpu-check.sh: no nvcc (install the CUDA toolkit)" >&2; exit 1; }
 build=build/gpu
 bundle=build/gpu-bundle
+mkdir -p build
 cmake -S . -B $build -DCMAKE_BUILD_TYPE=Release -DCTDL_WITH_CUDA=ON -DCMAKE_CUDA_COMPILER="$nvcc" \
   -DCMAKE_CUDA_ARCHITECTURES=90 -DCTDL_WITH_ONEDNN=OFF -DCTDL_SPAN_CLASSIFIER_FAMILIES=Tiny \
   -DCTDL_BERT_BENCH_FAMILIES=Tiny "$@" > $build.configure.log 2>&1 ||
