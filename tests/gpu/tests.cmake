@@ -1,2 +1,4 @@
 # The GPU tests (see ctdl_gpu_test in ../CMakeLists.txt): one line each.
 ctdl_gpu_test(test_gpu_elementwise gpu/test_elementwise.cu)
+ctdl_gpu_test(test_gpu_blas gpu/test_blas.cu)
+ctdl_gpu_test(test_gpu_attention gpu/test_attention.cu)
