@@ -90,10 +90,10 @@ void check_attention(Report& report, index_t batch, index_t seq, index_t hidden,
     Buffer<float> qf(q), kf(k), vf(v), dcf(dc), maskd(mask), outd(n), dqd(dq0), dkd(dk0), dvd(dv0);
     Buffer<G> qg(n), kg(n), vg(n), dcg(n);
     const auto count = static_cast<std::int64_t>(n);
-    cuda::convert(qf.data(), qg.data(), count);
-    cuda::convert(kf.data(), kg.data(), count);
-    cuda::convert(vf.data(), vg.data(), count);
-    cuda::convert(dcf.data(), dcg.data(), count);
+    cuda::copy_converted(qf.data(), qg.data(), count);
+    cuda::copy_converted(kf.data(), kg.data(), count);
+    cuda::copy_converted(vf.data(), vg.data(), count);
+    cuda::copy_converted(dcf.data(), dcg.data(), count);
     const cuda::AttentionShape shape{batch, seq, hidden, heads};
     const cuda::AttentionParams params{.dropout = dropout, .stream = opt.stream};
     Buffer<char> workspace(std::max(cuda::attention_forward_workspace<G>(batch, seq, heads),

@@ -83,7 +83,7 @@ std::vector<double> to_double(const std::vector<T>& v) {
 template <class T, class TC>
 void check_gemm(Report& report, const std::string& label, cuda::GemmDims dims, cuda::GemmOptions opt, double tol,
                 unsigned seed, index_t sample_rows = 0) {
-  const cuda::GemmDims d = cuda::detail::packed(dims);
+  const cuda::GemmDims d = cuda::blas_detail::packed(dims);
   const std::string what = std::string("gemm ") + type_name<T>() + (opt.tf32 ? " (tf32)" : "") + " -> " +
                            type_name<TC>() + " " + label + " [" + describe(d) + ", alpha " + std::to_string(opt.alpha) +
                            ", beta " + std::to_string(opt.beta) + "]";
@@ -230,9 +230,9 @@ void check_linear(Report& report, index_t rows, index_t in, index_t out, bool ge
     // GPU: the operands rounded to G on the device, as the op would.
     Buffer<float> dx_f(x), dw_f(w), dbias(b), ddy(dy), dgx(dx0), dgw(dw0), dgb(db0);
     Buffer<G> xg(x.size()), wg(w.size()), dyg(dy.size());
-    cuda::convert(dx_f.data(), xg.data(), static_cast<std::int64_t>(x.size()));
-    cuda::convert(dw_f.data(), wg.data(), static_cast<std::int64_t>(w.size()));
-    cuda::convert(ddy.data(), dyg.data(), static_cast<std::int64_t>(dy.size()));
+    cuda::copy_converted(dx_f.data(), xg.data(), static_cast<std::int64_t>(x.size()));
+    cuda::copy_converted(dw_f.data(), wg.data(), static_cast<std::int64_t>(w.size()));
+    cuda::copy_converted(ddy.data(), dyg.data(), static_cast<std::int64_t>(dy.size()));
     Buffer<float> dyo(static_cast<std::size_t>(rows * out));
     dyo.poison();
     cuda::linear_forward<G, float>(xg.data(), wg.data(), dbias.data(), dyo.data(), rows, in, out, gelu);

@@ -20,7 +20,7 @@
 //   dQ += dZ K,      dK += dZ^T Q
 //
 // Types: G is the products' input type (q, k, v, dout as the products take them: bf16
-// under Bf16Mixed, rounded by the caller, e.g. with cuda::convert); T the mask's, the
+// under Bf16Mixed, rounded by the caller, e.g. with cuda::copy_converted); T the mask's, the
 // output's and the gradients' type. Scores, softmax and dZ are float; Pd and dZ are
 // rounded to G for the products that take them, as the CPU's as_type<G>. Gradients
 // accumulate (+=) into dq, dk, dv (any may be null). tf32: float products on TF32 cores.
@@ -79,7 +79,7 @@ void attention_backward(const G* q, const G* k, const G* v, const T* mask, const
 
 // ============================================================================
 
-namespace detail {
+namespace attention_detail {
 
 inline constexpr int kAttentionRowThreads = 128;
 
@@ -184,30 +184,30 @@ void attention_probs(const G* q, const G* k, const T* mask, const AttentionShape
   check_launch("cuda::attention (softmax, mask and dropout)");
 }
 
-}  // namespace detail
+}  // namespace attention_detail
 
 template <class G>
 std::size_t attention_forward_workspace(index_t batch, index_t seq, index_t heads) {
-  const std::size_t n = detail::score_count(batch, seq, heads);
-  return detail::round_up_256(n * sizeof(float)) + detail::round_up_256(n * sizeof(G));
+  const std::size_t n = attention_detail::score_count(batch, seq, heads);
+  return attention_detail::round_up_256(n * sizeof(float)) + attention_detail::round_up_256(n * sizeof(G));
 }
 
 template <class G>
 std::size_t attention_backward_workspace(index_t batch, index_t seq, index_t heads) {
-  const std::size_t n = detail::score_count(batch, seq, heads);
-  return 2 * detail::round_up_256(n * sizeof(float)) + detail::round_up_256(n * sizeof(G));
+  const std::size_t n = attention_detail::score_count(batch, seq, heads);
+  return 2 * attention_detail::round_up_256(n * sizeof(float)) + attention_detail::round_up_256(n * sizeof(G));
 }
 
 template <class G, class T>
 void attention_forward(const G* q, const G* k, const G* v, const T* mask, T* out, const AttentionShape& s,
                        const AttentionParams& params, void* workspace, cudaStream_t stream) {
-  detail::check_attention(s, params, workspace, "cuda::attention_forward");
+  attention_detail::check_attention(s, params, workspace, "cuda::attention_forward");
   if (s.batch == 0 || s.seq == 0 || s.hidden == 0) return;
   const index_t d = s.hidden / s.heads, ss = s.seq * s.seq;
-  const std::size_t n = detail::score_count(s.batch, s.seq, s.heads);
+  const std::size_t n = attention_detail::score_count(s.batch, s.seq, s.heads);
   auto* probs = static_cast<float*>(workspace);
-  auto* dropped = reinterpret_cast<G*>(static_cast<char*>(workspace) + detail::round_up_256(n * sizeof(float)));
-  detail::attention_probs(q, k, mask, s, params, probs, dropped, stream);
+  auto* dropped = reinterpret_cast<G*>(static_cast<char*>(workspace) + attention_detail::round_up_256(n * sizeof(float)));
+  attention_detail::attention_probs(q, k, mask, s, params, probs, dropped, stream);
   const GemmOptions opt{.tf32 = params.tf32};
   for (index_t a = 0; a < s.heads; ++a) {
     // out[b] head a (S x D, rows H apart) = Pd[b, a] (S x S) V (S x D, rows H apart)
@@ -221,16 +221,16 @@ void attention_forward(const G* q, const G* k, const G* v, const T* mask, T* out
 template <class G, class T>
 void attention_backward(const G* q, const G* k, const G* v, const T* mask, const G* dout, T* dq, T* dk, T* dv,
                         const AttentionShape& s, const AttentionParams& params, void* workspace, cudaStream_t stream) {
-  detail::check_attention(s, params, workspace, "cuda::attention_backward");
+  attention_detail::check_attention(s, params, workspace, "cuda::attention_backward");
   if (s.batch == 0 || s.seq == 0 || s.hidden == 0 || (!dq && !dk && !dv)) return;
   const index_t d = s.hidden / s.heads, ss = s.seq * s.seq, sh = s.seq * s.hidden;
-  const std::size_t n = detail::score_count(s.batch, s.seq, s.heads);
-  const std::size_t float_bytes = detail::round_up_256(n * sizeof(float));
+  const std::size_t n = attention_detail::score_count(s.batch, s.seq, s.heads);
+  const std::size_t float_bytes = attention_detail::round_up_256(n * sizeof(float));
   auto* probs = static_cast<float*>(workspace);
   auto* dprobs = reinterpret_cast<float*>(static_cast<char*>(workspace) + float_bytes);
   // Pd for dV, then (no longer needed) dZ for dQ and dK.
   auto* rounded = reinterpret_cast<G*>(static_cast<char*>(workspace) + 2 * float_bytes);
-  detail::attention_probs(q, k, mask, s, params, probs, rounded, stream);
+  attention_detail::attention_probs(q, k, mask, s, params, probs, rounded, stream);
   const GemmOptions overwrite{.tf32 = params.tf32}, accumulate{.beta = 1.0f, .tf32 = params.tf32};
   for (index_t a = 0; a < s.heads; ++a) {
     // dV (S x D) += Pd^T (Pd stored S x S) dC (S x D)
@@ -245,8 +245,8 @@ void attention_backward(const G* q, const G* k, const G* v, const T* mask, const
                    overwrite, nullptr, stream);
   }
   const std::int64_t rows = s.batch * s.heads * s.seq;
-  detail::attention_softmax_backward_kernel<<<static_cast<unsigned>(rows), detail::kAttentionRowThreads, 0, stream>>>(
-      probs, dprobs, rounded, s.seq, detail::score_scale(d), params.dropout, detail::keep_scale(params.dropout),
+  attention_detail::attention_softmax_backward_kernel<<<static_cast<unsigned>(rows), attention_detail::kAttentionRowThreads, 0, stream>>>(
+      probs, dprobs, rounded, s.seq, attention_detail::score_scale(d), params.dropout, attention_detail::keep_scale(params.dropout),
       params.stream);
   check_launch("cuda::attention_backward (softmax and dropout gradient)");
   for (index_t a = 0; a < s.heads; ++a) {

@@ -112,11 +112,11 @@ void add_column_sums(const T* x, TS* sums, index_t rows, index_t cols, cudaStrea
 /// out[i] = in[i] rounded to To (round to nearest even), n elements: the G-rounded copies
 /// of operands and gradients that the products take under a mixed policy.
 template <class From, class To>
-void convert(const From* in, To* out, std::int64_t n, cudaStream_t stream = current_stream());
+void copy_converted(const From* in, To* out, std::int64_t n, cudaStream_t stream = current_stream());
 
 // ============================================================================
 
-namespace detail {
+namespace blas_detail {
 
 /// Throws ctdl::Error naming the cuBLASLt call and the status.
 inline void check_lt(cublasStatus_t status, const char* call, const std::string& problem = {}) {
@@ -216,7 +216,7 @@ inline void make_layout(cublasLtMatrixLayout_t* layout, cudaDataType_t type, ind
   }
 }
 
-/// GemmDims with the -1 defaults filled in (as kernels::cpu::detail::packed).
+/// GemmDims with the -1 defaults filled in (as kernels::cpu::blas_detail::packed).
 inline GemmDims packed(GemmDims d) {
   if (d.lda < 0) d.lda = d.trans_a ? d.m : d.k;
   if (d.ldb < 0) d.ldb = d.trans_b ? d.k : d.n;
@@ -253,7 +253,7 @@ __global__ void scale_matrix_kernel(TC* c, std::int64_t m, std::int64_t n, std::
 }
 
 template <class From, class To>
-__global__ void convert_kernel(const From* in, To* out, std::int64_t n) {
+__global__ void copy_converted_kernel(const From* in, To* out, std::int64_t n) {
   const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) store(out, i, load(in, i));
 }
@@ -277,7 +277,7 @@ __global__ void add_column_sums_kernel(const T* x, TS* sums, std::int64_t rows, 
   }
 }
 
-}  // namespace detail
+}  // namespace blas_detail
 
 template <class T, class TC>
 void gemm(const T* a, const T* b, TC* c, const GemmDims& dims, const GemmOptions& opt, const TC* bias,
@@ -285,8 +285,8 @@ void gemm(const T* a, const T* b, TC* c, const GemmDims& dims, const GemmOptions
   static_assert(std::is_same_v<TC, T> || std::is_same_v<TC, float>,
                 "cuda::gemm: the output type is the input type or float");
   static_assert(!std::is_same_v<T, double>, "cuda::gemm: no double products on the GPU");
-  const GemmDims d = detail::packed(dims);
-  const std::string problem = detail::describe(d, detail::type_names<T, TC>(opt.tf32));
+  const GemmDims d = blas_detail::packed(dims);
+  const std::string problem = blas_detail::describe(d, blas_detail::type_names<T, TC>(opt.tf32));
   if (d.batch < 0 || d.m < 0 || d.n < 0 || d.k < 0) throw Error("cuda::gemm: negative extent: " + problem);
   if (d.lda < (d.trans_a ? d.m : d.k) || d.ldb < (d.trans_b ? d.k : d.n) || d.ldc < d.n) {
     throw Error("cuda::gemm: a leading dimension is smaller than its matrix's width: " + problem);
@@ -299,53 +299,53 @@ void gemm(const T* a, const T* b, TC* c, const GemmDims& dims, const GemmOptions
   if (d.k == 0) {  // cuBLASLt rejects K = 0; the product is empty: C = beta C (+ the epilogue, unsupported here)
     if (opt.epilogue != Epilogue::none) throw Error("cuda::gemm: a bias epilogue with K = 0: " + problem);
     const std::int64_t n = d.batch * d.m * d.n;
-    detail::scale_matrix_kernel<<<blocks_for(n), kThreads, 0, stream>>>(c, d.m, d.n, d.ldc, d.stride_c, d.batch,
+    blas_detail::scale_matrix_kernel<<<blocks_for(n), kThreads, 0, stream>>>(c, d.m, d.n, d.ldc, d.stride_c, d.batch,
                                                                         opt.beta);
     check_launch("cuda::gemm (scale C for K = 0)");
     return;
   }
 
-  detail::LtDevice& device = detail::lt_device();
-  detail::LtDescriptors desc;
+  blas_detail::LtDevice& device = blas_detail::lt_device();
+  blas_detail::LtDescriptors desc;
   const cublasComputeType_t compute =
       std::is_same_v<T, float> && opt.tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-  detail::check_lt(cublasLtMatmulDescCreate(&desc.op, compute, CUDA_R_32F), "cublasLtMatmulDescCreate", problem);
+  blas_detail::check_lt(cublasLtMatmulDescCreate(&desc.op, compute, CUDA_R_32F), "cublasLtMatmulDescCreate", problem);
   // Swapped operands (see the header): cuBLASLt's A is our B, its B our A.
   const cublasOperation_t op_lt_a = d.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t op_lt_b = d.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
-  detail::check_lt(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSA, &op_lt_a, sizeof op_lt_a),
+  blas_detail::check_lt(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSA, &op_lt_a, sizeof op_lt_a),
                    "cublasLtMatmulDescSetAttribute(TRANSA)", problem);
-  detail::check_lt(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSB, &op_lt_b, sizeof op_lt_b),
+  blas_detail::check_lt(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSB, &op_lt_b, sizeof op_lt_b),
                    "cublasLtMatmulDescSetAttribute(TRANSB)", problem);
   if (opt.epilogue != Epilogue::none) {
     const cublasLtEpilogue_t epilogue =
         opt.epilogue == Epilogue::bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_GELU_BIAS;
-    const auto bias_type = static_cast<std::int32_t>(detail::cuda_type<TC>());
-    detail::check_lt(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue),
+    const auto bias_type = static_cast<std::int32_t>(blas_detail::cuda_type<TC>());
+    blas_detail::check_lt(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue),
                      "cublasLtMatmulDescSetAttribute(EPILOGUE)", problem);
-    detail::check_lt(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias),
+    blas_detail::check_lt(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias),
                      "cublasLtMatmulDescSetAttribute(BIAS_POINTER)", problem);
-    detail::check_lt(
+    blas_detail::check_lt(
         cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof bias_type),
         "cublasLtMatmulDescSetAttribute(BIAS_DATA_TYPE)", problem);
   }
   // Our B as cuBLASLt reads it: stored K x N (or N x K when trans_b) row-major = N x K
   // (or K x N) column-major. Our A: stored M x K (K x M) row-major = K x M (M x K)
   // column-major. C: M x N row-major = N x M column-major.
-  const cudaDataType_t in_type = detail::cuda_type<T>(), out_type = detail::cuda_type<TC>();
+  const cudaDataType_t in_type = blas_detail::cuda_type<T>(), out_type = blas_detail::cuda_type<TC>();
   const index_t batch_a = d.batch, batch_b = d.batch;
-  detail::make_layout(&desc.a, in_type, d.trans_b ? d.k : d.n, d.trans_b ? d.n : d.k, d.ldb, batch_b, d.stride_b,
+  blas_detail::make_layout(&desc.a, in_type, d.trans_b ? d.k : d.n, d.trans_b ? d.n : d.k, d.ldb, batch_b, d.stride_b,
                       problem);
-  detail::make_layout(&desc.b, in_type, d.trans_a ? d.m : d.k, d.trans_a ? d.k : d.m, d.lda, batch_a, d.stride_a,
+  blas_detail::make_layout(&desc.b, in_type, d.trans_a ? d.m : d.k, d.trans_a ? d.k : d.m, d.lda, batch_a, d.stride_a,
                       problem);
-  detail::make_layout(&desc.c, out_type, d.n, d.m, d.ldc, d.batch, d.stride_c, problem);
+  blas_detail::make_layout(&desc.c, out_type, d.n, d.m, d.ldc, d.batch, d.stride_c, problem);
 
-  const std::uint32_t align_a = detail::alignment_of(a), align_b = detail::alignment_of(b),
-                      align_c = detail::alignment_of(c);
-  const std::uint32_t align_bias = bias ? detail::alignment_of(bias) : 256;
+  const std::uint32_t align_a = blas_detail::alignment_of(a), align_b = blas_detail::alignment_of(b),
+                      align_c = blas_detail::alignment_of(c);
+  const std::uint32_t align_bias = bias ? blas_detail::alignment_of(bias) : 256;
   int device_id = 0;
   check(cudaGetDevice(&device_id), "cudaGetDevice (cuda::gemm)");
-  const detail::PlanKey key{device_id,
+  const blas_detail::PlanKey key{device_id,
                             d.batch,
                             d.m,
                             d.n,
@@ -372,14 +372,14 @@ void gemm(const T* a, const T* b, TC* c, const GemmDims& dims, const GemmOptions
   cublasLtMatmulAlgo_t algo{};
   bool cached = false;
   {
-    std::lock_guard<std::mutex> lock(detail::plan_mutex());
-    auto it = detail::plan_cache().find(key);
-    if (it != detail::plan_cache().end()) algo = it->second, cached = true;
+    std::lock_guard<std::mutex> lock(blas_detail::plan_mutex());
+    auto it = blas_detail::plan_cache().find(key);
+    if (it != blas_detail::plan_cache().end()) algo = it->second, cached = true;
   }
   if (!cached) {
-    detail::check_lt(cublasLtMatmulPreferenceCreate(&desc.pref), "cublasLtMatmulPreferenceCreate", problem);
+    blas_detail::check_lt(cublasLtMatmulPreferenceCreate(&desc.pref), "cublasLtMatmulPreferenceCreate", problem);
     const std::uint64_t workspace = kGemmWorkspaceBytes;
-    detail::check_lt(cublasLtMatmulPreferenceSetAttribute(desc.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+    blas_detail::check_lt(cublasLtMatmulPreferenceSetAttribute(desc.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                           &workspace, sizeof workspace),
                      "cublasLtMatmulPreferenceSetAttribute(MAX_WORKSPACE_BYTES)", problem);
     // cuBLASLt's A is our B and its B our A (the swap above).
@@ -389,21 +389,21 @@ void gemm(const T* a, const T* b, TC* c, const GemmDims& dims, const GemmOptions
         {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, align_c},
         {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, align_c}};
     for (const auto& [attribute, value] : alignments) {
-      detail::check_lt(cublasLtMatmulPreferenceSetAttribute(desc.pref, attribute, &value, sizeof value),
+      blas_detail::check_lt(cublasLtMatmulPreferenceSetAttribute(desc.pref, attribute, &value, sizeof value),
                        "cublasLtMatmulPreferenceSetAttribute(MIN_ALIGNMENT)", problem);
     }
     cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
-    detail::check_lt(cublasLtMatmulAlgoGetHeuristic(device.handle, desc.op, desc.a, desc.b, desc.c, desc.c, desc.pref,
+    blas_detail::check_lt(cublasLtMatmulAlgoGetHeuristic(device.handle, desc.op, desc.a, desc.b, desc.c, desc.c, desc.pref,
                                                     1, &result, &found),
                      "cublasLtMatmulAlgoGetHeuristic", problem);
     if (found == 0) throw Error("cuBLASLt: no algorithm for " + problem);
     algo = result.algo;
-    std::lock_guard<std::mutex> lock(detail::plan_mutex());
-    detail::plan_cache().emplace(key, algo);
+    std::lock_guard<std::mutex> lock(blas_detail::plan_mutex());
+    blas_detail::plan_cache().emplace(key, algo);
   }
   // C and D are the same matrix: beta != 0 accumulates in place.
-  detail::check_lt(cublasLtMatmul(device.handle, desc.op, &opt.alpha, b, desc.a, a, desc.b, &opt.beta, c, desc.c, c,
+  blas_detail::check_lt(cublasLtMatmul(device.handle, desc.op, &opt.alpha, b, desc.a, a, desc.b, &opt.beta, c, desc.c, c,
                                   desc.c, &algo, device.workspace, kGemmWorkspaceBytes, stream),
                    "cublasLtMatmul", problem);
 }
@@ -433,17 +433,17 @@ template <class T, class TS>
 void add_column_sums(const T* x, TS* sums, index_t rows, index_t cols, cudaStream_t stream) {
   if (rows < 0 || cols < 0) throw Error("cuda::add_column_sums: negative extent");
   if (cols == 0) return;
-  const dim3 block(detail::kSumColumns, detail::kSumRows);
-  const dim3 grid(static_cast<unsigned>((cols + detail::kSumColumns - 1) / detail::kSumColumns));
-  detail::add_column_sums_kernel<<<grid, block, 0, stream>>>(x, sums, rows, cols);
+  const dim3 block(blas_detail::kSumColumns, blas_detail::kSumRows);
+  const dim3 grid(static_cast<unsigned>((cols + blas_detail::kSumColumns - 1) / blas_detail::kSumColumns));
+  blas_detail::add_column_sums_kernel<<<grid, block, 0, stream>>>(x, sums, rows, cols);
   check_launch("cuda::add_column_sums");
 }
 
 template <class From, class To>
-void convert(const From* in, To* out, std::int64_t n, cudaStream_t stream) {
+void copy_converted(const From* in, To* out, std::int64_t n, cudaStream_t stream) {
   if (n <= 0) return;
-  detail::convert_kernel<<<blocks_for(n), kThreads, 0, stream>>>(in, out, n);
-  check_launch("cuda::convert");
+  blas_detail::copy_converted_kernel<<<blocks_for(n), kThreads, 0, stream>>>(in, out, n);
+  check_launch("cuda::copy_converted");
 }
 
 }  // namespace ctdl::cuda
