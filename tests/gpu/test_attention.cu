@@ -4,13 +4,17 @@
 // same RandomStream, with a mask that removes trailing keys of each example (-10000, as
 // BERT's). Without a device: exit 77 (Skipped).
 //
-// Tolerances (relative; Report::close also bounds every element by tol * max(|want|, rms)):
+// Tolerances (relative; Report::close also bounds every element by tol * max(|want|, rms)).
+// Measured on an H100 (2026-11-27) in brackets, at 4 x 128 x 768.
 //   fp32  1e-5: the same float arithmetic on both devices; only summation orders differ.
-//   bf16  2e-3: both devices round the same q, k, v and dC to bf16, but P and dZ are
-//         rounded to bf16 after float arithmetic whose summation order differs (~1e-7
-//         relative): now and then an element lands on the other side of a bf16 rounding
-//         boundary and differs by one bf16 ulp (2^-8 relative) — in one of S terms of a
-//         context or gradient element, up to about 5e-4 of the tensor's rms.
+//   bf16  2e-2 [rel 3e-5 output, 5e-6 gradients]: both devices round the same q, k, v and
+//         dC to bf16, but P and dZ are rounded to bf16 after float sums in another order
+//         (the GPU's tensor cores): now and then an element lands on the other side of a
+//         bf16 rounding boundary and differs by one bf16 ulp (2^-8 relative). In the
+//         example with 26 unmasked keys P is about 0.04, so one such element moves 64
+//         outputs by up to 2^-8 * 0.04 = 1.5e-4 against an output rms near 0.08; two in one
+//         row gave the measured worst element, 2.4e-4 (3e-3 of the rms). The norm error,
+//         printed with every check, stays near 1e-5.
 // Dropout masks are the same when the outputs agree at these tolerances: a dropped
 // probability that one device kept would move its output element by P_ij V_j / (1 - p),
 // orders of magnitude beyond them.
@@ -122,9 +126,9 @@ int main() {
     check_attention<float>(report, 3, 37, 10, 2, dropout, 1e-5);     // odd: D = 5, S = 37
     check_attention<float>(report, 2, 5, 8, 2, dropout, 1e-5);
     check_attention<float>(report, 1, 1, 1, 1, dropout, 1e-5);
-    check_attention<bf16>(report, 4, 128, 768, 12, dropout, 2e-3);
-    check_attention<bf16>(report, 3, 37, 10, 2, dropout, 2e-3);
-    check_attention<bf16>(report, 1, 1, 1, 1, dropout, 2e-3);
+    check_attention<bf16>(report, 4, 128, 768, 12, dropout, 2e-2);
+    check_attention<bf16>(report, 3, 37, 10, 2, dropout, 2e-2);
+    check_attention<bf16>(report, 1, 1, 1, 1, dropout, 2e-2);
   }
   // Errors name the op and the problem.
   guarded(report, "attention: heads that do not divide the width are an error", [&] {

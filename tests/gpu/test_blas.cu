@@ -4,20 +4,22 @@
 // and Linear's backward (dx, dW, db, accumulated) against ops::linear's tape entry.
 // Without a device: exit 77 (Skipped).
 //
-// Tolerances (relative; Report::close also bounds every element by tol * max(|want|, rms)):
+// Tolerances (relative; Report::close also bounds every element by tol * max(|want|, rms)).
+// Measured on an H100 (2026-11-27) in brackets: the relative error at the BERT sizes.
 //   fp32              1e-5: IEEE fp32 accumulation (CUBLAS_COMPUTE_32F, no tensor cores)
-//                     against the double reference; at K = 3072 its error is about 1e-6.
+//                     against the double reference [5e-7].
 //   tf32              5e-3: inputs rounded to TF32's 10-bit significand (2^-11 relative
-//                     each); the error of a product of K terms is about 4e-4 of its rms,
-//                     and the worst of 25 M elements about 5.5 times that.
-//   bf16/fp16 -> float 1e-4: operands exact in both paths (the CPU reference takes the same
+//                     each): about 4e-4 of a product's rms per element, and the worst of
+//                     25 M elements about 5.5 times that [2.6e-4; worst element 1.4e-3].
+//   bf16/fp16 -> float 2e-4: operands exact in both paths (the reference takes the same
 //                     rounded values), products exact in fp32; only the accumulation
-//                     differs, and tensor cores' fp32 adders truncate where IEEE rounds.
-//   bf16 -> bf16      8e-3: plus the result's rounding to bf16, 2^-9 relative (bf16 keeps
-//                     8 significand bits), up to two such roundings apart.
-//   fp16 -> fp16      2e-3: likewise with fp16's 11 bits (2^-11).
-//   GELU epilogue     1e-3 (fp32): cuBLASLt's tanh may be the hardware approximation
-//                     (tanh.approx.f32, about 2^-11 relative); ctdl's is within 3 ulp.
+//                     differs, and tensor cores' fp32 adders truncate where IEEE rounds,
+//                     growing with K [K = 768: 6e-7; K = 8192: 8.5e-6, worst element 4e-5].
+//   bf16 -> bf16      8e-3: plus the result's rounding to bf16, 2^-9 relative (8
+//                     significand bits), up to two such roundings apart [1.7e-3].
+//   fp16 -> fp16      2e-3: likewise with fp16's 11 bits (2^-11) [2.1e-4].
+// The GELU epilogue agrees with ctdl's gelu_tanh within fp32's tolerance [4e-7] (with the
+// erf form it would miss by about 1e-4 of the rms): cuBLASLt's GELU is the tanh form.
 
 #include <ctdl/ctdl.hpp>
 #include <ctdl/kernels/cpu/matmul.hpp>
@@ -236,7 +238,7 @@ void check_linear(Report& report, index_t rows, index_t in, index_t out, bool ge
     Buffer<float> dyo(static_cast<std::size_t>(rows * out));
     dyo.poison();
     cuda::linear_forward<G, float>(xg.data(), wg.data(), dbias.data(), dyo.data(), rows, in, out, gelu);
-    report.close(what + ": y", dyo.download(), y_cpu, gelu && tol < 1e-3 ? 1e-3 : tol);
+    report.close(what + ": y", dyo.download(), y_cpu, tol);
     if (gelu) return;  // the GELU epilogue is forward only (no AUX output kept for backward)
     cuda::linear_backward<G, float>(dyg.data(), ddy.data(), xg.data(), wg.data(), dgx.data(), dgw.data(), dgb.data(),
                                     rows, in, out);
@@ -255,19 +257,19 @@ int main() {
 
   check_gemm_layouts<float, float>(report, 1e-5);
   check_gemm_layouts<float, float>(report, 5e-3, /*tf32=*/true);
-  check_gemm_layouts<bf16, float>(report, 1e-4);
+  check_gemm_layouts<bf16, float>(report, 2e-4);
   check_gemm_layouts<bf16, bf16>(report, 8e-3);
-  check_gemm_layouts<fp16, float>(report, 1e-4);
+  check_gemm_layouts<fp16, float>(report, 2e-4);
   check_gemm_layouts<fp16, fp16>(report, 2e-3);
 
   check_gemm_bert<float, float>(report, 1e-5);
   check_gemm_bert<float, float>(report, 5e-3, /*tf32=*/true);
-  check_gemm_bert<bf16, float>(report, 1e-4);
+  check_gemm_bert<bf16, float>(report, 2e-4);
   check_gemm_bert<bf16, bf16>(report, 8e-3);
   check_gemm_bert<fp16, fp16>(report, 2e-3);
 
-  // Linear: fp32 within 1e-5 (the GELU epilogue 1e-3, see the top); Bf16Mixed within
-  // 1e-4 (the same bf16 operands on both devices, fp32 accumulation on both).
+  // Linear: fp32 within 1e-5, the GELU epilogue included (see the top); Bf16Mixed within
+  // 1e-4 (the same bf16 operands on both devices, fp32 accumulation on both, K <= 768).
   for (bool gelu : {false, true}) {
     check_linear<float>(report, 256, 768, 768, gelu, 1e-5);
     check_linear<float>(report, 256, 768, 3072, gelu, 1e-5);

@@ -105,9 +105,11 @@ template <class G, class T>
 void linear_backward(const G* dy_g, const T* dy, const G* x, const G* weight, T* dx, T* dw, T* db, index_t rows,
                      index_t in, index_t out, bool tf32 = false, cudaStream_t stream = current_stream());
 
-/// sums[j] += sum over i of x[i * cols + j] (float accumulation), x [rows, cols].
+/// Linear's bias gradient: db[j] += sum over i of dy[i * cols + j], dy [rows, cols], in
+/// float, one block per 32 columns (no workspace; the order of the sum is fixed by the
+/// sizes, so results are deterministic).
 template <class T, class TS>
-void add_column_sums(const T* x, TS* sums, index_t rows, index_t cols, cudaStream_t stream = current_stream());
+void linear_bias_backward(const T* x, TS* sums, index_t rows, index_t cols, cudaStream_t stream = current_stream());
 
 /// out[i] = in[i] rounded to To (round to nearest even), n elements: the G-rounded copies
 /// of operands and gradients that the products take under a mixed policy.
@@ -262,7 +264,7 @@ __global__ void copy_converted_kernel(const From* in, To* out, std::int64_t n) {
 /// its 8 rows of threads stride down the rows, then reduce through shared memory.
 inline constexpr int kSumColumns = 32, kSumRows = 8;
 template <class T, class TS>
-__global__ void add_column_sums_kernel(const T* x, TS* sums, std::int64_t rows, std::int64_t cols) {
+__global__ void bias_backward_kernel(const T* x, TS* sums, std::int64_t rows, std::int64_t cols) {
   __shared__ float partial[kSumRows][kSumColumns + 1];  // +1: no bank conflicts on the column reads
   const std::int64_t col = static_cast<std::int64_t>(blockIdx.x) * kSumColumns + threadIdx.x;
   float s = 0.0f;
@@ -426,17 +428,17 @@ void linear_backward(const G* dy_g, const T* dy, const G* x, const G* weight, T*
   if (dx) gemm<G, T>(dy_g, weight, dx, GemmDims{1, rows, in, out, false, false}, accumulate, nullptr, stream);
   // dW (out x in) += dy^T (out x rows) x (rows x in)
   if (dw) gemm<G, T>(dy_g, x, dw, GemmDims{1, out, in, rows, true, false}, accumulate, nullptr, stream);
-  if (db) add_column_sums(dy, db, rows, out, stream);
+  if (db) linear_bias_backward(dy, db, rows, out, stream);
 }
 
 template <class T, class TS>
-void add_column_sums(const T* x, TS* sums, index_t rows, index_t cols, cudaStream_t stream) {
-  if (rows < 0 || cols < 0) throw Error("cuda::add_column_sums: negative extent");
+void linear_bias_backward(const T* x, TS* sums, index_t rows, index_t cols, cudaStream_t stream) {
+  if (rows < 0 || cols < 0) throw Error("cuda::linear_bias_backward: negative extent");
   if (cols == 0) return;
   const dim3 block(blas_detail::kSumColumns, blas_detail::kSumRows);
   const dim3 grid(static_cast<unsigned>((cols + blas_detail::kSumColumns - 1) / blas_detail::kSumColumns));
-  blas_detail::add_column_sums_kernel<<<grid, block, 0, stream>>>(x, sums, rows, cols);
-  check_launch("cuda::add_column_sums");
+  blas_detail::bias_backward_kernel<<<grid, block, 0, stream>>>(x, sums, rows, cols);
+  check_launch("cuda::linear_bias_backward");
 }
 
 template <class From, class To>
