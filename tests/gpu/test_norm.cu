@@ -44,17 +44,23 @@ namespace {
 
 template <class T>
 const char* dtype_name() {
-  if constexpr (std::is_same_v<T, float>) return "float";
-  else if constexpr (std::is_same_v<T, bf16>) return "bf16";
-  else return "fp16";
+  if constexpr (std::is_same_v<T, float>)
+    return "float";
+  else if constexpr (std::is_same_v<T, bf16>)
+    return "bf16";
+  else
+    return "fp16";
 }
 
 /// See the header comment.
 template <class T>
 double tolerance() {
-  if constexpr (std::is_same_v<T, float>) return 1e-5;
-  else if constexpr (std::is_same_v<T, bf16>) return 2e-2;
-  else return 2.5e-3;
+  if constexpr (std::is_same_v<T, float>)
+    return 1e-5;
+  else if constexpr (std::is_same_v<T, bf16>)
+    return 2e-2;
+  else
+    return 2.5e-3;
 }
 
 std::string dims(std::initializer_list<index_t> e) {
@@ -144,8 +150,7 @@ void softmax_tests(Report& report) {
   using M4 = Shape<dyn, 1, 1, dyn>;
   using S3 = Shape<dyn, dyn, dyn>;
   using M1 = Shape<dyn>;
-  for (auto e : {Extents<S2>{256, 768}, Extents<S2>{3, 37}, Extents<S2>{1, 1},
-                 Extents<S2>{2, 4096}}) {
+  for (auto e : {Extents<S2>{256, 768}, Extents<S2>{3, 37}, Extents<S2>{1, 1}, Extents<S2>{2, 4096}}) {
     softmax_case<T, S2, S2>(report, e, nullptr, 10);
   }
   // Attention scores [B, heads, S, S] with BERT's mask [B, 1, 1, S], as the model builds it.
@@ -186,7 +191,8 @@ void layer_norm_case(Report& report, index_t rows, index_t w, unsigned seed) {
     Buffer<T> x_d(x), g_d(gamma), b_d(beta), dy_d(dy), dx_d(dx0), dg_d(dg0), db_d(db0);
     Poisoned<T> y_d(n), mean_d(static_cast<std::size_t>(rows)), rstd_d(static_cast<std::size_t>(rows));
     Poisoned<float> ws(static_cast<std::size_t>(cuda::layer_norm_backward_workspace(rows, w)));
-    cuda::layer_norm_forward(x_d.data(), g_d.data(), b_d.data(), y_d.data(), mean_d.data(), rstd_d.data(), rows, w, eps);
+    cuda::layer_norm_forward(x_d.data(), g_d.data(), b_d.data(), y_d.data(), mean_d.data(), rstd_d.data(), rows, w,
+                             eps);
     report.close(name + ": y", y_d.download(), values(y.value()), tolerance<T>());
     // Without keeping the statistics (inference) the output is the same, bit for bit.
     Poisoned<T> y_inf(n);
@@ -248,11 +254,14 @@ void add_layer_norm_case(Report& report, index_t rows, index_t w, float p, unsig
     cuda::add_layer_norm_forward(h_d.data(), bias_d.data(), r_d.data(), g_d.data(), b_d.data(), y_inf.data(),
                                  cuda::SavedLayerNorm<T>{}, rows, w, mask, opt.eps);
     report.equal(name + ": y without kept s, mean, rstd", y_inf.download(), y_d.download());
-    cuda::add_layer_norm_backward(
-        cuda::SavedLayerNormView<T>{s_d.data(), mean_d.data(), rstd_d.data()}, g_d.data(), dy_d.data(),
-        cuda::AddLayerNormGrads<T>{.h = dh_d.data(), .bias = dbias_d.data(), .residual = dr_d.data(),
-                                   .gamma = dg_d.data(), .beta = db_d.data()},
-        ws.data(), rows, w, mask);
+    cuda::add_layer_norm_backward(cuda::SavedLayerNormView<T>{s_d.data(), mean_d.data(), rstd_d.data()}, g_d.data(),
+                                  dy_d.data(),
+                                  cuda::AddLayerNormGrads<T>{.h = dh_d.data(),
+                                                             .bias = dbias_d.data(),
+                                                             .residual = dr_d.data(),
+                                                             .gamma = dg_d.data(),
+                                                             .beta = db_d.data()},
+                                  ws.data(), rows, w, mask);
     const auto dh = dh_d.download();
     report.close(name + ": dh", dh, values(hv.grad()), tolerance<T>());
     report.close(name + ": dresidual", dr_d.download(), values(rv.grad()), tolerance<T>());
@@ -271,9 +280,9 @@ void add_layer_norm_case(Report& report, index_t rows, index_t w, float p, unsig
     }
     // Only dbias and dgamma wanted (the row kernel still runs for dbias's statistics).
     Buffer<T> dbias_only(dbias0), dg_only(dg0);
-    cuda::add_layer_norm_backward(cuda::SavedLayerNormView<T>{s_d.data(), mean_d.data(), rstd_d.data()}, g_d.data(),
-                                  dy_d.data(), cuda::AddLayerNormGrads<T>{.bias = dbias_only.data(), .gamma = dg_only.data()},
-                                  ws.data(), rows, w, mask);
+    cuda::add_layer_norm_backward(
+        cuda::SavedLayerNormView<T>{s_d.data(), mean_d.data(), rstd_d.data()}, g_d.data(), dy_d.data(),
+        cuda::AddLayerNormGrads<T>{.bias = dbias_only.data(), .gamma = dg_only.data()}, ws.data(), rows, w, mask);
     report.close(name + ": dbias alone", dbias_only.download(), values(biasv.grad()), tolerance<T>());
     report.close(name + ": dgamma alone", dg_only.download(), values(gv.grad()), tolerance<T>());
   });
@@ -298,7 +307,8 @@ void embedding_layer_norm_case(Report& report, index_t batch, index_t seq, index
       const auto size = static_cast<std::size_t>(table_rows[i] * w);
       tables[i] = random_values<T>(size, seed + 10 * static_cast<unsigned>(i));
       dtables0[i] = random_values<T>(size, seed + 10 * static_cast<unsigned>(i) + 1);
-      const auto u = random_values<float>(static_cast<std::size_t>(rows), seed + 10 * static_cast<unsigned>(i) + 2, 0, 1);
+      const auto u =
+          random_values<float>(static_cast<std::size_t>(rows), seed + 10 * static_cast<unsigned>(i) + 2, 0, 1);
       for (index_t r = 0; r < rows; ++r) {
         // Positions as BERT's (r % seq); word and type ids random, so rows repeat.
         ids[i].push_back(i == 1 ? static_cast<I>(r % seq)
@@ -343,9 +353,8 @@ void embedding_layer_norm_case(Report& report, index_t batch, index_t seq, index
     report.close(name + ": y", y_d.download(), values(y.value()), tolerance<T>());
     cuda::embedding_layer_norm_backward(
         lookups, cuda::SavedLayerNormView<T>{s_d.data(), mean_d.data(), rstd_d.data()}, g_d.data(), dy_d.data(),
-        cuda::EmbeddingLayerNormGrads<T, 3>{.tables = {dt0.data(), dt1.data(), dt2.data()},
-                                            .gamma = dg_d.data(),
-                                            .beta = db_d.data()},
+        cuda::EmbeddingLayerNormGrads<T, 3>{
+            .tables = {dt0.data(), dt1.data(), dt2.data()}, .gamma = dg_d.data(), .beta = db_d.data()},
         ws.data(), rows, w);
     report.close(name + ": dword_embeddings (scatter-add)", dt0.download(), values(tv[0].grad()), tolerance<T>());
     report.close(name + ": dposition_embeddings (scatter-add)", dt1.download(), values(tv[1].grad()), tolerance<T>());
@@ -407,8 +416,9 @@ void embedding_bad_id_case(Report& report) {
     report.expect(name + ": check_ids gives the CPU's message", host_message == cpu_message, host_message);
     report.expect(name + ": the device flag gives the CPU's message", device_message == cpu_message, device_message);
     const auto y = y_d.download();
-    report.expect(name + ": the bad rows are NaN, the others finite",
-                  std::isnan(y[3 * 37]) && std::isnan(y[4 * 37 + 36]) && std::isfinite(y[0]) && std::isfinite(y[2 * 37 + 36]));
+    report.expect(
+        name + ": the bad rows are NaN, the others finite",
+        std::isnan(y[3 * 37]) && std::isnan(y[4 * 37 + 36]) && std::isfinite(y[0]) && std::isfinite(y[2 * 37 + 36]));
   });
 }
 

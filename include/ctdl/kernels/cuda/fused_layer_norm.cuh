@@ -158,8 +158,9 @@ namespace norm_detail {
 /// CPU's SavedLayerNorm::forward: statistics in float from the float row, kept in float.
 /// A row that is not ok (a bad id) becomes NaN.
 template <class T, class Source>
-__global__ void fused_forward_kernel(Source source, const T* gamma, const T* beta, T* y, SavedLayerNorm<T> saved,
-                                     std::int64_t rows, std::int64_t width, float eps) {
+__global__ __launch_bounds__(kMaxRowThreads) void fused_forward_kernel(Source source, const T* gamma, const T* beta,
+                                                                       T* y, SavedLayerNorm<T> saved, std::int64_t rows,
+                                                                       std::int64_t width, float eps) {
   extern __shared__ float row[];  // width floats: the row of s
   __shared__ float scratch[32];
   const float w = static_cast<float>(width);
@@ -239,7 +240,8 @@ struct LookupSource {
   }
   __device__ float operator()(std::int64_t r, std::int64_t j) const {
     float v = 0.0f;  // the CPU starts from 0 and adds the lookups in order
-    for (std::size_t i = 0; i < N; ++i) v += load(lookups.tables[i], static_cast<std::int64_t>(lookups.ids[i][r]) * width + j);
+    for (std::size_t i = 0; i < N; ++i)
+      v += load(lookups.tables[i], static_cast<std::int64_t>(lookups.ids[i][r]) * width + j);
     return v;
   }
 };
@@ -249,8 +251,9 @@ struct LookupSource {
 /// row_stats[2r], [2r + 1] when row_stats is not null. NaN statistics (a row with a bad
 /// id, an fp16 overflow) are not skipped: their NaN reaches the gradients, as on the CPU.
 template <class T, class Sink>
-__global__ void fused_backward_kernel(SavedLayerNormView<T> saved, const T* gamma, const T* dy, Sink sink,
-                                      float* row_stats, std::int64_t rows, std::int64_t width) {
+__global__ __launch_bounds__(kMaxRowThreads) void fused_backward_kernel(SavedLayerNormView<T> saved, const T* gamma,
+                                                                        const T* dy, Sink sink, float* row_stats,
+                                                                        std::int64_t rows, std::int64_t width) {
   __shared__ float scratch[32];
   const float w = static_cast<float>(width);
   for (std::int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
@@ -394,8 +397,9 @@ template <class T, class Source>
 void launch_fused_forward(const char* kernel, const Source& source, const T* gamma, const T* beta, T* y,
                           SavedLayerNorm<T> saved, std::int64_t rows, std::int64_t width, double eps,
                           cudaStream_t stream) {
-  fused_forward_kernel<T><<<row_blocks(rows), row_threads(width), static_cast<std::size_t>(width) * sizeof(float),
-                            stream>>>(source, gamma, beta, y, saved, rows, width, static_cast<float>(eps));
+  fused_forward_kernel<T>
+      <<<row_blocks(rows), row_threads(width), static_cast<std::size_t>(width) * sizeof(float), stream>>>(
+          source, gamma, beta, y, saved, rows, width, static_cast<float>(eps));
   check_launch(kernel);
 }
 
@@ -437,9 +441,10 @@ void add_layer_norm_backward(SavedLayerNormView<T> saved, const T* gamma, const 
   // Workspace: mean(g), mean(g * xhat) per row (2 * rows), then the column partials.
   float* row_stats = grads.bias ? workspace : nullptr;
   if (grads.h || grads.residual || grads.bias) {
-    norm_detail::fused_backward_kernel<T><<<norm_detail::row_blocks(rows), norm_detail::row_threads(width), 0, stream>>>(
-        saved, gamma, dy, norm_detail::AddSink<T>{grads.h, grads.residual, width, dropout, keep_scale}, row_stats, rows,
-        width);
+    norm_detail::fused_backward_kernel<T>
+        <<<norm_detail::row_blocks(rows), norm_detail::row_threads(width), 0, stream>>>(
+            saved, gamma, dy, norm_detail::AddSink<T>{grads.h, grads.residual, width, dropout, keep_scale}, row_stats,
+            rows, width);
     check_launch("fused_backward_kernel (add_layer_norm)");
   }
   T* const sums[3] = {grads.gamma, grads.beta, grads.bias};
@@ -478,17 +483,18 @@ void embedding_layer_norm_backward(const EmbeddingLookups<T, I, N>& lookups, Sav
   if (any_table) {
     if constexpr (std::is_same_v<T, float>) {
       norm_detail::fused_backward_kernel<T><<<blocks, threads, 0, stream>>>(
-          saved, gamma, dy, norm_detail::AtomicScatterSink<T, I, N>{lookups, grads.tables, width}, nullptr, rows, width);
+          saved, gamma, dy, norm_detail::AtomicScatterSink<T, I, N>{lookups, grads.tables, width}, nullptr, rows,
+          width);
       check_launch("fused_backward_kernel (embedding_layer_norm, atomic scatter)");
     } else {
       // Workspace: ds (rows x width) after the column partials.
       float* ds = workspace + 2 * norm_detail::param_grad_blocks(rows) * width;
-      norm_detail::fused_backward_kernel<T><<<blocks, threads, 0, stream>>>(
-          saved, gamma, dy, norm_detail::StoreSink{ds, width}, nullptr, rows, width);
+      norm_detail::fused_backward_kernel<T>
+          <<<blocks, threads, 0, stream>>>(saved, gamma, dy, norm_detail::StoreSink{ds, width}, nullptr, rows, width);
       check_launch("fused_backward_kernel (embedding_layer_norm, ds)");
       norm_detail::ordered_scatter_kernel<T, I, N>
           <<<dim3(blocks_for(width), static_cast<unsigned>(N)), kThreads, 0, stream>>>(lookups, grads.tables, ds, rows,
-                                                                                         width);
+                                                                                       width);
       check_launch("ordered_scatter_kernel");
     }
   }

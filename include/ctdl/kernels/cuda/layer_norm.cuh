@@ -117,8 +117,9 @@ inline void check_width(const char* op, std::int64_t rows, std::int64_t width) {
 }
 
 template <class T>
-__global__ void layer_norm_forward_kernel(const T* x, const T* gamma, const T* beta, T* y, T* mean, T* rstd,
-                                          std::int64_t rows, std::int64_t width, float eps) {
+__global__ __launch_bounds__(kMaxRowThreads) void layer_norm_forward_kernel(const T* x, const T* gamma, const T* beta,
+                                                                            T* y, T* mean, T* rstd, std::int64_t rows,
+                                                                            std::int64_t width, float eps) {
   __shared__ float scratch[32];
   const float w = static_cast<float>(width);
   for (std::int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
@@ -145,8 +146,10 @@ __global__ void layer_norm_forward_kernel(const T* x, const T* gamma, const T* b
 }
 
 template <class T>
-__global__ void layer_norm_backward_dx_kernel(const T* x, const T* gamma, const T* mean, const T* rstd, const T* dy,
-                                              T* dx, std::int64_t rows, std::int64_t width) {
+__global__ __launch_bounds__(kMaxRowThreads) void layer_norm_backward_dx_kernel(const T* x, const T* gamma,
+                                                                                const T* mean, const T* rstd,
+                                                                                const T* dy, T* dx, std::int64_t rows,
+                                                                                std::int64_t width) {
   __shared__ float scratch[32];
   const float w = static_cast<float>(width);
   for (std::int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
