@@ -90,6 +90,15 @@ Tensor<T, S> tensor(const std::vector<T>& v, const Extents<S>& extents) {
   return t;
 }
 
+/// What a gradient holds from an earlier accumulation: random, about a tenth of what one
+/// backward adds (LayerNorm's ds is ~0.35 here; softmax's dx ~0.5 / n, so it passes
+/// `scale` = 0.05 / n). Large enough that "=" instead of "+=" fails even at the bf16
+/// tolerance, small enough not to drown the contribution under T's rounding.
+template <class T>
+std::vector<T> earlier_gradient(std::size_t n, unsigned seed, float scale = 0.05f) {
+  return random_values<T>(n, seed, -scale, scale);
+}
+
 /// A leaf Var holding v whose gradient already holds `grad` (an earlier accumulation).
 template <class T, class S>
 Var<T, S> leaf(const std::vector<T>& v, const std::vector<T>& grad, const Extents<S>& extents) {
@@ -116,7 +125,8 @@ void softmax_case(Report& report, const Extents<SX>& xe, const Extents<SM>* me, 
     const auto n_x = static_cast<std::size_t>(numel(xe));
     const auto x = random_values<T>(n_x, seed, -3.0f, 3.0f);
     const auto dy = random_values<T>(n_x, seed + 1);
-    const auto dx0 = random_values<T>(n_x, seed + 2);
+    const float prior = 0.05f / static_cast<float>(xe[SX::rank - 1]);  // see earlier_gradient
+    const auto dx0 = earlier_gradient<T>(n_x, seed + 2, prior);
     std::vector<T> mask;
     if (me) {
       const auto u = random_values<float>(static_cast<std::size_t>(numel(*me)), seed + 3, 0.0f, 1.0f);
@@ -178,8 +188,8 @@ void layer_norm_case(Report& report, index_t rows, index_t w, unsigned seed) {
     const auto x = random_values<T>(n, seed, -2.0f, 3.0f);  // a non-zero mean
     const auto gamma = random_values<T>(nw, seed + 1, 0.5f, 1.5f), beta = random_values<T>(nw, seed + 2, -0.5f, 0.5f);
     const auto dy = random_values<T>(n, seed + 3);
-    const auto dx0 = random_values<T>(n, seed + 4), dg0 = random_values<T>(nw, seed + 5),
-               db0 = random_values<T>(nw, seed + 6);
+    const auto dx0 = earlier_gradient<T>(n, seed + 4), dg0 = earlier_gradient<T>(nw, seed + 5),
+               db0 = earlier_gradient<T>(nw, seed + 6);
     const double eps = 1e-12;
     Tape tape;
     auto xv = leaf<T, S>(x, dx0, {rows, w});
@@ -226,9 +236,9 @@ void add_layer_norm_case(Report& report, index_t rows, index_t w, float p, unsig
     const auto bias = random_values<T>(nw, seed + 2, -0.5f, 0.5f), gamma = random_values<T>(nw, seed + 3, 0.5f, 1.5f),
                beta = random_values<T>(nw, seed + 4, -0.5f, 0.5f);
     const auto dy = random_values<T>(n, seed + 5);
-    const auto dh0 = random_values<T>(n, seed + 6), dr0 = random_values<T>(n, seed + 7),
-               dbias0 = random_values<T>(nw, seed + 8), dg0 = random_values<T>(nw, seed + 9),
-               db0 = random_values<T>(nw, seed + 10);
+    const auto dh0 = earlier_gradient<T>(n, seed + 6), dr0 = earlier_gradient<T>(n, seed + 7),
+               dbias0 = earlier_gradient<T>(nw, seed + 8), dg0 = earlier_gradient<T>(nw, seed + 9),
+               db0 = earlier_gradient<T>(nw, seed + 10);
     const ops::AddLayerNormOptions opt{
         .dropout = p, .stream = {.seed = 1234, .rank = 1, .tensor_id = 7, .step = 3}, .eps = 1e-12};
     Tape tape;
@@ -306,7 +316,7 @@ void embedding_layer_norm_case(Report& report, index_t batch, index_t seq, index
     for (std::size_t i = 0; i < 3; ++i) {
       const auto size = static_cast<std::size_t>(table_rows[i] * w);
       tables[i] = random_values<T>(size, seed + 10 * static_cast<unsigned>(i));
-      dtables0[i] = random_values<T>(size, seed + 10 * static_cast<unsigned>(i) + 1);
+      dtables0[i] = earlier_gradient<T>(size, seed + 10 * static_cast<unsigned>(i) + 1);
       const auto u =
           random_values<float>(static_cast<std::size_t>(rows), seed + 10 * static_cast<unsigned>(i) + 2, 0, 1);
       for (index_t r = 0; r < rows; ++r) {
@@ -319,7 +329,7 @@ void embedding_layer_norm_case(Report& report, index_t batch, index_t seq, index
     }
     const auto gamma = random_values<T>(nw, seed + 40, 0.5f, 1.5f), beta = random_values<T>(nw, seed + 41, -0.5f, 0.5f);
     const auto dy = random_values<T>(n, seed + 42);
-    const auto dg0 = random_values<T>(nw, seed + 43), db0 = random_values<T>(nw, seed + 44);
+    const auto dg0 = earlier_gradient<T>(nw, seed + 43), db0 = earlier_gradient<T>(nw, seed + 44);
     const double eps = 1e-12;
 
     Tape tape;
