@@ -115,8 +115,8 @@ struct Poisoned : Buffer<T> {
 
 // ---- softmax ----
 
-/// softmax over x of extents `xe` (rank R), with a mask of extents `me` (rank Rm;
-/// Rm == 0: none). The mask is BERT's: 0 or -10000 per key, about a quarter masked.
+/// softmax over x of extents `xe`, with a mask of extents `*me` broadcast to it (me null:
+/// no mask). The mask is BERT's: 0 or -10000 per element, about a quarter masked.
 template <class T, class SX, class SM>
 void softmax_case(Report& report, const Extents<SX>& xe, const Extents<SM>* me, unsigned seed) {
   const std::string shape = format_extents(xe) + (me ? " mask " + format_extents(*me) : "");
@@ -432,6 +432,31 @@ void embedding_bad_id_case(Report& report) {
   });
 }
 
+/// Host-side argument checks: ctdl::Error naming the op and the problem, before any launch.
+void argument_checks(Report& report) {
+  auto throws = [&](const std::string& what, const std::string& needle, const std::function<void()>& call) {
+    std::string message;
+    try {
+      call();
+    } catch (const Error& e) {
+      message = e.what();
+    }
+    report.expect(what, message.find(needle) != std::string::npos, message.empty() ? "did not throw" : message);
+  };
+  const std::int64_t wide = cuda::kMaxFusedWidth + 1;
+  throws("add_layer_norm_forward: a row wider than kMaxFusedWidth", "add_layer_norm_forward: width", [&] {
+    cuda::add_layer_norm_forward<float>(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, {}, 1, wide, {}, 1e-12);
+  });
+  throws("add_layer_norm_forward: dropout 1", "dropout probability", [&] {
+    cuda::add_layer_norm_forward<float>(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, {}, 1, 8,
+                                        ops::DropoutMask{{}, 1.0f}, 1e-12);
+  });
+  throws("softmax_forward: empty rows", "softmax_forward", [&] { cuda::softmax_forward<float>(nullptr, nullptr, 4, 0); });
+  const std::array<index_t, 3> x{2, 3, 4}, bad{2, 2, 4};
+  throws("mask_layout: a mask that does not broadcast", "does not broadcast",
+         [&] { cuda::mask_layout(std::span<const index_t>(x), std::span<const index_t>(bad)); });
+}
+
 template <class T>
 void all_tests(Report& report) {
   softmax_tests<T>(report);
@@ -453,5 +478,6 @@ int main() {
   all_tests<bf16>(report);
   all_tests<fp16>(report);
   embedding_bad_id_case(report);
+  argument_checks(report);
   return report.finish();
 }
