@@ -26,7 +26,7 @@
 #include <string>
 
 #include "ctdl/kernels/cuda/common.cuh"
-#include "ctdl/kernels/cuda/softmax.cuh"  // norm_detail: round_to, row_threads, row_blocks
+#include "ctdl/kernels/cuda/rows.cuh"
 
 namespace ctdl::cuda {
 
