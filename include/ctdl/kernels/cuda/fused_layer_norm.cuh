@@ -262,7 +262,7 @@ __global__ __launch_bounds__(kMaxRowThreads) void fused_backward_kernel(SavedLay
     const T *sr = saved.s + r * width, *dyr = dy + r * width;
     float sum_g = 0.0f, sum_gx = 0.0f;
     for (std::int64_t j = threadIdx.x; j < width; j += blockDim.x) {
-      const float g = load(dyr, j) * load(gamma, j), xhat = (load(sr, j) - mu) * rs;
+      const float g = __fmul_rn(load(dyr, j), load(gamma, j)), xhat = (load(sr, j) - mu) * rs;
       sum_g += g;
       sum_gx += g * xhat;
     }
@@ -273,7 +273,7 @@ __global__ __launch_bounds__(kMaxRowThreads) void fused_backward_kernel(SavedLay
       row_stats[2 * r + 1] = mean_gx;
     }
     for (std::int64_t j = threadIdx.x; j < width; j += blockDim.x) {
-      const float g = load(dyr, j) * load(gamma, j), xhat = (load(sr, j) - mu) * rs;
+      const float g = __fmul_rn(load(dyr, j), load(gamma, j)), xhat = (load(sr, j) - mu) * rs;
       sink(r, j, rs * (g - mean_g - xhat * mean_gx));
     }
   }
@@ -311,7 +311,7 @@ struct AddParamTerms {
     acc[0] += d * xhat;
     acc[1] += d;
     if (!row_stats) return;  // no dbias wanted
-    float ds = rs * (d * load(gamma, j) - row_stats[2 * r] - xhat * row_stats[2 * r + 1]);
+    float ds = rs * (__fmul_rn(d, load(gamma, j)) - row_stats[2 * r] - xhat * row_stats[2 * r + 1]);
     if (mask.p > 0.0f) ds = mask.keep(static_cast<std::uint64_t>(i)) ? ds * keep_scale : 0.0f;
     acc[2] += ds;
   }

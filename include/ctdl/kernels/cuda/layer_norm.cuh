@@ -11,7 +11,10 @@
 // mean and rstd (one per row, in T as the CPU op keeps them) are written by forward and
 // read by backward. Rounding points are the CPU op's: mu, var, rstd, mean(g) and
 // mean(g * xhat) are rounded to T (the CPU stores each in a Tensor<T>); sums accumulate
-// in float; each output is stored once.
+// in float; each output is stored once. g = dy * gamma is rounded before mean(g) is
+// subtracted (__fmul_rn: no fused multiply-add), so a row whose g equals its mean, as
+// every row of width 1, gets exactly nothing: rstd (1/sqrt(eps) for a constant row)
+// would otherwise multiply the product's rounding error into the gradient.
 //
 // dgamma and dbeta are sums over rows, made deterministic: the rows are cut into
 // param_grad_blocks(rows) fixed blocks (ops' kLayerNormRowBlocks), one thread per
@@ -158,14 +161,14 @@ __global__ __launch_bounds__(kMaxRowThreads) void layer_norm_backward_dx_kernel(
     const float mu = load(mean, r), rs = load(rstd, r);
     float sum_g = 0.0f, sum_gx = 0.0f;
     for (std::int64_t j = threadIdx.x; j < width; j += blockDim.x) {
-      const float g = load(dyr, j) * load(gamma, j), xhat = (load(xr, j) - mu) * rs;
+      const float g = __fmul_rn(load(dyr, j), load(gamma, j)), xhat = (load(xr, j) - mu) * rs;
       sum_g += g;
       sum_gx += g * xhat;
     }
     const float mean_g = round_to<T>(block_sum(sum_g, scratch) / w);  // CPU: Tensor<T>
     const float mean_gx = round_to<T>(block_sum(sum_gx, scratch) / w);
     for (std::int64_t j = threadIdx.x; j < width; j += blockDim.x) {
-      const float g = load(dyr, j) * load(gamma, j), xhat = (load(xr, j) - mu) * rs;
+      const float g = __fmul_rn(load(dyr, j), load(gamma, j)), xhat = (load(xr, j) - mu) * rs;
       store(dxr, j, load(dxr, j) + rs * (g - mean_g - xhat * mean_gx));
     }
   }
