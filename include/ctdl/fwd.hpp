@@ -42,7 +42,7 @@ class Tensor;
 template <class T, ShapeType S, Device D = Cpu>
 class TensorView;
 
-template <class T, ShapeType S>
+template <class T, ShapeType S, Device D = Cpu>
 class Var;
 class Tape;
 class NoGrad;

@@ -63,11 +63,11 @@ class Tape {
   /// unchanged). An exception from an entry's backward clears the tape and propagates:
   /// the tape is empty and usable, gradients accumulated before it stay (zero_grad()
   /// before retrying).
-  template <class T, class S>
-  void backward(const Var<T, S>& loss);
+  template <class T, class S, class D>
+  void backward(const Var<T, S, D>& loss);
   /// Backpropagates with `seed` as the gradient of `y`, then clears the tape.
-  template <class T, class S>
-  void backward(const Var<T, S>& y, const Tensor<T, S>& seed);
+  template <class T, class S, class D>
+  void backward(const Var<T, S, D>& y, const Tensor<T, S, D>& seed);
 
  private:
   friend class NoGrad;
@@ -99,9 +99,9 @@ bool any_requires_grad(const E& e) {
 
 /// A new result Var, requiring a gradient when `needs_grad` (callers pass
 /// tape.recording() && some input requires a gradient).
-template <class T, class S>
-Var<T, S> make_result(Tensor<T, S> value, bool needs_grad) {
-  return Var<T, S>(std::move(value), needs_grad);
+template <class T, class S, class D>
+Var<T, S, D> make_result(Tensor<T, S, D> value, bool needs_grad) {
+  return Var<T, S, D>(std::move(value), needs_grad);
 }
 
 // ============================================================================
@@ -151,17 +151,17 @@ auto Tape::record(const E& e) {
   return result;
 }
 
-template <class T, class S>
-void Tape::backward(const Var<T, S>& loss) {
+template <class T, class S, class D>
+void Tape::backward(const Var<T, S, D>& loss) {
   if (loss.value().size() != 1) {
     throw ShapeError("backward: the loss must hold one element, not " + describe<S>(loss.extents()) +
                      "; pass a seed gradient for other shapes");
   }
-  backward(loss, Tensor<T, S>::full(loss.extents(), T(1)));
+  backward(loss, Tensor<T, S, D>::full(loss.extents(), T(1)));
 }
 
-template <class T, class S>
-void Tape::backward(const Var<T, S>& y, const Tensor<T, S>& seed) {
+template <class T, class S, class D>
+void Tape::backward(const Var<T, S, D>& y, const Tensor<T, S, D>& seed) {
   if (seed.extents() != y.extents()) {
     throw ShapeError("backward: seed " + describe<S>(seed.extents()) + " does not match " + describe<S>(y.extents()));
   }

@@ -1,5 +1,8 @@
 #pragma once
-// Var<T, Shape>: a value with a gradient, for reverse-mode differentiation on a Tape.
+// Var<T, Shape, Device>: a value with a gradient, for reverse-mode differentiation on a
+// Tape. The device (Cpu by default, or Cuda) is where value and gradient live; an op
+// given Vars on Cuda runs its CUDA kernels (include the op's CUDA header, compile with
+// nvcc), and the tape runs their backward there too.
 //
 // A Var is a shared handle: copies refer to the same value and gradient. A Var stands
 // in expressions like a tensor (x * w + b), reading its current value.
@@ -23,6 +26,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "ctdl/core/tensor.hpp"
@@ -30,10 +34,10 @@
 
 namespace ctdl {
 
-template <class T, ShapeType S>
+template <class T, ShapeType S, Device D = Cpu>
 struct VarNode {
-  Tensor<T, S> value;  // released when the last Var handle and value reader go
-  Tensor<T, S> grad;   // allocated on first accumulation
+  Tensor<T, S, D> value;  // released when the last Var handle and value reader go
+  Tensor<T, S, D> grad;   // allocated on first accumulation
   Extents<S> extents = S::empty_extents();  // the value's, kept when the value is released
   std::uint64_t version = 0;  // bumped by every non-const Var::value(): "the value may have changed"
   /// A kernel's derived form of the value, valid for the version it records: ops::linear
@@ -47,7 +51,7 @@ struct VarNode {
   /// into it directly (matmul with beta = 1).
   T* grad_data() {
     if (!has_grad) {
-      grad = Tensor<T, S>(extents);
+      grad = Tensor<T, S, D>(extents);
       has_grad = true;
     }
     return grad.data();
@@ -59,7 +63,7 @@ struct VarNode {
   template <class E>
   void accumulate(const E& e) {
     if (!has_grad) {
-      grad = Tensor<T, S>(extents);
+      grad = Tensor<T, S, D>(extents);
       has_grad = true;
     }
     using ES = typename E::shape_type;
@@ -67,12 +71,22 @@ struct VarNode {
       std::array<index_t, S::rank> b;
       b.fill(1);
       if (expr::broadcast_into(b, e.extents()) && expr::broadcast_into(b, extents) && b == extents) {
-        expr::evaluate<StoreOp::add>(e, grad.data(), grad.extents());
+        if constexpr (std::is_same_v<D, Cpu>) {
+          expr::evaluate<StoreOp::add>(e, grad.data(), grad.extents());
+        } else {
+          static_assert(DeviceEvaluator<D>::available,
+                        "accumulating a gradient on this device needs its evaluator (CUDA: include "
+                        "<ctdl/kernels/cuda/elementwise.cuh> and compile with nvcc)");
+          DeviceEvaluator<D>::template evaluate<StoreOp::add>(e, grad.data(), grad.extents());
+        }
         return;
       }
     }
-    if constexpr (ES::rank >= S::rank) {
+    if constexpr (ES::rank >= S::rank && std::is_same_v<D, Cpu>) {
       expr::sum_to(e, grad.data(), grad.extents());
+    } else if constexpr (ES::rank >= S::rank) {
+      throw ShapeError(std::string("gradient ") + describe<ES>(e.extents()) + " summed back to " +
+                       describe<S>(extents) + ": not yet on " + D::name + " (ops reduce on the device themselves)");
     } else {
       throw ShapeError("gradient " + describe<ES>(e.extents()) + " does not fit " + describe<S>(extents));
     }
@@ -84,25 +98,25 @@ namespace autograd_detail {
 /// Shared by the Var handles of one node and by the value readers among tape entries;
 /// the last one to go releases the node's value (the node and its gradient may live on
 /// in GradRefs).
-template <class T, ShapeType S>
+template <class T, ShapeType S, Device D = Cpu>
 struct ValueOwner {
-  std::shared_ptr<VarNode<T, S>> node;
-  explicit ValueOwner(std::shared_ptr<VarNode<T, S>> n) : node(std::move(n)) {}
+  std::shared_ptr<VarNode<T, S, D>> node;
+  explicit ValueOwner(std::shared_ptr<VarNode<T, S, D>> n) : node(std::move(n)) {}
   ValueOwner(const ValueOwner&) = delete;
   ValueOwner& operator=(const ValueOwner&) = delete;
-  ~ValueOwner() { node->value = Tensor<T, S>(); }
+  ~ValueOwner() { node->value = Tensor<T, S, D>(); }
 };
 
 /// What an expression leaf holds of a Var: its value (the leaf reads it) and its node.
-template <class T, ShapeType S>
+template <class T, ShapeType S, Device D = Cpu>
 struct VarKeep {
-  std::shared_ptr<ValueOwner<T, S>> owner;
-  VarNode<T, S>* operator->() const { return owner->node.get(); }
+  std::shared_ptr<ValueOwner<T, S, D>> owner;
+  VarNode<T, S, D>* operator->() const { return owner->node.get(); }
 };
 
 }  // namespace autograd_detail
 
-template <class T, ShapeType S>
+template <class T, ShapeType S, Device D>
 class Var {
  public:
   using value_type = T;
@@ -112,24 +126,24 @@ class Var {
   /// A null handle.
   Var() = default;
   /// A leaf Var (a parameter or an input) holding `value`.
-  explicit Var(Tensor<T, S> value, bool requires_grad = true) {
-    auto node = std::make_shared<VarNode<T, S>>();
+  explicit Var(Tensor<T, S, D> value, bool requires_grad = true) {
+    auto node = std::make_shared<VarNode<T, S, D>>();
     node->extents = value.extents();
     node->value = std::move(value);
     node->requires_grad = requires_grad;
-    owner_ = std::make_shared<autograd_detail::ValueOwner<T, S>>(std::move(node));
+    owner_ = std::make_shared<autograd_detail::ValueOwner<T, S, D>>(std::move(node));
   }
 
   /// The value, for changing it: marks it changed, so kernels remake what they derived
   /// from it (a reordered weight). The mark is made at this call: change the value
   /// through the returned reference before the next forward pass, and call value()
   /// again for changes after that.
-  Tensor<T, S>& value() {
+  Tensor<T, S, D>& value() {
     auto& n = node();
     ++n.version;
     return n.value;
   }
-  const Tensor<T, S>& value() const { return node().value; }
+  const Tensor<T, S, D>& value() const { return node().value; }
   const Extents<S>& extents() const { return node().value.extents(); }
   index_t extent(std::size_t axis) const { return node().value.extent(axis); }
   bool requires_grad() const { return node().requires_grad; }
@@ -140,27 +154,27 @@ class Var {
   bool has_grad() const { return node().has_grad; }
 
   /// The gradient; zero-filled if nothing has been accumulated yet.
-  const Tensor<T, S>& grad() const {
+  const Tensor<T, S, D>& grad() const {
     auto& n = node();
     if (!n.has_grad) {
-      n.grad = Tensor<T, S>(n.extents);
+      n.grad = Tensor<T, S, D>(n.extents);
       n.has_grad = true;
     }
     return n.grad;
   }
   void zero_grad() {
     node().has_grad = false;
-    node().grad = Tensor<T, S>();
+    node().grad = Tensor<T, S, D>();
   }
 
   /// The Var as an expression leaf that keeps its value and node alive.
   auto as_expression() const {
     auto& n = node();
-    return expr::Leaf<T, S, autograd_detail::VarKeep<T, S>>{{}, n.value.data(), n.value.extents(), {owner_}};
+    return expr::Leaf<T, S, autograd_detail::VarKeep<T, S, D>>{{}, n.value.data(), n.value.extents(), {owner_}};
   }
 
-  const std::shared_ptr<VarNode<T, S>>& node_ptr() const {
-    static const std::shared_ptr<VarNode<T, S>> null;
+  const std::shared_ptr<VarNode<T, S, D>>& node_ptr() const {
+    static const std::shared_ptr<VarNode<T, S, D>> null;
     return owner_ ? owner_->node : null;
   }
   /// How many handles keep the value alive: Var copies and tape entries that read it.
@@ -168,21 +182,21 @@ class Var {
   explicit operator bool() const { return static_cast<bool>(owner_); }
 
  private:
-  VarNode<T, S>& node() const {
+  VarNode<T, S, D>& node() const {
     if (!owner_) throw Error("use of a null ctdl::Var");
     return *owner_->node;
   }
 
-  std::shared_ptr<autograd_detail::ValueOwner<T, S>> owner_;
+  std::shared_ptr<autograd_detail::ValueOwner<T, S, D>> owner_;
 };
 
 /// A tape entry's hold on a Var whose gradient its backward accumulates into or reads
 /// but whose value it does not read (see the header comment). Made from a Var.
-template <class T, ShapeType S>
+template <class T, ShapeType S, Device D = Cpu>
 class GradRef {
  public:
   GradRef() = default;
-  GradRef(const Var<T, S>& v) : node_(v.node_ptr()) {}  // NOLINT(google-explicit-constructor): entries take Vars
+  GradRef(const Var<T, S, D>& v) : node_(v.node_ptr()) {}  // NOLINT(google-explicit-constructor): entries take Vars
 
   const Extents<S>& extents() const { return node_->extents; }
   index_t extent(std::size_t axis) const { return node_->extents[axis]; }
@@ -190,26 +204,26 @@ class GradRef {
   bool requires_grad() const { return node_->requires_grad; }
   bool has_grad() const { return node_->has_grad; }
   /// The gradient; zero-filled if nothing has been accumulated yet.
-  const Tensor<T, S>& grad() const {
+  const Tensor<T, S, D>& grad() const {
     node_->grad_data();
     return node_->grad;
   }
-  const std::shared_ptr<VarNode<T, S>>& node_ptr() const { return node_; }
+  const std::shared_ptr<VarNode<T, S, D>>& node_ptr() const { return node_; }
 
  private:
-  std::shared_ptr<VarNode<T, S>> node_;
+  std::shared_ptr<VarNode<T, S, D>> node_;
 };
 
 template <class T>
 struct is_var : std::false_type {};
-template <class T, class S>
-struct is_var<Var<T, S>> : std::true_type {};
+template <class T, class S, class D>
+struct is_var<Var<T, S, D>> : std::true_type {};
 
 namespace expr {
 template <class K>
 inline constexpr bool is_var_keep_v = false;
-template <class T, class S>
-inline constexpr bool is_var_keep_v<autograd_detail::VarKeep<T, S>> = true;
+template <class T, class S, class D>
+inline constexpr bool is_var_keep_v<autograd_detail::VarKeep<T, S, D>> = true;
 }  // namespace expr
 
 }  // namespace ctdl
