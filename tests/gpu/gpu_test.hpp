@@ -5,7 +5,8 @@
 //   - Buffer<T>: device memory filled from and read back into host vectors;
 //   - random inputs (never zeros: they hide unwritten outputs), NaN poison before a run;
 //   - Report: named comparisons of a device result with the CPU path's, one line each,
-//     and the exit status.
+//     and the exit status; guarded() runs a group of checks so that an exception fails
+//     that group alone.
 //
 // Comparisons convert both sides to double. `close` passes when no element is NaN or
 // infinite where the reference is finite, ||got - want|| / ||want|| <= tol, and every
@@ -169,5 +170,16 @@ class Report {
   std::string test_;
   int checks_ = 0, failures_ = 0;
 };
+
+/// Runs one group of checks; an exception fails it (named, with the message) instead of
+/// ending the test, so one failure hides no other.
+template <class F>
+void guarded(Report& report, const std::string& what, F&& checks) {
+  try {
+    checks();
+  } catch (const std::exception& e) {
+    report.expect(what, false, std::string("threw: ") + e.what());
+  }
+}
 
 }  // namespace ctdl::gpu_test

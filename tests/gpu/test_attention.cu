@@ -36,15 +36,8 @@ namespace {
 using namespace ctdl;
 using gpu_test::Buffer;
 using gpu_test::random_values;
+using gpu_test::guarded;
 using gpu_test::Report;
-
-void guarded(Report& report, const std::string& what, const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const std::exception& e) {
-    report.expect(what, false, std::string("threw: ") + e.what());
-  }
-}
 
 /// ops::attention<G> (T = float) on the CPU and cuda::attention_forward/backward<G, float>
 /// on the same inputs.

@@ -40,6 +40,7 @@ namespace {
 using namespace ctdl;
 using gpu_test::Buffer;
 using gpu_test::random_values;
+using gpu_test::guarded;
 using gpu_test::Report;
 
 template <class T>
@@ -55,15 +56,6 @@ std::string describe(const cuda::GemmDims& d) {
                 d.n, d.k, d.trans_a ? ", A^T" : "", d.trans_b ? ", B^T" : "", d.lda, d.ldb, d.ldc, d.stride_a,
                 d.stride_b, d.stride_c);
   return s;
-}
-
-/// Runs fn, turning an exception into a failed check (so one failure hides no other).
-void guarded(Report& report, const std::string& what, const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const std::exception& e) {
-    report.expect(what, false, std::string("threw: ") + e.what());
-  }
 }
 
 /// Elements a strided batch of rows x cols matrices (rows ld apart) spans.

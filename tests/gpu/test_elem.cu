@@ -46,6 +46,7 @@
 using namespace ctdl;
 using gpu_test::Buffer;
 using gpu_test::random_values;
+using gpu_test::guarded;
 using gpu_test::Report;
 
 namespace {
@@ -69,16 +70,6 @@ double tolerance() {
 template <class T>
 std::string name(const std::string& op, index_t rows, index_t cols) {
   return op + " " + dtype_name<T>() + " " + std::to_string(rows) + "x" + std::to_string(cols);
-}
-
-/// Runs one check; an exception fails that check (named) and lets the others run.
-template <class F>
-void guarded(Report& report, const std::string& what, F&& check) {
-  try {
-    check();
-  } catch (const std::exception& e) {
-    report.expect(what, false, std::string("threw: ") + e.what());
-  }
 }
 
 template <class S, class T>

@@ -26,6 +26,7 @@ namespace {
 using namespace ctdl;
 using namespace ctdl::dist;
 using gpu_test::Buffer;
+using gpu_test::guarded;
 using gpu_test::Report;
 
 template <class T>
@@ -33,16 +34,6 @@ std::string type_name() {
   if constexpr (std::is_same_v<T, float>) return "float";
   else if constexpr (std::is_same_v<T, bf16>) return "bf16";
   else return "fp16";
-}
-
-/// Runs one check; an exception fails that check alone, with its message.
-template <class F>
-void guarded(Report& report, const std::string& what, F&& check) {
-  try {
-    check();
-  } catch (const std::exception& e) {
-    report.expect(what, false, std::string("threw: ") + e.what());
-  }
 }
 
 /// Uploads and poison run on the legacy default stream; a non-blocking stream does not

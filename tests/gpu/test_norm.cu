@@ -38,6 +38,7 @@
 using namespace ctdl;
 using gpu_test::Buffer;
 using gpu_test::random_values;
+using gpu_test::guarded;
 using gpu_test::Report;
 
 namespace {
@@ -67,15 +68,6 @@ std::string dims(std::initializer_list<index_t> e) {
   std::string s = "[";
   for (index_t v : e) s += (s.size() > 1 ? "," : "") + std::to_string(v);
   return s + "]";
-}
-
-/// Runs one case; an exception fails it (named) instead of ending the test.
-void run_case(Report& report, const std::string& name, const std::function<void()>& body) {
-  try {
-    body();
-  } catch (const std::exception& e) {
-    report.expect(name, false, std::string("threw: ") + e.what());
-  }
 }
 
 template <class T, class S>
@@ -135,7 +127,7 @@ template <class T, class SX, class SM>
 void softmax_case(Report& report, const Extents<SX>& xe, const Extents<SM>* me, unsigned seed) {
   const std::string shape = format_extents(xe) + (me ? " mask " + format_extents(*me) : "");
   const std::string name = std::string("softmax ") + dtype_name<T>() + " " + shape;
-  run_case(report, name, [&] {
+  guarded(report, name, [&] {
     const auto n_x = static_cast<std::size_t>(numel(xe));
     const auto x = random_values<T>(n_x, seed, -3.0f, 3.0f);
     const auto dy = random_values<T>(n_x, seed + 1);
@@ -197,7 +189,7 @@ void layer_norm_case(Report& report, index_t rows, index_t w, unsigned seed) {
   using S = Shape<dyn, dyn>;
   using V = Shape<dyn>;
   const std::string name = std::string("layer_norm ") + dtype_name<T>() + " " + dims({rows, w});
-  run_case(report, name, [&] {
+  guarded(report, name, [&] {
     const auto n = static_cast<std::size_t>(rows * w), nw = static_cast<std::size_t>(w);
     const auto x = random_values<T>(n, seed, -2.0f, 3.0f);  // a non-zero mean
     const auto gamma = random_values<T>(nw, seed + 1, 0.5f, 1.5f), beta = random_values<T>(nw, seed + 2, -0.5f, 0.5f);
@@ -244,7 +236,7 @@ void add_layer_norm_case(Report& report, index_t rows, index_t w, float p, unsig
   using V = Shape<dyn>;
   const std::string name =
       std::string("add_layer_norm ") + dtype_name<T>() + " " + dims({rows, w}) + " p=" + std::to_string(p).substr(0, 3);
-  run_case(report, name, [&] {
+  guarded(report, name, [&] {
     const auto n = static_cast<std::size_t>(rows * w), nw = static_cast<std::size_t>(w);
     const auto h = random_values<T>(n, seed, -2.0f, 2.0f), residual = random_values<T>(n, seed + 1);
     const auto bias = random_values<T>(nw, seed + 2, -0.5f, 0.5f), gamma = random_values<T>(nw, seed + 3, 0.5f, 1.5f),
@@ -324,7 +316,7 @@ void embedding_layer_norm_case(Report& report, index_t batch, index_t seq, index
   const std::array<index_t, 3> table_rows{50, seq + 3, 2};  // word, position, token type
   const std::string name = std::string("embedding_layer_norm ") + dtype_name<T>() + " ids " +
                            (sizeof(I) == 4 ? "int32 " : "int64 ") + dims({rows, w});
-  run_case(report, name, [&] {
+  guarded(report, name, [&] {
     const auto n = static_cast<std::size_t>(rows * w), nw = static_cast<std::size_t>(w);
     std::array<std::vector<T>, 3> tables, dtables0;
     std::array<std::vector<I>, 3> ids;
@@ -399,7 +391,7 @@ void embedding_bad_id_case(Report& report) {
   using V = Shape<dyn>;
   using SI = Shape<dyn>;
   const std::string name = "embedding_layer_norm float: id out of range";
-  run_case(report, name, [&] {
+  guarded(report, name, [&] {
     const index_t rows = 5, w = 37;
     const std::array<index_t, 2> table_rows{7, 4};
     std::array<std::vector<float>, 2> tables{random_values<float>(7 * 37, 1), random_values<float>(4 * 37, 2)};
