@@ -5,6 +5,8 @@
 
 #include <ctdl/kernels/cpu/matmul.hpp>
 
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 using namespace ctdl;
@@ -63,6 +65,71 @@ TEMPLATE_TEST_CASE("matmuls into neighbouring columns of one C, on two threads, 
         }
   }
   CHECK(wrong == 0);
+}
+
+// Attention runs each head's two products (scores = Q K^T, context = P V) from inside an
+// OpenMP region: the same cached primitives execute on several threads at once, created
+// on whichever thread met their shape first while others were already computing.
+// oneDNN's library-managed scratchpad is shared and tied to the creating thread, so this
+// once returned wrong values now and then (about 3 runs in 100 of the attention test at
+// 4 threads). Every sequence length here is a new shape, so its primitives are created
+// inside the parallel region; each call must give the serial result bit for bit.
+TEMPLATE_TEST_CASE("primitives created and run on many threads at once give the serial result", "", float, bf16) {
+  using TA = TestType;
+  const index_t heads = 16, d = 4, h = heads * d;  // per-head column views into rows of h
+  int wrong = 0;
+  for (index_t s = 2; s <= 40; ++s) {
+    std::vector<TA> q(static_cast<std::size_t>(s * h)), k(q.size()), v(q.size());
+    for (std::size_t i = 0; i < q.size(); ++i) {
+      q[i] = convert<TA>(static_cast<float>((i * 7) % 13) / 8.f - 0.75f);
+      k[i] = convert<TA>(static_cast<float>((i * 5) % 11) / 8.f - 0.6f);
+      v[i] = convert<TA>(static_cast<float>((i * 3) % 17) / 8.f - 1.f);
+    }
+    // One head: float scores (s x s) from its Q and K columns, then P V into its columns.
+    auto head = [&](index_t a, std::vector<TA>& out) {
+      std::vector<float> scores(static_cast<std::size_t>(s * s));
+      std::vector<TA> p(scores.size());
+      kernels::cpu::matmul(q.data() + a * d, k.data() + a * d, scores.data(),
+                           {.m = s, .n = s, .k = d, .trans_b = true, .lda = h, .ldb = h, .ldc = s}, 0.f);
+      for (std::size_t i = 0; i < p.size(); ++i) p[i] = convert<TA>(scores[i] / 4.f);
+      kernels::cpu::matmul(p.data(), v.data() + a * d, out.data() + a * d,
+                           {.m = s, .n = d, .k = s, .ldb = h, .ldc = h}, 0.f);
+    };
+    std::vector<TA> parallel(static_cast<std::size_t>(s * h)), serial(parallel.size());
+#pragma omp parallel for num_threads(4) schedule(dynamic)
+    for (index_t a = 0; a < heads; ++a) head(a, parallel);
+    for (index_t a = 0; a < heads; ++a) head(a, serial);
+    for (std::size_t i = 0; i < serial.size(); ++i) wrong += convert<float>(parallel[i]) != convert<float>(serial[i]);
+  }
+  INFO(kernels::cpu::matmul_implementation(std::is_same_v<TA, bf16>));
+  CHECK(wrong == 0);
+}
+
+// On a CPU without AVX512-BF16 or AMX, oneDNN has no bf16 matmul; ctdl then computes
+// bf16 products through float (CTest runs this file once more with oneDNN held to AVX2:
+// kernels/matmul_without_bf16_isa). Either way the values are the exact products here.
+TEST_CASE("bf16 matmul with and without oneDNN's bf16 kernels", "") {
+  const index_t m = 7, n = 5, k = 9;
+  std::vector<bf16> a(static_cast<std::size_t>(m * k)), b(static_cast<std::size_t>(k * n));
+  for (std::size_t i = 0; i < a.size(); ++i) a[i] = convert<bf16>(static_cast<float>(i % 5) - 2.f);
+  for (std::size_t i = 0; i < b.size(); ++i) b[i] = convert<bf16>(static_cast<float>(i % 3) - 1.f);
+  std::vector<float> c(static_cast<std::size_t>(m * n));
+  std::vector<bf16> cb(c.size());
+  kernels::cpu::matmul(a.data(), b.data(), c.data(), {.m = m, .n = n, .k = k}, 0.f);
+  kernels::cpu::matmul(a.data(), b.data(), cb.data(), {.m = m, .n = n, .k = k}, 0.f);
+  for (index_t i = 0; i < m; ++i)
+    for (index_t j = 0; j < n; ++j) {
+      float want = 0;
+      for (index_t p = 0; p < k; ++p) want += convert<float>(a[i * k + p]) * convert<float>(b[p * n + j]);
+      CHECK(c[i * n + j] == want);
+      CHECK(convert<float>(cb[i * n + j]) == want);  // small integers: exact in bf16
+    }
+  const std::string impl = kernels::cpu::matmul_implementation(true);
+  INFO("bf16 implementation: " << impl);
+#if defined(CTDL_WITH_ONEDNN)
+  const char* isa = std::getenv("ONEDNN_MAX_CPU_ISA");
+  if (isa && std::string(isa) == "AVX2") CHECK(impl.find("through float") != std::string::npos);
+#endif
 }
 
 #if defined(CTDL_WITH_ONEDNN)

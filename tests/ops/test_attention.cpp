@@ -54,7 +54,11 @@ TEST_CASE("attention: values against a loop reference, with padding masked") {
     Tape t;
     auto o = ops::attention(t, Var<T, S>(Tensor<T, S>(cast<T>(q))), Var<T, S>(Tensor<T, S>(cast<T>(k))),
                             Var<T, S>(Tensor<T, S>(cast<T>(v))), Tensor<T, S>(cast<T>(mask)), {.heads = heads});
-    for (index_t i = 0; i < o.value().size(); ++i) REQUIRE(test::close(convert<double>(o.value().data()[i]), ref[i], tol));
+    for (index_t i = 0; i < o.value().size(); ++i) {
+      const double got = convert<double>(o.value().data()[i]);
+      INFO(dtype_name<T>() << " element " << i << ": " << got << " against " << ref[i]);
+      REQUIRE(test::close(got, ref[i], tol));
+    }
   };
   run(float{}, 1e-5);
   run(bf16{}, 4e-2);

@@ -7,8 +7,16 @@
 //
 // Backends:
 //   float, bf16 -> oneDNN matmul, 2.x or 3.x (dnnl_compat.hpp; fp32 accumulation; bf16
-//                  runs on AMX or AVX512-BF16 where the CPU has them). Primitives are
-//                  created once per problem shape and cached.
+//                  runs on AMX or AVX512-BF16 where the CPU has them; on a CPU with
+//                  neither, oneDNN has no bf16 matmul and bf16 goes through float).
+//                  Primitives are created once per problem shape and cached.
+//
+// Threads: the per-head GEMMs of attention call matmul from inside an OpenMP parallel
+// region, so one cached primitive runs on many threads at once. oneDNN allows that only
+// with user-managed scratchpads (its library scratchpad is shared by all primitives and
+// tied to the thread that created them; reusing a primitive on another thread races on
+// it and returns wrong values). Each thread therefore brings its own scratchpad and its
+// own stream.
 //   double      -> Eigen (oneDNN has no f64 matmul); also every type when ctdl is built
 //                  with CTDL_WITH_ONEDNN=OFF (bf16/fp16 through float).
 //   fp16        -> converted through float.
@@ -175,13 +183,34 @@ constexpr dnnl::memory::data_type dnnl_type() {
   else static_assert(sizeof(T) == 0, "no oneDNN type for this element type");
 }
 
-/// The CPU engine and a stream on it, created on first use.
+/// The CPU engine (shared) and, per thread, a stream on it and a scratchpad buffer.
 struct DnnlCpu {
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
-  dnnl::stream stream{engine};
   static DnnlCpu& get() {
     static DnnlCpu instance;
     return instance;
+  }
+  /// This thread's stream.
+  dnnl::stream& stream() {
+    thread_local dnnl::stream s{engine};
+    return s;
+  }
+  /// A scratchpad for one execution of pd on this thread: this thread's buffer, grown to
+  /// pd's need (never shared between threads, so concurrent executions cannot collide).
+  template <class PrimitiveDesc>
+  dnnl::memory scratchpad(const PrimitiveDesc& pd) {
+    const dnnl::memory::desc want = pd.scratchpad_desc();
+    const std::size_t bytes = want.get_size();
+    thread_local std::size_t capacity = 0;
+    thread_local std::unique_ptr<dnnl::memory> buffer;
+    if (bytes > capacity) {
+      capacity = bytes;
+      buffer = std::make_unique<dnnl::memory>(
+          dnnl::memory::desc({static_cast<dnnl::memory::dim>(bytes)}, dnnl::memory::data_type::u8,
+                             dnnl::memory::format_tag::x),
+          engine);
+    }
+    return dnnl::memory(want, engine, bytes == 0 ? nullptr : buffer->get_data_handle());
   }
 };
 
@@ -202,6 +231,10 @@ class MatmulCache {
     std::string impl;  // oneDNN's implementation name, e.g. "brg:avx512_core_bf16"
   };
 
+  /// The cached primitive for this problem, or nullptr when oneDNN has none on this CPU
+  /// (bf16 without AVX512-BF16 or AMX; the caller then computes through float). Errors
+  /// other than "no implementation" are thrown.
+
   /// any_weights: B in the layout the primitive prefers (format_tag::any) instead of
   /// the strided one d describes.
   std::shared_ptr<const Entry> find_or_make(const MatmulDims& d, dnnl::memory::data_type ta,
@@ -220,15 +253,23 @@ class MatmulCache {
                                                                      d.trans_b ? dims{d.stride_b, 1, d.ldb} : dims{d.stride_b, d.ldb, 1});
     const dnnl::memory::desc c_md(dims{d.batch, d.m, d.n}, tc, dims{d.stride_c, d.ldc, 1});
     dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     if (accumulate) {
       dnnl::post_ops po;
       po.append_sum(1.0f);
       attr.set_post_ops(po);
     }
     auto& cpu = DnnlCpu::get();
-    const dnnl::matmul::primitive_desc pd = dnnl_compat::matmul_pd(cpu.engine, a_md, b_md, c_md, attr);
-    last_impl_[ta == dnnl::memory::data_type::bf16] = pd.impl_info_str();
-    auto entry = std::make_shared<const Entry>(Entry{pd, dnnl::matmul(pd), pd.impl_info_str()});
+    const bool bf16 = ta == dnnl::memory::data_type::bf16;
+    std::shared_ptr<const Entry> entry;
+    try {
+      const dnnl::matmul::primitive_desc pd = dnnl_compat::matmul_pd(cpu.engine, a_md, b_md, c_md, attr);
+      last_impl_[bf16] = pd.impl_info_str();
+      entry = std::make_shared<const Entry>(Entry{pd, dnnl::matmul(pd), pd.impl_info_str()});
+    } catch (const dnnl::error& e) {
+      if (e.status != dnnl_unimplemented || !bf16) throw;
+      last_impl_[bf16] = "through float (oneDNN has no bf16 matmul on this CPU)";
+    }
     cache_.emplace(key, entry);
     return entry;
   }
@@ -245,6 +286,9 @@ class MatmulCache {
 };
 
 template <class TA, class TC>
+void matmul_through_float(const TA* a, const TA* b, TC* c, const MatmulDims& d, float beta);
+
+template <class TA, class TC>
 void matmul_dnnl(const TA* a, const TA* b, TC* c, const MatmulDims& d, float beta) {
   // beta is 0 or 1 on the hot paths (forward; gradient accumulation); others scale first.
   if (beta != 0.0f && beta != 1.0f) {
@@ -252,13 +296,25 @@ void matmul_dnnl(const TA* a, const TA* b, TC* c, const MatmulDims& d, float bet
     beta = 1.0f;
   }
   const auto entry = MatmulCache::get().find_or_make(d, dnnl_type<TA>(), dnnl_type<TC>(), beta != 0.0f);
+  if (!entry) {
+    if constexpr (std::is_same_v<TA, float>) {
+      throw Error("matmul: oneDNN has no float matmul for this problem");  // find_or_make rethrows first
+    } else {
+      matmul_through_float(a, b, c, d, beta);
+      return;
+    }
+  }
   log_implementation(entry->impl, d);
   auto& cpu = DnnlCpu::get();
   dnnl::memory am(entry->pd.src_desc(), cpu.engine, const_cast<TA*>(a));
   dnnl::memory bm(entry->pd.weights_desc(), cpu.engine, const_cast<TA*>(b));
   dnnl::memory cm(entry->pd.dst_desc(), cpu.engine, c);
-  entry->prim.execute(cpu.stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
-  cpu.stream.wait();
+  dnnl::stream& stream = cpu.stream();
+  entry->prim.execute(stream, {{DNNL_ARG_SRC, am},
+                               {DNNL_ARG_WEIGHTS, bm},
+                               {DNNL_ARG_DST, cm},
+                               {DNNL_ARG_SCRATCHPAD, cpu.scratchpad(entry->pd)}});
+  stream.wait();
 }
 
 /// What matmul_reused_weight keeps in its slot.
@@ -271,6 +327,31 @@ struct ReorderedWeight {
 inline std::mutex& reordered_weight_mutex() {
   static std::mutex m;
   return m;
+}
+
+/// The weight kept in `slot` in layout `desc`, made (fill writes it) on first use, for
+/// another layout, or when `version` changed. A new version reuses the buffer (training:
+/// every step), whose pages are already mapped; the weight changed, so no call still
+/// reads the old contents. The returned memory stays alive through the caller's product
+/// even if another thread replaces the slot's.
+template <class Fill>
+std::shared_ptr<dnnl::memory> kept_weight(std::shared_ptr<void>& slot, std::uint64_t version,
+                                          const dnnl::memory::desc& desc, Fill&& fill) {
+  std::lock_guard<std::mutex> lock(reordered_weight_mutex());
+  auto* held = static_cast<ReorderedWeight*>(slot.get());
+  bool stale = !held || held->version != version;
+  if (!held || held->desc != desc) {  // first use, or another layout
+    auto fresh = std::make_shared<ReorderedWeight>(
+        ReorderedWeight{version, desc, std::make_shared<dnnl::memory>(desc, DnnlCpu::get().engine)});
+    slot = fresh;
+    held = fresh.get();
+    stale = true;
+  }
+  if (stale) {
+    fill(*held->memory);
+    held->version = version;
+  }
+  return held->memory;
 }
 
 #endif
@@ -343,37 +424,37 @@ void matmul_reused_weight(const TA* x, const TW* w, std::uint64_t version, std::
   if (m == 0 || n == 0) return;
   using detail::dnnl_type;
   const auto entry = detail::MatmulCache::get().find_or_make(d, dnnl_type<TA>(), dnnl::memory::data_type::f32, false, true);
-  log_implementation(entry->impl, d, /*reordered_weights=*/true);
   auto& cpu = detail::DnnlCpu::get();
-  std::shared_ptr<dnnl::memory> weights;
-  {
-    std::lock_guard<std::mutex> lock(detail::reordered_weight_mutex());
-    auto* held = static_cast<detail::ReorderedWeight*>(slot.get());
-    bool stale = !held || held->version != version;
-    if (!held || held->desc != entry->pd.weights_desc()) {  // first use, or another layout
-      auto fresh = std::make_shared<detail::ReorderedWeight>(detail::ReorderedWeight{
-          version, entry->pd.weights_desc(), std::make_shared<dnnl::memory>(entry->pd.weights_desc(), cpu.engine)});
-      slot = fresh;
-      held = fresh.get();
-      stale = true;
-    }
-    if (stale) {
-      // W^T as stored (a k x n view of the row-major n x k W), into the kept buffer. A
-      // new version reuses the buffer (training: every step), whose pages are already
-      // mapped; the weight changed, so no call still reads the old contents.
-      using dims = dnnl::memory::dims;
-      const dnnl::memory::desc plain(dims{1, k, n}, dnnl_type<TW>(), dims{n * k, 1, k});
-      dnnl::memory src(plain, cpu.engine, const_cast<TW*>(w));
-      dnnl::reorder(src, *held->memory).execute(cpu.stream, src, *held->memory);
-      cpu.stream.wait();
-      held->version = version;
-    }
-    weights = held->memory;  // stays alive through the call even if another thread replaces it
+  dnnl::stream& stream = cpu.stream();
+  using dims = dnnl::memory::dims;
+  if (!entry) {
+    // bf16 on a CPU without a oneDNN bf16 matmul: through float, with the weight rounded
+    // to TA (as oneDNN's reorder would) and kept, as stored, per version.
+    const dnnl::memory::desc kept(dims{1, k, n}, dnnl::memory::data_type::f32, dims{n * k, 1, k});
+    const auto weights = detail::kept_weight(slot, version, kept, [&](dnnl::memory& mem) {
+      float* dst = static_cast<float*>(mem.get_data_handle());
+      for (index_t i = 0; i < n * k; ++i) dst[i] = convert<float>(convert<TA>(w[i]));
+    });
+    std::vector<float> xf(static_cast<std::size_t>(m * k));
+    for (std::size_t i = 0; i < xf.size(); ++i) xf[i] = convert<float>(x[i]);
+    detail::matmul_dnnl(xf.data(), static_cast<const float*>(weights->get_data_handle()), y, d, 0.0f);
+    return;
   }
+  log_implementation(entry->impl, d, /*reordered_weights=*/true);
+  const auto weights = detail::kept_weight(slot, version, entry->pd.weights_desc(), [&](dnnl::memory& mem) {
+    // W^T as stored (a k x n view of the row-major n x k W), into the kept buffer.
+    const dnnl::memory::desc plain(dims{1, k, n}, dnnl_type<TW>(), dims{n * k, 1, k});
+    dnnl::memory src(plain, cpu.engine, const_cast<TW*>(w));
+    dnnl::reorder(src, mem).execute(stream, src, mem);
+    stream.wait();
+  });
   dnnl::memory xm(entry->pd.src_desc(), cpu.engine, const_cast<TA*>(x));
   dnnl::memory ym(entry->pd.dst_desc(), cpu.engine, y);
-  entry->prim.execute(cpu.stream, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, *weights}, {DNNL_ARG_DST, ym}});
-  cpu.stream.wait();
+  entry->prim.execute(stream, {{DNNL_ARG_SRC, xm},
+                               {DNNL_ARG_WEIGHTS, *weights},
+                               {DNNL_ARG_DST, ym},
+                               {DNNL_ARG_SCRATCHPAD, cpu.scratchpad(entry->pd)}});
+  stream.wait();
 #else
   (void)x, (void)w, (void)version, (void)slot, (void)y, (void)m, (void)n, (void)k;
 #endif
