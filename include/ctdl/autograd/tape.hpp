@@ -20,6 +20,7 @@
 // the entries newest first, destroying each after its backward, so activations and
 // intermediate gradients are released as backward proceeds.
 
+#include <functional>
 #include <memory>
 #include <random>
 #include <string>
@@ -69,9 +70,15 @@ class Tape {
   template <class T, class S, class D>
   void backward(const Var<T, S, D>& y, const Tensor<T, S, D>& seed);
 
+  /// Calls fn after each entry's backward, once the entry is destroyed (so whatever it
+  /// referenced, a parameter included, is released): data-parallel training starts
+  /// a bucket's all-reduce as soon as no entry left can add to its gradients.
+  void after_each_entry(std::function<void()> fn) { after_entry_ = std::move(fn); }
+
  private:
   friend class NoGrad;
   std::vector<std::unique_ptr<TapeEntry>> entries_;
+  std::function<void()> after_entry_;
   int paused_ = 0;
 };
 
@@ -173,9 +180,12 @@ void Tape::backward(const Var<T, S, D>& y, const Tensor<T, S, D>& seed) {
   try {
     y.node_ptr()->accumulate(expr::as_expr(seed));
     while (!entries_.empty()) {
-      const std::unique_ptr<TapeEntry> entry = std::move(entries_.back());
-      entries_.pop_back();
-      entry->backward();
+      {
+        const std::unique_ptr<TapeEntry> entry = std::move(entries_.back());
+        entries_.pop_back();
+        entry->backward();
+      }
+      if (after_entry_) after_entry_();
     }
   } catch (...) {
     // Basic guarantee: the rest of this backward cannot be run meaningfully, so the tape

@@ -27,6 +27,11 @@
 //       In place when send == recv + r*count; any other overlap is an error.
 //   broadcast(data, count, root)          in place: every rank's data = root's data.
 //   barrier()                             returns on a rank once every rank has entered it.
+//   all_reduce_async(data, count, op)     all_reduce, started: returns a PendingReduce
+//                                         whose wait() finishes it (test() says whether
+//                                         it is done, and moves it along); until then the
+//                                         buffer belongs to the communicator. Every rank
+//                                         starts the same reductions in the same order.
 //   abort_job(message)                    prints the message naming this rank and ends
 //                                         every rank of the job with a non-zero status.
 //
@@ -87,6 +92,14 @@ concept Communicator = requires(C& comm, const C& ccomm, float* f, const float* 
   comm.abort_job(message);
 };
 
+/// A communicator that can start an all_reduce and finish it later (LocalComm, MpiComm):
+/// what overlaps gradient communication with backward (dist/data_parallel.hpp).
+template <class C>
+concept AsyncCommunicator = Communicator<C> && requires(C& comm, float* f, std::int64_t count) {
+  { comm.all_reduce_async(f, count, ReduceOp::avg).test() } -> std::same_as<bool>;
+  comm.all_reduce_async(f, count, ReduceOp::avg).wait();
+};
+
 /// Runs body(); if it throws, aborts the whole job with the exception's message (a rank
 /// that stopped alone would leave the others waiting in their next collective).
 template <Communicator C, class F>
@@ -109,6 +122,18 @@ class LocalComm {
   template <CommElement T>
   void broadcast(T* data, std::int64_t count, int root = 0);
   void barrier() {}
+  /// A reduction already finished (one rank: the buffer is the result).
+  struct PendingReduce {
+    bool test() { return true; }
+    void wait() {}
+  };
+  template <CommElement T>
+  PendingReduce all_reduce_async(T* data, std::int64_t count, ReduceOp op = ReduceOp::sum) {
+    all_reduce(data, count, op);
+    return {};
+  }
+  /// Raw bytes from root (checked; one rank: nothing moves).
+  void broadcast_bytes(void* data, std::int64_t bytes, int root = 0);
   /// Prints the message and exits the process with status 1.
   [[noreturn]] void abort_job(const std::string& message);
 };
@@ -239,11 +264,18 @@ void LocalComm::broadcast(T* data, std::int64_t count, int root) {
   site.check_root(root);
 }
 
+inline void LocalComm::broadcast_bytes(void* data, std::int64_t bytes, int root) {
+  const detail::CallSite site{"LocalComm", "broadcast_bytes", 0, 1};
+  site.check_count(bytes);
+  site.check_buffer(data, bytes, "data");
+  site.check_root(root);
+}
+
 inline void LocalComm::abort_job(const std::string& message) {
   detail::print_abort(0, 1, message);
   std::exit(1);
 }
 
-static_assert(Communicator<LocalComm>);
+static_assert(AsyncCommunicator<LocalComm>);
 
 }  // namespace ctdl::dist

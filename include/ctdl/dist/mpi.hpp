@@ -36,6 +36,7 @@
 #include <exception>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 #include "ctdl/core/dtype.hpp"
 #include "ctdl/core/error.hpp"
@@ -101,6 +102,32 @@ class MpiComm {
   template <CommElement T>
   void broadcast(T* data, std::int64_t count, int root = 0);
   void barrier();
+
+  /// An all_reduce in flight (MPI_Iallreduce): wait() finishes it (and divides for avg),
+  /// test() asks MPI whether it is done, which also moves it along (MPI progresses
+  /// non-blocking collectives inside its calls). Waits in its destructor if still pending:
+  /// the buffer must not be freed under MPI. Move-only.
+  class PendingReduce {
+   public:
+    PendingReduce() = default;
+    PendingReduce(PendingReduce&& other) noexcept { *this = std::move(other); }
+    PendingReduce& operator=(PendingReduce&& other) noexcept;
+    ~PendingReduce();
+    bool test();
+    void wait();
+
+   private:
+    friend class MpiComm;
+    const MpiComm* comm_ = nullptr;
+    MPI_Request request_ = MPI_REQUEST_NULL;
+    void (*finish_)(const MpiComm&, void*, std::int64_t) = nullptr;  // avg: divide by N
+    void* data_ = nullptr;
+    std::int64_t count_ = 0;
+    void complete();
+  };
+  template <CommElement T>
+  PendingReduce all_reduce_async(T* data, std::int64_t count, ReduceOp op = ReduceOp::sum);
+
   /// Broadcasts raw bytes from root (NCCL's unique id, hashes of configurations).
   void broadcast_bytes(void* data, std::int64_t bytes, int root = 0);
   /// Prints the message naming this rank and calls MPI_Abort on MPI_COMM_WORLD.
@@ -123,7 +150,7 @@ class MpiComm {
   int rank_ = 0, size_ = 1;
 };
 
-static_assert(Communicator<MpiComm>);
+static_assert(AsyncCommunicator<MpiComm>);
 
 // ---------------------------------------------------------------------------------------
 
@@ -305,6 +332,60 @@ void MpiComm::broadcast(T* data, std::int64_t count, int root) {
   const int n = mpi_count(where, count);
   if (n == 0) return;
   check_mpi(MPI_Bcast(data, n, datatype<T>(), root, comm_), where, "MPI_Bcast");
+}
+
+template <CommElement T>
+MpiComm::PendingReduce MpiComm::all_reduce_async(T* data, std::int64_t count, ReduceOp op) {
+  const auto where = site("all_reduce_async");
+  detail::check_in_place(where, data, count);
+  const int n = mpi_count(where, count);
+  PendingReduce pending;
+  if (n == 0) return pending;
+  pending.comm_ = this;
+  pending.data_ = data;
+  pending.count_ = count;
+  if (op == ReduceOp::avg) {
+    pending.finish_ = [](const MpiComm& comm, void* d, std::int64_t c) { comm.divide(static_cast<T*>(d), c); };
+  }
+  check_mpi(MPI_Iallreduce(MPI_IN_PLACE, data, n, datatype<T>(), sum_op<T>(), comm_, &pending.request_), where,
+            "MPI_Iallreduce");
+  return pending;
+}
+
+inline MpiComm::PendingReduce& MpiComm::PendingReduce::operator=(PendingReduce&& other) noexcept {
+  if (this != &other) {
+    if (request_ != MPI_REQUEST_NULL) MPI_Wait(&request_, MPI_STATUS_IGNORE);
+    comm_ = std::exchange(other.comm_, nullptr);
+    request_ = std::exchange(other.request_, MPI_REQUEST_NULL);
+    finish_ = std::exchange(other.finish_, nullptr);
+    data_ = std::exchange(other.data_, nullptr);
+    count_ = std::exchange(other.count_, 0);
+  }
+  return *this;
+}
+
+inline MpiComm::PendingReduce::~PendingReduce() {
+  if (request_ != MPI_REQUEST_NULL) MPI_Wait(&request_, MPI_STATUS_IGNORE);
+}
+
+inline void MpiComm::PendingReduce::complete() {
+  if (finish_) finish_(*comm_, data_, count_);
+  finish_ = nullptr;
+}
+
+inline bool MpiComm::PendingReduce::test() {
+  if (request_ == MPI_REQUEST_NULL) return true;
+  int done = 0;
+  comm_->check_mpi(MPI_Test(&request_, &done, MPI_STATUS_IGNORE), comm_->site("all_reduce_async"), "MPI_Test");
+  if (done) complete();
+  return done != 0;
+}
+
+inline void MpiComm::PendingReduce::wait() {
+  if (request_ != MPI_REQUEST_NULL) {
+    comm_->check_mpi(MPI_Wait(&request_, MPI_STATUS_IGNORE), comm_->site("all_reduce_async"), "MPI_Wait");
+    complete();
+  }
 }
 
 inline void MpiComm::barrier() { check_mpi(MPI_Barrier(comm_), site("barrier"), "MPI_Barrier"); }

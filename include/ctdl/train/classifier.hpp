@@ -23,6 +23,7 @@
 
 #include "ctdl/autograd/tape.hpp"
 #include "ctdl/data/batcher.hpp"
+#include "ctdl/dist/data_parallel.hpp"
 #include "ctdl/models/bert/model.hpp"
 #include "ctdl/ops/cross_entropy.hpp"
 #include "ctdl/optim/optimizer.hpp"
@@ -56,9 +57,16 @@ class ClassifierTrainer {
   void set_dropout_step(std::uint64_t step) { dropout_step_ = step; }
   double loss_scale() const { return Policy::loss_scaling ? scaler_.scale() : 1.0; }
 
+  /// Data parallel: the averaging of gradients over ranks (dist/data_parallel.hpp), run
+  /// around the backward that completes each step; nullptr (the default): one process.
+  void set_gradient_sync(dist::GradientSync* sync) { sync_ = sync; }
+
   /// One micro-batch: forward with dropout, loss, backward. Returns the batch's mean loss.
-  double backward(const data::Batch& batch) {
+  /// `completes_step`: the last micro-batch before apply() (data parallel: its backward
+  /// runs the averaging; earlier ones accumulate locally).
+  double backward(const data::Batch& batch, bool completes_step = true) {
     Tape tape;
+    if (sync_ && completes_step) sync_->begin(tape);
     nn::Context ctx{tape, true, options_.seed, dropout_step_++, options_.rank};
     const auto logits = model_.forward(ctx, batch);
     auto loss = ops::cross_entropy(tape, logits, batch.labels);
@@ -77,6 +85,7 @@ class ClassifierTrainer {
   StepOutcome apply(Opt& optimizer, float lr) {
     StepOutcome out;
     out.loss_scale = loss_scale();
+    if (sync_) sync_->finish();  // the averaged gradients: every rank decides alike below
     const bool finite = optim::all_grads_finite(model_);
     if constexpr (Policy::loss_scaling) {
       if (!scaler_.update(finite)) {
@@ -102,6 +111,7 @@ class ClassifierTrainer {
   Model& model_;
   Options options_;
   precision::LossScaler scaler_;
+  dist::GradientSync* sync_ = nullptr;
   std::uint64_t dropout_step_ = 0;
   int micro_batches_ = 0;
 };

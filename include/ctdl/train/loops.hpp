@@ -36,6 +36,8 @@
 
 #include "ctdl/data/batcher.hpp"
 #include "ctdl/data/feature_cache.hpp"
+#include "ctdl/dist/communicator.hpp"
+#include "ctdl/dist/data_parallel.hpp"
 #include "ctdl/metrics/classification.hpp"
 #include "ctdl/optim/adamw.hpp"
 #include "ctdl/optim/schedule.hpp"
@@ -94,7 +96,7 @@ struct FitResult {
   std::int64_t resumed_from = 0;       ///< the checkpoint's step when resumed, else 0
   std::int64_t skipped_steps = 0;      ///< steps skipped by loss scaling, over the whole run
   double seconds = 0;                  ///< wall time of this process's steps
-  double sentences = 0;                ///< rows trained on by this process
+  double sentences = 0;                ///< rows trained on in this run (by all ranks)
   double steady_sentences_per_s = 0;   ///< from step 3 of this process on, without saving (0 if too few steps)
   std::string last_checkpoint;         ///< "" when checkpoints are off
 };
@@ -106,6 +108,18 @@ std::int64_t training_steps(std::size_t rows, const FitOptions& options);
 /// Trains `model` (Policy: its precision policy) on every row of `train`.
 template <class Policy, class Model>
 FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& options, const FitHooks& hooks = {});
+
+/// The same, data parallel over the ranks of `comm` (dist/data_parallel.hpp): every rank
+/// calls it with the same options and data; options.batch_size is each rank's share, so
+/// a step takes batch_size x ranks rows (x accumulation_steps), the same rows, in the
+/// same order, as one process at that batch size. Rank 0's initial weights go to every
+/// rank; gradients are averaged in buckets that overlap backward. Rank 0 alone writes
+/// checkpoints and calls say, record and on_checkpoint; every rank calls evaluate (which
+/// may be collective) and on_resume. The loss recorded is the mean over all the ranks'
+/// rows. FitResult's sentences count every rank's rows.
+template <class Policy, class Model, dist::AsyncCommunicator C>
+FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& options, const FitHooks& hooks, C& comm,
+              const dist::DataParallelOptions& data_parallel = {});
 
 struct Evaluation {
   Predictions predictions;
@@ -135,18 +149,30 @@ inline std::int64_t training_steps(std::size_t rows, const FitOptions& o) {
 
 template <class Policy, class Model>
 FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& o, const FitHooks& hooks) {
+  dist::LocalComm one;
+  return fit<Policy>(model, train, o, hooks, one);
+}
+
+template <class Policy, class Model, dist::AsyncCommunicator C>
+FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& o, const FitHooks& hooks, C& comm,
+              const dist::DataParallelOptions& data_parallel) {
   using Clock = std::chrono::steady_clock;
+  const int ranks = comm.size();
+  const bool lead = comm.rank() == 0;
   const auto say = [&](const std::string& s) {
+    if (!lead) return;
     if (hooks.say) hooks.say(s);
     else std::fprintf(stderr, "%s\n", s.c_str());
   };
   if (o.batch_size < 1 || o.accumulation_steps < 1) throw Error("fit: batch_size and accumulation_steps must be at least 1");
-  const std::int64_t total = training_steps(train.rows(), o);
+  FitOptions global = o;  // the step as one process sees it: batch_size x ranks rows
+  global.batch_size = o.batch_size * ranks;
+  const std::int64_t total = training_steps(train.rows(), global);
   const auto schedule = optim::WarmupLinearDecay::with_proportion(o.learning_rate, total, o.warmup_proportion);
   const auto& ck = o.checkpoints;
   std::map<std::string, std::string> settings = ck.settings;
   if (settings.empty()) {
-    settings = {{"batch_size", std::to_string(o.batch_size)},
+    settings = {{"batch_size", std::to_string(global.batch_size)},  // the global batch: resumable on another rank count
                 {"accumulation_steps", std::to_string(o.accumulation_steps)},
                 {"epochs", setting_text(o.epochs)},
                 {"learning_rate", setting_text(o.learning_rate)},
@@ -159,8 +185,19 @@ FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& o
   }
 
   optim::AdamW optimizer;
-  ClassifierTrainer<Model, Policy> trainer(model, {.max_grad_norm = o.max_grad_norm, .seed = o.seed});
-  data::Batcher batcher(train, {.batch_size = o.batch_size, .shuffle = o.shuffle, .seed = o.seed, .drop_remainder = true});
+  ClassifierTrainer<Model, Policy> trainer(
+      model, {.max_grad_norm = o.max_grad_norm, .seed = o.seed, .rank = static_cast<std::uint32_t>(comm.rank())});
+  std::optional<dist::GradientAverager<C>> averager;
+  if (ranks > 1) {
+    averager.emplace(comm, model, data_parallel);
+    trainer.set_gradient_sync(&*averager);
+  }
+  data::Batcher batcher(train, {.batch_size = o.batch_size,
+                                .rank = comm.rank(),
+                                .world_size = ranks,
+                                .shuffle = o.shuffle,
+                                .seed = o.seed,
+                                .drop_remainder = true});
   const auto accum = o.accumulation_steps;
   const std::size_t steps_per_epoch =
       std::max<std::size_t>(1, batcher.batches_per_epoch() / static_cast<std::size_t>(accum));
@@ -206,6 +243,8 @@ FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& o
   } else {
     batcher.start_epoch(0);
   }
+  // Every rank starts from rank 0's weights (a resumed run's are equal already).
+  if (ranks > 1) dist::broadcast_parameters(comm, model);
 
   const auto checkpoint = [&] {
     state.epoch = batcher.epoch();
@@ -236,9 +275,13 @@ FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& o
     if (hooks.on_checkpoint) hooks.on_checkpoint(dir, state.global_step);
   };
 
-  const std::int64_t rows_per_step = o.batch_size * accum;
-  // The progress lines go through `say` when the caller set it (no progress bar then).
-  ProgressLog progress(total, o.log_every, rows_per_step, hooks.say ? hooks.say : std::function<void(const std::string&)>{});
+  const std::int64_t rows_per_step = global.batch_size * accum;
+  // The progress lines go through `say` when the caller set it (no progress bar then);
+  // ranks other than 0 show none.
+  const auto quiet = [](const std::string&) {};
+  ProgressLog progress(total, o.log_every, rows_per_step,
+                       !lead ? std::function<void(const std::string&)>(quiet)
+                             : hooks.say ? hooks.say : std::function<void(const std::string&)>{});
   const auto t_start = Clock::now();
   double steady_s = 0;
   std::int64_t steady_steps = 0, steps_here = 0, skipped_here = 0;
@@ -248,7 +291,12 @@ FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& o
     double loss = 0;
     for (std::int64_t k = 0; k < accum; ++k) {
       while (!batcher.next(batch)) batcher.start_epoch(batcher.epoch() + 1);
-      loss += trainer.backward(batch) / static_cast<double>(accum);
+      loss += trainer.backward(batch, k == accum - 1) / static_cast<double>(accum);
+    }
+    if (ranks > 1) {  // the mean over every rank's rows, as one process would report it
+      float mean = static_cast<float>(loss);
+      comm.all_reduce(&mean, 1, dist::ReduceOp::avg);
+      loss = mean;
     }
     const auto lr = static_cast<float>(schedule(state.global_step));
     const auto outcome = trainer.apply(optimizer, lr);
@@ -269,13 +317,13 @@ FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& o
     }
     const double epoch = static_cast<double>(state.global_step) / static_cast<double>(steps_per_epoch);
     const auto rec = progress.step(state.global_step, epoch, loss, lr, Policy::loss_scaling ? outcome.loss_scale : 0);
-    if (hooks.record) hooks.record(rec);
+    if (hooks.record && lead) hooks.record(rec);
     if (o.evaluate_every > 0 && hooks.evaluate && state.global_step % o.evaluate_every == 0 &&
         state.global_step < total) {
       const auto eval = hooks.evaluate(state.global_step);
-      if (hooks.record) hooks.record(eval);
+      if (hooks.record && lead) hooks.record(eval);
     }
-    if (!ck.root.empty() && (state.global_step == total ||
+    if (lead && !ck.root.empty() && (state.global_step == total ||  // rank 0 writes: every rank holds the same state
                              (ck.every_steps > 0 && state.global_step % ck.every_steps == 0)))
       checkpoint();
   }

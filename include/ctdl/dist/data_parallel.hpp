@@ -1,0 +1,289 @@
+#pragma once
+// Data-parallel training: every rank holds the whole model, runs forward and backward on
+// its slice of each global batch (data::Batcher's rank / world_size), and the ranks
+// average their gradients before anyone updates. With N ranks at b rows each, the
+// averaged gradient is the gradient of the mean loss over the N*b rows: the step one
+// process takes at batch N*b (up to the order of float additions).
+//
+//   GradientAverager  the averaging, in fused buckets. Parameters are grouped, in reverse
+//                     order (backward reaches the last layers first), into buckets of
+//                     about bucket_bytes; each bucket is one all-reduce. With overlap, a
+//                     bucket's all-reduce starts during backward as soon as no tape entry
+//                     left can add to its parameters' gradients (Tape::after_each_entry:
+//                     an entry that used a parameter holds a reference to it, a Var or a
+//                     GradRef, until it is destroyed), so communication runs under the
+//                     rest of backward;
+//                     finish() waits for them all and writes the averages back. Buckets
+//                     start in bucket order on every rank, as collectives must.
+//                     A parameter that got no gradient on any rank keeps none; one that
+//                     got a gradient on some rank gets the average (zeros elsewhere).
+//   broadcast_parameters   rank 0's values to every rank (before the first step).
+//   require_same_on_all_ranks  each rank hashes named settings (flags, config, vocabulary,
+//                     labels, data sizes); a difference from rank 0 stops every rank with
+//                     an Error naming the settings that differ and on how many ranks.
+//
+// The trainer (train/classifier.hpp) sees a GradientSync: begin(tape) before the forward
+// of the micro-batch that completes a step's gradients (accumulated micro-batches before
+// it stay local), finish() before its gradients are checked, clipped and applied. So
+// clipping and the loss scaler's overflow test see the averaged gradients: every rank
+// takes the same decision.
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "ctdl/autograd/tape.hpp"
+#include "ctdl/core/error.hpp"
+#include "ctdl/data/fingerprint.hpp"
+#include "ctdl/dist/communicator.hpp"
+#include "ctdl/nn/module.hpp"
+
+namespace ctdl::dist {
+
+/// What a trainer calls around the backward that completes a step's gradients.
+class GradientSync {
+ public:
+  virtual ~GradientSync() = default;
+  /// Before the forward whose backward completes the step (no entry on `tape` yet).
+  virtual void begin(Tape& tape) = 0;
+  /// After that backward: the gradients are the average over the ranks when it returns.
+  virtual void finish() = 0;
+};
+
+struct DataParallelOptions {
+  std::int64_t bucket_bytes = std::int64_t{25} << 20;  ///< gradients fused per all-reduce (Horovod's and PyTorch DDP's 25 MiB)
+  bool overlap = true;  ///< start each bucket's all-reduce during backward, as soon as it is complete
+};
+
+/// Averages a model's float gradients over the ranks of `comm`, in buckets. Holds
+/// references to the model's parameters: the model must outlive it and stay in place.
+template <AsyncCommunicator C>
+class GradientAverager final : public GradientSync {
+ public:
+  using Options = DataParallelOptions;
+
+  template <nn::Module M>
+  GradientAverager(C& comm, M& model, Options options = {});
+
+  void begin(Tape& tape) override;
+  void finish() override;
+
+  /// The buckets, as parameter counts and float elements (for logs and tests).
+  struct BucketInfo {
+    std::size_t parameters;
+    std::int64_t elements;
+  };
+  std::vector<BucketInfo> buckets() const;
+  /// Buckets whose all-reduce started during the last backward (before finish()).
+  std::size_t started_during_backward() const { return started_in_backward_; }
+
+ private:
+  struct Param {
+    std::function<long()> use_count;       // references to the parameter (value and node)
+    std::function<bool()> has_grad;
+    std::function<float*()> grad_data;      // allocates a zero gradient when there is none
+    std::int64_t size = 0;
+    std::int64_t offset = 0;  // in its bucket's buffer
+    long at_rest = 0;         // use_count with no tape entry holding it
+  };
+  struct Bucket {
+    std::vector<std::size_t> params;  // indices into params_
+    std::vector<float> buffer;        // gradients, then one has-gradient flag per parameter
+    std::optional<decltype(std::declval<C&>().all_reduce_async(std::declval<float*>(), std::int64_t{},
+                                                               ReduceOp::sum))>
+        pending;
+  };
+
+  bool complete(const Param& p) const { return p.use_count() <= p.at_rest; }
+  void start(Bucket& b);
+  void start_ready();
+
+  C& comm_;
+  Options options_;
+  std::vector<Param> params_;
+  std::vector<Bucket> buckets_;
+  std::size_t next_ = 0;  // the next bucket to start
+  bool armed_ = false;
+  std::size_t started_in_backward_ = 0;
+};
+
+/// Rank `root`'s parameter values to every rank.
+template <Communicator C, nn::Module M>
+void broadcast_parameters(C& comm, M& model, int root = 0);
+
+/// Every rank passes the same names (in any order) with its own values; throws on every
+/// rank, naming the settings whose values differ from rank 0's, if any does on any rank.
+template <Communicator C>
+void require_same_on_all_ranks(C& comm, const std::map<std::string, std::string>& settings);
+
+// ============================================================================
+
+template <AsyncCommunicator C>
+template <nn::Module M>
+GradientAverager<C>::GradientAverager(C& comm, M& model, Options options) : comm_(comm), options_(options) {
+  if (options_.bucket_bytes < 1) throw Error("GradientAverager: bucket_bytes must be positive");
+  nn::visit_parameters(model, [&](const std::string&, auto& p) {
+    using V = std::remove_cvref_t<decltype(p)>;
+    static_assert(std::is_same_v<typename V::value_type, float>,
+                  "GradientAverager: parameters are float (the master weights of every precision policy)");
+    if (!p.requires_grad()) return;
+    // Entries hold a parameter either as a Var (its value and node: value_use_count) or
+    // as a GradRef (the node alone: node_ptr().use_count()); the sum counts both.
+    V* var = &p;
+    params_.push_back({[var] { return var->value_use_count() + var->node_ptr().use_count(); },
+                       [var] { return var->has_grad(); },
+                       [var] { return var->node_ptr()->grad_data(); }, p.value().size()});
+  });
+  // Reverse order: the last parameters' gradients are complete first.
+  const std::int64_t per_bucket = std::max<std::int64_t>(1, options_.bucket_bytes / std::int64_t{sizeof(float)});
+  Bucket current;
+  std::int64_t filled = 0;
+  for (std::size_t i = params_.size(); i-- > 0;) {
+    if (!current.params.empty() && filled + params_[i].size > per_bucket) {
+      buckets_.push_back(std::move(current));
+      current = Bucket{};
+      filled = 0;
+    }
+    params_[i].offset = filled;
+    filled += params_[i].size;
+    current.params.push_back(i);
+  }
+  if (!current.params.empty()) buckets_.push_back(std::move(current));
+  for (auto& b : buckets_) {
+    std::int64_t elements = 0;
+    for (const auto i : b.params) elements += params_[i].size;
+    b.buffer.assign(static_cast<std::size_t>(elements) + b.params.size(), 0.f);
+  }
+}
+
+template <AsyncCommunicator C>
+void GradientAverager<C>::begin(Tape& tape) {
+  if (tape.size() != 0) throw Error("GradientAverager::begin: call it before the forward (the tape has entries)");
+  for (auto& p : params_) p.at_rest = p.use_count();
+  next_ = 0;
+  started_in_backward_ = 0;
+  armed_ = options_.overlap && comm_.size() > 1;
+  if (armed_) {
+    tape.after_each_entry([this] {
+      if (!armed_) return;
+      start_ready();
+      for (std::size_t i = 0; i < next_; ++i) (void)buckets_[i].pending->test();  // MPI moves collectives along inside its calls
+    });
+  }
+}
+
+template <AsyncCommunicator C>
+void GradientAverager<C>::start(Bucket& b) {
+  const std::int64_t flags = static_cast<std::int64_t>(b.params.size());
+  float* buffer = b.buffer.data();
+  float* flag = buffer + (static_cast<std::int64_t>(b.buffer.size()) - flags);
+  for (std::size_t k = 0; k < b.params.size(); ++k) {
+    const Param& p = params_[b.params[k]];
+    if (p.has_grad()) {
+      std::memcpy(buffer + p.offset, p.grad_data(), static_cast<std::size_t>(p.size) * sizeof(float));
+      flag[k] = 1.f;
+    } else {
+      std::fill(buffer + p.offset, buffer + p.offset + p.size, 0.f);
+      flag[k] = 0.f;
+    }
+  }
+  b.pending.emplace(comm_.all_reduce_async(buffer, static_cast<std::int64_t>(b.buffer.size()), ReduceOp::sum));
+}
+
+template <AsyncCommunicator C>
+void GradientAverager<C>::start_ready() {
+  while (next_ < buckets_.size()) {
+    Bucket& b = buckets_[next_];
+    if (!std::all_of(b.params.begin(), b.params.end(), [&](std::size_t i) { return complete(params_[i]); })) return;
+    start(b);
+    ++next_;
+    ++started_in_backward_;
+  }
+}
+
+template <AsyncCommunicator C>
+void GradientAverager<C>::finish() {
+  armed_ = false;
+  while (next_ < buckets_.size()) start(buckets_[next_++]);
+  next_ = 0;
+  const float ranks = static_cast<float>(comm_.size());
+  for (auto& b : buckets_) {
+    b.pending->wait();
+    b.pending.reset();
+    const float* buffer = b.buffer.data();
+    const float* flag = buffer + (b.buffer.size() - b.params.size());
+    for (std::size_t k = 0; k < b.params.size(); ++k) {
+      if (flag[k] == 0.f) continue;  // no rank has a gradient: none is made
+      const Param& p = params_[b.params[k]];
+      float* g = p.grad_data();
+      for (std::int64_t i = 0; i < p.size; ++i) g[i] = buffer[p.offset + i] / ranks;
+    }
+  }
+}
+
+template <AsyncCommunicator C>
+auto GradientAverager<C>::buckets() const -> std::vector<BucketInfo> {
+  std::vector<BucketInfo> out;
+  for (const auto& b : buckets_) {
+    std::int64_t elements = 0;
+    for (const auto i : b.params) elements += params_[i].size;
+    out.push_back({b.params.size(), elements});
+  }
+  return out;
+}
+
+template <Communicator C, nn::Module M>
+void broadcast_parameters(C& comm, M& model, int root) {
+  nn::visit_parameters(model, [&](const std::string&, auto& p) {
+    auto& v = p.value();  // non-const: marks the value changed (weights kept reordered are remade)
+    comm.broadcast(v.data(), v.size(), root);
+  });
+}
+
+template <Communicator C>
+void require_same_on_all_ranks(C& comm, const std::map<std::string, std::string>& settings) {
+  // Every rank must pass as many settings for the broadcast below to match: sum n and
+  // n^2 over the ranks (the same on each); they are N n and N n^2 only if all n are equal.
+  const auto n = static_cast<float>(settings.size());
+  std::vector<float> counts{n, n * n};
+  comm.all_reduce(counts.data(), 2, ReduceOp::sum);
+  const auto ranks = static_cast<float>(comm.size());
+  if (counts[0] * counts[0] != ranks * counts[1]) {
+    throw Error("the ranks do not agree (rank " + std::to_string(comm.rank()) + " of " + std::to_string(comm.size()) +
+                "): they check different numbers of settings (this one " + std::to_string(settings.size()) + ")");
+  }
+  // Each value as a 64-bit hash, sent as four 16-bit words (bf16's wire form: moved bit
+  // for bit by broadcast, never converted).
+  std::vector<std::uint64_t> mine;
+  for (const auto& [name, value] : settings) mine.push_back(data::xxh64(name + '\0' + value));
+  std::vector<std::uint64_t> roots = mine;
+  static_assert(sizeof(bf16) == 2);
+  comm.broadcast(reinterpret_cast<bf16*>(roots.data()), static_cast<std::int64_t>(roots.size() * 4), 0);
+  std::vector<float> differs(mine.size(), 0.f);
+  for (std::size_t i = 0; i < mine.size(); ++i) differs[i] = mine[i] != roots[i] ? 1.f : 0.f;
+  comm.all_reduce(differs.data(), static_cast<std::int64_t>(differs.size()), ReduceOp::sum);
+  std::string list;
+  std::size_t k = 0;
+  for (const auto& entry : settings) {
+    if (differs[k] > 0) {
+      const bool here = mine[k] != roots[k];
+      list += "\n  " + entry.first + ": differs from rank 0's on " + std::to_string(static_cast<int>(differs[k])) +
+              (differs[k] == 1 ? " rank" : " ranks") + (here ? " (this one: " + entry.second + ")" : "");
+    }
+    ++k;
+  }
+  if (!list.empty()) {
+    throw Error("the ranks do not agree (rank " + std::to_string(comm.rank()) + " of " + std::to_string(comm.size()) +
+                "):" + list);
+  }
+}
+
+}  // namespace ctdl::dist

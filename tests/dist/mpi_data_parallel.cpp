@@ -1,0 +1,263 @@
+// Data-parallel training over MPI (dist/data_parallel.hpp, train::fit with a
+// communicator), on the ranks mpiexec starts (2 under CTest):
+//   - GradientAverager: each rank's own gradients become the average over the ranks, in
+//     several buckets; a parameter with a gradient on one rank only gets the average with
+//     zeros elsewhere, one with none anywhere keeps none; with overlap, buckets start
+//     during backward (a real BERT backward);
+//   - broadcast_parameters: rank 0's weights everywhere;
+//   - require_same_on_all_ranks: equal settings pass; a different one stops every rank,
+//     naming it;
+//   - independence of the rank count: a tiny BERT trained 2 epochs (dropout off) on N
+//     ranks at batch b ends with the weights one process reaches at batch N*b (each rank
+//     trains that one-process model too, with LocalComm); also with 2 accumulated
+//     micro-batches, and with overlap off.
+// Rank 0 prints one line per check; a failure prints on the rank that saw it. Exit 0
+// when no rank failed; 77 (Skipped) with --skip.
+#include <ctdl/dist/data_parallel.hpp>
+#include <ctdl/dist/mpi.hpp>
+#include <ctdl/train/loops.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "../test_util.hpp"
+#include "../text_test_util.hpp"
+
+namespace {
+
+using namespace ctdl;
+using F = bert::Family<32, 4, 64>;
+using P = precision::Fp32;
+
+class Checks {
+ public:
+  explicit Checks(int rank) : rank_(rank) {}
+  void expect(const std::string& what, bool ok, const std::string& detail = "") {
+    ++checks_;
+    if (!ok) {
+      ++failures_;
+      std::printf("rank %d: FAILED: %s %s\n", rank_, what.c_str(), detail.c_str());
+    } else if (rank_ == 0) {
+      std::printf("ok: %s %s\n", what.c_str(), detail.c_str());
+    }
+    std::fflush(stdout);
+  }
+  int failures() const { return failures_; }
+
+ private:
+  int rank_, checks_ = 0, failures_ = 0;
+};
+
+/// 96 rows whose label is decided by the span word (as tests/train/test_loops.cpp).
+const data::FeatureCache& toy_cache(int rank) {
+  static std::unique_ptr<data::FeatureCache> c;
+  if (!c) {
+    const char* spans[] = {"hello", "world", "effect"};
+    const char* names[] = {"che", "dis", "out"};
+    const char* noise[] = {"the", "of", "a b", "c", "d e"};
+    std::string rows;
+    for (int i = 0; i < 96; ++i)
+      rows += std::string(names[i % 3]) + "\t" + noise[i % 5] + " " + noise[(i / 5) % 5] + "\t" + spans[i % 3] +
+              "\t" + noise[(i / 3) % 5] + "\n";
+    // Each rank its own files: the ranks share the build directory.
+    const auto tsv = test::write_file("data_parallel_rows.rank" + std::to_string(rank) + ".tsv", rows);
+    const data::LabelSet labels({"che", "dis", "out"});
+    const data::SpanFeatureBuilder builder(test::tiny_tokenizer(), {.max_seq_length = 12});
+    data::prepare_span_cache(tsv, tsv + ".features", labels, builder, test::tiny_tokenizer(), false);
+    c = std::make_unique<data::FeatureCache>(tsv + ".features");
+  }
+  return *c;
+}
+
+bert::BertConfig config() {
+  bert::BertConfig c;
+  c.vocab_size = static_cast<index_t>(test::tiny_tokenizer().vocab().size());
+  c.hidden_size = 32;
+  c.num_attention_heads = 4;
+  c.intermediate_size = 64;
+  c.num_hidden_layers = 2;
+  c.max_position_embeddings = 16;
+  c.hidden_dropout_prob = c.attention_probs_dropout_prob = c.classifier_dropout = 0;
+  return c;
+}
+
+auto make_model(std::uint64_t seed) {
+  auto m = bert::BertForSequenceClassification<float, F, P>::make(config(), 3);
+  bert::init_weights(m, 0.02, seed);
+  return m;
+}
+
+template <class M>
+std::vector<std::vector<float>> values(M& model) {
+  std::vector<std::vector<float>> out;
+  nn::visit_parameters(model, [&](const std::string&, auto& p) {
+    const auto& v = std::as_const(p).value();
+    out.emplace_back(v.data(), v.data() + v.size());
+  });
+  return out;
+}
+
+double max_difference(const std::vector<std::vector<float>>& a, const std::vector<std::vector<float>>& b) {
+  double worst = a.size() == b.size() ? 0 : INFINITY;
+  for (std::size_t k = 0; k < std::min(a.size(), b.size()); ++k)
+    for (std::size_t i = 0; i < a[k].size(); ++i) worst = std::max(worst, std::abs(double{a[k][i]} - b[k][i]));
+  return worst;
+}
+
+train::FitHooks quiet() {
+  train::FitHooks h;
+  h.say = [](const std::string&) {};
+  return h;
+}
+
+void check_averager(dist::MpiComm& comm, Checks& checks) {
+  const int r = comm.rank(), n = comm.size();
+  auto model = make_model(1);
+  // Small buckets: several all-reduces.
+  dist::GradientAverager avg(comm, model, {.bucket_bytes = 4096});
+  checks.expect("GradientAverager: several buckets", avg.buckets().size() > 3,
+                "(" + std::to_string(avg.buckets().size()) + ")");
+  // Rank r's gradient element i of parameter k: (r + 1) * (k + i % 5); the classifier's
+  // bias only on rank 0; the pooler's weight on no rank.
+  std::size_t k = 0;
+  nn::visit_parameters(model, [&](const std::string& name, auto& p) {
+    p.zero_grad();
+    if (name == "bert.pooler.dense.weight") return;
+    if (name == "classifier.bias" && r != 0) return;
+    float* g = p.node_ptr()->grad_data();  // a zero gradient, made
+    for (index_t i = 0; i < std::as_const(p).value().size(); ++i)
+      g[i] = static_cast<float>((r + 1) * (static_cast<int>(k) + i % 5));
+    ++k;
+  });
+  Tape tape;
+  avg.begin(tape);
+  avg.finish();
+  const float mean_factor = static_cast<float>(n + 1) / 2.f;  // mean of (r + 1) over r < n
+  bool right = true, pooler_none = false, bias_right = true;
+  k = 0;
+  nn::visit_parameters(model, [&](const std::string& name, auto& p) {
+    if (name == "bert.pooler.dense.weight") {
+      pooler_none = !p.has_grad();
+      return;
+    }
+    const auto& g = std::as_const(p).grad();
+    for (index_t i = 0; i < g.size(); ++i) {
+      const float base = static_cast<float>(static_cast<int>(k) + i % 5);
+      const float want = name == "classifier.bias" ? base / static_cast<float>(n) : base * mean_factor;
+      if (std::abs(g.data()[i] - want) > 1e-5f * std::max(1.f, std::abs(want))) {
+        (name == "classifier.bias" ? bias_right : right) = false;
+      }
+    }
+    ++k;
+  });
+  checks.expect("GradientAverager: gradients are the average over the ranks", right);
+  checks.expect("GradientAverager: a gradient on rank 0 only is averaged with zeros", bias_right);
+  checks.expect("GradientAverager: a parameter without a gradient on any rank keeps none", pooler_none);
+
+  // A real backward: buckets start before it ends.
+  nn::visit_parameters(model, [](const std::string&, auto& p) { p.zero_grad(); });
+  data::Batcher batcher(toy_cache(r), {.batch_size = 8, .rank = r, .world_size = n, .shuffle = false});
+  batcher.start_epoch(0);
+  data::Batch batch;
+  batcher.next(batch);
+  train::ClassifierTrainer<decltype(model), P> trainer(model, {});
+  trainer.set_gradient_sync(&avg);
+  trainer.backward(batch);
+  const std::size_t during = avg.started_during_backward();
+  optim::AdamW adam;
+  trainer.apply(adam, 1e-3f);
+  checks.expect("GradientAverager: buckets start during backward", during > 0,
+                "(" + std::to_string(during) + " of " + std::to_string(avg.buckets().size()) + ")");
+}
+
+void check_broadcast(dist::MpiComm& comm, Checks& checks) {
+  auto model = make_model(100 + static_cast<std::uint64_t>(comm.rank()));  // different on every rank
+  auto root = make_model(100);
+  dist::broadcast_parameters(comm, model);
+  checks.expect("broadcast_parameters: rank 0's weights on every rank", max_difference(values(model), values(root)) == 0);
+}
+
+void check_agreement(dist::MpiComm& comm, Checks& checks) {
+  bool passed = true;
+  try {
+    dist::require_same_on_all_ranks(comm, {{"config", "hidden 32"}, {"labels", "che dis out"}});
+  } catch (const Error&) {
+    passed = false;
+  }
+  checks.expect("require_same_on_all_ranks: equal settings pass", passed);
+  std::string message;
+  try {
+    dist::require_same_on_all_ranks(
+        comm, {{"config", "hidden 32"}, {"labels", comm.rank() == 1 ? "che dis" : "che dis out"}, {"vocab", "v1"}});
+  } catch (const Error& e) {
+    message = e.what();
+  }
+  checks.expect("require_same_on_all_ranks: a difference stops every rank, naming it",
+                message.find("labels: differs from rank 0's on 1 rank") != std::string::npos &&
+                    message.find("config") == std::string::npos && message.find("vocab") == std::string::npos,
+                "(" + message + ")");
+  if (comm.rank() == 1)
+    checks.expect("require_same_on_all_ranks: the differing rank shows its value",
+                  message.find("(this one: che dis)") != std::string::npos, "(" + message + ")");
+  message.clear();
+  std::map<std::string, std::string> settings{{"a", "1"}};
+  if (comm.rank() == 1) settings["b"] = "2";
+  try {
+    dist::require_same_on_all_ranks(comm, settings);
+  } catch (const Error& e) {
+    message = e.what();
+  }
+  checks.expect("require_same_on_all_ranks: different numbers of settings stop every rank",
+                message.find("different numbers of settings") != std::string::npos, "(" + message + ")");
+}
+
+void check_equivalence(dist::MpiComm& comm, Checks& checks, index_t batch, std::int64_t accumulation, bool overlap) {
+  const int n = comm.size();
+  const std::string what = "fit on " + std::to_string(n) + " ranks at batch " + std::to_string(batch) + " x " +
+                           std::to_string(accumulation) + " micro-batches" + (overlap ? "" : ", no overlap");
+  train::FitOptions o{.batch_size = batch, .accumulation_steps = accumulation, .epochs = 2, .learning_rate = 2e-3,
+                      .seed = 3};
+  auto parallel = make_model(7 + static_cast<std::uint64_t>(comm.rank()));  // rank 0's initial weights win
+  const auto rp = train::fit<P>(parallel, toy_cache(comm.rank()), o, quiet(), comm,
+                                {.bucket_bytes = 16 << 10, .overlap = overlap});
+  dist::LocalComm one;
+  auto single = make_model(7);
+  o.batch_size = batch * n;
+  const auto rs = train::fit<P>(single, toy_cache(comm.rank()), o, quiet(), one);
+  const double diff = max_difference(values(parallel), values(single));
+  auto initial = make_model(7);
+  const double moved = max_difference(values(single), values(initial));
+  char detail[160];
+  std::snprintf(detail, sizeof detail, "(%lld steps each; max |difference| %.3g, weights moved by up to %.3g)",
+                static_cast<long long>(rp.steps), diff, moved);
+  checks.expect(what + " ends with the weights of one process at batch " + std::to_string(batch * n) + " x " +
+                    std::to_string(accumulation),
+                rp.steps == rs.steps && diff < 1e-5 && moved > 1e-3, detail);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc > 2 && std::string(argv[1]) == "--skip") {
+    std::printf("dist/mpi_data_parallel: skipped: %s\n", argv[2]);
+    return 77;
+  }
+  dist::MpiEnvironment mpi(argc, argv);
+  dist::MpiComm comm(mpi);
+  return dist::run_or_abort(comm, [&] {
+    Checks checks(comm.rank());
+    check_averager(comm, checks);
+    check_broadcast(comm, checks);
+    check_agreement(comm, checks);
+    check_equivalence(comm, checks, 8, 1, true);
+    check_equivalence(comm, checks, 4, 2, true);
+    check_equivalence(comm, checks, 8, 1, false);
+    float failures = static_cast<float>(checks.failures());
+    comm.all_reduce(&failures, 1);
+    if (comm.rank() == 0) std::printf("dist/mpi_data_parallel: %d ranks, %d failed checks in all\n", comm.size(),
+                                      static_cast<int>(failures));
+    return failures == 0 ? 0 : 1;
+  });
+}
