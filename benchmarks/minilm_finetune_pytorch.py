@@ -69,7 +69,13 @@ def main():
     with open(os.path.join(args.data_dir, "dev.tsv"), "rb") as f:
         rows = [l.rstrip("\r").split("\t") for l in f.read().decode("utf-8").split("\n") if l.rstrip("\r")]
     n_train = len(rows) * 8 // 10  # the demo's split: the first 80% train, the rest evaluate
-    tokenizer = transformers.BertTokenizer(os.path.join(args.model_dir, "vocab.txt"), do_lower_case=True)
+    # The directory as scripts/fetch-minilm.sh leaves it has tokenizer.json (its WordPiece
+    # vocabulary, lower-casing) and no vocab.txt; a converted one may have vocab.txt.
+    vocab_txt, tokenizer_json = (os.path.join(args.model_dir, f) for f in ("vocab.txt", "tokenizer.json"))
+    if os.path.exists(vocab_txt):
+        tokenizer = transformers.BertTokenizer(vocab_txt, do_lower_case=True)
+    else:
+        tokenizer = transformers.BertTokenizerFast(tokenizer_file=tokenizer_json, do_lower_case=True)
 
     def features(part):
         ids, mask = zip(*(span_features(tokenizer, r[-3], r[-2], r[-1], args.max_seq_length) for r in part))

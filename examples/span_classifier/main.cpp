@@ -273,8 +273,8 @@ int main(int argc, char** argv) {
                                    : std::string("a static family")) +
                     ", but this build of ner_span_classifier compiled only the families " + compiled_family_names +
                     ", not it nor the runtime-shaped family Dynamic that runs any shape (CMake option "
-                    "CTDL_SPAN_CLASSIFIER_FAMILIES; `all`, the default, includes Dynamic; scripts/demo.sh builds "
-                    "the demo's Tiny alone)");
+                    "CTDL_SPAN_CLASSIFIER_FAMILIES: its `default` (Tiny, Base and Dynamic, what scripts/build.sh "
+                    "builds) and `all` include Dynamic; scripts/demo.sh builds Dynamic alone)");
       }
     });
   } catch (const train::FlagError& e) {
