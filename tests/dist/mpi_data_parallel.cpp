@@ -23,7 +23,7 @@
 #include <vector>
 
 #include "../test_util.hpp"
-#include "../text_test_util.hpp"
+#include "../train/toy_task.hpp"
 
 namespace {
 
@@ -50,41 +50,13 @@ class Checks {
   int rank_, checks_ = 0, failures_ = 0;
 };
 
-/// 96 rows whose label is decided by the span word (as tests/train/test_loops.cpp).
+/// The toy task (train/toy_task.hpp); each rank its own files: the ranks share the build directory.
 const data::FeatureCache& toy_cache(int rank) {
-  static std::unique_ptr<data::FeatureCache> c;
-  if (!c) {
-    const char* spans[] = {"hello", "world", "effect"};
-    const char* names[] = {"che", "dis", "out"};
-    const char* noise[] = {"the", "of", "a b", "c", "d e"};
-    std::string rows;
-    for (int i = 0; i < 96; ++i)
-      rows += std::string(names[i % 3]) + "\t" + noise[i % 5] + " " + noise[(i / 5) % 5] + "\t" + spans[i % 3] +
-              "\t" + noise[(i / 3) % 5] + "\n";
-    // Each rank its own files: the ranks share the build directory.
-    const auto tsv = test::write_file("data_parallel_rows.rank" + std::to_string(rank) + ".tsv", rows);
-    const data::LabelSet labels({"che", "dis", "out"});
-    const data::SpanFeatureBuilder builder(test::tiny_tokenizer(), {.max_seq_length = 12});
-    data::prepare_span_cache(tsv, tsv + ".features", labels, builder, test::tiny_tokenizer(), false);
-    c = std::make_unique<data::FeatureCache>(tsv + ".features");
-  }
-  return *c;
-}
-
-bert::BertConfig config() {
-  bert::BertConfig c;
-  c.vocab_size = static_cast<index_t>(test::tiny_tokenizer().vocab().size());
-  c.hidden_size = 32;
-  c.num_attention_heads = 4;
-  c.intermediate_size = 64;
-  c.num_hidden_layers = 2;
-  c.max_position_embeddings = 16;
-  c.hidden_dropout_prob = c.attention_probs_dropout_prob = c.classifier_dropout = 0;
-  return c;
+  return test::toy_span_cache("data_parallel_rows.rank" + std::to_string(rank));
 }
 
 auto make_model(std::uint64_t seed) {
-  auto m = bert::BertForSequenceClassification<float, F, P>::make(config(), 3);
+  auto m = bert::BertForSequenceClassification<float, F, P>::make(test::toy_bert_config(/*dropout=*/false), 3);
   bert::init_weights(m, 0.02, seed);
   return m;
 }

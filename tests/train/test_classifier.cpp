@@ -10,43 +10,16 @@
 #include <fstream>
 #include <limits>
 
-#include "../text_test_util.hpp"
+#include "toy_task.hpp"
 
 using namespace ctdl;
 using F = bert::Family<32, 4, 64>;
 
 namespace {
 
-/// 96 rows whose label is decided by the span word (with noise words around it).
-const data::FeatureCache& cache() {
-  static std::unique_ptr<data::FeatureCache> c;
-  if (!c) {
-    const char* spans[] = {"hello", "world", "effect"};
-    const char* names[] = {"che", "dis", "out"};
-    const char* noise[] = {"the", "of", "a b", "c", "d e"};
-    std::string rows;
-    for (int i = 0; i < 96; ++i)
-      rows += std::string(names[i % 3]) + "\t" + noise[i % 5] + " " + noise[(i / 5) % 5] + "\t" + spans[i % 3] +
-              "\t" + noise[(i / 3) % 5] + "\n";
-    const auto tsv = test::write_file("train_rows.tsv", rows);
-    const data::LabelSet labels({"che", "dis", "out"});
-    const data::SpanFeatureBuilder builder(test::tiny_tokenizer(), {.max_seq_length = 12});
-    data::prepare_span_cache(tsv, tsv + ".features", labels, builder, test::tiny_tokenizer(), false);
-    c = std::make_unique<data::FeatureCache>(tsv + ".features");
-  }
-  return *c;
-}
+const data::FeatureCache& cache() { return test::toy_span_cache("train_rows"); }
 
-bert::BertConfig config() {
-  bert::BertConfig c;
-  c.vocab_size = static_cast<index_t>(test::tiny_tokenizer().vocab().size());
-  c.hidden_size = 32;
-  c.num_attention_heads = 4;
-  c.intermediate_size = 64;
-  c.num_hidden_layers = 2;
-  c.max_position_embeddings = 16;
-  return c;
-}
+bert::BertConfig config() { return test::toy_bert_config(); }
 
 template <class P>
 std::vector<double> train_losses(int steps, std::uint64_t seed = 1) {
