@@ -10,15 +10,22 @@
 //   - independence of the rank count: a tiny BERT trained 2 epochs (dropout off) on N
 //     ranks at batch b ends with the weights one process reaches at batch N*b (each rank
 //     trains that one-process model too, with LocalComm); also with 2 accumulated
-//     micro-batches, and with overlap off.
+//     micro-batches, and with overlap off;
+//   - ShardedOptimizer (ZeRO-1): fit with the optimizer state sharded ends with plain data
+//     parallel's weights and (in its final checkpoint, gathered) its moments; each rank
+//     holds 1/N of the state; a run resumed from a mid-run checkpoint ends where the
+//     uninterrupted run ended, on N ranks and on one process.
 // Rank 0 prints one line per check; a failure prints on the rank that saw it. Exit 0
 // when no rank failed; 77 (Skipped) with --skip.
 #include <ctdl/dist/data_parallel.hpp>
 #include <ctdl/dist/mpi.hpp>
+#include <ctdl/dist/sharded_optimizer.hpp>
 #include <ctdl/train/loops.hpp>
 
 #include <cmath>
+#include <filesystem>
 #include <cstdio>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -209,6 +216,115 @@ void check_equivalence(dist::MpiComm& comm, Checks& checks, index_t batch, std::
                 rp.steps == rs.steps && diff < 1e-5 && moved > 1e-3, detail);
 }
 
+/// The moments of a checkpoint's optimizer.safetensors, as read back into an AdamW.
+template <class M>
+std::vector<std::vector<float>> moments(const std::string& dir, M& model) {
+  optim::AdamW adam;
+  auto scratch = make_model(0);
+  train::read_checkpoint(dir, scratch, adam);
+  std::vector<std::vector<float>> out;
+  std::size_t k = 0;
+  nn::visit_parameters(model, [&](const std::string&, auto& p) {
+    const auto n = std::as_const(p).value().size();
+    for (auto* slots : {&adam.m(), &adam.v()}) {
+      const auto& t = slots->at(k, n);
+      out.emplace_back(t.data(), t.data() + t.size());
+    }
+    ++k;
+  });
+  return out;
+}
+
+void check_sharded(dist::MpiComm& comm, Checks& checks) {
+  const int r = comm.rank(), n = comm.size();
+  // The state each rank holds: 1/N of AdamW's two moments (one step makes them).
+  {
+    auto model = make_model(5);
+    dist::ShardedOptimizer<optim::AdamW, dist::MpiComm> sharded(comm, model);
+    data::Batcher batcher(toy_cache(r), {.batch_size = 4, .rank = r, .world_size = n, .shuffle = false});
+    batcher.start_epoch(0);
+    data::Batch batch;
+    batcher.next(batch);
+    train::ClassifierTrainer<decltype(model), P> trainer(model, {});
+    trainer.set_gradient_sync(&sharded);
+    trainer.backward(batch);
+    trainer.apply(sharded, 1e-3f);
+    const auto whole = 2 * nn::count_parameters(model) * std::int64_t{sizeof(float)};
+    float mine = static_cast<float>(sharded.state_bytes()), most = mine, sum = mine;
+    std::vector<float> all(static_cast<std::size_t>(n));
+    comm.all_gather(&mine, all.data(), 1);
+    most = *std::max_element(all.begin(), all.end());
+    sum = std::accumulate(all.begin(), all.end(), 0.f);
+    char detail[200];
+    std::snprintf(detail, sizeof detail, "(AdamW's whole state %lld bytes; the largest rank holds %.0f = 1/%.3f of it; all ranks %.0f)",
+                  static_cast<long long>(whole), most, static_cast<double>(whole) / most, sum);
+    checks.expect("ShardedOptimizer: each rank holds 1/N of the optimizer state",
+                  most <= static_cast<float>(whole) / static_cast<float>(n) + 8.f * sizeof(float) &&
+                      sum == static_cast<float>(whole),
+                  detail);
+  }
+  // ZeRO-1 against plain data parallel, both writing a final checkpoint (rank 0).
+  const std::string root = std::string(CTDL_TEST_TMP) + "/data_parallel_sharded";
+  if (r == 0) {
+    std::filesystem::remove_all(root);
+    std::filesystem::create_directories(root);
+  }
+  comm.barrier();
+  train::FitOptions o{.batch_size = 8, .epochs = 2, .learning_rate = 2e-3, .seed = 3};
+  o.checkpoints.root = root + "/plain";
+  auto plain = make_model(9);
+  const auto rp = train::fit<P>(plain, toy_cache(r), o, quiet(), comm);
+  o.checkpoints.root = root + "/sharded";
+  o.checkpoints.every_steps = rp.steps / 2;
+  o.checkpoints.keep = 10;
+  auto zero = make_model(9 + static_cast<std::uint64_t>(r));  // rank 0's initial weights win
+  const auto rz = train::fit<P>(zero, toy_cache(r), o, quiet(), comm, {.shard_optimizer = true});
+  const double diff = max_difference(values(zero), values(plain));
+  auto initial = make_model(9);
+  const double moved = max_difference(values(plain), values(initial));
+  char detail[200];
+  std::snprintf(detail, sizeof detail, "(%lld steps; max |difference| %.3g, weights moved by up to %.3g)",
+                static_cast<long long>(rz.steps), diff, moved);
+  checks.expect("fit with ZeRO-1 on " + std::to_string(n) + " ranks ends with plain data parallel's weights",
+                rz.steps == rp.steps && diff < 1e-5 && moved > 1e-3, detail);
+  comm.barrier();  // rank 0's checkpoints are complete
+  if (r == 0) {
+    const double m = max_difference(moments(rz.last_checkpoint, zero), moments(rp.last_checkpoint, plain));
+    checks.expect("ZeRO-1's checkpoint holds plain data parallel's moments (gathered from the ranks)", m < 1e-6,
+                  "(max |difference| " + std::to_string(m) + ")");
+  }
+  // Resume: the final checkpoint removed, the run continues from the middle one, on N
+  // ranks with ZeRO-1, then on one process (rank 0) at the global batch, plainly.
+  const auto final_dir = rz.last_checkpoint;
+  const auto mid = train::checkpoint_dir(o.checkpoints.root, o.checkpoints.every_steps);
+  const std::string copy = root + "/sharded-copy";
+  if (r == 0) {
+    std::filesystem::remove_all(final_dir);
+    std::filesystem::create_directories(copy);
+    std::filesystem::copy(mid, train::checkpoint_dir(copy, o.checkpoints.every_steps),
+                          std::filesystem::copy_options::recursive);
+  }
+  comm.barrier();
+  o.checkpoints.resume = true;
+  auto resumed = make_model(1234);  // the checkpoint's weights replace these
+  const auto rr = train::fit<P>(resumed, toy_cache(r), o, quiet(), comm, {.shard_optimizer = true});
+  const double d_resumed = max_difference(values(resumed), values(zero));
+  checks.expect("ZeRO-1 resumed mid-run on " + std::to_string(n) + " ranks ends where the uninterrupted run ended",
+                rr.resumed_from == o.checkpoints.every_steps && d_resumed < 1e-6,
+                "(from step " + std::to_string(rr.resumed_from) + "; max |difference| " + std::to_string(d_resumed) + ")");
+  if (r == 0) {
+    dist::LocalComm one;
+    o.batch_size = 8 * n;
+    o.checkpoints.root = copy;
+    auto alone = make_model(4321);
+    const auto ra = train::fit<P>(alone, toy_cache(r), o, quiet(), one);
+    const double d_alone = max_difference(values(alone), values(zero));
+    checks.expect("the checkpoint of " + std::to_string(n) + " ZeRO-1 ranks resumes on one process",
+                  ra.resumed_from == o.checkpoints.every_steps && d_alone < 1e-5,
+                  "(max |difference| " + std::to_string(d_alone) + ")");
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -226,6 +342,7 @@ int main(int argc, char** argv) {
     check_equivalence(comm, checks, 8, 1, true);
     check_equivalence(comm, checks, 4, 2, true);
     check_equivalence(comm, checks, 8, 1, false);
+    check_sharded(comm, checks);
     float failures = static_cast<float>(checks.failures());
     comm.all_reduce(&failures, 1);
     if (comm.rank() == 0) std::printf("dist/mpi_data_parallel: %d ranks, %d failed checks in all\n", comm.size(),

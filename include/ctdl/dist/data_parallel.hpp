@@ -61,6 +61,10 @@ class GradientSync {
 struct DataParallelOptions {
   std::int64_t bucket_bytes = std::int64_t{25} << 20;  ///< gradients fused per all-reduce (Horovod's and PyTorch DDP's 25 MiB)
   bool overlap = true;  ///< start each bucket's all-reduce during backward, as soon as it is complete
+  /// ZeRO stage 1 (dist/sharded_optimizer.hpp): the optimizer state split across the
+  /// ranks, gradients reduce-scattered, weights all-gathered (train::fit; the buckets and
+  /// overlap above are then unused).
+  bool shard_optimizer = false;
 };
 
 /// Averages a model's float gradients over the ranks of `comm`, in buckets. Holds

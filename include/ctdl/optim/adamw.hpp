@@ -14,6 +14,9 @@ class AdamW {
  public:
   using Options = AdamOptions;
 
+  /// Each element's update reads that element alone (dist::ShardedOptimizer may slice it).
+  static constexpr bool elementwise = true;
+
   AdamW() = default;
   explicit AdamW(Options options) : options_(options) {}
 
@@ -23,6 +26,8 @@ class AdamW {
   void set_steps(std::int64_t steps) { steps_ = steps; }
   SlotSet& m() { return m_; }
   SlotSet& v() { return v_; }
+  const SlotSet& m() const { return m_; }
+  const SlotSet& v() const { return v_; }
 
   template <nn::Module M>
   void step(M& model, float lr, float grad_scale = 1.f) {

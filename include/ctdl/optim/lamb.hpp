@@ -17,6 +17,9 @@ class Lamb {
  public:
   using Options = AdamOptions;
 
+  /// The trust ratio reads each tensor's whole norm: not sliceable (dist::ShardedOptimizer).
+  static constexpr bool elementwise = false;
+
   Lamb() = default;
   explicit Lamb(Options options) : options_(options) {}
 
@@ -26,6 +29,8 @@ class Lamb {
   void set_steps(std::int64_t steps) { steps_ = steps; }
   SlotSet& m() { return m_; }
   SlotSet& v() { return v_; }
+  const SlotSet& m() const { return m_; }
+  const SlotSet& v() const { return v_; }
 
   template <nn::Module M>
   void step(M& model, float lr, float grad_scale = 1.f) {

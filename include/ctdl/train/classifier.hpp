@@ -24,6 +24,7 @@
 #include "ctdl/autograd/tape.hpp"
 #include "ctdl/data/batcher.hpp"
 #include "ctdl/dist/data_parallel.hpp"
+#include "ctdl/dist/sharded_optimizer.hpp"
 #include "ctdl/models/bert/model.hpp"
 #include "ctdl/ops/cross_entropy.hpp"
 #include "ctdl/optim/optimizer.hpp"
@@ -59,6 +60,7 @@ class ClassifierTrainer {
 
   /// Data parallel: the averaging of gradients over ranks (dist/data_parallel.hpp), run
   /// around the backward that completes each step; nullptr (the default): one process.
+  /// A dist::ShardedOptimizer (ZeRO-1) is both: set it here and pass it to apply().
   void set_gradient_sync(dist::GradientSync* sync) { sync_ = sync; }
 
   /// One micro-batch: forward with dropout, loss, backward. Returns the batch's mean loss.
@@ -86,7 +88,12 @@ class ClassifierTrainer {
     StepOutcome out;
     out.loss_scale = loss_scale();
     if (sync_) sync_->finish();  // the averaged gradients: every rank decides alike below
-    const bool finite = optim::all_grads_finite(model_);
+    // A sharded optimizer (ZeRO-1) holds this rank's slice of the averaged gradients, not
+    // the model: it answers for them (collectively).
+    constexpr bool sharded = dist::ShardedUpdate<Opt>;
+    bool finite = false;
+    if constexpr (sharded) finite = optimizer.grads_finite();
+    else finite = optim::all_grads_finite(model_);
     if constexpr (Policy::loss_scaling) {
       if (!scaler_.update(finite)) {
         optim::zero_grad(model_);
@@ -99,7 +106,8 @@ class ClassifierTrainer {
                   "--precision=fp32 to check");
     }
     const auto unscale = static_cast<float>(1.0 / (out.loss_scale * static_cast<double>(std::max(1, micro_batches_))));
-    out.grad_norm = optim::global_grad_norm(model_, unscale);
+    if constexpr (sharded) out.grad_norm = optimizer.grad_norm(unscale);
+    else out.grad_norm = optim::global_grad_norm(model_, unscale);
     const float clip = optim::clip_factor(out.grad_norm, options_.max_grad_norm);
     optimizer.step(model_, lr, unscale * clip);
     optim::zero_grad(model_);

@@ -184,11 +184,15 @@ FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& o
                 {"training_data_xxh64", detail::hex64(train.header().source_xxh64)}};
   }
 
-  optim::AdamW optimizer;
+  optim::AdamW optimizer;  // sharded: the whole state, assembled only to write or read a checkpoint
   ClassifierTrainer<Model, Policy> trainer(
       model, {.max_grad_norm = o.max_grad_norm, .seed = o.seed, .rank = static_cast<std::uint32_t>(comm.rank())});
   std::optional<dist::GradientAverager<C>> averager;
-  if (ranks > 1) {
+  std::optional<dist::ShardedOptimizer<optim::AdamW, C>> sharded;
+  if (data_parallel.shard_optimizer) {
+    sharded.emplace(comm, model);
+    trainer.set_gradient_sync(&*sharded);
+  } else if (ranks > 1) {
     averager.emplace(comm, model, data_parallel);
     trainer.set_gradient_sync(&*averager);
   }
@@ -228,6 +232,10 @@ FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& o
                                                         found->dir + "/state.json");
     require_same_settings(found->dir, saved.settings, settings);  // before anything is loaded
     state = read_checkpoint(found->dir, model, optimizer);
+    if (sharded) {  // this rank's slice of the moments; the whole state is let go
+      sharded->scatter_state(optimizer);
+      optimizer = optim::AdamW{};
+    }
     if (state.global_step > total)
       throw Error(found->dir + " is at step " + std::to_string(state.global_step) + ", past this run's " +
                   std::to_string(total) + " steps");
@@ -299,7 +307,7 @@ FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& o
       loss = mean;
     }
     const auto lr = static_cast<float>(schedule(state.global_step));
-    const auto outcome = trainer.apply(optimizer, lr);
+    const auto outcome = sharded ? trainer.apply(*sharded, lr) : trainer.apply(optimizer, lr);
     if (!outcome.applied) {
       ++skipped_here;
       const auto skipped = trainer.scaler().skipped_steps();
@@ -323,9 +331,11 @@ FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& o
       const auto eval = hooks.evaluate(state.global_step);
       if (hooks.record && lead) hooks.record(eval);
     }
-    if (lead && !ck.root.empty() && (state.global_step == total ||  // rank 0 writes: every rank holds the same state
-                             (ck.every_steps > 0 && state.global_step % ck.every_steps == 0)))
-      checkpoint();
+    const bool save = !ck.root.empty() &&
+                      (state.global_step == total || (ck.every_steps > 0 && state.global_step % ck.every_steps == 0));
+    if (save && sharded) sharded->gather_state(optimizer);  // collective: every rank takes part
+    if (save && lead) checkpoint();  // rank 0 writes: every rank holds the same state
+    if (save && sharded) optimizer = optim::AdamW{};
   }
   result.steps = state.global_step;
   result.skipped_steps = trainer.scaler().skipped_steps();
