@@ -12,14 +12,22 @@
 #include <omp.h>
 
 #include <csignal>
+#include <cstdarg>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <optional>
 
 #include "compiled_families.hpp"
 #include "span_classifier.hpp"
 
+#include <ctdl/data/fingerprint.hpp>
+#include <ctdl/dist/agreement.hpp>
+#include <ctdl/dist/any_comm.hpp>
+#if CTDL_WITH_MPI
+#include <ctdl/dist/mpi.hpp>
+#endif
 #include <ctdl/io/atomic_file.hpp>
 #include <ctdl/io/bert_tf_checkpoint.hpp>
 #include <ctdl/precision/policy.hpp>
@@ -50,7 +58,16 @@ namespace {
 constexpr const char* kDynamicFamilyCost =
     "the same results as a compiled family; as fast as a static family at BERT-base within measurement noise, docs/benchmarks.md";
 
-Args parse(int argc, char** argv, bool& help) {
+/// printf to stderr for the person running the program: rank 0 only (quiet_rank).
+[[gnu::format(printf, 1, 2)]] void note(const char* format, ...) {
+  if (quiet_rank) return;
+  va_list args;
+  va_start(args, format);
+  std::vfprintf(stderr, format, args);
+  va_end(args);
+}
+
+Args parse(int argc, char** argv, bool& help, std::map<std::string, std::string>& flag_values) {
   Args a;
   bool do_lower_case = true;
   train::Flags f("ner_span_classifier");
@@ -87,7 +104,9 @@ Args parse(int argc, char** argv, bool& help) {
       .add("use_fp16", &a.use_fp16, "mixed precision: bf16 on CPU (fp16 on GPU)")
       .add("precision", &a.precision, "fp32, bf16 or fp16 (overrides --use_fp16; fp16 uses dynamic loss scaling)")
       .add("use_xla", &a.use_xla, "accepted for compatibility; has no effect")
-      .add("distributed", &a.distributed, "data-parallel training over MPI ranks")
+      .add("distributed", &a.distributed, "data parallel over the MPI ranks of mpirun or srun: each rank trains on its slice of every global batch (--train_batch_size rows per rank), evaluation and prediction split across them; rank 0 writes every output (docs/distributed.md)")
+      .add("shard_optimizer", &a.shard_optimizer, "with --distributed: ZeRO stage 1, each rank holds 1/N of the optimizer state (the same steps)")
+      .add("bucket_size_mb", &a.bucket_size_mb, "with --distributed: MiB of gradients fused per all-reduce (each starts during backward)")
       .add("phantom_class", &a.phantom_class, "which classifier row of a checkpoint with one class too many is dropped: last (the original's unused row) or first")
       .add("hidden_act", &a.hidden_act, "gelu_tanh or gelu_erf: overrides the GELU form (default: gelu_tanh for a TensorFlow checkpoint, whose modeling.py computes \"gelu\" with tanh; else as bert_config.json's hidden_act says)")
       .add("seed", &a.seed, "initialisation, shuffling and dropout")
@@ -98,6 +117,7 @@ Args parse(int argc, char** argv, bool& help) {
       .add("skip_bad_rows", &a.skip_bad_rows, "skip (and count) malformed rows instead of stopping");
   f.alias("horovod", "distributed");
   help = !f.parse(argc, argv);
+  flag_values = f.values();
   if (help) std::printf("%s", f.help().c_str());
   const auto text = [](bool b) { return std::string(b ? "true" : "false"); };
   if (f.given("do_lower_case")) {
@@ -124,9 +144,9 @@ Setup check(const Args& a, std::unique_ptr<text::FullTokenizer>& tok, std::uniqu
     throw Error("nothing to do: give at least one of --do_prepare, --do_train, --do_eval, --do_predict");
   if (a.write_npy && !a.do_predict) throw Error("--write_npy writes what --do_predict computes: give --do_predict too");
   if (a.task_name != "consensus") throw Error("--task_name=" + a.task_name + ": this program does the consensus task");
-  if (a.distributed)
-    throw Error("--distributed/--horovod: data-parallel training is not built yet (it comes with the distributed "
-                "issue); run on one process");
+  if ((a.shard_optimizer || a.bucket_size_mb != 25) && !a.distributed)
+    throw Error("--shard_optimizer and --bucket_size_mb are settings of --distributed: give --distributed too");
+  if (a.bucket_size_mb < 1) throw Error("--bucket_size_mb must be at least 1");
   if (a.resume && !a.do_train) throw Error("--resume continues a training run: give --do_train with it");
   if (a.phantom_class != "first" && a.phantom_class != "last") throw Error("--phantom_class must be first or last");
   if (a.tokenizer_rules != "original" && a.tokenizer_rules != "google")
@@ -149,7 +169,7 @@ Setup check(const Args& a, std::unique_ptr<text::FullTokenizer>& tok, std::uniqu
     if (vocab_file.empty())
       throw Error("--vocab_file is required: there is no vocab.txt or tokenizer.json beside --init_checkpoint " +
                   a.init_checkpoint + " (in " + (dir.empty() ? std::string(".") : dir.string()) + ")");
-    std::fprintf(stderr, "vocabulary: %s (beside --init_checkpoint; --vocab_file not given)\n", vocab_file.c_str());
+    note("vocabulary: %s (beside --init_checkpoint; --vocab_file not given)\n", vocab_file.c_str());
   }
   require_file(vocab_file, "vocab_file");
   require_file(a.bert_config_file, "bert_config_file");
@@ -181,11 +201,11 @@ Setup check(const Args& a, std::unique_ptr<text::FullTokenizer>& tok, std::uniqu
                 " says vocab_size " + std::to_string(s.config.vocab_size) + ": they are not the same model's");
   if (!a.replace_span.empty()) tok->vocab().require(a.replace_span, "--replace_span token");
   if (const auto w = vocab_case_warning(tok->vocab(), a.cased, a.case_flag); !w.empty())
-    std::fprintf(stderr, "warning: %s\n", w.c_str());
+    note("warning: %s\n", w.c_str());
   if (tokenizer_json)
     if (const auto w = tokenizer_case_warning(vocab_file, text::Vocab::tokenizer_json_lowercases(vocab_file), a.cased, a.case_flag);
         !w.empty())
-      std::fprintf(stderr, "warning: %s\n", w.c_str());
+      note("warning: %s\n", w.c_str());
   labels = std::make_unique<data::LabelSet>(data::LabelSet::from_file(a.labels_dir + "/labels.txt"));
   s.tokenizer = tok.get();
   s.labels = labels.get();
@@ -214,25 +234,99 @@ Setup check(const Args& a, std::unique_ptr<text::FullTokenizer>& tok, std::uniqu
     if (a.hidden_act != "gelu_tanh" && a.hidden_act != "gelu_erf")
       throw Error("--hidden_act=" + a.hidden_act + ": must be gelu_tanh or gelu_erf");
     s.config.hidden_act = a.hidden_act == "gelu_tanh" ? bert::Activation::gelu_tanh : bert::Activation::gelu_erf;
-    std::fprintf(stderr, "activation: %s (--hidden_act)\n", a.hidden_act.c_str());
+    note("activation: %s (--hidden_act)\n", a.hidden_act.c_str());
   } else if (s.checkpoint_is_tf) {
     if (s.config.hidden_act != bert::Activation::gelu_tanh)
-      std::fprintf(stderr, "activation: gelu_tanh, not %s's %s: the weights come from a TensorFlow checkpoint, whose "
+      note("activation: gelu_tanh, not %s's %s: the weights come from a TensorFlow checkpoint, whose "
                    "modeling.py computes \"gelu\" as the tanh approximation (--hidden_act=gelu_erf overrides)\n",
                    a.bert_config_file.c_str(), act_name(s.config.hidden_act));
     else
-      std::fprintf(stderr, "activation: gelu_tanh (a TensorFlow checkpoint; %s agrees)\n", a.bert_config_file.c_str());
+      note("activation: gelu_tanh (a TensorFlow checkpoint; %s agrees)\n", a.bert_config_file.c_str());
     s.config.hidden_act = bert::Activation::gelu_tanh;
   } else {
-    std::fprintf(stderr, "activation: %s, as %s's hidden_act says (Hugging Face's reading; --hidden_act overrides)\n",
+    note("activation: %s, as %s's hidden_act says (Hugging Face's reading; --hidden_act overrides)\n",
                  act_name(s.config.hidden_act), a.bert_config_file.c_str());
   }
-  fs::create_directories(a.output_dir);
-  // What a killed run left half-written (*.tmp.<pid> of a process that is gone).
-  for (const auto& stale : io::remove_stale_temporaries(a.output_dir))
-    std::fprintf(stderr, "removed %s (left by an interrupted run)\n", stale.c_str());
-  if (a.use_xla) std::fprintf(stderr, "--use_xla has no effect in ctdl (the kernels are compiled ahead of time)\n");
+  // Rank 0 alone touches the output directory here: another node's rank would take rank
+  // 0's temporary files for ones whose process is gone (a pid is one node's).
+  if (!quiet_rank) {
+    fs::create_directories(a.output_dir);
+    // What a killed run left half-written (*.tmp.<pid> of a process that is gone).
+    for (const auto& stale : io::remove_stale_temporaries(a.output_dir))
+      note("removed %s (left by an interrupted run)\n", stale.c_str());
+  }
+  if (a.use_xla) note("--use_xla has no effect in ctdl (the kernels are compiled ahead of time)\n");
   return s;
+}
+
+/// What every rank of a --distributed run must have alike: every flag but
+/// --num_threads, the config, vocabulary and labels (their bytes' XXH64) and the sizes
+/// of the data files and of the checkpoint.
+std::map<std::string, std::string> agreement_settings(const Setup& s, std::map<std::string, std::string> flags) {
+  flags.erase("num_threads");  // threads change no result
+  std::map<std::string, std::string> out;
+  for (auto& [name, value] : flags) out["--" + name] = std::move(value);
+  const auto hash = [](const std::string& path) {
+    char b[17];
+    std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(data::file_fingerprint(path)));
+    return std::string(b) + " (XXH64 of " + path + ")";
+  };
+  const auto size = [](const std::string& path) {
+    std::error_code ec;
+    const auto n = fs::file_size(path, ec);
+    return ec ? std::string("absent") : std::to_string(n) + " bytes";
+  };
+  out["bert_config.json"] = hash(s.args.bert_config_file);
+  out["vocabulary"] = hash(s.args.vocab_file);
+  out["labels.txt"] = hash(s.labels->source());
+  for (const char* split : {"train", "dev", "test"}) out[std::string(split) + ".tsv"] = size(s.args.data_dir + "/" + split + ".tsv");
+  if (!s.checkpoint_file.empty())
+    out["--init_checkpoint"] = size(s.checkpoint_is_tf ? s.checkpoint_file + ".index" : s.checkpoint_file);
+  return out;
+}
+
+/// Everything after the flags, on one process or on every rank of `comm`.
+int work(const Args& a, const std::map<std::string, std::string>& flag_values, dist::AnyComm& comm) {
+  if (a.num_threads > 0) omp_set_num_threads(static_cast<int>(a.num_threads));
+  std::unique_ptr<text::FullTokenizer> tok;
+  std::unique_ptr<data::LabelSet> labels;
+  Setup s = check(a, tok, labels);
+  s.comm = &comm;
+  if (comm.size() > 1) {
+    dist::require_same_on_all_ranks(comm, agreement_settings(s, flag_values));
+    note("distributed: %d ranks (MPI), %d threads each; a training step takes %lld rows (--train_batch_size %lld "
+         "per rank)%s\n",
+         comm.size(), omp_get_max_threads(), static_cast<long long>(a.train_batch_size * comm.size()),
+         static_cast<long long>(a.train_batch_size), a.shard_optimizer ? "; the optimizer state sharded (ZeRO-1)" : "");
+  }
+  const auto run_policy = [&]<class F>() -> int {
+    if (s.args.precision == "bf16") return run<F, precision::Bf16Mixed>(s);
+    if (s.args.precision == "fp16") return run<F, precision::Fp16Mixed>(s);
+    return run<F, precision::Fp32>(s);
+  };
+  // A static family when the shape has one and this build compiled it; else the
+  // runtime-shaped family (same results, a slower step), when this build compiled that.
+  return bert::dispatch(s.config, [&]<class F>() -> int {
+    const std::string shape = bert::shape_name(s.config) + " (hidden/heads/intermediate of " + a.bert_config_file + ")";
+    if constexpr (compiled_family<F>) {
+      if constexpr (F::is_dynamic)
+        note("no compiled BERT family for %s: using the runtime-shaped family (%s)\n", shape.c_str(),
+             kDynamicFamilyCost);
+      return run_policy.template operator()<F>();
+    } else if constexpr (compiled_family<bert::Dynamic>) {
+      note("this build of ner_span_classifier did not compile the BERT family of %s; it compiled %s: "
+           "using the runtime-shaped family (%s)\n", shape.c_str(), compiled_family_names, kDynamicFamilyCost);
+      return run_policy.template operator()<bert::Dynamic>();
+    } else {
+      throw Error(a.bert_config_file + " is a BERT of hidden/heads/intermediate " + bert::shape_name(s.config) + ", " +
+                  (F::is_dynamic ? std::string("a shape with no static family (") + bert::kStaticFamilies + ")"
+                                 : std::string("a static family")) +
+                  ", but this build of ner_span_classifier compiled only the families " + compiled_family_names +
+                  ", not it nor the runtime-shaped family Dynamic that runs any shape (CMake option "
+                  "CTDL_SPAN_CLASSIFIER_FAMILIES: its `default` (Tiny, Base and Dynamic, what scripts/build.sh "
+                  "builds) and `all` include Dynamic; scripts/demo.sh builds Dynamic alone)");
+    }
+  });
 }
 
 }  // namespace
@@ -243,40 +337,28 @@ int main(int argc, char** argv) {
   std::signal(SIGXFSZ, SIG_IGN);
   try {
     bool help = false;
-    const Args a = parse(argc, argv, help);
+    std::map<std::string, std::string> flag_values;
+    const Args a = parse(argc, argv, help, flag_values);
     if (help) return 0;
-    if (a.num_threads > 0) omp_set_num_threads(static_cast<int>(a.num_threads));
-    std::unique_ptr<text::FullTokenizer> tok;
-    std::unique_ptr<data::LabelSet> labels;
-    const Setup s = check(a, tok, labels);
-    const auto run_policy = [&]<class F>() -> int {
-      if (s.args.precision == "bf16") return run<F, precision::Bf16Mixed>(s);
-      if (s.args.precision == "fp16") return run<F, precision::Fp16Mixed>(s);
-      return run<F, precision::Fp32>(s);
-    };
-    // A static family when the shape has one and this build compiled it; else the
-    // runtime-shaped family (same results, a slower step), when this build compiled that.
-    return bert::dispatch(s.config, [&]<class F>() -> int {
-      const std::string shape = bert::shape_name(s.config) + " (hidden/heads/intermediate of " + a.bert_config_file + ")";
-      if constexpr (compiled_family<F>) {
-        if constexpr (F::is_dynamic)
-          std::fprintf(stderr, "no compiled BERT family for %s: using the runtime-shaped family (%s)\n", shape.c_str(),
-                       kDynamicFamilyCost);
-        return run_policy.template operator()<F>();
-      } else if constexpr (compiled_family<bert::Dynamic>) {
-        std::fprintf(stderr, "this build of ner_span_classifier did not compile the BERT family of %s; it compiled %s: "
-                     "using the runtime-shaped family (%s)\n", shape.c_str(), compiled_family_names, kDynamicFamilyCost);
-        return run_policy.template operator()<bert::Dynamic>();
-      } else {
-        throw Error(a.bert_config_file + " is a BERT of hidden/heads/intermediate " + bert::shape_name(s.config) + ", " +
-                    (F::is_dynamic ? std::string("a shape with no static family (") + bert::kStaticFamilies + ")"
-                                   : std::string("a static family")) +
-                    ", but this build of ner_span_classifier compiled only the families " + compiled_family_names +
-                    ", not it nor the runtime-shaped family Dynamic that runs any shape (CMake option "
-                    "CTDL_SPAN_CLASSIFIER_FAMILIES: its `default` (Tiny, Base and Dynamic, what scripts/build.sh "
-                    "builds) and `all` include Dynamic; scripts/demo.sh builds Dynamic alone)");
-      }
+    if (!a.distributed) {
+      dist::LocalComm local;
+      dist::AnyComm comm(local);
+      return work(a, flag_values, comm);
+    }
+#if CTDL_WITH_MPI
+    // One process of an mpirun/srun job: a failure on any rank ends the whole job
+    // (MPI_Abort, through run_or_abort), never leaving the others waiting.
+    dist::MpiEnvironment mpi(argc, argv);
+    dist::MpiComm mpi_comm(mpi);
+    quiet_rank = mpi_comm.rank() != 0;
+    return dist::run_or_abort(mpi_comm, [&] {
+      dist::AnyComm comm(mpi_comm);
+      return work(a, flag_values, comm);
     });
+#else
+    throw Error("--distributed/--horovod: this build of ner_span_classifier has no MPI (CMake found none: install "
+                "Open MPI, e.g. Debian's libopenmpi-dev as scripts/setup-deps.sh does, and build again)");
+#endif
   } catch (const train::FlagError& e) {
     std::fprintf(stderr, "ner_span_classifier: %s\n", e.what());
     return 2;

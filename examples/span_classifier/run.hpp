@@ -37,8 +37,6 @@ namespace span_classifier {
 namespace fs = std::filesystem;
 using namespace ctdl;
 
-inline void say(const std::string& s) { std::fprintf(stderr, "%s\n", s.c_str()); }
-
 inline std::string fmt(const char* f, double v) {
   char b[64];
   std::snprintf(b, sizeof b, f, v);
@@ -49,13 +47,14 @@ inline std::string fmt(const char* f, double v) {
 /// --skip_bad_rows, <output_dir>/<split>_skipped_rows.tsv lists every skipped row (line,
 /// reason, id columns), so that the outputs, one line per good row, can be lined up with
 /// the input; it is written whole (empty but for its header when nothing was skipped).
-inline std::unique_ptr<data::FeatureCache> split_cache(const Setup& s, const std::string& split) {
+/// `lead`: this process writes outputs (rank 0; the others read the cache it made).
+inline std::unique_ptr<data::FeatureCache> split_cache(const Setup& s, const std::string& split, bool lead) {
   const auto& a = s.args;
   const std::string tsv = a.data_dir + "/" + split + ".tsv";
   const std::string cache = a.output_dir + "/" + split + ".features";
   const std::string skipped_path = a.output_dir + "/" + split + "_skipped_rows.tsv";
   std::optional<io::AtomicFile> skipped_file;
-  if (a.skip_bad_rows) {
+  if (a.skip_bad_rows && lead) {
     skipped_file.emplace(skipped_path);
     *skipped_file << "line\treason\tids\n";
   }
@@ -65,7 +64,7 @@ inline std::unique_ptr<data::FeatureCache> split_cache(const Setup& s, const std
   const data::SpanFeatureBuilder builder(
       *s.tokenizer, {.max_seq_length = a.max_seq_length,
                      .replace_span = a.replace_span.empty() ? std::nullopt : std::optional(a.replace_span)});
-  const bool terminal = ::isatty(STDERR_FILENO);
+  const bool terminal = lead && ::isatty(STDERR_FILENO);
   const auto report = data::prepare_span_cache(
       tsv, cache, *s.labels, builder, *s.tokenizer, a.skip_bad_rows, [&](std::size_t rows, std::size_t pos, std::size_t total) {
         if (terminal)
@@ -75,7 +74,7 @@ inline std::unique_ptr<data::FeatureCache> split_cache(const Setup& s, const std
       on_skip);
   if (skipped_file) {
     skipped_file->commit();
-  } else {
+  } else if (lead) {
     std::error_code ec;  // a list from an earlier --skip_bad_rows run would describe other outputs
     fs::remove(skipped_path, ec);
   }
@@ -138,12 +137,12 @@ void load_checkpoint(Model& model, const Setup& s) {
 /// erf; a TensorFlow checkpoint runs tanh, as does --hidden_act=gelu_tanh), a copy in
 /// --output_dir that says "gelu_new" (tanh) or "gelu" (erf), so that loading a saved
 /// directory or training checkpoint again runs what was trained (docs/checkpoints.md).
-inline std::string saved_config_file(const Setup& s) {
+inline std::string saved_config_file(const Setup& s, bool write) {
   if (s.config.hidden_act == bert::BertConfig::from_file(s.args.bert_config_file).hidden_act) return s.args.bert_config_file;
   auto j = nlohmann::json::parse(std::ifstream(s.args.bert_config_file));
   j["hidden_act"] = s.config.hidden_act == bert::Activation::gelu_tanh ? "gelu_new" : "gelu";
   const std::string path = s.args.output_dir + "/bert_config.json";
-  io::write_file_atomically(path, j.dump(2) + "\n");
+  if (write) io::write_file_atomically(path, j.dump(2) + "\n");
   return path;
 }
 
@@ -215,7 +214,9 @@ inline train::FitOptions fit_options(const Setup& s, const data::FeatureCache& t
                           .extra_files = {{"bert_config.json", config_file},
                                           {saved_vocab_name(s), a.vocab_file},
                                           {"labels.txt", s.labels->source()}},
-                          .settings = {{"--train_batch_size", std::to_string(a.train_batch_size)},
+                          // The global batch (per rank x ranks): a job resumes on any number of ranks
+                          // that keeps it.
+                          .settings = {{"--train_batch_size", std::to_string(a.train_batch_size * s.comm->size())},
                                        {"--gradient_accumulation_steps", std::to_string(a.gradient_accumulation_steps)},
                                        {"--num_train_epochs", num(a.num_train_epochs)},
                                        {"--learning_rate", num(a.learning_rate)},
@@ -237,6 +238,8 @@ inline train::FitOptions fit_options(const Setup& s, const data::FeatureCache& t
 template <class F, class P>
 int run(const Setup& s) {
   const auto& a = s.args;
+  dist::AnyComm& comm = *s.comm;
+  const bool lead = comm.rank() == 0;  // writes every output; the other ranks compute their share
   using Model = bert::BertForSequenceClassification<float, F, P>;
   const auto L = static_cast<index_t>(s.labels->size());
   auto model = Model::make(s.config, L);
@@ -255,7 +258,7 @@ int run(const Setup& s) {
   std::map<std::string, std::unique_ptr<data::FeatureCache>> caches;
   const auto cache_of = [&](const std::string& split) -> data::FeatureCache& {
     auto& c = caches[split];
-    if (!c) c = split_cache(s, split);
+    if (!c) c = split_cache(s, split, lead);
     return *c;
   };
   // Every input is read (and prepared) before any output is touched: a bad row in dev.tsv
@@ -263,25 +266,35 @@ int run(const Setup& s) {
   // earlier run in the same --output_dir. (The feature caches are outputs too, but each is
   // replaced only whole, by a cache of the same inputs.)
   const bool have_train = fs::exists(a.data_dir + "/train.tsv");
-  for (const std::string split : {"train", "dev", "test"})
-    if ((a.do_prepare && fs::exists(a.data_dir + "/" + split + ".tsv")) || (split == "train" && a.do_train) ||
-        (split == "train" && a.do_eval && have_train) || (split == "dev" && a.do_eval) ||
-        (split == "test" && a.do_predict))
-      cache_of(split);
-  if (a.do_prepare && a.dump_features)
+  const auto prepare = [&] {
+    for (const std::string split : {"train", "dev", "test"})
+      if ((a.do_prepare && fs::exists(a.data_dir + "/" + split + ".tsv")) || (split == "train" && a.do_train) ||
+          (split == "train" && a.do_eval && have_train) || (split == "dev" && a.do_eval) ||
+          (split == "test" && a.do_predict))
+        cache_of(split);
+  };
+  // Distributed: rank 0 prepares the caches; the others then find them made (in a shared
+  // --output_dir) or make their own (a node's own directory).
+  if (lead) prepare();
+  if (comm.size() > 1) comm.barrier();
+  if (!lead) prepare();
+  if (lead && a.do_prepare && a.dump_features)
     for (const auto& [split, c] : caches) dump_features(*c, a.output_dir + "/" + split + "_features.jsonl");
 
-  // A resumed run continues the log its checkpoints committed.
-  train::RunLog log(a.output_dir, /*append=*/!a.do_train || a.resume);
+  // A resumed run continues the log its checkpoints committed (rank 0's alone).
+  std::optional<train::RunLog> log;
+  if (lead) log.emplace(a.output_dir, /*append=*/!a.do_train || a.resume);
   std::int64_t global_step = 0;
 
   if (a.do_train) {
     auto& cache = cache_of("train");
-    const std::string config_file = saved_config_file(s);
+    const std::string config_file = saved_config_file(s, lead);
     const train::FitOptions options = fit_options(s, cache, P::name, config_file);
+    train::FitOptions global = options;  // a step of all the ranks
+    global.batch_size *= comm.size();
     say(std::string(a.resume ? "resuming training" : "training") + ": " + std::to_string(cache.rows()) + " rows, " +
-        std::to_string(train::training_steps(cache.rows(), options)) + " steps of " +
-        std::to_string(a.train_batch_size * a.gradient_accumulation_steps) + " (" + fmt("%g epochs", a.num_train_epochs) +
+        std::to_string(train::training_steps(cache.rows(), global)) + " steps of " +
+        std::to_string(global.batch_size * a.gradient_accumulation_steps) + " (" + fmt("%g epochs", a.num_train_epochs) +
         "), peak learning rate " + fmt("%g", a.learning_rate) + ", warmup proportion " + fmt("%g", a.warmup_proportion));
     // CTDL_TEST_KILL_AFTER_CHECKPOINT=N: SIGKILL right after the N-th checkpoint this
     // process completes (tests/examples/resume_test.sh: a real crash at a known point).
@@ -290,15 +303,16 @@ int run(const Setup& s) {
     const auto r = train::fit<P>(
         model, cache, options,
         {.say = {},  // fit's lines go to stderr, with a progress bar on a terminal
-         .record = [&](const nlohmann::json& rec) { log.record(rec); },
+         .record = [&](const nlohmann::json& rec) { log->record(rec); },  // rank 0 only, as on_checkpoint
          .evaluate = {},
-         .on_resume = [&](std::int64_t step) { log.drop_after(step); },
+         .on_resume = [&](std::int64_t step) { if (log) log->drop_after(step); },
          .on_checkpoint =
              [&](const std::string& dir, std::int64_t step) {
-               log.commit();  // metrics.jsonl up to the checkpoint: a resumed run continues it
+               log->commit();  // metrics.jsonl up to the checkpoint: a resumed run continues it
                say("checkpoint " + dir + " (step " + std::to_string(step) + ")");
                if (kill_after && ++checkpoints_written == std::atoll(kill_after)) std::raise(SIGKILL);
-             }});
+             }},
+        comm, {.bucket_bytes = a.bucket_size_mb << 20, .shard_optimizer = a.shard_optimizer});
     global_step = r.steps;
     say("training done: " + std::to_string(r.steps) + " steps" +
         (r.resumed_from ? " (resumed at step " + std::to_string(r.resumed_from) + ")" : std::string()) + ", " +
@@ -308,15 +322,17 @@ int run(const Setup& s) {
     if (r.steady_sentences_per_s > 0)
       say("  throughput without overhead (steps 3 on, no data preparation or saving): " +
           fmt("%.1f sentences/s", r.steady_sentences_per_s));
-    save_model(model, s, a.output_dir, global_step, config_file);
-    log.commit();
+    if (lead) {
+      save_model(model, s, a.output_dir, global_step, config_file);
+      log->commit();
+    }
     say("saved " + a.output_dir + "/model.safetensors (+ bert_config.json, vocab.txt, labels.txt), metrics.jsonl");
   }
 
   if (a.do_eval) {
     auto& cache = cache_of("dev");
-    const auto e = train::evaluate(model, cache, a.eval_batch_size, s.labels->names());
-    require_finite(e.predictions, cache, a.data_dir + "/dev.tsv", s);
+    const auto e = train::evaluate(model, cache, a.eval_batch_size, s.labels->names(), comm);
+    require_finite(e.predictions, cache, a.data_dir + "/dev.tsv", s);  // every rank: they all have the whole result
     const auto& r = e.report;
     std::map<std::string, double> kv = e.metrics;
     kv["global_step"] = static_cast<double>(global_step);
@@ -324,27 +340,29 @@ int run(const Setup& s) {
       const auto majority = majority_label(cache_of("train"), s.labels->size());
       kv["majority_baseline"] = r.per_class[static_cast<std::size_t>(majority)].support / static_cast<double>(r.total);
     }
-    std::string text;
-    for (const auto& [k, v] : kv) text += k + " = " + (k == "global_step" ? std::to_string(global_step) : fmt("%.6g", v)) + "\n";
-    text += "\n" + r.table() + "\n" + r.confusion_table();
-    io::write_file_atomically(a.output_dir + "/eval_results.txt", text);
-    std::printf("***** eval results (%zu rows of %s/dev.tsv) *****\n%s", cache.rows(), a.data_dir.c_str(), text.c_str());
-    io::check_stream_written(stdout, "stdout");
-    nlohmann::json rec = {{"type", "eval"}, {"step", global_step}};
-    for (const auto& [k, v] : kv) rec[k] = v;
-    log.record(rec);
-    log.commit();
-    say("wrote " + a.output_dir + "/eval_results.txt");
+    if (lead) {  // the other ranks computed their share; rank 0 writes
+      std::string text;
+      for (const auto& [k, v] : kv) text += k + " = " + (k == "global_step" ? std::to_string(global_step) : fmt("%.6g", v)) + "\n";
+      text += "\n" + r.table() + "\n" + r.confusion_table();
+      io::write_file_atomically(a.output_dir + "/eval_results.txt", text);
+      std::printf("***** eval results (%zu rows of %s/dev.tsv) *****\n%s", cache.rows(), a.data_dir.c_str(), text.c_str());
+      io::check_stream_written(stdout, "stdout");
+      nlohmann::json rec = {{"type", "eval"}, {"step", global_step}};
+      for (const auto& [k, v] : kv) rec[k] = v;
+      log->record(rec);
+      log->commit();
+      say("wrote " + a.output_dir + "/eval_results.txt");
+    }
   }
 
   if (a.do_predict) {
     auto& cache = cache_of("test");
     const auto t0 = std::chrono::steady_clock::now();
     const auto p = train::predict(model, cache, a.predict_batch_size, L,
-                                  {.keep_logits = a.write_npy, .keep_pooled = a.write_npy});
+                                  {.keep_logits = a.write_npy, .keep_pooled = a.write_npy}, comm);
     const double total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     require_finite(p, cache, a.data_dir + "/test.tsv", s);
-    {
+    if (lead) {
       // Every file is complete before any replaces an earlier run's: they stay a set.
       io::AtomicFile results(a.output_dir + "/test_results.tsv"), labels(a.output_dir + "/test_output_labels.txt");
       std::optional<io::AtomicFile> logits_npy, pooled_npy;
@@ -385,7 +403,7 @@ int run(const Setup& s) {
           fmt("%.1f sentences/s", static_cast<double>(ms.size() * static_cast<std::size_t>(a.predict_batch_size)) / (sum / 1000)));
     }
   }
-  log.commit();
+  if (log) log->commit();
   io::check_stream_written(stdout, "stdout");
   return 0;
 }

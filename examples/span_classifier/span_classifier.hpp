@@ -6,9 +6,11 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <string>
 
 #include <ctdl/data/labels.hpp>
+#include <ctdl/dist/any_comm.hpp>
 #include <ctdl/models/bert/config.hpp>
 #include <ctdl/text/tokenizer.hpp>
 
@@ -33,6 +35,8 @@ struct Args {
   bool shuffle = true, dump_features = false, resume = false, skip_bad_rows = false;
   bool write_npy = false;  // --do_predict also writes test_logits.npy, test_pooled.npy
   double max_grad_norm = 1.0;
+  bool shard_optimizer = false;       // --distributed: ZeRO-1, the optimizer state split across the ranks
+  std::int64_t bucket_size_mb = 25;   // --distributed: gradients fused per all-reduce
 };
 
 /// Everything read and checked before work starts.
@@ -43,7 +47,17 @@ struct Setup {
   const ctdl::data::LabelSet* labels = nullptr;
   std::string checkpoint_file;  // model.safetensors or a TensorFlow checkpoint prefix to start from, or "" (random init)
   bool checkpoint_is_tf = false;  // checkpoint_file is a TensorFlow 1.x checkpoint prefix (Google's names)
+  ctdl::dist::AnyComm* comm = nullptr;  // the ranks (one process: a LocalComm's); rank 0 alone writes and logs
 };
+
+/// Whether this process stays silent: a rank other than 0 of a --distributed run (its
+/// errors still print; its notes and progress would repeat rank 0's).
+inline bool quiet_rank = false;
+
+/// A line on stderr for the person running the program (rank 0 only).
+inline void say(const std::string& s) {
+  if (!quiet_rank) std::fprintf(stderr, "%s\n", s.c_str());
+}
 
 template <class F, class P>
 int run(const Setup& setup);

@@ -60,7 +60,7 @@ expect 1 "is above max_position_embeddings 64" --do_eval "${common[@]}" --output
 expect 1 "no such file (--vocab_file)" --do_eval "${common[@]}" --output_dir="$work/e" --vocab_file="$work/none.txt"
 expect 1 "the --replace_span token '[NOPE]' is not in the vocabulary" --do_eval "${common[@]}" --output_dir="$work/e" --replace_span="[NOPE]"
 expect 1 "test.tsv: no such file (needed by --do_predict)" --do_predict "${common[@]}" --output_dir="$work/e" --data_dir="$work"
-expect 1 "data-parallel training is not built yet" --do_train --horovod "${common[@]}" --output_dir="$work/e"
+expect 1 "--shard_optimizer and --bucket_size_mb are settings of --distributed" --do_train --shard_optimizer "${common[@]}" --output_dir="$work/e"
 # (A shape with no compiled family runs on the runtime-shaped one: span_classifier_dynamic_test.sh.)
 sed 's/"hidden_size": 128/"hidden_size": 96/; s/"num_attention_heads": 2/"num_attention_heads": 5/' "$work/bert_config.json" >"$work/odd_config.json"
 expect 1 "odd_config.json: hidden_size 96 is not a multiple of num_attention_heads 5" --do_eval "${common[@]}" --output_dir="$work/e" --bert_config_file="$work/odd_config.json"

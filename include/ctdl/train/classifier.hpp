@@ -148,17 +148,43 @@ struct PredictOptions {
 /// Runs the classifier over every row of `cache`, in file order, without dropout.
 template <class Model>
 Predictions predict(const Model& model, const data::FeatureCache& cache, index_t batch_size, index_t num_labels,
-                    const PredictOptions& options = {}) {
+                    const PredictOptions& options = {});
+
+/// The same, split across the ranks of `comm`: each rank runs its slice of every global
+/// batch of batch_size x ranks rows (data::Batcher), so every row is computed in the same
+/// batch of batch_size rows as one process computes it; the logits (and pooled vectors)
+/// are then summed over the ranks, each row's from the one rank that computed it (x + 0
+/// is exact), and every rank derives the whole Predictions from them: one process's,
+/// bit for bit. batch_ms holds this rank's own batches.
+template <class Model, dist::Communicator C>
+Predictions predict(const Model& model, const data::FeatureCache& cache, index_t batch_size, index_t num_labels,
+                    const PredictOptions& options, C& comm);
+
+// ============================================================================
+
+template <class Model>
+Predictions predict(const Model& model, const data::FeatureCache& cache, index_t batch_size, index_t num_labels,
+                    const PredictOptions& options) {
+  dist::LocalComm one;
+  return predict(model, cache, batch_size, num_labels, options, one);
+}
+
+template <class Model, dist::Communicator C>
+Predictions predict(const Model& model, const data::FeatureCache& cache, index_t batch_size, index_t num_labels,
+                    const PredictOptions& options, C& comm) {
   Predictions p;
   p.num_labels = num_labels;
   const std::size_t n = cache.rows();
-  p.probabilities.resize(n * static_cast<std::size_t>(num_labels));
-  p.predicted.resize(n);
-  p.truth.resize(n);
-  data::Batcher batcher(cache, {.batch_size = batch_size, .shuffle = false, .drop_remainder = false});
+  const auto L = static_cast<std::size_t>(num_labels);
+  p.logits.assign(n * L, 0.f);
+  data::Batcher batcher(cache, {.batch_size = batch_size,
+                                .rank = comm.rank(),
+                                .world_size = comm.size(),
+                                .shuffle = false,
+                                .drop_remainder = false});
   batcher.start_epoch(0);
   data::Batch batch;
-  double loss_sum = 0;
+  // This rank's batches: their logits (and pooled vectors) into the rows they belong to.
   while (batcher.next(batch)) {
     if (batch.size() == 0) continue;
     const auto t0 = std::chrono::steady_clock::now();
@@ -176,19 +202,16 @@ Predictions predict(const Model& model, const data::FeatureCache& cache, index_t
     }();
     p.batch_ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     const float* l = logits.value().data();
-    if (options.keep_logits) {
-      if (p.logits.empty()) p.logits.resize(n * static_cast<std::size_t>(num_labels));
-      for (index_t i = 0; i < batch.size(); ++i)
-        std::copy(l + i * num_labels, l + (i + 1) * num_labels,
-                  p.logits.begin() + static_cast<std::ptrdiff_t>(batch.rows[static_cast<std::size_t>(i)] * static_cast<std::size_t>(num_labels)));
-    }
+    for (index_t i = 0; i < batch.size(); ++i)
+      std::copy(l + i * num_labels, l + (i + 1) * num_labels,
+                p.logits.begin() + static_cast<std::ptrdiff_t>(batch.rows[static_cast<std::size_t>(i)] * L));
     if constexpr (!std::is_same_v<decltype(pooled), int>) {
       if (options.keep_pooled) {
         const auto& v = pooled.value();
         const index_t h = v.extent(1);
         if (p.pooled.empty()) {
           p.hidden = h;
-          p.pooled.resize(n * static_cast<std::size_t>(h));
+          p.pooled.assign(n * static_cast<std::size_t>(h), 0.f);
         }
         for (index_t i = 0; i < batch.size(); ++i) {
           const std::size_t row = batch.rows[static_cast<std::size_t>(i)];
@@ -197,31 +220,44 @@ Predictions predict(const Model& model, const data::FeatureCache& cache, index_t
         }
       }
     }
-    for (index_t i = 0; i < batch.size(); ++i) {
-      const std::size_t row = batch.rows[static_cast<std::size_t>(i)];
-      const float* li = l + i * num_labels;
-      if (!std::all_of(li, li + num_labels, [](float x) { return std::isfinite(x); })) {
-        ++p.non_finite_rows;
-        if (p.first_non_finite_row < 0 || static_cast<std::ptrdiff_t>(row) < p.first_non_finite_row)
-          p.first_non_finite_row = static_cast<std::ptrdiff_t>(row);
-      }
-      double mx = li[0];
-      for (index_t k = 1; k < num_labels; ++k) mx = std::max(mx, static_cast<double>(li[k]));
-      double z = 0;
-      for (index_t k = 0; k < num_labels; ++k) z += std::exp(li[k] - mx);
-      std::int32_t best = 0;
-      for (index_t k = 0; k < num_labels; ++k) {
-        p.probabilities[row * static_cast<std::size_t>(num_labels) + static_cast<std::size_t>(k)] =
-            static_cast<float>(std::exp(li[k] - mx) / z);
-        if (li[k] > li[best]) best = static_cast<std::int32_t>(k);
-      }
-      p.predicted[row] = best;
-      const std::int32_t y = batch.labels.data()[i];
-      p.truth[row] = y;
-      loss_sum += -(li[y] - mx - std::log(z));
+  }
+  if (comm.size() > 1) {  // every row from the rank that computed it (zeros elsewhere)
+    comm.all_reduce(p.logits.data(), static_cast<std::int64_t>(p.logits.size()), dist::ReduceOp::sum);
+    if (options.keep_pooled) {
+      float h = static_cast<float>(p.hidden);  // a rank with no rows has no pooled vectors yet; rank 0 has (n > 0)
+      comm.broadcast(&h, 1, 0);
+      p.hidden = static_cast<index_t>(h);
+      p.pooled.resize(n * static_cast<std::size_t>(p.hidden), 0.f);
+      comm.all_reduce(p.pooled.data(), static_cast<std::int64_t>(p.pooled.size()), dist::ReduceOp::sum);
     }
   }
+  // Every row, in file order: probabilities, the prediction, the loss.
+  p.probabilities.resize(n * L);
+  p.predicted.resize(n);
+  p.truth.resize(n);
+  double loss_sum = 0;
+  for (std::size_t row = 0; row < n; ++row) {
+    const float* li = p.logits.data() + row * L;
+    if (!std::all_of(li, li + L, [](float x) { return std::isfinite(x); })) {
+      ++p.non_finite_rows;
+      if (p.first_non_finite_row < 0) p.first_non_finite_row = static_cast<std::ptrdiff_t>(row);
+    }
+    double mx = li[0];
+    for (std::size_t k = 1; k < L; ++k) mx = std::max(mx, static_cast<double>(li[k]));
+    double z = 0;
+    for (std::size_t k = 0; k < L; ++k) z += std::exp(li[k] - mx);
+    std::int32_t best = 0;
+    for (std::size_t k = 0; k < L; ++k) {
+      p.probabilities[row * L + k] = static_cast<float>(std::exp(li[k] - mx) / z);
+      if (li[k] > li[best]) best = static_cast<std::int32_t>(k);
+    }
+    p.predicted[row] = best;
+    const std::int32_t y = cache.label_id(row);
+    p.truth[row] = y;
+    loss_sum += -(li[y] - mx - std::log(z));
+  }
   p.mean_loss = n ? loss_sum / static_cast<double>(n) : 0;
+  if (!options.keep_logits) std::vector<float>().swap(p.logits);
   return p;
 }
 

@@ -93,6 +93,23 @@ class Flags {
     return it != flags_.end() && it->second.given;
   }
 
+  /// Every flag's value now (given or default), by name, as text that tells values apart
+  /// (numbers with all their digits): what ranks compare to check they run alike.
+  std::map<std::string, std::string> values() const {
+    std::map<std::string, std::string> out;
+    for (const auto& [name, f] : flags_) {
+      if (auto* b = std::get_if<bool*>(&f.target)) out[name] = **b ? "true" : "false";
+      else if (auto* s = std::get_if<std::string*>(&f.target)) out[name] = **s;
+      else if (auto* n = std::get_if<std::int64_t*>(&f.target)) out[name] = std::to_string(**n);
+      else {
+        char buf[40];
+        std::snprintf(buf, sizeof buf, "%.17g", **std::get_if<double*>(&f.target));
+        out[name] = buf;
+      }
+    }
+    return out;
+  }
+
   std::string help() const {
     std::string s = "usage: " + program_ + " [--flag=value ...]\n\n";
     for (const auto& name : order_) {

@@ -133,6 +133,11 @@ struct Evaluation {
 template <class Model>
 Evaluation evaluate(const Model& model, const data::FeatureCache& cache, index_t batch_size,
                     const std::vector<std::string>& label_names);
+/// The same, the rows split across the ranks of `comm` (predict's overload): every rank
+/// gets one process's Evaluation.
+template <class Model, dist::Communicator C>
+Evaluation evaluate(const Model& model, const data::FeatureCache& cache, index_t batch_size,
+                    const std::vector<std::string>& label_names, C& comm);
 
 // ============================================================================
 
@@ -349,8 +354,15 @@ FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& o
 template <class Model>
 Evaluation evaluate(const Model& model, const data::FeatureCache& cache, index_t batch_size,
                     const std::vector<std::string>& label_names) {
+  dist::LocalComm one;
+  return evaluate(model, cache, batch_size, label_names, one);
+}
+
+template <class Model, dist::Communicator C>
+Evaluation evaluate(const Model& model, const data::FeatureCache& cache, index_t batch_size,
+                    const std::vector<std::string>& label_names, C& comm) {
   Evaluation e;
-  e.predictions = predict(model, cache, batch_size, static_cast<index_t>(label_names.size()));
+  e.predictions = predict(model, cache, batch_size, static_cast<index_t>(label_names.size()), {}, comm);
   e.report = metrics::classification_report(e.predictions.truth, e.predictions.predicted, label_names);
   const auto& r = e.report;
   e.metrics = {{"eval_accuracy", r.accuracy},
