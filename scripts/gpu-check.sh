@@ -21,7 +21,7 @@ bundle=build/gpu-bundle
 mkdir -p build
 cmake -S . -B $build -DCMAKE_BUILD_TYPE=Release -DCTDL_WITH_CUDA=ON -DCMAKE_CUDA_COMPILER="$nvcc" \
   -DCMAKE_CUDA_ARCHITECTURES=90 -DCTDL_WITH_ONEDNN=OFF -DCTDL_SPAN_CLASSIFIER_FAMILIES=Tiny \
-  -DCTDL_BERT_BENCH_FAMILIES=Tiny "$@" > $build.configure.log 2>&1 ||
+  -DCTDL_BERT_BENCH_FAMILIES=Tiny -DCTDL_TEST_OPTIMIZATION=-O3 "$@" > $build.configure.log 2>&1 ||
   { cat $build.configure.log; exit 1; }
 cmake --build $build --target gpu_programs -j "${CTDL_JOBS:-$(nproc)}"
 

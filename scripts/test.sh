@@ -3,9 +3,11 @@
 #
 #   scripts/test.sh [--full] [cmake args]
 #
-# --full adds the variants (variant/*: the unit tests rebuilt under AddressSanitizer and
-# UndefinedBehaviorSanitizer, the matmul tests against oneDNN 3.x from PyPI and without
-# oneDNN), each a second build; CI (.ci/run) runs with --full.
+# Builds the programs and the tests (the unit tests at -O1: CTDL_TEST_OPTIMIZATION) and
+# runs them. --full adds the benchmarks (compiled, not run) and the variants (variant/*:
+# the unit tests rebuilt under AddressSanitizer and UndefinedBehaviorSanitizer, the matmul
+# tests against oneDNN 3.x from PyPI and without oneDNN), each a second build; CI
+# (.ci/run) runs with --full.
 # Where the CUDA toolkit is installed, the build includes the CUDA parts (compiled and
 # linked with nvcc; their tests run kernels only when a GPU is present).
 set -euo pipefail
@@ -27,12 +29,12 @@ else
   echo "test.sh: no nvcc found; building without the CUDA parts"
 fi
 if [ $variants = ON ]; then
-  echo "test.sh: --full: the variant builds (sanitizers, oneDNN 3.x, oneDNN off) run too"
+  echo "test.sh: --full: the benchmarks are built and the variant builds (sanitizers, oneDNN 3.x, oneDNN off) run too"
 else
-  echo "test.sh: without the variant builds (scripts/test.sh --full runs them, as CI does)"
+  echo "test.sh: the programs and the tests, without the benchmarks and the variant builds (scripts/test.sh --full adds them, as CI does)"
 fi
 start=$SECONDS
-scripts/build.sh -DCTDL_VARIANT_TESTS=$variants "${args[@]}"
+scripts/build.sh -DCTDL_VARIANT_TESTS=$variants -DCTDL_BUILD_BENCHMARKS=$variants "${args[@]}"
 built=$SECONDS
 cd build
 status=0

@@ -137,7 +137,7 @@ void load_checkpoint(Model& model, const Setup& s) {
 /// erf; a TensorFlow checkpoint runs tanh, as does --hidden_act=gelu_tanh), a copy in
 /// --output_dir that says "gelu_new" (tanh) or "gelu" (erf), so that loading a saved
 /// directory or training checkpoint again runs what was trained (docs/checkpoints.md).
-inline std::string saved_config_file(const Setup& s, bool write) {
+inline std::string saved_config_file(const Setup& s, bool write = true) {
   if (s.config.hidden_act == bert::BertConfig::from_file(s.args.bert_config_file).hidden_act) return s.args.bert_config_file;
   auto j = nlohmann::json::parse(std::ifstream(s.args.bert_config_file));
   j["hidden_act"] = s.config.hidden_act == bert::Activation::gelu_tanh ? "gelu_new" : "gelu";

@@ -418,7 +418,7 @@ Tensor<T, S> tensor_from_npy(std::string_view file, const std::string& name) {
                 " has rank " + std::to_string(S::rank));
   }
   Extents<S> extents{};
-  std::copy(h.shape.begin(), h.shape.end(), extents.begin());
+  if constexpr (S::rank > 0) std::copy(h.shape.begin(), h.shape.end(), extents.begin());  // a scalar's has no storage
   if (!S::accepts(extents)) throw Error(name + ": shape " + h.shape_string() + " does not fit " + S::name());
   auto t = Tensor<T, S>::uninitialized(extents);
   detail::copy_npy_elements(file, h, name, t.data());
