@@ -14,7 +14,7 @@
 #   1. a tiny BERT (hidden 128, 2 heads, 2 layers) from random initialisation, cased
 #      BioBERT vocabulary, fp32, learning rate 3e-4, 15 epochs (about half a minute);
 #   2. the pretrained all-MiniLM-L6-v2 (hidden 384, 12 heads, 6 layers; uncased), bf16
-#      matmuls, learning rate 3e-5, 10 epochs (about 3 minutes on 2 free cores;
+#      matmuls, learning rate 3e-5, 7 epochs (about 2 minutes on 2 free cores;
 #      docs/span_classifier.md).
 # Prints each run's evaluation (eval_accuracy, majority_baseline = the accuracy of always
 # answering the most frequent training label, per-class table, confusion matrix), then a
@@ -44,7 +44,7 @@ fi
 # CTDL_DEMO_MINILM_EPOCHS shortens it for a quick look at the whole script.
 minilm_precision=bf16
 minilm_lr=3e-5
-minilm_epochs=${CTDL_DEMO_MINILM_EPOCHS:-10}
+minilm_epochs=${CTDL_DEMO_MINILM_EPOCHS:-7}
 
 # The demo runs one program with two BERT shape families: build just that program, with
 # just those families (scripts/build.sh builds it with every family; the tests and
