@@ -62,6 +62,15 @@ const data::FeatureCache& toy_cache(int rank) {
   return test::toy_span_cache("data_parallel_rows.rank" + std::to_string(rank));
 }
 
+/// Rank r's rows of the toy task's first global batch (`batch` rows per rank, file order).
+data::Batch first_batch(int r, int n, index_t batch) {
+  data::Batcher batcher(toy_cache(r), {.batch_size = batch, .rank = r, .world_size = n, .shuffle = false});
+  batcher.start_epoch(0);
+  data::Batch out;
+  batcher.next(out);
+  return out;
+}
+
 auto make_model(std::uint64_t seed) {
   auto m = bert::BertForSequenceClassification<float, F, P>::make(test::toy_bert_config(/*dropout=*/false), 3);
   bert::init_weights(m, 0.02, seed);
@@ -137,10 +146,7 @@ void check_averager(dist::MpiComm& comm, Checks& checks) {
 
   // A real backward: buckets start before it ends.
   nn::visit_parameters(model, [](const std::string&, auto& p) { p.zero_grad(); });
-  data::Batcher batcher(toy_cache(r), {.batch_size = 8, .rank = r, .world_size = n, .shuffle = false});
-  batcher.start_epoch(0);
-  data::Batch batch;
-  batcher.next(batch);
+  const data::Batch batch = first_batch(r, n, 8);
   train::ClassifierTrainer<decltype(model), P> trainer(model, {});
   trainer.set_gradient_sync(&avg);
   trainer.backward(batch);
@@ -241,10 +247,7 @@ void check_sharded(dist::MpiComm& comm, Checks& checks) {
   {
     auto model = make_model(5);
     dist::ShardedOptimizer<optim::AdamW, dist::MpiComm> sharded(comm, model);
-    data::Batcher batcher(toy_cache(r), {.batch_size = 4, .rank = r, .world_size = n, .shuffle = false});
-    batcher.start_epoch(0);
-    data::Batch batch;
-    batcher.next(batch);
+    const data::Batch batch = first_batch(r, n, 4);
     train::ClassifierTrainer<decltype(model), P> trainer(model, {});
     trainer.set_gradient_sync(&sharded);
     trainer.backward(batch);

@@ -116,6 +116,7 @@ class ShardedOptimizer final : public GradientSync {
     std::function<float*()> value_for_writing;  // marks the value changed
     std::int64_t size = 0;
     std::int64_t offset = 0;  // in the flat vector
+    bool weight_decay = true;  // the parameter's own metadata (set by the layer that owns it), given to its pieces
   };
   struct Piece {
     std::size_t param;   // index into params_
@@ -148,7 +149,7 @@ ShardedOptimizer<Opt, C>::ShardedOptimizer(C& comm, M& model, Opt optimizer) : c
     const std::int64_t n = std::as_const(p).value().size();
     params_.push_back({[var] { return var->has_grad(); }, [var] { return std::as_const(*var).grad().data(); },
                        [var] { return std::as_const(*var).value().data(); },
-                       [var] { return var->value().data(); }, n, total});
+                       [var] { return var->value().data(); }, n, total, p.weight_decay()});
     total += n;
   });
   const std::int64_t ranks = comm_.size();
@@ -161,15 +162,10 @@ ShardedOptimizer<Opt, C>::ShardedOptimizer(C& comm, M& model, Opt optimizer) : c
     const std::int64_t b = std::max(lo, p.offset), e = std::min(hi, p.offset + p.size);
     if (b >= e) continue;
     pieces_.push_back({k, b - p.offset, e - b});
-    shard_.piece.push_back({Var<float, Shape<dyn>>(Tensor<float, Shape<dyn>>({e - b}))});
+    Var<float, Shape<dyn>> w(Tensor<float, Shape<dyn>>({e - b}));
+    w.set_weight_decay(p.weight_decay);
+    shard_.piece.push_back({std::move(w)});
   }
-  // Weight decay is the parameter's own metadata (set by the layer that owns it): copied
-  // to its pieces.
-  std::size_t k = 0, j = 0;
-  nn::visit_parameters(model, [&](const std::string&, auto& p) {
-    while (j < pieces_.size() && pieces_[j].param == k) shard_.piece[j++].weight.set_weight_decay(p.weight_decay());
-    ++k;
-  });
 }
 
 template <class Opt, Communicator C>
@@ -207,7 +203,7 @@ bool ShardedOptimizer<Opt, C>::grads_finite() {
 
 template <class Opt, Communicator C>
 double ShardedOptimizer<Opt, C>::grad_norm(float grad_scale) {
-  const double mine = std::pow(optim::global_grad_norm(shard_), 2);
+  const double mine = optim::grad_sum_of_squares(shard_);
   // The partial sums, moved bit for bit (a double as four 16-bit words), added in rank order.
   std::vector<double> all(static_cast<std::size_t>(comm_.size()));
   static_assert(sizeof(double) == 4 * sizeof(bf16));

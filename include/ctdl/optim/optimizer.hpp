@@ -118,16 +118,22 @@ double ordered_sum_of_squares(index_t n, At&& at) {
   return sum;
 }
 
-/// The global L2 norm of all gradients times grad_scale (in double; the same bits on
-/// every run, whatever the thread count).
+/// The sum of the squares of all gradients, in double, tensor by tensor in visiting order
+/// (the same bits on every run, whatever the thread count).
 template <nn::Module M>
-double global_grad_norm(M& model, float grad_scale = 1.f) {
+double grad_sum_of_squares(M& model) {
   double sum = 0;
   for_each_trained(model, [&](std::size_t, const std::string&, auto& p) {
     const float* d = flat(p.grad()).data();
     sum += ordered_sum_of_squares(flat(p.grad()).size(), [d](index_t i) { return static_cast<double>(d[i]); });
   });
-  return std::sqrt(sum) * grad_scale;
+  return sum;
+}
+
+/// The global L2 norm of all gradients times grad_scale.
+template <nn::Module M>
+double global_grad_norm(M& model, float grad_scale = 1.f) {
+  return std::sqrt(grad_sum_of_squares(model)) * grad_scale;
 }
 
 /// Whether every gradient is finite (no inf, no nan); the loss scaler's overflow check.

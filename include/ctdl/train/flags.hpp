@@ -35,7 +35,7 @@ class Flags {
 
   Flags& add(const std::string& name, Target target, std::string help) {
     if (flags_.count(name)) throw Error("flag --" + name + " defined twice");
-    flags_[name] = {target, std::move(help), default_text(target), false};
+    flags_[name] = {target, std::move(help), value_text(target, /*exact=*/false), false};
     order_.push_back(name);
     return *this;
   }
@@ -97,16 +97,7 @@ class Flags {
   /// (numbers with all their digits): what ranks compare to check they run alike.
   std::map<std::string, std::string> values() const {
     std::map<std::string, std::string> out;
-    for (const auto& [name, f] : flags_) {
-      if (auto* b = std::get_if<bool*>(&f.target)) out[name] = **b ? "true" : "false";
-      else if (auto* s = std::get_if<std::string*>(&f.target)) out[name] = **s;
-      else if (auto* n = std::get_if<std::int64_t*>(&f.target)) out[name] = std::to_string(**n);
-      else {
-        char buf[40];
-        std::snprintf(buf, sizeof buf, "%.17g", **std::get_if<double*>(&f.target));
-        out[name] = buf;
-      }
-    }
+    for (const auto& [name, f] : flags_) out[name] = value_text(f.target, /*exact=*/true);
     return out;
   }
 
@@ -166,12 +157,14 @@ class Flags {
     }
   }
 
-  static std::string default_text(const Target& t) {
+  /// A flag's value as text: for the help (`exact` false: strings quoted, numbers %g) or
+  /// exactly (strings as they are, numbers with all 17 digits).
+  static std::string value_text(const Target& t, bool exact) {
     if (auto* b = std::get_if<bool*>(&t)) return **b ? "true" : "false";
-    if (auto* s = std::get_if<std::string*>(&t)) return (*s)->empty() ? "" : "\"" + **s + "\"";
+    if (auto* s = std::get_if<std::string*>(&t)) return exact || (*s)->empty() ? **s : "\"" + **s + "\"";
     if (auto* n = std::get_if<std::int64_t*>(&t)) return std::to_string(**n);
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%g", **std::get_if<double*>(&t));
+    char buf[40];
+    std::snprintf(buf, sizeof buf, exact ? "%.17g" : "%g", **std::get_if<double*>(&t));
     return buf;
   }
 
