@@ -307,7 +307,7 @@ Tensor<T, S> whole_tensor(const Source& source, const std::string& name) {
     throw ShapeError(source.path() + ": tensor \"" + name + "\" has rank " + std::to_string(shape.size()) + ", expected " +
                      S::name());
   std::array<index_t, S::rank> ext{};
-  std::copy(shape.begin(), shape.end(), ext.begin());
+  if constexpr (S::rank > 0) std::copy(shape.begin(), shape.end(), ext.begin());  // a scalar's has no storage
   if (!S::accepts(ext))
     throw ShapeError(source.path() + ": tensor \"" + name + "\" " + format_extents(ext) + " does not fit " + S::name());
   auto t = Tensor<T, S>::uninitialized(ext);
