@@ -115,12 +115,48 @@ Var<T, S, D> make_result(Tensor<T, S, D> value, bool needs_grad) {
 
 namespace autograd_detail {
 
-template <class E, class T, class S>
+/// What an expression's leaves are: Vars on the host, Vars on a CUDA device, or plain
+/// tensors and views (whose memory the leaf does not say).
+template <class X>
+struct LeafCensus {  // Scalar, Constant: no leaf
+  static constexpr int cpu_vars = 0, cuda_vars = 0, plain = 0;
+};
+template <class T, class S, class K>
+struct LeafCensus<expr::Leaf<T, S, K>> {
+  static constexpr int cpu_vars = 0, cuda_vars = 0, plain = 1;
+};
+template <class T, class S, class TV, class SV, class D>
+struct LeafCensus<expr::Leaf<T, S, VarKeep<TV, SV, D>>> {
+  static constexpr int cpu_vars = std::is_same_v<D, Cpu>, cuda_vars = !std::is_same_v<D, Cpu>, plain = 0;
+};
+template <class F, class... Args>
+struct LeafCensus<expr::Map<F, Args...>> {
+  static constexpr int cpu_vars = (0 + ... + LeafCensus<Args>::cpu_vars);
+  static constexpr int cuda_vars = (0 + ... + LeafCensus<Args>::cuda_vars);
+  static constexpr int plain = (0 + ... + LeafCensus<Args>::plain);
+};
+
+/// The device a recorded expression runs on: Cuda when its Vars are on Cuda. There every
+/// tensor operand must be a Var (a plain leaf does not say where its memory is, and the
+/// entry would copy it on the host), and Vars of both devices never mix.
+template <class E>
+constexpr auto recorded_device() {
+  using C = LeafCensus<E>;
+  static_assert(C::cuda_vars == 0 || C::cpu_vars == 0,
+                "tape.record: the expression mixes Vars on the host and on a CUDA device");
+  static_assert(C::cuda_vars == 0 || C::plain == 0,
+                "tape.record on Cuda: every tensor operand must be a Var on the device (wrap a device tensor "
+                "as Var(tensor, false)); scalars may stand as they are");
+  if constexpr (C::cuda_vars > 0) return Cuda{};
+  else return Cpu{};
+}
+
+template <class E, class T, class S, class D>
 struct ExpressionEntry final : TapeEntry {
   E e;
-  std::shared_ptr<VarNode<T, S>> out;
+  std::shared_ptr<VarNode<T, S, D>> out;
 
-  ExpressionEntry(E e_, std::shared_ptr<VarNode<T, S>> out_) : e(std::move(e_)), out(std::move(out_)) {}
+  ExpressionEntry(E e_, std::shared_ptr<VarNode<T, S, D>> out_) : e(std::move(e_)), out(std::move(out_)) {}
   const char* name() const override { return "expression"; }
 
   void backward() override {
@@ -146,14 +182,15 @@ template <class E>
 auto Tape::record(const E& e) {
   using T = typename E::value_type;
   using S = typename E::shape_type;
+  using D = decltype(autograd_detail::recorded_device<E>());
   const bool needs_grad = recording() && any_requires_grad(e);
-  Var<T, S> result = make_result(Tensor<T, S>(e), needs_grad);
+  Var<T, S, D> result = make_result(Tensor<T, S, D>(e), needs_grad);
   if (needs_grad) {
     // The entry's backward reads every operand (d(x*m)/dx is m): it keeps its own copy of
     // the plain tensors and views, which the caller may free or change before backward.
     auto owned = expr::owning(e);
-    push(std::make_unique<autograd_detail::ExpressionEntry<decltype(owned), T, S>>(std::move(owned),
-                                                                                    result.node_ptr()));
+    push(std::make_unique<autograd_detail::ExpressionEntry<decltype(owned), T, S, D>>(std::move(owned),
+                                                                                       result.node_ptr()));
   }
   return result;
 }

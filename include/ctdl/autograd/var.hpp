@@ -82,11 +82,15 @@ struct VarNode {
         return;
       }
     }
-    if constexpr (ES::rank >= S::rank && std::is_same_v<D, Cpu>) {
-      expr::sum_to(e, grad.data(), grad.extents());
-    } else if constexpr (ES::rank >= S::rank) {
-      throw ShapeError(std::string("gradient ") + describe<ES>(e.extents()) + " summed back to " +
-                       describe<S>(extents) + ": not yet on " + D::name + " (ops reduce on the device themselves)");
+    if constexpr (ES::rank >= S::rank) {
+      if constexpr (std::is_same_v<D, Cpu>) {
+        expr::sum_to(e, grad.data(), grad.extents());
+      } else {
+        static_assert(DeviceEvaluator<D>::available,
+                      "summing a gradient back on this device needs its evaluator (CUDA: include "
+                      "<ctdl/kernels/cuda/elementwise.cuh> and compile with nvcc)");
+        DeviceEvaluator<D>::sum_to(e, grad.data(), grad.extents());
+      }
     } else {
       throw ShapeError("gradient " + describe<ES>(e.extents()) + " does not fit " + describe<S>(extents));
     }

@@ -317,6 +317,28 @@ class Tensor {
 
 // ============================================================================
 
+/// A copy of `t` in the memory of device To: host to device, device to host, or a plain
+/// copy on one device. Synchronous (cudaMemcpy): the copy is complete when it returns.
+template <Device To, class T, ShapeType S, Device From>
+Tensor<T, S, To> to_device(const Tensor<T, S, From>& t) {
+  if constexpr (std::is_same_v<To, From>) {
+    return t;
+  } else {
+    static_assert(std::is_same_v<To, Cpu> || std::is_same_v<From, Cpu>, "to_device copies through the host");
+    auto out = Tensor<T, S, To>::uninitialized(t.extents());
+    const auto bytes = sizeof(T) * static_cast<std::size_t>(t.size());
+    if constexpr (std::is_same_v<From, Cpu>) DeviceAllocator<To>::copy_from_host(out.data(), t.data(), bytes);
+    else DeviceAllocator<From>::copy_to_host(out.data(), t.data(), bytes);
+    return out;
+  }
+}
+
+/// A host copy of `t` (the same as to_device<Cpu>).
+template <class T, ShapeType S, Device From>
+Tensor<T, S, Cpu> to_host(const Tensor<T, S, From>& t) {
+  return to_device<Cpu>(t);
+}
+
 namespace detail {
 
 template <StoreOp Op, class D, class E, class T, std::size_t R>

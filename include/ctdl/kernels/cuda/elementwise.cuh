@@ -41,7 +41,66 @@ __global__ void evaluate_kernel(Ev ev, T* out, std::array<index_t, R> extents, i
   }
 }
 
+/// One thread per element o of out (its extents `oext`, right-aligned and padded with 1s
+/// to e's rank R): out[o] += the sum, in A, of e over the positions that broadcast onto
+/// o, walked in row-major order (a fixed order: the result does not vary from run to run).
+template <class A, class Ev, class T, std::size_t R>
+__global__ void sum_to_kernel(Ev ev, T* out, std::array<index_t, R> ext, std::array<index_t, R> oext,
+                              index_t out_total, index_t per_output) {
+  const index_t o = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (o >= out_total) return;
+  index_t base[R];
+  index_t rest_o = o;
+  for (std::size_t d = R; d-- > 0;) {
+    base[d] = rest_o % oext[d];
+    rest_o /= oext[d];
+  }
+  A acc = A(0);
+  for (index_t r = 0; r < per_output; ++r) {
+    index_t idx[R];
+    index_t rest = r;
+    for (std::size_t d = R; d-- > 0;) {
+      if (oext[d] == 1 && ext[d] != 1) {
+        idx[d] = rest % ext[d];
+        rest /= ext[d];
+      } else {
+        idx[d] = base[d];
+      }
+    }
+    if constexpr (R > 1) ev.seek(idx);
+    acc += static_cast<A>(ev.at(idx[R - 1]));
+  }
+  out[o] = convert<T>(convert<A>(out[o]) + acc);
+}
+
 }  // namespace detail
+
+/// out (device memory, extents `out_extents`, rank r <= e's) += e summed over the axes
+/// along which out broadcasts to e (the device twin of expr::sum_to: a bias's gradient
+/// from its [rows, width] upstream), accumulating in accumulate_t<T>, on `stream`.
+template <class E, class T, std::size_t r>
+void sum_to(const E& e, T* out, const std::array<index_t, r>& out_extents, cudaStream_t stream = nullptr) {
+  constexpr std::size_t R = E::rank;
+  static_assert(r <= R && R >= 1, "cuda::sum_to: the destination has a higher rank than the expression");
+  const auto& ext = e.extents();
+  std::array<index_t, R> oext;
+  oext.fill(1);
+  for (std::size_t d = 0; d < r; ++d) oext[R - r + d] = out_extents[d];
+  for (std::size_t d = 0; d < R; ++d) {
+    if (oext[d] != ext[d] && oext[d] != 1) {
+      throw ShapeError("cuda::sum_to: extents " + format_extents(out_extents) + " do not broadcast to " +
+                       format_extents(ext));
+    }
+  }
+  const index_t out_total = numel(out_extents), total = numel(ext);
+  if (out_total == 0 || total == 0) return;
+  const auto ev = e.template make_eval<R>(ext);
+  constexpr int threads = 256;
+  const auto blocks = static_cast<unsigned>((out_total + threads - 1) / threads);
+  detail::sum_to_kernel<accumulate_t<T>><<<blocks, threads, 0, stream>>>(ev, out, ext, oext, out_total,
+                                                                         total / out_total);
+  check(cudaGetLastError(), "cuda::sum_to launch");
+}
 
 /// out (device memory, extents `out_extents`) <Op>= e, on `stream`.
 template <StoreOp Op = StoreOp::assign, class E, class T, std::size_t R>
@@ -74,6 +133,12 @@ struct DeviceEvaluator<Cuda> {
   static void evaluate(const E& e, T* out, const std::array<index_t, R>& extents) {
     cuda::evaluate<Op>(e, out, extents);
     cuda::check(cudaStreamSynchronize(nullptr), "cuda::evaluate");
+  }
+  /// out += e summed back over the axes out broadcasts along (Var::accumulate).
+  template <class E, class T, std::size_t R>
+  static void sum_to(const E& e, T* out, const std::array<index_t, R>& extents) {
+    cuda::sum_to(e, out, extents);
+    cuda::check(cudaStreamSynchronize(nullptr), "cuda::sum_to");
   }
 };
 
