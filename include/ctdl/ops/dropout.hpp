@@ -15,15 +15,9 @@
 
 #include "ctdl/autograd/tape.hpp"
 #include "ctdl/core/philox.hpp"
+#include "ctdl/ops/dropout_mask.hpp"
 
 namespace ctdl::ops {
-
-/// The mask element i of a dropout with probability p (device-callable).
-struct DropoutMask {
-  RandomStream stream;
-  float p;
-  CTDL_HOST_DEVICE bool keep(std::uint64_t i) const { return stream.uniform(i) >= p; }
-};
 
 template <class T, class S>
 Var<T, S> dropout(Tape& tape, const Var<T, S>& x, float p, const RandomStream& stream);

@@ -18,7 +18,7 @@
 #include <cstdint>
 
 #include "ctdl/kernels/cuda/common.cuh"
-#include "ctdl/ops/dropout.hpp"
+#include "ctdl/ops/dropout_mask.hpp"
 
 namespace ctdl::cuda {
 

@@ -50,7 +50,7 @@
 #include "ctdl/core/philox.hpp"
 #include "ctdl/kernels/cuda/common.cuh"
 #include "ctdl/kernels/cuda/layer_norm.cuh"
-#include "ctdl/ops/dropout.hpp"
+#include "ctdl/ops/dropout_mask.hpp"
 
 namespace ctdl::cuda {
 
