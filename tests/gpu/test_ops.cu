@@ -3,6 +3,8 @@
 // backward includes a bias gradient summed back over rows), reductions and
 // cross-entropy. Forward values and every gradient, with gradients pre-filled so that
 // += is checked. fp32 within 1e-5; bf16 within the tolerances of docs/precision.md.
+#include <ctdl/ops/cross_entropy.hpp>
+#include <ctdl/ops/reduce.hpp>
 #include <ctdl/ops/softmax.hpp>
 
 #include "gpu/ops_twin.hpp"
@@ -71,6 +73,81 @@ void check_recorded_expressions(Report& report, const std::string& type) {
   ops_twin::compare_grad(report, "record tanh(2x + b) * x " + type + " db", b, tol_of<T>());
 }
 
+template <class T>
+void check_reductions(Report& report, const std::string& type) {
+  auto x = ops_twin::make<T, Rows>({19, 300}, 31);
+  ops_twin::prefill_grad(x, 32);
+  Tape tc, tg;
+  auto sc = ops::sum(tc, x.cpu, last_axis);
+  auto sg = ops::sum(tg, x.gpu, last_axis);
+  ops_twin::compare(report, "sum(x, last_axis) " + type, sc, sg, tol_of<T>());
+  ops_twin::backward(tc, tg, sc, sg, 33);
+  ops_twin::compare_grad(report, "sum(x, last_axis) " + type + " dx", x, tol_of<T>());
+
+  auto mc = ops::mean(tc, x.cpu, last_axis);
+  auto mg = ops::mean(tg, x.gpu, last_axis);
+  ops_twin::compare(report, "mean(x, last_axis) " + type, mc, mg, tol_of<T>());
+  ops_twin::backward(tc, tg, mc, mg, 34);
+  ops_twin::compare_grad(report, "mean(x, last_axis) " + type + " dx", x, tol_of<T>());
+
+  auto ac = ops::mean(tc, x.cpu);
+  auto ag = ops::mean(tg, x.gpu);
+  ops_twin::compare(report, "mean(x) " + type, ac, ag, tol_of<T>());
+  tc.backward(ac);
+  tg.backward(ag);
+  ops_twin::compare_grad(report, "mean(x) " + type + " dx (seed 1)", x, tol_of<T>());
+}
+
+template <class T>
+void check_cross_entropy(Report& report, const std::string& type) {
+  const index_t n = 23, c = 5;
+  auto logits = ops_twin::make<T, Shape<dyn, dyn>>({n, c}, 41, true, -3.0f, 3.0f);
+  ops_twin::prefill_grad(logits, 42);
+  auto labels = Tensor<std::int32_t, Shape<dyn>>::uninitialized({n});
+  auto mask = Tensor<T, Shape<dyn>>::uninitialized({n});
+  for (index_t i = 0; i < n; ++i) {
+    labels.data()[i] = static_cast<std::int32_t>((i * 7) % c);
+    mask.data()[i] = T(i % 4 == 3 ? 0.0f : 1.0f);
+  }
+  labels.data()[3] = 99;  // in a row the mask leaves out: never read
+  {
+    Tape tc, tg;
+    auto lc = ops::cross_entropy(tc, logits.cpu, labels, mask);
+    auto lg = ops::cross_entropy(tg, logits.gpu, labels, mask);
+    ops_twin::compare(report, "cross_entropy " + type + " (masked) loss", lc, lg, tol_of<T>());
+    tc.backward(lc);
+    tg.backward(lg);
+    ops_twin::compare_grad(report, "cross_entropy " + type + " (masked) dlogits", logits, tol_of<T>());
+  }
+  labels.data()[3] = 1;
+  {
+    Tape tc, tg;
+    auto lc = ops::cross_entropy(tc, logits.cpu, labels);
+    auto lg = ops::cross_entropy(tg, logits.gpu, labels);
+    ops_twin::compare(report, "cross_entropy " + type + " loss", lc, lg, tol_of<T>());
+    tc.backward(lc);
+    tg.backward(lg);
+    ops_twin::compare_grad(report, "cross_entropy " + type + " dlogits", logits, tol_of<T>());
+  }
+  // A counted label out of range: the CPU's message on both devices.
+  labels.data()[5] = -2;
+  std::string cpu_error, gpu_error;
+  try {
+    Tape t;
+    ops::cross_entropy(t, logits.cpu, labels);
+  } catch (const Error& e) {
+    cpu_error = e.what();
+  }
+  try {
+    Tape t;
+    ops::cross_entropy(t, logits.gpu, labels);
+  } catch (const Error& e) {
+    gpu_error = e.what();
+  }
+  report.expect("cross_entropy " + type + ": a bad label gives the CPU's error on the device",
+                !cpu_error.empty() && cpu_error == gpu_error, "cpu: '" + cpu_error + "', gpu: '" + gpu_error + "'");
+}
+
 }  // namespace
 
 int main() {
@@ -80,5 +157,9 @@ int main() {
   gpu_test::guarded(report, "softmax bf16", [&] { check_softmax<bf16>(report, "bf16"); });
   gpu_test::guarded(report, "recorded float", [&] { check_recorded_expressions<float>(report, "float"); });
   gpu_test::guarded(report, "recorded bf16", [&] { check_recorded_expressions<bf16>(report, "bf16"); });
+  gpu_test::guarded(report, "reductions float", [&] { check_reductions<float>(report, "float"); });
+  gpu_test::guarded(report, "reductions bf16", [&] { check_reductions<bf16>(report, "bf16"); });
+  gpu_test::guarded(report, "cross_entropy float", [&] { check_cross_entropy<float>(report, "float"); });
+  gpu_test::guarded(report, "cross_entropy bf16", [&] { check_cross_entropy<bf16>(report, "bf16"); });
   return report.finish();
 }

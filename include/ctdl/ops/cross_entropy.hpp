@@ -10,6 +10,10 @@
 // read); a counted label outside [0, C) throws ctdl::Error naming the row. With no row
 // counted the loss is 0.
 // Backward: dlogits[n] += dloss * w_n / sum(w) * (softmax(logits[n]) - onehot(labels[n]))
+//
+// Devices: logits may be on Cuda (kernels/cuda/cross_entropy.cuh, the CPU's rounding
+// points); labels and mask are host tensors on either device (the labels come from the
+// data pipeline): checked on the host with the CPU's message, then copied up.
 
 #include <cmath>
 #include <cstdint>
@@ -18,15 +22,20 @@
 #include <vector>
 
 #include "ctdl/autograd/tape.hpp"
+#include "ctdl/ops/dispatch.hpp"
+
+#if CTDL_CUDA_OPS
+#include "ctdl/kernels/cuda/cross_entropy.cuh"
+#endif
 
 namespace ctdl::ops {
 
-template <class T, index_t C>
-Var<T, Shape<>> cross_entropy(Tape& tape, const Var<T, Shape<dyn, C>>& logits,
-                              const Tensor<std::int32_t, Shape<dyn>>& labels);
-template <class T, index_t C>
-Var<T, Shape<>> cross_entropy(Tape& tape, const Var<T, Shape<dyn, C>>& logits,
-                              const Tensor<std::int32_t, Shape<dyn>>& labels, const Tensor<T, Shape<dyn>>& mask);
+template <class T, index_t C, Device D>
+Var<T, Shape<>, D> cross_entropy(Tape& tape, const Var<T, Shape<dyn, C>, D>& logits,
+                                 const Tensor<std::int32_t, Shape<dyn>>& labels);
+template <class T, index_t C, Device D>
+Var<T, Shape<>, D> cross_entropy(Tape& tape, const Var<T, Shape<dyn, C>, D>& logits,
+                                 const Tensor<std::int32_t, Shape<dyn>>& labels, const Tensor<T, Shape<dyn>>& mask);
 
 // ============================================================================
 
@@ -60,14 +69,66 @@ struct CrossEntropyEntry final : TapeEntry {
   }
 };
 
+#if CTDL_CUDA_OPS
+template <class T, index_t C>
+struct CrossEntropyCudaEntry final : TapeEntry {
+  GradRef<T, Shape<dyn, C>, Cuda> logits;
+  GradRef<T, Shape<>, Cuda> loss;
+  Tensor<T, Shape<dyn, C>, Cuda> probs;
+  Tensor<std::int32_t, Shape<dyn>, Cuda> labels;
+  Tensor<T, Shape<dyn>, Cuda> mask;            // empty: every row counts
+  Tensor<double, Shape<>, Cuda> total_weight;  // sum(w), written by the forward
+  CrossEntropyCudaEntry(GradRef<T, Shape<dyn, C>, Cuda> l, GradRef<T, Shape<>, Cuda> loss_,
+                        Tensor<T, Shape<dyn, C>, Cuda> p, Tensor<std::int32_t, Shape<dyn>, Cuda> lab,
+                        Tensor<T, Shape<dyn>, Cuda> m, Tensor<double, Shape<>, Cuda> w)
+      : logits(std::move(l)), loss(std::move(loss_)), probs(std::move(p)), labels(std::move(lab)), mask(std::move(m)),
+        total_weight(std::move(w)) {}
+  const char* name() const override { return "cross_entropy"; }
+  void backward() override {
+    if (!loss.has_grad()) return;
+    const index_t n = probs.extent(0), c = probs.extent(1);
+    cuda::cross_entropy_backward(probs.data(), labels.data(), mask.size() ? mask.data() : nullptr,
+                                 total_weight.data(), loss.grad().data(), logits.node_ptr()->grad_data(), n, c);
+  }
+};
+
+/// The CUDA forward; labels and mask (null: none) on the host, checked there first.
+template <class T, index_t C>
+Var<T, Shape<>, Cuda> cross_entropy_cuda(Tape& tape, const Var<T, Shape<dyn, C>, Cuda>& logits,
+                                         const Tensor<std::int32_t, Shape<dyn>>& labels,
+                                         const Tensor<T, Shape<dyn>>* mask) {
+  const index_t n = logits.extents()[0], c = logits.extents()[1];
+  cuda::check_labels_on_host(labels.data(), mask ? mask->data() : static_cast<const T*>(nullptr), n, c);
+  auto labels_d = to_device<Cuda>(labels);
+  auto mask_d = mask ? to_device<Cuda>(*mask) : Tensor<T, Shape<dyn>, Cuda>();
+  auto probs = Tensor<T, Shape<dyn, C>, Cuda>::uninitialized(logits.extents());
+  Tensor<T, Shape<>, Cuda> value;
+  Tensor<double, Shape<>, Cuda> total_weight;
+  Tensor<double, Shape<dyn>, Cuda> row_losses({cuda::cross_entropy_workspace(n)});
+  cuda::cross_entropy_forward(logits.value().data(), labels_d.data(), mask ? mask_d.data() : nullptr, probs.data(),
+                              value.data(), total_weight.data(), row_losses.data(), n, c);
+  const bool needs_grad = tape.recording() && logits.requires_grad();
+  auto out = make_result(std::move(value), needs_grad);
+  if (needs_grad) {
+    tape.push(std::make_unique<CrossEntropyCudaEntry<T, C>>(logits, out, std::move(probs), std::move(labels_d),
+                                                            std::move(mask_d), std::move(total_weight)));
+  }
+  return out;
+}
+#endif
+
+template <class T, index_t C>
+void check_label_count(const Extents<Shape<dyn, C>>& logits, const Tensor<std::int32_t, Shape<dyn>>& labels) {
+  if (labels.size() != logits[0]) {
+    throw ShapeError("cross_entropy: " + std::to_string(labels.size()) + " labels for " +
+                     describe<Shape<dyn, C>>(logits) + " logits");
+  }
+}
+
 template <class T, index_t C>
 Var<T, Shape<>> cross_entropy_impl(Tape& tape, const Var<T, Shape<dyn, C>>& logits,
                                    const Tensor<std::int32_t, Shape<dyn>>& labels, const T* mask) {
   const index_t n = logits.extents()[0], c = logits.extents()[1];
-  if (labels.size() != n) {
-    throw ShapeError("cross_entropy: " + std::to_string(labels.size()) + " labels for " +
-                     describe<Shape<dyn, C>>(logits.extents()) + " logits");
-  }
   std::vector<double> w(static_cast<std::size_t>(n));
   double total = 0;
   for (index_t i = 0; i < n; ++i) {
@@ -103,20 +164,36 @@ Var<T, Shape<>> cross_entropy_impl(Tape& tape, const Var<T, Shape<dyn, C>>& logi
 
 }  // namespace detail
 
-template <class T, index_t C>
-Var<T, Shape<>> cross_entropy(Tape& tape, const Var<T, Shape<dyn, C>>& logits,
-                              const Tensor<std::int32_t, Shape<dyn>>& labels) {
-  return detail::cross_entropy_impl(tape, logits, labels, static_cast<const T*>(nullptr));
+template <class T, index_t C, Device D>
+Var<T, Shape<>, D> cross_entropy(Tape& tape, const Var<T, Shape<dyn, C>, D>& logits,
+                                 const Tensor<std::int32_t, Shape<dyn>>& labels) {
+  require_kernels<D>();
+  detail::check_label_count<T, C>(logits.extents(), labels);
+  if constexpr (on_cuda<D>) {
+#if CTDL_CUDA_OPS
+    return detail::cross_entropy_cuda(tape, logits, labels, static_cast<const Tensor<T, Shape<dyn>>*>(nullptr));
+#endif
+  } else {
+    return detail::cross_entropy_impl(tape, logits, labels, static_cast<const T*>(nullptr));
+  }
 }
 
-template <class T, index_t C>
-Var<T, Shape<>> cross_entropy(Tape& tape, const Var<T, Shape<dyn, C>>& logits,
-                              const Tensor<std::int32_t, Shape<dyn>>& labels, const Tensor<T, Shape<dyn>>& mask) {
+template <class T, index_t C, Device D>
+Var<T, Shape<>, D> cross_entropy(Tape& tape, const Var<T, Shape<dyn, C>, D>& logits,
+                                 const Tensor<std::int32_t, Shape<dyn>>& labels, const Tensor<T, Shape<dyn>>& mask) {
+  require_kernels<D>();
+  detail::check_label_count<T, C>(logits.extents(), labels);
   if (mask.size() != labels.size()) {
     throw ShapeError("cross_entropy: mask of " + std::to_string(mask.size()) + " for " + std::to_string(labels.size()) +
                      " labels");
   }
-  return detail::cross_entropy_impl(tape, logits, labels, mask.data());
+  if constexpr (on_cuda<D>) {
+#if CTDL_CUDA_OPS
+    return detail::cross_entropy_cuda(tape, logits, labels, &mask);
+#endif
+  } else {
+    return detail::cross_entropy_impl(tape, logits, labels, mask.data());
+  }
 }
 
 }  // namespace ctdl::ops

@@ -75,13 +75,43 @@ __global__ void sum_to_kernel(Ev ev, T* out, std::array<index_t, R> ext, std::ar
 
 }  // namespace detail
 
+/// out (device memory, extents `out_extents`) <Op>= e, on `stream`.
+template <StoreOp Op = StoreOp::assign, class E, class T, std::size_t R>
+void evaluate(const E& e, T* out, const std::array<index_t, R>& out_extents, cudaStream_t stream = nullptr) {
+  std::array<index_t, R> bext = out_extents;
+  if (!expr::broadcast_into(bext, e.extents()) || bext != out_extents) {
+    throw ShapeError("cuda::evaluate: the expression's " + describe<typename E::shape_type>(e.extents()) +
+                     " does not broadcast to " + format_extents(out_extents));
+  }
+  const index_t total = numel(out_extents);
+  if (total == 0) return;
+  const auto ev = e.template make_eval<R>(out_extents);
+  constexpr int threads = 256;
+  const auto blocks = static_cast<unsigned>((total + threads - 1) / threads);
+  detail::evaluate_kernel<Op><<<blocks, threads, 0, stream>>>(ev, out, out_extents, total, ev.flat_ok());
+  check(cudaGetLastError(), "cuda::evaluate launch");
+}
+
+template <class E, class T, std::size_t r>
+void sum_to_rows(const E& e, T* out, const std::array<index_t, r>& out_extents, cudaStream_t stream);
+
 /// out (device memory, extents `out_extents`, rank r <= e's) += e summed over the axes
 /// along which out broadcasts to e (the device twin of expr::sum_to: a bias's gradient
 /// from its [rows, width] upstream), accumulating in accumulate_t<T>, on `stream`.
 template <class E, class T, std::size_t r>
 void sum_to(const E& e, T* out, const std::array<index_t, r>& out_extents, cudaStream_t stream = nullptr) {
   constexpr std::size_t R = E::rank;
-  static_assert(r <= R && R >= 1, "cuda::sum_to: the destination has a higher rank than the expression");
+  static_assert(r <= R, "cuda::sum_to: the destination has a higher rank than the expression");
+  if constexpr (R == 0) {
+    evaluate<StoreOp::add>(e, out, out_extents, stream);  // a scalar onto a scalar: nothing to sum
+  } else {
+    sum_to_rows(e, out, out_extents, stream);
+  }
+}
+
+template <class E, class T, std::size_t r>
+void sum_to_rows(const E& e, T* out, const std::array<index_t, r>& out_extents, cudaStream_t stream) {
+  constexpr std::size_t R = E::rank;
   const auto& ext = e.extents();
   std::array<index_t, R> oext;
   oext.fill(1);
@@ -100,23 +130,6 @@ void sum_to(const E& e, T* out, const std::array<index_t, r>& out_extents, cudaS
   detail::sum_to_kernel<accumulate_t<T>><<<blocks, threads, 0, stream>>>(ev, out, ext, oext, out_total,
                                                                          total / out_total);
   check(cudaGetLastError(), "cuda::sum_to launch");
-}
-
-/// out (device memory, extents `out_extents`) <Op>= e, on `stream`.
-template <StoreOp Op = StoreOp::assign, class E, class T, std::size_t R>
-void evaluate(const E& e, T* out, const std::array<index_t, R>& out_extents, cudaStream_t stream = nullptr) {
-  std::array<index_t, R> bext = out_extents;
-  if (!expr::broadcast_into(bext, e.extents()) || bext != out_extents) {
-    throw ShapeError("cuda::evaluate: the expression's " + describe<typename E::shape_type>(e.extents()) +
-                     " does not broadcast to " + format_extents(out_extents));
-  }
-  const index_t total = numel(out_extents);
-  if (total == 0) return;
-  const auto ev = e.template make_eval<R>(out_extents);
-  constexpr int threads = 256;
-  const auto blocks = static_cast<unsigned>((total + threads - 1) / threads);
-  detail::evaluate_kernel<Op><<<blocks, threads, 0, stream>>>(ev, out, out_extents, total, ev.flat_ok());
-  check(cudaGetLastError(), "cuda::evaluate launch");
 }
 
 }  // namespace ctdl::cuda
