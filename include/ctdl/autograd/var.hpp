@@ -125,6 +125,7 @@ class Var {
  public:
   using value_type = T;
   using shape_type = S;
+  using device_type = D;
   static constexpr std::size_t rank = S::rank;
 
   /// A null handle.

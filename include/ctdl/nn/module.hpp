@@ -16,6 +16,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -26,6 +27,23 @@ namespace ctdl::nn {
 
 template <class M>
 concept Module = std::is_aggregate_v<M> && requires { M::names; };
+
+/// The fields of module m as a tuple of references, in declaration order: Boost.PFR's
+/// structure_tie, unless M declares its own `tie()` (const and non-const). nvcc's front
+/// end cannot count the fields of an aggregate that has only one (PFR's count is
+/// ambiguous there): a one-field module declares tie() (nn::Embedding, BertEncoder).
+template <class M>
+auto fields(M& m) {
+  if constexpr (requires { m.tie(); }) return m.tie();
+  else return boost::pfr::structure_tie(m);
+}
+template <class M>
+using fields_t = decltype(fields(std::declval<M&>()));
+/// How many fields M has, and the type of field I.
+template <class M>
+inline constexpr std::size_t field_count_v = std::tuple_size_v<fields_t<M>>;
+template <std::size_t I, class M>
+using field_t = std::remove_cvref_t<std::tuple_element_t<I, fields_t<M>>>;
 
 template <class F>
 struct is_module_vector : std::false_type {};
@@ -39,14 +57,66 @@ inline constexpr bool is_visited_field_v = is_var<F>::value || Module<F> || is_m
 template <class M>
 constexpr std::size_t visited_field_count() {
   return []<std::size_t... I>(std::index_sequence<I...>) {
-    return (std::size_t{0} + ... + (is_visited_field_v<boost::pfr::tuple_element_t<I, M>> ? 1 : 0));
-  }(std::make_index_sequence<boost::pfr::tuple_size_v<M>>{});
+    return (std::size_t{0} + ... + (is_visited_field_v<field_t<I, M>> ? 1 : 0));
+  }(std::make_index_sequence<field_count_v<M>>{});
 }
+
+namespace detail {
+template <class F>
+struct field_device {
+  using type = void;
+};
+template <class T, class S, class D>
+struct field_device<Var<T, S, D>> {
+  using type = D;
+};
+template <class M>
+struct field_device<std::vector<M>> : field_device<M> {};
+template <class... F>
+struct first_device {
+  using type = void;
+};
+template <class F, class... Rest>
+struct first_device<F, Rest...> {
+  using here = typename field_device<F>::type;
+  using type = std::conditional_t<!std::is_void_v<here>, here, typename first_device<Rest...>::type>;
+};
+template <class M, class I = std::make_index_sequence<field_count_v<M>>>
+struct module_device;
+template <class M, std::size_t... I>
+struct module_device<M, std::index_sequence<I...>> {
+  using type = typename first_device<field_t<I, M>...>::type;
+};
+template <class M>
+  requires Module<M>
+struct field_device<M> : module_device<M> {};
+}  // namespace detail
+
+/// The device of a module's parameters (its first parameter's: Cpu or Cuda).
+template <Module M>
+using device_of_t = typename detail::field_device<M>::type;
 
 /// Calls fn(name, var) for every parameter of m, depth first in field order, with
 /// dotted checkpoint names (vector elements are numbered: "layer.0.").
 template <Module M, class Fn>
 void visit_parameters(M& m, Fn&& fn, const std::string& prefix = "");
+
+/// The module type M with its parameters on device D: specialised by each model family
+/// (models/bert/model.hpp), so that generic code (checkpoints of a model on the GPU)
+/// can name the host twin of a device model.
+template <class M, class D>
+struct rebind_device;
+template <class M, class D>
+using on_device_t = typename rebind_device<M, D>::type;
+
+/// A copy of module `src` as module type MD, the same module on another device (a BERT
+/// built on the host, from init_weights or a checkpoint, copied to the GPU as
+/// BertForSequenceClassification<..., Cuda>, or back for saving): every parameter's
+/// value copied to MD's device with its requires_grad and weight_decay, vectors of
+/// modules sized as src's, configuration fields (eps, BertConfig) copied. MD and src must
+/// have the same fields in the same order, differing only in their parameters' device.
+template <Module MD, Module MS>
+MD to_device(const MS& src);
 
 /// The number of scalar parameters of m.
 template <Module M>
@@ -77,7 +147,7 @@ void visit_parameters(M& m, Fn&& fn, const std::string& prefix) {
   static_assert(visited_field_count<M>() == M::names.size(),
                 "a module's `names` must name every parameter, sub-module and module vector field, in order");
   std::size_t k = 0;
-  boost::pfr::for_each_field(m, [&](auto& field) {
+  auto visit_field = [&](auto& field) {
     using F = std::remove_cvref_t<decltype(field)>;
     if constexpr (is_visited_field_v<F>) {
       const std::string name = prefix + M::names[k++];
@@ -89,7 +159,42 @@ void visit_parameters(M& m, Fn&& fn, const std::string& prefix) {
         for (std::size_t i = 0; i < field.size(); ++i) visit_parameters(field[i], fn, name + "." + std::to_string(i) + ".");
       }
     }
-  });
+  };
+  std::apply([&](auto&... each) { (visit_field(each), ...); }, fields(m));
+}
+
+namespace detail {
+
+template <class FD, class FS>
+void copy_field_to_device(FD& dst, const FS& src) {
+  if constexpr (is_var<FD>::value) {
+    static_assert(is_var<FS>::value, "nn::to_device: a parameter faces a field that is not one");
+    FD v(to_device<typename FD::device_type>(src.value()), src.requires_grad());
+    v.set_weight_decay(src.weight_decay());
+    dst = std::move(v);
+  } else if constexpr (Module<FD>) {
+    dst = to_device<FD>(src);
+  } else if constexpr (is_module_vector<FD>::value) {
+    dst.clear();
+    dst.reserve(src.size());
+    for (const auto& m : src) dst.push_back(to_device<typename FD::value_type>(m));
+  } else {
+    dst = src;  // configuration
+  }
+}
+
+}  // namespace detail
+
+template <Module MD, Module MS>
+MD to_device(const MS& src) {
+  static_assert(field_count_v<MD> == field_count_v<const MS>, "nn::to_device: the two module types have different fields");
+  MD dst{};
+  auto to = fields(dst);
+  const auto from = fields(src);
+  [&]<std::size_t... I>(std::index_sequence<I...>) {
+    (detail::copy_field_to_device(std::get<I>(to), std::get<I>(from)), ...);
+  }(std::make_index_sequence<field_count_v<MD>>{});
+  return dst;
 }
 
 }  // namespace ctdl::nn

@@ -2,11 +2,13 @@
 // dropout: y = x * keep / (1 - p), keep = [u >= p] with u uniform in [0, 1) from the
 // Philox stream of (seed, step, rank, tensor id), element by element.
 //
-// Shape contract: any Var<T, S>; y has x's shape. p in [0, 1); p = 0 (or eval mode) is
-// the identity and records nothing.
+// Shape contract: any Var<T, S, D>; y has x's shape and device. p in [0, 1); p = 0 (or
+// eval mode) is the identity and records nothing.
 // Backward: dx += dy * keep / (1 - p), regenerating keep from the same stream (no mask
 // is stored), so forward and backward agree bit for bit and results do not depend on
 // the thread count.
+// CPU: apply_dropout below. CUDA: kernels/cuda/dropout.cuh, which draws element i's
+// decision from the same Philox call (uniform4(i / 4)[i % 4]): the same mask on both.
 
 #include <omp.h>
 
@@ -15,12 +17,17 @@
 
 #include "ctdl/autograd/tape.hpp"
 #include "ctdl/core/philox.hpp"
+#include "ctdl/ops/dispatch.hpp"
 #include "ctdl/ops/dropout_mask.hpp"
+
+#if CTDL_CUDA_OPS
+#include "ctdl/kernels/cuda/dropout.cuh"
+#endif
 
 namespace ctdl::ops {
 
-template <class T, class S>
-Var<T, S> dropout(Tape& tape, const Var<T, S>& x, float p, const RandomStream& stream);
+template <class T, class S, Device D>
+Var<T, S, D> dropout(Tape& tape, const Var<T, S, D>& x, float p, const RandomStream& stream);
 
 // ============================================================================
 
@@ -62,30 +69,43 @@ void apply_dropout(const T* in, T* out, index_t n, const DropoutMask& mask) {
   }
 }
 
-template <class T, class S>
+template <class T, class S, class D>
 struct DropoutEntry final : TapeEntry {
-  GradRef<T, S> x, y;  // no values: the mask is regenerated
+  GradRef<T, S, D> x, y;  // no values: the mask is regenerated
   DropoutMask mask;
-  DropoutEntry(GradRef<T, S> x_, GradRef<T, S> y_, DropoutMask m) : x(std::move(x_)), y(std::move(y_)), mask(m) {}
+  DropoutEntry(GradRef<T, S, D> x_, GradRef<T, S, D> y_, DropoutMask m) : x(std::move(x_)), y(std::move(y_)), mask(m) {}
   const char* name() const override { return "dropout"; }
   void backward() override {
     if (!y.has_grad()) return;
-    apply_dropout<true>(y.grad().data(), x.node_ptr()->grad_data(), x.size(), mask);
+    if constexpr (on_cuda<D>) {
+#if CTDL_CUDA_OPS
+      cuda::dropout_backward(y.grad().data(), x.node_ptr()->grad_data(), x.size(), mask);
+#endif
+    } else {
+      apply_dropout<true>(y.grad().data(), x.node_ptr()->grad_data(), x.size(), mask);
+    }
   }
 };
 
 }  // namespace detail
 
-template <class T, class S>
-Var<T, S> dropout(Tape& tape, const Var<T, S>& x, float p, const RandomStream& stream) {
+template <class T, class S, Device D>
+Var<T, S, D> dropout(Tape& tape, const Var<T, S, D>& x, float p, const RandomStream& stream) {
+  require_kernels<D>();
   if (!(p >= 0.0f && p < 1.0f)) throw Error("dropout: probability " + std::to_string(p) + " is not in [0, 1)");
   if (p == 0.0f) return x;
   const DropoutMask mask{stream, p};
-  auto value = Tensor<T, S>::uninitialized(x.extents());
-  detail::apply_dropout<false>(x.value().data(), value.data(), value.size(), mask);
+  auto value = Tensor<T, S, D>::uninitialized(x.extents());
+  if constexpr (on_cuda<D>) {
+#if CTDL_CUDA_OPS
+    cuda::dropout_forward(x.value().data(), value.data(), value.size(), mask);
+#endif
+  } else {
+    detail::apply_dropout<false>(x.value().data(), value.data(), value.size(), mask);
+  }
   const bool needs_grad = tape.recording() && x.requires_grad();
   auto y = make_result(std::move(value), needs_grad);
-  if (needs_grad) tape.push(std::make_unique<detail::DropoutEntry<T, S>>(x, y, mask));
+  if (needs_grad) tape.push(std::make_unique<detail::DropoutEntry<T, S, D>>(x, y, mask));
   return y;
 }
 

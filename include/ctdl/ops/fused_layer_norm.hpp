@@ -8,9 +8,10 @@
 //   embedding_layer_norm:  y = LayerNorm(table_0[ids_0] + ... + table_{N-1}[ids_{N-1}])
 //     BERT's embeddings: word + position + token type.
 //
-// Shape contract: h, residual and y are Var<T, Shape<dyn, H>> (rows x H); bias, gamma
-// and beta Var<T, Shape<H>>; tables Var<T, Shape<dyn, H>>, every ids tensor holds one id
-// per row (any shape, the same number of elements).
+// Shape contract: h, residual and y are Var<T, Shape<dyn, H>, D> (rows x H); bias, gamma
+// and beta Var<T, Shape<H>, D>; tables Var<T, Shape<dyn, H>, D>, every ids tensor holds
+// one id per row (any shape, the same number of elements) and is a host tensor on every
+// device (checked on the host, then copied up on Cuda).
 //
 // LayerNorm as in layer_norm.hpp (biased variance; eps from the config). With s the
 // LayerNorm's input, mu and rstd its row statistics, xhat = (s - mu) * rstd and
@@ -27,6 +28,13 @@
 // op equals the composition of the unfused ops up to rounding. Parameter gradients are
 // summed over fixed blocks of rows, then across blocks in order, so they do not depend
 // on the number of threads.
+//
+// CPU: SavedLayerNorm's row passes below (mu and rstd kept in compute_t<T>). CUDA:
+// kernels/cuda/fused_layer_norm.cuh, one block per row, the CPU's rounding points, mu
+// and rstd kept in float; backward takes a float workspace from the device pool. The
+// kernels hold a row in shared memory: H is at most cuda::kMaxFusedWidth (8192) there.
+// Table gradients of float tables are added atomically on Cuda (repeated ids in no fixed
+// order: the last float bits vary run to run).
 
 #include <omp.h>
 
@@ -38,7 +46,13 @@
 
 #include "ctdl/autograd/tape.hpp"
 #include "ctdl/kernels/cpu/lanes.hpp"
+#include "ctdl/ops/dispatch.hpp"
 #include "ctdl/ops/dropout.hpp"
+#include "ctdl/ops/embedding.hpp"
+
+#if CTDL_CUDA_OPS
+#include "ctdl/kernels/cuda/fused_layer_norm.cuh"
+#endif
 
 namespace ctdl::ops {
 
@@ -48,16 +62,17 @@ struct AddLayerNormOptions {
   double eps = 1e-12;
 };
 
-template <class T, index_t H>
-Var<T, Shape<dyn, H>> add_layer_norm(Tape& tape, const Var<T, Shape<dyn, H>>& h, const Var<T, Shape<H>>& bias,
-                                     const Var<T, Shape<dyn, H>>& residual, const Var<T, Shape<H>>& gamma,
-                                     const Var<T, Shape<H>>& beta, const AddLayerNormOptions& opt);
+template <class T, index_t H, Device D>
+Var<T, Shape<dyn, H>, D> add_layer_norm(Tape& tape, const Var<T, Shape<dyn, H>, D>& h, const Var<T, Shape<H>, D>& bias,
+                                        const Var<T, Shape<dyn, H>, D>& residual, const Var<T, Shape<H>, D>& gamma,
+                                        const Var<T, Shape<H>, D>& beta, const AddLayerNormOptions& opt);
 
-/// ids[i] (not null) holds the row of tables[i] for every output row.
-template <class T, index_t H, class I, class SI, std::size_t N>
-Var<T, Shape<dyn, H>> embedding_layer_norm(Tape& tape, const std::array<Var<T, Shape<dyn, H>>, N>& tables,
-                                           const std::array<const Tensor<I, SI>*, N>& ids, const Var<T, Shape<H>>& gamma,
-                                           const Var<T, Shape<H>>& beta, double eps);
+/// ids[i] (not null, a host tensor) holds the row of tables[i] for every output row.
+template <class T, index_t H, class I, class SI, std::size_t N, Device D>
+Var<T, Shape<dyn, H>, D> embedding_layer_norm(Tape& tape, const std::array<Var<T, Shape<dyn, H>, D>, N>& tables,
+                                              const std::array<const Tensor<I, SI>*, N>& ids,
+                                              const Var<T, Shape<H>, D>& gamma, const Var<T, Shape<H>, D>& beta,
+                                              double eps);
 
 // ============================================================================
 
@@ -126,19 +141,41 @@ void add_block_sums(const GradRef<T, S>& p, const std::vector<C>& acc, index_t w
   }
 }
 
-/// The LayerNorm both fused ops end in: what backward keeps of it, and its passes over
-/// the rows.
-template <class T, index_t H>
+/// The gradient storage of a Var or GradRef that requires one; null otherwise.
+template <class R>
+auto* grad_or_null(const R& r) {
+  return r.requires_grad() ? r.node_ptr()->grad_data() : nullptr;
+}
+
+/// The LayerNorm both fused ops end in: what backward keeps of it, and (on the CPU) its
+/// passes over the rows.
+template <class T, index_t H, class D = Cpu>
 struct SavedLayerNorm {
   using C = compute_t<T>;
-  GradRef<T, Shape<dyn, H>> y;
-  Var<T, Shape<H>> gamma;
-  Var<T, Shape<H>> beta;  // parameters: alive anyway
-  Tensor<T, Shape<dyn, H>> s;  // the LayerNorm's input (kept only when recording)
-  std::vector<C> mu, rstd;
+  /// Row statistics: compute_t<T> on the host; float on Cuda, as the kernels keep them.
+  using RowStats = std::conditional_t<on_cuda<D>, Tensor<float, Shape<dyn>, Cuda>, std::vector<C>>;
+  GradRef<T, Shape<dyn, H>, D> y;
+  Var<T, Shape<H>, D> gamma;
+  Var<T, Shape<H>, D> beta;  // parameters: alive anyway
+  Tensor<T, Shape<dyn, H>, D> s;  // the LayerNorm's input (kept only when recording)
+  RowStats mu, rstd;
   double eps = 1e-12;
 
-  SavedLayerNorm(const Var<T, Shape<H>>& g, const Var<T, Shape<H>>& b, double e) : gamma(g), beta(b), eps(e) {}
+  SavedLayerNorm(const Var<T, Shape<H>, D>& g, const Var<T, Shape<H>, D>& b, double e) : gamma(g), beta(b), eps(e) {}
+
+#if CTDL_CUDA_OPS
+  /// Cuda forward: with `keep`, allocates s, mu and rstd for `rows` rows of width w and
+  /// returns where the kernel writes them; without, nothing (all null: not kept).
+  cuda::SavedLayerNorm<T> allocate(index_t rows, index_t w, bool keep) {
+    if (!keep) return {};
+    s = Tensor<T, Shape<dyn, H>, Cuda>::uninitialized({rows, w});
+    mu = Tensor<float, Shape<dyn>, Cuda>::uninitialized({rows});
+    rstd = Tensor<float, Shape<dyn>, Cuda>::uninitialized({rows});
+    return {s.data(), mu.data(), rstd.data()};
+  }
+  /// Cuda backward: what the forward kept.
+  cuda::SavedLayerNormView<T> view() const { return {s.data(), mu.data(), rstd.data()}; }
+#endif
 
   /// Forward: make_row(r, x) writes the LayerNorm's input row r into x (width w, in C);
   /// returns the normalised rows, and with `keep` keeps s, mu and rstd for backward.
@@ -194,20 +231,44 @@ struct SavedLayerNorm {
   }
 };
 
-template <class T, index_t H>
+template <class T, index_t H, class D>
 struct AddLayerNormEntry final : TapeEntry {
   using C = compute_t<T>;
-  GradRef<T, Shape<dyn, H>> h, residual;
-  GradRef<T, Shape<H>> bias;
-  SavedLayerNorm<T, H> norm;
+  GradRef<T, Shape<dyn, H>, D> h, residual;
+  GradRef<T, Shape<H>, D> bias;
+  SavedLayerNorm<T, H, D> norm;
   AddLayerNormOptions opt;
-  AddLayerNormEntry(GradRef<T, Shape<dyn, H>> h_, GradRef<T, Shape<dyn, H>> r_, GradRef<T, Shape<H>> b_,
-                    SavedLayerNorm<T, H> n, AddLayerNormOptions o)
+  AddLayerNormEntry(GradRef<T, Shape<dyn, H>, D> h_, GradRef<T, Shape<dyn, H>, D> r_, GradRef<T, Shape<H>, D> b_,
+                    SavedLayerNorm<T, H, D> n, AddLayerNormOptions o)
       : h(std::move(h_)), residual(std::move(r_)), bias(std::move(b_)), norm(std::move(n)), opt(o) {}
   const char* name() const override { return "add_layer_norm"; }
 
   void backward() override {
     if (!norm.y.has_grad()) return;
+    if constexpr (on_cuda<D>) {
+#if CTDL_CUDA_OPS
+      const index_t rows = norm.s.extent(0), w = norm.s.extent(1);
+      const cuda::AddLayerNormGrads<T> grads{.h = grad_or_null(h),
+                                             .bias = grad_or_null(bias),
+                                             .residual = grad_or_null(residual),
+                                             .gamma = grad_or_null(norm.gamma),
+                                             .beta = grad_or_null(norm.beta)};
+      if (rows * w == 0) return;  // the gradients exist (zero), as on the CPU; nothing to add
+      // Each row's mean(g) and mean(g * xhat), and the per-block column sums of dgamma,
+      // dbeta and dbias; from the pool, freed stream-ordered after the launches.
+      const bool params = grads.bias || grads.gamma || grads.beta;
+      const index_t floats = params ? cuda::add_layer_norm_backward_workspace(rows, w) : 0;
+      auto workspace = Tensor<float, Shape<dyn>, Cuda>::uninitialized({floats});
+      const auto& saved = norm;  // const: reading gamma's value does not mark it changed
+      cuda::add_layer_norm_backward(saved.view(), saved.gamma.value().data(), saved.y.grad().data(), grads,
+                                    params ? workspace.data() : nullptr, rows, w, DropoutMask{opt.stream, opt.dropout});
+#endif
+    } else {
+      backward_cpu();
+    }
+  }
+
+  void backward_cpu() {
     const index_t w = norm.s.extent(1);
     T* dh = h.requires_grad() || bias.requires_grad() ? h.node_ptr()->grad_data() : nullptr;
     T* dr = residual.requires_grad() ? residual.node_ptr()->grad_data() : nullptr;
@@ -230,19 +291,50 @@ struct AddLayerNormEntry final : TapeEntry {
   }
 };
 
-template <class T, index_t H, class I, std::size_t N>
+template <class T, index_t H, class I, std::size_t N, class D>
 struct EmbeddingLayerNormEntry final : TapeEntry {
   using C = compute_t<T>;
-  std::array<GradRef<T, Shape<dyn, H>>, N> tables;
-  std::array<std::vector<I>, N> ids;
-  SavedLayerNorm<T, H> norm;
-  EmbeddingLayerNormEntry(std::array<GradRef<T, Shape<dyn, H>>, N> t, std::array<std::vector<I>, N> i,
-                          SavedLayerNorm<T, H> n)
+  std::array<GradRef<T, Shape<dyn, H>, D>, N> tables;
+  std::array<KeptIds<I, D>, N> ids;
+  SavedLayerNorm<T, H, D> norm;
+  EmbeddingLayerNormEntry(std::array<GradRef<T, Shape<dyn, H>, D>, N> t, std::array<KeptIds<I, D>, N> i,
+                          SavedLayerNorm<T, H, D> n)
       : tables(std::move(t)), ids(std::move(i)), norm(std::move(n)) {}
   const char* name() const override { return "embedding_layer_norm"; }
 
   void backward() override {
     if (!norm.y.has_grad()) return;
+    if constexpr (on_cuda<D>) {
+#if CTDL_CUDA_OPS
+      const index_t rows = norm.s.extent(0), w = norm.s.extent(1);
+      // Backward reads the ids, not the tables' values (which may be gone): no table pointers.
+      cuda::EmbeddingLookups<T, I, N> lookups{};
+      cuda::EmbeddingLayerNormGrads<T, N> grads{};
+      bool any = false;
+      for (std::size_t i = 0; i < N; ++i) {
+        lookups.table_rows[i] = tables[i].extents()[0];
+        lookups.ids[i] = ids[i].data();
+        grads.tables[i] = grad_or_null(tables[i]);
+        any = any || grads.tables[i];
+      }
+      grads.gamma = grad_or_null(norm.gamma);
+      grads.beta = grad_or_null(norm.beta);
+      any = any || grads.gamma || grads.beta;
+      if (rows * w == 0) return;  // the gradients exist (zero), as on the CPU; nothing to add
+      // The per-block column sums of dgamma and dbeta, and for bf16/fp16 tables ds for the
+      // ordered scatter; from the pool, freed stream-ordered after the launches.
+      const index_t floats = any ? cuda::embedding_layer_norm_backward_workspace<T>(rows, w) : 0;
+      auto workspace = Tensor<float, Shape<dyn>, Cuda>::uninitialized({floats});
+      const auto& saved = norm;  // const: reading gamma's value does not mark it changed
+      cuda::embedding_layer_norm_backward(lookups, saved.view(), saved.gamma.value().data(), saved.y.grad().data(),
+                                          grads, any ? workspace.data() : nullptr, rows, w);
+#endif
+    } else {
+      backward_cpu();
+    }
+  }
+
+  void backward_cpu() {
     const index_t rows = norm.s.extent(0), w = norm.s.extent(1);
     bool any_table = false;
     for (const auto& t : tables) any_table = any_table || t.requires_grad();
@@ -264,22 +356,85 @@ struct EmbeddingLayerNormEntry final : TapeEntry {
   }
 };
 
-template <class T, index_t H>
-void check_layer_norm_params(const char* op, index_t w, const Var<T, Shape<H>>& gamma, const Var<T, Shape<H>>& beta) {
+template <class T, index_t H, class D>
+void check_layer_norm_params(const char* op, index_t w, const Var<T, Shape<H>, D>& gamma,
+                             const Var<T, Shape<H>, D>& beta) {
   if (gamma.extents()[0] != w || beta.extents()[0] != w) {
     throw ShapeError(std::string(op) + ": gamma " + describe<Shape<H>>(gamma.extents()) + " and beta " +
                      describe<Shape<H>>(beta.extents()) + " do not match the width " + std::to_string(w));
   }
 }
 
+#if CTDL_CUDA_OPS
+/// The CUDA forward of add_layer_norm, after the shared checks.
+template <class T, index_t H>
+Var<T, Shape<dyn, H>, Cuda> add_layer_norm_cuda(Tape& tape, const Var<T, Shape<dyn, H>, Cuda>& h,
+                                                const Var<T, Shape<H>, Cuda>& bias,
+                                                const Var<T, Shape<dyn, H>, Cuda>& residual,
+                                                const Var<T, Shape<H>, Cuda>& gamma, const Var<T, Shape<H>, Cuda>& beta,
+                                                const AddLayerNormOptions& opt, bool needs_grad) {
+  const index_t rows = h.extents()[0], w = h.extents()[1];
+  auto value = Tensor<T, Shape<dyn, H>, Cuda>::uninitialized({rows, w});
+  SavedLayerNorm<T, H, Cuda> norm(gamma, beta, opt.eps);
+  const auto saved = norm.allocate(rows, w, needs_grad);
+  if (rows * w > 0) {
+    cuda::add_layer_norm_forward(h.value().data(), bias.value().data(), residual.value().data(), gamma.value().data(),
+                                 beta.value().data(), value.data(), saved, rows, w,
+                                 DropoutMask{opt.stream, opt.dropout}, opt.eps);
+  }
+  auto y = make_result(std::move(value), needs_grad);
+  if (needs_grad) {
+    norm.y = y;
+    tape.push(std::make_unique<AddLayerNormEntry<T, H, Cuda>>(h, residual, bias, std::move(norm), opt));
+  }
+  return y;
+}
+
+/// The CUDA forward of embedding_layer_norm, after the shared checks (the ids among
+/// them, on the host): the ids are copied up, and the tape keeps the copies.
+template <class T, index_t H, class I, class SI, std::size_t N>
+Var<T, Shape<dyn, H>, Cuda> embedding_layer_norm_cuda(Tape& tape,
+                                                      const std::array<Var<T, Shape<dyn, H>, Cuda>, N>& tables,
+                                                      const std::array<const Tensor<I, SI>*, N>& ids,
+                                                      const Var<T, Shape<H>, Cuda>& gamma,
+                                                      const Var<T, Shape<H>, Cuda>& beta, double eps, bool needs_grad) {
+  const index_t rows = ids[0]->size(), w = tables[0].extents()[1];
+  std::array<Tensor<I, Shape<dyn>, Cuda>, N> device_ids;
+  cuda::EmbeddingLookups<T, I, N> lookups{};
+  for (std::size_t i = 0; i < N; ++i) {
+    device_ids[i] = ids_to_device<Cuda>(*ids[i]);
+    lookups.tables[i] = tables[i].value().data();
+    lookups.table_rows[i] = tables[i].extents()[0];
+    lookups.ids[i] = device_ids[i].data();
+  }
+  auto value = Tensor<T, Shape<dyn, H>, Cuda>::uninitialized({rows, w});
+  SavedLayerNorm<T, H, Cuda> norm(gamma, beta, eps);
+  const auto saved = norm.allocate(rows, w, needs_grad);
+  if (rows * w > 0) {
+    // No device id flag: every id was checked on the host.
+    cuda::embedding_layer_norm_forward(lookups, gamma.value().data(), beta.value().data(), value.data(), saved, rows, w,
+                                       eps, static_cast<cuda::IdErrorFlag*>(nullptr));
+  }
+  auto y = make_result(std::move(value), needs_grad);
+  if (needs_grad) {
+    std::array<GradRef<T, Shape<dyn, H>, Cuda>, N> refs;
+    for (std::size_t i = 0; i < N; ++i) refs[i] = tables[i];
+    norm.y = y;
+    tape.push(std::make_unique<EmbeddingLayerNormEntry<T, H, I, N, Cuda>>(std::move(refs), std::move(device_ids),
+                                                                           std::move(norm)));
+  }
+  return y;
+}
+#endif
+
 }  // namespace detail
 
-template <class T, index_t H>
-Var<T, Shape<dyn, H>> add_layer_norm(Tape& tape, const Var<T, Shape<dyn, H>>& h, const Var<T, Shape<H>>& bias,
-                                     const Var<T, Shape<dyn, H>>& residual, const Var<T, Shape<H>>& gamma,
-                                     const Var<T, Shape<H>>& beta, const AddLayerNormOptions& opt) {
-  using C = compute_t<T>;
+template <class T, index_t H, Device D>
+Var<T, Shape<dyn, H>, D> add_layer_norm(Tape& tape, const Var<T, Shape<dyn, H>, D>& h, const Var<T, Shape<H>, D>& bias,
+                                        const Var<T, Shape<dyn, H>, D>& residual, const Var<T, Shape<H>, D>& gamma,
+                                        const Var<T, Shape<H>, D>& beta, const AddLayerNormOptions& opt) {
   using S = Shape<dyn, H>;
+  require_kernels<D>();
   const index_t rows = h.extents()[0], w = h.extents()[1];
   if (residual.extents() != h.extents() || bias.extents()[0] != w) {
     throw ShapeError("add_layer_norm: h " + describe<S>(h.extents()) + ", bias " + describe<Shape<H>>(bias.extents()) +
@@ -291,33 +446,41 @@ Var<T, Shape<dyn, H>> add_layer_norm(Tape& tape, const Var<T, Shape<dyn, H>>& h,
   }
   const bool needs_grad = tape.recording() && (h.requires_grad() || bias.requires_grad() || residual.requires_grad() ||
                                                gamma.requires_grad() || beta.requires_grad());
-  const T *hv = h.value().data(), *bv = bias.value().data(), *rv = residual.value().data();
-  const C keep_scale = C(1) / (C(1) - static_cast<C>(opt.dropout));
-  detail::SavedLayerNorm<T, H> norm(gamma, beta, opt.eps);
-  auto value = norm.forward(rows, w, needs_grad, [&](index_t r, C* x) {
-    const index_t o = r * w;
-    for (index_t j = 0; j < w; ++j) x[j] = convert<C>(hv[o + j]) + convert<C>(bv[j]);
-    if (opt.dropout > 0) {
-      detail::for_each_keep(opt.stream, opt.dropout, static_cast<std::uint64_t>(o), w,
-                            [&](index_t j, bool keep) { x[j] = keep ? x[j] * keep_scale : C(0); });
+  if constexpr (on_cuda<D>) {
+#if CTDL_CUDA_OPS
+    return detail::add_layer_norm_cuda(tape, h, bias, residual, gamma, beta, opt, needs_grad);
+#endif
+  } else {
+    using C = compute_t<T>;
+    const T *hv = h.value().data(), *bv = bias.value().data(), *rv = residual.value().data();
+    const C keep_scale = C(1) / (C(1) - static_cast<C>(opt.dropout));
+    detail::SavedLayerNorm<T, H> norm(gamma, beta, opt.eps);
+    auto value = norm.forward(rows, w, needs_grad, [&](index_t r, C* x) {
+      const index_t o = r * w;
+      for (index_t j = 0; j < w; ++j) x[j] = convert<C>(hv[o + j]) + convert<C>(bv[j]);
+      if (opt.dropout > 0) {
+        detail::for_each_keep(opt.stream, opt.dropout, static_cast<std::uint64_t>(o), w,
+                              [&](index_t j, bool keep) { x[j] = keep ? x[j] * keep_scale : C(0); });
+      }
+      for (index_t j = 0; j < w; ++j) x[j] += convert<C>(rv[o + j]);
+    });
+    auto y = make_result(std::move(value), needs_grad);
+    if (needs_grad) {
+      norm.y = y;
+      tape.push(std::make_unique<detail::AddLayerNormEntry<T, H, Cpu>>(h, residual, bias, std::move(norm), opt));
     }
-    for (index_t j = 0; j < w; ++j) x[j] += convert<C>(rv[o + j]);
-  });
-  auto y = make_result(std::move(value), needs_grad);
-  if (needs_grad) {
-    norm.y = y;
-    tape.push(std::make_unique<detail::AddLayerNormEntry<T, H>>(h, residual, bias, std::move(norm), opt));
+    return y;
   }
-  return y;
 }
 
-template <class T, index_t H, class I, class SI, std::size_t N>
-Var<T, Shape<dyn, H>> embedding_layer_norm(Tape& tape, const std::array<Var<T, Shape<dyn, H>>, N>& tables,
-                                           const std::array<const Tensor<I, SI>*, N>& ids, const Var<T, Shape<H>>& gamma,
-                                           const Var<T, Shape<H>>& beta, double eps) {
+template <class T, index_t H, class I, class SI, std::size_t N, Device D>
+Var<T, Shape<dyn, H>, D> embedding_layer_norm(Tape& tape, const std::array<Var<T, Shape<dyn, H>, D>, N>& tables,
+                                              const std::array<const Tensor<I, SI>*, N>& ids,
+                                              const Var<T, Shape<H>, D>& gamma, const Var<T, Shape<H>, D>& beta,
+                                              double eps) {
   static_assert(N >= 1, "embedding_layer_norm: at least one table");
   static_assert(std::is_same_v<I, std::int32_t> || std::is_same_v<I, std::int64_t>, "embedding ids are int32 or int64");
-  using C = compute_t<T>;
+  require_kernels<D>();
   using S = Shape<dyn, H>;
   const index_t rows = ids[0]->size(), w = tables[0].extents()[1];
   detail::check_layer_norm_params("embedding_layer_norm", w, gamma, beta);
@@ -338,27 +501,34 @@ Var<T, Shape<dyn, H>> embedding_layer_norm(Tape& tape, const std::array<Var<T, S
     }
     needs_grad = needs_grad || (tape.recording() && tables[i].requires_grad());
   }
-  detail::SavedLayerNorm<T, H> norm(gamma, beta, eps);
-  auto value = norm.forward(rows, w, needs_grad, [&](index_t r, C* x) {
-    std::fill(x, x + w, C(0));
-    for (std::size_t i = 0; i < N; ++i) {
-      const T* src = tables[i].value().data() + static_cast<index_t>(ids[i]->data()[r]) * w;
-      for (index_t j = 0; j < w; ++j) x[j] += convert<C>(src[j]);
+  if constexpr (on_cuda<D>) {
+#if CTDL_CUDA_OPS
+    return detail::embedding_layer_norm_cuda(tape, tables, ids, gamma, beta, eps, needs_grad);
+#endif
+  } else {
+    using C = compute_t<T>;
+    detail::SavedLayerNorm<T, H> norm(gamma, beta, eps);
+    auto value = norm.forward(rows, w, needs_grad, [&](index_t r, C* x) {
+      std::fill(x, x + w, C(0));
+      for (std::size_t i = 0; i < N; ++i) {
+        const T* src = tables[i].value().data() + static_cast<index_t>(ids[i]->data()[r]) * w;
+        for (index_t j = 0; j < w; ++j) x[j] += convert<C>(src[j]);
+      }
+    });
+    auto y = make_result(std::move(value), needs_grad);
+    if (needs_grad) {
+      std::array<GradRef<T, S>, N> refs;
+      std::array<std::vector<I>, N> kept_ids;
+      for (std::size_t i = 0; i < N; ++i) {
+        refs[i] = tables[i];
+        kept_ids[i].assign(ids[i]->data(), ids[i]->data() + rows);
+      }
+      norm.y = y;
+      tape.push(std::make_unique<detail::EmbeddingLayerNormEntry<T, H, I, N, Cpu>>(
+          std::move(refs), std::move(kept_ids), std::move(norm)));
     }
-  });
-  auto y = make_result(std::move(value), needs_grad);
-  if (needs_grad) {
-    std::array<GradRef<T, S>, N> refs;
-    std::array<std::vector<I>, N> kept_ids;
-    for (std::size_t i = 0; i < N; ++i) {
-      refs[i] = tables[i];
-      kept_ids[i].assign(ids[i]->data(), ids[i]->data() + rows);
-    }
-    norm.y = y;
-    tape.push(std::make_unique<detail::EmbeddingLayerNormEntry<T, H, I, N>>(std::move(refs), std::move(kept_ids),
-                                                                             std::move(norm)));
+    return y;
   }
-  return y;
 }
 
 }  // namespace ctdl::ops

@@ -1,7 +1,8 @@
 #pragma once
 // matmul: C = op(A) · op(B), plain (rank 2) or batched (rank 3, same batch in A and B).
 //
-// Shape contract (op(A) is M x K, op(B) is K x N; transposes are compile-time options):
+// Shape contract (op(A) is M x K, op(B) is K x N; transposes are compile-time options;
+// a and b are Vars on one device D, Cpu or Cuda):
 //   matmul(tape, a, b)                               Shape<M, K> x Shape<K, N> -> Shape<M, N>
 //   matmul<MatmulOptions{.transpose_b = true}>(...)  Shape<M, K> x Shape<N, K> -> Shape<M, N>
 //   rank 3:                                          Shape<B, M, K> x Shape<B, K, N> -> Shape<B, M, N>
@@ -15,15 +16,23 @@
 //   C = A^T B^T   dA += B^T G^T      dB += G^T A^T
 // Each is one GEMM accumulating straight into the gradient (beta = 1).
 //
-// Kernel: kernels/cpu/matmul.hpp (oneDNN for float/bf16, Eigen for double).
+// Kernels (gemm_on picks one): CPU kernels/cpu/matmul.hpp (oneDNN for float/bf16, Eigen
+// for double); CUDA kernels/cuda/blas.cuh (cuda::gemm on cuBLASLt, fp32 accumulation,
+// TF32 off), the same dims. Vars on Cuda: float, bf16 or fp16.
 // matmul<Opt, G>: the products take inputs rounded to G (bf16 under Bf16Mixed) and
 // accumulate in T; backward keeps the rounded operands, not the T-typed ones.
 
 #include <array>
 #include <memory>
+#include <optional>
 
 #include "ctdl/autograd/tape.hpp"
 #include "ctdl/kernels/cpu/matmul.hpp"
+#include "ctdl/ops/dispatch.hpp"
+
+#if CTDL_CUDA_OPS
+#include "ctdl/kernels/cuda/blas.cuh"
+#endif
 
 namespace ctdl::ops {
 
@@ -38,32 +47,43 @@ struct SameAsInput {};
 template <class G, class T>
 using gemm_input_t = std::conditional_t<std::is_same_v<G, SameAsInput>, T, G>;
 
-/// `t` with its elements rounded to G (the same tensor when G is T).
-template <class G, class T, class S>
-decltype(auto) as_gemm_input(const Tensor<T, S>& t) {
-  if constexpr (std::is_same_v<G, T>) return (t);
-  else return Tensor<G, S>(cast<G>(t));
+/// `t` with its elements rounded to G (the same tensor when G is T), on t's device: a
+/// new tensor rounded to nearest even (on Cuda by cuda::copy_converted).
+template <class G, class T, class S, Device D>
+decltype(auto) as_gemm_input(const Tensor<T, S, D>& t) {
+  require_kernels<D>();
+  if constexpr (std::is_same_v<G, T>) {
+    return (t);
+  } else if constexpr (on_cuda<D>) {
+    auto g = Tensor<G, S, D>::uninitialized(t.extents());
+#if CTDL_CUDA_OPS
+    cuda::copy_converted(t.data(), g.data(), static_cast<std::int64_t>(t.size()));
+#endif
+    return g;
+  } else {
+    return Tensor<G, S>(cast<G>(t));
+  }
 }
 
 /// An operand of a product as its backward needs it: when G is T, the operand's Var
 /// (its value is read again); otherwise only the operand rounded to G, and a GradRef for
 /// its gradient, so the T-typed value is freed as soon as the forward drops it.
-template <class G, class T, class S>
+template <class G, class T, class S, Device D = Cpu>
 class GemmOperand {
  public:
   GemmOperand() = default;
-  explicit GemmOperand(const Var<T, S>& v) : ref_(v) {
+  explicit GemmOperand(const Var<T, S, D>& v) : ref_(v) {
     if constexpr (std::is_same_v<G, T>) value_ = v;
-    else rounded_ = Tensor<G, S>(cast<G>(v.value()));
+    else rounded_ = as_gemm_input<G>(v.value());
   }
   /// With the operand already rounded to G (G is not T).
-  GemmOperand(const Var<T, S>& v, Tensor<G, S> rounded) : ref_(v), rounded_(std::move(rounded)) {
+  GemmOperand(const Var<T, S, D>& v, Tensor<G, S, D> rounded) : ref_(v), rounded_(std::move(rounded)) {
     static_assert(!std::is_same_v<G, T>);
   }
   /// The elements as G.
   const G* data() const {
     if constexpr (std::is_same_v<G, T>) return value_.value().data();
-    else return rounded_.data();
+    else return rounded_->data();
   }
   const Extents<S>& extents() const { return ref_.extents(); }
   bool requires_grad() const { return ref_.requires_grad(); }
@@ -71,9 +91,11 @@ class GemmOperand {
   T* grad_data() const { return ref_.node_ptr()->grad_data(); }
 
  private:
-  GradRef<T, S> ref_;
-  Var<T, S> value_;      // when G is T
-  Tensor<G, S> rounded_;  // when G is not T
+  GradRef<T, S, D> ref_;
+  Var<T, S, D> value_;  // when G is T
+  // When G is not T. Optional: a default Tensor of a static shape would allocate (and
+  // zero) memory that no default-constructed operand uses.
+  std::optional<Tensor<G, S, D>> rounded_;
 };
 
 template <class SA, class SB, MatmulOptions Opt>
@@ -99,8 +121,8 @@ inline constexpr bool matmul_inner_extents_agree =
      matmul_shapes<SA, SB, Opt>::ka == matmul_shapes<SA, SB, Opt>::kb) &&
     matmul_shapes<SA, SB, Opt>::batch_ok;
 
-template <MatmulOptions Opt = MatmulOptions{}, class G = SameAsInput, class T, class SA, class SB>
-auto matmul(Tape& tape, const Var<T, SA>& a, const Var<T, SB>& b);
+template <MatmulOptions Opt = MatmulOptions{}, class G = SameAsInput, class T, class SA, class SB, Device D>
+auto matmul(Tape& tape, const Var<T, SA, D>& a, const Var<T, SB, D>& b);
 
 /// The forward product alone, on tensors (no tape).
 template <MatmulOptions Opt = MatmulOptions{}, class T, class SA, class SB>
@@ -109,6 +131,23 @@ auto matmul(const Tensor<T, SA>& a, const Tensor<T, SB>& b);
 // ============================================================================
 
 namespace detail {
+
+/// C = op(A) op(B) + beta C on device D: the CPU matmul kernel, or cuda::gemm with the
+/// same dims (GemmDims has MatmulDims' fields in their order).
+template <class D, class TA, class TC>
+void gemm_on(const TA* a, const TA* b, TC* c, const kernels::cpu::MatmulDims& d, float beta) {
+  require_kernels<D>();
+  if constexpr (on_cuda<D>) {
+#if CTDL_CUDA_OPS
+    cuda::gemm<TA, TC>(a, b, c,
+                       cuda::GemmDims{d.batch, d.m, d.n, d.k, d.trans_a, d.trans_b, d.stride_a, d.stride_b, d.stride_c,
+                                      d.lda, d.ldb, d.ldc},
+                       cuda::GemmOptions{.beta = beta});
+#endif
+  } else {
+    kernels::cpu::matmul(a, b, c, d, beta);
+  }
+}
 
 template <MatmulOptions Opt, class SA, class SB>
 kernels::cpu::MatmulDims matmul_dims(const Extents<SA>& ea, const Extents<SB>& eb) {
@@ -129,8 +168,8 @@ kernels::cpu::MatmulDims matmul_dims(const Extents<SA>& ea, const Extents<SB>& e
   return d;
 }
 
-template <MatmulOptions Opt, class TC = void, class T, class SA, class SB>
-auto matmul_forward(const Tensor<T, SA>& a, const Tensor<T, SB>& b) {
+template <MatmulOptions Opt, class TC = void, class T, class SA, class SB, class D>
+auto matmul_forward(const Tensor<T, SA, D>& a, const Tensor<T, SB, D>& b) {
   static_assert(matmul_inner_extents_agree<SA, SB, Opt>, "matmul: static inner extents differ");
   using Out = std::conditional_t<std::is_void_v<TC>, T, TC>;
   using SO = typename matmul_shapes<SA, SB, Opt>::out;
@@ -138,17 +177,17 @@ auto matmul_forward(const Tensor<T, SA>& a, const Tensor<T, SB>& b) {
   Extents<SO> eo;
   if constexpr (SO::rank == 3) eo = {d.batch, d.m, d.n};
   else eo = {d.m, d.n};
-  auto c = Tensor<Out, SO>::uninitialized(eo);
-  kernels::cpu::matmul(a.data(), b.data(), c.data(), d, 0.0f);
+  auto c = Tensor<Out, SO, D>::uninitialized(eo);
+  gemm_on<D>(a.data(), b.data(), c.data(), d, 0.0f);
   return c;
 }
 
-template <MatmulOptions Opt, class G, class T, class SA, class SB, class SO>
+template <MatmulOptions Opt, class G, class T, class SA, class SB, class SO, class D>
 struct MatmulEntry final : TapeEntry {
-  GemmOperand<G, T, SA> a;
-  GemmOperand<G, T, SB> b;
-  GradRef<T, SO> c;
-  MatmulEntry(GemmOperand<G, T, SA> a_, GemmOperand<G, T, SB> b_, GradRef<T, SO> c_)
+  GemmOperand<G, T, SA, D> a;
+  GemmOperand<G, T, SB, D> b;
+  GradRef<T, SO, D> c;
+  MatmulEntry(GemmOperand<G, T, SA, D> a_, GemmOperand<G, T, SB, D> b_, GradRef<T, SO, D> c_)
       : a(std::move(a_)), b(std::move(b_)), c(std::move(c_)) {}
   const char* name() const override { return "matmul"; }
 
@@ -172,7 +211,7 @@ struct MatmulEntry final : TapeEntry {
         da.trans_a = Opt.transpose_b;
         da.trans_b = true;
       }
-      kernels::cpu::matmul(x, y, a.grad_data(), da, 1.0f);
+      gemm_on<D>(x, y, a.grad_data(), da, 1.0f);
     }
     if (b.requires_grad()) {
       // dB has B's stored layout: K x N, or N x K when B is transposed.
@@ -186,7 +225,7 @@ struct MatmulEntry final : TapeEntry {
         db.trans_a = true;
         db.trans_b = Opt.transpose_a;
       }
-      kernels::cpu::matmul(x, y, b.grad_data(), db, 1.0f);
+      gemm_on<D>(x, y, b.grad_data(), db, 1.0f);
     }
   }
 };
@@ -198,26 +237,27 @@ auto matmul(const Tensor<T, SA>& a, const Tensor<T, SB>& b) {
   return detail::matmul_forward<Opt>(a, b);
 }
 
-template <MatmulOptions Opt, class GIn, class T, class SA, class SB>
-auto matmul(Tape& tape, const Var<T, SA>& a, const Var<T, SB>& b) {
+template <MatmulOptions Opt, class GIn, class T, class SA, class SB, Device D>
+auto matmul(Tape& tape, const Var<T, SA, D>& a, const Var<T, SB, D>& b) {
   using G = gemm_input_t<GIn, T>;
+  require_kernels<D>();
   const bool needs_grad = tape.recording() && (a.requires_grad() || b.requires_grad());
   if constexpr (std::is_same_v<G, T>) {
     auto c = make_result(detail::matmul_forward<Opt>(a.value(), b.value()), needs_grad);
     using SO = typename decltype(c)::shape_type;
     if (needs_grad) {
-      tape.push(std::make_unique<detail::MatmulEntry<Opt, G, T, SA, SB, SO>>(GemmOperand<G, T, SA>(a),
-                                                                             GemmOperand<G, T, SB>(b), c));
+      tape.push(std::make_unique<detail::MatmulEntry<Opt, G, T, SA, SB, SO, D>>(GemmOperand<G, T, SA, D>(a),
+                                                                                GemmOperand<G, T, SB, D>(b), c));
     }
     return c;
   } else {
-    Tensor<G, SA> ag(cast<G>(a.value()));
-    Tensor<G, SB> bg(cast<G>(b.value()));
+    Tensor<G, SA, D> ag = as_gemm_input<G>(a.value());
+    Tensor<G, SB, D> bg = as_gemm_input<G>(b.value());
     auto c = make_result(detail::matmul_forward<Opt, T>(ag, bg), needs_grad);
     using SO = typename decltype(c)::shape_type;
     if (needs_grad) {
-      tape.push(std::make_unique<detail::MatmulEntry<Opt, G, T, SA, SB, SO>>(
-          GemmOperand<G, T, SA>(a, std::move(ag)), GemmOperand<G, T, SB>(b, std::move(bg)), c));
+      tape.push(std::make_unique<detail::MatmulEntry<Opt, G, T, SA, SB, SO, D>>(
+          GemmOperand<G, T, SA, D>(a, std::move(ag)), GemmOperand<G, T, SB, D>(b, std::move(bg)), c));
     }
     return c;
   }

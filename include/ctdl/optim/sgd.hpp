@@ -19,8 +19,11 @@ class Sgd {
 
   const Options& options() const { return options_; }
   std::int64_t steps() const { return steps_; }
+  /// Sets the step count (a resumed run's, or one a device step counted).
+  void set_steps(std::int64_t steps) { steps_ = steps; }
   /// The momentum buffers, one per parameter (a checkpoint or a device copy reads them).
   SlotSet& buffer() { return buffer_; }
+  const SlotSet& buffer() const { return buffer_; }
 
   template <nn::Module M>
   void step(M& model, float lr, float grad_scale = 1.f) {

@@ -29,6 +29,7 @@ class LossScaler {
   LossScaler() : LossScaler(Options{}) {}
   explicit LossScaler(Options options) : options_(options), scale_(options.initial_scale) {}
 
+  const Options& options() const { return options_; }
   double scale() const { return scale_; }
   std::int64_t skipped_steps() const { return skipped_; }
   std::int64_t clean_steps() const { return clean_; }

@@ -7,6 +7,8 @@
 //                      non-finite gradient skips the step under loss scaling and is an
 //                      error otherwise), removes the loss scale, averages over the
 //                      accumulated micro-batches, clips to the global norm and updates.
+//                      A model on a CUDA device takes the same step on the device
+//                      (optim::DeviceStep: the fused kernels, the CPU's formulas).
 //   predict            forward without dropout over a feature cache in file order:
 //                      class probabilities, predictions, mean loss, time per batch,
 //                      and the first row whose logits are not finite (the caller decides;
@@ -27,6 +29,8 @@
 #include "ctdl/dist/sharded_optimizer.hpp"
 #include "ctdl/models/bert/model.hpp"
 #include "ctdl/ops/cross_entropy.hpp"
+#include "ctdl/ops/dispatch.hpp"
+#include "ctdl/optim/device_step.hpp"
 #include "ctdl/optim/optimizer.hpp"
 #include "ctdl/precision/loss_scaler.hpp"
 #include "ctdl/precision/policy.hpp"
@@ -41,6 +45,9 @@ struct StepOutcome {
 
 template <class Model, class Policy>
 class ClassifierTrainer {
+  using Device = nn::device_of_t<Model>;
+  struct NoDeviceStep {};
+
  public:
   struct Options {
     double max_grad_norm = 1.0;  ///< <= 0: no clipping
@@ -61,7 +68,16 @@ class ClassifierTrainer {
   /// Data parallel: the averaging of gradients over ranks (dist/data_parallel.hpp), run
   /// around the backward that completes each step; nullptr (the default): one process.
   /// A dist::ShardedOptimizer (ZeRO-1) is both: set it here and pass it to apply().
-  void set_gradient_sync(dist::GradientSync* sync) { sync_ = sync; }
+  void set_gradient_sync(dist::GradientSync* sync) {
+    if (ops::on_cuda<Device> && sync) throw Error("data parallel training of a model on a CUDA device: not yet (NCCL)");
+    sync_ = sync;
+  }
+  /// A model on a CUDA device: the optimizer state kept there (checkpoints copy it).
+  auto& device_step()
+    requires ops::on_cuda<Device>
+  {
+    return device_step_;
+  }
 
   /// One micro-batch: forward with dropout, loss, backward. Returns the batch's mean loss.
   /// `completes_step`: the last micro-batch before apply() (data parallel: its backward
@@ -72,9 +88,9 @@ class ClassifierTrainer {
     nn::Context ctx{tape, true, options_.seed, dropout_step_++, options_.rank};
     const auto logits = model_.forward(ctx, batch);
     auto loss = ops::cross_entropy(tape, logits, batch.labels);
-    const double value = loss.value().data()[0];
+    const double value = to_host(loss.value()).data()[0];
     if constexpr (Policy::loss_scaling) {
-      tape.backward(loss, Tensor<float, Shape<>>::full({}, static_cast<float>(scaler_.scale())));
+      tape.backward(loss, Tensor<float, Shape<>, Device>::full({}, static_cast<float>(scaler_.scale())));
     } else {
       tape.backward(loss);
     }
@@ -85,6 +101,13 @@ class ClassifierTrainer {
   /// Applies the gradients of the micro-batches since the last apply, then clears them.
   template <class Opt>
   StepOutcome apply(Opt& optimizer, float lr) {
+    if constexpr (ops::on_cuda<Device>) return apply_on_device(optimizer, lr);
+    else return apply_on_host(optimizer, lr);
+  }
+
+ private:
+  template <class Opt>
+  StepOutcome apply_on_host(Opt& optimizer, float lr) {
     StepOutcome out;
     out.loss_scale = loss_scale();
     if (sync_) sync_->finish();  // the averaged gradients: every rank decides alike below
@@ -115,10 +138,26 @@ class ClassifierTrainer {
     return out;
   }
 
- private:
+  template <class Opt>
+  StepOutcome apply_on_device(Opt& optimizer, float lr) {
+    static_assert(!dist::ShardedUpdate<Opt>, "ZeRO-1 of a model on a CUDA device: not yet (NCCL)");
+    const auto step = device_step_.apply(optimizer, model_, lr, scaler_,
+                                         {.loss_scaling = Policy::loss_scaling,
+                                          .max_grad_norm = options_.max_grad_norm,
+                                          .micro_batches = std::max(1, micro_batches_)});
+    optim::zero_grad(model_);
+    micro_batches_ = 0;
+    if (!step.grads_finite && !Policy::loss_scaling) {
+      throw Error("a gradient is inf or nan (the training diverged); lower --learning_rate, or use "
+                  "--precision=fp32 to check");
+    }
+    return {step.applied, step.grad_norm, step.loss_scale};
+  }
+
   Model& model_;
   Options options_;
   precision::LossScaler scaler_;
+  [[no_unique_address]] std::conditional_t<ops::on_cuda<Device>, optim::DeviceStep, NoDeviceStep> device_step_;
   dist::GradientSync* sync_ = nullptr;
   std::uint64_t dropout_step_ = 0;
   int micro_batches_ = 0;
@@ -201,13 +240,14 @@ Predictions predict(const Model& model, const data::FeatureCache& cache, index_t
       }
     }();
     p.batch_ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-    const float* l = logits.value().data();
+    const auto logits_host = to_host(logits.value());  // the same tensor's data on the host (a copy on Cuda)
+    const float* l = logits_host.data();
     for (index_t i = 0; i < batch.size(); ++i)
       std::copy(l + i * num_labels, l + (i + 1) * num_labels,
                 p.logits.begin() + static_cast<std::ptrdiff_t>(batch.rows[static_cast<std::size_t>(i)] * L));
     if constexpr (!std::is_same_v<decltype(pooled), int>) {
       if (options.keep_pooled) {
-        const auto& v = pooled.value();
+        const auto v = to_host(pooled.value());
         const index_t h = v.extent(1);
         if (p.pooled.empty()) {
           p.hidden = h;

@@ -39,6 +39,7 @@
 #include "ctdl/dist/communicator.hpp"
 #include "ctdl/dist/data_parallel.hpp"
 #include "ctdl/metrics/classification.hpp"
+#include "ctdl/ops/dispatch.hpp"
 #include "ctdl/optim/adamw.hpp"
 #include "ctdl/optim/schedule.hpp"
 #include "ctdl/train/checkpoint.hpp"
@@ -162,7 +163,12 @@ template <class Policy, class Model, dist::AsyncCommunicator C>
 FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& o, const FitHooks& hooks, C& comm,
               const dist::DataParallelOptions& data_parallel) {
   using Clock = std::chrono::steady_clock;
+  // A model on a CUDA device trains there (train/classifier.hpp); checkpoints go through
+  // a host copy. Data parallel over NCCL is not there yet: one process only.
+  constexpr bool on_device = ops::on_cuda<nn::device_of_t<Model>>;
   const int ranks = comm.size();
+  if (on_device && (ranks > 1 || data_parallel.shard_optimizer))
+    throw Error("fit: a model on a CUDA device trains in one process for now (data parallel over NCCL is not built yet)");
   const bool lead = comm.rank() == 0;
   const auto say = [&](const std::string& s) {
     if (!lead) return;
@@ -194,12 +200,14 @@ FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& o
       model, {.max_grad_norm = o.max_grad_norm, .seed = o.seed, .rank = static_cast<std::uint32_t>(comm.rank())});
   std::optional<dist::GradientAverager<C>> averager;
   std::optional<dist::ShardedOptimizer<optim::AdamW, C>> sharded;
-  if (data_parallel.shard_optimizer) {
-    sharded.emplace(comm, model);
-    trainer.set_gradient_sync(&*sharded);
-  } else if (ranks > 1) {
-    averager.emplace(comm, model, data_parallel);
-    trainer.set_gradient_sync(&*averager);
+  if constexpr (!on_device) {
+    if (data_parallel.shard_optimizer) {
+      sharded.emplace(comm, model);
+      trainer.set_gradient_sync(&*sharded);
+    } else if (ranks > 1) {
+      averager.emplace(comm, model, data_parallel);
+      trainer.set_gradient_sync(&*averager);
+    }
   }
   data::Batcher batcher(train, {.batch_size = o.batch_size,
                                 .rank = comm.rank(),
@@ -236,7 +244,14 @@ FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& o
     const TrainingState saved = detail::state_from_json(detail::read_json(found->dir + "/state.json"),
                                                         found->dir + "/state.json");
     require_same_settings(found->dir, saved.settings, settings);  // before anything is loaded
-    state = read_checkpoint(found->dir, model, optimizer);
+    if constexpr (on_device) {  // read on the host, then copied up (weights and moments)
+      auto host = nn::to_device<nn::on_device_t<Model, Cpu>>(model);
+      state = read_checkpoint(found->dir, host, optimizer);
+      model = nn::to_device<Model>(host);
+      trainer.device_step().load_from(optimizer);
+    } else {
+      state = read_checkpoint(found->dir, model, optimizer);
+    }
     if (sharded) {  // this rank's slice of the moments; the whole state is let go
       sharded->scatter_state(optimizer);
       optimizer = optim::AdamW{};
@@ -257,7 +272,9 @@ FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& o
     batcher.start_epoch(0);
   }
   // Every rank starts from rank 0's weights (a resumed run's are equal already).
-  if (ranks > 1) dist::broadcast_parameters(comm, model);
+  if constexpr (!on_device) {
+    if (ranks > 1) dist::broadcast_parameters(comm, model);
+  }
 
   const auto checkpoint = [&] {
     state.epoch = batcher.epoch();
@@ -265,7 +282,14 @@ FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& o
     state.dropout_step = trainer.dropout_step();
     state.optimizer_steps = optimizer.steps();
     state.loss_scaler = trainer.scaler().state();
-    const std::string dir = write_checkpoint(ck.root, model, optimizer, state, ck.extra_files);
+    std::string dir;
+    if constexpr (on_device) {  // the weights and moments copied to the host, then written
+      trainer.device_step().store_into(optimizer);
+      auto host = nn::to_device<nn::on_device_t<Model, Cpu>>(model);
+      dir = write_checkpoint(ck.root, host, optimizer, state, ck.extra_files);
+    } else {
+      dir = write_checkpoint(ck.root, model, optimizer, state, ck.extra_files);
+    }
     std::erase(kept, state.global_step);
     kept.push_back(state.global_step);
     // Older checkpoints go only now that the new one is complete.
@@ -312,7 +336,10 @@ FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& o
       loss = mean;
     }
     const auto lr = static_cast<float>(schedule(state.global_step));
-    const auto outcome = sharded ? trainer.apply(*sharded, lr) : trainer.apply(optimizer, lr);
+    const auto outcome = [&] {
+      if constexpr (on_device) return trainer.apply(optimizer, lr);
+      else return sharded ? trainer.apply(*sharded, lr) : trainer.apply(optimizer, lr);
+    }();
     if (!outcome.applied) {
       ++skipped_here;
       const auto skipped = trainer.scaler().skipped_steps();

@@ -101,3 +101,42 @@ TEST_CASE("BERT: initialisation and a forward/backward pass of a tiny model in d
   INFO(r.report);
   REQUIRE(r.ok);
 }
+
+TEST_CASE("nn::to_device copies a model: every parameter, its flags, the layer vector and the config") {
+  bert::BertConfig c;
+  c.vocab_size = 40;
+  c.hidden_size = 128;
+  c.num_attention_heads = 2;
+  c.intermediate_size = 512;
+  c.num_hidden_layers = 2;
+  c.max_position_embeddings = 16;
+  c.layer_norm_eps = 1e-7;
+  using M = bert::BertForSequenceClassification<float, bert::Tiny, precision::Fp32>;
+  auto m = M::make(c, 3);
+  bert::init_weights(m, 0.02, 5);
+  m.bert.embeddings.word_embeddings.weight.set_weight_decay(false);
+  auto copy = nn::to_device<M>(m);  // Cpu to Cpu: a deep copy (Cuda: tests/gpu/test_bert.cu)
+  REQUIRE(copy.bert.encoder.layer.size() == 2);
+  REQUIRE(copy.bert.config.layer_norm_eps == 1e-7);
+  REQUIRE(copy.bert.encoder.layer[1].output.LayerNorm.eps == 1e-7);
+  std::vector<const float*> originals;
+  std::vector<std::vector<float>> values;
+  std::vector<bool> decay;
+  nn::visit_parameters(m, [&](const std::string&, auto& p) {
+    originals.push_back(p.value().data());
+    values.emplace_back(p.value().data(), p.value().data() + p.value().size());
+    decay.push_back(p.weight_decay());
+  });
+  std::size_t i = 0;
+  nn::visit_parameters(copy, [&](const std::string& name, auto& p) {
+    INFO(name);
+    REQUIRE(p.value().data() != originals[i]);  // its own storage
+    REQUIRE(std::vector<float>(p.value().data(), p.value().data() + p.value().size()) == values[i]);
+    REQUIRE(p.requires_grad());
+    REQUIRE(p.weight_decay() == decay[i]);
+    ++i;
+  });
+  REQUIRE(i == values.size());
+  REQUIRE_FALSE(copy.bert.embeddings.word_embeddings.weight.weight_decay());
+  REQUIRE_FALSE(copy.classifier.bias.weight_decay());
+}

@@ -43,65 +43,73 @@ namespace ctdl::bert {
 /// token, 0 = padding); the same type the data pipeline fills (core/batch.hpp).
 using Batch = ctdl::Batch;
 
-template <class T, class F>
+template <class T, class F, Device D = Cpu>
 struct BertEmbeddings {
   static constexpr index_t H = F::hidden;
-  nn::Embedding<T, H> word_embeddings, position_embeddings, token_type_embeddings;
-  nn::LayerNorm<T, H> LayerNorm;
+  nn::Embedding<T, H, D> word_embeddings, position_embeddings, token_type_embeddings;
+  nn::LayerNorm<T, H, D> LayerNorm;
   static constexpr std::array names{"word_embeddings", "position_embeddings", "token_type_embeddings", "LayerNorm"};
 };
 
-template <class T, class F>
+template <class T, class F, Device D = Cpu>
 struct BertSelfAttention {
-  nn::Linear<T, F::hidden, F::hidden> query, key, value;
+  nn::Linear<T, F::hidden, F::hidden, D> query, key, value;
   static constexpr std::array names{"query", "key", "value"};
 };
 
-template <class T, class F>
+template <class T, class F, Device D = Cpu>
 struct BertSelfOutput {
-  nn::Linear<T, F::hidden, F::hidden> dense;
-  nn::LayerNorm<T, F::hidden> LayerNorm;
+  nn::Linear<T, F::hidden, F::hidden, D> dense;
+  nn::LayerNorm<T, F::hidden, D> LayerNorm;
   static constexpr std::array names{"dense", "LayerNorm"};
 };
 
-template <class T, class F>
+template <class T, class F, Device D = Cpu>
 struct BertAttention {
-  BertSelfAttention<T, F> self;
-  BertSelfOutput<T, F> output;
+  BertSelfAttention<T, F, D> self;
+  BertSelfOutput<T, F, D> output;
   static constexpr std::array names{"self", "output"};
 };
 
-template <class T, class F>
+template <class T, class F, Device D = Cpu>
 struct BertIntermediate {
-  nn::Linear<T, F::hidden, F::intermediate> dense;
+  nn::Linear<T, F::hidden, F::intermediate, D> dense;
   static constexpr std::array names{"dense"};
+  auto tie() { return std::tie(dense); }  // nvcc: see BertEncoder
+  auto tie() const { return std::tie(dense); }
 };
 
-template <class T, class F>
+template <class T, class F, Device D = Cpu>
 struct BertOutput {
-  nn::Linear<T, F::intermediate, F::hidden> dense;
-  nn::LayerNorm<T, F::hidden> LayerNorm;
+  nn::Linear<T, F::intermediate, F::hidden, D> dense;
+  nn::LayerNorm<T, F::hidden, D> LayerNorm;
   static constexpr std::array names{"dense", "LayerNorm"};
 };
 
-template <class T, class F>
+template <class T, class F, Device D = Cpu>
 struct BertLayer {
-  BertAttention<T, F> attention;
-  BertIntermediate<T, F> intermediate;
-  BertOutput<T, F> output;
+  BertAttention<T, F, D> attention;
+  BertIntermediate<T, F, D> intermediate;
+  BertOutput<T, F, D> output;
   static constexpr std::array names{"attention", "intermediate", "output"};
 };
 
-template <class T, class F>
+template <class T, class F, Device D = Cpu>
 struct BertEncoder {
-  std::vector<BertLayer<T, F>> layer;
+  std::vector<BertLayer<T, F, D>> layer;
   static constexpr std::array names{"layer"};
+  // The fields for nn::fields: nvcc's front end cannot count the fields of an aggregate
+  // that has only one (Boost.PFR's count is ambiguous there).
+  auto tie() { return std::tie(layer); }
+  auto tie() const { return std::tie(layer); }
 };
 
-template <class T, class F>
+template <class T, class F, Device D = Cpu>
 struct BertPooler {
-  nn::Linear<T, F::hidden, F::hidden> dense;
+  nn::Linear<T, F::hidden, F::hidden, D> dense;
   static constexpr std::array names{"dense"};
+  auto tie() { return std::tie(dense); }  // nvcc: see BertEncoder
+  auto tie() const { return std::tie(dense); }
 };
 
 /// Stands in for the pooler of a model built without one (Hugging Face's
@@ -110,13 +118,15 @@ struct NoPooler {};
 
 /// BERT. T: element type of parameters and activations; F: the shape family; P: the
 /// precision policy (ctdl/precision/policy.hpp), which says in what type matmuls take
-/// their inputs.
-template <class T, class F, class P, bool WithPooler = true>
+/// their inputs; D: the device of parameters and activations (Cuda: compile the file
+/// that instantiates it with nvcc; nn::to_device copies a model between devices). The
+/// batch stays on the host: ids are checked there and copied up by the ops.
+template <class T, class F, class P, bool WithPooler = true, Device D = Cpu>
 struct BertModel {
-  using Hidden = Var<T, ctdl::Shape<dyn, F::hidden>>;
-  BertEmbeddings<T, F> embeddings;
-  BertEncoder<T, F> encoder;
-  std::conditional_t<WithPooler, BertPooler<T, F>, NoPooler> pooler;
+  using Hidden = Var<T, ctdl::Shape<dyn, F::hidden>, D>;
+  BertEmbeddings<T, F, D> embeddings;
+  BertEncoder<T, F, D> encoder;
+  std::conditional_t<WithPooler, BertPooler<T, F, D>, NoPooler> pooler;
   BertConfig config;
   static constexpr auto names = [] {
     if constexpr (WithPooler) return std::array{"embeddings", "encoder", "pooler"};
@@ -136,19 +146,19 @@ struct BertModel {
 
 /// BertForSequenceClassification: dropout on the pooled output, then a linear layer to
 /// num_labels (the span classifier of the original pipeline).
-template <class T, class F, class P>
+template <class T, class F, class P, Device D = Cpu>
 struct BertForSequenceClassification {
   using Policy = P;
-  BertModel<T, F, P> bert;
-  nn::Linear<T, F::hidden, dyn> classifier;
+  BertModel<T, F, P, true, D> bert;
+  nn::Linear<T, F::hidden, dyn, D> classifier;
   static constexpr std::array names{"bert", "classifier"};
 
   static BertForSequenceClassification make(const BertConfig& c, index_t num_labels) {
-    return {BertModel<T, F, P>::make(c), nn::Linear<T, F::hidden, dyn>::make(c.hidden_size, num_labels)};
+    return {BertModel<T, F, P, true, D>::make(c), nn::Linear<T, F::hidden, dyn, D>::make(c.hidden_size, num_labels)};
   }
   struct Output {
-    Var<T, ctdl::Shape<dyn, dyn>> logits;            // B x num_labels
-    typename BertModel<T, F, P>::Hidden pooled;      // B x H, the pooler's output (before dropout)
+    Var<T, ctdl::Shape<dyn, dyn>, D> logits;               // B x num_labels
+    typename BertModel<T, F, P, true, D>::Hidden pooled;  // B x H, the pooler's output (before dropout)
   };
   /// The logits and the pooled vectors they were computed from (predict's --write_npy).
   Output forward_with_pooled(nn::Context& ctx, const Batch& batch) const {
@@ -158,30 +168,49 @@ struct BertForSequenceClassification {
     return {ops::linear<typename P::template gemm_t<T>>(ctx.tape, x, classifier.weight, classifier.bias), pooled};
   }
   /// B x num_labels logits.
-  Var<T, ctdl::Shape<dyn, dyn>> forward(nn::Context& ctx, const Batch& batch) const {
+  Var<T, ctdl::Shape<dyn, dyn>, D> forward(nn::Context& ctx, const Batch& batch) const {
     return forward_with_pooled(ctx, batch).logits;
   }
 };
 
 /// BertForTokenClassification: dropout on every token's hidden state, then a linear
 /// layer to num_labels. Like Hugging Face's, its BERT has no pooler.
-template <class T, class F, class P>
+template <class T, class F, class P, Device D = Cpu>
 struct BertForTokenClassification {
   using Policy = P;
-  BertModel<T, F, P, false> bert;
-  nn::Linear<T, F::hidden, dyn> classifier;
+  BertModel<T, F, P, false, D> bert;
+  nn::Linear<T, F::hidden, dyn, D> classifier;
   static constexpr std::array names{"bert", "classifier"};
 
   static BertForTokenClassification make(const BertConfig& c, index_t num_labels) {
-    return {BertModel<T, F, P, false>::make(c), nn::Linear<T, F::hidden, dyn>::make(c.hidden_size, num_labels)};
+    return {BertModel<T, F, P, false, D>::make(c), nn::Linear<T, F::hidden, dyn, D>::make(c.hidden_size, num_labels)};
   }
   /// B*S x num_labels logits.
-  Var<T, ctdl::Shape<dyn, dyn>> forward(nn::Context& ctx, const Batch& batch) const {
+  Var<T, ctdl::Shape<dyn, dyn>, D> forward(nn::Context& ctx, const Batch& batch) const {
     auto seq = bert.forward(ctx, batch).sequence;
     if (ctx.training) seq = ops::dropout(ctx.tape, seq, static_cast<float>(bert.config.classifier_dropout), ctx.next_stream());
     return ops::linear<typename P::template gemm_t<T>>(ctx.tape, seq, classifier.weight, classifier.bias);
   }
 };
+
+}  // namespace ctdl::bert
+
+namespace ctdl::nn {
+template <class T, class F, class P, bool WithPooler, class D, class To>
+struct rebind_device<bert::BertModel<T, F, P, WithPooler, D>, To> {
+  using type = bert::BertModel<T, F, P, WithPooler, To>;
+};
+template <class T, class F, class P, class D, class To>
+struct rebind_device<bert::BertForSequenceClassification<T, F, P, D>, To> {
+  using type = bert::BertForSequenceClassification<T, F, P, To>;
+};
+template <class T, class F, class P, class D, class To>
+struct rebind_device<bert::BertForTokenClassification<T, F, P, D>, To> {
+  using type = bert::BertForTokenClassification<T, F, P, To>;
+};
+}  // namespace ctdl::nn
+
+namespace ctdl::bert {
 
 /// BERT's initialisation: weights from a normal(0, initializer_range) truncated at two
 /// standard deviations, biases 0, LayerNorm gamma 1 and beta 0.
@@ -190,24 +219,25 @@ void init_weights(M& model, double initializer_range, std::uint64_t seed);
 
 // ============================================================================
 
-template <class T, class F, class P, bool WithPooler>
-BertModel<T, F, P, WithPooler> BertModel<T, F, P, WithPooler>::make(const BertConfig& c) {
+template <class T, class F, class P, bool WithPooler, Device D>
+BertModel<T, F, P, WithPooler, D> BertModel<T, F, P, WithPooler, D>::make(const BertConfig& c) {
   check_family<F>(c);
   // The extents as types (static, or dyn for Dynamic) and as values (from the config).
   constexpr index_t SH = F::hidden, SI = F::intermediate;
   const index_t H = c.hidden_size, I = c.intermediate_size;
   BertModel m;
   m.config = c;
-  m.embeddings = {nn::Embedding<T, SH>::make(c.vocab_size, H), nn::Embedding<T, SH>::make(c.max_position_embeddings, H),
-                  nn::Embedding<T, SH>::make(c.type_vocab_size, H), nn::LayerNorm<T, SH>::make(H, c.layer_norm_eps)};
+  using E = nn::Embedding<T, SH, D>;
+  using N = nn::LayerNorm<T, SH, D>;
+  m.embeddings = {E::make(c.vocab_size, H), E::make(c.max_position_embeddings, H), E::make(c.type_vocab_size, H),
+                  N::make(H, c.layer_norm_eps)};
   for (index_t i = 0; i < c.num_hidden_layers; ++i) {
-    using L = nn::Linear<T, SH, SH>;
-    m.encoder.layer.push_back(
-        {{{L::make(H, H), L::make(H, H), L::make(H, H)}, {L::make(H, H), nn::LayerNorm<T, SH>::make(H, c.layer_norm_eps)}},
-         {nn::Linear<T, SH, SI>::make(H, I)},
-         {nn::Linear<T, SI, SH>::make(I, H), nn::LayerNorm<T, SH>::make(H, c.layer_norm_eps)}});
+    using L = nn::Linear<T, SH, SH, D>;
+    m.encoder.layer.push_back({{{L::make(H, H), L::make(H, H), L::make(H, H)}, {L::make(H, H), N::make(H, c.layer_norm_eps)}},
+                               {nn::Linear<T, SH, SI, D>::make(H, I)},
+                               {nn::Linear<T, SI, SH, D>::make(I, H), N::make(H, c.layer_norm_eps)}});
   }
-  if constexpr (WithPooler) m.pooler = {nn::Linear<T, SH, SH>::make(H, H)};
+  if constexpr (WithPooler) m.pooler = {nn::Linear<T, SH, SH, D>::make(H, H)};
   return m;
 }
 
@@ -221,9 +251,9 @@ inline Tensor<std::int32_t, ctdl::Shape<dyn>> first_token_rows(index_t batch, in
 }
 
 /// x W^T + b followed by the activation, the bias and activation fused in one expression.
-template <class G, class T, index_t In, index_t Out>
-Var<T, ctdl::Shape<dyn, Out>> linear_gelu(nn::Context& ctx, const Var<T, ctdl::Shape<dyn, In>>& x,
-                                          const nn::Linear<T, In, Out>& l, Activation act) {
+template <class G, class T, index_t In, index_t Out, class D>
+Var<T, ctdl::Shape<dyn, Out>, D> linear_gelu(nn::Context& ctx, const Var<T, ctdl::Shape<dyn, In>, D>& x,
+                                             const nn::Linear<T, In, Out, D>& l, Activation act) {
   auto xw = ops::linear<G>(ctx.tape, x, l.weight);
   if (act == Activation::gelu_erf) return ctx.tape.record(gelu(xw + l.bias));
   return ctx.tape.record(gelu_tanh(xw + l.bias));
@@ -231,9 +261,9 @@ Var<T, ctdl::Shape<dyn, Out>> linear_gelu(nn::Context& ctx, const Var<T, ctdl::S
 
 }  // namespace detail
 
-template <class T, class F, class P, bool WithPooler>
-typename BertModel<T, F, P, WithPooler>::Output BertModel<T, F, P, WithPooler>::forward(nn::Context& ctx,
-                                                                                        const Batch& batch) const {
+template <class T, class F, class P, bool WithPooler, Device D>
+typename BertModel<T, F, P, WithPooler, D>::Output BertModel<T, F, P, WithPooler, D>::forward(nn::Context& ctx,
+                                                                                              const Batch& batch) const {
   using G = typename P::template gemm_t<T>;
   const index_t b = batch.batch(), s = batch.seq_len();
   if (s > config.max_position_embeddings) {
@@ -260,7 +290,8 @@ typename BertModel<T, F, P, WithPooler>::Output BertModel<T, F, P, WithPooler>::
       e.LayerNorm.bias, e.LayerNorm.eps));
 
   // BERT's additive attention mask: (1 - mask) * -10000 for every key position.
-  Tensor<T, ctdl::Shape<dyn, dyn>> mask_add = cast<T>((1 - cast<float>(batch.attention_mask)) * -10000.0f);
+  const auto mask_add =
+      to_device<D>(Tensor<T, ctdl::Shape<dyn, dyn>>(cast<T>((1 - cast<float>(batch.attention_mask)) * -10000.0f)));
   const auto attn_dropout = ctx.training ? static_cast<float>(config.attention_probs_dropout_prob) : 0.0f;
   // dropout(h + bias) + residual, then LayerNorm, in one op.
   auto add_norm = [&](const Hidden& h, const auto& dense, const Hidden& residual, const auto& norm) {
@@ -297,8 +328,10 @@ void init_weights(M& model, double initializer_range, std::uint64_t seed) {
   std::mt19937_64 rng(seed);
   std::normal_distribution<double> normal(0.0, initializer_range);
   nn::visit_parameters(model, [&](const std::string& name, auto& p) {
-    using T = typename std::remove_cvref_t<decltype(p)>::value_type;
-    auto& v = p.value();
+    using V = std::remove_cvref_t<decltype(p)>;
+    using T = typename V::value_type;
+    // Drawn on the host (the same numbers on every device), then copied to p's device.
+    auto v = Tensor<T, typename V::shape_type>::uninitialized(p.extents());
     const bool is_bias = name.ends_with(".bias");
     const bool is_gamma = name.ends_with("LayerNorm.weight");
     for (index_t i = 0; i < v.size(); ++i) {
@@ -311,6 +344,7 @@ void init_weights(M& model, double initializer_range, std::uint64_t seed) {
       }
       v.data()[i] = convert<T>(x);
     }
+    p.value() = to_device<typename V::device_type>(std::move(v));
   });
 }
 

@@ -1,0 +1,157 @@
+// A tiny BERT on the GPU against the same model on the CPU: the model is built and
+// initialised on the host, copied to the device with nn::to_device, and both run the
+// same batch (padding included) with dropout on (the same Philox streams), the
+// cross-entropy of the span classifier's head, and backward. Compared: the loss, the
+// logits and the gradient of every parameter, by name. Then 20 training steps of
+// train::ClassifierTrainer on both devices (dropout on, AdamW at BERT's defaults,
+// clipping to norm 1, two micro-batches per step; on the GPU the fused device step of
+// optim::DeviceStep): the losses step by step, the final logits and weights agree
+// within 1e-4 relative (fp32), as the issue asks of a fine-tune on the GPU; the moments
+// come back to the host (store_into, for checkpoints) equal to the CPU's.
+//
+// Policies: Fp32 (tolerance 1e-4 over the whole model: each op agrees within 1e-5, and
+// 2 layers of them compound) and Bf16Mixed (products on bf16 inputs, rounded on both
+// devices the same way; float sums in different orders can flip a bf16 rounding, hence
+// 3e-2).
+#include <ctdl/models/bert/model.hpp>
+#include <ctdl/ops/cross_entropy.hpp>
+#include <ctdl/precision/policy.hpp>
+#include <ctdl/train/classifier.hpp>
+
+#include <map>
+
+#include "gpu/ops_twin.hpp"
+
+namespace {
+
+using namespace ctdl;
+using gpu_test::Report;
+
+bert::BertConfig tiny_config() {
+  bert::BertConfig c;
+  c.vocab_size = 100;
+  c.hidden_size = 128;
+  c.num_attention_heads = 2;
+  c.intermediate_size = 512;
+  c.num_hidden_layers = 2;
+  c.max_position_embeddings = 64;
+  c.hidden_act = bert::Activation::gelu_tanh;  // the original pipeline's (modeling.py)
+  return c;
+}
+
+/// 4 sequences of 16 tokens; the last two padded (attention mask 0), labels in [0, 5).
+Batch tiny_batch() {
+  const index_t b = 4, s = 16;
+  Batch batch{Batch::Ids({b, s}), Batch::Ids({b, s}), Batch::Ids({b, s}), Tensor<std::int32_t, Shape<dyn>>({b})};
+  for (index_t i = 0; i < b; ++i) {
+    const index_t real = i < 2 ? s : s - 5 - i;
+    for (index_t t = 0; t < s; ++t) {
+      const index_t k = i * s + t;
+      batch.input_ids.data()[k] = t < real ? static_cast<std::int32_t>((7 * k + 3) % 99 + 1) : 0;
+      batch.token_type_ids.data()[k] = t >= real / 2 && t < real ? 1 : 0;
+      batch.attention_mask.data()[k] = t < real ? 1 : 0;
+    }
+    batch.labels.data()[i] = static_cast<std::int32_t>((3 * i + 1) % 5);
+  }
+  return batch;
+}
+
+/// Every parameter's value or gradient, by name, as host floats.
+template <class M>
+std::map<std::string, std::vector<float>> by_name(M& model, bool grads) {
+  std::map<std::string, std::vector<float>> out;
+  nn::visit_parameters(model, [&](const std::string& name, auto& p) {
+    const auto v = ops_twin::values(grads ? p.grad() : p.value());
+    out[name] = std::vector<float>(v.begin(), v.end());
+  });
+  return out;
+}
+
+template <class P>
+void check_policy(Report& report, const std::string& policy, double tol) {
+  using CpuModel = bert::BertForSequenceClassification<float, bert::Tiny, P>;
+  using GpuModel = bert::BertForSequenceClassification<float, bert::Tiny, P, Cuda>;
+  const auto config = tiny_config();
+  auto cpu = CpuModel::make(config, 5);
+  bert::init_weights(cpu, 0.02, 7);
+  auto gpu = nn::to_device<GpuModel>(cpu);
+  report.equal(policy + ": nn::to_device copies the weights exactly",
+               by_name(gpu, false)["bert.encoder.layer.1.output.dense.weight"],
+               by_name(cpu, false)["bert.encoder.layer.1.output.dense.weight"]);
+  const Batch batch = tiny_batch();
+
+  // One training step's forward and backward, dropout on.
+  auto run = [&](auto& model, Tape& tape, std::uint64_t step) {
+    nn::Context ctx{tape, /*training=*/true, /*seed=*/42, step};
+    auto logits = model.forward(ctx, batch);
+    auto loss = ops::cross_entropy(tape, logits, batch.labels);
+    tape.backward(loss);
+    return std::pair{logits, loss};
+  };
+  Tape tc, tg;
+  const auto [lc, losses_c] = run(cpu, tc, 0);
+  const auto [lg, losses_g] = run(gpu, tg, 0);
+  report.close(policy + ": loss", ops_twin::values(losses_g.value()), ops_twin::values(losses_c.value()), tol);
+  report.close(policy + ": logits", ops_twin::values(lg.value()), ops_twin::values(lc.value()), tol);
+  const auto grads_c = by_name(cpu, true), grads_g = by_name(gpu, true);
+  int compared = 0, failed = 0;
+  for (const auto& [name, want] : grads_c) {
+    ++compared;
+    if (!report.close(policy + ": d " + name, grads_g.at(name), want, tol)) ++failed;
+  }
+  report.expect(policy + ": every parameter's gradient agrees", failed == 0 && compared == 41,
+                std::to_string(compared) + " parameters, " + std::to_string(failed) + " differ");
+
+  // 20 optimizer steps of the trainer on both devices: the fine-tune ends in the same place.
+  optim::zero_grad(cpu);
+  optim::zero_grad(gpu);
+  train::ClassifierTrainer<CpuModel, P> trainer_c(cpu, {.max_grad_norm = 1.0, .seed = 3});
+  train::ClassifierTrainer<GpuModel, P> trainer_g(gpu, {.max_grad_norm = 1.0, .seed = 3});
+  optim::AdamW adam_c, adam_g;
+  std::vector<double> loss_c, loss_g, norm_c, norm_g;
+  for (int step = 0; step < 20; ++step) {
+    const float lr = 1e-3f * static_cast<float>(20 - step) / 20.0f;
+    for (int micro = 0; micro < 2; ++micro) {
+      loss_c.push_back(trainer_c.backward(batch, micro == 1));
+      loss_g.push_back(trainer_g.backward(batch, micro == 1));
+    }
+    norm_c.push_back(trainer_c.apply(adam_c, lr).grad_norm);
+    norm_g.push_back(trainer_g.apply(adam_g, lr).grad_norm);
+  }
+  report.close(policy + ": 40 micro-batch losses of 20 trainer steps", loss_g, loss_c, tol);
+  report.close(policy + ": the 20 steps' gradient norms (before clipping)", norm_g, norm_c, tol);
+  report.expect(policy + ": the device optimizer counted 20 steps", adam_g.steps() == 20 && adam_c.steps() == 20,
+                std::to_string(adam_g.steps()) + " and " + std::to_string(adam_c.steps()));
+  Tape ec, eg;
+  nn::Context cc{ec}, cg{eg};
+  const auto final_c = cpu.forward(cc, batch);
+  const auto final_g = gpu.forward(cg, batch);
+  report.close(policy + ": logits after 20 steps (evaluation)", ops_twin::values(final_g.value()),
+               ops_twin::values(final_c.value()), tol);
+  const auto weights_c = by_name(cpu, false), weights_g = by_name(gpu, false);
+  int wrong = 0;
+  for (const auto& [name, want] : weights_c) {
+    if (!report.close(policy + ": after 20 steps, " + name, weights_g.at(name), want, tol)) ++wrong;
+  }
+  report.expect(policy + ": every weight after 20 steps agrees", wrong == 0, std::to_string(wrong) + " differ");
+  optim::AdamW moments_g;
+  trainer_g.device_step().store_into(moments_g);
+  const auto& mc = adam_c.m().all();
+  const auto& mg = moments_g.m().all();
+  report.expect(policy + ": store_into gives a moment per parameter", mc.size() == mg.size(),
+                std::to_string(mg.size()) + " vs " + std::to_string(mc.size()));
+  if (mc.size() == mg.size() && !mc.empty()) {
+    report.close(policy + ": the classifier bias's first moment on the host", ops_twin::values(mg.back()),
+                 ops_twin::values(mc.back()), tol);
+  }
+}
+
+}  // namespace
+
+int main() {
+  gpu_test::require_device("gpu/bert");
+  Report report("gpu/bert");
+  gpu_test::guarded(report, "Fp32", [&] { check_policy<precision::Fp32>(report, "Fp32", 1e-4); });
+  gpu_test::guarded(report, "Bf16Mixed", [&] { check_policy<precision::Bf16Mixed>(report, "Bf16Mixed", 3e-2); });
+  return report.finish();
+}
