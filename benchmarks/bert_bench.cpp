@@ -14,6 +14,10 @@
 // threading), measured in the same run, with the fraction floor / step.
 // A training step is forward (dropout on) + cross-entropy + backward + an SGD update of
 // every parameter (the optimizers arrive with the training issue).
+//
+// --device=cuda[:N] (a CUDA build): the runtime-shaped family at the --model shape on the
+// GPU, training as the span classifier does (AdamW, clipping; bert_bench_cuda.cu); one
+// JSON line with the step times and the device memory pool's peak.
 
 #include <CLI/CLI.hpp>
 
@@ -36,6 +40,8 @@ CTDL_EXTERN_FAMILY(Small)
 CTDL_EXTERN_FAMILY(Base)
 CTDL_EXTERN_FAMILY(Large)
 CTDL_EXTERN_FAMILY(Dynamic)
+extern template std::unique_ptr<Bench> bench::make_cuda_bench<precision::Fp32>(const Args&, const bert::BertConfig&);
+extern template std::unique_ptr<Bench> bench::make_cuda_bench<precision::Bf16Mixed>(const Args&, const bert::BertConfig&);
 
 namespace {
 
@@ -95,6 +101,9 @@ int main(int argc, char** argv) {
   app.add_option("--threads", a.threads, "OpenMP threads (default: all cores)");
   app.add_option("--steps", a.steps, "timed steps")->check(CLI::PositiveNumber);
   app.add_option("--warmup", a.warmup, "untimed steps first");
+  app.add_option("--device", a.device,
+                 "cpu, cuda or cuda:N (a CUDA build; the runtime-shaped family at the --model shape, AdamW and "
+                 "clipping as the span classifier trains)");
   app.add_option("--matmul_floor", a.matmul_floor,
                  "time the step's matmuls alone too (false: the floor keys are 0, and the run is shorter)");
   CLI11_PARSE(app, argc, argv);
@@ -107,6 +116,18 @@ int main(int argc, char** argv) {
       c.num_attention_heads = F::heads;
       c.intermediate_size = F::intermediate;
       c.num_hidden_layers = layers;
+      if (const auto device = DeviceSpec::parse(a.device); device.cuda) {
+#ifdef CTDL_BENCH_CUDA
+        const std::string name = use_cuda_device(device.ordinal);
+        auto bench = a.precision == "bf16" ? bench::make_cuda_bench<precision::Bf16Mixed>(a, c)
+                                           : bench::make_cuda_bench<precision::Fp32>(a, c);
+        const auto times = bench::time_interleaved(a, {bench.get()});
+        bench::report_device(a, layers, name, times[0]);
+        return 0;
+#else
+        throw Error("--device=" + a.device + ": this build of bert_bench has no CUDA (configure with -DCTDL_WITH_CUDA=ON)");
+#endif
+      }
       auto benches = [&]<class P>() {
         std::vector<std::pair<std::string, std::unique_ptr<Bench>>> b;
         if (a.family != "dynamic") b.emplace_back("static", bench_of<F, P>(a, c, a.model.c_str()));

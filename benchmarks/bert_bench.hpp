@@ -27,6 +27,7 @@ using Clock = std::chrono::steady_clock;
 struct Args {
   std::string model = "base", precision = "fp32", mode = "train";
   std::string family = "static";  // static, dynamic (bert::Dynamic at the --model shape) or both
+  std::string device = "cpu";     // cpu | cuda | cuda:N (Dynamic on the GPU)
   index_t batch = 8, seq_len = 128;
   int threads = 0, steps = 5, warmup = 2;
   bool matmul_floor = true;  // false: no floor (saves a step and four replays of its matmuls)
@@ -100,6 +101,27 @@ struct Bench {
 /// by the caller), on a random batch of a.batch x a.seq_len.
 template <class T, class F, class P>
 std::unique_ptr<Bench> make_bench(const Args& a, const bert::BertConfig& c);
+
+/// The same on a CUDA device (bert_bench_cuda.cu, a CUDA build only; the device chosen by
+/// --device is current): family Dynamic, the span classifier's training step with
+/// AdamW and clipping (train::ClassifierTrainer) or a forward.
+template <class P>
+std::unique_ptr<Bench> make_cuda_bench(const Args& a, const bert::BertConfig& c);
+
+/// A random batch of a.batch x a.seq_len ids of `c`'s vocabulary (every token real),
+/// labels in [0, 5).
+inline bert::Batch random_batch(const Args& a, const bert::BertConfig& c) {
+  std::mt19937 rng(3);
+  using Ids = Tensor<std::int32_t, Shape<dyn, dyn>>;
+  const std::array<index_t, 2> ext{a.batch, a.seq_len};
+  bert::Batch batch{Ids(ext), Ids(ext), Ids(ext), Tensor<std::int32_t, Shape<dyn>>({a.batch})};
+  for (index_t i = 0; i < batch.input_ids.size(); ++i) {
+    batch.input_ids.data()[i] = static_cast<std::int32_t>(rng() % static_cast<std::uint32_t>(c.vocab_size));
+    batch.attention_mask.data()[i] = 1;
+  }
+  for (index_t i = 0; i < a.batch; ++i) batch.labels.data()[i] = static_cast<std::int32_t>(rng() % 5);
+  return batch;
+}
 
 /// The CPU time this process has used, all threads, in ms.
 inline double process_cpu_ms() {
@@ -187,6 +209,27 @@ inline void report(const Args& a, index_t layers, const std::string& family, Ben
   std::fflush(stdout);
 }
 
+/// The JSON line of a run on a CUDA device: the step times and the device memory pool's
+/// peak (DeviceAllocator<Cuda>::peak_live_bytes(), beside PyTorch's
+/// max_memory_allocated()). The matmul floor on the GPU is bench_cuda_matmul_floor's.
+inline void report_device(const Args& a, index_t layers, const std::string& device_name, const StepTimes& step_times) {
+  const double step_ms = median(step_times.wall);
+  std::string steps;
+  for (double t : step_times.wall) {
+    char ms[32];
+    std::snprintf(ms, sizeof ms, "%s%.2f", steps.empty() ? "" : ",", t);
+    steps += ms;
+  }
+  std::printf(
+      "{\"model\":\"%s\",\"family\":\"dynamic\",\"layers\":%td,\"precision\":\"%s\",\"mode\":\"%s\",\"batch\":%td,"
+      "\"seq_len\":%td,\"device\":\"%s\",\"device_name\":\"%s\",\"steps\":%d,\"step_ms\":%.2f,\"steps_ms\":[%s],"
+      "\"sentences_per_s\":%.1f,\"peak_device_mb\":%.0f}\n",
+      a.model.c_str(), layers, a.precision.c_str(), a.mode.c_str(), a.batch, a.seq_len, a.device.c_str(),
+      device_name.c_str(), a.steps, step_ms, steps.c_str(), 1000.0 * static_cast<double>(a.batch) / step_ms,
+      static_cast<double>(DeviceAllocator<Cuda>::peak_live_bytes()) / (1 << 20));
+  std::fflush(stdout);
+}
+
 // ============================================================================
 
 template <class T, class F, class P>
@@ -198,18 +241,9 @@ std::unique_ptr<Bench> make_bench(const Args& a, const bert::BertConfig& c) {
     Tensor<std::int32_t, Shape<dyn>> labels;
     std::uint64_t step_no = 0;
 
-    ModelBench(const Args& args, const bert::BertConfig& c) : a(args), model(decltype(model)::make(c, 5)) {
+    ModelBench(const Args& args, const bert::BertConfig& c)
+        : a(args), model(decltype(model)::make(c, 5)), batch(random_batch(args, c)), labels(batch.labels) {
       bert::init_weights(model, c.initializer_range, 1);
-      std::mt19937 rng(3);
-      using Ids = Tensor<std::int32_t, Shape<dyn, dyn>>;
-      const std::array<index_t, 2> ext{a.batch, a.seq_len};
-      batch = {Ids(ext), Ids(ext), Ids(ext)};
-      for (index_t i = 0; i < batch.input_ids.size(); ++i) {
-        batch.input_ids.data()[i] = static_cast<std::int32_t>(rng() % static_cast<std::uint32_t>(c.vocab_size));
-        batch.attention_mask.data()[i] = 1;
-      }
-      labels = Tensor<std::int32_t, Shape<dyn>>({a.batch});
-      for (index_t i = 0; i < a.batch; ++i) labels.data()[i] = static_cast<std::int32_t>(rng() % 5);
     }
     void step() override {
       Tape tape;

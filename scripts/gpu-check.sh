@@ -41,6 +41,17 @@ for f in $bundle/tests/* $bundle/programs/*; do
   done
 done
 cp scripts/gpu-run.sh $bundle/run.sh
+# The program check and its data: 203 of the shared consensus rows and the cased vocabulary.
+cp tests/examples/span_classifier_gpu_test.sh $bundle/
+shared=${CTDL_SHARED_DATA:-../shared/data}
+if [ -f $shared/consensus-example/dev.tsv ]; then
+  mkdir -p $bundle/data/consensus-example $bundle/data/vocab
+  head -n 203 $shared/consensus-example/dev.tsv > $bundle/data/consensus-example/dev.tsv
+  cp $shared/consensus-example/labels.txt $bundle/data/consensus-example/
+  cp $shared/vocab/bert-base-cased-vocab.txt $bundle/data/vocab/
+else
+  echo "gpu-check.sh: no shared data at $shared: the bundle's program check will be skipped" >&2
+fi
 anchor=../shared/anchors/pytorch_gpu_bert.py
 [ -f $anchor ] && cp $anchor $bundle/pytorch_gpu_bert.py
 git rev-parse --short HEAD > $bundle/COMMIT 2>/dev/null || echo unknown > $bundle/COMMIT

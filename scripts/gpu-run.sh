@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU bundle's run.sh (scripts/gpu-check.sh copies it there): on a GPU machine, runs
-# every GPU test, the benchmarks, compute-sanitizer's memcheck over the tests and the
-# PyTorch anchor (when torch is there), each under a time limit, within a total budget
-# (CTDL_GPU_CHECK_BUDGET_S, default 450 s), and writes one report.
+# every GPU test, the program check (ner_span_classifier --device=cuda against the CPU),
+# the benchmarks (bert_bench --device=cuda), compute-sanitizer's memcheck over the tests
+# and the PyTorch anchor (when torch is there), each under a time limit, within a total
+# budget (CTDL_GPU_CHECK_BUDGET_S, default 450 s), and writes one report.
 #
 #   run.sh [report-file]      default: $OUT/gpu-report.txt where OUT is set, else beside run.sh
 set -uo pipefail
@@ -49,7 +50,20 @@ run() {
 }
 
 for t in "$here"/tests/*; do run "test $(basename "$t")" 120 "$t"; done
-for p in "$here"/programs/*; do [ -e "$p" ] && run "program $(basename "$p")" 120 "$p"; done
+# The programs: the matmul floor, the program check (ner_span_classifier --device=cuda
+# against --device=cpu on the bundled data), bert_bench on the GPU at BERT-base.
+programs=$here/programs
+[ -x "$programs/bench_cuda_matmul_floor" ] && run "program bench_cuda_matmul_floor" 120 "$programs/bench_cuda_matmul_floor"
+[ -x "$programs/ner_span_classifier" ] &&
+  run "program ner_span_classifier --device=cuda vs cpu" 240 \
+    "$here/span_classifier_gpu_test.sh" "$programs/ner_span_classifier" "$here/data" "${TMPDIR:-/tmp}/ctdl-gpu-span"
+if [ -x "$programs/bert_bench" ]; then
+  for cfg in bf16:train:64 fp32:train:32 bf16:infer:64; do
+    IFS=: read -r precision mode batch <<<"$cfg"
+    run "bert_bench base $precision $mode $batch x 128" 90 "$programs/bert_bench" --device=cuda --model=base \
+      --precision="$precision" --mode="$mode" --batch="$batch" --seq_len=128 --warmup=3 --steps=10
+  done
+fi
 if [ -f "$here/pytorch_gpu_bert.py" ] && python3 -c 'import torch, transformers' 2> /dev/null; then
   # The peer in the same run: PyTorch BERT-base training and inference and its matmul
   # floors (the torch.compile run after them is cut by the limit when time is short).

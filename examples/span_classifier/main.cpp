@@ -45,6 +45,17 @@ SPAN_CLASSIFIER_EXTERN(ctdl::bert::Small)
 SPAN_CLASSIFIER_EXTERN(ctdl::bert::Base)
 SPAN_CLASSIFIER_EXTERN(ctdl::bert::Large)
 SPAN_CLASSIFIER_EXTERN(ctdl::bert::Dynamic)
+#define SPAN_CLASSIFIER_EXTERN_CUDA(F)                                                \
+  extern template int run<F, ctdl::precision::Fp32, ctdl::Cuda>(const Setup&);      \
+  extern template int run<F, ctdl::precision::Bf16Mixed, ctdl::Cuda>(const Setup&); \
+  extern template int run<F, ctdl::precision::Fp16Mixed, ctdl::Cuda>(const Setup&);
+SPAN_CLASSIFIER_EXTERN_CUDA(ctdl::bert::Tiny)
+SPAN_CLASSIFIER_EXTERN_CUDA(ctdl::bert::Mini)
+SPAN_CLASSIFIER_EXTERN_CUDA(ctdl::bert::MiniLM)
+SPAN_CLASSIFIER_EXTERN_CUDA(ctdl::bert::Small)
+SPAN_CLASSIFIER_EXTERN_CUDA(ctdl::bert::Base)
+SPAN_CLASSIFIER_EXTERN_CUDA(ctdl::bert::Large)
+SPAN_CLASSIFIER_EXTERN_CUDA(ctdl::bert::Dynamic)
 }  // namespace span_classifier
 
 using namespace span_classifier;
@@ -105,6 +116,7 @@ Args parse(int argc, char** argv, bool& help, std::map<std::string, std::string>
       .add("precision", &a.precision, "fp32, bf16 or fp16 (overrides --use_fp16; fp16 uses dynamic loss scaling)")
       .add("use_xla", &a.use_xla, "accepted for compatibility; has no effect")
       .add("distributed", &a.distributed, "data parallel over the MPI ranks of mpirun or srun: each rank trains on its slice of every global batch (--train_batch_size rows per rank), evaluation and prediction split across them; rank 0 writes every output (docs/distributed.md)")
+      .add("device", &a.device, "cpu, cuda or cuda:N: where the model trains and runs (cuda: a build with CUDA; docs/cuda.md)")
       .add("shard_optimizer", &a.shard_optimizer, "with --distributed: ZeRO stage 1, each rank holds 1/N of the optimizer state (the same steps)")
       .add("bucket_size_mb", &a.bucket_size_mb, "with --distributed: MiB of gradients fused per all-reduce (each starts during backward)")
       .add("phantom_class", &a.phantom_class, "which classifier row of a checkpoint with one class too many is dropped: last (the original's unused row) or first")
@@ -285,6 +297,34 @@ std::map<std::string, std::string> agreement_settings(const Setup& s, std::map<s
   return out;
 }
 
+/// The run on a CUDA device: the families this build compiled for CUDA
+/// (CTDL_SPAN_CLASSIFIER_CUDA_FAMILIES; the runtime-shaped Dynamic by default, which runs
+/// every shape: its kernels take every width at run time, as the static families' do).
+int work_on_cuda(Setup& s, const DeviceSpec& device) {
+  const auto& a = s.args;
+  if (s.comm->size() > 1 || a.shard_optimizer)
+    throw Error("--device=" + a.device + " with --distributed: not yet (data parallel on GPUs needs NCCL, issue 14)");
+  if (!compiled_cuda_families) {
+    throw Error("--device=" + a.device + ": this build of ner_span_classifier has no CUDA (configure with "
+                "-DCTDL_WITH_CUDA=ON; docs/cuda.md)");
+  }
+  s.device_name = use_cuda_device(device.ordinal);  // a missing or busy device stops here, named
+  // Templates, so that a build without the CUDA instances never names them.
+  const auto run_policy = [&]<class F>() -> int {
+    if (a.precision == "bf16") return run<F, precision::Bf16Mixed, Cuda>(s);
+    if (a.precision == "fp16") return run<F, precision::Fp16Mixed, Cuda>(s);
+    return run<F, precision::Fp32, Cuda>(s);
+  };
+  return bert::dispatch(s.config, [&]<class F>() -> int {
+    if constexpr (compiled_cuda_family<F>) return run_policy.template operator()<F>();
+    else if constexpr (compiled_cuda_family<bert::Dynamic>) return run_policy.template operator()<bert::Dynamic>();
+    else
+      throw Error("--device=" + a.device + ": this build compiled the CUDA run for " + compiled_cuda_family_names +
+                  " only, neither the family of " + bert::shape_name(s.config) + " nor Dynamic (CMake option "
+                  "CTDL_SPAN_CLASSIFIER_CUDA_FAMILIES)");
+  });
+}
+
 /// Everything after the flags, on one process or on every rank of `comm`.
 int work(const Args& a, const std::map<std::string, std::string>& flag_values, dist::AnyComm& comm) {
   if (a.num_threads > 0) omp_set_num_threads(static_cast<int>(a.num_threads));
@@ -299,6 +339,8 @@ int work(const Args& a, const std::map<std::string, std::string>& flag_values, d
          comm.size(), omp_get_max_threads(), static_cast<long long>(a.train_batch_size * comm.size()),
          static_cast<long long>(a.train_batch_size), a.shard_optimizer ? "; the optimizer state sharded (ZeRO-1)" : "");
   }
+  const DeviceSpec device = DeviceSpec::parse(a.device);
+  if (device.cuda) return work_on_cuda(s, device);
   const auto run_policy = [&]<class F>() -> int {
     if (s.args.precision == "bf16") return run<F, precision::Bf16Mixed>(s);
     if (s.args.precision == "fp16") return run<F, precision::Fp16Mixed>(s);

@@ -1,8 +1,11 @@
 #pragma once
-// The work of ner_span_classifier for one BERT family F and precision policy P.
+// The work of ner_span_classifier for one BERT family F, precision policy P and device D.
+// On a CUDA device the model is built, initialised and loaded on the host, copied to the
+// GPU, trained and run there; it comes back to the host only to be saved.
 
 #include <omp.h>
 
+#include <array>
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
@@ -235,25 +238,31 @@ inline train::FitOptions fit_options(const Setup& s, const data::FeatureCache& t
                                        {"labels.txt (XXH64)", hex(h.labels_fingerprint)}}}};
 }
 
-template <class F, class P>
+template <class F, class P, class D>
 int run(const Setup& s) {
   const auto& a = s.args;
   dist::AnyComm& comm = *s.comm;
   const bool lead = comm.rank() == 0;  // writes every output; the other ranks compute their share
-  using Model = bert::BertForSequenceClassification<float, F, P>;
+  constexpr bool on_gpu = ops::on_cuda<D>;
+  using HostModel = bert::BertForSequenceClassification<float, F, P>;
+  using Model = bert::BertForSequenceClassification<float, F, P, D>;
   const auto L = static_cast<index_t>(s.labels->size());
-  auto model = Model::make(s.config, L);
-  bert::init_weights(model, s.config.initializer_range, static_cast<std::uint64_t>(a.seed));
-  if (!s.checkpoint_file.empty()) {
-    load_checkpoint(model, s);
-    say("loaded " + s.checkpoint_file);
-  } else {
-    say("no --init_checkpoint: the model starts from random initialisation (seed " + std::to_string(a.seed) + ")");
-  }
+  Model model = [&] {
+    auto host = HostModel::make(s.config, L);
+    bert::init_weights(host, s.config.initializer_range, static_cast<std::uint64_t>(a.seed));
+    if (!s.checkpoint_file.empty()) {
+      load_checkpoint(host, s);
+      say("loaded " + s.checkpoint_file);
+    } else {
+      say("no --init_checkpoint: the model starts from random initialisation (seed " + std::to_string(a.seed) + ")");
+    }
+    if constexpr (on_gpu) return nn::to_device<Model>(host);
+    else return host;
+  }();
   say("model: BERT " + bert::shape_name(s.config) + (F::is_dynamic ? " (runtime-shaped family)" : "") + " x " +
       std::to_string(s.config.num_hidden_layers) + " layers, " +
       std::to_string(nn::count_parameters(model)) + " parameters, precision " + P::name + ", " +
-      std::to_string(omp_get_max_threads()) + " threads");
+      (on_gpu ? "on " + a.device + " (" + s.device_name + ")" : std::to_string(omp_get_max_threads()) + " threads"));
 
   std::map<std::string, std::unique_ptr<data::FeatureCache>> caches;
   const auto cache_of = [&](const std::string& split) -> data::FeatureCache& {
@@ -267,7 +276,9 @@ int run(const Setup& s) {
   // replaced only whole, by a cache of the same inputs.)
   const bool have_train = fs::exists(a.data_dir + "/train.tsv");
   const auto prepare = [&] {
-    for (const std::string split : {"train", "dev", "test"})
+    // (A std::array, not a braced list: nvcc 13.0's device front end, cicc, crashes on a
+    // range-for over {"train", ...} converting to std::string in the CUDA instantiation.)
+    for (const std::string split : std::array<std::string, 3>{"train", "dev", "test"})
       if ((a.do_prepare && fs::exists(a.data_dir + "/" + split + ".tsv")) || (split == "train" && a.do_train) ||
           (split == "train" && a.do_eval && have_train) || (split == "dev" && a.do_eval) ||
           (split == "test" && a.do_predict))
@@ -323,7 +334,12 @@ int run(const Setup& s) {
       say("  throughput without overhead (steps 3 on, no data preparation or saving): " +
           fmt("%.1f sentences/s", r.steady_sentences_per_s));
     if (lead) {
-      save_model(model, s, a.output_dir, global_step, config_file);
+      if constexpr (on_gpu) {
+        auto host = nn::to_device<HostModel>(model);
+        save_model(host, s, a.output_dir, global_step, config_file);
+      } else {
+        save_model(model, s, a.output_dir, global_step, config_file);
+      }
       log->commit();
     }
     say("saved " + a.output_dir + "/model.safetensors (+ bert_config.json, vocab.txt, labels.txt), metrics.jsonl");
@@ -411,4 +427,5 @@ int run(const Setup& s) {
 }  // namespace span_classifier
 
 // run<F, P> is explicitly instantiated for each compiled family, every policy, in a
-// translation unit of its own generated from instantiate.cpp.in by examples/CMakeLists.txt.
+// translation unit of its own generated from instantiate.cpp.in by examples/CMakeLists.txt;
+// run<F, P, Cuda> likewise from instantiate_cuda.cu.in (compiled by nvcc) in a CUDA build.

@@ -1,8 +1,9 @@
 #pragma once
 // ner_span_classifier: the span classifier of the original pipeline (run_ner_consensus.py)
 // in C++: prepare features, train, evaluate, predict. main.cpp reads the flags and checks
-// every input before any work; run<F, P>() does the work for one compiled BERT family F
-// and precision policy P (one translation unit per family, compiled in parallel).
+// every input before any work; run<F, P, D>() does the work for one compiled BERT family
+// F, precision policy P and device D (one translation unit per family and device,
+// compiled in parallel).
 
 #include <algorithm>
 #include <cstdint>
@@ -37,6 +38,7 @@ struct Args {
   double max_grad_norm = 1.0;
   bool shard_optimizer = false;       // --distributed: ZeRO-1, the optimizer state split across the ranks
   std::int64_t bucket_size_mb = 25;   // --distributed: gradients fused per all-reduce
+  std::string device = "cpu";         // cpu | cuda | cuda:N
 };
 
 /// Everything read and checked before work starts.
@@ -48,6 +50,7 @@ struct Setup {
   std::string checkpoint_file;  // model.safetensors or a TensorFlow checkpoint prefix to start from, or "" (random init)
   bool checkpoint_is_tf = false;  // checkpoint_file is a TensorFlow 1.x checkpoint prefix (Google's names)
   ctdl::dist::AnyComm* comm = nullptr;  // the ranks (one process: a LocalComm's); rank 0 alone writes and logs
+  std::string device_name;  // --device=cuda: the GPU's name (the run's device is current); "" on the CPU
 };
 
 /// Whether this process stays silent: a rank other than 0 of a --distributed run (its
@@ -59,7 +62,9 @@ inline void say(const std::string& s) {
   if (!quiet_rank) std::fprintf(stderr, "%s\n", s.c_str());
 }
 
-template <class F, class P>
+/// D: Cpu, or Cuda (instantiated in the CUDA translation units of a CUDA build; the
+/// device chosen by --device is current when it is called).
+template <class F, class P, class D = ctdl::Cpu>
 int run(const Setup& setup);
 
 /// A warning when the case flag contradicts the vocabulary, or "". A cased vocabulary

@@ -116,6 +116,10 @@ row checkpoint   "TF: the activation rule"    1     'activation: gelu_tanh, not 
 row hidden_act   "unknown form"               1     '--hidden_act=gelu_fast: must be gelu_tanh or gelu_erf'                'true' --hidden_act=gelu_fast
 row hidden_act   "given"                      0     'activation: gelu_tanh \(--hidden_act\)'                             'true' --hidden_act=gelu_tanh
 row hidden_act   "safetensors/none: config"   0     'activation: gelu_erf, as bert_config\.json.s hidden_act says'         'true'
+row device       "unknown"                    1     '--device=gpu: expected cpu, cuda or cuda:N'                           'true' --device=gpu
+# A CPU-only build names the missing CUDA; a CUDA build on a machine without a GPU (or with
+# fewer than 8) names that.
+row device       "absent"                     1     '--device=cuda:7: (this build of ner_span_classifier has no CUDA|no usable CUDA device|no such device)' 'true' --device=cuda:7
 
 # The skipped rows are listed beside the results: line, reason, id columns.
 skipped_case=$work/case7

@@ -17,6 +17,11 @@
 // ids, labels) may be host tensors, copied up after the CPU op's check. Kernels run on
 // cuda::current_stream(); scratch comes from the device pool (Tensor<..., Cuda>), freed
 // stream-ordered.
+//
+// nvcc 13.0's front end crashes (an internal error in find_allocated_name_reference) on a
+// translation unit that instantiates the oneDNN matmul path, so the project's CUDA
+// translation units are compiled with -UCTDL_WITH_ONEDNN; they instantiate only the
+// device path, which never calls the CPU matmul (docs/cuda.md).
 
 #include <type_traits>
 
@@ -26,6 +31,12 @@
 #define CTDL_CUDA_OPS 1
 #else
 #define CTDL_CUDA_OPS 0
+#endif
+
+#if CTDL_CUDA_OPS
+// The device evaluator (DeviceEvaluator<Cuda>): recorded expressions and gradient sums
+// on the device go through it.
+#include "ctdl/kernels/cuda/elementwise.cuh"
 #endif
 
 namespace ctdl::ops {

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# ner_span_classifier --device=cuda against --device=cpu (tiny BERT from random
+# initialisation, dropout on, 160 of the shared consensus rows, M = 32, fp32):
+#   1. train (2 epochs, checkpoints every 5 steps), evaluate and predict on each device:
+#      the GPU's test_results.tsv within 1e-4 of the CPU's, the same predicted labels, the
+#      same eval accuracy; the saved model loads on the CPU (a GPU-trained model.safetensors
+#      is an ordinary one) and predicts what the GPU predicted;
+#   2. --precision=bf16 trains and predicts on the GPU (finite results, every file written);
+#   3. --device=cuda:<one past the last device> stops naming the device count.
+# Usage: span_classifier_gpu_test.sh <program> <shared data> <work dir>
+# Exit 77 (skipped) without a GPU (nvidia-smi finds none) or without the shared data.
+set -uo pipefail
+prog=$1 shared=$2 work=$3
+data=$shared/consensus-example vocab=$shared/vocab/bert-base-cased-vocab.txt
+[ -f "$data/dev.tsv" ] && [ -f "$vocab" ] || { echo "SKIPPED: no shared data at $shared"; exit 77; }
+gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+[ "${gpus:-0}" -gt 0 ] || { echo "SKIPPED: no GPU (nvidia-smi lists none)"; exit 77; }
+rm -rf "$work" && mkdir -p "$work/data"
+head -n 160 "$data/dev.tsv" >"$work/data/train.tsv"
+tail -n 43 "$data/dev.tsv" >"$work/data/dev.tsv"
+cp "$work/data/dev.tsv" "$work/data/test.tsv"
+cat >"$work/bert_config.json" <<'JSON'
+{"vocab_size": 28996, "hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
+ "intermediate_size": 512, "max_position_embeddings": 64}
+JSON
+fail() { echo "FAILED: $*"; exit 1; }
+common=(--vocab_file="$vocab" --bert_config_file="$work/bert_config.json" --cased --data_dir="$work/data"
+        --labels_dir="$data" --max_seq_length=32 --eval_batch_size=8 --predict_batch_size=8)
+train=(--do_train --do_eval --do_predict "${common[@]}" --num_train_epochs=2 --learning_rate=3e-4
+       --train_batch_size=16 --save_checkpoints_steps=5 --log_every=5 --seed=11)
+# max |a - b| over the numbers of two TSV files of the same shape
+max_diff() { paste "$1" "$2" | awk -F'\t' '{h = NF / 2; for (i = 1; i <= h; i++) { d = $i - $(i + h); if (d < 0) d = -d; if (d > m) m = d } } END { printf "%.3g", m + 0 }'; }
+accuracy() { grep '^eval_accuracy' "$1" | cut -d' ' -f3; }
+
+# 1. The same run on both devices.
+for device in cpu cuda; do
+  "$prog" "${train[@]}" --device=$device --output_dir="$work/$device" >"$work/$device.out" 2>"$work/$device.err" \
+    || { cat "$work/$device.err"; fail "the --device=$device run failed"; }
+done
+grep -q "on cuda" "$work/cuda.err" || fail "the GPU run does not say it ran on the GPU: $(head -5 "$work/cuda.err")"
+d=$(max_diff "$work/cpu/test_results.tsv" "$work/cuda/test_results.tsv")
+awk -v d="$d" 'BEGIN { exit !(d < 1e-4) }' || fail "the GPU's test_results.tsv differs from the CPU's by $d"
+cmp -s "$work/cpu/test_output_labels.txt" "$work/cuda/test_output_labels.txt" || fail "the predicted labels differ"
+[ "$(accuracy "$work/cpu/eval_results.txt")" = "$(accuracy "$work/cuda/eval_results.txt")" ] \
+  || fail "eval accuracy $(accuracy "$work/cuda/eval_results.txt") on the GPU, $(accuracy "$work/cpu/eval_results.txt") on the CPU"
+[ -s "$work/cuda/checkpoint-20/optimizer.safetensors" ] || fail "the GPU run wrote no checkpoint"
+"$prog" --do_predict "${common[@]}" --init_checkpoint="$work/cuda" --output_dir="$work/reload" >/dev/null 2>"$work/reload.err" \
+  || { cat "$work/reload.err"; fail "the GPU-trained model does not load on the CPU"; }
+d2=$(max_diff "$work/cuda/test_results.tsv" "$work/reload/test_results.tsv")
+awk -v d="$d2" 'BEGIN { exit !(d < 1e-4) }' || fail "the GPU-trained model predicts on the CPU $d2 away from the GPU"
+echo "1. --device=cuda = --device=cpu: test_results.tsv within $d, the same labels and accuracy $(accuracy "$work/cuda/eval_results.txt"); reloaded on the CPU within $d2"
+
+# 2. bf16 on the GPU.
+"$prog" "${train[@]}" --device=cuda --precision=bf16 --output_dir="$work/bf16" >/dev/null 2>"$work/bf16.err" \
+  || { cat "$work/bf16.err"; fail "the bf16 GPU run failed"; }
+grep -qi 'nan\|inf' "$work/bf16/test_results.tsv" && fail "the bf16 GPU run predicted non-finite probabilities"
+echo "2. --precision=bf16 on the GPU: accuracy $(accuracy "$work/bf16/eval_results.txt") (fp32: $(accuracy "$work/cuda/eval_results.txt"))"
+
+# 3. A device that is not there.
+"$prog" --do_predict "${common[@]}" --device=cuda:$gpus --output_dir="$work/nodevice" >/dev/null 2>"$work/nodevice.err" \
+  && fail "--device=cuda:$gpus ran"
+grep -q "no such device (this machine has $gpus CUDA device" "$work/nodevice.err" \
+  || fail "--device=cuda:$gpus: $(cat "$work/nodevice.err")"
+echo "3. --device=cuda:$gpus: $(cat "$work/nodevice.err")"
+echo "PASSED"
