@@ -133,16 +133,13 @@ auto matmul(const Tensor<T, SA>& a, const Tensor<T, SB>& b);
 namespace detail {
 
 /// C = op(A) op(B) + beta C on device D: the CPU matmul kernel, or cuda::gemm with the
-/// same dims (GemmDims has MatmulDims' fields in their order).
+/// same dims (cuda::GemmDims is kernels::MatmulDims).
 template <class D, class TA, class TC>
-void gemm_on(const TA* a, const TA* b, TC* c, const kernels::cpu::MatmulDims& d, float beta) {
+void gemm_on(const TA* a, const TA* b, TC* c, const kernels::MatmulDims& d, float beta) {
   require_kernels<D>();
   if constexpr (on_cuda<D>) {
 #if CTDL_CUDA_OPS
-    cuda::gemm<TA, TC>(a, b, c,
-                       cuda::GemmDims{d.batch, d.m, d.n, d.k, d.trans_a, d.trans_b, d.stride_a, d.stride_b, d.stride_c,
-                                      d.lda, d.ldb, d.ldc},
-                       cuda::GemmOptions{.beta = beta});
+    cuda::gemm<TA, TC>(a, b, c, d, cuda::GemmOptions{.beta = beta});
 #endif
   } else {
     kernels::cpu::matmul(a, b, c, d, beta);

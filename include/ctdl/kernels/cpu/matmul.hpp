@@ -35,6 +35,7 @@
 #include <Eigen/Core>
 #include <omp.h>
 
+#include "ctdl/kernels/matmul_dims.hpp"
 #include "ctdl/core/dtype.hpp"
 #include "ctdl/core/error.hpp"
 
@@ -44,12 +45,8 @@
 
 namespace ctdl::kernels::cpu {
 
-struct MatmulDims {
-  index_t batch = 1, m = 0, n = 0, k = 0;
-  bool trans_a = false, trans_b = false;
-  index_t stride_a = -1, stride_b = -1, stride_c = -1;  // batch strides; -1: packed (m*k etc.), 0: broadcast
-  index_t lda = -1, ldb = -1, ldc = -1;  // row strides of the stored matrices; -1: packed (their widths)
-};
+/// The problem of a product (kernels/matmul_dims.hpp; cuBLASLt's GemmDims is the same type).
+using MatmulDims = kernels::MatmulDims;
 
 /// C = op(A) op(B) + beta C. TA is the input element type, TC the output's.
 template <class TA, class TC>

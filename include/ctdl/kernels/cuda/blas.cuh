@@ -62,16 +62,12 @@
 #include "ctdl/core/dtype.hpp"
 #include "ctdl/core/error.hpp"
 #include "ctdl/kernels/cuda/common.cuh"
+#include "ctdl/kernels/matmul_dims.hpp"
 
 namespace ctdl::cuda {
 
-/// The problem of a (batched) product; the fields and their order are MatmulDims'.
-struct GemmDims {
-  index_t batch = 1, m = 0, n = 0, k = 0;
-  bool trans_a = false, trans_b = false;
-  index_t stride_a = -1, stride_b = -1, stride_c = -1;  // -1: packed; 0: broadcast
-  index_t lda = -1, ldb = -1, ldc = -1;                 // -1: packed (the stored widths)
-};
+/// The problem of a (batched) product: the CPU kernel's MatmulDims (kernels/matmul_dims.hpp).
+using GemmDims = kernels::MatmulDims;
 
 enum class Epilogue { none, bias, bias_gelu };
 

@@ -81,8 +81,9 @@ __device__ __forceinline__ void store(T* p, std::int64_t i, float v) {
   }
 }
 
-/// Sum of v over a warp (every lane gets it).
-__device__ __forceinline__ float warp_sum(float v) {
+/// Sum of v over a warp (every lane gets it), in float or double.
+template <class V>
+__device__ __forceinline__ V warp_sum(V v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
@@ -92,15 +93,17 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
-/// Sum of v over a block of at most 1024 threads (every thread gets it). `scratch` holds
-/// 32 floats of shared memory; the call is a barrier.
-__device__ __forceinline__ float block_sum(float v, float* scratch) {
+/// Sum of v over a block of at most 1024 threads (every thread gets it), in float or
+/// double, in a fixed order (the same bits on every run). `scratch` holds 32 values of
+/// shared memory; the call is a barrier.
+template <class V>
+__device__ __forceinline__ V block_sum(V v, V* scratch) {
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = (blockDim.x + 31) / 32;
   v = warp_sum(v);
   __syncthreads();  // scratch may still be read by a previous call
   if (lane == 0) scratch[warp] = v;
   __syncthreads();
-  v = lane < warps ? scratch[lane] : 0.0f;
+  v = lane < warps ? scratch[lane] : V(0);
   return warp_sum(v);
 }
 /// Max of v over a block, as block_sum.

@@ -216,23 +216,6 @@ namespace optim_detail {
 
 inline constexpr int kReduceThreads = 1024;  // the one block that sums the partials
 
-__device__ __forceinline__ double warp_sum_double(double v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-/// Sum of v over a block (every thread gets it), in a fixed order: the same bits on
-/// every run. `scratch` holds 32 doubles of shared memory; the call is a barrier.
-__device__ __forceinline__ double block_sum_double(double v, double* scratch) {
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = (blockDim.x + 31) / 32;
-  v = warp_sum_double(v);
-  __syncthreads();  // scratch may still be read by a previous call
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  v = lane < warps ? scratch[lane] : 0.0;
-  return warp_sum_double(v);
-}
-
 // The update formulas' float arithmetic, one rounding per operation, as the CPU's loops
 // round it: left alone, nvcc fuses a * b + c into one fma (one rounding fewer), and the
 // device's weights would drift from the CPU's by an ulp here and there. The _rn
@@ -270,7 +253,7 @@ __global__ void grad_squares_kernel(const ParamSlot<G>* slots, const typename Pa
     const double g = load(c.slot.grad, i);
     sum += g * g;
   }
-  sum = block_sum_double(sum, scratch);
+  sum = block_sum(sum, scratch);
   if (threadIdx.x == 0) partial[blockIdx.x] = sum;
 }
 
@@ -280,7 +263,7 @@ inline __global__ void decide_step_kernel(const double* partial, std::int64_t ch
   __shared__ double scratch[32];
   double sum = 0;
   for (std::int64_t i = threadIdx.x; i < chunks; i += blockDim.x) sum += partial[i];
-  sum = block_sum_double(sum, scratch);
+  sum = block_sum(sum, scratch);
   if (threadIdx.x != 0) return;
 
   StepState s = *state;
@@ -383,8 +366,8 @@ __global__ void lamb_moments_kernel(const ParamSlot<G>* slots, const typename Pa
     w_squares += static_cast<double>(w) * static_cast<double>(w);
     u_squares += u * u;
   }
-  w_squares = block_sum_double(w_squares, scratch);
-  u_squares = block_sum_double(u_squares, scratch);
+  w_squares = block_sum(w_squares, scratch);
+  u_squares = block_sum(u_squares, scratch);
   if (threadIdx.x == 0) {
     partial[2 * blockIdx.x] = w_squares;
     partial[2 * blockIdx.x + 1] = u_squares;
@@ -404,8 +387,8 @@ __global__ void lamb_trust_ratio_kernel(const ParamSlot<G>* slots,
     w_squares += partial[2 * (range.first + i)];
     u_squares += partial[2 * (range.first + i) + 1];
   }
-  w_squares = block_sum_double(w_squares, scratch);
-  u_squares = block_sum_double(u_squares, scratch);
+  w_squares = block_sum(w_squares, scratch);
+  u_squares = block_sum(u_squares, scratch);
   if (threadIdx.x != 0) return;
   float ratio = 1.f;  // biases and LayerNorm parameters: no trust ratio
   if (slots[blockIdx.x].weight_decay) {
