@@ -278,7 +278,7 @@ int run(const Setup& s) {
   const auto prepare = [&] {
     // (A std::array, not a braced list: nvcc 13.0's device front end, cicc, crashes on a
     // range-for over {"train", ...} converting to std::string in the CUDA instantiation.)
-    for (const std::string split : std::array<std::string, 3>{"train", "dev", "test"})
+    for (const std::string& split : std::array<std::string, 3>{"train", "dev", "test"})
       if ((a.do_prepare && fs::exists(a.data_dir + "/" + split + ".tsv")) || (split == "train" && a.do_train) ||
           (split == "train" && a.do_eval && have_train) || (split == "dev" && a.do_eval) ||
           (split == "test" && a.do_predict))
