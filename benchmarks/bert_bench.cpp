@@ -42,6 +42,7 @@ CTDL_EXTERN_FAMILY(Large)
 CTDL_EXTERN_FAMILY(Dynamic)
 extern template std::unique_ptr<Bench> bench::make_cuda_bench<precision::Fp32>(const Args&, const bert::BertConfig&);
 extern template std::unique_ptr<Bench> bench::make_cuda_bench<precision::Bf16Mixed>(const Args&, const bert::BertConfig&);
+extern template std::unique_ptr<Bench> bench::make_cuda_bench<precision::Tf32>(const Args&, const bert::BertConfig&);
 
 namespace {
 
@@ -93,8 +94,10 @@ int main(int argc, char** argv) {
                  "static (the compiled family of --model), dynamic (the runtime-shaped bert::Dynamic at the same "
                  "shape) or both (their steps interleaved, one line each)")
       ->check(CLI::IsMember({"static", "dynamic", "both"}));
-  app.add_option("--precision", a.precision, "fp32, or bf16 (Bf16Mixed: bf16 matmul inputs, fp32 accumulation)")
-      ->check(CLI::IsMember({"fp32", "bf16"}));
+  app.add_option("--precision", a.precision,
+                 "fp32, bf16 (Bf16Mixed: bf16 matmul inputs, fp32 accumulation) or, with --device=cuda, tf32 (fp32 "
+                 "with the products on TF32 tensor cores)")
+      ->check(CLI::IsMember({"fp32", "bf16", "tf32"}));
   app.add_option("--batch", a.batch, "sequences per step")->check(CLI::PositiveNumber);
   app.add_option("--seq_len", a.seq_len, "tokens per sequence")->check(CLI::Range(1, 512));
   app.add_option("--mode", a.mode, "train or infer")->check(CLI::IsMember({"train", "infer"}));
@@ -119,8 +122,9 @@ int main(int argc, char** argv) {
       if (const auto device = DeviceSpec::parse(a.device); device.cuda) {
 #ifdef CTDL_BENCH_CUDA
         const std::string name = use_cuda_device(device.ordinal);
-        auto bench = a.precision == "bf16" ? bench::make_cuda_bench<precision::Bf16Mixed>(a, c)
-                                           : bench::make_cuda_bench<precision::Fp32>(a, c);
+        auto bench = a.precision == "bf16"   ? bench::make_cuda_bench<precision::Bf16Mixed>(a, c)
+                     : a.precision == "tf32" ? bench::make_cuda_bench<precision::Tf32>(a, c)
+                                             : bench::make_cuda_bench<precision::Fp32>(a, c);
         const auto times = bench::time_interleaved(a, {bench.get()});
         bench::report_device(a, layers, name, times[0]);
         return 0;
@@ -134,6 +138,7 @@ int main(int argc, char** argv) {
         if (a.family != "static") b.emplace_back("dynamic", bench_of<bert::Dynamic, P>(a, c, "Dynamic"));
         return b;
       };
+      if (a.precision == "tf32") throw Error("--precision=tf32 needs --device=cuda (CPUs have no TF32: use fp32)");
       auto list = a.precision == "bf16" ? benches.template operator()<precision::Bf16Mixed>()
                                         : benches.template operator()<precision::Fp32>();
       std::vector<Bench*> ptrs;

@@ -51,5 +51,6 @@ std::unique_ptr<Bench> make_cuda_bench(const Args& a, const bert::BertConfig& c)
 
 template std::unique_ptr<Bench> make_cuda_bench<precision::Fp32>(const Args&, const bert::BertConfig&);
 template std::unique_ptr<Bench> make_cuda_bench<precision::Bf16Mixed>(const Args&, const bert::BertConfig&);
+template std::unique_ptr<Bench> make_cuda_bench<precision::Tf32>(const Args&, const bert::BertConfig&);
 
 }  // namespace ctdl::bench

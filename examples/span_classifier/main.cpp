@@ -48,7 +48,8 @@ SPAN_CLASSIFIER_EXTERN(ctdl::bert::Dynamic)
 #define SPAN_CLASSIFIER_EXTERN_CUDA(F)                                                \
   extern template int run<F, ctdl::precision::Fp32, ctdl::Cuda>(const Setup&);      \
   extern template int run<F, ctdl::precision::Bf16Mixed, ctdl::Cuda>(const Setup&); \
-  extern template int run<F, ctdl::precision::Fp16Mixed, ctdl::Cuda>(const Setup&);
+  extern template int run<F, ctdl::precision::Fp16Mixed, ctdl::Cuda>(const Setup&); \
+  extern template int run<F, ctdl::precision::Tf32, ctdl::Cuda>(const Setup&);
 SPAN_CLASSIFIER_EXTERN_CUDA(ctdl::bert::Tiny)
 SPAN_CLASSIFIER_EXTERN_CUDA(ctdl::bert::Mini)
 SPAN_CLASSIFIER_EXTERN_CUDA(ctdl::bert::MiniLM)
@@ -113,7 +114,7 @@ Args parse(int argc, char** argv, bool& help, std::map<std::string, std::string>
            "original (the original pipeline's tokenization.py: [UNK] above 100 characters, every C* category dropped) "
            "or google (Google's first BERT release: 200, Cc/Cf only)")
       .add("use_fp16", &a.use_fp16, "mixed precision: bf16 on CPU (fp16 on GPU)")
-      .add("precision", &a.precision, "fp32, bf16 or fp16 (overrides --use_fp16; fp16 uses dynamic loss scaling)")
+      .add("precision", &a.precision, "fp32, bf16, fp16 or tf32 (overrides --use_fp16; fp16 uses dynamic loss scaling; tf32: fp32 with the GPU's products on TF32 tensor cores, fp32 on the CPU)")
       .add("use_xla", &a.use_xla, "accepted for compatibility; has no effect")
       .add("distributed", &a.distributed, "data parallel over the MPI ranks of mpirun or srun: each rank trains on its slice of every global batch (--train_batch_size rows per rank), evaluation and prediction split across them; rank 0 writes every output (docs/distributed.md)")
       .add("device", &a.device, "cpu, cuda or cuda:N: where the model trains and runs (cuda: a build with CUDA; docs/cuda.md)")
@@ -198,8 +199,9 @@ Setup check(const Args& a, std::unique_ptr<text::FullTokenizer>& tok, std::uniqu
   s.args = a;
   s.args.vocab_file = vocab_file;
   if (s.args.precision.empty()) s.args.precision = a.use_fp16 ? "bf16" : "fp32";
-  if (s.args.precision != "fp32" && s.args.precision != "bf16" && s.args.precision != "fp16")
-    throw Error("--precision must be fp32, bf16 or fp16");
+  if (s.args.precision != "fp32" && s.args.precision != "bf16" && s.args.precision != "fp16" &&
+      s.args.precision != "tf32")
+    throw Error("--precision must be fp32, bf16, fp16 or tf32");
   s.config = bert::BertConfig::from_file(a.bert_config_file);
   if (a.max_seq_length > s.config.max_position_embeddings)
     throw Error("--max_seq_length " + std::to_string(a.max_seq_length) + " is above max_position_embeddings " +
@@ -313,6 +315,7 @@ int work_on_cuda(Setup& s, const DeviceSpec& device) {
   const auto run_policy = [&]<class F>() -> int {
     if (a.precision == "bf16") return run<F, precision::Bf16Mixed, Cuda>(s);
     if (a.precision == "fp16") return run<F, precision::Fp16Mixed, Cuda>(s);
+    if (a.precision == "tf32") return run<F, precision::Tf32, Cuda>(s);
     return run<F, precision::Fp32, Cuda>(s);
   };
   return bert::dispatch(s.config, [&]<class F>() -> int {
@@ -341,6 +344,10 @@ int work(const Args& a, const std::map<std::string, std::string>& flag_values, d
   }
   const DeviceSpec device = DeviceSpec::parse(a.device);
   if (device.cuda) return work_on_cuda(s, device);
+  if (s.args.precision == "tf32") {
+    note("--precision=tf32 on the CPU is fp32 (TF32 is a GPU tensor-core format; CPUs have none)\n");
+    s.args.precision = "fp32";
+  }
   const auto run_policy = [&]<class F>() -> int {
     if (s.args.precision == "bf16") return run<F, precision::Bf16Mixed>(s);
     if (s.args.precision == "fp16") return run<F, precision::Fp16Mixed>(s);

@@ -5,7 +5,7 @@
 #      the GPU's test_results.tsv within 1e-4 of the CPU's, the same predicted labels, the
 #      same eval accuracy; the saved model loads on the CPU (a GPU-trained model.safetensors
 #      is an ordinary one) and predicts what the GPU predicted;
-#   2. --precision=bf16 trains and predicts on the GPU (finite results, every file written);
+#   2. --precision=bf16 and tf32 train and predict on the GPU (finite results);
 #   3. --device=cuda:<one past the last device> stops naming the device count.
 # Usage: span_classifier_gpu_test.sh <program> <shared data> <work dir>
 # Exit 77 (skipped) without a GPU (nvidia-smi finds none) or without the shared data.
@@ -50,11 +50,13 @@ d2=$(max_diff "$work/cuda/test_results.tsv" "$work/reload/test_results.tsv")
 awk -v d="$d2" 'BEGIN { exit !(d < 1e-4) }' || fail "the GPU-trained model predicts on the CPU $d2 away from the GPU"
 echo "1. --device=cuda = --device=cpu: test_results.tsv within $d, the same labels and accuracy $(accuracy "$work/cuda/eval_results.txt"); reloaded on the CPU within $d2"
 
-# 2. bf16 on the GPU.
-"$prog" "${train[@]}" --device=cuda --precision=bf16 --output_dir="$work/bf16" >/dev/null 2>"$work/bf16.err" \
-  || { cat "$work/bf16.err"; fail "the bf16 GPU run failed"; }
-grep -qi 'nan\|inf' "$work/bf16/test_results.tsv" && fail "the bf16 GPU run predicted non-finite probabilities"
-echo "2. --precision=bf16 on the GPU: accuracy $(accuracy "$work/bf16/eval_results.txt") (fp32: $(accuracy "$work/cuda/eval_results.txt"))"
+# 2. bf16 and tf32 on the GPU.
+for precision in bf16 tf32; do
+  "$prog" "${train[@]}" --device=cuda --precision=$precision --output_dir="$work/$precision" >/dev/null 2>"$work/$precision.err" \
+    || { cat "$work/$precision.err"; fail "the $precision GPU run failed"; }
+  grep -qi 'nan\|inf' "$work/$precision/test_results.tsv" && fail "the $precision GPU run predicted non-finite probabilities"
+  echo "2. --precision=$precision on the GPU: accuracy $(accuracy "$work/$precision/eval_results.txt") (fp32: $(accuracy "$work/cuda/eval_results.txt"))"
+done
 
 # 3. A device that is not there.
 "$prog" --do_predict "${common[@]}" --device=cuda:$gpus --output_dir="$work/nodevice" >/dev/null 2>"$work/nodevice.err" \

@@ -20,6 +20,9 @@
 //   fp16 products     2e-3 for matmul and linear: likewise with fp16's ulp (2^-11).
 //   bf16 attention    2e-2: P and dZ are rounded to bf16 after float sums in another
 //                     order, so an element may land one bf16 ulp away (test_attention.cu).
+//   tf32 products     3e-3 (attention 1e-2): precision::Tf32, the GPU's products read the
+//                     float inputs with TF32's 10-bit significand, the CPU's do not (it has
+//                     no TF32): the difference is the input rounding, fp16's ulp (2^-11).
 // Dropout masks are the same when the outputs agree: a probability dropped on one device
 // and kept on the other would move an output by P_ij V_j / (1 - p), far beyond these.
 
@@ -42,6 +45,7 @@ using Batched = Shape<dyn, dyn, dyn>;
 
 template <class G>
 std::string type_name() {
+  if constexpr (std::is_same_v<G, Tf32Products>) return "tf32 products";
   return std::is_same_v<G, float> ? "float" : std::is_same_v<G, bf16> ? "bf16 products" : "fp16 products";
 }
 
@@ -238,5 +242,11 @@ int main() {
   gpu_test::guarded(report, "linear x3 bf16", [&] { check_linear_layers<bf16>(report, 8e-3); });
   gpu_test::guarded(report, "attention float", [&] { check_attentions<float>(report, 1e-5); });
   gpu_test::guarded(report, "attention bf16", [&] { check_attentions<bf16>(report, 2e-2); });
+  // precision::Tf32: the GPU's products read float inputs with a 10-bit significand (as
+  // fp16's), the CPU's are fp32: the results differ by about fp16's rounding.
+  gpu_test::guarded(report, "matmul tf32", [&] { check_matmuls<Tf32Products>(report, 3e-3); });
+  gpu_test::guarded(report, "linear tf32", [&] { check_linear<Tf32Products>(report, 256, 768, 768, 3e-3, 260); });
+  gpu_test::guarded(report, "linear x3 tf32", [&] { check_linear_layers<Tf32Products>(report, 3e-3); });
+  gpu_test::guarded(report, "attention tf32", [&] { check_attentions<Tf32Products>(report, 1e-2); });
   return report.finish();
 }

@@ -19,6 +19,11 @@ namespace ctdl {
 using bf16 = Eigen::bfloat16;
 using fp16 = Eigen::half;
 
+/// Not a storage type: the "product input type" of precision::Tf32. The products take
+/// the float operands as they are; a CUDA device's read them with TF32's 10-bit
+/// significand on tensor cores and accumulate in fp32; a CPU's are plain fp32.
+struct Tf32Products {};
+
 static_assert(sizeof(bf16) == 2 && std::is_standard_layout_v<bf16>);
 static_assert(sizeof(fp16) == 2 && std::is_standard_layout_v<fp16>);
 

@@ -68,8 +68,10 @@ struct AttentionDims {
 
 #if CTDL_CUDA_OPS
 inline cuda::AttentionShape cuda_shape(const AttentionDims& d) { return {d.batch, d.seq, d.hidden, d.heads}; }
-/// TF32 off: the CPU's fp32 products.
-inline cuda::AttentionParams cuda_params(const AttentionOptions& opt) { return {opt.dropout, opt.stream, false}; }
+/// tf32: the products on TF32 tensor cores (G = Tf32Products); off, the CPU's fp32 products.
+inline cuda::AttentionParams cuda_params(const AttentionOptions& opt, bool tf32) {
+  return {opt.dropout, opt.stream, tf32};
+}
 /// Device scratch of `bytes`, from the stream-ordered pool (freed in stream order).
 inline Tensor<unsigned char, Shape<dyn>, Cuda> cuda_workspace(std::size_t bytes) {
   return Tensor<unsigned char, Shape<dyn>, Cuda>::uninitialized({static_cast<index_t>(bytes)});
@@ -131,6 +133,7 @@ struct AttentionEntry final : TapeEntry {
   Tensor<T, Shape<dyn, dyn>, D> mask;
   AttentionOptions opt;
   AttentionDims d;
+  bool tf32 = false;  // the products on TF32 tensor cores (a CUDA device, G = Tf32Products)
   AttentionEntry(Operand q_, Operand k_, Operand v_, GradRef<T, Shape<dyn, H>, D> o_,
                  Tensor<T, Shape<dyn, dyn>, D> m_, AttentionOptions opt_, AttentionDims d_)
       : q(std::move(q_)), k(std::move(k_)), v(std::move(v_)), out(std::move(o_)), mask(std::move(m_)), opt(opt_),
@@ -150,7 +153,7 @@ struct AttentionEntry final : TapeEntry {
     if constexpr (on_cuda<D>) {
 #if CTDL_CUDA_OPS
       auto workspace = cuda_workspace(cuda::attention_backward_workspace<G>(d.batch, d.seq, d.heads));
-      cuda::attention_backward<G, T>(qv, kv, vv, mask.data(), dc, dq, dk, dv, cuda_shape(d), cuda_params(opt),
+      cuda::attention_backward<G, T>(qv, kv, vv, mask.data(), dc, dq, dk, dv, cuda_shape(d), cuda_params(opt, tf32),
                                      workspace.data());
 #endif
     } else {
@@ -226,7 +229,7 @@ Var<T, Shape<dyn, H>, D> attention(Tape& tape, const Var<T, Shape<dyn, H>, D>& q
 #if CTDL_CUDA_OPS
     auto workspace = detail::cuda_workspace(cuda::attention_forward_workspace<G>(batch, seq, opt.heads));
     cuda::attention_forward<G, T>(qv, kv, vv, additive_mask.data(), value.data(), detail::cuda_shape(d),
-                                  detail::cuda_params(opt), workspace.data());
+                                  detail::cuda_params(opt, tf32_products<GIn>), workspace.data());
 #endif
   } else {
     using Sc = compute_t<T>;
@@ -247,8 +250,10 @@ Var<T, Shape<dyn, H>, D> attention(Tape& tape, const Var<T, Shape<dyn, H>, D>& q
   const bool needs_grad = tape.recording() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
   auto out = make_result(std::move(value), needs_grad);
   if (needs_grad) {
-    tape.push(std::make_unique<detail::AttentionEntry<G, T, H, D>>(
-        std::move(qg), std::move(kg), std::move(vg), out, Tensor<T, Shape<dyn, dyn>, D>(additive_mask), opt, d));
+    auto entry = std::make_unique<detail::AttentionEntry<G, T, H, D>>(
+        std::move(qg), std::move(kg), std::move(vg), out, Tensor<T, Shape<dyn, dyn>, D>(additive_mask), opt, d);
+    entry->tf32 = tf32_products<GIn>;
+    tape.push(std::move(entry));
   }
   return out;
 }

@@ -88,6 +88,7 @@ struct LinearEntry final : TapeEntry {
   LinearEntry(GemmOperand<G, T, Shape<dyn, XIn>, D> x_, std::array<GemmOperand<G, T, Shape<Out, In>, D>, N> w_,
               std::array<GradRef<T, Shape<Out>, D>, N> b_, std::array<GradRef<T, Shape<dyn, Out>, D>, N> y_)
       : x(std::move(x_)), w(std::move(w_)), b(std::move(b_)), y(std::move(y_)) {}
+  bool tf32 = false;  // the products on TF32 tensor cores (a CUDA device, G = Tf32Products)
   const char* name() const override { return "linear"; }
   void backward() override {
     for (std::size_t i = 0; i < N; ++i) {
@@ -101,7 +102,7 @@ struct LinearEntry final : TapeEntry {
         cuda::linear_backward<G, T>(dy.data(), y[i].grad().data(), x.data(), w[i].data(),
                                     x.requires_grad() ? x.grad_data() : nullptr,
                                     w[i].requires_grad() ? w[i].grad_data() : nullptr,
-                                    db_wanted ? b[i].node_ptr()->grad_data() : nullptr, n, in, out, /*tf32=*/false);
+                                    db_wanted ? b[i].node_ptr()->grad_data() : nullptr, n, in, out, tf32);
 #endif
       } else {
         if (x.requires_grad()) {  // dx (n x in) += dy (n x out) W (out x in)
@@ -149,11 +150,11 @@ std::array<Var<T, Shape<dyn, Out>, D>, N> linear(Tape& tape, const Var<T, Shape<
     if (needs_grad) wg[i] = WeightOperand(l.weight);  // as backward's dx = dy W takes it
     if constexpr (on_cuda<D>) {
 #if CTDL_CUDA_OPS
-      // One product with the bias in its epilogue (no GELU; TF32 off, as the CPU's fp32).
+      // One product with the bias in its epilogue (no GELU; TF32 only under G = Tf32Products).
       WeightOperand inference_only;
       const auto& w = needs_grad ? wg[i] : (inference_only = WeightOperand(l.weight));
       cuda::linear_forward<G, T>(xg.data(), w.data(), l.bias ? l.bias.value().data() : nullptr, value.data(), n, in,
-                                 out, /*gelu=*/false, /*tf32=*/false);
+                                 out, /*gelu=*/false, tf32_products<GIn>);
 #endif
     } else {
       bool done = false;
@@ -177,8 +178,10 @@ std::array<Var<T, Shape<dyn, Out>, D>, N> linear(Tape& tape, const Var<T, Shape<
     y_refs[i] = ys[i];
   }
   if (needs_grad) {
-    tape.push(std::make_unique<detail::LinearEntry<G, T, In, Out, XIn, N, D>>(
-        std::move(xg), std::move(wg), std::move(bias_refs), std::move(y_refs)));
+    auto entry = std::make_unique<detail::LinearEntry<G, T, In, Out, XIn, N, D>>(
+        std::move(xg), std::move(wg), std::move(bias_refs), std::move(y_refs));
+    entry->tf32 = tf32_products<GIn>;
+    tape.push(std::move(entry));
   }
   return ys;
 }

@@ -44,8 +44,15 @@ struct MatmulOptions {
 /// Marks "the products take inputs of the operands' own element type" (the default G
 /// of matmul, linear and attention; Bf16Mixed passes bf16).
 struct SameAsInput {};
+/// G = Tf32Products (precision::Tf32): float inputs, which a CUDA device's products read
+/// with TF32's 10-bit significand (tensor cores), accumulating in fp32; on the CPU the
+/// plain fp32 products (CPUs have no TF32).
 template <class G, class T>
-using gemm_input_t = std::conditional_t<std::is_same_v<G, SameAsInput>, T, G>;
+using gemm_input_t =
+    std::conditional_t<std::is_same_v<G, SameAsInput> || std::is_same_v<G, Tf32Products>, T, G>;
+/// Whether the products of G run on TF32 tensor cores (on a CUDA device).
+template <class G>
+inline constexpr bool tf32_products = std::is_same_v<G, Tf32Products>;
 
 /// `t` with its elements rounded to G (the same tensor when G is T), on t's device: a
 /// new tensor rounded to nearest even (on Cuda by cuda::copy_converted).
@@ -135,11 +142,11 @@ namespace detail {
 /// C = op(A) op(B) + beta C on device D: the CPU matmul kernel, or cuda::gemm with the
 /// same dims (cuda::GemmDims is kernels::MatmulDims).
 template <class D, class TA, class TC>
-void gemm_on(const TA* a, const TA* b, TC* c, const kernels::MatmulDims& d, float beta) {
+void gemm_on(const TA* a, const TA* b, TC* c, const kernels::MatmulDims& d, float beta, bool tf32 = false) {
   require_kernels<D>();
   if constexpr (on_cuda<D>) {
 #if CTDL_CUDA_OPS
-    cuda::gemm<TA, TC>(a, b, c, d, cuda::GemmOptions{.beta = beta});
+    cuda::gemm<TA, TC>(a, b, c, d, cuda::GemmOptions{.beta = beta, .tf32 = tf32});
 #endif
   } else {
     kernels::cpu::matmul(a, b, c, d, beta);
@@ -166,7 +173,7 @@ kernels::cpu::MatmulDims matmul_dims(const Extents<SA>& ea, const Extents<SB>& e
 }
 
 template <MatmulOptions Opt, class TC = void, class T, class SA, class SB, class D>
-auto matmul_forward(const Tensor<T, SA, D>& a, const Tensor<T, SB, D>& b) {
+auto matmul_forward(const Tensor<T, SA, D>& a, const Tensor<T, SB, D>& b, bool tf32 = false) {
   static_assert(matmul_inner_extents_agree<SA, SB, Opt>, "matmul: static inner extents differ");
   using Out = std::conditional_t<std::is_void_v<TC>, T, TC>;
   using SO = typename matmul_shapes<SA, SB, Opt>::out;
@@ -175,7 +182,7 @@ auto matmul_forward(const Tensor<T, SA, D>& a, const Tensor<T, SB, D>& b) {
   if constexpr (SO::rank == 3) eo = {d.batch, d.m, d.n};
   else eo = {d.m, d.n};
   auto c = Tensor<Out, SO, D>::uninitialized(eo);
-  gemm_on<D>(a.data(), b.data(), c.data(), d, 0.0f);
+  gemm_on<D>(a.data(), b.data(), c.data(), d, 0.0f, tf32);
   return c;
 }
 
@@ -186,6 +193,7 @@ struct MatmulEntry final : TapeEntry {
   GradRef<T, SO, D> c;
   MatmulEntry(GemmOperand<G, T, SA, D> a_, GemmOperand<G, T, SB, D> b_, GradRef<T, SO, D> c_)
       : a(std::move(a_)), b(std::move(b_)), c(std::move(c_)) {}
+  bool tf32 = false;  // the products on TF32 tensor cores (a CUDA device, G = Tf32Products)
   const char* name() const override { return "matmul"; }
 
   void backward() override {
@@ -208,7 +216,7 @@ struct MatmulEntry final : TapeEntry {
         da.trans_a = Opt.transpose_b;
         da.trans_b = true;
       }
-      gemm_on<D>(x, y, a.grad_data(), da, 1.0f);
+      gemm_on<D>(x, y, a.grad_data(), da, 1.0f, tf32);
     }
     if (b.requires_grad()) {
       // dB has B's stored layout: K x N, or N x K when B is transposed.
@@ -222,7 +230,7 @@ struct MatmulEntry final : TapeEntry {
         db.trans_a = true;
         db.trans_b = Opt.transpose_a;
       }
-      gemm_on<D>(x, y, b.grad_data(), db, 1.0f);
+      gemm_on<D>(x, y, b.grad_data(), db, 1.0f, tf32);
     }
   }
 };
@@ -240,11 +248,13 @@ auto matmul(Tape& tape, const Var<T, SA, D>& a, const Var<T, SB, D>& b) {
   require_kernels<D>();
   const bool needs_grad = tape.recording() && (a.requires_grad() || b.requires_grad());
   if constexpr (std::is_same_v<G, T>) {
-    auto c = make_result(detail::matmul_forward<Opt>(a.value(), b.value()), needs_grad);
+    auto c = make_result(detail::matmul_forward<Opt>(a.value(), b.value(), tf32_products<GIn>), needs_grad);
     using SO = typename decltype(c)::shape_type;
     if (needs_grad) {
-      tape.push(std::make_unique<detail::MatmulEntry<Opt, G, T, SA, SB, SO, D>>(GemmOperand<G, T, SA, D>(a),
-                                                                                GemmOperand<G, T, SB, D>(b), c));
+      auto entry = std::make_unique<detail::MatmulEntry<Opt, G, T, SA, SB, SO, D>>(GemmOperand<G, T, SA, D>(a),
+                                                                                   GemmOperand<G, T, SB, D>(b), c);
+      entry->tf32 = tf32_products<GIn>;
+      tape.push(std::move(entry));
     }
     return c;
   } else {

@@ -3,6 +3,9 @@
 // activations stay in the model's element type T (float) under every policy.
 //
 //   Fp32       matmuls in T (the reference; with T = double, the exact path of the tests)
+//   Tf32       Fp32 with the GPU's products on TF32 tensor cores (inputs read with a 10-bit
+//              significand, fp32 accumulation), as torch's allow_tf32: the opt-in for
+//              speed on GPUs; on a CPU exactly Fp32 (CPUs have no TF32)
 //   Bf16Mixed  matmul inputs rounded to bf16, products accumulated and returned in fp32
 //              (as torch.autocast(bfloat16) does): oneDNN runs them on AVX512-BF16 or AMX
 //              where the CPU has it
@@ -27,6 +30,13 @@ struct Fp32 {
   static constexpr bool loss_scaling = false;
   template <class T>
   using gemm_t = T;
+};
+
+struct Tf32 {
+  static constexpr const char* name = "tf32";
+  static constexpr bool loss_scaling = false;
+  template <class T>
+  using gemm_t = std::conditional_t<std::is_same_v<T, float>, Tf32Products, T>;
 };
 
 struct Bf16Mixed {
