@@ -238,18 +238,17 @@ std::unique_ptr<Bench> make_bench(const Args& a, const bert::BertConfig& c) {
     Args a;
     bert::BertForSequenceClassification<T, F, P> model;
     bert::Batch batch;
-    Tensor<std::int32_t, Shape<dyn>> labels;
     std::uint64_t step_no = 0;
 
     ModelBench(const Args& args, const bert::BertConfig& c)
-        : a(args), model(decltype(model)::make(c, 5)), batch(random_batch(args, c)), labels(batch.labels) {
+        : a(args), model(decltype(model)::make(c, 5)), batch(random_batch(args, c)) {
       bert::init_weights(model, c.initializer_range, 1);
     }
     void step() override {
       Tape tape;
       nn::Context ctx{tape, a.mode == "train", 42, step_no++};
       if (a.mode == "train") {
-        auto loss = ops::cross_entropy(tape, model.forward(ctx, batch), labels);
+        auto loss = ops::cross_entropy(tape, model.forward(ctx, batch), batch.labels);
         tape.backward(loss);
         nn::visit_parameters(model, [](const std::string&, auto& p) {
           p.value() -= lazy(p.grad()) * 1e-5;

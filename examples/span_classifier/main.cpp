@@ -34,10 +34,16 @@
 #include <ctdl/train/flags.hpp>
 
 namespace span_classifier {
-#define SPAN_CLASSIFIER_EXTERN(F)                                          \
-  extern template int run<F, ctdl::precision::Fp32>(const Setup&);      \
-  extern template int run<F, ctdl::precision::Bf16Mixed>(const Setup&); \
-  extern template int run<F, ctdl::precision::Fp16Mixed>(const Setup&);
+// run<F, P> on the CPU (instantiate.cpp.in) and run<F, P, Cuda> (instantiate_cuda.cu.in,
+// a CUDA build); only those of the compiled families are ever named (compiled_families.hpp).
+#define SPAN_CLASSIFIER_EXTERN(F)                                                     \
+  extern template int run<F, ctdl::precision::Fp32>(const Setup&);                  \
+  extern template int run<F, ctdl::precision::Bf16Mixed>(const Setup&);             \
+  extern template int run<F, ctdl::precision::Fp16Mixed>(const Setup&);             \
+  extern template int run<F, ctdl::precision::Fp32, ctdl::Cuda>(const Setup&);      \
+  extern template int run<F, ctdl::precision::Bf16Mixed, ctdl::Cuda>(const Setup&); \
+  extern template int run<F, ctdl::precision::Fp16Mixed, ctdl::Cuda>(const Setup&); \
+  extern template int run<F, ctdl::precision::Tf32, ctdl::Cuda>(const Setup&);
 SPAN_CLASSIFIER_EXTERN(ctdl::bert::Tiny)
 SPAN_CLASSIFIER_EXTERN(ctdl::bert::Mini)
 SPAN_CLASSIFIER_EXTERN(ctdl::bert::MiniLM)
@@ -45,18 +51,6 @@ SPAN_CLASSIFIER_EXTERN(ctdl::bert::Small)
 SPAN_CLASSIFIER_EXTERN(ctdl::bert::Base)
 SPAN_CLASSIFIER_EXTERN(ctdl::bert::Large)
 SPAN_CLASSIFIER_EXTERN(ctdl::bert::Dynamic)
-#define SPAN_CLASSIFIER_EXTERN_CUDA(F)                                                \
-  extern template int run<F, ctdl::precision::Fp32, ctdl::Cuda>(const Setup&);      \
-  extern template int run<F, ctdl::precision::Bf16Mixed, ctdl::Cuda>(const Setup&); \
-  extern template int run<F, ctdl::precision::Fp16Mixed, ctdl::Cuda>(const Setup&); \
-  extern template int run<F, ctdl::precision::Tf32, ctdl::Cuda>(const Setup&);
-SPAN_CLASSIFIER_EXTERN_CUDA(ctdl::bert::Tiny)
-SPAN_CLASSIFIER_EXTERN_CUDA(ctdl::bert::Mini)
-SPAN_CLASSIFIER_EXTERN_CUDA(ctdl::bert::MiniLM)
-SPAN_CLASSIFIER_EXTERN_CUDA(ctdl::bert::Small)
-SPAN_CLASSIFIER_EXTERN_CUDA(ctdl::bert::Base)
-SPAN_CLASSIFIER_EXTERN_CUDA(ctdl::bert::Large)
-SPAN_CLASSIFIER_EXTERN_CUDA(ctdl::bert::Dynamic)
 }  // namespace span_classifier
 
 using namespace span_classifier;

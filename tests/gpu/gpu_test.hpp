@@ -3,7 +3,7 @@
 //   - require_device(): without a usable device the test prints why and exits 77, which
 //     CTest reports as Skipped (SKIP_RETURN_CODE 77, label `gpu`);
 //   - Buffer<T>: device memory filled from and read back into host vectors;
-//   - random inputs (never zeros: they hide unwritten outputs), NaN poison before a run;
+//   - random inputs (never zeros: they hide unwritten outputs) and ids, NaN poison before a run;
 //   - Report: named comparisons of a device result with the CPU path's, one line each,
 //     and the exit status; guarded() runs a group of checks so that an exception fails
 //     that group alone.
@@ -16,7 +16,9 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <random>
@@ -87,6 +89,25 @@ std::vector<T> random_values(std::size_t n, unsigned seed, float lo = -1.0f, flo
   std::vector<T> v(n);
   for (auto& x : v) x = static_cast<T>(dist(gen));
   return v;
+}
+
+/// n ids in [0, id_range) from a seeded generator (id_range < n repeats ids).
+template <class I>
+std::vector<I> random_ids(std::int64_t n, std::int64_t id_range, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::uniform_int_distribution<std::int64_t> dist(0, id_range - 1);
+  std::vector<I> ids(static_cast<std::size_t>(n));
+  for (auto& id : ids) id = static_cast<I>(dist(gen));
+  return ids;
+}
+
+/// The ids 0, 0, 1, 1, 2, 2, ... (mod rows), shuffled: every id at most twice.
+template <class I>
+std::vector<I> ids_at_most_twice(std::int64_t n, std::int64_t rows, unsigned seed) {
+  std::vector<I> ids(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) ids[static_cast<std::size_t>(i)] = static_cast<I>((i / 2) % rows);
+  std::shuffle(ids.begin(), ids.end(), std::mt19937(seed));
+  return ids;
 }
 
 template <class T>

@@ -45,6 +45,8 @@
 
 using namespace ctdl;
 using gpu_test::Buffer;
+using gpu_test::ids_at_most_twice;
+using gpu_test::random_ids;
 using gpu_test::random_values;
 using gpu_test::guarded;
 using gpu_test::Report;
@@ -173,25 +175,6 @@ void test_dropout(Report& report, Extent2 shape, unsigned seed) {
 }
 
 // ---- embedding ----
-
-/// n ids in [0, id_range) from a seeded generator (id_range < n repeats ids).
-template <class I>
-std::vector<I> random_ids(index_t n, index_t id_range, unsigned seed) {
-  std::mt19937 gen(seed);
-  std::uniform_int_distribution<std::int64_t> dist(0, id_range - 1);
-  std::vector<I> ids(static_cast<std::size_t>(n));
-  for (auto& id : ids) id = static_cast<I>(dist(gen));
-  return ids;
-}
-
-/// The ids 0, 0, 1, 1, 2, 2, ... shuffled: every id at most twice.
-template <class I>
-std::vector<I> ids_at_most_twice(index_t n, index_t rows, unsigned seed) {
-  std::vector<I> ids(static_cast<std::size_t>(n));
-  for (index_t i = 0; i < n; ++i) ids[static_cast<std::size_t>(i)] = static_cast<I>((i / 2) % rows);
-  std::shuffle(ids.begin(), ids.end(), std::mt19937(seed));
-  return ids;
-}
 
 /// The table has `rows` rows of `h`; n ids look rows up. float: ids drawn from a few
 /// rows (many repeats) and a gradient already there. bf16/fp16: the 16-bit atomicAdd

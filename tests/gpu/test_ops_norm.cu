@@ -35,6 +35,8 @@
 namespace {
 
 using namespace ctdl;
+using gpu_test::ids_at_most_twice;
+using gpu_test::random_ids;
 using gpu_test::Report;
 using Rows = Shape<dyn, dyn>;
 using Vec = Shape<dyn>;
@@ -63,25 +65,6 @@ Tensor<I, S> ids_tensor(const Extents<S>& extents, const std::vector<I>& ids) {
   auto t = Tensor<I, S>::uninitialized(extents);
   std::copy(ids.begin(), ids.end(), t.data());
   return t;
-}
-
-/// n ids in [0, range), with repeats when n > range.
-template <class I>
-std::vector<I> random_ids(index_t n, index_t range, unsigned seed) {
-  std::mt19937 gen(seed);
-  std::uniform_int_distribution<std::int64_t> dist(0, range - 1);
-  std::vector<I> ids(static_cast<std::size_t>(n));
-  for (auto& id : ids) id = static_cast<I>(dist(gen));
-  return ids;
-}
-
-/// 0, 0, 1, 1, 2, 2, ... (mod rows), shuffled: every id at most twice.
-template <class I>
-std::vector<I> ids_at_most_twice(index_t n, index_t rows, unsigned seed) {
-  std::vector<I> ids(static_cast<std::size_t>(n));
-  for (index_t i = 0; i < n; ++i) ids[static_cast<std::size_t>(i)] = static_cast<I>((i / 2) % rows);
-  std::shuffle(ids.begin(), ids.end(), std::mt19937(seed));
-  return ids;
 }
 
 template <class T, class S>

@@ -333,10 +333,26 @@ Tensor<T, S, To> to_device(const Tensor<T, S, From>& t) {
   }
 }
 
+/// An rvalue already on To is moved, not copied (a mask made on the host for the model's
+/// device, when that device is the host).
+template <Device To, class T, ShapeType S, Device From>
+Tensor<T, S, To> to_device(Tensor<T, S, From>&& t) {
+  if constexpr (std::is_same_v<To, From>) return std::move(t);
+  else return to_device<To>(std::as_const(t));
+}
+
 /// A host copy of `t` (the same as to_device<Cpu>).
 template <class T, ShapeType S, Device From>
 Tensor<T, S, Cpu> to_host(const Tensor<T, S, From>& t) {
   return to_device<Cpu>(t);
+}
+
+/// `t`'s elements readable on the host: `t` itself when it is a host tensor (no copy), a
+/// host copy otherwise. Bind the result to `const auto&`.
+template <class T, ShapeType S, Device From>
+decltype(auto) on_host(const Tensor<T, S, From>& t) {
+  if constexpr (std::is_same_v<From, Cpu>) return (t);
+  else return to_host(t);
 }
 
 namespace detail {

@@ -21,7 +21,6 @@
 #include "ctdl/ops/dispatch.hpp"
 
 #if CTDL_CUDA_OPS
-#include "ctdl/kernels/cuda/elementwise.cuh"
 #include "ctdl/kernels/cuda/reduce.cuh"
 #endif
 

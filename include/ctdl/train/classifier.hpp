@@ -88,7 +88,7 @@ class ClassifierTrainer {
     nn::Context ctx{tape, true, options_.seed, dropout_step_++, options_.rank};
     const auto logits = model_.forward(ctx, batch);
     auto loss = ops::cross_entropy(tape, logits, batch.labels);
-    const double value = to_host(loss.value()).data()[0];
+    const double value = on_host(loss.value()).data()[0];
     if constexpr (Policy::loss_scaling) {
       tape.backward(loss, Tensor<float, Shape<>, Device>::full({}, static_cast<float>(scaler_.scale())));
     } else {
@@ -240,14 +240,14 @@ Predictions predict(const Model& model, const data::FeatureCache& cache, index_t
       }
     }();
     p.batch_ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-    const auto logits_host = to_host(logits.value());  // the same tensor's data on the host (a copy on Cuda)
+    const auto& logits_host = on_host(logits.value());  // a copy from a device
     const float* l = logits_host.data();
     for (index_t i = 0; i < batch.size(); ++i)
       std::copy(l + i * num_labels, l + (i + 1) * num_labels,
                 p.logits.begin() + static_cast<std::ptrdiff_t>(batch.rows[static_cast<std::size_t>(i)] * L));
     if constexpr (!std::is_same_v<decltype(pooled), int>) {
       if (options.keep_pooled) {
-        const auto v = to_host(pooled.value());
+        const auto& v = on_host(pooled.value());
         const index_t h = v.extent(1);
         if (p.pooled.empty()) {
           p.hidden = h;

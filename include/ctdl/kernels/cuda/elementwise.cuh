@@ -92,9 +92,6 @@ void evaluate(const E& e, T* out, const std::array<index_t, R>& out_extents, cud
   check(cudaGetLastError(), "cuda::evaluate launch");
 }
 
-template <class E, class T, std::size_t r>
-void sum_to_rows(const E& e, T* out, const std::array<index_t, r>& out_extents, cudaStream_t stream);
-
 /// out (device memory, extents `out_extents`, rank r <= e's) += e summed over the axes
 /// along which out broadcasts to e (the device twin of expr::sum_to: a bias's gradient
 /// from its [rows, width] upstream), accumulating in accumulate_t<T>, on `stream`.
@@ -105,31 +102,25 @@ void sum_to(const E& e, T* out, const std::array<index_t, r>& out_extents, cudaS
   if constexpr (R == 0) {
     evaluate<StoreOp::add>(e, out, out_extents, stream);  // a scalar onto a scalar: nothing to sum
   } else {
-    sum_to_rows(e, out, out_extents, stream);
-  }
-}
-
-template <class E, class T, std::size_t r>
-void sum_to_rows(const E& e, T* out, const std::array<index_t, r>& out_extents, cudaStream_t stream) {
-  constexpr std::size_t R = E::rank;
-  const auto& ext = e.extents();
-  std::array<index_t, R> oext;
-  oext.fill(1);
-  for (std::size_t d = 0; d < r; ++d) oext[R - r + d] = out_extents[d];
-  for (std::size_t d = 0; d < R; ++d) {
-    if (oext[d] != ext[d] && oext[d] != 1) {
-      throw ShapeError("cuda::sum_to: extents " + format_extents(out_extents) + " do not broadcast to " +
-                       format_extents(ext));
+    const auto& ext = e.extents();
+    std::array<index_t, R> oext;  // out's extents, right-aligned to e's rank
+    oext.fill(1);
+    for (std::size_t d = 0; d < r; ++d) oext[R - r + d] = out_extents[d];
+    for (std::size_t d = 0; d < R; ++d) {
+      if (oext[d] != ext[d] && oext[d] != 1) {
+        throw ShapeError("cuda::sum_to: extents " + format_extents(out_extents) + " do not broadcast to " +
+                         format_extents(ext));
+      }
     }
+    const index_t out_total = numel(out_extents), total = numel(ext);
+    if (out_total == 0 || total == 0) return;
+    const auto ev = e.template make_eval<R>(ext);
+    constexpr int threads = 256;
+    const auto blocks = static_cast<unsigned>((out_total + threads - 1) / threads);
+    detail::sum_to_kernel<accumulate_t<T>><<<blocks, threads, 0, stream>>>(ev, out, ext, oext, out_total,
+                                                                           total / out_total);
+    check(cudaGetLastError(), "cuda::sum_to launch");
   }
-  const index_t out_total = numel(out_extents), total = numel(ext);
-  if (out_total == 0 || total == 0) return;
-  const auto ev = e.template make_eval<R>(ext);
-  constexpr int threads = 256;
-  const auto blocks = static_cast<unsigned>((out_total + threads - 1) / threads);
-  detail::sum_to_kernel<accumulate_t<T>><<<blocks, threads, 0, stream>>>(ev, out, ext, oext, out_total,
-                                                                         total / out_total);
-  check(cudaGetLastError(), "cuda::sum_to launch");
 }
 
 }  // namespace ctdl::cuda
