@@ -1,5 +1,6 @@
 # Installs the build tree into a scratch prefix, then uses it as a user would:
-#  1. the consumer project in tests/consumer with find_package(ctdl CONFIG REQUIRED);
+#  1. the consumer project in tests/consumer with find_package(ctdl CONFIG REQUIRED)
+#     (and, in a build with NCCL, its NcclComm program through ctdl::nccl);
 #  2. the same main.cpp compiled with the flags of `pkg-config --cflags --libs ctdl`;
 #  3. the installed programs (bin/ner_span_classifier, bin/ctdl-tokenize) run;
 #  4. find_package(ctdl CONFIG QUIET) in tests/consumer/quiet with a dependency hidden
@@ -23,6 +24,19 @@ run(${WORK_DIR}/build/consumer)
 message(STATUS "consumer (find_package) output: ${out}")
 if(NOT out MATCHES "consumer ok")
   message(FATAL_ERROR "the consumer ran but did not print 'consumer ok':\n${out}")
+endif()
+
+# ctdl::nccl: a build with NCCL installs it, and the consumer's NcclComm program builds
+# and runs (it runs an all-reduce only where a GPU is).
+if(WITH_NCCL)
+  if(NOT EXISTS ${WORK_DIR}/build/consumer_nccl)
+    message(FATAL_ERROR "this ctdl was built with NCCL, but the installed package gave the consumer no ctdl::nccl")
+  endif()
+  run(${WORK_DIR}/build/consumer_nccl)
+  message(STATUS "consumer_nccl output: ${out}")
+  if(NOT out MATCHES "consumer_nccl: ok")
+    message(FATAL_ERROR "consumer_nccl did not print 'consumer_nccl: ok':\n${out}")
+  endif()
 endif()
 
 # 2. pkg-config

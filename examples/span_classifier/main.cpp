@@ -27,6 +27,9 @@
 #include <ctdl/dist/any_comm.hpp>
 #if CTDL_WITH_MPI
 #include <ctdl/dist/mpi.hpp>
+#if CTDL_WITH_NCCL
+#include <ctdl/dist/nccl.hpp>
+#endif
 #endif
 #include <ctdl/io/atomic_file.hpp>
 #include <ctdl/io/bert_tf_checkpoint.hpp>
@@ -298,13 +301,15 @@ std::map<std::string, std::string> agreement_settings(const Setup& s, std::map<s
 /// every shape: its kernels take every width at run time, as the static families' do).
 int work_on_cuda(Setup& s, const DeviceSpec& device) {
   const auto& a = s.args;
-  if (s.comm->size() > 1 || a.shard_optimizer)
-    throw Error("--device=" + a.device + " with --distributed: not yet (data parallel on GPUs needs NCCL, issue 14)");
+  if (a.shard_optimizer)
+    throw Error("--shard_optimizer with --device=" + a.device + ": ZeRO-1 on GPUs is not built yet; train data "
+                "parallel without it (the optimizer state whole on every GPU)");  // one rank; several: work_on_gpus
   if (!compiled_cuda_families) {
     throw Error("--device=" + a.device + ": this build of ner_span_classifier has no CUDA (configure with "
                 "-DCTDL_WITH_CUDA=ON; docs/cuda.md)");
   }
-  s.device_name = use_cuda_device(device.ordinal);  // a missing or busy device stops here, named
+  // A --distributed run of several ranks chose each rank's GPU and made NCCL already.
+  if (s.device_name.empty()) s.device_name = use_cuda_device(device.ordinal);  // a missing or busy device stops here
   // Templates, so that a build without the CUDA instances never names them.
   const auto run_policy = [&]<class F>() -> int {
     if (a.precision == "bf16") return run<F, precision::Bf16Mixed, Cuda>(s);
@@ -322,21 +327,42 @@ int work_on_cuda(Setup& s, const DeviceSpec& device) {
   });
 }
 
+/// A GPU chosen for this rank by work_on_gpus: its number, its name and NCCL over the ranks.
+struct RankGpu {
+  int ordinal = 0;
+  std::string name;
+  dist::AnyComm* comm = nullptr;
+};
+
 /// Everything after the flags, on one process or on every rank of `comm`.
-int work(const Args& a, const std::map<std::string, std::string>& flag_values, dist::AnyComm& comm) {
+int work(const Args& a, const std::map<std::string, std::string>& flag_values, dist::AnyComm& comm,
+         const RankGpu* gpu = nullptr) {
   if (a.num_threads > 0) omp_set_num_threads(static_cast<int>(a.num_threads));
   std::unique_ptr<text::FullTokenizer> tok;
   std::unique_ptr<data::LabelSet> labels;
   Setup s = check(a, tok, labels);
   s.comm = &comm;
+  DeviceSpec device = DeviceSpec::parse(a.device);
+  if (gpu) {
+    device.ordinal = gpu->ordinal;
+    s.device_name = gpu->name;
+    s.device_comm = gpu->comm;
+  }
   if (comm.size() > 1) {
     dist::require_same_on_all_ranks(comm, agreement_settings(s, flag_values));
-    note("distributed: %d ranks (MPI), %d threads each; a training step takes %lld rows (--train_batch_size %lld "
-         "per rank)%s\n",
-         comm.size(), omp_get_max_threads(), static_cast<long long>(a.train_batch_size * comm.size()),
-         static_cast<long long>(a.train_batch_size), a.shard_optimizer ? "; the optimizer state sharded (ZeRO-1)" : "");
+    if (gpu) {
+      note("distributed: %d ranks, one GPU each (rank r of a machine on its GPU r); gradients and weights over NCCL, "
+           "the rest over MPI; a training step takes %lld rows (--train_batch_size %lld per rank)\n",
+           comm.size(), static_cast<long long>(a.train_batch_size * comm.size()),
+           static_cast<long long>(a.train_batch_size));
+    } else {
+      note("distributed: %d ranks (MPI), %d threads each; a training step takes %lld rows (--train_batch_size %lld "
+           "per rank)%s\n",
+           comm.size(), omp_get_max_threads(), static_cast<long long>(a.train_batch_size * comm.size()),
+           static_cast<long long>(a.train_batch_size),
+           a.shard_optimizer ? "; the optimizer state sharded (ZeRO-1)" : "");
+    }
   }
-  const DeviceSpec device = DeviceSpec::parse(a.device);
   if (device.cuda) return work_on_cuda(s, device);
   if (s.args.precision == "tf32") {
     note("--precision=tf32 on the CPU is fp32 (TF32 is a GPU tensor-core format; CPUs have none)\n");
@@ -372,6 +398,45 @@ int work(const Args& a, const std::map<std::string, std::string>& flag_values, d
   });
 }
 
+#if CTDL_WITH_MPI
+/// --distributed --device=cuda on several ranks: one GPU per rank, rank r of a machine on
+/// its GPU r (as the original's Horovod runs pin hvd.local_rank()); the model's weights
+/// and gradients move over NCCL, everything else over MPI.
+int work_on_gpus(const Args& a, const std::map<std::string, std::string>& flag_values, dist::MpiComm& mpi,
+                 dist::AnyComm& comm) {
+  const std::string ranks = std::to_string(mpi.size()) + " ranks";
+  if (a.device != "cuda")
+    throw Error("--device=" + a.device + " with --distributed on " + ranks + ": give --device=cuda (rank r of a "
+                "machine takes its GPU r; CUDA_VISIBLE_DEVICES chooses which GPUs a machine offers)");
+  if (a.shard_optimizer)
+    throw Error("--shard_optimizer with --device=cuda: ZeRO-1 on GPUs is not built yet; train data parallel "
+                "without it (the optimizer state whole on every GPU)");
+  if (!compiled_cuda_families)
+    throw Error("--device=cuda: this build of ner_span_classifier has no CUDA (configure with -DCTDL_WITH_CUDA=ON; "
+                "docs/cuda.md)");
+#if CTDL_WITH_NCCL
+  const auto place = mpi.node_place();
+  RankGpu gpu;
+  gpu.ordinal = place.rank;
+  try {
+    gpu.name = use_cuda_device(place.rank);
+  } catch (const Error& e) {
+    throw Error(std::string(e.what()) + "; this is rank " + std::to_string(place.rank) + " of the " +
+                std::to_string(place.size) + " ranks on its machine: run at most one rank per GPU of a machine "
+                "(mpirun --npernode, srun --ntasks-per-node)");
+  }
+  dist::NcclComm nccl(mpi, place.rank);
+  dist::AnyComm device_comm(nccl);
+  gpu.comm = &device_comm;
+  return work(a, flag_values, comm, &gpu);
+#else
+  (void)flag_values, (void)comm;
+  throw Error("--distributed with --device=cuda on " + ranks + ": this build of ner_span_classifier has no NCCL "
+              "(CMake found none beside the CUDA toolkit: install NCCL, e.g. NVIDIA's libnccl-dev, and build again)");
+#endif
+}
+#endif
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -396,6 +461,7 @@ int main(int argc, char** argv) {
     quiet_rank = mpi_comm.rank() != 0;
     return dist::run_or_abort(mpi_comm, [&] {
       dist::AnyComm comm(mpi_comm);
+      if (mpi_comm.size() > 1 && DeviceSpec::parse(a.device).cuda) return work_on_gpus(a, flag_values, mpi_comm, comm);
       return work(a, flag_values, comm);
     });
 #else

@@ -323,7 +323,8 @@ int run(const Setup& s) {
                say("checkpoint " + dir + " (step " + std::to_string(step) + ")");
                if (kill_after && ++checkpoints_written == std::atoll(kill_after)) std::raise(SIGKILL);
              }},
-        comm, {.bucket_bytes = a.bucket_size_mb << 20, .shard_optimizer = a.shard_optimizer});
+        comm, s.device_comm ? *s.device_comm : comm,
+        {.bucket_bytes = a.bucket_size_mb << 20, .shard_optimizer = a.shard_optimizer});
     global_step = r.steps;
     say("training done: " + std::to_string(r.steps) + " steps" +
         (r.resumed_from ? " (resumed at step " + std::to_string(r.resumed_from) + ")" : std::string()) + ", " +

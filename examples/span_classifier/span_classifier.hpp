@@ -50,6 +50,9 @@ struct Setup {
   std::string checkpoint_file;  // model.safetensors or a TensorFlow checkpoint prefix to start from, or "" (random init)
   bool checkpoint_is_tf = false;  // checkpoint_file is a TensorFlow 1.x checkpoint prefix (Google's names)
   ctdl::dist::AnyComm* comm = nullptr;  // the ranks (one process: a LocalComm's); rank 0 alone writes and logs
+  // --distributed --device=cuda on several ranks: NCCL over the same ranks, for the
+  // model's weights and gradients on the GPUs; nullptr otherwise (comm carries them).
+  ctdl::dist::AnyComm* device_comm = nullptr;
   std::string device_name;  // --device=cuda: the GPU's name (the run's device is current); "" on the CPU
 };
 

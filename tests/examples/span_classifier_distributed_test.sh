@@ -9,7 +9,9 @@
 #   4. a job killed after its first checkpoint resumes on 2 ranks (--resume) and ends
 #      with the uninterrupted job's model.safetensors, byte for byte;
 #   5. ranks whose flags differ stop, every rank, naming the flag; a rank that fails
-#      (a missing file) ends the whole job at once (MPI_Abort), naming the file.
+#      (a missing file) ends the whole job at once (MPI_Abort), naming the file;
+#   6. --device=cuda on 2 ranks: --device=cuda:N and --shard_optimizer are refused, and a
+#      rank without a GPU of its own ends the job naming why.
 # Usage: span_classifier_distributed_test.sh <program> <shared data> <work dir> "<mpiexec and its flags>" <-n flag>
 # Exit 77 (skipped) without the shared data.
 set -uo pipefail
@@ -98,4 +100,24 @@ timeout 120 "${mpi[@]}" "$np_flag" 1 "$prog" "${train[@]}" --train_batch_size=8 
 grep -qF "rank 1 of 2: aborting the job: $work/none.txt: no such file (--vocab_file)" "$work/fails.err" \
   || fail "no abort naming the file: $(cat "$work/fails.err")"
 echo "5. different --learning_rate stops every rank naming it; a failing rank ends the job in $((SECONDS - start)) s"
+
+# 6. --device=cuda on 2 ranks: the GPU flags are checked on every build and machine; a rank
+#    without a GPU of its own (no GPU here; the second rank of a one-GPU machine) or a
+#    build without CUDA or NCCL ends the job, saying why.
+expect_refused() {  # <what> <message piece> <flags...>
+  local what=$1 piece=$2; shift 2
+  timeout 120 "${mpi[@]}" "$np_flag" 2 "$prog" "${train[@]}" --train_batch_size=8 --distributed \
+    --output_dir="$work/gpu" "$@" >"$work/gpu.out" 2>"$work/gpu.err"; rc=$?
+  [ $rc != 0 ] && [ $rc != 124 ] || fail "$what: exited $rc: $(cat "$work/gpu.err")"
+  grep -qE -- "$piece" "$work/gpu.err" || fail "$what: no message matching '$piece': $(cat "$work/gpu.err")"
+  [ ! -e "$work/gpu/model.safetensors" ] || fail "$what: a model was written"
+}
+expect_refused "--device=cuda:1 on 2 ranks" "--device=cuda:1 with --distributed on 2 ranks: give --device=cuda" \
+  --device=cuda:1
+expect_refused "--shard_optimizer on GPUs" "--shard_optimizer with --device=cuda: ZeRO-1 on GPUs is not built yet" \
+  --device=cuda --shard_optimizer
+expect_refused "--device=cuda on 2 ranks without 2 GPUs" \
+  "has no CUDA|has no NCCL|no usable CUDA device|no such device \(this machine has 1 CUDA device\); this is rank 1 of the 2 ranks" \
+  --device=cuda
+echo "6. --device=cuda on 2 ranks: cuda:N and --shard_optimizer refused; a rank without a GPU ends the job: $(grep -o 'aborting the job: .*' "$work/gpu.err" | head -1)"
 echo "span_classifier_distributed: all passed"

@@ -203,4 +203,20 @@ void guarded(Report& report, const std::string& what, F&& checks) {
   }
 }
 
+/// f must throw ctdl::Error whose message contains `piece`.
+template <class F>
+void expect_error(Report& report, const std::string& what, const std::string& piece, F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    const std::string message = e.what();
+    report.expect(what, message.find(piece) != std::string::npos, message);
+    return;
+  } catch (const std::exception& e) {
+    report.expect(what, false, std::string("not a ctdl::Error: ") + e.what());
+    return;
+  }
+  report.expect(what, false, "no error was thrown (expected one containing \"" + piece + "\")");
+}
+
 }  // namespace ctdl::gpu_test

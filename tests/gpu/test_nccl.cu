@@ -1,9 +1,9 @@
 // NcclComm with one rank on device 0, made without MPI (one GPU: NCCL allows one rank
 // per GPU, so one rank is all a single-GPU machine can run). Every collective on device
 // buffers, for float, bf16 and fp16, odd and BERT-sized counts, against what it must give
-// on one rank: all_reduce (sum and avg) leaves the data as it was, reduce_scatter and
-// all_gather copy send to recv (outputs poisoned with NaN first, so an unwritten element
-// fails), in place too, broadcast from root 0 leaves the data; on the default stream and
+// on one rank: all_reduce (sum and avg; all_reduce_async too, on NCCL's own stream)
+// leaves the data as it was, reduce_scatter and all_gather copy send to recv (outputs
+// poisoned with NaN first, so an unwritten element fails), in place too, broadcast from root 0 leaves the data; on the default stream and
 // on a stream of its own; zero counts; barrier; and the misuse errors (host memory, a
 // bad root, a negative count, overlapping buffers). Exact comparisons: one rank's sum and
 // average (x * 1) are the data, bit for bit. Exits 77 without a device or without NCCL.
@@ -26,6 +26,7 @@ namespace {
 using namespace ctdl;
 using namespace ctdl::dist;
 using gpu_test::Buffer;
+using gpu_test::expect_error;
 using gpu_test::guarded;
 using gpu_test::Report;
 
@@ -56,6 +57,15 @@ void check_collectives(NcclComm& comm, Report& report, std::int64_t count, cudaS
       report.equal(name, data.download(), x);
     });
   }
+  guarded(report, "all_reduce_async avg " + at, [&] {
+    Buffer<T> data(x);
+    inputs_ready();
+    auto pending = comm.all_reduce_async(data.data(), count, ReduceOp::avg, stream);
+    pending.wait();  // `stream` waits for NCCL's stream
+    cuda::check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+    report.expect("all_reduce_async test() once the starting stream is done " + at, pending.test());
+    report.equal("all_reduce_async avg " + at, data.download(), x);
+  });
   guarded(report, "reduce_scatter sum " + at, [&] {
     Buffer<T> send(x), recv(n);
     recv.poison();
@@ -102,22 +112,6 @@ void check_type(NcclComm& comm, Report& report, cudaStream_t own_stream) {
     cuda::check(cudaDeviceSynchronize(), "cudaDeviceSynchronize after zero-count collectives");
     report.expect("zero counts " + type_name<T>() + " (null buffers allowed, nothing launched)", true);
   });
-}
-
-/// f must throw ctdl::Error whose message contains `piece`.
-template <class F>
-void expect_error(Report& report, const std::string& what, const std::string& piece, F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    const std::string message = e.what();
-    report.expect(what, message.find(piece) != std::string::npos, message);
-    return;
-  } catch (const std::exception& e) {
-    report.expect(what, false, std::string("not a ctdl::Error: ") + e.what());
-    return;
-  }
-  report.expect(what, false, "no error was thrown (expected one containing \"" + piece + "\")");
 }
 
 void check_misuse(NcclComm& comm, Report& report) {

@@ -2,6 +2,7 @@
 ctdl_gpu_test(test_gpu_elementwise gpu/test_elementwise.cu)
 ctdl_gpu_test(test_gpu_device_memory gpu/test_device_memory.cu)
 ctdl_gpu_test(test_gpu_nccl gpu/test_nccl.cu ctdl::nccl)
+ctdl_gpu_test(test_gpu_nccl_data_parallel gpu/test_nccl_data_parallel.cu ctdl::nccl)
 ctdl_gpu_test(test_gpu_elem gpu/test_elem.cu)
 ctdl_gpu_test(test_gpu_optim gpu/test_optim.cu)
 ctdl_gpu_test(test_gpu_blas gpu/test_blas.cu)

@@ -52,6 +52,7 @@ struct AnyCommBase {
   virtual ~AnyCommBase() = default;
   virtual int rank() const = 0;
   virtual int size() const = 0;
+  virtual bool device_buffers() const = 0;
   virtual void all_reduce(CommType t, void* data, std::int64_t count, ReduceOp op) = 0;
   virtual void reduce_scatter(CommType t, const void* send, void* recv, std::int64_t count, ReduceOp op) = 0;
   virtual void all_gather(CommType t, const void* send, void* recv, std::int64_t count) = 0;
@@ -76,6 +77,7 @@ struct AnyCommOf final : AnyCommBase {
 
   int rank() const override { return comm.rank(); }
   int size() const override { return comm.size(); }
+  bool device_buffers() const override { return takes_device_buffers(comm); }
   void all_reduce(CommType t, void* data, std::int64_t count, ReduceOp op) override {
     with_type(t, data, [&](auto* d) { comm.all_reduce(d, count, op); });
   }
@@ -115,6 +117,8 @@ class AnyComm {
 
   int rank() const { return impl_->rank(); }
   int size() const { return impl_->size(); }
+  /// Whether the wrapped communicator's collectives take device memory (NcclComm).
+  bool device_buffers() const { return impl_->device_buffers(); }
 
   template <CommElement T>
   void all_reduce(T* data, std::int64_t count, ReduceOp op = ReduceOp::sum) {

@@ -100,6 +100,14 @@ concept AsyncCommunicator = Communicator<C> && requires(C& comm, float* f, std::
   comm.all_reduce_async(f, count, ReduceOp::avg).wait();
 };
 
+/// Whether `comm`'s collectives take device memory: a communicator that does says so with
+/// a device_buffers() member (NcclComm; AnyComm forwards it); the others take host memory.
+template <class C>
+bool takes_device_buffers(const C& comm) {
+  if constexpr (requires { comm.device_buffers(); }) return comm.device_buffers();
+  else return false;
+}
+
 /// Runs body(); if it throws, aborts the whole job with the exception's message (a rank
 /// that stopped alone would leave the others waiting in their next collective).
 template <Communicator C, class F>

@@ -20,6 +20,13 @@
 //   broadcast_parameters   rank 0's values to every rank (before the first step).
 //   require_same_on_all_ranks  (dist/agreement.hpp) each rank's settings against rank 0's.
 //
+// A model on a CUDA device (D = Cuda) is averaged the same way, by the same code, over a
+// communicator that takes device buffers (NcclComm): the buckets are device memory, the
+// gradients are copied in on the device and each bucket's all-reduce (ncclAvg) runs on
+// the communicator's stream while backward goes on; finish() makes the compute stream
+// wait for it and copies the averages back. The host waits for the device only where
+// this rank had no gradient for a parameter (to read whether any rank had one).
+//
 // The trainer (train/classifier.hpp) sees a GradientSync: begin(tape) before the forward
 // of the micro-batch that completes a step's gradients (accumulated micro-batches before
 // it stay local), finish() before its gradients are checked, clipped and applied. So
@@ -39,6 +46,7 @@
 #include <vector>
 
 #include "ctdl/autograd/tape.hpp"
+#include "ctdl/core/device.hpp"
 #include "ctdl/core/error.hpp"
 #include "ctdl/dist/agreement.hpp"
 #include "ctdl/dist/communicator.hpp"
@@ -67,8 +75,11 @@ struct DataParallelOptions {
 
 /// Averages a model's float gradients over the ranks of `comm`, in buckets. Holds
 /// references to the model's parameters: the model must outlive it and stay in place.
-template <AsyncCommunicator C>
+/// D: the model's device; on Cuda, `comm` must take device buffers.
+template <AsyncCommunicator C, Device D = Cpu>
 class GradientAverager final : public GradientSync {
+  static constexpr bool on_device = std::is_same_v<D, Cuda>;
+
  public:
   using Options = DataParallelOptions;
 
@@ -96,12 +107,20 @@ class GradientAverager final : public GradientSync {
     std::int64_t offset = 0;  // in its bucket's buffer
     long at_rest = 0;         // use_count with no tape entry holding it
   };
+  // The buffer's storage: host memory, or device memory on D = Cuda.
+  using Storage = std::conditional_t<on_device, Tensor<float, Shape<dyn>, D>, std::vector<float>>;
   struct Bucket {
     std::vector<std::size_t> params;  // indices into params_
-    std::vector<float> buffer;        // gradients, then one has-gradient flag per parameter
+    Storage buffer;                   // gradients, then one has-gradient flag per parameter
+    // On the device: this rank's flags, uploaded when they change (copied into the
+    // buffer's tail on the device before each all-reduce, which overwrites that tail).
+    std::vector<float> flags, uploaded;  // this step's; those device_flags holds
+    std::optional<Storage> device_flags;
     std::optional<decltype(std::declval<C&>().all_reduce_async(std::declval<float*>(), std::int64_t{},
                                                                ReduceOp::sum))>
         pending;
+    float* data() { return buffer.data(); }
+    std::int64_t size() const { return static_cast<std::int64_t>(buffer.size()); }
   };
 
   bool complete(const Param& p) const { return p.use_count() <= p.at_rest; }
@@ -117,16 +136,23 @@ class GradientAverager final : public GradientSync {
   std::size_t started_in_backward_ = 0;
 };
 
-/// Rank `root`'s parameter values to every rank.
+template <AsyncCommunicator C, nn::Module M>
+GradientAverager(C&, M&, DataParallelOptions = {}) -> GradientAverager<C, nn::device_of_t<M>>;
+
+/// Rank `root`'s parameter values to every rank (on a device: `comm` takes device buffers).
 template <Communicator C, nn::Module M>
 void broadcast_parameters(C& comm, M& model, int root = 0);
 
 // ============================================================================
 
-template <AsyncCommunicator C>
+template <AsyncCommunicator C, Device D>
 template <nn::Module M>
-GradientAverager<C>::GradientAverager(C& comm, M& model, Options options) : comm_(comm), options_(options) {
+GradientAverager<C, D>::GradientAverager(C& comm, M& model, Options options) : comm_(comm), options_(options) {
+  static_assert(std::is_same_v<nn::device_of_t<M>, D>, "GradientAverager<C, D>: D must be the model's device");
   if (options_.bucket_bytes < 1) throw Error("GradientAverager: bucket_bytes must be positive");
+  if (on_device && !takes_device_buffers(comm))
+    throw Error("GradientAverager: the model is on a CUDA device and this communicator takes host memory; "
+                "average its gradients over one that takes device buffers (dist::NcclComm)");
   nn::visit_parameters(model, [&](const std::string&, auto& p) {
     using V = std::remove_cvref_t<decltype(p)>;
     static_assert(std::is_same_v<typename V::value_type, float>,
@@ -157,17 +183,19 @@ GradientAverager<C>::GradientAverager(C& comm, M& model, Options options) : comm
   for (auto& b : buckets_) {
     std::int64_t elements = 0;
     for (const auto i : b.params) elements += params_[i].size;
-    b.buffer.assign(static_cast<std::size_t>(elements) + b.params.size(), 0.f);
+    const auto length = static_cast<index_t>(elements + static_cast<std::int64_t>(b.params.size()));
+    if constexpr (on_device) b.buffer = Storage({length});
+    else b.buffer.assign(static_cast<std::size_t>(length), 0.f);
   }
 }
 
-template <AsyncCommunicator C>
-void GradientAverager<C>::begin(Tape& tape) {
+template <AsyncCommunicator C, Device D>
+void GradientAverager<C, D>::begin(Tape& tape) {
   if (tape.size() != 0) throw Error("GradientAverager::begin: call it before the forward (the tape has entries)");
   for (auto& p : params_) p.at_rest = p.use_count();
   next_ = 0;
   started_in_backward_ = 0;
-  armed_ = options_.overlap && comm_.size() > 1;
+  armed_ = options_.overlap;  // one rank too: it then runs as N ranks would (the tests use that)
   if (armed_) {
     tape.after_each_entry([this] {
       if (!armed_) return;
@@ -177,26 +205,43 @@ void GradientAverager<C>::begin(Tape& tape) {
   }
 }
 
-template <AsyncCommunicator C>
-void GradientAverager<C>::start(Bucket& b) {
-  const std::int64_t flags = static_cast<std::int64_t>(b.params.size());
-  float* buffer = b.buffer.data();
-  float* flag = buffer + (static_cast<std::int64_t>(b.buffer.size()) - flags);
+template <AsyncCommunicator C, Device D>
+void GradientAverager<C, D>::start(Bucket& b) {
+  const auto count = static_cast<std::int64_t>(b.params.size());
+  float* buffer = b.data();
+  float* flag = buffer + (b.size() - count);
+  b.flags.resize(b.params.size());
   for (std::size_t k = 0; k < b.params.size(); ++k) {
     const Param& p = params_[b.params[k]];
-    if (p.has_grad()) {
-      std::memcpy(buffer + p.offset, p.grad_data(), static_cast<std::size_t>(p.size) * sizeof(float));
-      flag[k] = 1.f;
+    const auto bytes = static_cast<std::size_t>(p.size) * sizeof(float);
+    b.flags[k] = p.has_grad() ? 1.f : 0.f;
+    if constexpr (on_device) {  // queued on the compute stream, after the backward that made them
+      if (b.flags[k] != 0.f) DeviceAllocator<D>::copy(buffer + p.offset, p.grad_data(), bytes);
+      else DeviceAllocator<D>::fill(buffer + p.offset, static_cast<std::size_t>(p.size), 0.f);
     } else {
-      std::fill(buffer + p.offset, buffer + p.offset + p.size, 0.f);
-      flag[k] = 0.f;
+      if (b.flags[k] != 0.f) std::memcpy(buffer + p.offset, p.grad_data(), bytes);
+      else std::fill(buffer + p.offset, buffer + p.offset + p.size, 0.f);
     }
   }
-  b.pending.emplace(comm_.all_reduce_async(buffer, static_cast<std::int64_t>(b.buffer.size()), ReduceOp::sum));
+  if constexpr (on_device) {
+    // A host-to-device copy waits for the compute stream: only when the flags change
+    // (the first step; a parameter that got a gradient in one step and none in another).
+    if (!b.device_flags || b.uploaded != b.flags) {
+      b.device_flags.emplace(Storage({static_cast<index_t>(count)}));
+      DeviceAllocator<D>::copy_from_host(b.device_flags->data(), b.flags.data(), b.flags.size() * sizeof(float));
+      b.uploaded = b.flags;
+    }
+    DeviceAllocator<D>::copy(flag, b.device_flags->data(), b.flags.size() * sizeof(float));
+    // The average directly (ncclAvg): a flag is then the share of ranks that had a gradient.
+    b.pending.emplace(comm_.all_reduce_async(buffer, b.size(), ReduceOp::avg));
+  } else {
+    std::copy(b.flags.begin(), b.flags.end(), flag);
+    b.pending.emplace(comm_.all_reduce_async(buffer, b.size(), ReduceOp::sum));
+  }
 }
 
-template <AsyncCommunicator C>
-void GradientAverager<C>::start_ready() {
+template <AsyncCommunicator C, Device D>
+void GradientAverager<C, D>::start_ready() {
   while (next_ < buckets_.size()) {
     Bucket& b = buckets_[next_];
     if (!std::all_of(b.params.begin(), b.params.end(), [&](std::size_t i) { return complete(params_[i]); })) return;
@@ -206,8 +251,8 @@ void GradientAverager<C>::start_ready() {
   }
 }
 
-template <AsyncCommunicator C>
-void GradientAverager<C>::finish() {
+template <AsyncCommunicator C, Device D>
+void GradientAverager<C, D>::finish() {
   armed_ = false;
   while (next_ < buckets_.size()) start(buckets_[next_++]);
   next_ = 0;
@@ -215,19 +260,33 @@ void GradientAverager<C>::finish() {
   for (auto& b : buckets_) {
     b.pending->wait();
     b.pending.reset();
-    const float* buffer = b.buffer.data();
-    const float* flag = buffer + (b.buffer.size() - b.params.size());
-    for (std::size_t k = 0; k < b.params.size(); ++k) {
-      if (flag[k] == 0.f) continue;  // no rank has a gradient: none is made
-      const Param& p = params_[b.params[k]];
-      float* g = p.grad_data();
-      for (std::int64_t i = 0; i < p.size; ++i) g[i] = buffer[p.offset + i] / ranks;
+    const float* buffer = b.data();
+    const auto count = static_cast<std::int64_t>(b.params.size());
+    if constexpr (on_device) {
+      // Where this rank had a gradient, the averaged flag is at least 1/N: copy back
+      // without looking. Elsewhere read the flags (the host waits for the reduction).
+      std::vector<float> any = b.flags;
+      if (std::find(b.flags.begin(), b.flags.end(), 0.f) != b.flags.end())
+        DeviceAllocator<D>::copy_to_host(any.data(), buffer + (b.size() - count), any.size() * sizeof(float));
+      for (std::size_t k = 0; k < b.params.size(); ++k) {
+        if (any[k] == 0.f) continue;  // no rank has a gradient: none is made
+        const Param& p = params_[b.params[k]];
+        DeviceAllocator<D>::copy(p.grad_data(), buffer + p.offset, static_cast<std::size_t>(p.size) * sizeof(float));
+      }
+    } else {
+      const float* flag = buffer + (b.size() - count);
+      for (std::size_t k = 0; k < b.params.size(); ++k) {
+        if (flag[k] == 0.f) continue;  // no rank has a gradient: none is made
+        const Param& p = params_[b.params[k]];
+        float* g = p.grad_data();
+        for (std::int64_t i = 0; i < p.size; ++i) g[i] = buffer[p.offset + i] / ranks;
+      }
     }
   }
 }
 
-template <AsyncCommunicator C>
-auto GradientAverager<C>::buckets() const -> std::vector<BucketInfo> {
+template <AsyncCommunicator C, Device D>
+auto GradientAverager<C, D>::buckets() const -> std::vector<BucketInfo> {
   std::vector<BucketInfo> out;
   for (const auto& b : buckets_) {
     std::int64_t elements = 0;
@@ -239,6 +298,10 @@ auto GradientAverager<C>::buckets() const -> std::vector<BucketInfo> {
 
 template <Communicator C, nn::Module M>
 void broadcast_parameters(C& comm, M& model, int root) {
+  if (std::is_same_v<nn::device_of_t<M>, Cuda> != takes_device_buffers(comm))
+    throw Error(std::is_same_v<nn::device_of_t<M>, Cuda>
+                    ? "broadcast_parameters: the model is on a CUDA device and the communicator takes host memory"
+                    : "broadcast_parameters: the model is on the CPU and the communicator takes device memory");
   nn::visit_parameters(model, [&](const std::string&, auto& p) {
     auto& v = p.value();  // non-const: marks the value changed (weights kept reordered are remade)
     comm.broadcast(v.data(), v.size(), root);

@@ -130,6 +130,12 @@ class MpiComm {
 
   /// Broadcasts raw bytes from root (NCCL's unique id, hashes of configurations).
   void broadcast_bytes(void* data, std::int64_t bytes, int root = 0);
+  /// This rank's number among the ranks on its own machine (those that share memory:
+  /// MPI_Comm_split_type) and how many they are: rank r of a node takes GPU r. Collective.
+  struct NodePlace {
+    int rank = 0, size = 1;
+  };
+  NodePlace node_place() const;
   /// Prints the message naming this rank and calls MPI_Abort on MPI_COMM_WORLD.
   [[noreturn]] void abort_job(const std::string& message);
 
@@ -398,6 +404,20 @@ inline void MpiComm::broadcast_bytes(void* data, std::int64_t bytes, int root) {
   const int n = mpi_count(where, bytes);
   if (n == 0) return;
   check_mpi(MPI_Bcast(data, n, MPI_BYTE, root, comm_), where, "MPI_Bcast");
+}
+
+inline MpiComm::NodePlace MpiComm::node_place() const {
+  const auto where = site("node_place");
+  MPI_Comm node = MPI_COMM_NULL;
+  check_mpi(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node), where,
+            "MPI_Comm_split_type");
+  NodePlace place;
+  const int rank_status = MPI_Comm_rank(node, &place.rank);
+  const int size_status = MPI_Comm_size(node, &place.size);
+  MPI_Comm_free(&node);
+  check_mpi(rank_status, where, "MPI_Comm_rank");
+  check_mpi(size_status, where, "MPI_Comm_size");
+  return place;
 }
 
 inline void MpiComm::abort_job(const std::string& message) {

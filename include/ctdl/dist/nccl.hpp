@@ -13,6 +13,13 @@
 // work queued later on that stream. barrier() alone waits: it synchronises the host with
 // the stream after an all-reduce of one value.
 //
+// all_reduce_async runs the reduction on a stream of the communicator's own (NCCL's
+// stream, non-blocking), after the work queued so far on `stream`: kernels queued later on
+// `stream` run beside it. That is how gradient buckets reduce while backward goes on
+// (dist/data_parallel.hpp). Its PendingReduce's wait() makes `stream` wait for the
+// reduction (work queued later there sees the result; the host does not wait); test()
+// says whether the reduction has finished.
+//
 // Types: float = ncclFloat, bf16 = ncclBfloat16, fp16 = ncclFloat16; sum = ncclSum,
 // avg = ncclAvg (NCCL >= 2.10). Buffers must be device memory of the communicator's GPU:
 // a host pointer is an Error naming the collective, not a crash inside NCCL. NCCL
@@ -29,6 +36,7 @@
 #include <exception>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 #include "ctdl/core/dtype.hpp"
 #include "ctdl/core/error.hpp"
@@ -73,6 +81,43 @@ class NcclComm {
   void broadcast(T* data, std::int64_t count, int root = 0, cudaStream_t stream = nullptr);
   /// Returns once every rank has reached it and this rank's work on `stream` is done.
   void barrier(cudaStream_t stream = nullptr);
+
+  /// An all_reduce started on the communicator's stream (see the header's comment).
+  class PendingReduce {
+   public:
+    PendingReduce(PendingReduce&& other) noexcept
+        : done_(std::exchange(other.done_, nullptr)), stream_(other.stream_), comm_(other.comm_) {}
+    PendingReduce& operator=(PendingReduce&& other) noexcept {
+      std::swap(done_, other.done_);
+      stream_ = other.stream_;
+      comm_ = other.comm_;
+      return *this;
+    }
+    ~PendingReduce() {
+      if (done_) cudaEventDestroy(done_);  // released by the runtime once the reduction is done
+    }
+    /// Whether the reduction has finished.
+    bool test();
+    /// Work queued on the starting stream from now on runs after the reduction.
+    void wait();
+
+   private:
+    friend class NcclComm;
+    PendingReduce(cudaEvent_t done, cudaStream_t stream, const NcclComm& comm)
+        : done_(done), stream_(stream), comm_(&comm) {}
+    cudaEvent_t done_ = nullptr;
+    cudaStream_t stream_ = nullptr;
+    const NcclComm* comm_ = nullptr;
+  };
+  template <CommElement T>
+  PendingReduce all_reduce_async(T* data, std::int64_t count, ReduceOp op = ReduceOp::sum,
+                                 cudaStream_t stream = nullptr);
+  /// The stream all_reduce_async reduces on.
+  cudaStream_t reduce_stream() const noexcept { return reduce_stream_; }
+
+  /// Collectives take device memory (train::fit asks, to refuse host-only communicators
+  /// for a model on a GPU).
+  static constexpr bool device_buffers() noexcept { return true; }
   /// Prints the message naming this rank, aborts the NCCL communicator (so no kernel waits
   /// for a dead peer) and ends the job: MPI_Abort where bootstrapped over MPI, else exit(1).
   [[noreturn]] void abort_job(const std::string& message);
@@ -90,6 +135,8 @@ class NcclComm {
 
   ncclComm_t comm_ = nullptr;
   float* barrier_value_ = nullptr;  // one float on the device for barrier()'s all-reduce
+  cudaStream_t reduce_stream_ = nullptr;  // all_reduce_async's (non-blocking)
+  cudaEvent_t queued_ = nullptr;          // marks the starting stream's work before a reduction
   int rank_ = 0, size_ = 1, device_ = 0;
   int uncaught_at_start_ = std::uncaught_exceptions();
 #if defined(CTDL_WITH_MPI)
@@ -97,7 +144,7 @@ class NcclComm {
 #endif
 };
 
-static_assert(Communicator<NcclComm>);
+static_assert(AsyncCommunicator<NcclComm>);
 
 // ---------------------------------------------------------------------------------------
 
@@ -131,10 +178,21 @@ inline NcclComm::NcclComm(MpiComm& mpi, int device) : rank_(mpi.rank()), size_(m
 inline void NcclComm::init(const ncclUniqueId& id) {
   const auto where = site("NcclComm");
   check_nccl(ncclCommInitRank(&comm_, size_, id, rank_), where, "ncclCommInitRank");
-  const cudaError_t status = cudaMalloc(reinterpret_cast<void**>(&barrier_value_), sizeof(float));
+  cudaError_t status = cudaMalloc(reinterpret_cast<void**>(&barrier_value_), sizeof(float));
+  const char* call = "cudaMalloc (barrier value)";
+  if (status == cudaSuccess) {
+    status = cudaStreamCreateWithFlags(&reduce_stream_, cudaStreamNonBlocking);
+    call = "cudaStreamCreateWithFlags (reduction stream)";
+  }
+  if (status == cudaSuccess) {
+    status = cudaEventCreateWithFlags(&queued_, cudaEventDisableTiming);
+    call = "cudaEventCreateWithFlags";
+  }
   if (status != cudaSuccess) {
+    if (reduce_stream_) cudaStreamDestroy(reduce_stream_);
+    if (barrier_value_) cudaFree(barrier_value_);
     ncclCommDestroy(comm_);
-    check_cuda(status, where, "cudaMalloc (barrier value)");
+    check_cuda(status, where, call);
   }
 }
 
@@ -144,8 +202,10 @@ inline NcclComm::~NcclComm() {
   if (std::uncaught_exceptions() > uncaught_at_start_ && size_ > 1) {
     abort_job("an exception left the scope of NcclComm");
   }
-  if (barrier_value_) cudaFree(barrier_value_);
   if (comm_) ncclCommDestroy(comm_);
+  if (queued_) cudaEventDestroy(queued_);
+  if (reduce_stream_) cudaStreamDestroy(reduce_stream_);
+  if (barrier_value_) cudaFree(barrier_value_);
 }
 
 inline void NcclComm::check_device_memory(const detail::CallSite& where, const void* p, std::int64_t count,
@@ -215,6 +275,40 @@ void NcclComm::broadcast(T* data, std::int64_t count, int root, cudaStream_t str
   if (count == 0) return;
   check_nccl(ncclBroadcast(data, data, static_cast<std::size_t>(count), datatype<T>(), root, comm_, stream), where,
              "ncclBroadcast");
+}
+
+template <CommElement T>
+auto NcclComm::all_reduce_async(T* data, std::int64_t count, ReduceOp op, cudaStream_t stream) -> PendingReduce {
+  const auto where = site("all_reduce_async");
+  detail::check_in_place(where, data, count);
+  check_device_memory(where, data, count, "data");
+  cudaEvent_t done = nullptr;
+  check_cuda(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), where, "cudaEventCreateWithFlags");
+  PendingReduce pending(done, stream, *this);  // owns the event from here
+  // The reduction stream waits for what `stream` has queued (the gradients copied in).
+  check_cuda(cudaEventRecord(queued_, stream), where, "cudaEventRecord");
+  check_cuda(cudaStreamWaitEvent(reduce_stream_, queued_, 0), where, "cudaStreamWaitEvent");
+  if (count > 0) {
+    check_nccl(ncclAllReduce(data, data, static_cast<std::size_t>(count), datatype<T>(), nccl_op(op), comm_,
+                             reduce_stream_),
+               where, "ncclAllReduce");
+  }
+  check_cuda(cudaEventRecord(done, reduce_stream_), where, "cudaEventRecord");
+  return pending;
+}
+
+inline bool NcclComm::PendingReduce::test() {
+  const cudaError_t status = cudaEventQuery(done_);
+  if (status == cudaErrorNotReady) {
+    (void)cudaGetLastError();  // not an error: clear it
+    return false;
+  }
+  comm_->check_cuda(status, comm_->site("all_reduce_async"), "cudaEventQuery");
+  return true;
+}
+
+inline void NcclComm::PendingReduce::wait() {
+  comm_->check_cuda(cudaStreamWaitEvent(stream_, done_, 0), comm_->site("all_reduce_async"), "cudaStreamWaitEvent");
 }
 
 inline void NcclComm::barrier(cudaStream_t stream) {

@@ -68,10 +68,7 @@ class ClassifierTrainer {
   /// Data parallel: the averaging of gradients over ranks (dist/data_parallel.hpp), run
   /// around the backward that completes each step; nullptr (the default): one process.
   /// A dist::ShardedOptimizer (ZeRO-1) is both: set it here and pass it to apply().
-  void set_gradient_sync(dist::GradientSync* sync) {
-    if (ops::on_cuda<Device> && sync) throw Error("data parallel training of a model on a CUDA device: not yet (NCCL)");
-    sync_ = sync;
-  }
+  void set_gradient_sync(dist::GradientSync* sync) { sync_ = sync; }
   /// A model on a CUDA device: the optimizer state kept there (checkpoints copy it).
   auto& device_step()
     requires ops::on_cuda<Device>
@@ -141,6 +138,7 @@ class ClassifierTrainer {
   template <class Opt>
   StepOutcome apply_on_device(Opt& optimizer, float lr) {
     static_assert(!dist::ShardedUpdate<Opt>, "ZeRO-1 of a model on a CUDA device: not yet (NCCL)");
+    if (sync_) sync_->finish();  // averaged over the GPUs (NCCL) before the checks and the update
     const auto step = device_step_.apply(optimizer, model_, lr, scaler_,
                                          {.loss_scaling = Policy::loss_scaling,
                                           .max_grad_norm = options_.max_grad_norm,

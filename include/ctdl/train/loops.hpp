@@ -122,6 +122,15 @@ template <class Policy, class Model, dist::AsyncCommunicator C>
 FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& options, const FitHooks& hooks, C& comm,
               const dist::DataParallelOptions& data_parallel = {});
 
+/// The same with the model's data on a communicator of its own: `comm` carries the host's
+/// collectives (the loss, the evaluation's rows; MPI), `device_comm` the initial weights and
+/// the gradients (dist::NcclComm over the same ranks, one GPU each, for a model on a CUDA
+/// device: that is how GPUs train data parallel). The overload above is this one with
+/// device_comm = comm.
+template <class Policy, class Model, dist::AsyncCommunicator C, dist::AsyncCommunicator G>
+FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& options, const FitHooks& hooks, C& comm,
+              G& device_comm, const dist::DataParallelOptions& data_parallel = {});
+
 struct Evaluation {
   Predictions predictions;
   metrics::ClassificationReport report;
@@ -162,13 +171,30 @@ FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& o
 template <class Policy, class Model, dist::AsyncCommunicator C>
 FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& o, const FitHooks& hooks, C& comm,
               const dist::DataParallelOptions& data_parallel) {
+  return fit<Policy>(model, train, o, hooks, comm, comm, data_parallel);
+}
+
+template <class Policy, class Model, dist::AsyncCommunicator C, dist::AsyncCommunicator G>
+FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& o, const FitHooks& hooks, C& comm,
+              G& device_comm, const dist::DataParallelOptions& data_parallel) {
   using Clock = std::chrono::steady_clock;
   // A model on a CUDA device trains there (train/classifier.hpp); checkpoints go through
-  // a host copy. Data parallel over NCCL is not there yet: one process only.
-  constexpr bool on_device = ops::on_cuda<nn::device_of_t<Model>>;
+  // a host copy. Over several ranks its gradients and weights move over device_comm.
+  using Device = nn::device_of_t<Model>;
+  constexpr bool on_device = ops::on_cuda<Device>;
   const int ranks = comm.size();
-  if (on_device && (ranks > 1 || data_parallel.shard_optimizer))
-    throw Error("fit: a model on a CUDA device trains in one process for now (data parallel over NCCL is not built yet)");
+  if (device_comm.size() != ranks || device_comm.rank() != comm.rank())
+    throw Error("fit: the device communicator is rank " + std::to_string(device_comm.rank()) + " of " +
+                std::to_string(device_comm.size()) + ", the host communicator rank " + std::to_string(comm.rank()) +
+                " of " + std::to_string(ranks) + ": they must be the same ranks");
+  if (on_device && data_parallel.shard_optimizer)
+    throw Error("fit: ZeRO-1 (shard_optimizer) of a model on a CUDA device is not built yet; train it with plain "
+                "data parallel (the optimizer state whole on every GPU)");
+  if (ranks > 1 && dist::takes_device_buffers(device_comm) != on_device)
+    throw Error(on_device ? "fit: the model is on a CUDA device and the device communicator takes host memory: "
+                            "average over dist::NcclComm (one GPU per rank)"
+                          : "fit: the model is on the CPU and the device communicator takes device memory: pass a "
+                            "host communicator (MpiComm) for a CPU model");
   const bool lead = comm.rank() == 0;
   const auto say = [&](const std::string& s) {
     if (!lead) return;
@@ -198,16 +224,16 @@ FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& o
   optim::AdamW optimizer;  // sharded: the whole state, assembled only to write or read a checkpoint
   ClassifierTrainer<Model, Policy> trainer(
       model, {.max_grad_norm = o.max_grad_norm, .seed = o.seed, .rank = static_cast<std::uint32_t>(comm.rank())});
-  std::optional<dist::GradientAverager<C>> averager;
-  std::optional<dist::ShardedOptimizer<optim::AdamW, C>> sharded;
-  if constexpr (!on_device) {
-    if (data_parallel.shard_optimizer) {
-      sharded.emplace(comm, model);
+  std::optional<dist::GradientAverager<G, Device>> averager;
+  std::optional<dist::ShardedOptimizer<optim::AdamW, G>> sharded;
+  if (data_parallel.shard_optimizer) {
+    if constexpr (!on_device) {
+      sharded.emplace(device_comm, model);
       trainer.set_gradient_sync(&*sharded);
-    } else if (ranks > 1) {
-      averager.emplace(comm, model, data_parallel);
-      trainer.set_gradient_sync(&*averager);
     }
+  } else if (ranks > 1) {
+    averager.emplace(device_comm, model, data_parallel);
+    trainer.set_gradient_sync(&*averager);
   }
   data::Batcher batcher(train, {.batch_size = o.batch_size,
                                 .rank = comm.rank(),
@@ -272,9 +298,7 @@ FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& o
     batcher.start_epoch(0);
   }
   // Every rank starts from rank 0's weights (a resumed run's are equal already).
-  if constexpr (!on_device) {
-    if (ranks > 1) dist::broadcast_parameters(comm, model);
-  }
+  if (ranks > 1) dist::broadcast_parameters(device_comm, model);
 
   const auto checkpoint = [&] {
     state.epoch = batcher.epoch();

@@ -1,0 +1,188 @@
+// Data parallel on the GPU over NCCL, with the one rank a single-GPU machine can run
+// (NcclComm(0)): dist::GradientAverager<NcclComm, Cuda> on the tiny BERT of gpu/bert.
+// One rank's average is its own gradient, so every check is exact or within the
+// run-to-run noise of float scatter-adds on the device:
+//   - after one backward with overlap on, buckets start during backward (on NCCL's
+//     stream) and finish() gives back every gradient bit for bit, with several buckets;
+//   - a parameter whose gradient was forgotten before finish() keeps none (the flags read
+//     back from the device), the others are unchanged;
+//   - 5 ClassifierTrainer steps (AdamW, clipping, two micro-batches) with the averager as
+//     the trainer's gradient sync end within 1e-5 of the same steps without it;
+//   - broadcast_parameters over NCCL leaves one rank's weights as they are;
+//   - the misuse errors: a host communicator (LocalComm) for a model on the GPU, in the
+//     averager and in broadcast_parameters.
+// Exits 77 without a device or without NCCL. Several GPUs (several ranks) are not on the
+// GPU machine; tests/dist/mpi_data_parallel.cpp checks the averaging itself on 2 MPI ranks.
+#include "gpu/gpu_test.hpp"
+
+#if defined(CTDL_WITH_NCCL)
+#include <ctdl/dist/any_comm.hpp>
+#include <ctdl/dist/data_parallel.hpp>
+#include <ctdl/dist/nccl.hpp>
+#include <ctdl/ops/cross_entropy.hpp>
+#include <ctdl/precision/policy.hpp>
+#include <ctdl/train/classifier.hpp>
+
+#include "gpu/ops_twin.hpp"
+#include "gpu/tiny_bert.hpp"
+#endif
+
+#include <cstdio>
+#include <string>
+
+#if defined(CTDL_WITH_NCCL)
+
+namespace {
+
+using namespace ctdl;
+using gpu_test::Report;
+using tiny_bert::by_name;
+
+using GpuModel = bert::BertForSequenceClassification<float, bert::Tiny, precision::Fp32, Cuda>;
+using CpuModel = bert::BertForSequenceClassification<float, bert::Tiny, precision::Fp32>;
+
+GpuModel fresh_model() {
+  auto cpu = CpuModel::make(tiny_bert::tiny_config(), 5);
+  bert::init_weights(cpu, 0.02, 7);
+  return nn::to_device<GpuModel>(cpu);
+}
+
+/// The gradients that exist, by name (by_name's grad() would make the missing ones).
+std::map<std::string, std::vector<float>> present_grads(GpuModel& model) {
+  std::map<std::string, std::vector<float>> out;
+  nn::visit_parameters(model, [&](const std::string& name, auto& p) {
+    if (!p.has_grad()) return;
+    const auto v = ops_twin::values(p.grad());
+    out[name] = std::vector<float>(v.begin(), v.end());
+  });
+  return out;
+}
+
+void backward(GpuModel& model, Tape& tape, const Batch& batch) {
+  nn::Context ctx{tape, /*training=*/true, /*seed=*/42, /*step=*/0};
+  auto logits = model.forward(ctx, batch);
+  auto loss = ops::cross_entropy(tape, logits, batch.labels);
+  tape.backward(loss);
+}
+
+void check_averager(Report& report, dist::NcclComm& comm) {
+  const Batch batch = tiny_bert::tiny_batch();
+  auto model = fresh_model();
+  dist::GradientAverager avg(comm, model, {.bucket_bytes = 256 << 10, .overlap = true});
+  static_assert(std::is_same_v<decltype(avg), dist::GradientAverager<dist::NcclComm, Cuda>>);
+  report.expect("several buckets", avg.buckets().size() > 3, std::to_string(avg.buckets().size()) + " buckets");
+  {
+    Tape tape;
+    avg.begin(tape);
+    backward(model, tape, batch);
+  }
+  const auto before = by_name(model, true);
+  avg.finish();
+  cuda::check(cudaDeviceSynchronize(), "after finish");
+  report.expect("buckets start during backward", avg.started_during_backward() > 0,
+                std::to_string(avg.started_during_backward()) + " of " + std::to_string(avg.buckets().size()));
+  const auto after = by_name(model, true);
+  int differ = 0;
+  for (const auto& [name, g] : before)
+    if (!report.equal("one rank's average of d " + name, after.at(name), g)) ++differ;
+  report.expect("every gradient comes back bit for bit", differ == 0 && before.size() == 41,
+                std::to_string(before.size()) + " parameters, " + std::to_string(differ) + " differ");
+
+  // A gradient forgotten before finish(): no rank has one, so none is made.
+  optim::zero_grad(model);
+  {
+    Tape tape;
+    avg.begin(tape);
+    backward(model, tape, batch);
+  }
+  const std::string dropped = "classifier.bias";
+  bool found = false;
+  nn::visit_parameters(model, [&](const std::string& name, auto& p) {
+    if (name == dropped) {
+      p.zero_grad();
+      found = true;
+    }
+  });
+  const auto kept = present_grads(model);
+  avg.finish();
+  bool none = false;
+  nn::visit_parameters(model, [&](const std::string& name, auto& p) {
+    if (name == dropped) none = !p.has_grad();
+  });
+  report.expect("a parameter without a gradient keeps none", found && none);
+  report.equal("the other gradients after a step with one missing",
+               present_grads(model)["bert.pooler.dense.weight"], kept.at("bert.pooler.dense.weight"));
+}
+
+/// Trainer steps with and without the averager as the gradient sync.
+void check_trainer(Report& report, dist::NcclComm& comm) {
+  const Batch batch = tiny_bert::tiny_batch();
+  auto plain = fresh_model();
+  auto synced = fresh_model();
+  dist::GradientAverager avg(comm, synced, {.bucket_bytes = 1 << 20});
+  train::ClassifierTrainer<GpuModel, precision::Fp32> trainer_p(plain, {.max_grad_norm = 1.0, .seed = 3});
+  train::ClassifierTrainer<GpuModel, precision::Fp32> trainer_s(synced, {.max_grad_norm = 1.0, .seed = 3});
+  trainer_s.set_gradient_sync(&avg);
+  optim::AdamW adam_p, adam_s;
+  std::vector<double> loss_p, loss_s, norm_p, norm_s;
+  for (int step = 0; step < 5; ++step) {
+    const float lr = 1e-3f;
+    for (int micro = 0; micro < 2; ++micro) {
+      loss_p.push_back(trainer_p.backward(batch, micro == 1));
+      loss_s.push_back(trainer_s.backward(batch, micro == 1));
+    }
+    norm_p.push_back(trainer_p.apply(adam_p, lr).grad_norm);
+    norm_s.push_back(trainer_s.apply(adam_s, lr).grad_norm);
+  }
+  report.close("trainer over NCCL: 10 micro-batch losses", loss_s, loss_p, 1e-5);
+  report.close("trainer over NCCL: 5 gradient norms", norm_s, norm_p, 1e-5);
+  const auto wp = by_name(plain, false), ws = by_name(synced, false);
+  int differ = 0;
+  for (const auto& [name, w] : wp)
+    if (!report.close("trainer over NCCL: after 5 steps, " + name, ws.at(name), w, 1e-5)) ++differ;
+  report.expect("trainer over NCCL: every weight after 5 steps agrees", differ == 0, std::to_string(differ) + " differ");
+
+  const auto before = by_name(synced, false);
+  dist::broadcast_parameters(comm, synced);
+  cuda::check(cudaDeviceSynchronize(), "after broadcast_parameters");
+  report.equal("broadcast_parameters over NCCL, one rank: the weights as they were",
+               by_name(synced, false)["bert.embeddings.word_embeddings.weight"],
+               before.at("bert.embeddings.word_embeddings.weight"));
+}
+
+void check_misuse(Report& report) {
+  auto model = fresh_model();
+  dist::LocalComm host;
+  gpu_test::expect_error(report, "GradientAverager over a host communicator for a model on the GPU",
+                         "takes host memory", [&] { dist::GradientAverager<dist::LocalComm, Cuda> avg(host, model); });
+  gpu_test::expect_error(report, "broadcast_parameters over a host communicator for a model on the GPU",
+                         "takes host memory", [&] { dist::broadcast_parameters(host, model); });
+  dist::AnyComm any(host);
+  report.expect("AnyComm says whether its communicator takes device buffers", !any.device_buffers());
+}
+
+}  // namespace
+
+int main() {
+  gpu_test::require_device("gpu/nccl_data_parallel");
+  if (std::getenv("NCCL_DEBUG") == nullptr) setenv("NCCL_DEBUG", "WARN", 1);
+  Report report("gpu/nccl_data_parallel");
+  gpu_test::guarded(report, "setup", [&] {
+    dist::NcclComm comm(0);
+    dist::AnyComm any(comm);
+    report.expect("AnyComm over NcclComm takes device buffers", any.device_buffers());
+    gpu_test::guarded(report, "GradientAverager", [&] { check_averager(report, comm); });
+    gpu_test::guarded(report, "ClassifierTrainer", [&] { check_trainer(report, comm); });
+  });
+  gpu_test::guarded(report, "misuse", [&] { check_misuse(report); });
+  return report.finish();
+}
+
+#else
+
+int main() {
+  std::printf("gpu/nccl_data_parallel: skipped: this build has no NCCL (CTDL_WITH_NCCL off)\n");
+  return 77;
+}
+
+#endif
