@@ -52,6 +52,8 @@ if [ -f $shared/consensus-example/dev.tsv ]; then
 else
   echo "gpu-check.sh: no shared data at $shared: the bundle's program check will be skipped" >&2
 fi
+# Issue 13's table: ctdl against the PyTorch anchor (the peer's own script, as is) in one run.
+cp benchmarks/compare_pytorch.sh $bundle/
 anchor=../shared/anchors/pytorch_gpu_bert.py
 [ -f $anchor ] && cp $anchor $bundle/pytorch_gpu_bert.py
 git rev-parse --short HEAD > $bundle/COMMIT 2>/dev/null || echo unknown > $bundle/COMMIT

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU bundle's run.sh (scripts/gpu-check.sh copies it there): on a GPU machine, runs
 # every GPU test, the program check (ner_span_classifier --device=cuda against the CPU),
-# the benchmarks (bert_bench --device=cuda), compute-sanitizer's memcheck over the tests
-# and the PyTorch anchor (when torch is there), each under a time limit, within a total
+# the benchmarks (bert_bench --device=cuda against the PyTorch anchor, when torch is
+# there), compute-sanitizer's memcheck over the tests, each under a time limit, within a total
 # budget (CTDL_GPU_CHECK_BUDGET_S, default 450 s), and writes one report.
 #
 #   run.sh [report-file]      default: $OUT/gpu-report.txt where OUT is set, else beside run.sh
@@ -44,8 +44,6 @@ run() {
     77) verdict=SKIP ;;
     124) verdict="TIMEOUT(${limit}s)" ;;
   esac
-  # The anchor's last stage (torch.compile) may be cut by its limit: its figures are in already.
-  [ $rc = 124 ] && [[ $label == pytorch* ]] && verdict=CUT
   summary+=("$(printf '%-8s %-44s %4d s  rc %d' "$verdict" "$label" $((SECONDS - t0)) $rc)")
 }
 
@@ -57,18 +55,16 @@ programs=$here/programs
 [ -x "$programs/ner_span_classifier" ] &&
   run "program ner_span_classifier --device=cuda vs cpu" 240 \
     "$here/span_classifier_gpu_test.sh" "$programs/ner_span_classifier" "$here/data" "${TMPDIR:-/tmp}/ctdl-gpu-span"
+# bert_bench --device=cuda against PyTorch eager (the anchor script, when torch is here)
+# and ctdl's matmul floor, in one table (benchmarks/compare_pytorch.sh --device=cuda):
+# issue 13's configurations at BERT-base; CTDL_COMPARE_CONFIGS replaces them.
 if [ -x "$programs/bert_bench" ]; then
-  for cfg in bf16:train:64 fp32:train:32 bf16:infer:64; do
-    IFS=: read -r precision mode batch <<<"$cfg"
-    run "bert_bench base $precision $mode $batch x 128" 90 "$programs/bert_bench" --device=cuda --model=base \
-      --precision="$precision" --mode="$mode" --batch="$batch" --seq_len=128 --warmup=3 --steps=10
-  done
-fi
-if [ -f "$here/pytorch_gpu_bert.py" ] && python3 -c 'import torch, transformers' 2> /dev/null; then
-  # The peer in the same run: PyTorch BERT-base training and inference and its matmul
-  # floors (the torch.compile run after them is cut by the limit when time is short).
-  CONFIGS=${CTDL_ANCHOR_CONFIGS:-bf16:train:64:128,bf16:infer:64:128} PYTHONUNBUFFERED=1 \
-    run "pytorch anchor" "${CTDL_ANCHOR_LIMIT_S:-75}" python3 "$here/pytorch_gpu_bert.py" "${OUT:-$here}/pytorch-anchor.json"
+  anchor=$here/pytorch_gpu_bert.py
+  python3 -c 'import torch, transformers' 2> /dev/null || anchor=/nonexistent  # the table says "n/a" for torch
+  read -r -a configs <<<"${CTDL_COMPARE_CONFIGS:-bf16:train:64:128 tf32:train:64:128 fp32:train:64:128 bf16:infer:64:128 bf16:infer:1:128}"
+  BENCH=$programs/bert_bench FLOOR=$programs/bench_cuda_matmul_floor ANCHOR=$anchor PYTHON=python3 \
+    ANCHOR_LIMIT_S=${CTDL_ANCHOR_LIMIT_S:-120} \
+    run "compare bert_bench vs pytorch (cuda)" "${CTDL_COMPARE_LIMIT_S:-240}" "$here/compare_pytorch.sh" --device=cuda "${configs[@]}"
 fi
 # memcheck: every test under compute-sanitizer at once (each is slowed many times over;
 # run side by side they take the time of the slowest), then each one's verdict. Memory
