@@ -19,7 +19,9 @@ namespace ctdl::math {
 CTDL_HOST_DEVICE CTDL_ALWAYS_INLINE float exp(float x) {
   // e^x = 2^k e^r, k = round(x / ln 2), |r| <= ln2 / 2; e^r by its Taylor polynomial of
   // degree 7 (truncation error < 6e-9 relative); 2^k as two normal scale factors.
-  const float xc = x < -87.33654f ? -87.33654f : (x > 88.72284f ? 88.72284f : x);
+  // NaN goes through as 0 (the result is x again below): converting NaN to an integer
+  // (k) would be undefined behaviour.
+  const float xc = x < -87.33654f ? -87.33654f : (x > 88.72284f ? 88.72284f : (x != x ? 0.0f : x));
   const float kf = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest
   float r = xc - kf * 0.693145751953125f;                                      // ln 2, high bits (exact product)
   r = r - kf * 1.428606765330187045e-6f;                                       // ln 2, low bits

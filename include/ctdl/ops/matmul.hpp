@@ -140,9 +140,10 @@ auto matmul(const Tensor<T, SA>& a, const Tensor<T, SB>& b);
 namespace detail {
 
 /// C = op(A) op(B) + beta C on device D: the CPU matmul kernel, or cuda::gemm with the
-/// same dims (cuda::GemmDims is kernels::MatmulDims).
+/// same dims (cuda::GemmDims is kernels::MatmulDims). tf32: CUDA only (CPUs have no TF32).
 template <class D, class TA, class TC>
-void gemm_on(const TA* a, const TA* b, TC* c, const kernels::MatmulDims& d, float beta, bool tf32 = false) {
+void gemm_on(const TA* a, const TA* b, TC* c, const kernels::MatmulDims& d, float beta,
+             [[maybe_unused]] bool tf32 = false) {
   require_kernels<D>();
   if constexpr (on_cuda<D>) {
 #if CTDL_CUDA_OPS

@@ -32,7 +32,8 @@ class AdamW {
   template <nn::Module M>
   void step(M& model, float lr, float grad_scale = 1.f) {
     const AdamCoefficients c(options_);
-    const auto [b1, b2, a1, a2, eps, decay] = c;
+    // Plain locals, not a structured binding: clang before 16 cannot capture those in a lambda.
+    const float b1 = c.b1, b2 = c.b2, a1 = c.a1, a2 = c.a2, eps = c.eps, decay = c.decay;
     for_each_trained(model, [&](std::size_t k, const std::string&, auto& p) {
       auto w = flat(p.value());
       const auto g = lazy(flat(p.grad())) * grad_scale;

@@ -21,6 +21,7 @@
 // Compile the file that instantiates apply() with nvcc in a CUDA build.
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -86,6 +87,11 @@ class DeviceStep {
 
   std::vector<DeviceFlat> m_, v_;
   Tensor<unsigned char, Shape<dyn>, Cuda> state_;  // one cuda::StepState
+  // The last step's cuda::ParamList<float> (its device tables), rebound to each step's
+  // pointers while the parameters with gradients stay the same ones: no device
+  // allocation or free (cudaFree waits for the device) per step. Type-erased: the
+  // type is nvcc's alone.
+  std::shared_ptr<void> list_;
 };
 
 // ============================================================================
@@ -116,7 +122,12 @@ DeviceStepOutcome DeviceStep::apply(Opt& optimizer, M& model, float lr, precisio
   });
   if (state_.size() == 0) state_ = Tensor<unsigned char, Shape<dyn>, Cuda>({static_cast<index_t>(sizeof(cuda::StepState))});
   auto* state = reinterpret_cast<cuda::StepState*>(state_.data());
-  cuda::ParamList<float> list(std::move(slots));
+  auto* cached = static_cast<cuda::ParamList<float>*>(list_.get());
+  if (!cached || !cached->rebind(slots)) {
+    list_ = std::make_shared<cuda::ParamList<float>>(std::move(slots));
+    cached = static_cast<cuda::ParamList<float>*>(list_.get());
+  }
+  cuda::ParamList<float>& list = *cached;
   cuda::write_step_state(state, cuda::initial_step_state(scaler.state(), optimizer.steps()));
   cuda::StepOptions step_options;
   step_options.loss_scaling = options.loss_scaling;

@@ -35,7 +35,8 @@ class Lamb {
   template <nn::Module M>
   void step(M& model, float lr, float grad_scale = 1.f) {
     const AdamCoefficients c(options_);
-    const auto [b1, b2, a1, a2, eps, decay] = c;
+    // Plain locals, not a structured binding: clang before 16 cannot capture those in a lambda.
+    const float b1 = c.b1, b2 = c.b2, a1 = c.a1, a2 = c.a2, eps = c.eps, decay = c.decay;
     const auto t = static_cast<double>(steps_ + 1);
     const auto c1 = static_cast<float>(1 / (1 - std::pow(options_.beta1, t)));
     const auto c2 = static_cast<float>(1 / (1 - std::pow(options_.beta2, t)));

@@ -85,14 +85,15 @@ class ClassifierTrainer {
     nn::Context ctx{tape, true, options_.seed, dropout_step_++, options_.rank};
     const auto logits = model_.forward(ctx, batch);
     auto loss = ops::cross_entropy(tape, logits, batch.labels);
-    const double value = on_host(loss.value()).data()[0];
     if constexpr (Policy::loss_scaling) {
       tape.backward(loss, Tensor<float, Shape<>, Device>::full({}, static_cast<float>(scaler_.scale())));
     } else {
       tape.backward(loss);
     }
     ++micro_batches_;
-    return value;
+    // Read after backward is queued: on a GPU the host then waits once for the forward
+    // and backward together, not between them.
+    return on_host(loss.value()).data()[0];
   }
 
   /// Applies the gradients of the micro-batches since the last apply, then clears them.

@@ -127,22 +127,23 @@ void sum_to(const E& e, T* out, const std::array<index_t, r>& out_extents, cudaS
 
 namespace ctdl {
 
-/// Tensor<T, S, Cuda> evaluates assigned expressions with the kernel above (on the
-/// default stream, then waits for it, so the assignment is complete when it returns, as
-/// on the host).
+/// Tensor<T, S, Cuda> evaluates assigned expressions with the kernel above, queued on
+/// the legacy default stream like every other ctdl kernel and copy: work queued after it
+/// (kernels, the stream-ordered frees of its operands, a copy to the host) sees the
+/// result, and the host does not wait for it (a wait per expression would leave the GPU
+/// idle between kernels). A launch error is reported here; an error while the kernel
+/// runs, at the next call that waits (CUDA_LAUNCH_BLOCKING=1 pins it to its kernel).
 template <>
 struct DeviceEvaluator<Cuda> {
   static constexpr bool available = true;
   template <StoreOp Op, class E, class T, std::size_t R>
   static void evaluate(const E& e, T* out, const std::array<index_t, R>& extents) {
     cuda::evaluate<Op>(e, out, extents);
-    cuda::check(cudaStreamSynchronize(nullptr), "cuda::evaluate");
   }
   /// out += e summed back over the axes out broadcasts along (Var::accumulate).
   template <class E, class T, std::size_t R>
   static void sum_to(const E& e, T* out, const std::array<index_t, R>& extents) {
     cuda::sum_to(e, out, extents);
-    cuda::check(cudaStreamSynchronize(nullptr), "cuda::sum_to");
   }
 };
 

@@ -117,6 +117,12 @@ class ParamList {
 
   explicit ParamList(std::vector<ParamSlot<G>> slots);
 
+  /// The same tensors with new pointers (a step's gradients are new allocations): when
+  /// `slots` has this list's tensor count and sizes, takes them, uploads the slot array
+  /// alone if a pointer or flag changed (the chunk tables and scratch stay) and returns
+  /// true; otherwise changes nothing and returns false (build a new list).
+  bool rebind(std::vector<ParamSlot<G>> slots);
+
   std::size_t size() const { return host_slots_.size(); }
   std::int64_t chunks() const { return chunks_; }
   const std::vector<ParamSlot<G>>& host_slots() const { return host_slots_; }
@@ -136,6 +142,7 @@ class ParamList {
   };
   template <class T>
   using DeviceArray = std::unique_ptr<T[], DeviceFree>;
+  static void check_slot(std::size_t k, const ParamSlot<G>& s);
   template <class T>
   static DeviceArray<T> allocate(std::size_t n, const char* what);
   template <class T>
@@ -470,6 +477,36 @@ auto ParamList<G>::upload(const std::vector<T>& host, const char* what) -> Devic
 }
 
 template <class G>
+void ParamList<G>::check_slot(std::size_t k, const ParamSlot<G>& s) {
+  if (s.size < 0) throw Error("cuda::ParamList: parameter tensor " + std::to_string(k) + " has negative size");
+  if (s.size > 0 && (!s.param || !s.grad)) {
+    throw Error("cuda::ParamList: parameter tensor " + std::to_string(k) + " has a null " +
+                (!s.param ? "param" : "grad") + " pointer");
+  }
+}
+
+template <class G>
+bool ParamList<G>::rebind(std::vector<ParamSlot<G>> slots) {
+  if (slots.size() != host_slots_.size()) return false;
+  bool same = true;
+  for (std::size_t k = 0; k < slots.size(); ++k) {
+    const auto &a = slots[k], &b = host_slots_[k];
+    if (a.size != b.size) return false;
+    check_slot(k, a);
+    same = same && a.param == b.param && a.grad == b.grad && a.m == b.m && a.v == b.v &&
+           a.weight_decay == b.weight_decay;
+  }
+  if (same) return true;
+  host_slots_ = std::move(slots);
+  if (!host_slots_.empty()) {
+    check(cudaMemcpy(slots_.get(), host_slots_.data(), host_slots_.size() * sizeof(ParamSlot<G>),
+                     cudaMemcpyHostToDevice),
+          "cuda::ParamList::rebind: slot array");
+  }
+  return true;
+}
+
+template <class G>
 ParamList<G>::ParamList(std::vector<ParamSlot<G>> slots) : host_slots_(std::move(slots)) {
   if (host_slots_.size() > static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max())) {
     throw Error("cuda::ParamList: " + std::to_string(host_slots_.size()) + " tensors are more than one launch indexes");
@@ -478,11 +515,7 @@ ParamList<G>::ParamList(std::vector<ParamSlot<G>> slots) : host_slots_(std::move
   std::vector<ChunkRange> ranges;
   for (std::size_t k = 0; k < host_slots_.size(); ++k) {
     const auto& s = host_slots_[k];
-    if (s.size < 0) throw Error("cuda::ParamList: parameter tensor " + std::to_string(k) + " has negative size");
-    if (s.size > 0 && (!s.param || !s.grad)) {
-      throw Error("cuda::ParamList: parameter tensor " + std::to_string(k) + " has a null " +
-                  (!s.param ? "param" : "grad") + " pointer");
-    }
+    check_slot(k, s);
     ranges.push_back({static_cast<std::int64_t>(table.size()), (s.size + kOptimChunk - 1) / kOptimChunk});
     for (std::int64_t begin = 0; begin < s.size; begin += kOptimChunk) {
       table.push_back({static_cast<std::int32_t>(k), begin});
