@@ -1,6 +1,9 @@
 #include <catch2/catch.hpp>
 
+#include <ctdl/dist/any_comm.hpp>
 #include <ctdl/dist/communicator.hpp>
+#include <ctdl/dist/data_parallel.hpp>
+#include <ctdl/nn/layers.hpp>
 
 #include <sys/wait.h>
 #include <unistd.h>
@@ -137,4 +140,24 @@ TEST_CASE("LocalComm: run_or_abort returns the body's value, abort_job ends the 
   REQUIRE(waitpid(child, &status, 0) == child);
   REQUIRE(WIFEXITED(status));
   REQUIRE(WEXITSTATUS(status) == 1);
+}
+
+namespace {
+/// Says its collectives take device memory, as NcclComm does (no collective is called).
+struct DeviceMemoryComm {
+  static constexpr bool device_buffers() { return true; }
+};
+}  // namespace
+
+TEST_CASE("Communicators say which memory they take, and a model's must match it", "[dist]") {
+  LocalComm local;
+  ctdl::dist::AnyComm any(local);
+  REQUIRE_FALSE(ctdl::dist::takes_device_buffers(local));
+  REQUIRE_FALSE(ctdl::dist::takes_device_buffers(any));
+  REQUIRE(ctdl::dist::takes_device_buffers(DeviceMemoryComm{}));
+  using CpuLayer = nn::Linear<float, 4, 3>;
+  REQUIRE_NOTHROW(ctdl::dist::require_model_memory<CpuLayer>(local, "test"));
+  REQUIRE_THROWS_WITH(ctdl::dist::require_model_memory<CpuLayer>(DeviceMemoryComm{}, "GradientAverager"),
+                      "GradientAverager: the model is on the CPU and the communicator takes device memory: use a "
+                      "host communicator (MpiComm) for a CPU model");
 }

@@ -73,6 +73,20 @@ struct DataParallelOptions {
   bool shard_optimizer = false;
 };
 
+/// Throws unless `comm` takes the memory the model's parameters live in: device buffers
+/// (NcclComm) for a model on a CUDA device, host memory for one on the CPU. `who` names
+/// the caller in the message.
+template <nn::Module M, class C>
+void require_model_memory(const C& comm, const char* who) {
+  constexpr bool on_gpu = std::is_same_v<nn::device_of_t<M>, Cuda>;
+  if (on_gpu == takes_device_buffers(comm)) return;
+  throw Error(std::string(who) +
+              (on_gpu ? ": the model is on a CUDA device and the communicator takes host memory: average a GPU "
+                        "model's gradients over dist::NcclComm (one GPU per rank)"
+                      : ": the model is on the CPU and the communicator takes device memory: use a host "
+                        "communicator (MpiComm) for a CPU model"));
+}
+
 /// Averages a model's float gradients over the ranks of `comm`, in buckets. Holds
 /// references to the model's parameters: the model must outlive it and stay in place.
 /// D: the model's device; on Cuda, `comm` must take device buffers.
@@ -150,9 +164,7 @@ template <nn::Module M>
 GradientAverager<C, D>::GradientAverager(C& comm, M& model, Options options) : comm_(comm), options_(options) {
   static_assert(std::is_same_v<nn::device_of_t<M>, D>, "GradientAverager<C, D>: D must be the model's device");
   if (options_.bucket_bytes < 1) throw Error("GradientAverager: bucket_bytes must be positive");
-  if (on_device && !takes_device_buffers(comm))
-    throw Error("GradientAverager: the model is on a CUDA device and this communicator takes host memory; "
-                "average its gradients over one that takes device buffers (dist::NcclComm)");
+  require_model_memory<M>(comm, "GradientAverager");
   nn::visit_parameters(model, [&](const std::string&, auto& p) {
     using V = std::remove_cvref_t<decltype(p)>;
     static_assert(std::is_same_v<typename V::value_type, float>,
@@ -298,10 +310,7 @@ auto GradientAverager<C, D>::buckets() const -> std::vector<BucketInfo> {
 
 template <Communicator C, nn::Module M>
 void broadcast_parameters(C& comm, M& model, int root) {
-  if (std::is_same_v<nn::device_of_t<M>, Cuda> != takes_device_buffers(comm))
-    throw Error(std::is_same_v<nn::device_of_t<M>, Cuda>
-                    ? "broadcast_parameters: the model is on a CUDA device and the communicator takes host memory"
-                    : "broadcast_parameters: the model is on the CPU and the communicator takes device memory");
+  require_model_memory<M>(comm, "broadcast_parameters");
   nn::visit_parameters(model, [&](const std::string&, auto& p) {
     auto& v = p.value();  // non-const: marks the value changed (weights kept reordered are remade)
     comm.broadcast(v.data(), v.size(), root);

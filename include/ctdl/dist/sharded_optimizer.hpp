@@ -140,6 +140,7 @@ class ShardedOptimizer final : public GradientSync {
 template <class Opt, Communicator C>
 template <nn::Module M>
 ShardedOptimizer<Opt, C>::ShardedOptimizer(C& comm, M& model, Opt optimizer) : comm_(comm), inner_(std::move(optimizer)) {
+  require_model_memory<M>(comm, "ShardedOptimizer");
   std::int64_t total = 0;
   nn::visit_parameters(model, [&](const std::string&, auto& p) {
     using V = std::remove_cvref_t<decltype(p)>;

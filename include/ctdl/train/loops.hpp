@@ -190,11 +190,7 @@ FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& o
   if (on_device && data_parallel.shard_optimizer)
     throw Error("fit: ZeRO-1 (shard_optimizer) of a model on a CUDA device is not built yet; train it with plain "
                 "data parallel (the optimizer state whole on every GPU)");
-  if (ranks > 1 && dist::takes_device_buffers(device_comm) != on_device)
-    throw Error(on_device ? "fit: the model is on a CUDA device and the device communicator takes host memory: "
-                            "average over dist::NcclComm (one GPU per rank)"
-                          : "fit: the model is on the CPU and the device communicator takes device memory: pass a "
-                            "host communicator (MpiComm) for a CPU model");
+  // (Whether device_comm takes the model's memory, the averager and ZeRO-1 check below.)
   const bool lead = comm.rank() == 0;
   const auto say = [&](const std::string& s) {
     if (!lead) return;

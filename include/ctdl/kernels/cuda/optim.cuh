@@ -121,7 +121,7 @@ class ParamList {
   /// `slots` has this list's tensor count and sizes, takes them, uploads the slot array
   /// alone if a pointer or flag changed (the chunk tables and scratch stay) and returns
   /// true; otherwise changes nothing and returns false (build a new list).
-  bool rebind(std::vector<ParamSlot<G>> slots);
+  bool rebind(const std::vector<ParamSlot<G>>& slots);
 
   std::size_t size() const { return host_slots_.size(); }
   std::int64_t chunks() const { return chunks_; }
@@ -486,7 +486,7 @@ void ParamList<G>::check_slot(std::size_t k, const ParamSlot<G>& s) {
 }
 
 template <class G>
-bool ParamList<G>::rebind(std::vector<ParamSlot<G>> slots) {
+bool ParamList<G>::rebind(const std::vector<ParamSlot<G>>& slots) {
   if (slots.size() != host_slots_.size()) return false;
   bool same = true;
   for (std::size_t k = 0; k < slots.size(); ++k) {
@@ -497,7 +497,7 @@ bool ParamList<G>::rebind(std::vector<ParamSlot<G>> slots) {
            a.weight_decay == b.weight_decay;
   }
   if (same) return true;
-  host_slots_ = std::move(slots);
+  host_slots_ = slots;
   if (!host_slots_.empty()) {
     check(cudaMemcpy(slots_.get(), host_slots_.data(), host_slots_.size() * sizeof(ParamSlot<G>),
                      cudaMemcpyHostToDevice),
