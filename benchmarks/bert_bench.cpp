@@ -17,11 +17,16 @@
 //
 // --device=cuda[:N] (a CUDA build): the runtime-shaped family at the --model shape on the
 // GPU, training as the span classifier does (AdamW, clipping; bert_bench_cuda.cu); one
-// JSON line with the step times and the device memory pool's peak.
+// JSON line with the step times and the device memory pool's peak. --trace=N then traces
+// one more step through CUPTI (cuda_kernel_trace.hpp) and prints on stderr how busy the
+// GPU was and the N kernels that took the most time.
 
 #include <CLI/CLI.hpp>
 
 #include "bert_bench.hpp"
+#ifdef CTDL_BENCH_TRACE
+#include "cuda_kernel_trace.hpp"
+#endif
 
 using namespace ctdl;
 using bench::Args;
@@ -109,7 +114,15 @@ int main(int argc, char** argv) {
                  "clipping as the span classifier trains)");
   app.add_option("--matmul_floor", a.matmul_floor,
                  "time the step's matmuls alone too (false: the floor keys are 0, and the run is shorter)");
+  app.add_option("--trace", a.trace,
+                 "with --device=cuda: after the timed steps, trace one more through CUPTI and list the N kernels "
+                 "that took the most GPU time, with how busy the GPU was (on stderr)")
+      ->check(CLI::NonNegativeNumber);
   CLI11_PARSE(app, argc, argv);
+  if (a.trace > 0 && a.device.rfind("cuda", 0) != 0) {
+    std::fprintf(stderr, "bert_bench: --trace needs --device=cuda\n");
+    return 2;
+  }
   if (a.threads > 0) omp_set_num_threads(a.threads);
   try {
     bert::BertConfig c;
@@ -126,6 +139,15 @@ int main(int argc, char** argv) {
                      : a.precision == "tf32" ? bench::make_cuda_bench<precision::Tf32>(a, c)
                                              : bench::make_cuda_bench<precision::Fp32>(a, c);
         const auto times = bench::time_interleaved(a, {bench.get()});
+        if (a.trace > 0) {  // one more step, traced: the GPU's profile of the step (stderr)
+#ifdef CTDL_BENCH_TRACE
+          bench::KernelTrace trace;
+          bench->step();
+          std::fputs(bench::summarise(trace.finish(), a.trace).c_str(), stderr);
+#else
+          throw Error("--trace: this build of bert_bench has no CUPTI (CMake found no CUDA::cupti)");
+#endif
+        }
         bench::report_device(a, layers, name, times[0]);
         return 0;
 #else

@@ -31,6 +31,7 @@ struct Args {
   index_t batch = 8, seq_len = 128;
   int threads = 0, steps = 5, warmup = 2;
   bool matmul_floor = true;  // false: no floor (saves a step and four replays of its matmuls)
+  int trace = 0;             // --device=cuda: > 0 traces one more step, listing this many kernels
 };
 
 inline double peak_rss_mb() {

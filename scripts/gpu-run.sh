@@ -2,7 +2,8 @@
 # The GPU bundle's run.sh (scripts/gpu-check.sh copies it there): on a GPU machine, runs
 # every GPU test, the program check (ner_span_classifier --device=cuda against the CPU),
 # the benchmarks (bert_bench --device=cuda against the PyTorch anchor, when torch is
-# there), compute-sanitizer's memcheck over the tests, each under a time limit, within a total
+# there, and a kernel trace of a step), compute-sanitizer's memcheck over the tests, each
+# under a time limit, within a total
 # budget (CTDL_GPU_CHECK_BUDGET_S, default 450 s), and writes one report.
 #
 #   run.sh [report-file]      default: $OUT/gpu-report.txt where OUT is set, else beside run.sh
@@ -65,6 +66,13 @@ if [ -x "$programs/bert_bench" ]; then
   BENCH=$programs/bert_bench FLOOR=$programs/bench_cuda_matmul_floor ANCHOR=$anchor PYTHON=python3 \
     ANCHOR_LIMIT_S=${CTDL_ANCHOR_LIMIT_S:-120} \
     run "compare bert_bench vs pytorch (cuda)" "${CTDL_COMPARE_LIMIT_S:-240}" "$here/compare_pytorch.sh" --device=cuda "${configs[@]}"
+  # The profile of a step (CUPTI's kernel trace, bert_bench --trace): how busy the GPU is
+  # and which kernels take the time, for training and for batch-1 inference.
+  for config in bf16:train:64 bf16:infer:1; do
+    IFS=: read -r prec mode batch <<<"$config"
+    run "trace bert_bench $prec $mode ${batch}x128" 90 "$programs/bert_bench" --device=cuda --model=base \
+      --precision="$prec" --mode="$mode" --batch="$batch" --seq_len=128 --warmup=3 --steps=3 --trace=30
+  done
 fi
 # memcheck: every test under compute-sanitizer at once (each is slowed many times over;
 # run side by side they take the time of the slowest), then each one's verdict. Memory

@@ -348,8 +348,13 @@ int run(const Setup& s) {
 
   if (a.do_eval) {
     auto& cache = cache_of("dev");
+    const auto t0 = std::chrono::steady_clock::now();
     const auto e = train::evaluate(model, cache, a.eval_batch_size, s.labels->names(), comm);
+    const double eval_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     require_finite(e.predictions, cache, a.data_dir + "/dev.tsv", s);  // every rank: they all have the whole result
+    say("evaluated " + std::to_string(cache.rows()) + " rows in " + fmt("%.2f s", eval_s) + " (" +
+        fmt("%.1f sentences/s", static_cast<double>(cache.rows()) / std::max(1e-9, eval_s)) + ", batches of " +
+        std::to_string(a.eval_batch_size) + ", scoring included)");
     const auto& r = e.report;
     std::map<std::string, double> kv = e.metrics;
     kv["global_step"] = static_cast<double>(global_step);

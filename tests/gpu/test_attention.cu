@@ -93,8 +93,8 @@ void check_attention(Report& report, index_t batch, index_t seq, index_t hidden,
     cuda::copy_converted(dcf.data(), dcg.data(), count);
     const cuda::AttentionShape shape{batch, seq, hidden, heads};
     const cuda::AttentionParams params{.dropout = dropout, .stream = opt.stream};
-    Buffer<char> workspace(std::max(cuda::attention_forward_workspace<G>(batch, seq, heads),
-                                    cuda::attention_backward_workspace<G>(batch, seq, heads)));
+    Buffer<char> workspace(std::max(cuda::attention_forward_workspace<G>(batch, seq, heads, hidden),
+                                    cuda::attention_backward_workspace<G>(batch, seq, heads, hidden)));
     workspace.poison();  // nothing may read the workspace before writing it
     outd.poison();
     cuda::attention_forward<G, float>(qg.data(), kg.data(), vg.data(), maskd.data(), outd.data(), shape, params,
@@ -109,15 +109,84 @@ void check_attention(Report& report, index_t batch, index_t seq, index_t hidden,
   });
 }
 
+/// The host side of the head-major products, checked with or without a device: the index
+/// map sends pair t's S x D matrix exactly onto head a's columns of example b's rows, and
+/// the workspace's parts overlap only where one is spent before the other is written.
+void check_host_logic(Report& report, index_t batch, index_t seq, index_t hidden, index_t heads) {
+  using namespace cuda::attention_detail;
+  const std::string what = "host logic, batch " + std::to_string(batch) + ", seq " + std::to_string(seq) +
+                           ", hidden " + std::to_string(hidden) + ", heads " + std::to_string(heads);
+  const index_t d = hidden / heads, n = batch * seq * hidden;
+  std::vector<int> hits(static_cast<std::size_t>(n), 0);
+  bool formula = true;
+  for (index_t b = 0; b < batch; ++b)
+    for (index_t a = 0; a < heads; ++a)
+      for (index_t i = 0; i < seq; ++i)
+        for (index_t c = 0; c < d; ++c) {
+          const auto t = static_cast<unsigned>(b * heads + a), e = static_cast<unsigned>(i * d + c);
+          const HeadIndex at = HeadIndex::of(t, e, static_cast<unsigned>(seq), static_cast<unsigned>(heads),
+                                             static_cast<unsigned>(d));
+          formula = formula && at.head_major == static_cast<std::int64_t>(t) * seq * d + e &&
+                    at.token_major == (b * seq + i) * hidden + a * d + c;
+          if (at.token_major >= 0 && at.token_major < n) ++hits[static_cast<std::size_t>(at.token_major)];
+        }
+  report.expect(what + ": head index map", formula && std::all_of(hits.begin(), hits.end(), [](int h) { return h == 1; }),
+                "every element of [B*S, H] reached once, from its own (b, a, i, c)");
+
+  struct Part {
+    const char* name;
+    std::size_t at, bytes;
+  };
+  const std::size_t scores = static_cast<std::size_t>(batch * heads * seq * seq), tokens = static_cast<std::size_t>(n);
+  auto disjoint = [](const Part& x, const Part& y) { return x.at + x.bytes <= y.at || y.at + y.bytes <= x.at; };
+  auto check_parts = [&](const std::string& label, const std::vector<Part>& parts, std::size_t total,
+                         const std::vector<std::pair<std::string, std::string>>& may_share) {
+    std::string problem;
+    for (std::size_t x = 0; x < parts.size(); ++x) {
+      if (parts[x].at + parts[x].bytes > total) problem += std::string(parts[x].name) + " past the end; ";
+      for (std::size_t y = x + 1; y < parts.size(); ++y) {
+        const bool allowed = std::find(may_share.begin(), may_share.end(),
+                                       std::pair<std::string, std::string>(parts[x].name, parts[y].name)) !=
+                             may_share.end();
+        if (!allowed && !disjoint(parts[x], parts[y]))
+          problem += std::string(parts[x].name) + " overlaps " + parts[y].name + "; ";
+      }
+    }
+    report.expect(what + ": " + label, problem.empty(), problem.empty() ? std::to_string(total) + " bytes" : problem);
+  };
+  const auto f = forward_layout<bf16>(batch, seq, heads, hidden);
+  check_parts("forward workspace",
+              {{"P", f.probs, scores * 4}, {"Pd", f.dropped, scores * 2}, {"qh", f.heads[0], tokens * 2},
+               {"kh", f.heads[1], tokens * 2}, {"vh", f.heads[2], tokens * 2}, {"context", f.context, tokens * 4}},
+              cuda::attention_forward_workspace<bf16>(batch, seq, heads, hidden), {{"P", "context"}});
+  const auto g = backward_layout<float>(batch, seq, heads, hidden);
+  check_parts("backward workspace",
+              {{"P", g.probs, scores * 4}, {"dPd", g.dprobs, scores * 4}, {"dZ", g.rounded, scores * 4},
+               {"qh", g.heads[0], tokens * 4}, {"kh", g.heads[1], tokens * 4}, {"vh", g.heads[2], tokens * 4},
+               {"dch", g.heads[3], tokens * 4}, {"dV", g.dv, tokens * 4}, {"dQ", g.dq, tokens * 4},
+               {"dK", g.dk, tokens * 4}},
+              cuda::attention_backward_workspace<float>(batch, seq, heads, hidden), {{"P", "dQ"}, {"dPd", "dK"}});
+}
+
 }  // namespace
 
 int main() {
+  {  // host logic first: it needs no device, so CI checks it too
+    Report host("gpu/attention (host logic)");
+    check_host_logic(host, 4, 128, 768, 12);
+    check_host_logic(host, 3, 37, 10, 2);  // D = 5 <= S = 37: the gradients fit over P and dPd
+    check_host_logic(host, 2, 3, 64, 2);   // D = 32 > S = 3: they do not, and get their own parts
+    check_host_logic(host, 1, 1, 1, 1);
+    if (host.finish() != 0) return 1;
+  }
   gpu_test::require_device("gpu/attention");
   Report report("gpu/attention");
   for (float dropout : {0.0f, 0.1f}) {
     check_attention<float>(report, 4, 128, 768, 12, dropout, 1e-5);  // BERT-base's heads
     check_attention<float>(report, 3, 37, 10, 2, dropout, 1e-5);     // odd: D = 5, S = 37
     check_attention<float>(report, 2, 5, 8, 2, dropout, 1e-5);
+    check_attention<float>(report, 2, 300, 64, 2, dropout, 1e-5);  // the warp kernels with 16 scores a lane
+    check_attention<float>(report, 1, 1100, 32, 1, dropout, 1e-5); // rows past 1,024: the block kernels
     check_attention<float>(report, 1, 1, 1, 1, dropout, 1e-5);
     check_attention<bf16>(report, 4, 128, 768, 12, dropout, 2e-2);
     check_attention<bf16>(report, 3, 37, 10, 2, dropout, 2e-2);

@@ -232,8 +232,10 @@ void check_linear(Report& report, index_t rows, index_t in, index_t out, bool ge
     cuda::linear_forward<G, float>(xg.data(), wg.data(), dbias.data(), dyo.data(), rows, in, out, gelu);
     report.close(what + ": y", dyo.download(), y_cpu, tol);
     if (gelu) return;  // the GELU epilogue is forward only (no AUX output kept for backward)
+    Buffer<float> bias_workspace(static_cast<std::size_t>(cuda::linear_bias_workspace(rows, out)));
+    bias_workspace.poison();  // nothing may read the workspace before writing it
     cuda::linear_backward<G, float>(dyg.data(), ddy.data(), xg.data(), wg.data(), dgx.data(), dgw.data(), dgb.data(),
-                                    rows, in, out);
+                                    rows, in, out, bias_workspace.data());
     report.close(what + ": dx (accumulated)", dgx.download(), dx_cpu, tol);
     report.close(what + ": dW (accumulated)", dgw.download(), dw_cpu, tol);
     // The bias gradient is a float column sum in both paths, of the same unrounded dy.
@@ -266,6 +268,7 @@ int main() {
     check_linear<float>(report, 256, 768, 768, gelu, 1e-5);
     check_linear<float>(report, 256, 768, 3072, gelu, 1e-5);
     check_linear<float>(report, 3, 37, 5, gelu, 1e-5);
+    check_linear<float>(report, 2053, 64, 768, gelu, 1e-5);  // the bias sum over 65 blocks of rows, the last short
     check_linear<float>(report, 1, 1, 1, gelu, 1e-5);
     check_linear<bf16>(report, 256, 768, 768, gelu, 1e-4);
     check_linear<bf16>(report, 3, 37, 5, gelu, 1e-4);

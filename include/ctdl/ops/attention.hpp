@@ -21,9 +21,10 @@
 // matmul kernel (oneDNN). attention<G>: the products take q, k, v, P and the gradients
 // rounded to G (bf16 under Bf16Mixed); scores, softmax and results stay in T.
 // CUDA: kernels/cuda/attention.cuh (cuda::attention_forward/backward), the same math and
-// rounding points and the same Philox dropout masks, per head strided-batched cuBLASLt
-// products (TF32 off); the scores of all heads live in a workspace taken from the device
-// pool for the call (attention_forward_workspace / attention_backward_workspace bytes).
+// rounding points and the same Philox dropout masks, cuBLASLt products strided-batched over
+// every (example, head) pair on head-major copies of q, k, v; the scores of all heads and
+// the copies live in a workspace taken from the device pool for the call
+// (attention_forward_workspace / attention_backward_workspace bytes).
 
 #include <omp.h>
 
@@ -152,7 +153,7 @@ struct AttentionEntry final : TapeEntry {
     T* dv = v.requires_grad() ? v.grad_data() : nullptr;
     if constexpr (on_cuda<D>) {
 #if CTDL_CUDA_OPS
-      auto workspace = cuda_workspace(cuda::attention_backward_workspace<G>(d.batch, d.seq, d.heads));
+      auto workspace = cuda_workspace(cuda::attention_backward_workspace<G>(d.batch, d.seq, d.heads, d.hidden));
       cuda::attention_backward<G, T>(qv, kv, vv, mask.data(), dc, dq, dk, dv, cuda_shape(d), cuda_params(opt, tf32),
                                      workspace.data());
 #endif
@@ -227,7 +228,7 @@ Var<T, Shape<dyn, H>, D> attention(Tape& tape, const Var<T, Shape<dyn, H>, D>& q
   auto value = Tensor<T, Shape<dyn, H>, D>::uninitialized(q.extents());
   if constexpr (on_cuda<D>) {
 #if CTDL_CUDA_OPS
-    auto workspace = detail::cuda_workspace(cuda::attention_forward_workspace<G>(batch, seq, opt.heads));
+    auto workspace = detail::cuda_workspace(cuda::attention_forward_workspace<G>(batch, seq, opt.heads, hidden));
     cuda::attention_forward<G, T>(qv, kv, vv, additive_mask.data(), value.data(), detail::cuda_shape(d),
                                   detail::cuda_params(opt, tf32_products<GIn>), workspace.data());
 #endif

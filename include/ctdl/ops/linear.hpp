@@ -99,10 +99,13 @@ struct LinearEntry final : TapeEntry {
       if constexpr (on_cuda<D>) {
 #if CTDL_CUDA_OPS
         // The products take dy rounded to G; the bias sum reads the stored dy.
+        auto bias_workspace = Tensor<float, Shape<dyn>, Cuda>::uninitialized(
+            {db_wanted ? static_cast<index_t>(cuda::linear_bias_workspace(n, out)) : 0});
         cuda::linear_backward<G, T>(dy.data(), y[i].grad().data(), x.data(), w[i].data(),
                                     x.requires_grad() ? x.grad_data() : nullptr,
                                     w[i].requires_grad() ? w[i].grad_data() : nullptr,
-                                    db_wanted ? b[i].node_ptr()->grad_data() : nullptr, n, in, out, tf32);
+                                    db_wanted ? b[i].node_ptr()->grad_data() : nullptr, n, in, out,
+                                    bias_workspace.data(), tf32);
 #endif
       } else {
         if (x.requires_grad()) {  // dx (n x in) += dy (n x out) W (out x in)

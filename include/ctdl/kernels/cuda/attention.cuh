@@ -26,15 +26,24 @@
 // accumulate (+=) into dq, dk, dv (any may be null). tf32: float products on TF32 cores.
 //
 // Workspace (device memory, caller-provided, no alignment needed beyond cudaMalloc's):
-//   forward:  attention_forward_workspace<G>(batch, seq, heads) bytes:
-//             scores/P [B, heads, S, S] float, then Pd in G
-//   backward: attention_backward_workspace<G>(batch, seq, heads) bytes:
-//             P and dPd [B, heads, S, S] float each, then Pd / dZ in G
-// (BERT-base, batch 64 x 128: 12.6 M scores; 113 MiB forward, 164 MiB backward in bf16).
+//   forward:  attention_forward_workspace<G>(batch, seq, heads, hidden) bytes:
+//             scores/P [B, heads, S, S] float, Pd in G, head-major copies of q, k, v
+//             in G, and the context in float (over P once P is spent, when it fits)
+//   backward: attention_backward_workspace<G>(batch, seq, heads, hidden) bytes:
+//             P and dPd [B, heads, S, S] float each, Pd / dZ in G, head-major copies of
+//             q, k, v, dC in G, and dV, dQ, dK in float (dQ and dK over P and dPd once
+//             those are spent, when they fit)
+// (BERT-base, batch 64 x 128: 12.6 M scores; 108 MiB forward, 192 MiB backward in bf16,
+// of which the head-major copies and dV are 36 and 72 MiB.)
 //
-// Launches: per head one strided-batched product over the batch for each of the
-// products (a head's columns of q, k, v are one matrix per example, S*H apart), and one
-// block per score row for the softmax kernels: asynchronous on `stream`.
+// Launches: the products are strided-batched over all B * heads (example, head) pairs at
+// once, on head-major copies [B, heads, S, D] of q, k, v (and dC): a head's columns of the
+// [B*S, H] inputs are not one stride apart across both examples and heads, so one batched
+// product needs the copy. One kernel makes the copies, one puts the context (or adds the
+// gradients) back in [B*S, H] order, and each softmax kernel runs one warp per score row,
+// the row in registers (rows up to 1,024; one block per row beyond): 5 launches forward
+// and 9 backward, asynchronous on `stream`. (One product per head,
+// as before, took 25 and 62 launches with 12 heads, each product a fraction of the GPU.)
 
 #include <cuda_runtime.h>
 
@@ -42,6 +51,7 @@
 #include <cstdint>
 #include <string>
 
+#include "ctdl/core/config.hpp"
 #include "ctdl/core/error.hpp"
 #include "ctdl/core/math.hpp"
 #include "ctdl/core/philox.hpp"
@@ -61,9 +71,9 @@ struct AttentionParams {
 };
 
 template <class G>
-std::size_t attention_forward_workspace(index_t batch, index_t seq, index_t heads);
+std::size_t attention_forward_workspace(index_t batch, index_t seq, index_t heads, index_t hidden);
 template <class G>
-std::size_t attention_backward_workspace(index_t batch, index_t seq, index_t heads);
+std::size_t attention_backward_workspace(index_t batch, index_t seq, index_t heads, index_t hidden);
 
 /// out = the heads' contexts side by side (see the header).
 template <class G, class T>
@@ -87,6 +97,140 @@ inline std::size_t round_up_256(std::size_t bytes) { return (bytes + 255) / 256 
 inline std::size_t score_count(index_t batch, index_t seq, index_t heads) {
   return static_cast<std::size_t>(batch) * static_cast<std::size_t>(heads) * static_cast<std::size_t>(seq) *
          static_cast<std::size_t>(seq);
+}
+
+/// Byte offsets of the workspace's parts (see the header), and its size.
+struct ForwardLayout {
+  std::size_t probs = 0, dropped = 0, heads[3] = {}, context = 0, bytes = 0;
+};
+struct BackwardLayout {
+  std::size_t probs = 0, dprobs = 0, rounded = 0, heads[4] = {}, dv = 0, dq = 0, dk = 0, bytes = 0;
+};
+
+template <class G>
+ForwardLayout forward_layout(index_t batch, index_t seq, index_t heads, index_t hidden) {
+  const std::size_t scores = score_count(batch, seq, heads);
+  const std::size_t tokens = static_cast<std::size_t>(batch) * static_cast<std::size_t>(seq) *
+                             static_cast<std::size_t>(hidden);
+  const std::size_t score_floats = round_up_256(scores * sizeof(float)), token_gs = round_up_256(tokens * sizeof(G)),
+                    token_floats = round_up_256(tokens * sizeof(float));
+  ForwardLayout l;
+  std::size_t at = 0;
+  l.probs = at, at += score_floats;
+  l.dropped = at, at += round_up_256(scores * sizeof(G));
+  for (auto& h : l.heads) h = at, at += token_gs;
+  // The context is written after the softmax has made Pd: P's place is free by then.
+  if (token_floats <= score_floats) l.context = l.probs;
+  else l.context = at, at += token_floats;
+  l.bytes = at;
+  return l;
+}
+
+template <class G>
+BackwardLayout backward_layout(index_t batch, index_t seq, index_t heads, index_t hidden) {
+  const std::size_t scores = score_count(batch, seq, heads);
+  const std::size_t tokens = static_cast<std::size_t>(batch) * static_cast<std::size_t>(seq) *
+                             static_cast<std::size_t>(hidden);
+  const std::size_t score_floats = round_up_256(scores * sizeof(float)), token_gs = round_up_256(tokens * sizeof(G)),
+                    token_floats = round_up_256(tokens * sizeof(float));
+  BackwardLayout l;
+  std::size_t at = 0;
+  l.probs = at, at += score_floats;
+  l.dprobs = at, at += score_floats;
+  l.rounded = at, at += round_up_256(scores * sizeof(G));
+  for (auto& h : l.heads) h = at, at += token_gs;
+  l.dv = at, at += token_floats;
+  // dQ and dK are written after the softmax backward has read P and dPd for the last time.
+  if (token_floats <= score_floats) {
+    l.dq = l.probs, l.dk = l.dprobs;
+  } else {
+    l.dq = at, at += token_floats;
+    l.dk = at, at += token_floats;
+  }
+  l.bytes = at;
+  return l;
+}
+
+/// Up to four [B*S, H] matrices and their head-major [B, heads, S, D] counterparts.
+template <class From, class To>
+struct HeadMoves {
+  const From* from[4] = {};
+  To* to[4] = {};
+  int count = 0;
+};
+
+/// Element e of the S x D matrix of pair t = b * heads + a: row i = e / D, column
+/// c = e % D, at t * S * D + e head-major and at (b * S + i) * H + a * D + c in [B*S, H].
+/// (32-bit index arithmetic: head_grid bounds S * D and B * heads.)
+struct HeadIndex {
+  std::int64_t head_major = 0, token_major = 0;
+  CTDL_HOST_DEVICE static HeadIndex of(unsigned t, unsigned e, unsigned seq, unsigned heads, unsigned d) {
+    const unsigned b = t / heads, a = t % heads, i = e / d, c = e % d;
+    return {static_cast<std::int64_t>(t) * seq * d + e,
+            (static_cast<std::int64_t>(b) * seq + i) * (static_cast<std::int64_t>(heads) * d) + a * d + c};
+  }
+};
+
+/// to[k] (head-major) = from[k] ([B*S, H]), exactly (same type).
+/// Block (x = t, y) of head_grid covers elements y * blockDim.x + threadIdx.x of pair t.
+template <class G>
+__global__ void to_heads_kernel(HeadMoves<G, G> m, unsigned seq, unsigned heads, unsigned d) {
+  const unsigned e = blockIdx.y * blockDim.x + threadIdx.x;
+  if (e >= seq * d) return;
+  const HeadIndex at = HeadIndex::of(blockIdx.x, e, seq, heads, d);
+  for (int k = 0; k < m.count; ++k) store(m.to[k], at.head_major, load(m.from[k], at.token_major));
+}
+
+/// to[k] ([B*S, H]) = from[k] (head-major, float) rounded to T, or to[k] += from[k] when
+/// `accumulate` (in float, rounded once).
+template <class T>
+__global__ void from_heads_kernel(HeadMoves<float, T> m, unsigned seq, unsigned heads, unsigned d, bool accumulate) {
+  const unsigned e = blockIdx.y * blockDim.x + threadIdx.x;
+  if (e >= seq * d) return;
+  const HeadIndex at = HeadIndex::of(blockIdx.x, e, seq, heads, d);
+  for (int k = 0; k < m.count; ++k) {
+    const float v = m.from[k][at.head_major];
+    store(m.to[k], at.token_major, accumulate ? load(m.to[k], at.token_major) + v : v);
+  }
+}
+
+/// The grid of to_heads_kernel / from_heads_kernel; throws past CUDA's grid limits.
+inline dim3 head_grid(const AttentionShape& s, const char* op) {
+  const std::int64_t pairs = s.batch * s.heads, elements = s.seq * (s.hidden / s.heads);
+  const std::int64_t chunks = (elements + kThreads - 1) / kThreads;
+  if (pairs > 0x7fffffff || chunks > 65535) {
+    throw Error(std::string(op) + ": " + std::to_string(pairs) + " (example, head) pairs of " +
+                std::to_string(elements) + " elements exceed the head copy's grid (2^31 - 1 pairs, " +
+                std::to_string(65535 * kThreads) + " elements)");
+  }
+  return dim3(static_cast<unsigned>(pairs), static_cast<unsigned>(chunks));
+}
+
+template <class From, class To>
+void add_move(HeadMoves<From, To>& m, const From* from, To* to) {
+  if (!to) return;
+  m.from[m.count] = from;
+  m.to[m.count] = to;
+  ++m.count;
+}
+
+template <class G>
+void to_heads(const HeadMoves<G, G>& m, const AttentionShape& s, const char* op, cudaStream_t stream) {
+  if (m.count == 0) return;
+  to_heads_kernel<G><<<head_grid(s, op), kThreads, 0, stream>>>(m, static_cast<unsigned>(s.seq),
+                                                                 static_cast<unsigned>(s.heads),
+                                                                 static_cast<unsigned>(s.hidden / s.heads));
+  check_launch(op);
+}
+
+template <class T>
+void from_heads(const HeadMoves<float, T>& m, const AttentionShape& s, bool accumulate, const char* op,
+                cudaStream_t stream) {
+  if (m.count == 0) return;
+  from_heads_kernel<T><<<head_grid(s, op), kThreads, 0, stream>>>(m, static_cast<unsigned>(s.seq),
+                                                                   static_cast<unsigned>(s.heads),
+                                                                   static_cast<unsigned>(s.hidden / s.heads), accumulate);
+  check_launch(op);
 }
 
 /// One block per score row r (of B * heads * S): z = scores * scale + mask, P = softmax(z)
@@ -145,6 +289,127 @@ __global__ void attention_softmax_backward_kernel(const float* probs, float* dpr
   }
 }
 
+/// Rows of up to 32 * PerLane scores: one warp per row, the row held in registers (lane
+/// l owns elements l, l + 32, ...), warp shuffles for the max and the sums: one read and
+/// one write of each score, no block barriers. The same arithmetic as the block kernels
+/// above (which take rows longer than 1,024), only the float sums' order differs.
+inline constexpr int kRowsPerWarpBlock = 8;  // 256 threads
+
+template <int PerLane, class G, class T>
+__global__ __launch_bounds__(32 * kRowsPerWarpBlock) void attention_softmax_warp_kernel(
+    float* scores, G* dropped, const T* mask, std::int64_t rows, std::int64_t heads_seq, std::int64_t seq, float scale,
+    float p, float keep_scale, RandomStream stream) {
+  const std::int64_t r = static_cast<std::int64_t>(blockIdx.x) * kRowsPerWarpBlock + threadIdx.x / 32;
+  if (r >= rows) return;  // the whole warp: r is the warp's
+  const int lane = static_cast<int>(threadIdx.x % 32);
+  const std::int64_t b = r / heads_seq;
+  float* row = scores + r * seq;
+  float z[PerLane];
+  float m = -INFINITY;
+#pragma unroll
+  for (int k = 0; k < PerLane; ++k) {
+    const std::int64_t j = lane + 32 * k;
+    z[k] = j < seq ? row[j] * scale + load(mask, b * seq + j) : -INFINITY;
+    m = fmaxf(m, z[k]);
+  }
+  m = warp_max(m);
+  float sum = 0.0f;
+#pragma unroll
+  for (int k = 0; k < PerLane; ++k) {
+    if (lane + 32 * k < seq) {
+      z[k] = math::exp(z[k] - m);  // ctdl's exp, the CPU's own (math.hpp)
+      sum += z[k];
+    }
+  }
+  const float inv = 1.0f / warp_sum(sum);
+#pragma unroll
+  for (int k = 0; k < PerLane; ++k) {
+    const std::int64_t j = lane + 32 * k;
+    if (j < seq) {
+      const float prob = z[k] * inv;
+      row[j] = prob;
+      float kept = prob;
+      if (p > 0.0f) kept = stream.uniform(static_cast<std::uint64_t>(r * seq + j)) >= p ? prob * keep_scale : 0.0f;
+      store(dropped, r * seq + j, kept);
+    }
+  }
+}
+
+/// The backward of attention_softmax_warp_kernel: dZ from P and dPd, one warp per row.
+template <int PerLane, class G>
+__global__ __launch_bounds__(32 * kRowsPerWarpBlock) void attention_softmax_backward_warp_kernel(
+    const float* probs, const float* dprobs, G* dscores, std::int64_t rows, std::int64_t seq, float scale, float p,
+    float keep_scale, RandomStream stream) {
+  const std::int64_t r = static_cast<std::int64_t>(blockIdx.x) * kRowsPerWarpBlock + threadIdx.x / 32;
+  if (r >= rows) return;
+  const int lane = static_cast<int>(threadIdx.x % 32);
+  const float* prow = probs + r * seq;
+  const float* drow = dprobs + r * seq;
+  float pk[PerLane], dp[PerLane];
+  float dot = 0.0f;
+#pragma unroll
+  for (int k = 0; k < PerLane; ++k) {
+    const std::int64_t j = lane + 32 * k;
+    pk[k] = 0.0f, dp[k] = 0.0f;
+    if (j < seq) {
+      pk[k] = prow[j];
+      dp[k] = drow[j];
+      if (p > 0.0f) dp[k] = stream.uniform(static_cast<std::uint64_t>(r * seq + j)) >= p ? dp[k] * keep_scale : 0.0f;
+      dot += dp[k] * pk[k];
+    }
+  }
+  dot = warp_sum(dot);
+#pragma unroll
+  for (int k = 0; k < PerLane; ++k) {
+    const std::int64_t j = lane + 32 * k;
+    if (j < seq) store(dscores, r * seq + j, pk[k] * (dp[k] - dot) * scale);
+  }
+}
+
+/// Registers per lane for a row of `seq` scores in the warp kernels; 0: too long for them.
+inline int per_lane(std::int64_t seq) {
+  return seq <= 128 ? 4 : seq <= 256 ? 8 : seq <= 512 ? 16 : seq <= 1024 ? 32 : 0;
+}
+inline unsigned warp_blocks(std::int64_t rows) {
+  return static_cast<unsigned>((rows + kRowsPerWarpBlock - 1) / kRowsPerWarpBlock);
+}
+
+/// The forward row kernel for rows of `seq` (warp kernels up to 1,024, the block kernel beyond).
+template <class G, class T>
+void launch_softmax(float* probs, G* dropped, const T* mask, const AttentionShape& s, float scale, float p,
+                    float keep, RandomStream random, cudaStream_t stream) {
+  const std::int64_t rows = s.batch * s.heads * s.seq, hs = s.heads * s.seq;
+  const unsigned grid = warp_blocks(rows), threads = 32 * kRowsPerWarpBlock;
+  switch (per_lane(s.seq)) {
+    case 4: attention_softmax_warp_kernel<4><<<grid, threads, 0, stream>>>(probs, dropped, mask, rows, hs, s.seq, scale, p, keep, random); break;
+    case 8: attention_softmax_warp_kernel<8><<<grid, threads, 0, stream>>>(probs, dropped, mask, rows, hs, s.seq, scale, p, keep, random); break;
+    case 16: attention_softmax_warp_kernel<16><<<grid, threads, 0, stream>>>(probs, dropped, mask, rows, hs, s.seq, scale, p, keep, random); break;
+    case 32: attention_softmax_warp_kernel<32><<<grid, threads, 0, stream>>>(probs, dropped, mask, rows, hs, s.seq, scale, p, keep, random); break;
+    default:
+      attention_softmax_kernel<<<static_cast<unsigned>(rows), kAttentionRowThreads, 0, stream>>>(
+          probs, dropped, mask, hs, s.seq, scale, p, keep, random);
+  }
+  check_launch("cuda::attention (softmax, mask and dropout)");
+}
+
+/// The backward row kernel, as launch_softmax. dprobs may be overwritten.
+template <class G>
+void launch_softmax_backward(const float* probs, float* dprobs, G* dscores, const AttentionShape& s, float scale,
+                             float p, float keep, RandomStream random, cudaStream_t stream) {
+  const std::int64_t rows = s.batch * s.heads * s.seq;
+  const unsigned grid = warp_blocks(rows), threads = 32 * kRowsPerWarpBlock;
+  switch (per_lane(s.seq)) {
+    case 4: attention_softmax_backward_warp_kernel<4><<<grid, threads, 0, stream>>>(probs, dprobs, dscores, rows, s.seq, scale, p, keep, random); break;
+    case 8: attention_softmax_backward_warp_kernel<8><<<grid, threads, 0, stream>>>(probs, dprobs, dscores, rows, s.seq, scale, p, keep, random); break;
+    case 16: attention_softmax_backward_warp_kernel<16><<<grid, threads, 0, stream>>>(probs, dprobs, dscores, rows, s.seq, scale, p, keep, random); break;
+    case 32: attention_softmax_backward_warp_kernel<32><<<grid, threads, 0, stream>>>(probs, dprobs, dscores, rows, s.seq, scale, p, keep, random); break;
+    default:
+      attention_softmax_backward_kernel<<<static_cast<unsigned>(rows), kAttentionRowThreads, 0, stream>>>(
+          probs, dprobs, dscores, s.seq, scale, p, keep, random);
+  }
+  check_launch("cuda::attention_backward (softmax and dropout gradient)");
+}
+
 inline void check_attention(const AttentionShape& s, const AttentionParams& params, const void* workspace,
                             const char* op) {
   if (s.batch < 0 || s.seq < 0 || s.hidden < 0) throw Error(std::string(op) + ": negative extent");
@@ -162,107 +427,113 @@ inline void check_attention(const AttentionShape& s, const AttentionParams& para
 inline float score_scale(index_t head_dim) { return 1.0f / std::sqrt(static_cast<float>(head_dim)); }
 inline float keep_scale(float p) { return p > 0.0f ? 1.0f / (1.0f - p) : 1.0f; }
 
-/// P and Pd of every (b, a) into the workspace: per head one batched Q K^T, then the row
-/// kernel over all rows.
+/// The product dims of one head-major batched product over all B * heads pairs: op(A) is
+/// m x k, op(B) k x n, each pair's matrices packed (S x S scores, S x D heads).
+inline GemmDims pair_dims(const AttentionShape& s, index_t m, index_t n, index_t k, bool trans_a, bool trans_b) {
+  return GemmDims{s.batch * s.heads, m, n, k, trans_a, trans_b, m * k, k * n, m * n, trans_a ? m : k,
+                  trans_b ? k : n, n};
+}
+
+/// P and Pd of every (b, a) into the workspace: one batched Q K^T over all pairs from the
+/// head-major q and k, then the row kernel over all rows.
 template <class G, class T>
-void attention_probs(const G* q, const G* k, const T* mask, const AttentionShape& s, const AttentionParams& params,
+void attention_probs(const G* qh, const G* kh, const T* mask, const AttentionShape& s, const AttentionParams& params,
                      float* probs, G* dropped, cudaStream_t stream) {
-  const index_t d = s.hidden / s.heads, ss = s.seq * s.seq;
-  const GemmOptions opt{.tf32 = params.tf32};
-  for (index_t a = 0; a < s.heads; ++a) {
-    // scores[b, a] (S x S, float) = Q (S x D, rows H apart) K^T; examples S*H apart in
-    // q and k, heads*S*S apart in the scores.
-    gemm<G, float>(q + a * d, k + a * d, probs + a * ss,
-                   GemmDims{s.batch, s.seq, s.seq, d, false, true, s.seq * s.hidden, s.seq * s.hidden, s.heads * ss,
-                            s.hidden, s.hidden, s.seq},
-                   opt, nullptr, stream);
-  }
-  const std::int64_t rows = s.batch * s.heads * s.seq;
-  attention_softmax_kernel<<<static_cast<unsigned>(rows), kAttentionRowThreads, 0, stream>>>(
-      probs, dropped, mask, s.heads * s.seq, s.seq, score_scale(d), params.dropout, keep_scale(params.dropout),
-      params.stream);
-  check_launch("cuda::attention (softmax, mask and dropout)");
+  const index_t d = s.hidden / s.heads;
+  // scores[b, a] (S x S, float) = Q (S x D) K^T, pair t = b * heads + a at t * S * S:
+  // [B, heads, S, S], the layout the Philox indexing names.
+  gemm<G, float>(qh, kh, probs, pair_dims(s, s.seq, s.seq, d, false, true), GemmOptions{.tf32 = params.tf32}, nullptr,
+                 stream);
+  launch_softmax(probs, dropped, mask, s, score_scale(d), params.dropout, keep_scale(params.dropout), params.stream,
+                 stream);
+}
+
+template <class To>
+To* part(void* workspace, std::size_t offset) {
+  return reinterpret_cast<To*>(static_cast<char*>(workspace) + offset);
 }
 
 }  // namespace attention_detail
 
 template <class G>
-std::size_t attention_forward_workspace(index_t batch, index_t seq, index_t heads) {
-  const std::size_t n = attention_detail::score_count(batch, seq, heads);
-  return attention_detail::round_up_256(n * sizeof(float)) + attention_detail::round_up_256(n * sizeof(G));
+std::size_t attention_forward_workspace(index_t batch, index_t seq, index_t heads, index_t hidden) {
+  return attention_detail::forward_layout<G>(batch, seq, heads, hidden).bytes;
 }
 
 template <class G>
-std::size_t attention_backward_workspace(index_t batch, index_t seq, index_t heads) {
-  const std::size_t n = attention_detail::score_count(batch, seq, heads);
-  return 2 * attention_detail::round_up_256(n * sizeof(float)) + attention_detail::round_up_256(n * sizeof(G));
+std::size_t attention_backward_workspace(index_t batch, index_t seq, index_t heads, index_t hidden) {
+  return attention_detail::backward_layout<G>(batch, seq, heads, hidden).bytes;
 }
 
 template <class G, class T>
 void attention_forward(const G* q, const G* k, const G* v, const T* mask, T* out, const AttentionShape& s,
                        const AttentionParams& params, void* workspace, cudaStream_t stream) {
-  attention_detail::check_attention(s, params, workspace, "cuda::attention_forward");
+  using namespace attention_detail;
+  check_attention(s, params, workspace, "cuda::attention_forward");
   if (s.batch == 0 || s.seq == 0 || s.hidden == 0) return;
-  const index_t d = s.hidden / s.heads, ss = s.seq * s.seq;
-  const std::size_t n = attention_detail::score_count(s.batch, s.seq, s.heads);
-  auto* probs = static_cast<float*>(workspace);
-  auto* dropped = reinterpret_cast<G*>(static_cast<char*>(workspace) + attention_detail::round_up_256(n * sizeof(float)));
-  attention_detail::attention_probs(q, k, mask, s, params, probs, dropped, stream);
-  const GemmOptions opt{.tf32 = params.tf32};
-  for (index_t a = 0; a < s.heads; ++a) {
-    // out[b] head a (S x D, rows H apart) = Pd[b, a] (S x S) V (S x D, rows H apart)
-    gemm<G, T>(dropped + a * ss, v + a * d, out + a * d,
-               GemmDims{s.batch, s.seq, d, s.seq, false, false, s.heads * ss, s.seq * s.hidden, s.seq * s.hidden,
-                        s.seq, s.hidden, s.hidden},
-               opt, nullptr, stream);
-  }
+  const index_t d = s.hidden / s.heads;
+  const ForwardLayout l = forward_layout<G>(s.batch, s.seq, s.heads, s.hidden);
+  G* const qh = part<G>(workspace, l.heads[0]);
+  G* const kh = part<G>(workspace, l.heads[1]);
+  G* const vh = part<G>(workspace, l.heads[2]);
+  HeadMoves<G, G> in;
+  add_move(in, q, qh);
+  add_move(in, k, kh);
+  add_move(in, v, vh);
+  to_heads(in, s, "cuda::attention_forward (q, k, v to head-major)", stream);
+  G* const dropped = part<G>(workspace, l.dropped);
+  attention_probs(qh, kh, mask, s, params, part<float>(workspace, l.probs), dropped, stream);
+  // context[b, a] (S x D, float) = Pd[b, a] (S x S) V (S x D)
+  float* const context = part<float>(workspace, l.context);
+  gemm<G, float>(dropped, vh, context, pair_dims(s, s.seq, d, s.seq, false, false), GemmOptions{.tf32 = params.tf32},
+                 nullptr, stream);
+  HeadMoves<float, T> back;
+  add_move(back, static_cast<const float*>(context), out);
+  from_heads(back, s, /*accumulate=*/false, "cuda::attention_forward (context to [B*S, H])", stream);
 }
 
 template <class G, class T>
 void attention_backward(const G* q, const G* k, const G* v, const T* mask, const G* dout, T* dq, T* dk, T* dv,
                         const AttentionShape& s, const AttentionParams& params, void* workspace, cudaStream_t stream) {
-  attention_detail::check_attention(s, params, workspace, "cuda::attention_backward");
+  using namespace attention_detail;
+  check_attention(s, params, workspace, "cuda::attention_backward");
   if (s.batch == 0 || s.seq == 0 || s.hidden == 0 || (!dq && !dk && !dv)) return;
-  const index_t d = s.hidden / s.heads, ss = s.seq * s.seq, sh = s.seq * s.hidden;
-  const std::size_t n = attention_detail::score_count(s.batch, s.seq, s.heads);
-  const std::size_t float_bytes = attention_detail::round_up_256(n * sizeof(float));
-  auto* probs = static_cast<float*>(workspace);
-  auto* dprobs = reinterpret_cast<float*>(static_cast<char*>(workspace) + float_bytes);
-  // Pd for dV, then (no longer needed) dZ for dQ and dK.
-  auto* rounded = reinterpret_cast<G*>(static_cast<char*>(workspace) + 2 * float_bytes);
-  attention_detail::attention_probs(q, k, mask, s, params, probs, rounded, stream);
-  const GemmOptions overwrite{.tf32 = params.tf32}, accumulate{.beta = 1.0f, .tf32 = params.tf32};
-  for (index_t a = 0; a < s.heads; ++a) {
-    // dV (S x D) += Pd^T (Pd stored S x S) dC (S x D)
-    if (dv) {
-      gemm<G, T>(rounded + a * ss, dout + a * d, dv + a * d,
-                 GemmDims{s.batch, s.seq, d, s.seq, true, false, s.heads * ss, sh, sh, s.seq, s.hidden, s.hidden},
-                 accumulate, nullptr, stream);
-    }
-    // dPd (S x S, float) = dC (S x D) V^T
-    gemm<G, float>(dout + a * d, v + a * d, dprobs + a * ss,
-                   GemmDims{s.batch, s.seq, s.seq, d, false, true, sh, sh, s.heads * ss, s.hidden, s.hidden, s.seq},
-                   overwrite, nullptr, stream);
-  }
-  const std::int64_t rows = s.batch * s.heads * s.seq;
-  attention_detail::attention_softmax_backward_kernel<<<static_cast<unsigned>(rows), attention_detail::kAttentionRowThreads, 0, stream>>>(
-      probs, dprobs, rounded, s.seq, attention_detail::score_scale(d), params.dropout, attention_detail::keep_scale(params.dropout),
-      params.stream);
-  check_launch("cuda::attention_backward (softmax and dropout gradient)");
-  for (index_t a = 0; a < s.heads; ++a) {
-    // dQ (S x D) += dZ (S x S) K (S x D)
-    if (dq) {
-      gemm<G, T>(rounded + a * ss, k + a * d, dq + a * d,
-                 GemmDims{s.batch, s.seq, d, s.seq, false, false, s.heads * ss, sh, sh, s.seq, s.hidden, s.hidden},
-                 accumulate, nullptr, stream);
-    }
-    // dK (S x D) += dZ^T (dZ stored S x S) Q (S x D)
-    if (dk) {
-      gemm<G, T>(rounded + a * ss, q + a * d, dk + a * d,
-                 GemmDims{s.batch, s.seq, d, s.seq, true, false, s.heads * ss, sh, sh, s.seq, s.hidden, s.hidden},
-                 accumulate, nullptr, stream);
-    }
-  }
+  const index_t d = s.hidden / s.heads;
+  const BackwardLayout l = backward_layout<G>(s.batch, s.seq, s.heads, s.hidden);
+  G* const qh = part<G>(workspace, l.heads[0]);
+  G* const kh = part<G>(workspace, l.heads[1]);
+  G* const vh = part<G>(workspace, l.heads[2]);
+  G* const dch = part<G>(workspace, l.heads[3]);
+  HeadMoves<G, G> in;
+  add_move(in, q, qh);
+  add_move(in, k, kh);
+  add_move(in, v, vh);
+  add_move(in, dout, dch);
+  to_heads(in, s, "cuda::attention_backward (q, k, v, dC to head-major)", stream);
+  float* const probs = part<float>(workspace, l.probs);
+  float* const dprobs = part<float>(workspace, l.dprobs);
+  G* const rounded = part<G>(workspace, l.rounded);  // Pd for dV, then (no longer needed) dZ for dQ and dK
+  attention_probs(qh, kh, mask, s, params, probs, rounded, stream);
+  const GemmOptions overwrite{.tf32 = params.tf32};
+  float* const dvh = part<float>(workspace, l.dv);
+  // dV (S x D) = Pd^T (Pd stored S x S) dC (S x D)
+  if (dv) gemm<G, float>(rounded, dch, dvh, pair_dims(s, s.seq, d, s.seq, true, false), overwrite, nullptr, stream);
+  // dPd (S x S, float) = dC (S x D) V^T
+  gemm<G, float>(dch, vh, dprobs, pair_dims(s, s.seq, s.seq, d, false, true), overwrite, nullptr, stream);
+  launch_softmax_backward(probs, dprobs, rounded, s, score_scale(d), params.dropout, keep_scale(params.dropout),
+                          params.stream, stream);
+  // P and dPd are spent: dQ and dK may take their place (backward_layout).
+  float* const dqh = part<float>(workspace, l.dq);
+  float* const dkh = part<float>(workspace, l.dk);
+  // dQ (S x D) = dZ (S x S) K (S x D)
+  if (dq) gemm<G, float>(rounded, kh, dqh, pair_dims(s, s.seq, d, s.seq, false, false), overwrite, nullptr, stream);
+  // dK (S x D) = dZ^T (dZ stored S x S) Q (S x D)
+  if (dk) gemm<G, float>(rounded, qh, dkh, pair_dims(s, s.seq, d, s.seq, true, false), overwrite, nullptr, stream);
+  HeadMoves<float, T> back;
+  add_move(back, static_cast<const float*>(dqh), dq);
+  add_move(back, static_cast<const float*>(dkh), dk);
+  add_move(back, static_cast<const float*>(dvh), dv);
+  from_heads(back, s, /*accumulate=*/true, "cuda::attention_backward (gradients added in [B*S, H])", stream);
 }
 
 }  // namespace ctdl::cuda

@@ -34,19 +34,23 @@
 // Linear (ops/linear.hpp: y = x W^T + b, W stored [out, in]):
 //   linear_forward   y = x W^T (+ b) (+ gelu_tanh), one gemm with its epilogue
 //   linear_backward  dx += dy W,  dW += dy^T x,  db += sum over rows of dy
-// Gradients accumulate (beta = 1), as the CPU tape entry's. The bias gradient is a
-// column-sum kernel of ctdl's own rather than CUBLASLT_EPILOGUE_BGRADB: the CPU sums the
-// unrounded float dy (BGRADB would sum the G-rounded operand) and adds to db (BGRADB
-// overwrites it).
+// Gradients accumulate (beta = 1), as the CPU tape entry's. The bias gradient is
+// cuda::add_column_sums (reduce.cuh: fixed blocks of rows, then an ordered second pass)
+// rather than CUBLASLT_EPILOGUE_BGRADB: the CPU sums the unrounded float dy (BGRADB would
+// sum the G-rounded operand) and adds to db (BGRADB overwrites it).
 //
 // Resources: one cuBLASLt handle and one 32 MiB workspace per device, made on first use
 // under a mutex and kept for the process (never destroyed: at exit the CUDA runtime may
 // already be gone). The workspace is shared by every call on that device, so products on
 // one device must be issued on one stream (ctdl's current_stream()) or ordered between
-// streams by the caller. The algorithm cuBLASLt's heuristic picks is cached per problem
-// (shape, transposes, strides, types, epilogue, operand alignments). Every cuBLASLt
-// status is checked; a failure throws ctdl::Error naming the call, the status and the
-// problem. Calls are asynchronous on `stream`.
+// streams by the caller. A problem (device, shape, transposes, strides, types, epilogue,
+// operand alignments) gets its plan on its first call in a thread: the matmul and layout
+// descriptors and the algorithm cuBLASLt's heuristic picks, kept for the thread's life, so
+// a later call with that key is one cublasLtMatmul (and the bias pointer, for epilogues).
+// (Made on every call, as before, the floor benchmark's batch-1 step of 72 small products
+// took 0.82 ms on an H100, 11 us a product: more than such a product's GPU time.) Every cuBLASLt status is checked; a failure throws ctdl::Error
+// naming the call, the status and the problem (its description is built only then). Calls
+// are asynchronous on `stream`.
 
 #include <cublasLt.h>
 #include <cuda_runtime.h>
@@ -62,6 +66,7 @@
 #include "ctdl/core/dtype.hpp"
 #include "ctdl/core/error.hpp"
 #include "ctdl/kernels/cuda/common.cuh"
+#include "ctdl/kernels/cuda/reduce.cuh"
 #include "ctdl/kernels/matmul_dims.hpp"
 
 namespace ctdl::cuda {
@@ -96,16 +101,22 @@ void linear_forward(const G* x, const G* weight, const T* bias, T* y, index_t ro
 /// Linear's backward, accumulating: dx += dy W, dW += dy^T x, db += column sums of dy.
 /// dy_g is dy rounded to G (for the products; pass dy itself when G is T); dy is the
 /// gradient as stored (the bias sum reads it unrounded, as the CPU does). Any of dx, dw,
-/// db may be null (no gradient wanted).
+/// db may be null (no gradient wanted). bias_workspace: linear_bias_workspace(rows, out)
+/// floats of device memory when db is wanted (may be null otherwise).
 template <class G, class T>
 void linear_backward(const G* dy_g, const T* dy, const G* x, const G* weight, T* dx, T* dw, T* db, index_t rows,
-                     index_t in, index_t out, bool tf32 = false, cudaStream_t stream = current_stream());
+                     index_t in, index_t out, float* bias_workspace, bool tf32 = false,
+                     cudaStream_t stream = current_stream());
+
+/// Floats of device scratch linear_bias_backward needs.
+inline std::int64_t linear_bias_workspace(index_t rows, index_t cols) { return column_sums_workspace(rows, cols); }
 
 /// Linear's bias gradient: db[j] += sum over i of dy[i * cols + j], dy [rows, cols], in
-/// float, one block per 32 columns (no workspace; the order of the sum is fixed by the
-/// sizes, so results are deterministic).
-template <class T, class TS>
-void linear_bias_backward(const T* x, TS* sums, index_t rows, index_t cols, cudaStream_t stream = current_stream());
+/// float (cuda::add_column_sums: the order of the sum is fixed by the sizes, so results
+/// are deterministic). workspace: linear_bias_workspace(rows, cols) floats.
+template <class T>
+void linear_bias_backward(const T* dy, T* db, index_t rows, index_t cols, float* workspace,
+                          cudaStream_t stream = current_stream());
 
 /// out[i] = in[i] rounded to To (round to nearest even), n elements: the G-rounded copies
 /// of operands and gradients that the products take under a mixed policy.
@@ -116,11 +127,18 @@ void copy_converted(const From* in, To* out, std::int64_t n, cudaStream_t stream
 
 namespace blas_detail {
 
-/// Throws ctdl::Error naming the cuBLASLt call and the status.
-inline void check_lt(cublasStatus_t status, const char* call, const std::string& problem = {}) {
+/// Throws ctdl::Error naming the cuBLASLt call and the status; `problem()` describes the
+/// product (called only on failure: building the text costs more than a small product).
+template <class Problem>
+void check_lt(cublasStatus_t status, const char* call, const Problem& problem) {
   if (status != CUBLAS_STATUS_SUCCESS) {
-    throw Error(std::string("cuBLASLt: ") + call + " failed: " + cublasLtGetStatusString(status) +
-                (problem.empty() ? "" : " (" + problem + ")"));
+    throw Error(std::string("cuBLASLt: ") + call + " failed: " + cublasLtGetStatusString(status) + " (" + problem() +
+                ")");
+  }
+}
+inline void check_lt(cublasStatus_t status, const char* call) {
+  if (status != CUBLAS_STATUS_SUCCESS) {
+    throw Error(std::string("cuBLASLt: ") + call + " failed: " + cublasLtGetStatusString(status));
   }
 }
 
@@ -134,6 +152,7 @@ constexpr cudaDataType_t cuda_type() {
 
 /// A device's cuBLASLt handle and workspace.
 struct LtDevice {
+  int id = 0;
   cublasLtHandle_t handle = nullptr;
   void* workspace = nullptr;
 };
@@ -146,12 +165,13 @@ inline LtDevice& lt_device() {
   check(cudaGetDevice(&device), "cudaGetDevice (cuda::gemm)");
   std::lock_guard<std::mutex> lock(mutex);
   LtDevice& d = devices[device];
+  d.id = device;
   if (!d.handle) {
     check(cudaMalloc(&d.workspace, kGemmWorkspaceBytes), "cudaMalloc (cuBLASLt workspace, 32 MiB)");
     const cublasStatus_t status = cublasLtCreate(&d.handle);
     if (status != CUBLAS_STATUS_SUCCESS) {
       cudaFree(d.workspace);
-      d = {};
+      d = {.id = device};
       check_lt(status, "cublasLtCreate");
     }
   }
@@ -168,28 +188,17 @@ inline std::uint32_t alignment_of(const void* p) {
   return a;
 }
 
-/// Everything the chosen algorithm depends on.
+/// Everything a plan depends on.
 using PlanKey = std::array<std::int64_t, 24>;
 
-inline std::mutex& plan_mutex() {
-  static std::mutex m;
-  return m;
-}
-inline std::map<PlanKey, cublasLtMatmulAlgo_t>& plan_cache() {
-  static std::map<PlanKey, cublasLtMatmulAlgo_t> cache;
-  return cache;
-}
-
-/// Owns the descriptors of one call.
+/// Owns the descriptors of one problem.
 struct LtDescriptors {
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
-  cublasLtMatmulPreference_t pref = nullptr;
   LtDescriptors() = default;
   LtDescriptors(const LtDescriptors&) = delete;
   LtDescriptors& operator=(const LtDescriptors&) = delete;
-  ~LtDescriptors() {
-    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+  ~LtDescriptors() {  // host objects only: safe whenever the thread ends
     if (c) cublasLtMatrixLayoutDestroy(c);
     if (b) cublasLtMatrixLayoutDestroy(b);
     if (a) cublasLtMatrixLayoutDestroy(a);
@@ -197,9 +206,34 @@ struct LtDescriptors {
   }
 };
 
+/// A problem's descriptors and the algorithm chosen for it.
+struct Plan {
+  LtDescriptors desc;
+  cublasLtMatmulAlgo_t algo{};
+};
+
+/// This thread's plans. Per thread, not shared: a call sets the bias pointer on its
+/// plan's descriptor, which two threads must not do to one descriptor at once.
+inline std::map<PlanKey, Plan>& thread_plans() {
+  thread_local std::map<PlanKey, Plan> plans;  // node-based: references stay valid
+  return plans;
+}
+
+/// Owns a heuristic's preference descriptor.
+struct LtPreference {
+  cublasLtMatmulPreference_t pref = nullptr;
+  LtPreference() = default;
+  LtPreference(const LtPreference&) = delete;
+  LtPreference& operator=(const LtPreference&) = delete;
+  ~LtPreference() {
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+  }
+};
+
 /// A column-major matrix layout (rows x cols, leading dimension ld), batched.
-inline void make_layout(cublasLtMatrixLayout_t* layout, cudaDataType_t type, index_t rows, index_t cols, index_t ld,
-                        index_t batch, index_t stride, const std::string& problem) {
+template <class Problem>
+void make_layout(cublasLtMatrixLayout_t* layout, cudaDataType_t type, index_t rows, index_t cols, index_t ld,
+                 index_t batch, index_t stride, const Problem& problem) {
   check_lt(cublasLtMatrixLayoutCreate(layout, type, static_cast<std::uint64_t>(rows), static_cast<std::uint64_t>(cols),
                                       static_cast<std::int64_t>(ld)),
            "cublasLtMatrixLayoutCreate", problem);
@@ -256,23 +290,61 @@ __global__ void copy_converted_kernel(const From* in, To* out, std::int64_t n) {
   if (i < n) store(out, i, load(in, i));
 }
 
-/// Column sums of a rows x cols matrix, added to sums: block (32, 8) covers 32 columns;
-/// its 8 rows of threads stride down the rows, then reduce through shared memory.
-inline constexpr int kSumColumns = 32, kSumRows = 8;
-template <class T, class TS>
-__global__ void bias_backward_kernel(const T* x, TS* sums, std::int64_t rows, std::int64_t cols) {
-  __shared__ float partial[kSumRows][kSumColumns + 1];  // +1: no bank conflicts on the column reads
-  const std::int64_t col = static_cast<std::int64_t>(blockIdx.x) * kSumColumns + threadIdx.x;
-  float s = 0.0f;
-  if (col < cols)
-    for (std::int64_t r = threadIdx.y; r < rows; r += kSumRows) s += load(x, r * cols + col);
-  partial[threadIdx.y][threadIdx.x] = s;  // every thread writes its slot, in range or not
-  __syncthreads();
-  if (threadIdx.y == 0 && col < cols) {
-    float total = 0.0f;
-    for (int r = 0; r < kSumRows; ++r) total += partial[r][threadIdx.x];
-    store(sums, col, load(sums, col) + total);
+/// Makes the descriptors of problem d (see gemm) and asks cuBLASLt's heuristic for its
+/// algorithm, assuming the operand alignments in the key.
+template <class T, class TC, class Problem>
+void make_plan(Plan& plan, const LtDevice& device, const GemmDims& d, const GemmOptions& opt,
+               cublasComputeType_t compute, std::uint32_t align_a, std::uint32_t align_b, std::uint32_t align_c,
+               const Problem& problem) {
+  LtDescriptors& desc = plan.desc;
+  check_lt(cublasLtMatmulDescCreate(&desc.op, compute, CUDA_R_32F), "cublasLtMatmulDescCreate", problem);
+  // Swapped operands (see the header): cuBLASLt's A is our B, its B our A.
+  const cublasOperation_t op_lt_a = d.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op_lt_b = d.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  check_lt(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSA, &op_lt_a, sizeof op_lt_a),
+           "cublasLtMatmulDescSetAttribute(TRANSA)", problem);
+  check_lt(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSB, &op_lt_b, sizeof op_lt_b),
+           "cublasLtMatmulDescSetAttribute(TRANSB)", problem);
+  if (opt.epilogue != Epilogue::none) {
+    const cublasLtEpilogue_t epilogue =
+        opt.epilogue == Epilogue::bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_GELU_BIAS;
+    const auto bias_type = static_cast<std::int32_t>(cuda_type<TC>());
+    check_lt(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue),
+             "cublasLtMatmulDescSetAttribute(EPILOGUE)", problem);
+    check_lt(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof bias_type),
+             "cublasLtMatmulDescSetAttribute(BIAS_DATA_TYPE)", problem);
   }
+  // Our B as cuBLASLt reads it: stored K x N (or N x K when trans_b) row-major = N x K
+  // (or K x N) column-major. Our A: stored M x K (K x M) row-major = K x M (M x K)
+  // column-major. C: M x N row-major = N x M column-major.
+  const cudaDataType_t in_type = cuda_type<T>(), out_type = cuda_type<TC>();
+  make_layout(&desc.a, in_type, d.trans_b ? d.k : d.n, d.trans_b ? d.n : d.k, d.ldb, d.batch, d.stride_b, problem);
+  make_layout(&desc.b, in_type, d.trans_a ? d.m : d.k, d.trans_a ? d.k : d.m, d.lda, d.batch, d.stride_a, problem);
+  make_layout(&desc.c, out_type, d.n, d.m, d.ldc, d.batch, d.stride_c, problem);
+
+  LtPreference pref;
+  check_lt(cublasLtMatmulPreferenceCreate(&pref.pref), "cublasLtMatmulPreferenceCreate", problem);
+  const std::uint64_t workspace = kGemmWorkspaceBytes;
+  check_lt(cublasLtMatmulPreferenceSetAttribute(pref.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace,
+                                                sizeof workspace),
+           "cublasLtMatmulPreferenceSetAttribute(MAX_WORKSPACE_BYTES)", problem);
+  // cuBLASLt's A is our B and its B our A (the swap above).
+  const std::pair<cublasLtMatmulPreferenceAttributes_t, std::uint32_t> alignments[] = {
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, align_b},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, align_a},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, align_c},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, align_c}};
+  for (const auto& [attribute, value] : alignments) {
+    check_lt(cublasLtMatmulPreferenceSetAttribute(pref.pref, attribute, &value, sizeof value),
+             "cublasLtMatmulPreferenceSetAttribute(MIN_ALIGNMENT)", problem);
+  }
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  check_lt(cublasLtMatmulAlgoGetHeuristic(device.handle, desc.op, desc.a, desc.b, desc.c, desc.c, pref.pref, 1,
+                                          &result, &found),
+           "cublasLtMatmulAlgoGetHeuristic", problem);
+  if (found == 0) throw Error("cuBLASLt: no algorithm for " + problem());
+  plan.algo = result.algo;
 }
 
 }  // namespace blas_detail
@@ -284,18 +356,18 @@ void gemm(const T* a, const T* b, TC* c, const GemmDims& dims, const GemmOptions
                 "cuda::gemm: the output type is the input type or float");
   static_assert(!std::is_same_v<T, double>, "cuda::gemm: no double products on the GPU");
   const GemmDims d = blas_detail::packed(dims);
-  const std::string problem = blas_detail::describe(d, blas_detail::type_names<T, TC>(opt.tf32));
-  if (d.batch < 0 || d.m < 0 || d.n < 0 || d.k < 0) throw Error("cuda::gemm: negative extent: " + problem);
+  const auto problem = [&] { return blas_detail::describe(d, blas_detail::type_names<T, TC>(opt.tf32)); };
+  if (d.batch < 0 || d.m < 0 || d.n < 0 || d.k < 0) throw Error("cuda::gemm: negative extent: " + problem());
   if (d.lda < (d.trans_a ? d.m : d.k) || d.ldb < (d.trans_b ? d.k : d.n) || d.ldc < d.n) {
-    throw Error("cuda::gemm: a leading dimension is smaller than its matrix's width: " + problem);
+    throw Error("cuda::gemm: a leading dimension is smaller than its matrix's width: " + problem());
   }
-  if (opt.tf32 && !std::is_same_v<T, float>) throw Error("cuda::gemm: tf32 applies to float inputs only: " + problem);
+  if (opt.tf32 && !std::is_same_v<T, float>) throw Error("cuda::gemm: tf32 applies to float inputs only: " + problem());
   if (opt.epilogue != Epilogue::none && (!bias || d.batch != 1)) {
-    throw Error("cuda::gemm: a bias epilogue needs a bias and batch 1: " + problem);
+    throw Error("cuda::gemm: a bias epilogue needs a bias and batch 1: " + problem());
   }
   if (d.batch == 0 || d.m == 0 || d.n == 0) return;
   if (d.k == 0) {  // cuBLASLt rejects K = 0; the product is empty: C = beta C (+ the epilogue, unsupported here)
-    if (opt.epilogue != Epilogue::none) throw Error("cuda::gemm: a bias epilogue with K = 0: " + problem);
+    if (opt.epilogue != Epilogue::none) throw Error("cuda::gemm: a bias epilogue with K = 0: " + problem());
     const std::int64_t n = d.batch * d.m * d.n;
     blas_detail::scale_matrix_kernel<<<blocks_for(n), kThreads, 0, stream>>>(c, d.m, d.n, d.ldc, d.stride_c, d.batch,
                                                                         opt.beta);
@@ -303,107 +375,58 @@ void gemm(const T* a, const T* b, TC* c, const GemmDims& dims, const GemmOptions
     return;
   }
 
-  blas_detail::LtDevice& device = blas_detail::lt_device();
-  blas_detail::LtDescriptors desc;
+  const blas_detail::LtDevice& device = blas_detail::lt_device();
   const cublasComputeType_t compute =
       std::is_same_v<T, float> && opt.tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-  blas_detail::check_lt(cublasLtMatmulDescCreate(&desc.op, compute, CUDA_R_32F), "cublasLtMatmulDescCreate", problem);
-  // Swapped operands (see the header): cuBLASLt's A is our B, its B our A.
-  const cublasOperation_t op_lt_a = d.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
-  const cublasOperation_t op_lt_b = d.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
-  blas_detail::check_lt(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSA, &op_lt_a, sizeof op_lt_a),
-                   "cublasLtMatmulDescSetAttribute(TRANSA)", problem);
-  blas_detail::check_lt(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSB, &op_lt_b, sizeof op_lt_b),
-                   "cublasLtMatmulDescSetAttribute(TRANSB)", problem);
-  if (opt.epilogue != Epilogue::none) {
-    const cublasLtEpilogue_t epilogue =
-        opt.epilogue == Epilogue::bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_GELU_BIAS;
-    const auto bias_type = static_cast<std::int32_t>(blas_detail::cuda_type<TC>());
-    blas_detail::check_lt(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue),
-                     "cublasLtMatmulDescSetAttribute(EPILOGUE)", problem);
-    blas_detail::check_lt(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias),
-                     "cublasLtMatmulDescSetAttribute(BIAS_POINTER)", problem);
-    blas_detail::check_lt(
-        cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof bias_type),
-        "cublasLtMatmulDescSetAttribute(BIAS_DATA_TYPE)", problem);
-  }
-  // Our B as cuBLASLt reads it: stored K x N (or N x K when trans_b) row-major = N x K
-  // (or K x N) column-major. Our A: stored M x K (K x M) row-major = K x M (M x K)
-  // column-major. C: M x N row-major = N x M column-major.
-  const cudaDataType_t in_type = blas_detail::cuda_type<T>(), out_type = blas_detail::cuda_type<TC>();
-  const index_t batch_a = d.batch, batch_b = d.batch;
-  blas_detail::make_layout(&desc.a, in_type, d.trans_b ? d.k : d.n, d.trans_b ? d.n : d.k, d.ldb, batch_b, d.stride_b,
-                      problem);
-  blas_detail::make_layout(&desc.b, in_type, d.trans_a ? d.m : d.k, d.trans_a ? d.k : d.m, d.lda, batch_a, d.stride_a,
-                      problem);
-  blas_detail::make_layout(&desc.c, out_type, d.n, d.m, d.ldc, d.batch, d.stride_c, problem);
-
   const std::uint32_t align_a = blas_detail::alignment_of(a), align_b = blas_detail::alignment_of(b),
                       align_c = blas_detail::alignment_of(c);
   const std::uint32_t align_bias = bias ? blas_detail::alignment_of(bias) : 256;
-  int device_id = 0;
-  check(cudaGetDevice(&device_id), "cudaGetDevice (cuda::gemm)");
-  const blas_detail::PlanKey key{device_id,
-                            d.batch,
-                            d.m,
-                            d.n,
-                            d.k,
-                            d.trans_a,
-                            d.trans_b,
-                            d.stride_a,
-                            d.stride_b,
-                            d.stride_c,
-                            d.lda,
-                            d.ldb,
-                            d.ldc,
-                            static_cast<std::int64_t>(in_type),
-                            static_cast<std::int64_t>(out_type),
-                            static_cast<std::int64_t>(compute),
-                            static_cast<std::int64_t>(opt.epilogue),
-                            align_a,
-                            align_b,
-                            align_c,
-                            align_bias,
-                            opt.beta != 0.0f,
-                            0,
-                            0};
-  cublasLtMatmulAlgo_t algo{};
-  bool cached = false;
-  {
-    std::lock_guard<std::mutex> lock(blas_detail::plan_mutex());
-    auto it = blas_detail::plan_cache().find(key);
-    if (it != blas_detail::plan_cache().end()) algo = it->second, cached = true;
-  }
-  if (!cached) {
-    blas_detail::check_lt(cublasLtMatmulPreferenceCreate(&desc.pref), "cublasLtMatmulPreferenceCreate", problem);
-    const std::uint64_t workspace = kGemmWorkspaceBytes;
-    blas_detail::check_lt(cublasLtMatmulPreferenceSetAttribute(desc.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                          &workspace, sizeof workspace),
-                     "cublasLtMatmulPreferenceSetAttribute(MAX_WORKSPACE_BYTES)", problem);
-    // cuBLASLt's A is our B and its B our A (the swap above).
-    const std::pair<cublasLtMatmulPreferenceAttributes_t, std::uint32_t> alignments[] = {
-        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, align_b},
-        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, align_a},
-        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, align_c},
-        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, align_c}};
-    for (const auto& [attribute, value] : alignments) {
-      blas_detail::check_lt(cublasLtMatmulPreferenceSetAttribute(desc.pref, attribute, &value, sizeof value),
-                       "cublasLtMatmulPreferenceSetAttribute(MIN_ALIGNMENT)", problem);
+  const blas_detail::PlanKey key{device.id,
+                                 d.batch,
+                                 d.m,
+                                 d.n,
+                                 d.k,
+                                 d.trans_a,
+                                 d.trans_b,
+                                 d.stride_a,
+                                 d.stride_b,
+                                 d.stride_c,
+                                 d.lda,
+                                 d.ldb,
+                                 d.ldc,
+                                 static_cast<std::int64_t>(blas_detail::cuda_type<T>()),
+                                 static_cast<std::int64_t>(blas_detail::cuda_type<TC>()),
+                                 static_cast<std::int64_t>(compute),
+                                 static_cast<std::int64_t>(opt.epilogue),
+                                 align_a,
+                                 align_b,
+                                 align_c,
+                                 align_bias,
+                                 opt.beta != 0.0f,
+                                 0,
+                                 0};
+  auto& plans = blas_detail::thread_plans();
+  auto found = plans.find(key);
+  if (found == plans.end()) {
+    found = plans.try_emplace(key).first;
+    try {
+      blas_detail::make_plan<T, TC>(found->second, device, d, opt, compute, align_a, align_b, align_c, problem);
+    } catch (...) {
+      plans.erase(found);  // no half-made plan stays behind
+      throw;
     }
-    cublasLtMatmulHeuristicResult_t result{};
-    int found = 0;
-    blas_detail::check_lt(cublasLtMatmulAlgoGetHeuristic(device.handle, desc.op, desc.a, desc.b, desc.c, desc.c, desc.pref,
-                                                    1, &result, &found),
-                     "cublasLtMatmulAlgoGetHeuristic", problem);
-    if (found == 0) throw Error("cuBLASLt: no algorithm for " + problem);
-    algo = result.algo;
-    std::lock_guard<std::mutex> lock(blas_detail::plan_mutex());
-    blas_detail::plan_cache().emplace(key, algo);
+  }
+  blas_detail::Plan& plan = found->second;
+  if (opt.epilogue != Epilogue::none) {
+    blas_detail::check_lt(
+        cublasLtMatmulDescSetAttribute(plan.desc.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias),
+        "cublasLtMatmulDescSetAttribute(BIAS_POINTER)", problem);
   }
   // C and D are the same matrix: beta != 0 accumulates in place.
-  blas_detail::check_lt(cublasLtMatmul(device.handle, desc.op, &opt.alpha, b, desc.a, a, desc.b, &opt.beta, c, desc.c, c,
-                                  desc.c, &algo, device.workspace, kGemmWorkspaceBytes, stream),
-                   "cublasLtMatmul", problem);
+  blas_detail::check_lt(cublasLtMatmul(device.handle, plan.desc.op, &opt.alpha, b, plan.desc.a, a, plan.desc.b,
+                                       &opt.beta, c, plan.desc.c, c, plan.desc.c, &plan.algo, device.workspace,
+                                       kGemmWorkspaceBytes, stream),
+                        "cublasLtMatmul", problem);
 }
 
 template <class G, class T>
@@ -418,23 +441,21 @@ void linear_forward(const G* x, const G* weight, const T* bias, T* y, index_t ro
 
 template <class G, class T>
 void linear_backward(const G* dy_g, const T* dy, const G* x, const G* weight, T* dx, T* dw, T* db, index_t rows,
-                     index_t in, index_t out, bool tf32, cudaStream_t stream) {
+                     index_t in, index_t out, float* bias_workspace, bool tf32, cudaStream_t stream) {
   const GemmOptions accumulate{.beta = 1.0f, .tf32 = tf32};
   // dx (rows x in) += dy (rows x out) W (out x in)
   if (dx) gemm<G, T>(dy_g, weight, dx, GemmDims{1, rows, in, out, false, false}, accumulate, nullptr, stream);
   // dW (out x in) += dy^T (out x rows) x (rows x in)
   if (dw) gemm<G, T>(dy_g, x, dw, GemmDims{1, out, in, rows, true, false}, accumulate, nullptr, stream);
-  if (db) linear_bias_backward(dy, db, rows, out, stream);
+  if (db) linear_bias_backward(dy, db, rows, out, bias_workspace, stream);
 }
 
-template <class T, class TS>
-void linear_bias_backward(const T* x, TS* sums, index_t rows, index_t cols, cudaStream_t stream) {
+template <class T>
+void linear_bias_backward(const T* dy, T* db, index_t rows, index_t cols, float* workspace, cudaStream_t stream) {
   if (rows < 0 || cols < 0) throw Error("cuda::linear_bias_backward: negative extent");
   if (cols == 0) return;
-  const dim3 block(blas_detail::kSumColumns, blas_detail::kSumRows);
-  const dim3 grid(static_cast<unsigned>((cols + blas_detail::kSumColumns - 1) / blas_detail::kSumColumns));
-  blas_detail::bias_backward_kernel<<<grid, block, 0, stream>>>(x, sums, rows, cols);
-  check_launch("cuda::linear_bias_backward");
+  if (!workspace) throw Error("cuda::linear_bias_backward: the workspace pointer is null");
+  add_column_sums(dy, db, rows, cols, workspace, stream);
 }
 
 template <class From, class To>
