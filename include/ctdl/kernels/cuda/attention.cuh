@@ -107,45 +107,51 @@ struct BackwardLayout {
   std::size_t probs = 0, dprobs = 0, rounded = 0, heads[4] = {}, dv = 0, dq = 0, dk = 0, bytes = 0;
 };
 
+/// The rounded sizes the layouts are made of: scores in float and in G, a [B*S, H]
+/// matrix in G and in float.
+struct PartBytes {
+  std::size_t score_floats, score_gs, token_gs, token_floats;
+};
 template <class G>
-ForwardLayout forward_layout(index_t batch, index_t seq, index_t heads, index_t hidden) {
+PartBytes part_bytes(index_t batch, index_t seq, index_t heads, index_t hidden) {
   const std::size_t scores = score_count(batch, seq, heads);
   const std::size_t tokens = static_cast<std::size_t>(batch) * static_cast<std::size_t>(seq) *
                              static_cast<std::size_t>(hidden);
-  const std::size_t score_floats = round_up_256(scores * sizeof(float)), token_gs = round_up_256(tokens * sizeof(G)),
-                    token_floats = round_up_256(tokens * sizeof(float));
+  return {round_up_256(scores * sizeof(float)), round_up_256(scores * sizeof(G)), round_up_256(tokens * sizeof(G)),
+          round_up_256(tokens * sizeof(float))};
+}
+
+template <class G>
+ForwardLayout forward_layout(index_t batch, index_t seq, index_t heads, index_t hidden) {
+  const PartBytes n = part_bytes<G>(batch, seq, heads, hidden);
   ForwardLayout l;
   std::size_t at = 0;
-  l.probs = at, at += score_floats;
-  l.dropped = at, at += round_up_256(scores * sizeof(G));
-  for (auto& h : l.heads) h = at, at += token_gs;
+  l.probs = at, at += n.score_floats;
+  l.dropped = at, at += n.score_gs;
+  for (auto& h : l.heads) h = at, at += n.token_gs;
   // The context is written after the softmax has made Pd: P's place is free by then.
-  if (token_floats <= score_floats) l.context = l.probs;
-  else l.context = at, at += token_floats;
+  if (n.token_floats <= n.score_floats) l.context = l.probs;
+  else l.context = at, at += n.token_floats;
   l.bytes = at;
   return l;
 }
 
 template <class G>
 BackwardLayout backward_layout(index_t batch, index_t seq, index_t heads, index_t hidden) {
-  const std::size_t scores = score_count(batch, seq, heads);
-  const std::size_t tokens = static_cast<std::size_t>(batch) * static_cast<std::size_t>(seq) *
-                             static_cast<std::size_t>(hidden);
-  const std::size_t score_floats = round_up_256(scores * sizeof(float)), token_gs = round_up_256(tokens * sizeof(G)),
-                    token_floats = round_up_256(tokens * sizeof(float));
+  const PartBytes n = part_bytes<G>(batch, seq, heads, hidden);
   BackwardLayout l;
   std::size_t at = 0;
-  l.probs = at, at += score_floats;
-  l.dprobs = at, at += score_floats;
-  l.rounded = at, at += round_up_256(scores * sizeof(G));
-  for (auto& h : l.heads) h = at, at += token_gs;
-  l.dv = at, at += token_floats;
+  l.probs = at, at += n.score_floats;
+  l.dprobs = at, at += n.score_floats;
+  l.rounded = at, at += n.score_gs;
+  for (auto& h : l.heads) h = at, at += n.token_gs;
+  l.dv = at, at += n.token_floats;
   // dQ and dK are written after the softmax backward has read P and dPd for the last time.
-  if (token_floats <= score_floats) {
+  if (n.token_floats <= n.score_floats) {
     l.dq = l.probs, l.dk = l.dprobs;
   } else {
-    l.dq = at, at += token_floats;
-    l.dk = at, at += token_floats;
+    l.dq = at, at += n.token_floats;
+    l.dk = at, at += n.token_floats;
   }
   l.bytes = at;
   return l;
