@@ -1,7 +1,9 @@
 // Device memory and device selection on a CUDA device: the stream-ordered pool reuses
 // freed blocks (steady-state steps take nothing new from the driver), tracks the peak,
 // gives kept memory back on release_cached(); Tensor<T, S, Cuda> copies to and from the
-// host keep every value; a device number that does not exist is an Error naming it.
+// host keep every value, staged uploads included (more in a row than the staging ring
+// holds, the source reused at once); a device number that does not exist is an Error
+// naming it.
 #include <ctdl/ctdl.hpp>
 #include <ctdl/kernels/cuda/elementwise.cuh>
 
@@ -75,6 +77,40 @@ int main() {
     round_trip(float{}, "float");
     round_trip(bf16{}, "bf16");
     round_trip(fp16{}, "fp16");
+
+    // Staged uploads: more than the ring's buffers in a row, from one host vector changed
+    // after each copy (the source is free when copy_from_host returns), behind a memset
+    // that keeps the device busy (so the copies queue rather than finish at once), then one
+    // larger than the staging buffers; every device copy holds what was sent.
+    {
+      constexpr int kUploads = 20;
+      constexpr std::size_t kInts = 5000;
+      std::vector<Tensor<std::int32_t, Shape<dyn>, Cuda>> dev;
+      std::vector<std::int32_t> host(kInts);
+      Tensor<float, Shape<dyn>, Cuda> busy({index_t{1} << 26});  // 256 MiB set ahead of the copies
+      cuda::check(cudaMemsetAsync(busy.data(), 1, sizeof(float) * static_cast<std::size_t>(busy.size()), nullptr),
+                  "cudaMemsetAsync");
+      for (int u = 0; u < kUploads; ++u) {
+        for (std::size_t i = 0; i < kInts; ++i) host[i] = static_cast<std::int32_t>(u * 100000 + static_cast<int>(i));
+        dev.push_back(Tensor<std::int32_t, Shape<dyn>, Cuda>({static_cast<index_t>(kInts)}));
+        Alloc::copy_from_host(dev.back().data(), host.data(), sizeof(std::int32_t) * kInts);
+      }
+      const std::size_t big = Alloc::kStagedCopyBytes / sizeof(std::int32_t) + 17;
+      std::vector<std::int32_t> big_host(big);
+      for (std::size_t i = 0; i < big; ++i) big_host[i] = static_cast<std::int32_t>(i * 3);
+      Tensor<std::int32_t, Shape<dyn>, Cuda> big_dev({static_cast<index_t>(big)});
+      Alloc::copy_from_host(big_dev.data(), big_host.data(), sizeof(std::int32_t) * big);
+      bool all = true;
+      std::vector<std::int32_t> back(kInts);
+      for (int u = 0; u < kUploads; ++u) {
+        Alloc::copy_to_host(back.data(), dev[static_cast<std::size_t>(u)].data(), sizeof(std::int32_t) * kInts);
+        for (std::size_t i = 0; i < kInts; ++i) all = all && back[i] == static_cast<std::int32_t>(u * 100000 + static_cast<int>(i));
+      }
+      std::vector<std::int32_t> big_back(big);
+      Alloc::copy_to_host(big_back.data(), big_dev.data(), sizeof(std::int32_t) * big);
+      report.expect("staged uploads, 20 in a row from one reused host buffer, then one past the staging size",
+                    all && big_back == big_host);
+    }
 
     // A request larger than the device is an Error naming the size and the free memory.
     bool clear = false;

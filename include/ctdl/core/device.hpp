@@ -229,7 +229,9 @@ struct DeviceAllocator<Cpu> {
 ///   - when the pool cannot grow (the device is full), every kept block is returned to
 ///     the driver and the allocation is tried once more, then fails with an Error that
 ///     names the size asked for and the device's free and total memory;
-///   - plain device memory only, never managed memory.
+///   - plain device memory only, never managed memory;
+///   - small host-to-device copies are staged through pinned buffers and do not make the
+///     host wait for the device (copy_from_host); device-to-host copies wait, as they must.
 /// peak_live_bytes() is the pool's high-water mark of memory in use, the figure to set
 /// beside PyTorch's max_memory_allocated().
 template <>
@@ -296,9 +298,20 @@ struct DeviceAllocator<Cuda> {
     unavailable();
 #endif
   }
+  /// Host-to-device copies up to this size are staged (copy_from_host).
+  static constexpr std::size_t kStagedCopyBytes = std::size_t{1} << 20;
+
+  /// Host to device. `src` may be reused as soon as this returns, and work queued after it
+  /// on cuda::current_stream() sees the data. Copies of up to kStagedCopyBytes (a batch's
+  /// ids, masks and labels) go through pinned staging buffers with cudaMemcpyAsync, so the
+  /// host does not wait for the device: a cudaMemcpy from pageable memory first waits for
+  /// the stream, which held the host at every step's upload until the GPU caught up.
+  /// Larger copies (weights), or any where pinned memory cannot be had, use cudaMemcpy.
   static void copy_from_host(void* dst, const void* src, std::size_t bytes) {
 #if defined(CTDL_WITH_CUDA)
-    if (bytes) check(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice), "cudaMemcpy host to device");
+    if (!bytes) return;
+    if (bytes <= kStagedCopyBytes && staged_copy(dst, src, bytes)) return;
+    check(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice), "cudaMemcpy host to device");
 #else
     (void)dst, (void)src, (void)bytes;
     unavailable();
@@ -379,6 +392,48 @@ struct DeviceAllocator<Cuda> {
   [[noreturn]] static void unavailable() {
     throw Error("this program was built without CUDA (configure with -DCTDL_WITH_CUDA=ON)");
   }
+
+#if defined(CTDL_WITH_CUDA)
+  static constexpr int kStagingSlots = 8;
+  /// A thread's staging buffers on one device: pinned blocks of kStagedCopyBytes used in
+  /// turn, each with an event recorded after the copy that last read it (a block is
+  /// reused once that copy is done: eight uploads later, long finished in practice).
+  struct StagingRing {
+    void* host[kStagingSlots] = {};
+    cudaEvent_t read[kStagingSlots] = {};
+    int next = 0;
+    bool unavailable = false;  // pinned memory refused: copy synchronously
+  };
+  /// Copies through this thread's ring on the current device; false if pinned memory or
+  /// an event cannot be had (the caller falls back to cudaMemcpy).
+  static bool staged_copy(void* dst, const void* src, std::size_t bytes) {
+    int device = 0;
+    check(cudaGetDevice(&device), "cudaGetDevice (staged copy)");
+    // Per thread, so no lock; never freed (pinned memory is the process's until it ends,
+    // and the runtime may be gone when a thread's destructors run at exit).
+    thread_local auto* rings = new std::map<int, StagingRing>;
+    StagingRing& ring = (*rings)[device];
+    if (ring.unavailable) return false;
+    const int k = ring.next;
+    if (!ring.host[k]) {
+      if (cudaHostAlloc(&ring.host[k], kStagedCopyBytes, cudaHostAllocPortable) != cudaSuccess ||
+          cudaEventCreateWithFlags(&ring.read[k], cudaEventDisableTiming) != cudaSuccess) {
+        (void)cudaGetLastError();  // not an error of the caller's work: clear it and copy synchronously
+        ring.unavailable = true;
+        return false;
+      }
+    } else {
+      check(cudaEventSynchronize(ring.read[k]), "cudaEventSynchronize (a staging buffer's last copy)");
+    }
+    std::memcpy(ring.host[k], src, bytes);
+    // The legacy default stream: cuda::current_stream(), where every ctdl kernel runs.
+    check(cudaMemcpyAsync(dst, ring.host[k], bytes, cudaMemcpyHostToDevice, nullptr),
+          "cudaMemcpyAsync host to device (staged)");
+    check(cudaEventRecord(ring.read[k], nullptr), "cudaEventRecord (staged copy)");
+    ring.next = (k + 1) % kStagingSlots;
+    return true;
+  }
+#endif
 };
 
 /// Where the programs run: `cpu`, `cuda` (device 0) or `cuda:N`.

@@ -318,7 +318,9 @@ class Tensor {
 // ============================================================================
 
 /// A copy of `t` in the memory of device To: host to device, device to host, or a plain
-/// copy on one device. Synchronous (cudaMemcpy): the copy is complete when it returns.
+/// copy on one device. To the host it is complete when it returns; to a device, `t` may be
+/// changed or freed when it returns, and work queued after it on the device's stream
+/// (cuda::current_stream()) sees the copy (DeviceAllocator<Cuda>::copy_from_host).
 template <Device To, class T, ShapeType S, Device From>
 Tensor<T, S, To> to_device(const Tensor<T, S, From>& t) {
   if constexpr (std::is_same_v<To, From>) {
