@@ -7,7 +7,9 @@
 // BERT-like and odd shapes (256 x 768, 3 x 37, 1 x 1). Gradients start from random
 // values on both sides (the CPU's through grad_data()), so the checks also see that the
 // kernels add to a gradient instead of overwriting it. Forward outputs are poisoned
-// (NaN) before each kernel, so an element no thread wrote fails.
+// (NaN) before each kernel, so an element no thread wrote fails. The dropout masks are
+// also drawn into keep bits (cuda::dropout_keep_bits) and read back through
+// DropoutMask::keep, bit for bit the CPU's decisions.
 //
 // Tolerances (Report::close: relative to the norm and per element, see gpu_test.hpp):
 //   fp32  1e-5: both sides compute in float from the same functors; only the summation
@@ -142,6 +144,23 @@ void test_dropout_mask(Report& report, index_t n, float p, RandomStream stream) 
     dy.poison();
     cuda::dropout_forward(dx.data(), dy.data(), n, ops::DropoutMask{stream, p});
     report.equal(what, dy.download(), values(y.value()));
+    // The same decisions drawn into a bit mask (the fused LayerNorm's), read back through
+    // DropoutMask::keep on the host: bit for bit the CPU's, and nothing past n.
+    const std::size_t words = static_cast<std::size_t>(cuda::dropout_bit_words(n));
+    Buffer<std::uint32_t> bits(words);
+    bits.poison();
+    cuda::dropout_keep_bits(ops::DropoutMask{stream, p}, n, bits.data());
+    const std::vector<std::uint32_t> host_bits = bits.download();
+    const ops::DropoutMask from_bits{stream, p, host_bits.data()}, drawn{stream, p};
+    std::vector<float> got(static_cast<std::size_t>(n)), want(static_cast<std::size_t>(n));
+    for (index_t i = 0; i < n; ++i) {
+      got[static_cast<std::size_t>(i)] = from_bits.keep(static_cast<std::uint64_t>(i)) ? 1.0f : 0.0f;
+      want[static_cast<std::size_t>(i)] = drawn.keep(static_cast<std::uint64_t>(i)) ? 1.0f : 0.0f;
+    }
+    report.equal(what + ": keep bits", got, want);
+    const int tail = static_cast<int>(n % 32);
+    report.expect(what + ": keep bits past n are 0",
+                  words == 0 || tail == 0 || (host_bits.back() >> tail) == 0u);
   });
 }
 

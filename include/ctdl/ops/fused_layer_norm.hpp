@@ -25,7 +25,9 @@
 // not h, residual, the looked-up rows or the dropout output, whose values are freed as
 // soon as the forward pass drops them. The dropout mask is regenerated from Philox: it
 // is the mask ops::dropout draws from the same stream (element r * H + j), so the fused
-// op equals the composition of the unfused ops up to rounding. Parameter gradients are
+// op equals the composition of the unfused ops up to rounding. (On CUDA the forward
+// draws it once into a bit mask the tape keeps, 1/32 of the activation's elements'
+// bytes in words, which both backward passes read: cuda::dropout_keep_bits.) Parameter gradients are
 // summed over fixed blocks of rows, then across blocks in order, so they do not depend
 // on the number of threads.
 //
@@ -40,6 +42,7 @@
 
 #include <array>
 #include <cmath>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -51,6 +54,7 @@
 #include "ctdl/ops/embedding.hpp"
 
 #if CTDL_CUDA_OPS
+#include "ctdl/kernels/cuda/dropout.cuh"
 #include "ctdl/kernels/cuda/fused_layer_norm.cuh"
 #endif
 
@@ -238,6 +242,7 @@ struct AddLayerNormEntry final : TapeEntry {
   GradRef<T, Shape<H>, D> bias;
   SavedLayerNorm<T, H, D> norm;
   AddLayerNormOptions opt;
+  Tensor<std::uint32_t, Shape<dyn>, D> keep_bits;  // Cuda with dropout: forward's decisions (cuda::dropout_keep_bits)
   AddLayerNormEntry(GradRef<T, Shape<dyn, H>, D> h_, GradRef<T, Shape<dyn, H>, D> r_, GradRef<T, Shape<H>, D> b_,
                     SavedLayerNorm<T, H, D> n, AddLayerNormOptions o)
       : h(std::move(h_)), residual(std::move(r_)), bias(std::move(b_)), norm(std::move(n)), opt(o) {}
@@ -260,8 +265,9 @@ struct AddLayerNormEntry final : TapeEntry {
       const index_t floats = params ? cuda::add_layer_norm_backward_workspace(rows, w) : 0;
       auto workspace = Tensor<float, Shape<dyn>, Cuda>::uninitialized({floats});
       const auto& saved = norm;  // const: reading gamma's value does not mark it changed
+      const DropoutMask mask{opt.stream, opt.dropout, keep_bits.size() ? keep_bits.data() : nullptr};
       cuda::add_layer_norm_backward(saved.view(), saved.gamma.value().data(), saved.y.grad().data(), grads,
-                                    params ? workspace.data() : nullptr, rows, w, DropoutMask{opt.stream, opt.dropout});
+                                    params ? workspace.data() : nullptr, rows, w, mask);
 #endif
     } else {
       backward_cpu();
@@ -377,15 +383,26 @@ Var<T, Shape<dyn, H>, Cuda> add_layer_norm_cuda(Tape& tape, const Var<T, Shape<d
   auto value = Tensor<T, Shape<dyn, H>, Cuda>::uninitialized({rows, w});
   SavedLayerNorm<T, H, Cuda> norm(gamma, beta, opt.eps);
   const auto saved = norm.allocate(rows, w, needs_grad);
+  // With dropout, the decisions are drawn once into a bit mask (a Philox call per four
+  // elements) that forward and both passes of backward read: the fused kernels take
+  // elements one at a time and would otherwise draw per element, three times.
+  Tensor<std::uint32_t, Shape<dyn>, Cuda> keep_bits;
+  DropoutMask mask{opt.stream, opt.dropout};
+  if (opt.dropout > 0 && rows * w > 0) {
+    keep_bits = Tensor<std::uint32_t, Shape<dyn>, Cuda>::uninitialized({cuda::dropout_bit_words(rows * w)});
+    cuda::dropout_keep_bits(mask, rows * w, keep_bits.data());
+    mask.bits = keep_bits.data();
+  }
   if (rows * w > 0) {
     cuda::add_layer_norm_forward(h.value().data(), bias.value().data(), residual.value().data(), gamma.value().data(),
-                                 beta.value().data(), value.data(), saved, rows, w,
-                                 DropoutMask{opt.stream, opt.dropout}, opt.eps);
+                                 beta.value().data(), value.data(), saved, rows, w, mask, opt.eps);
   }
   auto y = make_result(std::move(value), needs_grad);
   if (needs_grad) {
     norm.y = y;
-    tape.push(std::make_unique<AddLayerNormEntry<T, H, Cuda>>(h, residual, bias, std::move(norm), opt));
+    auto entry = std::make_unique<AddLayerNormEntry<T, H, Cuda>>(h, residual, bias, std::move(norm), opt);
+    entry->keep_bits = std::move(keep_bits);
+    tape.push(std::move(entry));
   }
   return y;
 }

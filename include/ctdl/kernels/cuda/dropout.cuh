@@ -13,9 +13,11 @@
 // exactly the CPU loop of ops/dropout.hpp (`apply_dropout`), so element i gets
 // uniform4(i / 4)[i % 4] on both devices, whatever the launch shape; the last block's
 // lanes past n are drawn and not used, as on the CPU. No mask is stored: backward
-// draws it again from the same stream.
+// draws it again from the same stream. dropout_keep_bits draws the same decisions into a
+// bit mask, for kernels that take elements one at a time (the fused LayerNorm's).
 
 #include <cstdint>
+#include <string>
 
 #include "ctdl/kernels/cuda/common.cuh"
 #include "ctdl/ops/dropout_mask.hpp"
@@ -28,6 +30,16 @@ void dropout_forward(const T* x, T* y, std::int64_t n, const ops::DropoutMask& m
 template <class T>
 void dropout_backward(const T* dy, T* dx, std::int64_t n, const ops::DropoutMask& mask,
                       cudaStream_t stream = current_stream());
+
+/// Words of dropout_keep_bits for n elements.
+inline std::int64_t dropout_bit_words(std::int64_t n) { return (n + 31) / 32; }
+
+/// The decisions of mask (its stream and p) for elements 0 .. n-1, drawn as dropout_kernel
+/// draws them (uniform4 per four elements): bit k of bits[w] is keep(32 w + k), bits past
+/// n are 0. bits: dropout_bit_words(n) words of device memory. Set DropoutMask::bits to
+/// them, and the fused kernels read the decisions instead of drawing each again.
+void dropout_keep_bits(const ops::DropoutMask& mask, std::int64_t n, std::uint32_t* bits,
+                       cudaStream_t stream = current_stream());
 
 // ============================================================================
 
@@ -64,7 +76,35 @@ void launch_dropout(const T* in, T* out, std::int64_t n, const ops::DropoutMask&
   check_launch(what);
 }
 
+/// One thread per word: eight Philox blocks, 32 decisions.
+inline __global__ void dropout_keep_bits_kernel(ops::DropoutMask mask, std::int64_t n, std::uint32_t* bits) {
+  const std::int64_t w = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (w >= (n + 31) / 32) return;
+  std::uint32_t word = 0;
+  for (int q = 0; q < 8; ++q) {
+    const std::int64_t block = 8 * w + q;
+    if (4 * block >= n) break;
+    const auto u = mask.stream.uniform4(static_cast<std::uint64_t>(block));
+    for (int c = 0; c < 4; ++c) {
+      if (4 * block + c < n && u[c] >= mask.p) word |= 1u << (4 * q + c);
+    }
+  }
+  bits[w] = word;
+}
+
 }  // namespace detail
+
+inline void dropout_keep_bits(const ops::DropoutMask& mask, std::int64_t n, std::uint32_t* bits, cudaStream_t stream) {
+  if (!(mask.p >= 0.0f && mask.p < 1.0f)) {
+    throw Error("cuda::dropout_keep_bits: probability " + std::to_string(mask.p) + " is not in [0, 1)");
+  }
+  if (n <= 0) return;
+  if (!bits) throw Error("cuda::dropout_keep_bits: the bits pointer is null");
+  ops::DropoutMask drawn = mask;
+  drawn.bits = nullptr;  // draw from the stream, whatever the caller's mask holds
+  detail::dropout_keep_bits_kernel<<<blocks_for(dropout_bit_words(n)), kThreads, 0, stream>>>(drawn, n, bits);
+  check_launch("cuda::dropout_keep_bits");
+}
 
 template <class T>
 void dropout_forward(const T* x, T* y, std::int64_t n, const ops::DropoutMask& mask, cudaStream_t stream) {
