@@ -41,9 +41,10 @@
 // [B*S, H] inputs are not one stride apart across both examples and heads, so one batched
 // product needs the copy. One kernel makes the copies, one puts the context (or adds the
 // gradients) back in [B*S, H] order, and each softmax kernel runs one warp per score row,
-// the row in registers (rows up to 1,024; one block per row beyond; when S is a multiple
-// of 4, each lane takes groups of four scores as float4 and their four dropout numbers
-// from one Philox block): 5 launches forward and 9 backward, asynchronous on `stream`. (One product per head,
+// the row in registers (when S is a multiple of 4 up to 1,024, each lane takes groups of
+// four scores as float4 and their four dropout numbers from one Philox block; other rows
+// up to 128 four scores a lane; one block per row beyond): 5 launches forward and 9
+// backward, asynchronous on `stream`. (One product per head,
 // as before, took 25 and 62 launches with 12 heads, each product a fraction of the GPU.)
 
 #include <cuda_runtime.h>
@@ -479,79 +480,68 @@ inline int groups_per_lane(std::int64_t seq) {
   return seq <= 128 ? 1 : seq <= 256 ? 2 : seq <= 512 ? 4 : seq <= 1024 ? 8 : 0;
 }
 
-/// Registers per lane for a row of `seq` scores in the warp kernels; 0: too long for them.
-inline int per_lane(std::int64_t seq) {
-  return seq <= 128 ? 4 : seq <= 256 ? 8 : seq <= 512 ? 16 : seq <= 1024 ? 32 : 0;
-}
 inline unsigned warp_blocks(std::int64_t rows) {
   return static_cast<unsigned>((rows + kRowsPerWarpBlock - 1) / kRowsPerWarpBlock);
 }
 
-/// The forward row kernel for rows of `seq`: the float4 warp kernels when seq is a
-/// multiple of 4 (BERT's lengths), the scalar warp kernels otherwise, both up to 1,024;
-/// the block kernel beyond.
+/// Runs the row kernel for rows of `seq` scores: warp4.template operator()<Groups>() (the
+/// float4 warp kernels) when seq is a multiple of 4 up to 1,024 (BERT's lengths), warp()
+/// (the scalar warp kernels, 4 scores a lane) for other rows up to 128, block() beyond.
+/// One choice for forward and backward, so both read a row the same way.
+template <class Warp4, class Warp, class Block>
+void dispatch_rows(std::int64_t seq, Warp4&& warp4, Warp&& warp, Block&& block) {
+  switch (groups_per_lane(seq)) {
+    case 1: warp4.template operator()<1>(); return;
+    case 2: warp4.template operator()<2>(); return;
+    case 4: warp4.template operator()<4>(); return;
+    case 8: warp4.template operator()<8>(); return;
+    default: seq <= 128 ? warp() : block();
+  }
+}
+
+/// The forward row kernel for rows of `seq` (dispatch_rows).
 template <class G, class T>
 void launch_softmax(float* probs, G* dropped, const T* mask, const AttentionShape& s, float scale, float p,
                     float keep, RandomStream random, cudaStream_t stream) {
   const std::int64_t rows = s.batch * s.heads * s.seq, hs = s.heads * s.seq, n = s.seq;
   const unsigned grid = warp_blocks(rows), threads = 32 * kRowsPerWarpBlock;
-  auto warp4 = [&]<int Groups>() {
-    attention_softmax_warp4_kernel<Groups><<<grid, threads, 0, stream>>>(probs, dropped, mask, rows, hs, n, scale, p,
-                                                                         keep, random);
-  };
-  auto warp = [&]<int PerLane>() {
-    attention_softmax_warp_kernel<PerLane><<<grid, threads, 0, stream>>>(probs, dropped, mask, rows, hs, n, scale, p,
-                                                                         keep, random);
-  };
-  switch (groups_per_lane(n)) {
-    case 1: warp4.template operator()<1>(); break;
-    case 2: warp4.template operator()<2>(); break;
-    case 4: warp4.template operator()<4>(); break;
-    case 8: warp4.template operator()<8>(); break;
-    default:
-      switch (per_lane(n)) {
-        case 4: warp.template operator()<4>(); break;
-        case 8: warp.template operator()<8>(); break;
-        case 16: warp.template operator()<16>(); break;
-        case 32: warp.template operator()<32>(); break;
-        default:
-          attention_softmax_kernel<<<static_cast<unsigned>(rows), kAttentionRowThreads, 0, stream>>>(
-              probs, dropped, mask, hs, n, scale, p, keep, random);
-      }
-  }
+  dispatch_rows(
+      n,
+      [&]<int Groups>() {
+        attention_softmax_warp4_kernel<Groups><<<grid, threads, 0, stream>>>(probs, dropped, mask, rows, hs, n, scale,
+                                                                             p, keep, random);
+      },
+      [&] {
+        attention_softmax_warp_kernel<4><<<grid, threads, 0, stream>>>(probs, dropped, mask, rows, hs, n, scale, p,
+                                                                       keep, random);
+      },
+      [&] {
+        attention_softmax_kernel<<<static_cast<unsigned>(rows), kAttentionRowThreads, 0, stream>>>(
+            probs, dropped, mask, hs, n, scale, p, keep, random);
+      });
   check_launch("cuda::attention (softmax, mask and dropout)");
 }
 
-/// The backward row kernel, chosen as launch_softmax chooses. dprobs may be overwritten.
+/// The backward row kernel, chosen as for forward. dprobs may be overwritten.
 template <class G>
 void launch_softmax_backward(const float* probs, float* dprobs, G* dscores, const AttentionShape& s, float scale,
                              float p, float keep, RandomStream random, cudaStream_t stream) {
   const std::int64_t rows = s.batch * s.heads * s.seq, n = s.seq;
   const unsigned grid = warp_blocks(rows), threads = 32 * kRowsPerWarpBlock;
-  auto warp4 = [&]<int Groups>() {
-    attention_softmax_backward_warp4_kernel<Groups><<<grid, threads, 0, stream>>>(probs, dprobs, dscores, rows, n,
-                                                                                  scale, p, keep, random);
-  };
-  auto warp = [&]<int PerLane>() {
-    attention_softmax_backward_warp_kernel<PerLane><<<grid, threads, 0, stream>>>(probs, dprobs, dscores, rows, n,
-                                                                                  scale, p, keep, random);
-  };
-  switch (groups_per_lane(n)) {
-    case 1: warp4.template operator()<1>(); break;
-    case 2: warp4.template operator()<2>(); break;
-    case 4: warp4.template operator()<4>(); break;
-    case 8: warp4.template operator()<8>(); break;
-    default:
-      switch (per_lane(n)) {
-        case 4: warp.template operator()<4>(); break;
-        case 8: warp.template operator()<8>(); break;
-        case 16: warp.template operator()<16>(); break;
-        case 32: warp.template operator()<32>(); break;
-        default:
-          attention_softmax_backward_kernel<<<static_cast<unsigned>(rows), kAttentionRowThreads, 0, stream>>>(
-              probs, dprobs, dscores, n, scale, p, keep, random);
-      }
-  }
+  dispatch_rows(
+      n,
+      [&]<int Groups>() {
+        attention_softmax_backward_warp4_kernel<Groups><<<grid, threads, 0, stream>>>(probs, dprobs, dscores, rows, n,
+                                                                                      scale, p, keep, random);
+      },
+      [&] {
+        attention_softmax_backward_warp_kernel<4><<<grid, threads, 0, stream>>>(probs, dprobs, dscores, rows, n, scale,
+                                                                                p, keep, random);
+      },
+      [&] {
+        attention_softmax_backward_kernel<<<static_cast<unsigned>(rows), kAttentionRowThreads, 0, stream>>>(
+            probs, dprobs, dscores, n, scale, p, keep, random);
+      });
   check_launch("cuda::attention_backward (softmax and dropout gradient)");
 }
 
