@@ -301,15 +301,27 @@ std::map<std::string, std::string> agreement_settings(const Setup& s, std::map<s
 /// every shape: its kernels take every width at run time, as the static families' do).
 int work_on_cuda(Setup& s, const DeviceSpec& device) {
   const auto& a = s.args;
-  if (a.shard_optimizer)
-    throw Error("--shard_optimizer with --device=" + a.device + ": ZeRO-1 on GPUs is not built yet; train data "
-                "parallel without it (the optimizer state whole on every GPU)");  // one rank; several: work_on_gpus
   if (!compiled_cuda_families) {
     throw Error("--device=" + a.device + ": this build of ner_span_classifier has no CUDA (configure with "
                 "-DCTDL_WITH_CUDA=ON; docs/cuda.md)");
   }
   // A --distributed run of several ranks chose each rank's GPU and made NCCL already.
   if (s.device_name.empty()) s.device_name = use_cuda_device(device.ordinal);  // a missing or busy device stops here
+  // --distributed --shard_optimizer on one rank: ZeRO-1 moves the gradients and weights of
+  // a model on the GPU over NCCL, here a communicator of that one rank.
+#if CTDL_WITH_MPI && CTDL_WITH_NCCL
+  std::optional<dist::NcclComm> nccl;
+  std::optional<dist::AnyComm> nccl_any;
+  if (a.shard_optimizer && !s.device_comm) {
+    nccl.emplace(device.ordinal);
+    nccl_any.emplace(*nccl);
+    s.device_comm = &*nccl_any;
+  }
+#else
+  if (a.shard_optimizer)
+    throw Error("--shard_optimizer with --device=" + a.device + ": ZeRO-1 on a GPU moves its data over NCCL, and "
+                "this build of ner_span_classifier has none (CMake found no NCCL beside the CUDA toolkit)");
+#endif
   // Templates, so that a build without the CUDA instances never names them.
   const auto run_policy = [&]<class F>() -> int {
     if (a.precision == "bf16") return run<F, precision::Bf16Mixed, Cuda>(s);
@@ -352,9 +364,9 @@ int work(const Args& a, const std::map<std::string, std::string>& flag_values, d
     dist::require_same_on_all_ranks(comm, agreement_settings(s, flag_values));
     if (gpu) {
       note("distributed: %d ranks, one GPU each (rank r of a machine on its GPU r); gradients and weights over NCCL, "
-           "the rest over MPI; a training step takes %lld rows (--train_batch_size %lld per rank)\n",
+           "the rest over MPI; a training step takes %lld rows (--train_batch_size %lld per rank)%s\n",
            comm.size(), static_cast<long long>(a.train_batch_size * comm.size()),
-           static_cast<long long>(a.train_batch_size));
+           static_cast<long long>(a.train_batch_size), a.shard_optimizer ? "; the optimizer state sharded (ZeRO-1)" : "");
     } else {
       note("distributed: %d ranks (MPI), %d threads each; a training step takes %lld rows (--train_batch_size %lld "
            "per rank)%s\n",
@@ -408,9 +420,6 @@ int work_on_gpus(const Args& a, const std::map<std::string, std::string>& flag_v
   if (a.device != "cuda")
     throw Error("--device=" + a.device + " with --distributed on " + ranks + ": give --device=cuda (rank r of a "
                 "machine takes its GPU r; CUDA_VISIBLE_DEVICES chooses which GPUs a machine offers)");
-  if (a.shard_optimizer)
-    throw Error("--shard_optimizer with --device=cuda: ZeRO-1 on GPUs is not built yet; train data parallel "
-                "without it (the optimizer state whole on every GPU)");
   if (!compiled_cuda_families)
     throw Error("--device=cuda: this build of ner_span_classifier has no CUDA (configure with -DCTDL_WITH_CUDA=ON; "
                 "docs/cuda.md)");

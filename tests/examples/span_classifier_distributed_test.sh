@@ -10,8 +10,8 @@
 #      with the uninterrupted job's model.safetensors, byte for byte;
 #   5. ranks whose flags differ stop, every rank, naming the flag; a rank that fails
 #      (a missing file) ends the whole job at once (MPI_Abort), naming the file;
-#   6. --device=cuda on 2 ranks: --device=cuda:N and --shard_optimizer are refused, and a
-#      rank without a GPU of its own ends the job naming why.
+#   6. --device=cuda on 2 ranks: --device=cuda:N is refused, and a rank without a GPU of
+#      its own ends the job naming why (with --shard_optimizer too: ZeRO-1 on GPUs).
 # Usage: span_classifier_distributed_test.sh <program> <shared data> <work dir> "<mpiexec and its flags>" <-n flag>
 # Exit 77 (skipped) without the shared data.
 set -uo pipefail
@@ -101,7 +101,7 @@ grep -qF "rank 1 of 2: aborting the job: $work/none.txt: no such file (--vocab_f
   || fail "no abort naming the file: $(cat "$work/fails.err")"
 echo "5. different --learning_rate stops every rank naming it; a failing rank ends the job in $((SECONDS - start)) s"
 
-# 6. --device=cuda on 2 ranks: the GPU flags are checked on every build and machine; a rank
+# 6. --device=cuda on 2 ranks (ZeRO-1 too): the GPU flags are checked on every build and machine; a rank
 #    without a GPU of its own (no GPU here; the second rank of a one-GPU machine) or a
 #    build without CUDA or NCCL ends the job, saying why.
 expect_refused() {  # <what> <message piece> <flags...>
@@ -114,10 +114,9 @@ expect_refused() {  # <what> <message piece> <flags...>
 }
 expect_refused "--device=cuda:1 on 2 ranks" "--device=cuda:1 with --distributed on 2 ranks: give --device=cuda" \
   --device=cuda:1
-expect_refused "--shard_optimizer on GPUs" "--shard_optimizer with --device=cuda: ZeRO-1 on GPUs is not built yet" \
+no_gpus="has no CUDA|has no NCCL|no usable CUDA device|no such device \(this machine has 1 CUDA device\); this is rank 1 of the 2 ranks"
+expect_refused "--device=cuda --shard_optimizer (ZeRO-1 on GPUs) on 2 ranks without 2 GPUs" "$no_gpus" \
   --device=cuda --shard_optimizer
-expect_refused "--device=cuda on 2 ranks without 2 GPUs" \
-  "has no CUDA|has no NCCL|no usable CUDA device|no such device \(this machine has 1 CUDA device\); this is rank 1 of the 2 ranks" \
-  --device=cuda
-echo "6. --device=cuda on 2 ranks: cuda:N and --shard_optimizer refused; a rank without a GPU ends the job: $(grep -o 'aborting the job: .*' "$work/gpu.err" | head -1)"
+expect_refused "--device=cuda on 2 ranks without 2 GPUs" "$no_gpus" --device=cuda
+echo "6. --device=cuda on 2 ranks: cuda:N refused; a rank without a GPU ends the job (with --shard_optimizer too): $(grep -o 'aborting the job: .*' "$work/gpu.err" | head -1)"
 echo "span_classifier_distributed: all passed"

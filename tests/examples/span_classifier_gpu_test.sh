@@ -6,7 +6,10 @@
 #      same eval accuracy; the saved model loads on the CPU (a GPU-trained model.safetensors
 #      is an ordinary one) and predicts what the GPU predicted;
 #   2. --precision=bf16 and tf32 train and predict on the GPU (finite results);
-#   3. --device=cuda:<one past the last device> stops naming the device count.
+#   3. --device=cuda:<one past the last device> stops naming the device count;
+#   4. ZeRO-1 on the GPU (--distributed --shard_optimizer, one rank under mpirun: NCCL of
+#      that rank): test_results.tsv within 1e-4 of the plain GPU run's, the same labels
+#      (skipped where mpirun is missing or the build has no MPI).
 # Usage: span_classifier_gpu_test.sh <program> <shared data> <work dir>
 # Exit 77 (skipped) without a GPU (nvidia-smi finds none) or without the shared data.
 set -uo pipefail
@@ -64,4 +67,24 @@ done
 grep -q "no such device (this machine has $gpus CUDA device" "$work/nodevice.err" \
   || fail "--device=cuda:$gpus: $(cat "$work/nodevice.err")"
 echo "3. --device=cuda:$gpus: $(cat "$work/nodevice.err")"
+
+# 4. ZeRO-1 on the GPU, one rank.
+zero_ran=no
+if command -v mpirun >/dev/null; then
+  if OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 300 mpirun -np 1 \
+    "$prog" "${train[@]}" --device=cuda --distributed --shard_optimizer --output_dir="$work/zero" \
+    >"$work/zero.out" 2>"$work/zero.err"; then
+    zero_ran=yes
+  else
+    grep -q "has no MPI\|has no NCCL" "$work/zero.err" || { cat "$work/zero.err"; fail "the ZeRO-1 GPU run failed"; }
+  fi
+fi
+if [ $zero_ran = yes ]; then
+  d3=$(max_diff "$work/cuda/test_results.tsv" "$work/zero/test_results.tsv")
+  awk -v d="$d3" 'BEGIN { exit !(d < 1e-4) }' || fail "ZeRO-1 on the GPU differs from the plain GPU run by $d3"
+  cmp -s "$work/cuda/test_output_labels.txt" "$work/zero/test_output_labels.txt" || fail "ZeRO-1 on the GPU: other labels"
+  echo "4. --distributed --shard_optimizer --device=cuda (1 rank): test_results.tsv within $d3 of the plain GPU run"
+else
+  echo "4. ZeRO-1 on the GPU: skipped (no mpirun, or a build without MPI or NCCL)"
+fi
 echo "PASSED"

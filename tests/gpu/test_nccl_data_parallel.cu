@@ -9,8 +9,15 @@
 //   - 5 ClassifierTrainer steps (AdamW, clipping, two micro-batches) with the averager as
 //     the trainer's gradient sync end within 1e-5 of the same steps without it;
 //   - broadcast_parameters over NCCL leaves one rank's weights as they are;
+//   - ZeRO-1 on the GPU (dist::ShardedOptimizer<AdamW, NcclComm, Cuda>), whose one rank's
+//     slice is every parameter: 5 steps from the same gradients (each step's backward run
+//     once, its gradients copied into the other model) give optim::DeviceStep's weights,
+//     norms and loss scales bit for bit, under Fp16Mixed's loss scaling with an overflow
+//     step skipped; its state is 1/1 of AdamW's, gather_state gives DeviceStep's moments
+//     bit for bit and scatter_state takes them back; as the trainer's gradient sync and
+//     optimizer, 5 steps (two micro-batches each) end within 1e-5 of the plain trainer's;
 //   - the misuse errors: a host communicator (LocalComm) for a model on the GPU, in the
-//     averager and in broadcast_parameters.
+//     averager, in ShardedOptimizer and in broadcast_parameters.
 // Exits 77 without a device or without NCCL. Several GPUs (several ranks) are not on the
 // GPU machine; tests/dist/mpi_data_parallel.cpp checks the averaging itself on 2 MPI ranks.
 #include "gpu/gpu_test.hpp"
@@ -19,7 +26,9 @@
 #include <ctdl/dist/any_comm.hpp>
 #include <ctdl/dist/data_parallel.hpp>
 #include <ctdl/dist/nccl.hpp>
+#include <ctdl/dist/sharded_optimizer.hpp>
 #include <ctdl/ops/cross_entropy.hpp>
+#include <ctdl/optim/device_step.hpp>
 #include <ctdl/precision/policy.hpp>
 #include <ctdl/train/classifier.hpp>
 
@@ -27,8 +36,12 @@
 #include "gpu/tiny_bert.hpp"
 #endif
 
+#include <algorithm>
 #include <cstdio>
+#include <limits>
 #include <string>
+#include <utility>
+#include <vector>
 
 #if defined(CTDL_WITH_NCCL)
 
@@ -150,6 +163,130 @@ void check_trainer(Report& report, dist::NcclComm& comm) {
                before.at("bert.embeddings.word_embeddings.weight"));
 }
 
+/// The parameters of a model in visiting order.
+template <class M>
+std::vector<std::pair<float*, index_t>> grad_slots(M& model) {
+  std::vector<std::pair<float*, index_t>> out;
+  nn::visit_parameters(model, [&](const std::string&, auto& p) {
+    out.emplace_back(p.node_ptr()->grad_data(), p.value().size());  // a zero gradient where none was made
+  });
+  return out;
+}
+
+/// ZeRO-1 on one GPU against DeviceStep, from the same gradients.
+void check_sharded(Report& report, dist::NcclComm& comm) {
+  const Batch batch = tiny_bert::tiny_batch();
+  auto plain = fresh_model();
+  auto sharded_model = fresh_model();
+  optim::AdamW adam_p;
+  optim::DeviceStep device_step;
+  dist::ShardedOptimizer zero(comm, sharded_model, optim::AdamW{});
+  static_assert(std::is_same_v<decltype(zero), dist::ShardedOptimizer<optim::AdamW, dist::NcclComm, Cuda>>);
+  static_assert(dist::DeviceShardedUpdate<decltype(zero)> && !dist::ShardedUpdate<decltype(zero)>);
+  std::int64_t total = 0;
+  nn::visit_parameters(plain, [&](const std::string&, auto& p) { total += p.value().size(); });
+  report.expect("ZeRO-1 on one rank holds the whole of AdamW's state", zero.state_bytes() == 8 * total,
+                std::to_string(zero.state_bytes()) + " bytes for " + std::to_string(total) + " parameters");
+  precision::LossScaler scaler_p, scaler_s;  // Fp16Mixed's: 65536 to start
+  const optim::DeviceStepOptions options{.loss_scaling = true, .max_grad_norm = 1.0, .micro_batches = 1};
+  std::vector<double> norm_p, norm_s, scale_p, scale_s;
+  std::vector<int> applied_p, applied_s;
+  for (int step = 0; step < 5; ++step) {
+    optim::zero_grad(plain);
+    optim::zero_grad(sharded_model);
+    {
+      Tape tape;
+      nn::Context ctx{tape, /*training=*/true, /*seed=*/42, static_cast<std::uint64_t>(step)};
+      auto logits = plain.forward(ctx, batch);
+      auto loss = ops::cross_entropy(tape, logits, batch.labels);
+      tape.backward(loss, Tensor<float, Shape<>, Cuda>::full({}, static_cast<float>(scaler_p.scale())));
+    }
+    auto from = grad_slots(plain);
+    auto to = grad_slots(sharded_model);
+    if (step == 2) {  // an overflow: both skip the step and back the scale off
+      const float inf = std::numeric_limits<float>::infinity();
+      DeviceAllocator<Cuda>::copy_from_host(from[3].first, &inf, sizeof inf);
+    }
+    for (std::size_t k = 0; k < from.size(); ++k)
+      DeviceAllocator<Cuda>::copy(to[k].first, from[k].first, static_cast<std::size_t>(from[k].second) * sizeof(float));
+    const auto p = device_step.apply(adam_p, plain, 1e-3f, scaler_p, options);
+    zero.finish();
+    const auto z = zero.apply(1e-3f, scaler_s, options);
+    norm_p.push_back(p.grad_norm), norm_s.push_back(z.grad_norm);
+    scale_p.push_back(p.loss_scale), scale_s.push_back(z.loss_scale);
+    applied_p.push_back(p.applied), applied_s.push_back(z.applied);
+  }
+  report.equal("ZeRO-1 on one GPU: 5 gradient norms = DeviceStep's", norm_s, norm_p);
+  report.equal("ZeRO-1 on one GPU: 5 loss scales = DeviceStep's", scale_s, scale_p);
+  report.expect("ZeRO-1 on one GPU: steps applied = DeviceStep's, step 3 skipped",
+                applied_s == applied_p && applied_s == std::vector<int>{1, 1, 0, 1, 1});
+  report.expect("ZeRO-1 on one GPU: the loss scaler backed off once", scaler_s.skipped_steps() == 1 &&
+                                                                          scaler_s.scale() == scaler_p.scale());
+  report.expect("ZeRO-1 on one GPU: the optimizer counted 4 steps", zero.steps() == 4 && adam_p.steps() == 4,
+                std::to_string(zero.steps()) + " and " + std::to_string(adam_p.steps()));
+  const auto wp = by_name(plain, false), ws = by_name(sharded_model, false);
+  int differ = 0;
+  for (const auto& [name, w] : wp)
+    if (!report.equal("ZeRO-1 on one GPU: after 5 steps, " + name, ws.at(name), w)) ++differ;
+  report.expect("ZeRO-1 on one GPU: every weight = DeviceStep's, bit for bit", differ == 0,
+                std::to_string(differ) + " of " + std::to_string(wp.size()) + " differ");
+
+  // The state, assembled for a checkpoint and taken back.
+  optim::AdamW whole_p, whole_s;
+  device_step.store_into(whole_p);
+  zero.gather_state(whole_s);
+  std::size_t compared = 0;
+  bool same = whole_s.steps() == 4;
+  for (std::size_t k = 0; k < whole_p.m().all().size(); ++k) {
+    const auto& a = whole_p.m().all()[k];
+    if (a.size() == 0) continue;
+    const auto& b = whole_s.m().at(k, a.size());
+    const auto& va = whole_p.v().all()[k];
+    const auto& vb = whole_s.v().at(k, va.size());
+    same = same && std::equal(a.data(), a.data() + a.size(), b.data()) &&
+           std::equal(va.data(), va.data() + va.size(), vb.data());
+    ++compared;
+  }
+  report.expect("ZeRO-1 on one GPU: gather_state = DeviceStep's moments, bit for bit", same && compared == wp.size(),
+                std::to_string(compared) + " tensors compared");
+  dist::ShardedOptimizer resumed(comm, sharded_model, optim::AdamW{});
+  resumed.scatter_state(whole_s);
+  optim::AdamW again;
+  resumed.gather_state(again);
+  bool round_trip = again.steps() == 4;
+  for (std::size_t k = 0; k < whole_s.m().all().size(); ++k) {
+    const auto& a = whole_s.m().all()[k];
+    const auto& b = again.m().at(k, a.size());
+    round_trip = round_trip && std::equal(a.data(), a.data() + a.size(), b.data());
+  }
+  report.expect("ZeRO-1 on one GPU: scatter_state then gather_state gives the state back", round_trip);
+
+  // As the trainer's gradient sync and optimizer.
+  auto plain2 = fresh_model();
+  auto synced = fresh_model();
+  dist::ShardedOptimizer zero2(comm, synced, optim::AdamW{});
+  train::ClassifierTrainer<GpuModel, precision::Fp32> trainer_p(plain2, {.max_grad_norm = 1.0, .seed = 3});
+  train::ClassifierTrainer<GpuModel, precision::Fp32> trainer_s(synced, {.max_grad_norm = 1.0, .seed = 3});
+  trainer_s.set_gradient_sync(&zero2);
+  optim::AdamW adam2;
+  std::vector<double> loss2_p, loss2_s, norm2_p, norm2_s;
+  for (int step = 0; step < 5; ++step) {
+    for (int micro = 0; micro < 2; ++micro) {
+      loss2_p.push_back(trainer_p.backward(batch, micro == 1));
+      loss2_s.push_back(trainer_s.backward(batch, micro == 1));
+    }
+    norm2_p.push_back(trainer_p.apply(adam2, 1e-3f).grad_norm);
+    norm2_s.push_back(trainer_s.apply(zero2, 1e-3f).grad_norm);
+  }
+  report.close("trainer with ZeRO-1 on the GPU: 10 micro-batch losses", loss2_s, loss2_p, 1e-5);
+  report.close("trainer with ZeRO-1 on the GPU: 5 gradient norms", norm2_s, norm2_p, 1e-5);
+  const auto tp = by_name(plain2, false), ts = by_name(synced, false);
+  int apart = 0;
+  for (const auto& [name, w] : tp)
+    if (!report.close("trainer with ZeRO-1 on the GPU: after 5 steps, " + name, ts.at(name), w, 1e-5)) ++apart;
+  report.expect("trainer with ZeRO-1 on the GPU: every weight agrees", apart == 0, std::to_string(apart) + " differ");
+}
+
 void check_misuse(Report& report) {
   auto model = fresh_model();
   dist::LocalComm host;
@@ -157,6 +294,8 @@ void check_misuse(Report& report) {
                          "takes host memory", [&] { dist::GradientAverager<dist::LocalComm, Cuda> avg(host, model); });
   gpu_test::expect_error(report, "broadcast_parameters over a host communicator for a model on the GPU",
                          "takes host memory", [&] { dist::broadcast_parameters(host, model); });
+  gpu_test::expect_error(report, "ShardedOptimizer over a host communicator for a model on the GPU",
+                         "takes host memory", [&] { dist::ShardedOptimizer zero(host, model, optim::AdamW{}); });
   dist::AnyComm any(host);
   report.expect("AnyComm says whether its communicator takes device buffers", !any.device_buffers());
 }
@@ -173,6 +312,7 @@ int main() {
     report.expect("AnyComm over NcclComm takes device buffers", any.device_buffers());
     gpu_test::guarded(report, "GradientAverager", [&] { check_averager(report, comm); });
     gpu_test::guarded(report, "ClassifierTrainer", [&] { check_trainer(report, comm); });
+    gpu_test::guarded(report, "ShardedOptimizer (ZeRO-1)", [&] { check_sharded(report, comm); });
   });
   gpu_test::guarded(report, "misuse", [&] { check_misuse(report); });
   return report.finish();

@@ -138,12 +138,16 @@ class ClassifierTrainer {
 
   template <class Opt>
   StepOutcome apply_on_device(Opt& optimizer, float lr) {
-    static_assert(!dist::ShardedUpdate<Opt>, "ZeRO-1 of a model on a CUDA device: not yet (NCCL)");
+    static_assert(!dist::ShardedUpdate<Opt>, "a host ZeRO-1 optimizer for a model on a CUDA device: give "
+                                             "dist::ShardedOptimizer the model's device (D = Cuda)");
     if (sync_) sync_->finish();  // averaged over the GPUs (NCCL) before the checks and the update
-    const auto step = device_step_.apply(optimizer, model_, lr, scaler_,
-                                         {.loss_scaling = Policy::loss_scaling,
-                                          .max_grad_norm = options_.max_grad_norm,
-                                          .micro_batches = std::max(1, micro_batches_)});
+    const optim::DeviceStepOptions options{.loss_scaling = Policy::loss_scaling,
+                                           .max_grad_norm = options_.max_grad_norm,
+                                           .micro_batches = std::max(1, micro_batches_)};
+    // ZeRO-1 (dist::ShardedOptimizer on Cuda) takes the step on its slice itself.
+    optim::DeviceStepOutcome step;
+    if constexpr (dist::DeviceShardedUpdate<Opt>) step = optimizer.apply(lr, scaler_, options);
+    else step = device_step_.apply(optimizer, model_, lr, scaler_, options);
     optim::zero_grad(model_);
     micro_batches_ = 0;
     if (!step.grads_finite && !Policy::loss_scaling) {

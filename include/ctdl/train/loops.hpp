@@ -187,9 +187,6 @@ FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& o
     throw Error("fit: the device communicator is rank " + std::to_string(device_comm.rank()) + " of " +
                 std::to_string(device_comm.size()) + ", the host communicator rank " + std::to_string(comm.rank()) +
                 " of " + std::to_string(ranks) + ": they must be the same ranks");
-  if (on_device && data_parallel.shard_optimizer)
-    throw Error("fit: ZeRO-1 (shard_optimizer) of a model on a CUDA device is not built yet; train it with plain "
-                "data parallel (the optimizer state whole on every GPU)");
   // (Whether device_comm takes the model's memory, the averager and ZeRO-1 check below.)
   const bool lead = comm.rank() == 0;
   const auto say = [&](const std::string& s) {
@@ -221,12 +218,10 @@ FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& o
   ClassifierTrainer<Model, Policy> trainer(
       model, {.max_grad_norm = o.max_grad_norm, .seed = o.seed, .rank = static_cast<std::uint32_t>(comm.rank())});
   std::optional<dist::GradientAverager<G, Device>> averager;
-  std::optional<dist::ShardedOptimizer<optim::AdamW, G>> sharded;
+  std::optional<dist::ShardedOptimizer<optim::AdamW, G, Device>> sharded;
   if (data_parallel.shard_optimizer) {
-    if constexpr (!on_device) {
-      sharded.emplace(device_comm, model);
-      trainer.set_gradient_sync(&*sharded);
-    }
+    sharded.emplace(device_comm, model);
+    trainer.set_gradient_sync(&*sharded);
   } else if (ranks > 1) {
     averager.emplace(device_comm, model, data_parallel);
     trainer.set_gradient_sync(&*averager);
@@ -270,7 +265,7 @@ FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& o
       auto host = nn::to_device<nn::on_device_t<Model, Cpu>>(model);
       state = read_checkpoint(found->dir, host, optimizer);
       model = nn::to_device<Model>(host);
-      trainer.device_step().load_from(optimizer);
+      if (!sharded) trainer.device_step().load_from(optimizer);  // ZeRO-1 keeps its slice alone (below)
     } else {
       state = read_checkpoint(found->dir, model, optimizer);
     }
@@ -304,7 +299,7 @@ FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& o
     state.loss_scaler = trainer.scaler().state();
     std::string dir;
     if constexpr (on_device) {  // the weights and moments copied to the host, then written
-      trainer.device_step().store_into(optimizer);
+      if (!sharded) trainer.device_step().store_into(optimizer);  // ZeRO-1: gathered already
       auto host = nn::to_device<nn::on_device_t<Model, Cpu>>(model);
       dir = write_checkpoint(ck.root, host, optimizer, state, ck.extra_files);
     } else {
@@ -356,10 +351,7 @@ FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& o
       loss = mean;
     }
     const auto lr = static_cast<float>(schedule(state.global_step));
-    const auto outcome = [&] {
-      if constexpr (on_device) return trainer.apply(optimizer, lr);
-      else return sharded ? trainer.apply(*sharded, lr) : trainer.apply(optimizer, lr);
-    }();
+    const auto outcome = sharded ? trainer.apply(*sharded, lr) : trainer.apply(optimizer, lr);
     if (!outcome.applied) {
       ++skipped_here;
       const auto skipped = trainer.scaler().skipped_steps();

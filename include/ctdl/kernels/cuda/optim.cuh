@@ -203,6 +203,19 @@ template <class G>
 void prepare_step(ParamList<G>& params, StepState* state, const StepOptions& options,
                   cudaStream_t stream = current_stream());
 
+/// prepare_step in two halves, for gradients split across ranks (ZeRO-1,
+/// dist/sharded_optimizer.hpp): grad_sum_squares writes the sum of squares of this
+/// list's gradients to *sum (one double in device memory); the caller gathers the
+/// ranks' sums into `sums` (rank order, the same array on every rank), and decide_step
+/// decides from their total (added in one fixed order: the same bits on every rank), as
+/// prepare_step decides from its one list's. With one sum,
+/// grad_sum_squares then decide_step gives prepare_step's StepState bit for bit (the
+/// same partial sums added in the same order; the one sum then gains only exact zeros).
+template <class G>
+void grad_sum_squares(ParamList<G>& params, double* sum, cudaStream_t stream = current_stream());
+inline void decide_step(const double* sums, std::int64_t count, StepState* state, const StepOptions& options,
+                        cudaStream_t stream = current_stream());
+
 /// The fused updates: one launch each (LAMB: three), skipped on the device when
 /// state->applied is 0.
 template <class G>
@@ -264,13 +277,24 @@ __global__ void grad_squares_kernel(const ParamSlot<G>* slots, const typename Pa
   if (threadIdx.x == 0) partial[blockIdx.x] = sum;
 }
 
-// ---- phase 2 and the step's decisions: one block ----
+// ---- phase 2: the partials' sum, in one fixed order (one block) ----
+__device__ __forceinline__ double sum_of_partials(const double* partial, std::int64_t count, double* scratch) {
+  double sum = 0;
+  for (std::int64_t i = threadIdx.x; i < count; i += blockDim.x) sum += partial[i];
+  return block_sum(sum, scratch);
+}
+
+inline __global__ void sum_partials_kernel(const double* partial, std::int64_t count, double* out) {
+  __shared__ double scratch[32];
+  const double sum = sum_of_partials(partial, count, scratch);
+  if (threadIdx.x == 0) *out = sum;
+}
+
+// ---- the step's decisions from the partials' sum: one block ----
 inline __global__ void decide_step_kernel(const double* partial, std::int64_t chunks, StepState* state,
                                    StepOptions options) {
   __shared__ double scratch[32];
-  double sum = 0;
-  for (std::int64_t i = threadIdx.x; i < chunks; i += blockDim.x) sum += partial[i];
-  sum = block_sum(sum, scratch);
+  const double sum = sum_of_partials(partial, chunks, scratch);
   if (threadIdx.x != 0) return;
 
   StepState s = *state;
@@ -573,6 +597,27 @@ void prepare_step(ParamList<G>& params, StepState* state, const StepOptions& opt
   optim_detail::decide_step_kernel<<<1, optim_detail::kReduceThreads, 0, stream>>>(params.partial_sums(),
                                                                                   params.chunks(), state, options);
   check_launch("cuda::prepare_step (decision)");
+}
+
+template <class G>
+void grad_sum_squares(ParamList<G>& params, double* sum, cudaStream_t stream) {
+  if (!sum) throw Error("cuda::grad_sum_squares: the sum pointer is null");
+  if (params.chunks() > 0) {
+    optim_detail::grad_squares_kernel<G><<<static_cast<unsigned>(params.chunks()), kThreads, 0, stream>>>(
+        params.slots(), params.chunk_table(), params.partial_sums());
+    check_launch("cuda::grad_sum_squares (per chunk)");
+  }
+  optim_detail::sum_partials_kernel<<<1, optim_detail::kReduceThreads, 0, stream>>>(params.partial_sums(),
+                                                                                   params.chunks(), sum);
+  check_launch("cuda::grad_sum_squares (total)");
+}
+
+inline void decide_step(const double* sums, std::int64_t count, StepState* state, const StepOptions& options,
+                        cudaStream_t stream) {
+  optim_detail::require_state_pointer(state, "cuda::decide_step");
+  if (!sums || count < 1) throw Error("cuda::decide_step: no sums to decide from (a null pointer or a count below 1)");
+  optim_detail::decide_step_kernel<<<1, optim_detail::kReduceThreads, 0, stream>>>(sums, count, state, options);
+  check_launch("cuda::decide_step");
 }
 
 template <class G>
