@@ -466,37 +466,24 @@ optim::DeviceStepOutcome ShardedOptimizer<Opt, C, D>::apply(float lr, precision:
                      .size = piece.size,
                      .weight_decay = p.weight_decay});
   }
-  if (dev_.state.size() == 0) dev_.state = Tensor<unsigned char, Shape<dyn>, Cuda>({static_cast<index_t>(sizeof(cuda::StepState))});
-  auto* state = reinterpret_cast<cuda::StepState*>(dev_.state.data());
-  auto* list = static_cast<cuda::ParamList<float>*>(dev_.list.get());
-  if (!list || !list->rebind(slots)) {
-    dev_.list = std::make_shared<cuda::ParamList<float>>(std::move(slots));
-    list = static_cast<cuda::ParamList<float>*>(dev_.list.get());
-  }
-  cuda::write_step_state(state, cuda::initial_step_state(scaler.state(), inner_.steps()));
-  cuda::StepOptions step_options;
-  step_options.loss_scaling = options.loss_scaling;
-  step_options.scaler = scaler.options();
-  step_options.max_grad_norm = options.max_grad_norm;
-  step_options.micro_batches = options.micro_batches;
+  namespace step = optim::device_step_detail;
+  cuda::ParamList<float>& list = step::bind(dev_.list, std::move(slots));
+  cuda::StepState* state = step::begin(dev_.state, scaler, inner_.steps());
   // Every rank's sum of squares (a double as four 16-bit words, moved bit for bit), then
   // the decision from their total: the same on every rank.
   auto* sums = reinterpret_cast<double*>(dev_.sums.data());
   static_assert(sizeof(double) == 4 * sizeof(bf16));
-  cuda::grad_sum_squares(*list, sums + comm_.rank());
+  cuda::grad_sum_squares(list, sums + comm_.rank());
   comm_.all_gather(reinterpret_cast<const bf16*>(sums + comm_.rank()), reinterpret_cast<bf16*>(sums), 4);
-  cuda::decide_step(sums, comm_.size(), state, step_options);
-  if constexpr (std::is_same_v<Opt, optim::AdamW>) cuda::adamw_step(*list, state, inner_.options(), lr);
-  else if constexpr (std::is_same_v<Opt, optim::Sgd>) cuda::sgd_step(*list, state, inner_.options(), lr);
+  cuda::decide_step(sums, comm_.size(), state, step::kernel_options(options, scaler));
+  if constexpr (std::is_same_v<Opt, optim::AdamW>) cuda::adamw_step(list, state, inner_.options(), lr);
+  else if constexpr (std::is_same_v<Opt, optim::Sgd>) cuda::sgd_step(list, state, inner_.options(), lr);
   else static_assert(std::is_same_v<Opt, optim::AdamW>, "ShardedOptimizer on a CUDA device: AdamW or Sgd");
   // The slices of the new weights (unchanged where the step was skipped) to every rank.
   comm_.all_gather(w + slice_begin(), w, slice_);
   for (const Param& p : params_)
     DeviceAllocator<Cuda>::copy(p.value_for_writing(), w + p.offset, static_cast<std::size_t>(p.size) * sizeof(float));
-  const cuda::StepState s = cuda::read_step_state(state);
-  scaler.restore(cuda::scaler_state(s));
-  inner_.set_steps(s.optimizer_steps);
-  return {s.applied != 0, s.grads_finite != 0, s.grad_norm, s.step_loss_scale};
+  return step::end(state, scaler, inner_);
 #else
   (void)lr, (void)scaler, (void)options;
   return {};

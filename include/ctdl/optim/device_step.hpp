@@ -24,6 +24,7 @@
 #include <memory>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "ctdl/core/tensor.hpp"
@@ -94,6 +95,53 @@ class DeviceStep {
   std::shared_ptr<void> list_;
 };
 
+#if CTDL_CUDA_OPS
+/// The parts of a device step that DeviceStep and ZeRO-1 on a GPU
+/// (dist::ShardedOptimizer<…, Cuda>) share.
+namespace device_step_detail {
+
+/// The cached cuda::ParamList in `cache` rebound to `slots`, or a new one where the
+/// tensors changed (cache holds nvcc's type erased, for classes that g++ also compiles).
+inline cuda::ParamList<float>& bind(std::shared_ptr<void>& cache, std::vector<cuda::ParamSlot<float>> slots) {
+  auto* list = static_cast<cuda::ParamList<float>*>(cache.get());
+  if (!list || !list->rebind(slots)) {
+    cache = std::make_shared<cuda::ParamList<float>>(std::move(slots));
+    list = static_cast<cuda::ParamList<float>*>(cache.get());
+  }
+  return *list;
+}
+
+/// The StepState in `storage` (allocated on first use), set to start a step from the loss
+/// scaler's state and the optimizer's step count; and the kernels' options.
+inline cuda::StepState* begin(Tensor<unsigned char, Shape<dyn>, Cuda>& storage, const precision::LossScaler& scaler,
+                              std::int64_t optimizer_steps) {
+  if (storage.size() == 0) storage = Tensor<unsigned char, Shape<dyn>, Cuda>({static_cast<index_t>(sizeof(cuda::StepState))});
+  auto* state = reinterpret_cast<cuda::StepState*>(storage.data());
+  cuda::write_step_state(state, cuda::initial_step_state(scaler.state(), optimizer_steps));
+  return state;
+}
+inline cuda::StepOptions kernel_options(const DeviceStepOptions& options, const precision::LossScaler& scaler) {
+  cuda::StepOptions o;
+  o.loss_scaling = options.loss_scaling;
+  o.scaler = scaler.options();
+  o.max_grad_norm = options.max_grad_norm;
+  o.micro_batches = options.micro_batches;
+  return o;
+}
+
+/// The step's outcome read back (the host waits for the device), with the loss scaler's
+/// state and the optimizer's step count taken from it.
+template <class Opt>
+DeviceStepOutcome end(const cuda::StepState* state, precision::LossScaler& scaler, Opt& optimizer) {
+  const cuda::StepState s = cuda::read_step_state(state);
+  scaler.restore(cuda::scaler_state(s));
+  optimizer.set_steps(s.optimizer_steps);
+  return {s.applied != 0, s.grads_finite != 0, s.grad_norm, s.step_loss_scale};
+}
+
+}  // namespace device_step_detail
+#endif
+
 // ============================================================================
 
 template <class Opt, nn::Module M>
@@ -120,29 +168,14 @@ DeviceStepOutcome DeviceStep::apply(Opt& optimizer, M& model, float lr, precisio
     slot.weight_decay = p.weight_decay();
     slots.push_back(slot);
   });
-  if (state_.size() == 0) state_ = Tensor<unsigned char, Shape<dyn>, Cuda>({static_cast<index_t>(sizeof(cuda::StepState))});
-  auto* state = reinterpret_cast<cuda::StepState*>(state_.data());
-  auto* cached = static_cast<cuda::ParamList<float>*>(list_.get());
-  if (!cached || !cached->rebind(slots)) {
-    list_ = std::make_shared<cuda::ParamList<float>>(std::move(slots));
-    cached = static_cast<cuda::ParamList<float>*>(list_.get());
-  }
-  cuda::ParamList<float>& list = *cached;
-  cuda::write_step_state(state, cuda::initial_step_state(scaler.state(), optimizer.steps()));
-  cuda::StepOptions step_options;
-  step_options.loss_scaling = options.loss_scaling;
-  step_options.scaler = scaler.options();
-  step_options.max_grad_norm = options.max_grad_norm;
-  step_options.micro_batches = options.micro_batches;
-  cuda::prepare_step(list, state, step_options);
+  cuda::ParamList<float>& list = device_step_detail::bind(list_, std::move(slots));
+  cuda::StepState* state = device_step_detail::begin(state_, scaler, optimizer.steps());
+  cuda::prepare_step(list, state, device_step_detail::kernel_options(options, scaler));
   if constexpr (std::is_same_v<Opt, AdamW>) cuda::adamw_step(list, state, optimizer.options(), lr);
   else if constexpr (std::is_same_v<Opt, Lamb>) cuda::lamb_step(list, state, optimizer.options(), lr);
   else if constexpr (std::is_same_v<Opt, Sgd>) cuda::sgd_step(list, state, optimizer.options(), lr);
   else static_assert(std::is_same_v<Opt, AdamW>, "DeviceStep: AdamW, Lamb or Sgd");
-  const cuda::StepState s = cuda::read_step_state(state);
-  scaler.restore(cuda::scaler_state(s));
-  optimizer.set_steps(s.optimizer_steps);
-  return {s.applied != 0, s.grads_finite != 0, s.grad_norm, s.step_loss_scale};
+  return device_step_detail::end(state, scaler, optimizer);
 #else
   (void)optimizer, (void)model, (void)lr, (void)scaler, (void)options;
   return {};
