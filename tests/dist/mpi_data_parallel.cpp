@@ -14,12 +14,14 @@
 //   - ShardedOptimizer (ZeRO-1): fit with the optimizer state sharded ends with plain data
 //     parallel's weights and (in its final checkpoint, gathered) its moments; each rank
 //     holds 1/N of the state; a run resumed from a mid-run checkpoint ends where the
-//     uninterrupted run ended, on N ranks and on one process.
+//     uninterrupted run ended, on N ranks and on one process; SGD sliced the same way
+//     takes plain data parallel's 3 steps with 1/N of its momentum buffer per rank.
 // Rank 0 prints one line per check; a failure prints on the rank that saw it. Exit 0
 // when no rank failed; 77 (Skipped) with --skip.
 #include <ctdl/dist/data_parallel.hpp>
 #include <ctdl/dist/mpi.hpp>
 #include <ctdl/dist/sharded_optimizer.hpp>
+#include <ctdl/optim/sgd.hpp>
 #include <ctdl/train/loops.hpp>
 
 #include <cmath>
@@ -265,6 +267,36 @@ void check_sharded(dist::MpiComm& comm, Checks& checks) {
                   most <= static_cast<float>(whole) / static_cast<float>(n) + 8.f * sizeof(float) &&
                       sum == static_cast<float>(whole),
                   detail);
+  }
+  // SGD (momentum, weight decay) is sliced as AdamW is: 3 steps of ZeRO-1 against plain
+  // data parallel; each rank holds 1/N of its momentum buffer.
+  {
+    const optim::Sgd::Options sgd_options{.momentum = 0.9, .weight_decay = 0.01};
+    auto plain = make_model(5), zero = make_model(5);
+    dist::GradientAverager avg(comm, plain);
+    dist::ShardedOptimizer<optim::Sgd, dist::MpiComm> sharded(comm, zero, optim::Sgd(sgd_options));
+    train::ClassifierTrainer<decltype(plain), P> trainer_p(plain, {}), trainer_z(zero, {});
+    trainer_p.set_gradient_sync(&avg);
+    trainer_z.set_gradient_sync(&sharded);
+    optim::Sgd sgd(sgd_options);
+    const data::Batch batch = first_batch(r, n, 4);
+    for (int step = 0; step < 3; ++step) {
+      trainer_p.backward(batch);
+      trainer_p.apply(sgd, 1e-2f);
+      trainer_z.backward(batch);
+      trainer_z.apply(sharded, 1e-2f);
+    }
+    const double diff = max_difference(values(zero), values(plain));
+    auto initial = make_model(5);
+    const double moved = max_difference(values(plain), values(initial));
+    float mine = static_cast<float>(sharded.state_bytes());
+    comm.all_reduce(&mine, 1, dist::ReduceOp::sum);
+    const auto whole = nn::count_parameters(zero) * std::int64_t{sizeof(float)};
+    char detail[200];
+    std::snprintf(detail, sizeof detail, "(max |difference| %.3g, weights moved by up to %.3g; the ranks' buffers %.0f of %lld bytes)",
+                  diff, moved, mine, static_cast<long long>(whole));
+    checks.expect("ZeRO-1 with SGD ends 3 steps with plain data parallel's weights, its buffer split across the ranks",
+                  diff < 1e-6 && moved > 1e-4 && mine == static_cast<float>(whole) && sharded.steps() == 3, detail);
   }
   // ZeRO-1 against plain data parallel, both writing a final checkpoint (rank 0).
   const std::string root = std::string(CTDL_TEST_TMP) + "/data_parallel_sharded";

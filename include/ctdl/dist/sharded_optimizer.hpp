@@ -119,24 +119,40 @@ class ShardedOptimizer final : public GradientSync {
   void begin(Tape&) override {}
   void finish() override;
 
+  // (The constrained members forward to private ones: clang 14 cannot match an
+  // out-of-line definition whose requires-clause names a class member.)
+
   /// Whether every rank's slice of the averaged gradient is finite (collective).
   bool grads_finite()
-    requires(!on_device);
+    requires(!on_device)
+  {
+    return grads_finite_on_host();
+  }
   /// The global L2 norm of the averaged gradients times grad_scale (collective; the
   /// same bits on every rank: the ranks' partial sums are added in rank order).
   double grad_norm(float grad_scale = 1.f)
-    requires(!on_device);
+    requires(!on_device)
+  {
+    return grad_norm_on_host(grad_scale);
+  }
   /// Updates this rank's slice with the wrapped optimizer, then all-gathers the weights
   /// into `model` (collective). The model must be the one given to the constructor.
   template <nn::Module M>
   void step(M& model, float lr, float grad_scale = 1.f)
-    requires(!on_device);
+    requires(!on_device)
+  {
+    (void)model;  // its parameters are reached through params_ (the constructor's model)
+    step_on_host(lr, grad_scale);
+  }
 
   /// (On a CUDA device) the whole step, as optim::DeviceStep::apply, on this rank's slice
   /// (collective): decides it from every rank's gradients, updates the slice, all-gathers
   /// the weights into the model; updates `scaler` and the step count alike on every rank.
   optim::DeviceStepOutcome apply(float lr, precision::LossScaler& scaler, const optim::DeviceStepOptions& options)
-    requires on_device;
+    requires on_device
+  {
+    return apply_on_device(lr, scaler, options);
+  }
 
   std::int64_t steps() const { return inner_.steps(); }
   /// The wrapped optimizer, holding the state of this rank's slice only.
@@ -176,6 +192,11 @@ class ShardedOptimizer final : public GradientSync {
   static constexpr int kMoments = std::is_same_v<Opt, optim::Sgd> ? 1 : 2;
   void finish_on_host();
   void finish_on_device();
+  bool grads_finite_on_host();
+  double grad_norm_on_host(float grad_scale);
+  void step_on_host(float lr, float grad_scale);
+  optim::DeviceStepOutcome apply_on_device(float lr, precision::LossScaler& scaler,
+                                           const optim::DeviceStepOptions& options);
   void gather_state_on_host(Opt& whole);
   void gather_state_on_device(Opt& whole);
   void scatter_state_on_host(Opt& whole);
@@ -295,18 +316,14 @@ void ShardedOptimizer<Opt, C, D>::finish_on_host() {
 }
 
 template <class Opt, Communicator C, Device D>
-bool ShardedOptimizer<Opt, C, D>::grads_finite()
-  requires(!on_device)
-{
+bool ShardedOptimizer<Opt, C, D>::grads_finite_on_host() {
   float bad = optim::all_grads_finite(shard_) ? 0.f : 1.f;
   comm_.all_reduce(&bad, 1, ReduceOp::sum);
   return bad == 0.f;
 }
 
 template <class Opt, Communicator C, Device D>
-double ShardedOptimizer<Opt, C, D>::grad_norm(float grad_scale)
-  requires(!on_device)
-{
+double ShardedOptimizer<Opt, C, D>::grad_norm_on_host(float grad_scale) {
   const double mine = optim::grad_sum_of_squares(shard_);
   // The partial sums, moved bit for bit (a double as four 16-bit words), added in rank order.
   std::vector<double> all(static_cast<std::size_t>(comm_.size()));
@@ -318,11 +335,7 @@ double ShardedOptimizer<Opt, C, D>::grad_norm(float grad_scale)
 }
 
 template <class Opt, Communicator C, Device D>
-template <nn::Module M>
-void ShardedOptimizer<Opt, C, D>::step(M& model, float lr, float grad_scale)
-  requires(!on_device)
-{
-  (void)model;  // its parameters are reached through params_ (the constructor's model)
+void ShardedOptimizer<Opt, C, D>::step_on_host(float lr, float grad_scale) {
   // The pieces start from the model's current weights (a broadcast or a resumed
   // checkpoint may have changed them since the last step).
   for (std::size_t j = 0; j < pieces_.size(); ++j) {
@@ -439,10 +452,8 @@ void ShardedOptimizer<Opt, C, D>::finish_on_device() {
 }
 
 template <class Opt, Communicator C, Device D>
-optim::DeviceStepOutcome ShardedOptimizer<Opt, C, D>::apply(float lr, precision::LossScaler& scaler,
-                                                            const optim::DeviceStepOptions& options)
-  requires on_device
-{
+optim::DeviceStepOutcome ShardedOptimizer<Opt, C, D>::apply_on_device(float lr, precision::LossScaler& scaler,
+                                                                      const optim::DeviceStepOptions& options) {
   ops::require_kernels<D>();
 #if CTDL_CUDA_OPS
   // The slice's pieces start from the model's current weights (a broadcast or a resumed

@@ -14,6 +14,9 @@ class Sgd {
     double weight_decay = 0.0;
   };
 
+  /// Each element's update reads that element alone (dist::ShardedOptimizer may slice it).
+  static constexpr bool elementwise = true;
+
   Sgd() = default;
   explicit Sgd(Options options) : options_(options) {}
 
