@@ -127,16 +127,18 @@ void check_averager(Report& report, dist::NcclComm& comm) {
                present_grads(model)["bert.pooler.dense.weight"], kept.at("bert.pooler.dense.weight"));
 }
 
-/// Trainer steps with and without the averager as the gradient sync.
-void check_trainer(Report& report, dist::NcclComm& comm) {
+/// 5 ClassifierTrainer steps (AdamW, clipping, two micro-batches) of `synced`, whose
+/// trainer runs `sync` and steps with `optimizer`, against the same steps of a fresh model
+/// without them: losses, norms and every weight within 1e-5.
+template <class Opt>
+void check_against_plain_trainer(Report& report, const std::string& what, GpuModel& synced, dist::GradientSync& sync,
+                                 Opt& optimizer) {
   const Batch batch = tiny_bert::tiny_batch();
   auto plain = fresh_model();
-  auto synced = fresh_model();
-  dist::GradientAverager avg(comm, synced, {.bucket_bytes = 1 << 20});
   train::ClassifierTrainer<GpuModel, precision::Fp32> trainer_p(plain, {.max_grad_norm = 1.0, .seed = 3});
   train::ClassifierTrainer<GpuModel, precision::Fp32> trainer_s(synced, {.max_grad_norm = 1.0, .seed = 3});
-  trainer_s.set_gradient_sync(&avg);
-  optim::AdamW adam_p, adam_s;
+  trainer_s.set_gradient_sync(&sync);
+  optim::AdamW adam;
   std::vector<double> loss_p, loss_s, norm_p, norm_s;
   for (int step = 0; step < 5; ++step) {
     const float lr = 1e-3f;
@@ -144,16 +146,24 @@ void check_trainer(Report& report, dist::NcclComm& comm) {
       loss_p.push_back(trainer_p.backward(batch, micro == 1));
       loss_s.push_back(trainer_s.backward(batch, micro == 1));
     }
-    norm_p.push_back(trainer_p.apply(adam_p, lr).grad_norm);
-    norm_s.push_back(trainer_s.apply(adam_s, lr).grad_norm);
+    norm_p.push_back(trainer_p.apply(adam, lr).grad_norm);
+    norm_s.push_back(trainer_s.apply(optimizer, lr).grad_norm);
   }
-  report.close("trainer over NCCL: 10 micro-batch losses", loss_s, loss_p, 1e-5);
-  report.close("trainer over NCCL: 5 gradient norms", norm_s, norm_p, 1e-5);
+  report.close(what + ": 10 micro-batch losses", loss_s, loss_p, 1e-5);
+  report.close(what + ": 5 gradient norms", norm_s, norm_p, 1e-5);
   const auto wp = by_name(plain, false), ws = by_name(synced, false);
   int differ = 0;
   for (const auto& [name, w] : wp)
-    if (!report.close("trainer over NCCL: after 5 steps, " + name, ws.at(name), w, 1e-5)) ++differ;
-  report.expect("trainer over NCCL: every weight after 5 steps agrees", differ == 0, std::to_string(differ) + " differ");
+    if (!report.close(what + ": after 5 steps, " + name, ws.at(name), w, 1e-5)) ++differ;
+  report.expect(what + ": every weight after 5 steps agrees", differ == 0, std::to_string(differ) + " differ");
+}
+
+/// Trainer steps with and without the averager as the gradient sync.
+void check_trainer(Report& report, dist::NcclComm& comm) {
+  auto synced = fresh_model();
+  dist::GradientAverager avg(comm, synced, {.bucket_bytes = 1 << 20});
+  optim::AdamW adam;
+  check_against_plain_trainer(report, "trainer over NCCL", synced, avg, adam);
 
   const auto before = by_name(synced, false);
   dist::broadcast_parameters(comm, synced);
@@ -262,29 +272,9 @@ void check_sharded(Report& report, dist::NcclComm& comm) {
   report.expect("ZeRO-1 on one GPU: scatter_state then gather_state gives the state back", round_trip);
 
   // As the trainer's gradient sync and optimizer.
-  auto plain2 = fresh_model();
   auto synced = fresh_model();
   dist::ShardedOptimizer zero2(comm, synced, optim::AdamW{});
-  train::ClassifierTrainer<GpuModel, precision::Fp32> trainer_p(plain2, {.max_grad_norm = 1.0, .seed = 3});
-  train::ClassifierTrainer<GpuModel, precision::Fp32> trainer_s(synced, {.max_grad_norm = 1.0, .seed = 3});
-  trainer_s.set_gradient_sync(&zero2);
-  optim::AdamW adam2;
-  std::vector<double> loss2_p, loss2_s, norm2_p, norm2_s;
-  for (int step = 0; step < 5; ++step) {
-    for (int micro = 0; micro < 2; ++micro) {
-      loss2_p.push_back(trainer_p.backward(batch, micro == 1));
-      loss2_s.push_back(trainer_s.backward(batch, micro == 1));
-    }
-    norm2_p.push_back(trainer_p.apply(adam2, 1e-3f).grad_norm);
-    norm2_s.push_back(trainer_s.apply(zero2, 1e-3f).grad_norm);
-  }
-  report.close("trainer with ZeRO-1 on the GPU: 10 micro-batch losses", loss2_s, loss2_p, 1e-5);
-  report.close("trainer with ZeRO-1 on the GPU: 5 gradient norms", norm2_s, norm2_p, 1e-5);
-  const auto tp = by_name(plain2, false), ts = by_name(synced, false);
-  int apart = 0;
-  for (const auto& [name, w] : tp)
-    if (!report.close("trainer with ZeRO-1 on the GPU: after 5 steps, " + name, ts.at(name), w, 1e-5)) ++apart;
-  report.expect("trainer with ZeRO-1 on the GPU: every weight agrees", apart == 0, std::to_string(apart) + " differ");
+  check_against_plain_trainer(report, "trainer with ZeRO-1 on the GPU", synced, zero2, zero2);
 }
 
 void check_misuse(Report& report) {

@@ -32,7 +32,7 @@ void dropout_backward(const T* dy, T* dx, std::int64_t n, const ops::DropoutMask
                       cudaStream_t stream = current_stream());
 
 /// Words of dropout_keep_bits for n elements.
-inline std::int64_t dropout_bit_words(std::int64_t n) { return (n + 31) / 32; }
+__host__ __device__ inline std::int64_t dropout_bit_words(std::int64_t n) { return (n + 31) / 32; }
 
 /// The decisions of mask (its stream and p) for elements 0 .. n-1, drawn as dropout_kernel
 /// draws them (uniform4 per four elements): bit k of bits[w] is keep(32 w + k), bits past
@@ -79,7 +79,7 @@ void launch_dropout(const T* in, T* out, std::int64_t n, const ops::DropoutMask&
 /// One thread per word: eight Philox blocks, 32 decisions.
 inline __global__ void dropout_keep_bits_kernel(ops::DropoutMask mask, std::int64_t n, std::uint32_t* bits) {
   const std::int64_t w = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (w >= (n + 31) / 32) return;
+  if (w >= dropout_bit_words(n)) return;
   std::uint32_t word = 0;
   for (int q = 0; q < 8; ++q) {
     const std::int64_t block = 8 * w + q;
