@@ -118,6 +118,17 @@ using on_device_t = typename rebind_device<M, D>::type;
 template <Module MD, Module MS>
 MD to_device(const MS& src);
 
+/// Copies every parameter value of `src` into the parameters of `dst` in place (a
+/// checkpoint read on the host, loaded into the model on the GPU): dst keeps its Vars,
+/// their nodes and their storage, so whatever holds them (a gradient averager, ZeRO-1's
+/// parameter list) stays valid, which replacing dst with to_device's copy would not.
+/// The two may be on different devices; each value is marked changed (Var::value()).
+/// Throws ShapeError naming the first parameter whose extents differ, and Error when a
+/// vector of modules (BERT's layers) differs in length; configuration fields are not
+/// copied.
+template <Module MD, Module MS>
+void copy_values(MD& dst, const MS& src);
+
 /// The number of scalar parameters of m.
 template <Module M>
 std::int64_t count_parameters(M& m) {
@@ -183,7 +194,57 @@ void copy_field_to_device(FD& dst, const FS& src) {
   }
 }
 
+template <Module MD, Module MS>
+void copy_values_named(MD& dst, const MS& src, const std::string& prefix);
+
+template <class FD, class FS>
+void copy_field_values(FD& dst, const FS& src, const std::string& name) {
+  if constexpr (is_var<FD>::value) {
+    static_assert(is_var<FS>::value, "nn::copy_values: a parameter faces a field that is not one");
+    using DD = typename FD::device_type;
+    using DS = typename FS::device_type;
+    const auto& from = src.value();
+    if (dst.extents() != from.extents()) {
+      throw ShapeError("nn::copy_values: " + name + " is " + describe<typename FD::shape_type>(dst.extents()) +
+                       " here but " + describe<typename FS::shape_type>(from.extents()) + " in the source");
+    }
+    auto& to = dst.value();
+    const std::size_t bytes = sizeof(typename FD::value_type) * static_cast<std::size_t>(to.size());
+    if constexpr (std::is_same_v<DS, Cpu>) DeviceAllocator<DD>::copy_from_host(to.data(), from.data(), bytes);
+    else if constexpr (std::is_same_v<DD, Cpu>) DeviceAllocator<DS>::copy_to_host(to.data(), from.data(), bytes);
+    else static_assert(!std::is_same_v<DD, DD>, "nn::copy_values copies through the host");
+  } else if constexpr (Module<FD>) {
+    copy_values_named(dst, src, name + ".");
+  } else if constexpr (is_module_vector<FD>::value) {
+    if (dst.size() != src.size()) {
+      throw Error("nn::copy_values: " + name + " has " + std::to_string(dst.size()) + " modules here but " +
+                  std::to_string(src.size()) + " in the source");
+    }
+    for (std::size_t i = 0; i < dst.size(); ++i) copy_values_named(dst[i], src[i], name + "." + std::to_string(i) + ".");
+  }
+}
+
+template <Module MD, Module MS>
+void copy_values_named(MD& dst, const MS& src, const std::string& prefix) {
+  static_assert(field_count_v<MD> == field_count_v<const MS>, "nn::copy_values: the two module types have different fields");
+  auto to = fields(dst);
+  const auto from = fields(src);
+  std::size_t k = 0;
+  [&]<std::size_t... I>(std::index_sequence<I...>) {
+    const auto one = [&](auto& d, const auto& s) {
+      using F = std::remove_cvref_t<decltype(d)>;
+      if constexpr (is_visited_field_v<F>) copy_field_values(d, s, prefix + std::string(MD::names[k++]));
+    };
+    (one(std::get<I>(to), std::get<I>(from)), ...);
+  }(std::make_index_sequence<field_count_v<MD>>{});
+}
+
 }  // namespace detail
+
+template <Module MD, Module MS>
+void copy_values(MD& dst, const MS& src) {
+  detail::copy_values_named(dst, src, "");
+}
 
 template <Module MD, Module MS>
 MD to_device(const MS& src) {

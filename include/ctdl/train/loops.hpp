@@ -264,7 +264,9 @@ FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& o
     if constexpr (on_device) {  // read on the host, then copied up (weights and moments)
       auto host = nn::to_device<nn::on_device_t<Model, Cpu>>(model);
       state = read_checkpoint(found->dir, host, optimizer);
-      model = nn::to_device<Model>(host);
+      // In place: the averager and ZeRO-1 above hold the model's Vars, which replacing
+      // the model (layers in a vector) would leave dangling.
+      nn::copy_values(model, host);
       if (!sharded) trainer.device_step().load_from(optimizer);  // ZeRO-1 keeps its slice alone (below)
     } else {
       state = read_checkpoint(found->dir, model, optimizer);

@@ -140,3 +140,56 @@ TEST_CASE("nn::to_device copies a model: every parameter, its flags, the layer v
   REQUIRE_FALSE(copy.bert.embeddings.word_embeddings.weight.weight_decay());
   REQUIRE_FALSE(copy.classifier.bias.weight_decay());
 }
+
+TEST_CASE("nn::copy_values loads a model's values in place, keeping its Vars, and names a mismatch") {
+  bert::BertConfig c;
+  c.vocab_size = 40;
+  c.hidden_size = 128;
+  c.num_attention_heads = 2;
+  c.intermediate_size = 512;
+  c.num_hidden_layers = 2;
+  c.max_position_embeddings = 16;
+  using M = bert::BertForSequenceClassification<float, bert::Dynamic, precision::Fp32>;
+  auto source = M::make(c, 3);
+  bert::init_weights(source, 0.02, 5);
+  auto m = M::make(c, 3);
+  bert::init_weights(m, 0.02, 6);
+  // What a gradient averager or ZeRO-1 holds: the Var objects' addresses and their nodes.
+  std::vector<const void*> handles, nodes, storage;
+  nn::visit_parameters(m, [&](const std::string&, auto& p) {
+    handles.push_back(&p);
+    nodes.push_back(p.node_ptr().get());
+    storage.push_back(p.value().data());
+  });
+  const auto version_before = m.bert.encoder.layer[1].output.dense.weight.node_ptr()->version;
+  nn::copy_values(m, source);
+  std::vector<std::vector<float>> expected;
+  nn::visit_parameters(source, [&](const std::string&, auto& p) {
+    expected.emplace_back(p.value().data(), p.value().data() + p.value().size());
+  });
+  std::size_t i = 0;
+  nn::visit_parameters(m, [&](const std::string& name, auto& p) {
+    INFO(name);
+    REQUIRE(static_cast<const void*>(&p) == handles[i]);
+    REQUIRE(static_cast<const void*>(p.node_ptr().get()) == nodes[i]);
+    REQUIRE(static_cast<const void*>(p.value().data()) == storage[i]);
+    REQUIRE(std::vector<float>(p.value().data(), p.value().data() + p.value().size()) == expected[i]);
+    ++i;
+  });
+  REQUIRE(i == expected.size());
+  REQUIRE(m.bert.encoder.layer[1].output.dense.weight.node_ptr()->version > version_before);  // marked changed
+
+  auto wider = c;
+  wider.intermediate_size = 256;
+  auto other = M::make(wider, 3);
+  try {
+    nn::copy_values(m, other);
+    FAIL("a mismatched intermediate size was copied");
+  } catch (const ShapeError& e) {
+    REQUIRE_THAT(e.what(), Catch::Contains("bert.encoder.layer.0.intermediate.dense.weight"));
+  }
+  auto deeper = c;
+  deeper.num_hidden_layers = 3;
+  auto three = M::make(deeper, 3);
+  REQUIRE_THROWS_WITH(nn::copy_values(m, three), Catch::Contains("bert.encoder.layer has 2 modules here but 3"));
+}
