@@ -32,8 +32,11 @@ for kind in tests programs; do
     [ -n "$f" ] && cp "$f" $bundle/$kind/
   done < $build/gpu_$kind.txt
 done
-# Shared libraries: everything ldd resolves except what the GPU machine has itself.
-have_there='^(linux-vdso|ld-linux|libc\.|libm\.|libdl\.|librt\.|libpthread\.|libstdc\+\+|libgcc_s|libgomp|libcublas|libcublasLt|libnccl|libmpi|libopen-|libcuda\.)'
+# Shared libraries: everything ldd resolves except what the GPU machine has itself (Open
+# MPI's own dependencies included: the machine's libmpi must load its own hwloc, libevent,
+# libz and libudev, not this machine's). libmpi_cxx would travel (not every Open MPI has
+# it), but ctdl::mpi links without it.
+have_there='^(linux-vdso|ld-linux|libc\.|libm\.|libdl\.|librt\.|libpthread\.|libutil\.|libstdc\+\+|libgcc_s|libgomp|libcublas|libcublasLt|libnccl|libmpi\.|libopen-|libhwloc|libevent|libz\.|libudev|libcuda\.)'
 for f in $bundle/tests/* $bundle/programs/*; do
   [ -f "$f" ] || continue
   ldd "$f" | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}' | while read -r name path; do

@@ -7,10 +7,15 @@
 # budget (CTDL_GPU_CHECK_BUDGET_S, default 450 s), and writes one report.
 #
 #   run.sh [report-file]      default: $OUT/gpu-report.txt where OUT is set, else beside run.sh
+#
+# The report is written as the run goes (each step's output, then its verdict line), so a
+# run cut short keeps what it did. With a GPU present, a test that skips (exit 77) counts
+# as a failure: it found no device where there is one.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 report=${1:-${OUT:-$here}/gpu-report.txt}
 budget=${CTDL_GPU_CHECK_BUDGET_S:-450}
+machine_libs=${LD_LIBRARY_PATH:-}  # python (torch) and the machine's tools keep the machine's libraries
 export LD_LIBRARY_PATH=$here/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 start=$SECONDS
 : > "$report"
@@ -18,11 +23,33 @@ say() { echo "$*" | tee -a "$report"; }
 summary=()
 
 say "# ctdl GPU check, bundle of $(head -1 "$here/COMMIT") $(sed -n 2p "$here/COMMIT")"
-say "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC'), host $(hostname)"
+say "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC'), host $(hostname), kernel $(uname -r), $(nproc) cores"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>&1 | sed 's/^/gpu: /' | tee -a "$report"
+gpus=$(nvidia-smi -L 2> /dev/null | grep -c '^GPU' || true)
 command -v nvcc > /dev/null && say "nvcc: $(nvcc --version | tail -1)"
 
-# run <label> <limit-s> <command...>: runs it, its output into the report, one summary line.
+# Libraries a binary needs that neither lib/ nor the machine's paths hold: said in the
+# report, then looked for under /usr and /opt (pip's nvidia-* packages) and appended.
+missing=$(for f in "$here"/tests/* "$here"/programs/*; do ldd "$f" 2> /dev/null | awk '$3 == "not" {print $1}'; done | sort -u)
+for name in $missing; do
+  found=$(find /usr /opt -name "$name" -print -quit 2> /dev/null)
+  say "library $name: not on the loader's path${found:+; using $found}"
+  [ -n "$found" ] && export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$(dirname "$found")
+done
+
+# The machine's python with the machine's libraries (not lib/'s cudart and cupti).
+machine_python=$(mktemp)
+printf '#!/bin/sh\nLD_LIBRARY_PATH="%s" exec python3 "$@"\n' "$machine_libs" > "$machine_python"
+chmod +x "$machine_python"
+
+# Whatever a step started and left running when its limit struck (an inner timeout runs
+# in a process group of its own, out of the outer one's reach): killed before the next.
+sweep() { pkill -KILL -f "$here/(programs|tests)/|$here/pytorch_gpu_bert.py" 2> /dev/null || true; }
+
+# run <label> <limit-s> <command...>: runs it, its output into the report as it comes, and
+# its verdict into the report and the summary. Verdicts: PASS; PASS* (passed, with a part
+# skipped: the report says which); PARTIAL (exit 3: ran, some figures missing); SKIP
+# (exit 77, without a GPU); FAIL; TIMEOUT.
 run() {
   local label=$1 limit=$2
   shift 2
@@ -35,17 +62,21 @@ run() {
   [ "$limit" -gt "$left" ] && limit=$left
   say "## $label"
   local t0=$SECONDS rc
-  timeout "$limit" "$@" > "$here/.out" 2>&1
-  rc=$?
-  tee -a "$report" < "$here/.out" > /dev/null
+  timeout -k 10 "$limit" "$@" 2>&1 | tee -a "$report" > "$here/.out"
+  rc=${PIPESTATUS[0]}
+  sweep
   tail -40 "$here/.out"
   local verdict=FAIL
   case $rc in
-    0) verdict=PASS ;;
-    77) verdict=SKIP ;;
-    124) verdict="TIMEOUT(${limit}s)" ;;
+    0) verdict=PASS; grep -qi 'skipped' "$here/.out" && verdict='PASS*' ;;
+    3) verdict=PARTIAL ;;
+    77) verdict=SKIP; [ "$gpus" -gt 0 ] && verdict='FAIL(skip)' ;;
+    124 | 137) verdict="TIMEOUT(${limit}s)" ;;
   esac
-  summary+=("$(printf '%-8s %-44s %4d s  rc %d' "$verdict" "$label" $((SECONDS - t0)) $rc)")
+  local line
+  line=$(printf '%-8s %-44s %4d s  rc %d' "$verdict" "$label" $((SECONDS - t0)) $rc)
+  summary+=("$line")
+  say "verdict: $line"
 }
 
 for t in "$here"/tests/*; do run "test $(basename "$t")" 120 "$t"; done
@@ -54,16 +85,19 @@ for t in "$here"/tests/*; do run "test $(basename "$t")" 120 "$t"; done
 programs=$here/programs
 [ -x "$programs/bench_cuda_matmul_floor" ] && run "program bench_cuda_matmul_floor" 120 "$programs/bench_cuda_matmul_floor"
 [ -x "$programs/ner_span_classifier" ] &&
-  run "program ner_span_classifier --device=cuda vs cpu" 240 \
+  run "program ner_span_classifier --device=cuda vs cpu" 300 \
     "$here/span_classifier_gpu_test.sh" "$programs/ner_span_classifier" "$here/data" "${TMPDIR:-/tmp}/ctdl-gpu-span"
 # bert_bench --device=cuda against PyTorch eager (the anchor script, when torch is here)
 # and ctdl's matmul floor, in one table (benchmarks/compare_pytorch.sh --device=cuda):
 # issue 13's configurations at BERT-base; CTDL_COMPARE_CONFIGS replaces them.
 if [ -x "$programs/bert_bench" ]; then
   anchor=$here/pytorch_gpu_bert.py
-  python3 -c 'import torch, transformers' 2> /dev/null || anchor=/nonexistent  # the table says "n/a" for torch
+  if ! torch_error=$("$machine_python" -c 'import torch, transformers' 2>&1); then
+    say "torch: cannot import torch and transformers, the table says n/a for them: $(tail -1 <<<"$torch_error")"
+    anchor=/nonexistent
+  fi
   read -r -a configs <<<"${CTDL_COMPARE_CONFIGS:-bf16:train:64:128 tf32:train:64:128 fp32:train:64:128 bf16:infer:64:128 bf16:infer:1:128}"
-  BENCH=$programs/bert_bench FLOOR=$programs/bench_cuda_matmul_floor ANCHOR=$anchor PYTHON=python3 \
+  BENCH=$programs/bert_bench FLOOR=$programs/bench_cuda_matmul_floor ANCHOR=$anchor PYTHON=$machine_python \
     ANCHOR_LIMIT_S=${CTDL_ANCHOR_LIMIT_S:-120} \
     run "compare bert_bench vs pytorch (cuda)" "${CTDL_COMPARE_LIMIT_S:-240}" "$here/compare_pytorch.sh" --device=cuda "${configs[@]}"
   # The profile of a step (CUPTI's kernel trace, bert_bench --trace): how busy the GPU is
@@ -91,7 +125,7 @@ if [ -n "$sanitizer" ]; then
     t0=$SECONDS
     pids=()
     for t in "$here"/tests/*; do
-      timeout "$limit" "$sanitizer" --tool memcheck --report-api-errors no --error-exitcode 9 --print-limit 20 "$t" > "$here/.memcheck-$(basename "$t")" 2>&1 &
+      OMP_NUM_THREADS=2 timeout -k 10 "$limit" "$sanitizer" --tool memcheck --report-api-errors no --error-exitcode 9 --print-limit 20 "$t" > "$here/.memcheck-$(basename "$t")" 2>&1 &
       pids+=($!)
     done
     i=0
@@ -103,9 +137,16 @@ if [ -n "$sanitizer" ]; then
       say "### memcheck $name (rc $rc)"
       tee -a "$report" < "$here/.memcheck-$name" | tail -8
       verdict=FAIL
-      case $rc in 0) verdict=PASS ;; 77) verdict=SKIP ;; 124) verdict="TIMEOUT(${limit}s)" ;; esac
-      summary+=("$(printf '%-8s %-44s %4d s  rc %d' "$verdict" "memcheck $name" $((SECONDS - t0)) $rc)")
+      case $rc in
+        0) verdict=PASS ;;
+        77) verdict=SKIP; [ "$gpus" -gt 0 ] && verdict='FAIL(skip)' ;;
+        124 | 137) verdict="TIMEOUT(${limit}s)" ;;
+      esac
+      line=$(printf '%-8s %-44s %4d s  rc %d' "$verdict" "memcheck $name" $((SECONDS - t0)) $rc)
+      summary+=("$line")
+      say "verdict: $line"
     done
+    sweep
   fi
 else
   summary+=("NOT RUN  memcheck (no compute-sanitizer)")
@@ -114,4 +155,5 @@ fi
 say ""
 say "# summary ($((SECONDS - start)) s)"
 for line in "${summary[@]}"; do say "$line"; done
+rm -f "$machine_python"
 ! printf '%s\n' "${summary[@]}" | grep -q '^FAIL\|^TIMEOUT'

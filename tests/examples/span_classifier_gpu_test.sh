@@ -8,8 +8,12 @@
 #   2. --precision=bf16 and tf32 train and predict on the GPU (finite results);
 #   3. --device=cuda:<one past the last device> stops naming the device count;
 #   4. ZeRO-1 on the GPU (--distributed --shard_optimizer, one rank under mpirun: NCCL of
-#      that rank): test_results.tsv within 1e-4 of the plain GPU run's, the same labels
-#      (skipped where mpirun is missing or the build has no MPI).
+#      that rank): test_results.tsv within 1e-4 of the plain GPU run's, the same labels,
+#      and the same run resumed from its checkpoint-10 within 1e-4 of it (skipped where
+#      mpirun is missing or cannot start the job, or the build has no MPI or NCCL; a crash
+#      or a time-out fails it);
+#   5. (run before 4) the GPU run of 1 resumed from its checkpoint-10 (--resume) ends within
+#      1e-4 of the uninterrupted one, with the same labels.
 # Usage: span_classifier_gpu_test.sh <program> <shared data> <work dir>
 # Exit 77 (skipped) without a GPU (nvidia-smi finds none) or without the shared data.
 set -uo pipefail
@@ -30,7 +34,7 @@ fail() { echo "FAILED: $*"; exit 1; }
 common=(--vocab_file="$vocab" --bert_config_file="$work/bert_config.json" --cased --data_dir="$work/data"
         --labels_dir="$data" --max_seq_length=32 --eval_batch_size=8 --predict_batch_size=8)
 train=(--do_train --do_eval --do_predict "${common[@]}" --num_train_epochs=2 --learning_rate=3e-4
-       --train_batch_size=16 --save_checkpoints_steps=5 --log_every=5 --seed=11)
+       --train_batch_size=16 --save_checkpoints_steps=5 --keep_checkpoint_max=4 --log_every=5 --seed=11)
 # max |a - b| over the numbers of two TSV files of the same shape
 max_diff() { paste "$1" "$2" | awk -F'\t' '{h = NF / 2; for (i = 1; i <= h; i++) { d = $i - $(i + h); if (d < 0) d = -d; if (d > m) m = d } } END { printf "%.3g", m + 0 }'; }
 accuracy() { grep '^eval_accuracy' "$1" | cut -d' ' -f3; }
@@ -68,21 +72,50 @@ grep -q "no such device (this machine has $gpus CUDA device" "$work/nodevice.err
   || fail "--device=cuda:$gpus: $(cat "$work/nodevice.err")"
 echo "3. --device=cuda:$gpus: $(cat "$work/nodevice.err")"
 
+# resume_from_10 <run dir> <copy>: the run's output directory as a run stopped after
+# checkpoint-10 leaves it (the later checkpoints removed), for a --resume run to finish.
+resume_from_10() {
+  [ -d "$1/checkpoint-10" ] || fail "$1 has no checkpoint-10 to resume from: $(ls "$1" | tr '\n' ' ')"
+  rm -rf "$2" && cp -r "$1" "$2" && rm -rf "$2/checkpoint-15" "$2/checkpoint-20"
+}
+# resumed <run> <resumed run> <what>: the resumed run said so and ends where the run ended.
+resumed() {
+  grep -q "resumed from $2/checkpoint-10 (step 10 of 20" "$2.err" || fail "$3: no resume line: $(tail -5 "$2.err")"
+  local d
+  d=$(max_diff "$1/test_results.tsv" "$2/test_results.tsv")
+  awk -v d="$d" 'BEGIN { exit !(d < 1e-4) }' || fail "$3 ends $d from the uninterrupted run"
+  cmp -s "$1/test_output_labels.txt" "$2/test_output_labels.txt" || fail "$3: other labels than the uninterrupted run"
+  echo "$d"
+}
+
+# 5 (first: it needs no mpirun). A GPU run resumed from its checkpoint-10 ends where the
+# uninterrupted GPU run ends (within 1e-4: the embeddings' scatter-add is not bit-exact).
+resume_from_10 "$work/cuda" "$work/cuda-resumed"
+"$prog" "${train[@]}" --device=cuda --resume --output_dir="$work/cuda-resumed" >"$work/cuda-resumed.out" \
+  2>"$work/cuda-resumed.err" || { cat "$work/cuda-resumed.err"; fail "the resumed GPU run failed"; }
+d5=$(resumed "$work/cuda" "$work/cuda-resumed" "the resumed GPU run") || { echo "$d5"; exit 1; }
+echo "5. --resume on the GPU from checkpoint-10: test_results.tsv within $d5 of the uninterrupted run"
+
 # 4. ZeRO-1 on the GPU, one rank.
 zero_ran=no
 if command -v mpirun >/dev/null; then
-  if OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 300 mpirun -np 1 \
+  if OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout -k 10 "${CTDL_ZERO_LIMIT_S:-120}" mpirun -np 1 \
     "$prog" "${train[@]}" --device=cuda --distributed --shard_optimizer --output_dir="$work/zero" \
     >"$work/zero.out" 2>"$work/zero.err"; then
     zero_ran=yes
   else
-    # The program's own failure fails the check; a build without MPI or NCCL, or an mpirun
-    # that could not start the job (nothing from the program), skips it, saying why.
-    if grep -q "ner_span_classifier: \|aborting the job: " "$work/zero.err" &&
-      ! grep -q "has no MPI\|has no NCCL" "$work/zero.err"; then
-      cat "$work/zero.err"; fail "the ZeRO-1 GPU run failed"
+    rc=$?
+    # A build without MPI or NCCL skips the check, saying why, and so does an mpirun that
+    # could not start the job. Anything else fails it: the program's own error, a crash
+    # (mpirun: "exited on signal", "non-zero exit code"), a time-out, output from the program.
+    if grep -q "has no MPI\|has no NCCL" "$work/zero.err"; then
+      zero_why=$(grep -m1 "has no MPI\|has no NCCL" "$work/zero.err")
+    elif [ $rc -ne 124 ] && [ $rc -ne 137 ] && ! [ -s "$work/zero.out" ] &&
+      ! grep -q "ner_span_classifier\|aborting the job\|exited on signal\|non-zero exit\|noticed that process" "$work/zero.err"; then
+      zero_why="mpirun could not start the job: $(head -3 "$work/zero.err" | tr '\n' ' ')"
+    else
+      cat "$work/zero.err"; fail "the ZeRO-1 GPU run failed (rc $rc)"
     fi
-    zero_why=$(head -3 "$work/zero.err" | tr '\n' ' ')
   fi
 fi
 if [ $zero_ran = yes ]; then
@@ -90,6 +123,13 @@ if [ $zero_ran = yes ]; then
   awk -v d="$d3" 'BEGIN { exit !(d < 1e-4) }' || fail "ZeRO-1 on the GPU differs from the plain GPU run by $d3"
   cmp -s "$work/cuda/test_output_labels.txt" "$work/zero/test_output_labels.txt" || fail "ZeRO-1 on the GPU: other labels"
   echo "4. --distributed --shard_optimizer --device=cuda (1 rank): test_results.tsv within $d3 of the plain GPU run"
+  # ZeRO-1 resumed: rank 0's slice of the moments scattered back, the model loaded in place.
+  resume_from_10 "$work/zero" "$work/zero-resumed"
+  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout -k 10 "${CTDL_ZERO_LIMIT_S:-120}" mpirun -np 1 \
+    "$prog" "${train[@]}" --device=cuda --distributed --shard_optimizer --resume --output_dir="$work/zero-resumed" \
+    >"$work/zero-resumed.out" 2>"$work/zero-resumed.err" || { cat "$work/zero-resumed.err"; fail "the resumed ZeRO-1 GPU run failed"; }
+  d4=$(resumed "$work/zero" "$work/zero-resumed" "the resumed ZeRO-1 GPU run") || { echo "$d4"; exit 1; }
+  echo "   and resumed from checkpoint-10: within $d4 of the uninterrupted ZeRO-1 run"
 else
   echo "4. ZeRO-1 on the GPU: skipped (${zero_why:-no mpirun})"
 fi

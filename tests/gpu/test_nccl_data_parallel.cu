@@ -16,6 +16,10 @@
 //     step skipped; its state is 1/1 of AdamW's, gather_state gives DeviceStep's moments
 //     bit for bit and scatter_state takes them back; as the trainer's gradient sync and
 //     optimizer, 5 steps (two micro-batches each) end within 1e-5 of the plain trainer's;
+//   - ZeRO-1's multi-rank layout on this one GPU: 3 or more ranks as threads over
+//     test::ThreadComm<Cuda> (tests/dist/thread_comm.hpp), the count of parameters not a
+//     multiple of them, each rank 5 trainer steps on the same batch: every rank within
+//     1e-5 of the plain trainer, each holding 1/N of the state;
 //   - the misuse errors: a host communicator (LocalComm) for a model on the GPU, in the
 //     averager, in ShardedOptimizer and in broadcast_parameters.
 // Exits 77 without a device or without NCCL. Several GPUs (several ranks) are not on the
@@ -32,6 +36,7 @@
 #include <ctdl/precision/policy.hpp>
 #include <ctdl/train/classifier.hpp>
 
+#include "dist/thread_comm.hpp"
 #include "gpu/ops_twin.hpp"
 #include "gpu/tiny_bert.hpp"
 #endif
@@ -101,11 +106,14 @@ void check_averager(Report& report, dist::NcclComm& comm) {
   report.expect("every gradient comes back bit for bit", differ == 0 && before.size() == 41,
                 std::to_string(before.size()) + " parameters, " + std::to_string(differ) + " differ");
 
-  // A gradient forgotten before finish(): no rank has one, so none is made.
+  // A gradient forgotten before finish(): no rank has one, so none is made. Without
+  // overlap, so that the buckets start in finish(), after the gradient is dropped (with
+  // overlap, every bucket has started by the end of backward, the dropped one included).
   optim::zero_grad(model);
+  dist::GradientAverager late(comm, model, {.bucket_bytes = 256 << 10, .overlap = false});
   {
     Tape tape;
-    avg.begin(tape);
+    late.begin(tape);
     backward(model, tape, batch);
   }
   const std::string dropped = "classifier.bias";
@@ -117,7 +125,7 @@ void check_averager(Report& report, dist::NcclComm& comm) {
     }
   });
   const auto kept = present_grads(model);
-  avg.finish();
+  late.finish();
   bool none = false;
   nn::visit_parameters(model, [&](const std::string& name, auto& p) {
     if (name == dropped) none = !p.has_grad();
@@ -277,6 +285,64 @@ void check_sharded(Report& report, dist::NcclComm& comm) {
   check_against_plain_trainer(report, "trainer with ZeRO-1 on the GPU", synced, zero2, zero2);
 }
 
+/// ZeRO-1's multi-rank layout on one GPU: N rank threads over test::ThreadComm<Cuda>
+/// (NCCL allows one rank per GPU), each with its own model and the same batch, against
+/// the plain trainer's DeviceStep: the slices, their offsets in the flat vectors, the
+/// padding of the last one (N does not divide the parameter count) and the rank order of
+/// the gathered sums all take part.
+void check_sharded_threads(Report& report) {
+  std::int64_t total = 0;
+  {
+    auto probe = fresh_model();
+    nn::visit_parameters(probe, [&](const std::string&, auto& p) { total += p.value().size(); });
+  }
+  int ranks = 3;
+  while (total % ranks == 0) ranks += 2;
+  const Batch batch = tiny_bert::tiny_batch();
+  const train::ClassifierTrainer<GpuModel, precision::Fp32>::Options options{.max_grad_norm = 1.0, .seed = 3};
+  auto plain = fresh_model();
+  {
+    train::ClassifierTrainer<GpuModel, precision::Fp32> trainer(plain, options);
+    optim::AdamW adam;
+    for (int step = 0; step < 5; ++step) {
+      trainer.backward(batch);
+      trainer.apply(adam, 1e-3f);
+    }
+  }
+  const auto want = by_name(plain, false);
+  std::vector<std::map<std::string, std::vector<float>>> got(static_cast<std::size_t>(ranks));
+  std::vector<std::int64_t> state(static_cast<std::size_t>(ranks));
+  test::ThreadGroup group(ranks);
+  group.run<Cuda>([&](test::ThreadComm<Cuda>& comm) {
+    auto model = fresh_model();
+    dist::ShardedOptimizer zero(comm, model, optim::AdamW{});
+    static_assert(std::is_same_v<decltype(zero), dist::ShardedOptimizer<optim::AdamW, test::ThreadComm<Cuda>, Cuda>>);
+    train::ClassifierTrainer<GpuModel, precision::Fp32> trainer(model, options);  // rank 0's dropout on every rank
+    trainer.set_gradient_sync(&zero);
+    for (int step = 0; step < 5; ++step) {
+      trainer.backward(batch);
+      trainer.apply(zero, 1e-3f);
+    }
+    got[static_cast<std::size_t>(comm.rank())] = by_name(model, false);
+    state[static_cast<std::size_t>(comm.rank())] = zero.state_bytes();
+  });
+  const std::string what = "ZeRO-1 on " + std::to_string(ranks) + " rank threads of one GPU";
+  int differ = 0;
+  for (int r = 0; r < ranks; ++r)
+    for (const auto& [name, w] : want)
+      if (!report.close(what + ", rank " + std::to_string(r) + ": after 5 steps, " + name,
+                        got[static_cast<std::size_t>(r)].at(name), w, 1e-5))
+        ++differ;
+  report.expect(what + ": every rank ends with the plain trainer's weights (within 1e-5)", differ == 0,
+                std::to_string(differ) + " tensors differ; " + std::to_string(total) + " parameters, not a multiple of " +
+                    std::to_string(ranks));
+  const std::int64_t slice = (total + ranks - 1) / ranks;  // the last one padded
+  report.expect(what + ": each rank holds 1/" + std::to_string(ranks) + " of AdamW's state (its slice, padded)",
+                std::all_of(state.begin(), state.end(), [&](std::int64_t b) { return b == 8 * slice; }),
+                std::to_string(state[0]) + " bytes on rank 0 for a slice of " + std::to_string(slice) + " of " +
+                    std::to_string(total) + " parameters");
+}
+
 void check_misuse(Report& report) {
   auto model = fresh_model();
   dist::LocalComm host;
@@ -304,6 +370,7 @@ int main() {
     gpu_test::guarded(report, "ClassifierTrainer", [&] { check_trainer(report, comm); });
     gpu_test::guarded(report, "ShardedOptimizer (ZeRO-1)", [&] { check_sharded(report, comm); });
   });
+  gpu_test::guarded(report, "ShardedOptimizer (ZeRO-1) on rank threads", [&] { check_sharded_threads(report); });
   gpu_test::guarded(report, "misuse", [&] { check_misuse(report); });
   return report.finish();
 }

@@ -96,6 +96,30 @@ void check_reductions(Report& report, const std::string& type) {
   tc.backward(ac);
   tg.backward(ag);
   ops_twin::compare_grad(report, "mean(x) " + type + " dx (seed 1)", x, tol_of<T>());
+
+  // Empty inputs behave as on the CPU: softmax of no rows or of empty rows is empty (no
+  // launch), the sum of nothing is 0 and the mean of nothing is 0 / 0 (NaN).
+  for (const Extents<Rows> e : {Extents<Rows>{0, 5}, Extents<Rows>{3, 0}}) {
+    const std::string shape = "[" + std::to_string(e[0]) + ", " + std::to_string(e[1]) + "] " + type;
+    auto empty = ops_twin::make<T, Rows>(e, 35);
+    Tape ec, eg;
+    auto yc = ops::softmax(ec, empty.cpu);
+    auto yg = ops::softmax(eg, empty.gpu);
+    report.expect("softmax of an empty " + shape + " is empty on both devices",
+                  yg.value().extents() == yc.value().extents() && yg.value().size() == 0);
+    auto rc = ops::mean(ec, empty.cpu, last_axis);
+    auto rg = ops::mean(eg, empty.gpu, last_axis);
+    const auto mean_c = ops_twin::values(rc.value()), mean_g = ops_twin::values(rg.value());
+    bool same = mean_c.size() == mean_g.size();
+    for (std::size_t i = 0; same && i < mean_c.size(); ++i)
+      same = std::isnan(static_cast<float>(mean_c[i])) == std::isnan(static_cast<float>(mean_g[i]));
+    report.expect("mean(x, last_axis) of an empty " + shape + " as on the CPU (NaN for empty rows)", same,
+                  std::to_string(mean_g.size()) + " values on the GPU, " + std::to_string(mean_c.size()) + " on the CPU");
+    const float all_c = static_cast<float>(ops_twin::values(ops::mean(ec, empty.cpu).value())[0]);
+    const float all_g = static_cast<float>(ops_twin::values(ops::mean(eg, empty.gpu).value())[0]);
+    report.expect("mean(x) of an empty " + shape + " is NaN on both devices", std::isnan(all_c) && std::isnan(all_g),
+                  "cpu " + std::to_string(all_c) + ", gpu " + std::to_string(all_g));
+  }
 }
 
 template <class T>

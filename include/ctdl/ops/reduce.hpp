@@ -14,6 +14,7 @@
 // kernels/cuda/reduce.cuh (float accumulation in an order fixed by the sizes), backward
 // through the device evaluator; max is CPU-only (no BERT path needs it on the device).
 
+#include <limits>
 #include <memory>
 
 #include "ctdl/autograd/tape.hpp"
@@ -90,7 +91,7 @@ auto reduce_value_cuda(const Tensor<T, S, Cuda>& x) {
     auto y = Tensor<T, last_to_one_t<S>, Cuda>::uninitialized(eo);
     const index_t cols = x.extent(S::rank - 1), rows = cols ? x.size() / cols : 0;
     if (cols == 0) {
-      y.fill(T(0));  // the CPU's empty sum
+      y.fill(mean ? T(std::numeric_limits<float>::quiet_NaN()) : T(0));  // the CPU's empty sum, and its 0 / 0
     } else if (mean) {
       cuda::row_means(x.data(), y.data(), rows, cols);
     } else {
@@ -99,6 +100,10 @@ auto reduce_value_cuda(const Tensor<T, S, Cuda>& x) {
     return y;
   } else {
     Tensor<T, Shape<>, Cuda> y;
+    if (mean && x.size() == 0) {  // the CPU's 0 / 0
+      y.fill(T(std::numeric_limits<float>::quiet_NaN()));
+      return y;
+    }
     Tensor<float, Shape<dyn>, Cuda> workspace({cuda::full_sum_workspace(x.size())});
     if (mean) cuda::mean_all(x.data(), y.data(), x.size(), workspace.data());
     else cuda::sum_all(x.data(), y.data(), x.size(), workspace.data());

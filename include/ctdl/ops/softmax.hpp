@@ -44,7 +44,8 @@ struct SoftmaxEntry final : TapeEntry {
     if constexpr (on_cuda<D>) {
 #if CTDL_CUDA_OPS
       const index_t n = yv.extent(S::rank - 1);
-      cuda::softmax_backward(yv.data(), dy.data(), x.node_ptr()->grad_data(), n ? yv.size() / n : 0, n);
+      if (yv.size() != 0)  // nothing to add for an empty x (the kernel wants rows of at least one)
+        cuda::softmax_backward(yv.data(), dy.data(), x.node_ptr()->grad_data(), yv.size() / n, n);
 #endif
     } else {
       const auto dot = ctdl::sum(dy * yv, last_axis);
@@ -77,7 +78,8 @@ Var<T, S, Cuda> softmax_cuda(Tape& tape, const Var<T, S, Cuda>& x, const Tensor<
   const auto& xv = x.value();
   const index_t n = xv.extent(S::rank - 1), rows = n ? xv.size() / n : 0;
   auto y = Tensor<T, S, Cuda>::uninitialized(xv.extents());
-  if (mask) {
+  if (xv.size() == 0) {  // an empty y, as on the CPU (the kernels want rows of at least one)
+  } else if (mask) {
     const auto layout = cuda::mask_layout(xv.extents(), mask->extents());
     cuda::softmax_forward(xv.data(), mask->data(), layout, y.data(), rows, n);
   } else {
