@@ -9,6 +9,22 @@
 
 using namespace ctdl;
 
+namespace {
+
+/// A BERT of bert::Tiny's widths (hidden 128, 2 heads, intermediate 512), positions 16.
+bert::BertConfig tiny_config(index_t vocab, index_t layers) {
+  bert::BertConfig c;
+  c.vocab_size = vocab;
+  c.hidden_size = 128;
+  c.num_attention_heads = 2;
+  c.intermediate_size = 512;
+  c.num_hidden_layers = layers;
+  c.max_position_embeddings = 16;
+  return c;
+}
+
+}  // namespace
+
 TEST_CASE("BERT-base with the cased BioBERT vocabulary has 108,310,272 parameters without heads") {
   bert::BertConfig c;  // BERT-base defaults
   c.vocab_size = 28996;
@@ -73,13 +89,7 @@ TEST_CASE("BertConfig: keys, defaults, and clear errors") {
 }
 
 TEST_CASE("BERT: initialisation and a forward/backward pass of a tiny model in double pass gradcheck on the head") {
-  bert::BertConfig c;
-  c.vocab_size = 30;
-  c.hidden_size = 128;
-  c.num_attention_heads = 2;
-  c.intermediate_size = 512;
-  c.num_hidden_layers = 1;
-  c.max_position_embeddings = 16;
+  const bert::BertConfig c = tiny_config(30, 1);
   auto m = bert::BertForSequenceClassification<double, bert::Tiny, precision::Fp32>::make(c, 3);
   bert::init_weights(m, 0.02, 1);
   REQUIRE(m.bert.embeddings.LayerNorm.weight.value()(5) == 1.0);
@@ -103,13 +113,7 @@ TEST_CASE("BERT: initialisation and a forward/backward pass of a tiny model in d
 }
 
 TEST_CASE("nn::to_device copies a model: every parameter, its flags, the layer vector and the config") {
-  bert::BertConfig c;
-  c.vocab_size = 40;
-  c.hidden_size = 128;
-  c.num_attention_heads = 2;
-  c.intermediate_size = 512;
-  c.num_hidden_layers = 2;
-  c.max_position_embeddings = 16;
+  bert::BertConfig c = tiny_config(40, 2);
   c.layer_norm_eps = 1e-7;
   using M = bert::BertForSequenceClassification<float, bert::Tiny, precision::Fp32>;
   auto m = M::make(c, 3);
@@ -142,13 +146,7 @@ TEST_CASE("nn::to_device copies a model: every parameter, its flags, the layer v
 }
 
 TEST_CASE("nn::copy_values loads a model's values in place, keeping its Vars, and names a mismatch") {
-  bert::BertConfig c;
-  c.vocab_size = 40;
-  c.hidden_size = 128;
-  c.num_attention_heads = 2;
-  c.intermediate_size = 512;
-  c.num_hidden_layers = 2;
-  c.max_position_embeddings = 16;
+  const bert::BertConfig c = tiny_config(40, 2);
   using M = bert::BertForSequenceClassification<float, bert::Dynamic, precision::Fp32>;
   auto source = M::make(c, 3);
   bert::init_weights(source, 0.02, 5);
