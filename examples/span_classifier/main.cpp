@@ -110,7 +110,7 @@ Args parse(int argc, char** argv, bool& help, std::map<std::string, std::string>
       .add("tokenizer_rules", &a.tokenizer_rules,
            "original (the original pipeline's tokenization.py: [UNK] above 100 characters, every C* category dropped) "
            "or google (Google's first BERT release: 200, Cc/Cf only)")
-      .add("use_fp16", &a.use_fp16, "mixed precision: bf16 on CPU (fp16 on GPU)")
+      .add("use_fp16", &a.use_fp16, "mixed precision: bf16 on the CPU, fp16 with loss scaling on a GPU (--precision overrides)")
       .add("precision", &a.precision, "fp32, bf16, fp16 or tf32 (overrides --use_fp16; fp16 uses dynamic loss scaling; tf32: fp32 with the GPU's products on TF32 tensor cores, fp32 on the CPU)")
       .add("use_xla", &a.use_xla, "accepted for compatibility; has no effect")
       .add("distributed", &a.distributed, "data parallel over the MPI ranks of mpirun or srun: each rank trains on its slice of every global batch (--train_batch_size rows per rank), evaluation and prediction split across them; rank 0 writes every output (docs/distributed.md)")
@@ -195,7 +195,10 @@ Setup check(const Args& a, std::unique_ptr<text::FullTokenizer>& tok, std::uniqu
   Setup s;
   s.args = a;
   s.args.vocab_file = vocab_file;
-  if (s.args.precision.empty()) s.args.precision = a.use_fp16 ? "bf16" : "fp32";
+  // --use_fp16, the original's flag: fp16 with loss scaling on a GPU (as its TF AMP), bf16
+  // on the CPU (which has bf16 products and no fast fp16 ones).
+  const bool on_gpu = a.device.rfind("cuda", 0) == 0;
+  if (s.args.precision.empty()) s.args.precision = !a.use_fp16 ? "fp32" : on_gpu ? "fp16" : "bf16";
   if (s.args.precision != "fp32" && s.args.precision != "bf16" && s.args.precision != "fp16" &&
       s.args.precision != "tf32")
     throw Error("--precision must be fp32, bf16, fp16 or tf32");

@@ -14,6 +14,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <numeric>
 #include <optional>
 #include <span>
 #include <nlohmann/json.hpp>
@@ -412,7 +413,10 @@ int run(const Setup& s) {
         pooled_npy->commit();
       }
     }
-    std::vector<double> ms(p.batch_ms.begin() + std::min<std::ptrdiff_t>(2, std::ssize(p.batch_ms)), p.batch_ms.end());
+    const std::ptrdiff_t skipped = std::min<std::ptrdiff_t>(2, std::ssize(p.batch_ms));
+    std::vector<double> ms(p.batch_ms.begin() + skipped, p.batch_ms.end());
+    // The rows of the timed batches (the last batch may be short).
+    const auto timed_rows = std::accumulate(p.batch_rows.begin() + skipped, p.batch_rows.end(), index_t{0});
     say("predicted " + std::to_string(cache.rows()) + " rows in " + fmt("%.2f s", total_s) + " -> " + a.output_dir +
         "/test_results.tsv, test_output_labels.txt" + (a.write_npy ? ", test_logits.npy, test_pooled.npy" : ""));
     if (!ms.empty()) {
@@ -422,7 +426,7 @@ int run(const Setup& s) {
           fmt("%.2f", train::percentile(ms, 50)) + ", 90% " + fmt("%.2f", train::percentile(ms, 90)) + ", 95% " +
           fmt("%.2f", train::percentile(ms, 95)) + ", 99% " + fmt("%.2f", train::percentile(ms, 99)) + ", 100% " +
           fmt("%.2f", train::percentile(ms, 100)) + "; " +
-          fmt("%.1f sentences/s", static_cast<double>(ms.size() * static_cast<std::size_t>(a.predict_batch_size)) / (sum / 1000)));
+          fmt("%.1f sentences/s", static_cast<double>(timed_rows) / (sum / 1000)));
     }
   }
   if (log) log->commit();

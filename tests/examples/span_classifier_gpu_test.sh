@@ -5,7 +5,8 @@
 #      the GPU's test_results.tsv within 1e-4 of the CPU's, the same predicted labels, the
 #      same eval accuracy; the saved model loads on the CPU (a GPU-trained model.safetensors
 #      is an ordinary one) and predicts what the GPU predicted;
-#   2. --precision=bf16 and tf32 train and predict on the GPU (finite results);
+#   2. --precision=bf16, tf32 and --use_fp16 (fp16 on a GPU) train and predict on the GPU
+#      (finite results, the precision the log names);
 #   3. --device=cuda:<one past the last device> stops naming the device count;
 #   4. ZeRO-1 on the GPU (--distributed --shard_optimizer, one rank under mpirun: NCCL of
 #      that rank): test_results.tsv within 1e-4 of the plain GPU run's, the same labels,
@@ -58,11 +59,14 @@ awk -v d="$d2" 'BEGIN { exit !(d < 1e-4) }' || fail "the GPU-trained model predi
 echo "1. --device=cuda = --device=cpu: test_results.tsv within $d, the same labels and accuracy $(accuracy "$work/cuda/eval_results.txt"); reloaded on the CPU within $d2"
 
 # 2. bf16 and tf32 on the GPU.
-for precision in bf16 tf32; do
-  "$prog" "${train[@]}" --device=cuda --precision=$precision --output_dir="$work/$precision" >/dev/null 2>"$work/$precision.err" \
+for precision in bf16 tf32 fp16; do
+  flag=--precision=$precision
+  [ $precision = fp16 ] && flag=--use_fp16  # the original's flag: fp16 with loss scaling on a GPU
+  "$prog" "${train[@]}" --device=cuda "$flag" --output_dir="$work/$precision" >/dev/null 2>"$work/$precision.err" \
     || { cat "$work/$precision.err"; fail "the $precision GPU run failed"; }
+  grep -q "precision $precision" "$work/$precision.err" || fail "$flag on the GPU: not $precision: $(grep -m1 '^model:' "$work/$precision.err")"
   grep -qi 'nan\|inf' "$work/$precision/test_results.tsv" && fail "the $precision GPU run predicted non-finite probabilities"
-  echo "2. --precision=$precision on the GPU: accuracy $(accuracy "$work/$precision/eval_results.txt") (fp32: $(accuracy "$work/cuda/eval_results.txt"))"
+  echo "2. $flag on the GPU: accuracy $(accuracy "$work/$precision/eval_results.txt") (fp32: $(accuracy "$work/cuda/eval_results.txt"))"
 done
 
 # 3. A device that is not there.

@@ -78,6 +78,8 @@ expect 0 "warning: --do_lower_case=true lower-cases the text, but $vocab is a ca
 ! grep -q "cased vocabulary" "$work/e.err" || fail "a case warning for --do_lower_case=false: $(cat "$work/e.err")"
 [ "$(grep eval_accuracy "$out/eval_results.txt")" = "$(grep eval_accuracy "$work/lc/eval_results.txt")" ] \
   || fail "--do_lower_case=false is not --cased=true"
+# --use_fp16, the original's flag: bf16 on the CPU (fp16 on a GPU: span_classifier_gpu_test.sh).
+expect 0 "parameters, precision bf16" --do_eval "${nocase[@]}" --cased --use_fp16 --output_dir="$work/fp16"
 
 # Outputs are complete or left as they were. Files of an earlier complete run:
 snapshot() { (cd "$1" && md5sum model.safetensors metrics.jsonl eval_results.txt test_results.tsv test_output_labels.txt training_curves.svg); }

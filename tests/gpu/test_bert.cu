@@ -10,7 +10,8 @@
 // come back to the host (store_into, for checkpoints) equal to the CPU's.
 //
 // Also nn::copy_values between the host and the device model (in place, as a resumed
-// run loads its checkpoint). Policies: Fp32 (tolerance 1e-4 over the whole model: each op agrees within 1e-5, and
+// run loads its checkpoint). Policies: Fp16Mixed (fp16 products, the trainer's dynamic
+// loss scaling on both devices; 3e-2 as bf16), Fp32 (tolerance 1e-4 over the whole model: each op agrees within 1e-5, and
 // 2 layers of them compound) and Bf16Mixed (products on bf16 inputs, rounded on both
 // devices the same way; float sums in different orders can flip a bf16 rounding, hence
 // 3e-2).
@@ -138,5 +139,6 @@ int main() {
   Report report("gpu/bert");
   gpu_test::guarded(report, "Fp32", [&] { check_policy<precision::Fp32>(report, "Fp32", 1e-4); });
   gpu_test::guarded(report, "Bf16Mixed", [&] { check_policy<precision::Bf16Mixed>(report, "Bf16Mixed", 3e-2); });
+  gpu_test::guarded(report, "Fp16Mixed", [&] { check_policy<precision::Fp16Mixed>(report, "Fp16Mixed", 3e-2); });
   return report.finish();
 }

@@ -172,7 +172,8 @@ struct Predictions {
   std::vector<std::int32_t> predicted;  // argmax per row
   std::vector<std::int32_t> truth;      // the cache's label per row
   double mean_loss = 0;
-  std::vector<double> batch_ms;         // wall time of each batch's forward
+  std::vector<double> batch_ms;         // wall time of each batch's forward, its logits on the host
+  std::vector<index_t> batch_rows;      // the rows of each batch (the last one may be short)
   std::ptrdiff_t first_non_finite_row = -1;  // the first cache row with a NaN or infinite logit, or -1
   std::size_t non_finite_rows = 0;           // how many rows have one (their outputs mean nothing)
   // Kept only when PredictOptions asks (ner_span_classifier --write_npy):
@@ -197,7 +198,7 @@ Predictions predict(const Model& model, const data::FeatureCache& cache, index_t
 /// batch of batch_size rows as one process computes it; the logits (and pooled vectors)
 /// are then summed over the ranks, each row's from the one rank that computed it (x + 0
 /// is exact), and every rank derives the whole Predictions from them: one process's,
-/// bit for bit. batch_ms holds this rank's own batches.
+/// bit for bit. batch_ms and batch_rows hold this rank's own batches.
 template <class Model, dist::Communicator C>
 Predictions predict(const Model& model, const data::FeatureCache& cache, index_t batch_size, index_t num_labels,
                     const PredictOptions& options, C& comm);
@@ -242,8 +243,11 @@ Predictions predict(const Model& model, const data::FeatureCache& cache, index_t
         return std::pair{model.forward(ctx, batch), 0};
       }
     }();
+    // Timed once the logits are on the host: on a GPU the forward only queues kernels,
+    // and the copy back is where the host waits for them.
+    const auto& logits_host = on_host(logits.value());
     p.batch_ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-    const auto& logits_host = on_host(logits.value());  // a copy from a device
+    p.batch_rows.push_back(batch.size());
     const float* l = logits_host.data();
     for (index_t i = 0; i < batch.size(); ++i)
       std::copy(l + i * num_labels, l + (i + 1) * num_labels,
