@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "../train/toy_task.hpp"
-#include "dist/thread_comm.hpp"
+#include "thread_comm.hpp"
 
 using namespace ctdl;
 
@@ -82,11 +82,10 @@ TEST_CASE("ThreadComm: every collective on 3 rank threads, as dist/communicator.
   REQUIRE(failures.empty());
 }
 
-namespace {
+namespace thread_comm_test {  // named: the unit tests are compiled in unity batches
 
-using F = bert::Family<32, 4, 64>;
-using P = precision::Fp32;
-using Model = bert::BertForSequenceClassification<float, F, P>;
+using Policy = precision::Fp32;
+using Model = bert::BertForSequenceClassification<float, bert::Family<32, 4, 64>, Policy>;
 
 Model toy_model() {
   auto m = Model::make(test::toy_bert_config(/*dropout=*/false), 3);
@@ -103,9 +102,10 @@ std::vector<float> flat_values(Model& m) {
   return out;
 }
 
-}  // namespace
+}  // namespace thread_comm_test
 
 TEST_CASE("ThreadComm: ZeRO-1 on 3 rank threads ends where one process on the whole batch ends") {
+  using thread_comm_test::Model, thread_comm_test::Policy, thread_comm_test::toy_model, thread_comm_test::flat_values;
   const auto& cache = test::toy_span_cache("thread_comm_rows");
   constexpr int kRanks = 3;
   constexpr index_t kRows = 4;  // per rank
@@ -121,7 +121,7 @@ TEST_CASE("ThreadComm: ZeRO-1 on 3 rank threads ends where one process on the wh
   const auto initial = flat_values(single);
   REQUIRE(initial.size() % kRanks != 0);  // the last slice is padded
   {
-    train::ClassifierTrainer<Model, P> trainer(single, {.max_grad_norm = 1.0});
+    train::ClassifierTrainer<Model, Policy> trainer(single, {.max_grad_norm = 1.0});
     optim::AdamW adam;
     const data::Batch whole = batch_of(0, 1, kRows * kRanks);
     for (int step = 0; step < 3; ++step) {
@@ -137,7 +137,7 @@ TEST_CASE("ThreadComm: ZeRO-1 on 3 rank threads ends where one process on the wh
   group.run<Cpu>([&](test::ThreadComm<Cpu>& comm) {
     auto model = toy_model();
     dist::ShardedOptimizer<optim::AdamW, test::ThreadComm<Cpu>> zero(comm, model);
-    train::ClassifierTrainer<Model, P> trainer(model, {.max_grad_norm = 1.0});
+    train::ClassifierTrainer<Model, Policy> trainer(model, {.max_grad_norm = 1.0});
     trainer.set_gradient_sync(&zero);
     const data::Batch mine = batch_of(comm.rank(), kRanks, kRows);
     for (int step = 0; step < 3; ++step) {

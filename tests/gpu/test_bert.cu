@@ -2,24 +2,30 @@
 // initialised on the host, copied to the device with nn::to_device, and both run the
 // same batch (padding included) with dropout on (the same Philox streams), the
 // cross-entropy of the span classifier's head, and backward. Compared: the loss, the
-// logits and the gradient of every parameter, by name. Then 20 training steps of
+// logits and the gradient of every parameter, by name, each relative to the larger of its
+// own scale and 1e-2 of the model's largest gradient (the attention key bias's gradient
+// is zero in exact arithmetic, rounding noise on both devices). Then 20 training steps of
 // train::ClassifierTrainer on both devices (dropout on, AdamW at BERT's defaults,
 // clipping to norm 1, two micro-batches per step; on the GPU the fused device step of
-// optim::DeviceStep): the losses step by step, the final logits and weights agree
-// within 1e-4 relative (fp32), as the issue asks of a fine-tune on the GPU; the moments
-// come back to the host (store_into, for checkpoints) equal to the CPU's.
+// optim::DeviceStep): the losses step by step, the same steps applied, their gradient
+// norms, the final logits and weights agree within 1e-4 relative (fp32), as the issue
+// asks of a fine-tune on the GPU, except the key biases, which each device trains on its
+// own noise (they change no output); the moments come back to the host (store_into, for
+// checkpoints) equal to the CPU's.
 //
 // Also nn::copy_values between the host and the device model (in place, as a resumed
-// run loads its checkpoint). Policies: Fp16Mixed (fp16 products, the trainer's dynamic
-// loss scaling on both devices; 3e-2 as bf16), Fp32 (tolerance 1e-4 over the whole model: each op agrees within 1e-5, and
-// 2 layers of them compound) and Bf16Mixed (products on bf16 inputs, rounded on both
-// devices the same way; float sums in different orders can flip a bf16 rounding, hence
-// 3e-2).
+// run loads its checkpoint). Policies: Fp32 (tolerance 1e-4 over the whole model: each
+// op agrees within 1e-5, and 2 layers of them compound), Bf16Mixed (products on bf16
+// inputs, rounded on both devices the same way; float sums in different orders can flip
+// a bf16 rounding, hence 3e-2) and Fp16Mixed (fp16 products and the trainer's dynamic
+// loss scaling, whose 2^32 start makes the first steps overflow and be skipped on both
+// devices; 3e-2 as bf16).
 #include <ctdl/models/bert/model.hpp>
 #include <ctdl/ops/cross_entropy.hpp>
 #include <ctdl/precision/policy.hpp>
 #include <ctdl/train/classifier.hpp>
 
+#include <algorithm>
 #include <map>
 
 #include "gpu/ops_twin.hpp"
@@ -80,10 +86,11 @@ void check_policy(Report& report, const std::string& policy, double tol) {
   report.close(policy + ": loss", ops_twin::values(losses_g.value()), ops_twin::values(losses_c.value()), tol);
   report.close(policy + ": logits", ops_twin::values(lg.value()), ops_twin::values(lc.value()), tol);
   const auto grads_c = by_name(cpu, true), grads_g = by_name(gpu, true);
+  const double grad_floor = 1e-2 * tiny_bert::largest(grads_c);  // the key bias's gradient is rounding noise
   int compared = 0, failed = 0;
   for (const auto& [name, want] : grads_c) {
     ++compared;
-    if (!report.close(policy + ": d " + name, grads_g.at(name), want, tol)) ++failed;
+    if (!report.close(policy + ": d " + name, grads_g.at(name), want, tol, grad_floor)) ++failed;
   }
   report.expect(policy + ": every parameter's gradient agrees", failed == 0 && compared == 41,
                 std::to_string(compared) + " parameters, " + std::to_string(failed) + " differ");
@@ -95,19 +102,30 @@ void check_policy(Report& report, const std::string& policy, double tol) {
   train::ClassifierTrainer<GpuModel, P> trainer_g(gpu, {.max_grad_norm = 1.0, .seed = 3});
   optim::AdamW adam_c, adam_g;
   std::vector<double> loss_c, loss_g, norm_c, norm_g;
+  std::vector<int> applied_c, applied_g;
   for (int step = 0; step < 20; ++step) {
     const float lr = 1e-3f * static_cast<float>(20 - step) / 20.0f;
     for (int micro = 0; micro < 2; ++micro) {
       loss_c.push_back(trainer_c.backward(batch, micro == 1));
       loss_g.push_back(trainer_g.backward(batch, micro == 1));
     }
-    norm_c.push_back(trainer_c.apply(adam_c, lr).grad_norm);
-    norm_g.push_back(trainer_g.apply(adam_g, lr).grad_norm);
+    const auto oc = trainer_c.apply(adam_c, lr), og = trainer_g.apply(adam_g, lr);
+    applied_c.push_back(oc.applied), applied_g.push_back(og.applied);
+    if (oc.applied) norm_c.push_back(oc.grad_norm);  // a skipped step's norm is inf or NaN
+    if (og.applied) norm_g.push_back(og.grad_norm);
   }
+  // Fp16Mixed's loss scale starts at 2^32: the first steps overflow and are skipped, on
+  // both devices alike; the other policies apply all 20.
+  const auto applied = std::count(applied_c.begin(), applied_c.end(), 1);
   report.close(policy + ": 40 micro-batch losses of 20 trainer steps", loss_g, loss_c, tol);
-  report.close(policy + ": the 20 steps' gradient norms (before clipping)", norm_g, norm_c, tol);
-  report.expect(policy + ": the device optimizer counted 20 steps", adam_g.steps() == 20 && adam_c.steps() == 20,
-                std::to_string(adam_g.steps()) + " and " + std::to_string(adam_c.steps()));
+  report.expect(policy + ": the same steps applied on both devices", applied_g == applied_c && applied > 0 &&
+                                                                        (P::loss_scaling || applied == 20),
+                std::to_string(applied) + " of 20 applied on the CPU");
+  report.close(policy + ": the applied steps' gradient norms (before clipping)", norm_g, norm_c, tol);
+  report.expect(policy + ": the device optimizer counted the applied steps",
+                adam_g.steps() == applied && adam_c.steps() == applied,
+                std::to_string(adam_g.steps()) + " and " + std::to_string(adam_c.steps()) + " of " +
+                    std::to_string(applied));
   Tape ec, eg;
   nn::Context cc{ec}, cg{eg};
   const auto final_c = cpu.forward(cc, batch);
@@ -117,9 +135,11 @@ void check_policy(Report& report, const std::string& policy, double tol) {
   const auto weights_c = by_name(cpu, false), weights_g = by_name(gpu, false);
   int wrong = 0;
   for (const auto& [name, want] : weights_c) {
+    if (tiny_bert::trained_on_noise(name)) continue;
     if (!report.close(policy + ": after 20 steps, " + name, weights_g.at(name), want, tol)) ++wrong;
   }
-  report.expect(policy + ": every weight after 20 steps agrees", wrong == 0, std::to_string(wrong) + " differ");
+  report.expect(policy + ": every weight after 20 steps agrees (the key biases, trained on noise, aside)", wrong == 0,
+                std::to_string(wrong) + " differ");
   optim::AdamW moments_g;
   trainer_g.device_step().store_into(moments_g);
   const auto& mc = adam_c.m().all();

@@ -161,9 +161,11 @@ void check_against_plain_trainer(Report& report, const std::string& what, GpuMod
   report.close(what + ": 5 gradient norms", norm_s, norm_p, 1e-5);
   const auto wp = by_name(plain, false), ws = by_name(synced, false);
   int differ = 0;
-  for (const auto& [name, w] : wp)
-    if (!report.close(what + ": after 5 steps, " + name, ws.at(name), w, 1e-5)) ++differ;
-  report.expect(what + ": every weight after 5 steps agrees", differ == 0, std::to_string(differ) + " differ");
+  for (const auto& [name, w] : wp)  // (the embeddings' scatter-add makes the two runs differ in the last bits)
+    if (!tiny_bert::trained_on_noise(name) && !report.close(what + ": after 5 steps, " + name, ws.at(name), w, 1e-5))
+      ++differ;
+  report.expect(what + ": every weight after 5 steps agrees (the key biases, trained on noise, aside)", differ == 0,
+                std::to_string(differ) + " differ");
 }
 
 /// Trainer steps with and without the averager as the gradient sync.
@@ -328,12 +330,15 @@ void check_sharded_threads(Report& report) {
   });
   const std::string what = "ZeRO-1 on " + std::to_string(ranks) + " rank threads of one GPU";
   int differ = 0;
+  // The ranks' average of equal gradients, ((g + g) + g) / 3, is g within a rounding.
   for (int r = 0; r < ranks; ++r)
     for (const auto& [name, w] : want)
-      if (!report.close(what + ", rank " + std::to_string(r) + ": after 5 steps, " + name,
+      if (!tiny_bert::trained_on_noise(name) &&
+          !report.close(what + ", rank " + std::to_string(r) + ": after 5 steps, " + name,
                         got[static_cast<std::size_t>(r)].at(name), w, 1e-5))
         ++differ;
-  report.expect(what + ": every rank ends with the plain trainer's weights (within 1e-5)", differ == 0,
+  report.expect(what + ": every rank ends with the plain trainer's weights (within 1e-5; the key biases, trained "
+                       "on noise, aside)", differ == 0,
                 std::to_string(differ) + " tensors differ; " + std::to_string(total) + " parameters, not a multiple of " +
                     std::to_string(ranks));
   const std::int64_t slice = (total + ranks - 1) / ranks;  // the last one padded

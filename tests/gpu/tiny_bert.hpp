@@ -3,6 +3,8 @@
 // its config, a batch with padding, and a model's values or gradients by name.
 #include <ctdl/models/bert/model.hpp>
 
+#include <algorithm>
+#include <cmath>
 #include <map>
 #include <string>
 #include <vector>
@@ -49,6 +51,24 @@ std::map<std::string, std::vector<float>> by_name(M& model, bool grads) {
     out[name] = std::vector<float>(v.begin(), v.end());
   });
   return out;
+}
+
+/// The largest |value| over every tensor of a by_name map: 1e-2 of it is the floor below
+/// which differences count against the model's scale (Report::close's floor).
+inline double largest(const std::map<std::string, std::vector<float>>& tensors) {
+  double m = 0;
+  for (const auto& [name, v] : tensors)
+    for (const float x : v) m = std::max(m, static_cast<double>(std::abs(x)));
+  return m;
+}
+
+/// Whether training leaves this parameter's value arbitrary: the attention key bias's
+/// gradient is zero in exact arithmetic (softmax ignores a per-row constant), so each
+/// device trains it on its own rounding noise, which AdamW's normalised steps turn into
+/// updates of the learning rate's size; it changes no output, so two runs compare their
+/// outputs and the other weights, not it.
+inline bool trained_on_noise(const std::string& name) {
+  return name.ends_with("attention.self.key.bias");
 }
 
 }  // namespace ctdl::tiny_bert
