@@ -207,7 +207,7 @@ void check_sharded(Report& report, dist::NcclComm& comm) {
   nn::visit_parameters(plain, [&](const std::string&, auto& p) { total += p.value().size(); });
   report.expect("ZeRO-1 on one rank holds the whole of AdamW's state", zero.state_bytes() == 8 * total,
                 std::to_string(zero.state_bytes()) + " bytes for " + std::to_string(total) + " parameters");
-  precision::LossScaler scaler_p, scaler_s;  // Fp16Mixed's: 65536 to start
+  precision::LossScaler scaler_p, scaler_s;  // the default scaler: 2^32 to start (float gradients hold it)
   const optim::DeviceStepOptions options{.loss_scaling = true, .max_grad_norm = 1.0, .micro_batches = 1};
   std::vector<double> norm_p, norm_s, scale_p, scale_s;
   std::vector<int> applied_p, applied_s;

@@ -253,17 +253,12 @@ ShardedOptimizer<Opt, C, D>::ShardedOptimizer(C& comm, M& model, Opt optimizer) 
   slice_ = (total + ranks - 1) / ranks;
   const std::int64_t flat = slice_ * ranks;
   if constexpr (on_device) {
-    // Zero-filled: the padding past the last parameter stays zero, and so do the moments
-    // before the first step (the host SlotSet's zeros).
-    const auto zeros = [](std::int64_t n) {
-      DeviceFlat t({static_cast<index_t>(n)});
-      DeviceAllocator<Cuda>::fill(t.data(), static_cast<std::size_t>(n), 0.f);
-      return t;
-    };
-    flat_ = zeros(flat);
-    dev_.grads = zeros(flat);
-    dev_.moments = zeros(kMoments * slice_);
-    dev_.flag_sums = DeviceFlat({static_cast<index_t>(std::max<std::size_t>(1, params_.size()))});
+    // Zero-filled (Tensor's extents constructor): the padding past the last parameter
+    // stays zero, and so do the moments before the first step (the host SlotSet's zeros).
+    flat_ = DeviceFlat({static_cast<index_t>(flat)});
+    dev_.grads = DeviceFlat({static_cast<index_t>(flat)});
+    dev_.moments = DeviceFlat({static_cast<index_t>(kMoments * slice_)});
+    dev_.flag_sums = DeviceFlat::uninitialized({static_cast<index_t>(std::max<std::size_t>(1, params_.size()))});
     dev_.sums = Tensor<unsigned char, Shape<dyn>, Cuda>({static_cast<index_t>(sizeof(double) * static_cast<std::size_t>(ranks))});
   } else {
     flat_.assign(static_cast<std::size_t>(flat), 0.f);
@@ -439,7 +434,7 @@ void ShardedOptimizer<Opt, C, D>::finish_on_device() {
   const std::vector<float> mine = has_grad_;
   if (!params_.empty()) {
     if (dev_.uploaded != mine) {
-      dev_.flags = DeviceFlat({static_cast<index_t>(mine.size())});
+      dev_.flags = DeviceFlat::uninitialized({static_cast<index_t>(mine.size())});
       DeviceAllocator<Cuda>::copy_from_host(dev_.flags.data(), mine.data(), mine.size() * sizeof(float));
       dev_.uploaded = mine;
     }
