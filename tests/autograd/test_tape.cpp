@@ -206,3 +206,27 @@ TEST_CASE("tape: one tape per thread inside a caller's parallel region") {
     REQUIRE(error[t] == 0.0);
   }
 }
+
+TEST_CASE("tape: a static-shape Var allocates its gradient only when one is made, and zero_grad frees it") {
+  using S = Shape<256, 1024>;  // 1 MiB of float: blocks the counted (cached) allocator tracks
+  constexpr std::size_t bytes = sizeof(float) * 256 * 1024;
+  using Host = DeviceAllocator<Cpu>;
+  const std::size_t before = Host::live_bytes();
+  Var<float, S> w(Tensor<float, S>::full({256, 1024}, 0.5f));
+  CHECK(Host::live_bytes() - before == bytes);  // the value alone: no default value or gradient made and dropped
+  CHECK_FALSE(w.has_grad());
+  {
+    Tape tape;
+    auto h = tape.record(w * w);  // a static-shape activation: its node holds no gradient yet
+    CHECK(Host::live_bytes() - before == 2 * bytes);
+    tape.backward(ops::sum(tape, h));
+  }
+  REQUIRE(w.has_grad());
+  CHECK(w.grad().extents() == Extents<S>{256, 1024});
+  CHECK(w.grad()(3, 7) == 1.0f);  // d/dw sum(w * w) = 2w
+  CHECK(Host::live_bytes() - before == 2 * bytes);  // value and gradient; the activation's are gone
+  w.zero_grad();
+  CHECK(Host::live_bytes() - before == bytes);
+  CHECK_FALSE(w.has_grad());
+  CHECK(w.grad()(0, 0) == 0.0f);  // zero-filled when asked for again
+}

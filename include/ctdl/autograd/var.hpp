@@ -36,8 +36,13 @@ namespace ctdl {
 
 template <class T, ShapeType S, Device D = Cpu>
 struct VarNode {
+  VarNode() = default;
+  explicit VarNode(Tensor<T, S, D> v) : value(std::move(v)) {}
+
   Tensor<T, S, D> value;  // released when the last Var handle and value reader go
-  Tensor<T, S, D> grad;   // allocated on first accumulation
+  // Allocated on first accumulation; no storage before (nor after zero_grad), even for a
+  // fully static S, whose default Tensor would be allocated and zero-filled for nothing.
+  Tensor<T, S, D> grad = Tensor<T, S, D>::unallocated();
   Extents<S> extents = S::empty_extents();  // the value's, kept when the value is released
   std::uint64_t version = 0;  // bumped by every non-const Var::value(): "the value may have changed"
   /// A kernel's derived form of the value, valid for the version it records: ops::linear
@@ -108,7 +113,7 @@ struct ValueOwner {
   explicit ValueOwner(std::shared_ptr<VarNode<T, S, D>> n) : node(std::move(n)) {}
   ValueOwner(const ValueOwner&) = delete;
   ValueOwner& operator=(const ValueOwner&) = delete;
-  ~ValueOwner() { node->value = Tensor<T, S, D>(); }
+  ~ValueOwner() { node->value = Tensor<T, S, D>::unallocated(); }
 };
 
 /// What an expression leaf holds of a Var: its value (the leaf reads it) and its node.
@@ -132,9 +137,8 @@ class Var {
   Var() = default;
   /// A leaf Var (a parameter or an input) holding `value`.
   explicit Var(Tensor<T, S, D> value, bool requires_grad = true) {
-    auto node = std::make_shared<VarNode<T, S, D>>();
-    node->extents = value.extents();
-    node->value = std::move(value);
+    auto node = std::make_shared<VarNode<T, S, D>>(std::move(value));
+    node->extents = node->value.extents();
     node->requires_grad = requires_grad;
     owner_ = std::make_shared<autograd_detail::ValueOwner<T, S, D>>(std::move(node));
   }
@@ -169,7 +173,7 @@ class Var {
   }
   void zero_grad() {
     node().has_grad = false;
-    node().grad = Tensor<T, S, D>();
+    node().grad = Tensor<T, S, D>::unallocated();
   }
 
   /// The Var as an expression leaf that keeps its value and node alive.

@@ -234,6 +234,10 @@ class Tensor {
 
   /// A tensor whose elements are not initialised (for outputs about to be written).
   static Tensor uninitialized(const extents_type& extents) { return Tensor(extents, Uninitialized{}); }
+  /// No storage and every extent 0 (size() is 0), even when S is fully static: a place
+  /// for a tensor made later (a Var's gradient before the first accumulation), which
+  /// costs no allocation. It fits S only once assigned.
+  static Tensor unallocated() { return Tensor(extents_type{}, Unallocated{}); }
   static Tensor full(const extents_type& extents, const T& v) {
     Tensor t(extents, Uninitialized{});
     DeviceAllocator<D>::fill(t.data(), static_cast<std::size_t>(t.size()), v);
@@ -302,6 +306,7 @@ class Tensor {
 
  private:
   struct Uninitialized {};
+  struct Unallocated {};
   struct Free {
     void operator()(void* p) const noexcept { DeviceAllocator<D>::deallocate(p); }
   };
@@ -310,6 +315,8 @@ class Tensor {
     S::check(extents, "Tensor");
     storage_.reset(DeviceAllocator<D>::allocate(sizeof(T) * static_cast<std::size_t>(size())));
   }
+
+  Tensor(const extents_type& zeros, Unallocated) : extents_(zeros) {}
 
   std::unique_ptr<void, Free> storage_;
   extents_type extents_;
