@@ -8,7 +8,8 @@
 //
 //   input_ids, token_type_ids, attention_mask   B x S int32 (mask: 1 = real token, 0 = [PAD])
 //   labels   one class id per sequence (sequence classification) or B x S row-major
-//            (token classification; -1 = not scored), as ops::cross_entropy takes them;
+//            (token classification; -1 = not scored), as train::classification_loss takes
+//            them (ops::cross_entropy with a mask);
 //            empty when the batch is only run forward
 //   rows     each sequence's row in the feature cache it came from (empty when it came
 //            from elsewhere)

@@ -1,5 +1,8 @@
 #pragma once
 // Training and inference steps of a sequence (span) classifier, shared by the programs.
+// The trainer takes token classifiers too (bert::BertForTokenClassification over token
+// features: classification_loss leaves out the positions labelled -1); their prediction
+// and evaluation are train/tokens.hpp's.
 //
 //   ClassifierTrainer  backward(batch): forward with dropout, cross-entropy, backward
 //                      (the loss multiplied by the loss scale under Fp16Mixed); gradients
@@ -43,6 +46,21 @@ struct StepOutcome {
   double loss_scale = 1;  // the scale this step's gradients carried
 };
 
+/// The mean cross-entropy of `logits` against `labels` over the rows that are scored:
+/// every row of sequence (span) batches; the positions whose label is not -1 in token
+/// batches (B x S labels; -1 marks a word's later pieces, [CLS], [SEP] and padding:
+/// data/token_features.hpp), which ops::cross_entropy's mask leaves out. Any other label
+/// outside [0, C) is an error of cross_entropy's.
+template <class T, index_t C, class D>
+Var<T, Shape<>, D> classification_loss(Tape& tape, const Var<T, Shape<dyn, C>, D>& logits,
+                                       const Tensor<std::int32_t, Shape<dyn>>& labels) {
+  const std::int32_t* y = labels.data();
+  if (std::find(y, y + labels.size(), -1) == y + labels.size()) return ops::cross_entropy(tape, logits, labels);
+  auto scored = Tensor<T, Shape<dyn>>::uninitialized({labels.size()});
+  for (index_t i = 0; i < labels.size(); ++i) scored.data()[i] = T(y[i] != -1 ? 1.0f : 0.0f);
+  return ops::cross_entropy(tape, logits, labels, scored);
+}
+
 template <class Model, class Policy>
 class ClassifierTrainer {
   using Device = nn::device_of_t<Model>;
@@ -84,7 +102,7 @@ class ClassifierTrainer {
     if (sync_ && completes_step) sync_->begin(tape);
     nn::Context ctx{tape, true, options_.seed, dropout_step_++, options_.rank};
     const auto logits = model_.forward(ctx, batch);
-    auto loss = ops::cross_entropy(tape, logits, batch.labels);
+    auto loss = classification_loss(tape, logits, batch.labels);
     if constexpr (Policy::loss_scaling) {
       tape.backward(loss, Tensor<float, Shape<>, Device>::full({}, static_cast<float>(scaler_.scale())));
     } else {

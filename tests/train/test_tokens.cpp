@@ -1,0 +1,241 @@
+// predict_tokens and evaluate_tokens (train/tokens.hpp) on a tiny BertForTokenClassification
+// over the real data path (CoNLL -> token features -> cache): each word's prediction is the
+// argmax at its first piece, computed here from the model's own logits feature by feature;
+// sentences cut into several features come back whole; the mean loss is cross_entropy's;
+// the ranks' split gives one process's result; fit learns a toy NER task and the
+// evaluation's conlleval scores agree with a count over the words.
+#include <catch2/catch.hpp>
+
+#include <ctdl/data/conll.hpp>
+#include <ctdl/train/loops.hpp>
+#include <ctdl/train/tokens.hpp>
+
+#include <cmath>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "../dist/thread_comm.hpp"
+#include "toy_task.hpp"
+
+using namespace ctdl;
+
+namespace tokens_test {
+
+using F = bert::Family<32, 4, 64>;
+using P = precision::Fp32;
+using Model = bert::BertForTokenClassification<float, F, P>;
+const std::vector<std::string> kLabels{"B", "I", "O"};
+
+/// A toy NER set: "hello world" is an entity (B I), "effect" and "unaffable" (3 pieces)
+/// are one-word entities, the rest is O; sentences of 1 to 11 words, so at M = 8 (6
+/// pieces a feature) many are cut into several features.
+struct ToyNer {
+  std::string path;
+  std::vector<std::vector<std::string>> words, tags;
+};
+
+const ToyNer& toy_ner() {
+  static const ToyNer set = [] {
+    ToyNer s;
+    const char* noise[] = {"the", "of", "a", "c", "d", "e"};
+    std::string text;
+    for (int i = 0; i < 60; ++i) {
+      std::vector<std::string> w, t;
+      const int n = 1 + (i * 7) % 11;
+      for (int k = 0; k < n; ++k) {
+        const int pick = (i * 13 + k * 5) % 9;
+        if (pick == 0 && k + 1 < n) {
+          w.insert(w.end(), {"hello", "world"});
+          t.insert(t.end(), {"B", "I"});
+          ++k;
+        } else if (pick == 1) {
+          w.push_back("effect"), t.push_back("B");
+        } else if (pick == 2) {
+          w.push_back("unaffable"), t.push_back("B");
+        } else {
+          w.push_back(noise[(i + k) % 6]), t.push_back("O");
+        }
+      }
+      for (std::size_t k = 0; k < w.size(); ++k) text += w[k] + "\t" + t[k] + "\n";
+      text += "\n";
+      s.words.push_back(w);
+      s.tags.push_back(t);
+    }
+    s.path = test::write_file("tokens_toy.tsv", text);
+    return s;
+  }();
+  return set;
+}
+
+const data::FeatureCache& toy_cache() {
+  static const std::unique_ptr<data::FeatureCache> cache = [] {
+    const data::LabelSet labels(kLabels);
+    const data::TokenFeatureBuilder builder(test::tiny_tokenizer(), {.max_seq_length = 8});
+    const std::string path = std::string(CTDL_TEST_TMP) + "/tokens_toy.features";
+    data::prepare_token_cache(toy_ner().path, path, labels, builder, test::tiny_tokenizer(), false);
+    return std::make_unique<data::FeatureCache>(path);
+  }();
+  return *cache;
+}
+
+Model make_model(std::uint64_t seed) {
+  auto m = Model::make(test::toy_bert_config(/*dropout=*/false), 3);
+  bert::init_weights(m, 0.02, seed);
+  return m;
+}
+
+/// Feature r of the cache as a batch of one.
+data::Batch feature_batch(const data::FeatureCache& cache, std::size_t r) {
+  const index_t M = cache.max_seq_length();
+  data::Batch b;
+  b.input_ids = Batch::Ids::uninitialized({1, M});
+  b.token_type_ids = Batch::Ids::full({1, M}, 0);
+  b.attention_mask = Batch::Ids::uninitialized({1, M});
+  for (index_t t = 0; t < M; ++t) {
+    b.input_ids.data()[t] = cache.input_ids(r)[t];
+    b.attention_mask.data()[t] = attention_mask(cache.input_ids(r)[t], cache.header().pad_id);
+  }
+  return b;
+}
+
+}  // namespace tokens_test
+
+TEST_CASE("predict_tokens: each word once, in file order, the argmax at its first piece") {
+  using namespace tokens_test;
+  const auto& set = toy_ner();
+  const auto& cache = toy_cache();
+  REQUIRE(cache.rows() > set.words.size());  // some sentences were cut into several features
+  const auto model = make_model(3);
+  const auto p = train::predict_tokens(model, cache, 5, 3);
+
+  REQUIRE(p.sentences() == set.words.size());
+  std::size_t total = 0;
+  for (std::size_t k = 0; k < set.words.size(); ++k) {
+    CHECK(p.sentence_index[k] == k);
+    CHECK(p.sentence_begin[k + 1] - p.sentence_begin[k] == set.words[k].size());
+    for (std::size_t w = 0; w < set.tags[k].size(); ++w)
+      CHECK(kLabels[static_cast<std::size_t>(p.truth[p.sentence_begin[k] + w])] == set.tags[k][w]);
+    total += set.words[k].size();
+  }
+  REQUIRE(p.words() == total);
+
+  // The same, feature by feature through the model's own forward: the argmax and softmax
+  // at each scored position, in order.
+  std::size_t w = 0;
+  double loss = 0;
+  for (std::size_t r = 0; r < cache.rows(); ++r) {
+    Tape tape;
+    NoGrad no_grad(tape);
+    nn::Context ctx{tape, false};
+    const auto logits = model.forward(ctx, feature_batch(cache, r));
+    for (index_t t = 0; t < cache.max_seq_length(); ++t) {
+      const std::int32_t y = cache.label_ids(r)[t];
+      if (y < 0) continue;
+      const float* l = logits.value().data() + t * 3;
+      const int best = static_cast<int>(std::max_element(l, l + 3) - l);
+      const double z = std::exp(l[0]) + std::exp(l[1]) + std::exp(l[2]);
+      CHECK(p.predicted[w] == best);
+      CHECK(p.probability[w] == Approx(std::exp(l[best]) / z).epsilon(1e-5));
+      loss += -std::log(std::exp(l[y]) / z);
+      ++w;
+    }
+  }
+  CHECK(w == total);
+  CHECK(p.mean_loss == Approx(loss / static_cast<double>(total)).epsilon(1e-6));
+  CHECK(p.first_non_finite_row == -1);
+  CHECK(p.batch_rows.size() == (cache.rows() + 4) / 5);
+}
+
+TEST_CASE("predict_tokens: the mean loss is cross_entropy's over every scored token, as the trainer's") {
+  using namespace tokens_test;
+  const auto& cache = toy_cache();
+  const auto model = make_model(4);
+  const auto p = train::predict_tokens(model, cache, static_cast<index_t>(cache.rows()), 3);
+  data::Batcher batcher(cache, {.batch_size = static_cast<index_t>(cache.rows()), .shuffle = false});
+  batcher.start_epoch(0);
+  data::Batch all;
+  REQUIRE(batcher.next(all));
+  Tape tape;
+  NoGrad no_grad(tape);
+  nn::Context ctx{tape, false};
+  const auto logits = model.forward(ctx, all);
+  auto scored = Tensor<float, Shape<dyn>>::uninitialized({all.labels.size()});
+  for (index_t i = 0; i < all.labels.size(); ++i) scored.data()[i] = all.labels.data()[i] >= 0 ? 1.0f : 0.0f;
+  const auto loss = ops::cross_entropy(tape, logits, all.labels, scored);
+  CHECK(p.mean_loss == Approx(loss.value().data()[0]).epsilon(1e-5));
+  // The trainer's loss is the same (it masks the -1 labels itself).
+  CHECK(train::classification_loss(tape, logits, all.labels).value().data()[0] == loss.value().data()[0]);
+  // Any other label outside [0, 3) is still an error.
+  all.labels.data()[0] = -2;
+  CHECK_THROWS_WITH(train::classification_loss(tape, logits, all.labels), Catch::Contains("label -2 of row 0"));
+}
+
+TEST_CASE("predict_tokens on 3 rank threads equals one process") {
+  using namespace tokens_test;
+  const auto& cache = toy_cache();
+  const auto model = make_model(5);
+  const auto one = train::predict_tokens(model, cache, 2, 3);
+  test::ThreadGroup group(3);
+  std::mutex m;
+  std::vector<std::string> failures;
+  group.run<Cpu>([&](test::ThreadComm<Cpu>& comm) {
+    const auto p = train::predict_tokens(model, cache, 2, 3, comm);
+    std::lock_guard<std::mutex> lock(m);
+    if (p.predicted != one.predicted || p.truth != one.truth || p.sentence_begin != one.sentence_begin ||
+        p.probability != one.probability || p.mean_loss != one.mean_loss)
+      failures.push_back("rank " + std::to_string(comm.rank()) + " differs from one process");
+  });
+  CHECK(failures.empty());
+}
+
+TEST_CASE("fit learns the toy NER task; evaluate_tokens' scores agree with a count over the words") {
+  using namespace tokens_test;
+  const auto& cache = toy_cache();
+  auto model = make_model(6);
+  const auto before = train::evaluate_tokens(model, cache, 8, kLabels);
+  train::FitHooks quiet;
+  quiet.say = [](const std::string&) {};
+  train::fit<P>(model, cache, {.batch_size = 8, .epochs = 30, .learning_rate = 3e-3, .seed = 1}, quiet);
+  const auto e = train::evaluate_tokens(model, cache, 8, kLabels);
+  INFO("loss " << before.metrics.at("eval_loss") << " -> " << e.metrics.at("eval_loss") << ", f1 "
+               << before.metrics.at("f1") << " -> " << e.metrics.at("f1") << "\n" << e.entities.report());
+  CHECK(e.metrics.at("eval_loss") < 0.5 * before.metrics.at("eval_loss"));
+  CHECK(e.metrics.at("f1") > 0.8);
+
+  // Entities by hand, before training (noisy predictions) and after: a B starts one, and
+  // an I after O or at a sentence's start; I continues it. (The toy's gold tags have no I
+  // without a B; every chunk is untyped.)
+  for (const auto* ev : {&before, &e}) {
+    const auto& p = ev->predictions;
+    std::int64_t gold = 0, found = 0, correct = 0, right_words = 0;
+    for (std::size_t k = 0; k < p.sentences(); ++k) {
+      const std::size_t a = p.sentence_begin[k], z = p.sentence_begin[k + 1];
+      const auto span_end = [&](const std::vector<std::int32_t>& tags, std::size_t from) {
+        std::size_t end = from + 1;
+        while (end < z && tags[end] == 1) ++end;
+        return end;
+      };
+      for (std::size_t w = a; w < z; ++w) {
+        right_words += p.truth[w] == p.predicted[w];
+        const bool gold_starts = p.truth[w] == 0;
+        const bool found_starts = p.predicted[w] == 0 || (p.predicted[w] == 1 && (w == a || p.predicted[w - 1] == 2));
+        gold += gold_starts;
+        found += found_starts;
+        correct += gold_starts && found_starts && span_end(p.truth, w) == span_end(p.predicted, w);
+      }
+    }
+    CHECK(ev->entities.overall.gold == gold);
+    CHECK(ev->entities.overall.predicted == found);
+    CHECK(ev->entities.overall.correct == correct);
+    CHECK(ev->metrics.at("eval_accuracy") == Approx(static_cast<double>(right_words) / static_cast<double>(p.words())));
+    CHECK(ev->words.accuracy == Approx(ev->metrics.at("eval_accuracy")));
+  }
+  CHECK(before.entities.overall.correct < before.entities.overall.gold);  // the noisy case is not trivial
+}
+
+TEST_CASE("predict_tokens refuses span features") {
+  const auto& spans = test::toy_span_cache("tokens_spans");
+  const auto model = tokens_test::make_model(1);
+  CHECK_THROWS_WITH(train::predict_tokens(model, spans, 4, 3), Catch::Contains("span features, not token features"));
+}
