@@ -189,7 +189,7 @@ TEST_CASE("predict_tokens on 3 rank threads equals one process") {
   CHECK(failures.empty());
 }
 
-TEST_CASE("fit learns the toy NER task; evaluate_tokens' scores agree with a count over the words") {
+TEST_CASE("fit learns the toy NER task, and evaluate_tokens' scores agree with a count over the words") {
   using namespace tokens_test;
   const auto& cache = toy_cache();
   auto model = make_model(6);
