@@ -1,5 +1,6 @@
 // ner_span_classifier: fine-tunes and applies a BERT span classifier, flag-compatible with
-// the original run_ner_consensus.py (TensorFlow 1.15 + Horovod).
+// the original run_ner_consensus.py (TensorFlow 1.15 + Horovod); with --task_name=ner, a
+// token classifier as BioBERT's and NVIDIA's run_ner.py (CoNLL train/devel/test.tsv).
 //
 //   build/bin/ner_span_classifier --do_prepare --do_train --do_eval --do_predict
 //       --task_name=consensus --vocab_file=vocab.txt --bert_config_file=bert_config.json
@@ -18,10 +19,12 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <tuple>
 
 #include "compiled_families.hpp"
 #include "span_classifier.hpp"
 
+#include <ctdl/data/conll.hpp>
 #include <ctdl/data/fingerprint.hpp>
 #include <ctdl/dist/agreement.hpp>
 #include <ctdl/dist/any_comm.hpp>
@@ -54,6 +57,9 @@ SPAN_CLASSIFIER_EXTERN(ctdl::bert::Small)
 SPAN_CLASSIFIER_EXTERN(ctdl::bert::Base)
 SPAN_CLASSIFIER_EXTERN(ctdl::bert::Large)
 SPAN_CLASSIFIER_EXTERN(ctdl::bert::Dynamic)
+extern template int run_ner<ctdl::precision::Fp32>(const Setup&);
+extern template int run_ner<ctdl::precision::Bf16Mixed>(const Setup&);
+extern template int run_ner<ctdl::precision::Fp16Mixed>(const Setup&);
 }  // namespace span_classifier
 
 using namespace span_classifier;
@@ -82,17 +88,17 @@ Args parse(int argc, char** argv, bool& help, std::map<std::string, std::string>
   train::Flags f("ner_span_classifier");
   f.add("do_prepare", &a.do_prepare, "build the feature caches of every split present in --data_dir")
       .add("do_train", &a.do_train, "fine-tune on <data_dir>/train.tsv")
-      .add("do_eval", &a.do_eval, "evaluate on <data_dir>/dev.tsv -> eval_results.txt")
-      .add("do_predict", &a.do_predict, "predict <data_dir>/test.tsv -> test_results.tsv, test_output_labels.txt")
+      .add("do_eval", &a.do_eval, "evaluate on <data_dir>/dev.tsv (ner: devel.tsv) -> eval_results.txt")
+      .add("do_predict", &a.do_predict, "predict <data_dir>/test.tsv -> test_results.tsv, test_output_labels.txt (ner: NER_result_conll.txt, test_results.txt)")
       .add("write_npy", &a.write_npy, "with --do_predict, also write test_logits.npy (rows x labels) and test_pooled.npy (rows x hidden), float32")
-      .add("task_name", &a.task_name, "the task (consensus: span classification)")
+      .add("task_name", &a.task_name, "consensus (span classification, run_ner_consensus.py) or ner (token classification of CoNLL files, BioBERT's run_ner.py; CPU; docs/span_classifier.md)")
       .add("replace_span", &a.replace_span, "a vocabulary token that replaces every span (e.g. [unused1]); empty: keep the spans")
       .add("init_checkpoint", &a.init_checkpoint, "model.safetensors, or a directory holding one (e.g. an earlier --output_dir), or a TensorFlow 1.x checkpoint: its prefix (model.ckpt-N) or a directory holding TensorFlow's checkpoint file; empty: random initialisation")
       .add("vocab_file", &a.vocab_file, "vocab.txt or tokenizer.json (WordPiece) of the model; empty: the one beside --init_checkpoint")
       .add("bert_config_file", &a.bert_config_file, "bert_config.json of the model")
       .add("data_dir", &a.data_dir, "holds train.tsv, dev.tsv, test.tsv (whichever the modes need)")
       .add("output_dir", &a.output_dir, "feature caches, checkpoints, results and logs go here")
-      .add("labels_dir", &a.labels_dir, "holds labels.txt")
+      .add("labels_dir", &a.labels_dir, "holds labels.txt (ner: optional; else the one beside --init_checkpoint, else the labels of train.tsv)")
       .add("train_batch_size", &a.train_batch_size, "rows per training step (per micro-batch with accumulation)")
       .add("eval_batch_size", &a.eval_batch_size, "rows per evaluation batch")
       .add("predict_batch_size", &a.predict_batch_size, "rows per prediction batch")
@@ -153,7 +159,16 @@ Setup check(const Args& a, std::unique_ptr<text::FullTokenizer>& tok, std::uniqu
   if (!(a.do_prepare || a.do_train || a.do_eval || a.do_predict))
     throw Error("nothing to do: give at least one of --do_prepare, --do_train, --do_eval, --do_predict");
   if (a.write_npy && !a.do_predict) throw Error("--write_npy writes what --do_predict computes: give --do_predict too");
-  if (a.task_name != "consensus") throw Error("--task_name=" + a.task_name + ": this program does the consensus task");
+  const bool ner = is_ner(a);
+  if (a.task_name != "consensus" && !ner)
+    throw Error("--task_name=" + a.task_name + ": the tasks are consensus (span classification) and ner (token classification)");
+  if (ner) {
+    if (a.write_npy) throw Error("--write_npy writes the consensus task's logits and pooled vectors; --task_name=ner has none");
+    if (!a.replace_span.empty()) throw Error("--replace_span is a setting of the consensus task's spans; --task_name=ner has none");
+    if (a.device != "cpu")
+      throw Error("--task_name=ner --device=" + a.device + ": the NER task runs on the CPU in this version (the "
+                  "consensus task runs on a GPU; docs/span_classifier.md)");
+  }
   if ((a.shard_optimizer || a.bucket_size_mb != 25) && !a.distributed)
     throw Error("--shard_optimizer and --bucket_size_mb are settings of --distributed: give --distributed too");
   if (a.bucket_size_mb < 1) throw Error("--bucket_size_mb must be at least 1");
@@ -183,14 +198,30 @@ Setup check(const Args& a, std::unique_ptr<text::FullTokenizer>& tok, std::uniqu
   }
   require_file(vocab_file, "vocab_file");
   require_file(a.bert_config_file, "bert_config_file");
-  if (a.labels_dir.empty()) throw Error("--labels_dir is required (the directory of labels.txt)");
-  require_file(a.labels_dir + "/labels.txt", "labels_dir");
+  // The NER task's labels: --labels_dir's; else those of the model it continues (a ctdl
+  // output directory keeps labels.txt); else the labels train.tsv uses (below, once
+  // --output_dir exists: written there).
+  std::string labels_file;
+  if (!a.labels_dir.empty() || !ner) {
+    if (a.labels_dir.empty()) throw Error("--labels_dir is required (the directory of labels.txt)");
+    require_file(a.labels_dir + "/labels.txt", "labels_dir");
+    labels_file = a.labels_dir + "/labels.txt";
+  } else if (!a.init_checkpoint.empty()) {
+    const fs::path dir = fs::is_directory(a.init_checkpoint) ? fs::path(a.init_checkpoint) : fs::path(a.init_checkpoint).parent_path();
+    if (fs::is_regular_file(dir / "labels.txt")) {
+      labels_file = (dir / "labels.txt").string();
+      note("labels: %s (beside --init_checkpoint; --labels_dir not given)\n", labels_file.c_str());
+    }
+  }
+  if (labels_file.empty() && !fs::is_regular_file(a.data_dir + "/train.tsv"))
+    throw Error("--labels_dir is required: there is no labels.txt beside --init_checkpoint and no " + a.data_dir +
+                "/train.tsv to take the labels from");
   if (a.data_dir.empty() || !fs::is_directory(a.data_dir)) throw Error("--data_dir: '" + a.data_dir + "' is not a directory");
   if (a.output_dir.empty()) throw Error("--output_dir is required");
-  for (auto [mode, split] : {std::pair{a.do_train, "train"}, {a.do_eval, "dev"}, {a.do_predict, "test"}})
+  for (auto [mode, split, flag] : {std::tuple{a.do_train, "train", "train"}, {a.do_eval, ner ? "devel" : "dev", "eval"},
+                                   {a.do_predict, "test", "predict"}})
     if (mode && !fs::is_regular_file(a.data_dir + "/" + split + ".tsv"))
-      throw Error(a.data_dir + "/" + split + ".tsv: no such file (needed by --do_" +
-                  (std::string(split) == "dev" ? "eval" : std::string(split) == "test" ? "predict" : "train") + ")");
+      throw Error(a.data_dir + "/" + split + ".tsv: no such file (needed by --do_" + flag + ")");
 
   Setup s;
   s.args = a;
@@ -220,7 +251,7 @@ Setup check(const Args& a, std::unique_ptr<text::FullTokenizer>& tok, std::uniqu
     if (const auto w = tokenizer_case_warning(vocab_file, text::Vocab::tokenizer_json_lowercases(vocab_file), a.cased, a.case_flag);
         !w.empty())
       note("warning: %s\n", w.c_str());
-  labels = std::make_unique<data::LabelSet>(data::LabelSet::from_file(a.labels_dir + "/labels.txt"));
+  if (!labels_file.empty()) labels = std::make_unique<data::LabelSet>(data::LabelSet::from_file(labels_file));
   s.tokenizer = tok.get();
   s.labels = labels.get();
   if (!a.init_checkpoint.empty()) {
@@ -269,6 +300,16 @@ Setup check(const Args& a, std::unique_ptr<text::FullTokenizer>& tok, std::uniqu
     for (const auto& stale : io::remove_stale_temporaries(a.output_dir))
       note("removed %s (left by an interrupted run)\n", stale.c_str());
   }
+  if (!labels) {  // the NER task's labels from train.tsv, kept in --output_dir as labels.txt (saved with the model)
+    const auto found = data::collect_conll_labels(a.data_dir + "/train.tsv");
+    const std::string path = a.output_dir + "/labels.txt";
+    std::string text, list;
+    for (const auto& n : found.names()) text += n + "\n", list += (list.empty() ? "" : ", ") + n;
+    if (!quiet_rank) io::write_file_atomically(path, text);
+    labels = std::make_unique<data::LabelSet>(found.names(), path);
+    note("labels: %s (those of %s/train.tsv; written to %s)\n", list.c_str(), a.data_dir.c_str(), path.c_str());
+  }
+  s.labels = labels.get();
   if (a.use_xla) note("--use_xla has no effect in ctdl (the kernels are compiled ahead of time)\n");
   return s;
 }
@@ -292,8 +333,16 @@ std::map<std::string, std::string> agreement_settings(const Setup& s, std::map<s
   };
   out["bert_config.json"] = hash(s.args.bert_config_file);
   out["vocabulary"] = hash(s.args.vocab_file);
-  out["labels.txt"] = hash(s.labels->source());
-  for (const char* split : {"train", "dev", "test"}) out[std::string(split) + ".tsv"] = size(s.args.data_dir + "/" + split + ".tsv");
+  const bool ner = is_ner(s.args);
+  if (ner) {  // the names: labels found in train.tsv have no file on the other ranks' machines
+    std::string names;
+    for (const auto& n : s.labels->names()) names += n + "\n";
+    out["labels"] = names;
+  } else {
+    out["labels.txt"] = hash(s.labels->source());
+  }
+  for (const char* split : {"train", ner ? "devel" : "dev", "test"})
+    out[std::string(split) + ".tsv"] = size(s.args.data_dir + "/" + split + ".tsv");
   if (!s.checkpoint_file.empty())
     out["--init_checkpoint"] = size(s.checkpoint_is_tf ? s.checkpoint_file + ".index" : s.checkpoint_file);
   return out;
@@ -382,6 +431,11 @@ int work(const Args& a, const std::map<std::string, std::string>& flag_values, d
   if (s.args.precision == "tf32") {
     note("--precision=tf32 on the CPU is fp32 (TF32 is a GPU tensor-core format; CPUs have none)\n");
     s.args.precision = "fp32";
+  }
+  if (is_ner(s.args)) {  // the runtime-shaped family, whatever the shape (run_ner.hpp)
+    if (s.args.precision == "bf16") return run_ner<precision::Bf16Mixed>(s);
+    if (s.args.precision == "fp16") return run_ner<precision::Fp16Mixed>(s);
+    return run_ner<precision::Fp32>(s);
   }
   const auto run_policy = [&]<class F>() -> int {
     if (s.args.precision == "bf16") return run<F, precision::Bf16Mixed>(s);

@@ -239,6 +239,81 @@ inline train::FitOptions fit_options(const Setup& s, const data::FeatureCache& t
                                        {"labels.txt (XXH64)", hex(h.labels_fingerprint)}}}};
 }
 
+/// The model of the run: made on the host, initialised (seed), loaded from the checkpoint
+/// when there is one, then copied to the device (Model's) if that is not the host.
+template <class HostModel, class Model>
+Model build_model(const Setup& s, index_t num_labels) {
+  auto host = HostModel::make(s.config, num_labels);
+  bert::init_weights(host, s.config.initializer_range, static_cast<std::uint64_t>(s.args.seed));
+  if (!s.checkpoint_file.empty()) {
+    load_checkpoint(host, s);
+    say("loaded " + s.checkpoint_file);
+  } else {
+    say("no --init_checkpoint: the model starts from random initialisation (seed " + std::to_string(s.args.seed) + ")");
+  }
+  if constexpr (std::is_same_v<Model, HostModel>) return host;
+  else return nn::to_device<Model>(host);
+}
+
+/// Fine-tunes `model` on `cache` (the train split) as the flags say, then saves it (rank 0)
+/// into --output_dir; returns the global step it ended at. `log`: rank 0's run log, else
+/// nullptr; `rows`: what a row of the cache is, for the log.
+template <class P, class HostModel, class Model>
+std::int64_t train_and_save(Model& model, const Setup& s, const data::FeatureCache& cache, train::RunLog* log,
+                            const std::string& rows = "rows") {
+  const auto& a = s.args;
+  dist::AnyComm& comm = *s.comm;
+  const bool lead = comm.rank() == 0;
+  constexpr bool on_gpu = ops::on_cuda<nn::device_of_t<Model>>;
+  std::int64_t global_step = 0;
+  const std::string config_file = saved_config_file(s, lead);
+  const train::FitOptions options = fit_options(s, cache, P::name, config_file);
+  train::FitOptions global = options;  // a step of all the ranks
+  global.batch_size *= comm.size();
+  say(std::string(a.resume ? "resuming training" : "training") + ": " + std::to_string(cache.rows()) + " " + rows + ", " +
+      std::to_string(train::training_steps(cache.rows(), global)) + " steps of " +
+      std::to_string(global.batch_size * a.gradient_accumulation_steps) + " (" + fmt("%g epochs", a.num_train_epochs) +
+      "), peak learning rate " + fmt("%g", a.learning_rate) + ", warmup proportion " + fmt("%g", a.warmup_proportion));
+  // CTDL_TEST_KILL_AFTER_CHECKPOINT=N: SIGKILL right after the N-th checkpoint this
+  // process completes (tests/examples/resume_test.sh: a real crash at a known point).
+  const char* kill_after = std::getenv("CTDL_TEST_KILL_AFTER_CHECKPOINT");
+  std::int64_t checkpoints_written = 0;
+  const auto r = train::fit<P>(
+      model, cache, options,
+      {.say = {},  // fit's lines go to stderr, with a progress bar on a terminal
+       .record = [&](const nlohmann::json& rec) { log->record(rec); },  // rank 0 only, as on_checkpoint
+       .evaluate = {},
+       .on_resume = [&](std::int64_t step) { if (log) log->drop_after(step); },
+       .on_checkpoint =
+           [&](const std::string& dir, std::int64_t step) {
+             log->commit();  // metrics.jsonl up to the checkpoint: a resumed run continues it
+             say("checkpoint " + dir + " (step " + std::to_string(step) + ")");
+             if (kill_after && ++checkpoints_written == std::atoll(kill_after)) std::raise(SIGKILL);
+           }},
+      comm, s.device_comm ? *s.device_comm : comm,
+      {.bucket_bytes = a.bucket_size_mb << 20, .shard_optimizer = a.shard_optimizer});
+  global_step = r.steps;
+  say("training done: " + std::to_string(r.steps) + " steps" +
+      (r.resumed_from ? " (resumed at step " + std::to_string(r.resumed_from) + ")" : std::string()) + ", " +
+      fmt("%.0f sentences", r.sentences) + " in " + train::format_duration(r.seconds) +
+      (r.skipped_steps ? ", " + std::to_string(r.skipped_steps) + " steps skipped (loss scale)" : ""));
+  if (r.seconds > 0) say("  throughput with overhead: " + fmt("%.1f sentences/s", r.sentences / r.seconds));
+  if (r.steady_sentences_per_s > 0)
+    say("  throughput without overhead (steps 3 on, no data preparation or saving): " +
+        fmt("%.1f sentences/s", r.steady_sentences_per_s));
+  if (lead) {
+    if constexpr (on_gpu) {
+      auto host = nn::to_device<HostModel>(model);
+      save_model(host, s, a.output_dir, global_step, config_file);
+    } else {
+      save_model(model, s, a.output_dir, global_step, config_file);
+    }
+    log->commit();
+  }
+  say("saved " + a.output_dir + "/model.safetensors (+ bert_config.json, vocab.txt, labels.txt), metrics.jsonl");
+  return global_step;
+}
+
 template <class F, class P, class D>
 int run(const Setup& s) {
   const auto& a = s.args;
@@ -248,18 +323,7 @@ int run(const Setup& s) {
   using HostModel = bert::BertForSequenceClassification<float, F, P>;
   using Model = bert::BertForSequenceClassification<float, F, P, D>;
   const auto L = static_cast<index_t>(s.labels->size());
-  Model model = [&] {
-    auto host = HostModel::make(s.config, L);
-    bert::init_weights(host, s.config.initializer_range, static_cast<std::uint64_t>(a.seed));
-    if (!s.checkpoint_file.empty()) {
-      load_checkpoint(host, s);
-      say("loaded " + s.checkpoint_file);
-    } else {
-      say("no --init_checkpoint: the model starts from random initialisation (seed " + std::to_string(a.seed) + ")");
-    }
-    if constexpr (on_gpu) return nn::to_device<Model>(host);
-    else return host;
-  }();
+  Model model = build_model<HostModel, Model>(s, L);
   say("model: BERT " + bert::shape_name(s.config) + (F::is_dynamic ? " (runtime-shaped family)" : "") + " x " +
       std::to_string(s.config.num_hidden_layers) + " layers, " +
       std::to_string(nn::count_parameters(model)) + " parameters, precision " + P::name + ", " +
@@ -298,54 +362,7 @@ int run(const Setup& s) {
   if (lead) log.emplace(a.output_dir, /*append=*/!a.do_train || a.resume);
   std::int64_t global_step = 0;
 
-  if (a.do_train) {
-    auto& cache = cache_of("train");
-    const std::string config_file = saved_config_file(s, lead);
-    const train::FitOptions options = fit_options(s, cache, P::name, config_file);
-    train::FitOptions global = options;  // a step of all the ranks
-    global.batch_size *= comm.size();
-    say(std::string(a.resume ? "resuming training" : "training") + ": " + std::to_string(cache.rows()) + " rows, " +
-        std::to_string(train::training_steps(cache.rows(), global)) + " steps of " +
-        std::to_string(global.batch_size * a.gradient_accumulation_steps) + " (" + fmt("%g epochs", a.num_train_epochs) +
-        "), peak learning rate " + fmt("%g", a.learning_rate) + ", warmup proportion " + fmt("%g", a.warmup_proportion));
-    // CTDL_TEST_KILL_AFTER_CHECKPOINT=N: SIGKILL right after the N-th checkpoint this
-    // process completes (tests/examples/resume_test.sh: a real crash at a known point).
-    const char* kill_after = std::getenv("CTDL_TEST_KILL_AFTER_CHECKPOINT");
-    std::int64_t checkpoints_written = 0;
-    const auto r = train::fit<P>(
-        model, cache, options,
-        {.say = {},  // fit's lines go to stderr, with a progress bar on a terminal
-         .record = [&](const nlohmann::json& rec) { log->record(rec); },  // rank 0 only, as on_checkpoint
-         .evaluate = {},
-         .on_resume = [&](std::int64_t step) { if (log) log->drop_after(step); },
-         .on_checkpoint =
-             [&](const std::string& dir, std::int64_t step) {
-               log->commit();  // metrics.jsonl up to the checkpoint: a resumed run continues it
-               say("checkpoint " + dir + " (step " + std::to_string(step) + ")");
-               if (kill_after && ++checkpoints_written == std::atoll(kill_after)) std::raise(SIGKILL);
-             }},
-        comm, s.device_comm ? *s.device_comm : comm,
-        {.bucket_bytes = a.bucket_size_mb << 20, .shard_optimizer = a.shard_optimizer});
-    global_step = r.steps;
-    say("training done: " + std::to_string(r.steps) + " steps" +
-        (r.resumed_from ? " (resumed at step " + std::to_string(r.resumed_from) + ")" : std::string()) + ", " +
-        fmt("%.0f sentences", r.sentences) + " in " + train::format_duration(r.seconds) +
-        (r.skipped_steps ? ", " + std::to_string(r.skipped_steps) + " steps skipped (loss scale)" : ""));
-    if (r.seconds > 0) say("  throughput with overhead: " + fmt("%.1f sentences/s", r.sentences / r.seconds));
-    if (r.steady_sentences_per_s > 0)
-      say("  throughput without overhead (steps 3 on, no data preparation or saving): " +
-          fmt("%.1f sentences/s", r.steady_sentences_per_s));
-    if (lead) {
-      if constexpr (on_gpu) {
-        auto host = nn::to_device<HostModel>(model);
-        save_model(host, s, a.output_dir, global_step, config_file);
-      } else {
-        save_model(model, s, a.output_dir, global_step, config_file);
-      }
-      log->commit();
-    }
-    say("saved " + a.output_dir + "/model.safetensors (+ bert_config.json, vocab.txt, labels.txt), metrics.jsonl");
-  }
+  if (a.do_train) global_step = train_and_save<P, HostModel>(model, s, cache_of("train"), log ? &*log : nullptr);
 
   if (a.do_eval) {
     auto& cache = cache_of("dev");

@@ -1,6 +1,7 @@
 #pragma once
 // ner_span_classifier: the span classifier of the original pipeline (run_ner_consensus.py)
-// in C++: prepare features, train, evaluate, predict. main.cpp reads the flags and checks
+// in C++: prepare features, train, evaluate, predict; with --task_name=ner, the NER recipe
+// of BioBERT and NVIDIA (run_ner.py: token classification of CoNLL files). main.cpp reads the flags and checks
 // every input before any work; run<F, P, D>() does the work for one compiled BERT family
 // F, precision policy P and device D (one translation unit per family and device,
 // compiled in parallel).
@@ -69,6 +70,17 @@ inline void say(const std::string& s) {
 /// device chosen by --device is current when it is called).
 template <class F, class P, class D = ctdl::Cpu>
 int run(const Setup& setup);
+
+/// --task_name=ner (run_ner.hpp): token classification on the CPU, the runtime-shaped family.
+template <class P>
+int run_ner(const Setup& setup);
+
+/// Whether the run is the NER task (BioBERT's run_ner.py; task names are case-blind, as there).
+inline bool is_ner(const Args& a) {
+  std::string t = a.task_name;
+  for (char& c : t) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+  return t == "ner";
+}
 
 /// A warning when the case flag contradicts the vocabulary, or "". A cased vocabulary
 /// has tokens with capital letters (bert-base-cased and BioBERT: 8,179 of 28,996; the

@@ -1,0 +1,213 @@
+#pragma once
+// ner_span_classifier --task_name=ner: the NER recipe of BioBERT and NVIDIA (run_ner.py)
+// on the CPU: token classification of CoNLL files (BC5CDR's train.tsv, devel.tsv,
+// test.tsv: a word and its B/I/O label a line, a blank line between sentences) with
+// bert::BertForTokenClassification on the runtime-shaped family (any BERT shape); scored
+// by entities as conlleval.pl scores them. Training, checkpoints, resume and --distributed
+// are the consensus task's (run.hpp); only the data, the model's head and the outputs differ.
+
+#include "run.hpp"
+
+#include <ctdl/data/conll.hpp>
+#include <ctdl/data/token_features.hpp>
+#include <ctdl/train/tokens.hpp>
+
+namespace span_classifier {
+
+/// The token feature cache of <data_dir>/<split>.tsv (a CoNLL file), prepared if needed.
+/// With --skip_bad_rows, <output_dir>/<split>_skipped_rows.tsv lists each skipped sentence
+/// (its first line, the reason, its index).
+inline std::unique_ptr<data::FeatureCache> token_cache(const Setup& s, const std::string& split, bool lead) {
+  const auto& a = s.args;
+  const std::string conll = a.data_dir + "/" + split + ".tsv";
+  const std::string cache = a.output_dir + "/" + split + ".features";
+  const std::string skipped_path = a.output_dir + "/" + split + "_skipped_rows.tsv";
+  std::optional<io::AtomicFile> skipped_file;
+  if (a.skip_bad_rows && lead) {
+    skipped_file.emplace(skipped_path);
+    *skipped_file << "line\treason\tsentence\n";
+  }
+  const auto on_skip = [&](const data::SkippedRow& r) {
+    if (skipped_file) *skipped_file << std::to_string(r.line) << '\t' << r.reason << '\t' << r.ids << '\n';
+  };
+  const data::TokenFeatureBuilder builder(*s.tokenizer, {.max_seq_length = a.max_seq_length});
+  const auto report = data::prepare_token_cache(conll, cache, *s.labels, builder, *s.tokenizer, a.skip_bad_rows, {},
+                                                on_skip);
+  if (skipped_file) {
+    skipped_file->commit();
+  } else if (lead) {
+    std::error_code ec;
+    fs::remove(skipped_path, ec);
+  }
+  if (report.rebuilt)
+    say("prepared " + split + ": " + std::to_string(report.rows) + " features in " + fmt("%.1f s", report.seconds) +
+        " (" + fmt("%.0f features/s", static_cast<double>(report.rows) / std::max(1e-9, report.seconds)) + ", " +
+        std::to_string(omp_get_max_threads()) + " threads) -> " + cache + " (" + report.reason + ")");
+  else
+    say("using the feature cache " + cache + ": " + std::to_string(report.rows) + " features");
+  if (report.skipped) {
+    say("skipped " + std::to_string(report.skipped) + " bad sentences of " + conll + " (--skip_bad_rows; all listed in " +
+        skipped_path + "); the first:");
+    for (const auto& m : report.skipped_messages) say("  " + m);
+  }
+  auto fc = std::make_unique<data::FeatureCache>(cache);
+  if (fc->rows() == 0) throw Error(conll + ": no sentences");
+  return fc;
+}
+
+/// Non-finite logits would come out as the first label for every word: an error naming
+/// the sentence of the first such feature.
+inline void require_finite(const train::TokenPredictions& p, const data::FeatureCache& cache, const std::string& conll,
+                           const Setup& s) {
+  if (p.first_non_finite_row < 0) return;
+  const auto row = static_cast<std::size_t>(p.first_non_finite_row);
+  throw Error(conll + ": sentence " + std::to_string(cache.source_index(row)) +
+              " (counting from 0): the model's logits are not finite (NaN or infinite; " +
+              std::to_string(p.non_finite_rows) + " of " + std::to_string(cache.rows()) +
+              " features): the model is broken (" +
+              (s.checkpoint_file.empty() ? std::string("random initialisation") : "weights of " + s.checkpoint_file) +
+              ", layer_norm_eps and sizes of " + s.args.bert_config_file + "); its results were not written");
+}
+
+/// The latency line of a prediction (batches after the first 2).
+inline void say_latency(const std::vector<double>& batch_ms, const std::vector<index_t>& batch_rows, index_t batch_size,
+                        const char* unit) {
+  const std::ptrdiff_t skipped = std::min<std::ptrdiff_t>(2, std::ssize(batch_ms));
+  std::vector<double> ms(batch_ms.begin() + skipped, batch_ms.end());
+  if (ms.empty()) return;
+  const auto timed_rows = std::accumulate(batch_rows.begin() + skipped, batch_rows.end(), index_t{0});
+  double sum = 0;
+  for (double x : ms) sum += x;
+  say("  latency per batch of " + std::to_string(batch_size) + " (ms, without the first 2 batches): 50% " +
+      fmt("%.2f", train::percentile(ms, 50)) + ", 90% " + fmt("%.2f", train::percentile(ms, 90)) + ", 95% " +
+      fmt("%.2f", train::percentile(ms, 95)) + ", 99% " + fmt("%.2f", train::percentile(ms, 99)) + ", 100% " +
+      fmt("%.2f", train::percentile(ms, 100)) + "; " +
+      fmt("%.1f ", static_cast<double>(timed_rows) / (sum / 1000)) + unit + "/s");
+}
+
+/// <output_dir>/NER_result_conll.txt: each word of the test file with its gold and predicted
+/// labels ("word gold predicted", a blank line after each sentence): conlleval.pl's input,
+/// as BioBERT's ner_detokenize.py writes it. The words are read from the file again.
+inline void write_conll_predictions(const Setup& s, const train::TokenPredictions& p, const std::string& conll,
+                                    const std::string& path) {
+  data::ConllReader reader(conll, s.labels, {.skip_bad_rows = s.args.skip_bad_rows});
+  io::AtomicFile out(path);
+  data::Sentence sentence;
+  std::size_t k = 0;
+  const auto changed = [&] {
+    return Error(conll + " changed while it was predicted (sentence " + std::to_string(sentence.index) +
+                 " is not the one its features came from): run again");
+  };
+  while (reader.next(sentence)) {
+    if (k >= p.sentences() || p.sentence_index[k] != sentence.index ||
+        p.sentence_begin[k + 1] - p.sentence_begin[k] != sentence.words.size())
+      throw changed();
+    for (std::size_t w = 0; w < sentence.words.size(); ++w) {
+      const std::size_t at = p.sentence_begin[k] + w;
+      out << sentence.words[w] << ' ' << s.labels->name(p.truth[at]) << ' ' << s.labels->name(p.predicted[at]) << '\n';
+    }
+    out << '\n';
+    ++k;
+  }
+  if (k != p.sentences()) throw changed();
+  out.commit();
+}
+
+template <class P>
+int run_ner(const Setup& s) {
+  using F = bert::Dynamic;  // any shape; as fast as a static family at BERT-base (docs/benchmarks.md)
+  using Model = bert::BertForTokenClassification<float, F, P>;
+  const auto& a = s.args;
+  dist::AnyComm& comm = *s.comm;
+  const bool lead = comm.rank() == 0;
+  const auto L = static_cast<index_t>(s.labels->size());
+  std::string names;
+  for (const auto& n : s.labels->names()) names += (names.empty() ? "" : ", ") + n;
+  Model model = build_model<Model, Model>(s, L);
+  say("model: BERT " + bert::shape_name(s.config) + " (runtime-shaped family) x " +
+      std::to_string(s.config.num_hidden_layers) + " layers, token classification over " + std::to_string(L) +
+      " labels (" + names + "), " + std::to_string(nn::count_parameters(model)) + " parameters, precision " + P::name +
+      ", " + std::to_string(omp_get_max_threads()) + " threads");
+
+  std::map<std::string, std::unique_ptr<data::FeatureCache>> caches;
+  const auto cache_of = [&](const std::string& split) -> data::FeatureCache& {
+    auto& c = caches[split];
+    if (!c) c = token_cache(s, split, lead);
+    return *c;
+  };
+  // Every input is read (and prepared) before any output is touched (as run() does).
+  const auto prepare = [&] {
+    for (const std::string& split : std::array<std::string, 3>{"train", "devel", "test"})
+      if ((a.do_prepare && fs::exists(a.data_dir + "/" + split + ".tsv")) || (split == "train" && a.do_train) ||
+          (split == "devel" && a.do_eval) || (split == "test" && a.do_predict))
+        cache_of(split);
+  };
+  if (lead) prepare();
+  if (comm.size() > 1) comm.barrier();
+  if (!lead) prepare();
+
+  std::optional<train::RunLog> log;
+  if (lead) log.emplace(a.output_dir, /*append=*/!a.do_train || a.resume);
+  std::int64_t global_step = 0;
+  if (a.do_train) global_step = train_and_save<P, Model>(model, s, cache_of("train"), log ? &*log : nullptr,
+                                                    "features (sentences, long ones cut in pieces)");
+
+  if (a.do_eval) {
+    auto& cache = cache_of("devel");
+    const std::string conll = a.data_dir + "/devel.tsv";
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto e = train::evaluate_tokens(model, cache, a.eval_batch_size, s.labels->names(), comm);
+    const double eval_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    require_finite(e.predictions, cache, conll, s);
+    say("evaluated " + std::to_string(e.predictions.sentences()) + " sentences (" +
+        std::to_string(e.predictions.words()) + " words, " + std::to_string(cache.rows()) + " features) in " +
+        fmt("%.2f s", eval_s) + " (" +
+        fmt("%.1f sentences/s", static_cast<double>(e.predictions.sentences()) / std::max(1e-9, eval_s)) +
+        ", batches of " + std::to_string(a.eval_batch_size) + " features, scoring included)");
+    if (lead) {
+      std::map<std::string, double> kv = e.metrics;
+      std::string text;
+      for (const auto& [k, v] : kv) text += k + " = " + fmt("%.6g", v) + "\n";
+      text += "global_step = " + std::to_string(global_step) + "\n";
+      text += "\nentities (conlleval):\n" + e.entities.report() + "\nwords:\n" + e.words.table();
+      io::write_file_atomically(a.output_dir + "/eval_results.txt", text);
+      std::printf("***** eval results (%zu sentences of %s) *****\n%s", e.predictions.sentences(), conll.c_str(),
+                  text.c_str());
+      io::check_stream_written(stdout, "stdout");
+      nlohmann::json rec = {{"type", "eval"}, {"step", global_step}};
+      for (const auto& [k, v] : kv) rec[k] = v;
+      log->record(rec);
+      log->commit();
+      say("wrote " + a.output_dir + "/eval_results.txt");
+    }
+  }
+
+  if (a.do_predict) {
+    auto& cache = cache_of("test");
+    const std::string conll = a.data_dir + "/test.tsv";
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto e = train::evaluate_tokens(model, cache, a.predict_batch_size, s.labels->names(), comm);
+    const double total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    require_finite(e.predictions, cache, conll, s);
+    if (lead) {
+      // Both complete before either replaces an earlier run's.
+      io::AtomicFile results(a.output_dir + "/test_results.txt");
+      results << e.entities.report();
+      results.flush();
+      write_conll_predictions(s, e.predictions, conll, a.output_dir + "/NER_result_conll.txt");
+      results.commit();
+    }
+    say("predicted " + std::to_string(e.predictions.sentences()) + " sentences (" +
+        std::to_string(e.predictions.words()) + " words) in " + fmt("%.2f s", total_s) + " -> " + a.output_dir +
+        "/NER_result_conll.txt (word, gold, predicted), test_results.txt (conlleval's report against the file's labels)");
+    say_latency(e.predictions.batch_ms, e.predictions.batch_rows, a.predict_batch_size, "features");
+  }
+  if (log) log->commit();
+  io::check_stream_written(stdout, "stdout");
+  return 0;
+}
+
+}  // namespace span_classifier
+
+// run_ner<P> is explicitly instantiated for every policy in run_ner.cpp (the CPU; the
+// runtime-shaped family only).

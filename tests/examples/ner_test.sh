@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# ner_span_classifier --task_name=ner (BioBERT's run_ner.py) end to end on slices of the
+# shared BC5CDR chemical NER data (tiny BERT, M = 32: long sentences are cut into several
+# features): train, evaluate, predict; the labels taken from train.tsv and kept with the
+# model; NER_result_conll.txt holds every word of test.tsv once, in order, with its gold
+# label; the reports' counts agree with it; the output directory reloads with the same
+# scores; under mpiexec -np 2 (when given) prediction writes one process's files byte for
+# byte; and the task's input errors. Exit 77 (skipped) without the shared data.
+# Usage: ner_test.sh <program> <shared data> <work dir> ["<mpiexec and its flags>" <-n flag>]
+set -uo pipefail
+prog=$1 shared=$2 work=$3 mpiexec=${4:-} np_flag=${5:--n}
+data=$shared/bc5cdr-chem vocab=$shared/vocab/bert-base-cased-vocab.txt
+[ -f "$data/train.tsv" ] && [ -f "$data/devel.tsv" ] && [ -f "$vocab" ] || { echo "SKIPPED: no shared data at $shared"; exit 77; }
+rm -rf "$work" && mkdir -p "$work/data"
+# The first n sentences of a CoNLL file (its blank lines may end in CR).
+sentences() { awk -v n="$2" '{ print } /^\r?$/ { if (++k == n) exit }' "$1"; }
+sentences "$data/train.tsv" 240 >"$work/data/train.tsv"
+sentences "$data/devel.tsv" 70 >"$work/data/devel.tsv"
+cp "$work/data/devel.tsv" "$work/data/test.tsv"
+cat >"$work/bert_config.json" <<'JSON'
+{"vocab_size": 28996, "hidden_size": 128, "num_hidden_layers": 1, "num_attention_heads": 2,
+ "intermediate_size": 512, "max_position_embeddings": 64}
+JSON
+fail() { echo "FAILED: $*"; exit 1; }
+common=(--task_name=ner --vocab_file="$vocab" --bert_config_file="$work/bert_config.json" --cased
+        --data_dir="$work/data" --max_seq_length=32)
+out=$work/out
+"$prog" --do_prepare --do_train --do_eval --do_predict "${common[@]}" --output_dir="$out" \
+  --train_batch_size=16 --num_train_epochs=3 --learning_rate=1e-3 --log_every=5 \
+  >"$work/stdout" 2>"$work/stderr" || { cat "$work/stderr"; fail "the run failed"; }
+for f in model.safetensors bert_config.json vocab.txt labels.txt eval_results.txt test_results.txt \
+         NER_result_conll.txt metrics.jsonl train.features devel.features test.features; do
+  [ -s "$out/$f" ] || fail "no $out/$f"
+done
+[ "$(tr '\n' ' ' <"$out/labels.txt")" = "B I O " ] || fail "labels.txt: $(cat "$out/labels.txt")"
+grep -q "labels: B, I, O (those of $work/data/train.tsv" "$work/stderr" || fail "no labels notice"
+grep -q "runtime-shaped family" "$work/stderr" || fail "no model line"
+grep -q "latency per batch" "$work/stderr" || fail "no latency percentiles"
+keys=$(sed -n '/ = /p' "$out/eval_results.txt" | cut -d' ' -f1 | tr '\n' ' ')
+[ "$keys" = "eval_accuracy eval_loss f1 precision recall global_step " ] || fail "eval_results.txt keys: $keys"
+
+# Every word of test.tsv once, in order, with its gold label; a blank line after each sentence.
+words=$(grep -cv $'^\r\\?$' "$work/data/test.tsv")
+blank=$(grep -c $'^\r\\?$' "$work/data/test.tsv")
+[ "$(grep -cv '^$' "$out/NER_result_conll.txt")" = "$words" ] || fail "NER_result_conll.txt: not $words words"
+[ "$(grep -c '^$' "$out/NER_result_conll.txt")" = "$blank" ] || fail "NER_result_conll.txt: not $blank sentences"
+diff <(tr -d '\r' <"$work/data/test.tsv" | awk 'NF { print $1, $NF }') \
+     <(awk 'NF { print $1, $2 }' "$out/NER_result_conll.txt") >/dev/null || fail "words or gold labels differ from test.tsv"
+[ "$(awk 'NF { print $3 }' "$out/NER_result_conll.txt" | sort -u | tr '\n' ' ')" != "" ] || fail "no predictions"
+# conlleval's counts against the file: processed <words> tokens with <B count> phrases.
+gold_b=$(awk 'NF && $2 == "B"' "$out/NER_result_conll.txt" | wc -l)
+head -n 1 "$out/test_results.txt" | grep -q "^processed $words tokens with $gold_b phrases; " \
+  || fail "test_results.txt: $(head -n 1 "$out/test_results.txt") (wanted $words tokens, $gold_b phrases)"
+right=$(awk 'NF && $2 == $3' "$out/NER_result_conll.txt" | wc -l)
+accuracy=$(awk -v r="$right" -v n="$words" 'BEGIN { printf "%6.2f%%", 100 * r / n }')
+grep -qF "accuracy: $accuracy;" "$out/test_results.txt" || fail "accuracy in test_results.txt is not $accuracy"
+# It learned something: the mean training loss of the last records below the first's.
+awk -F'"loss":' '/"type":"train"/ { split($2, v, ","); l[++n] = v[1] } END { exit !(n >= 3 && l[n] < 0.7 * l[1]) }' \
+  "$out/metrics.jsonl" || fail "the training loss did not fall: $(grep -o '"loss":[0-9.e-]*' "$out/metrics.jsonl" | tr '\n' ' ')"
+# devel = test here: the evaluation's entity line is the prediction's.
+grep -qF "$(sed -n 2p "$out/test_results.txt")" "$out/eval_results.txt" || fail "eval and predict disagree"
+
+# The output directory is a valid --init_checkpoint (labels.txt beside it): the same scores.
+"$prog" --do_eval --do_predict "${common[@]}" --init_checkpoint="$out" --output_dir="$work/out2" \
+  >"$work/stdout2" 2>"$work/stderr2" || { cat "$work/stderr2"; fail "eval from the output directory failed"; }
+grep -q "labels: $out/labels.txt (beside --init_checkpoint" "$work/stderr2" || fail "labels not taken from the checkpoint"
+cmp -s "$out/NER_result_conll.txt" "$work/out2/NER_result_conll.txt" || fail "predictions differ after reloading"
+[ "$(grep '^f1 = ' "$out/eval_results.txt")" = "$(grep '^f1 = ' "$work/out2/eval_results.txt")" ] || fail "f1 differs after reloading"
+
+# Prediction over 2 ranks writes one process's files.
+if [ -n "$mpiexec" ]; then
+  read -r -a mpi <<<"$mpiexec"
+  OMP_NUM_THREADS=1 "${mpi[@]}" "$np_flag" 2 "$prog" --distributed --do_predict "${common[@]}" --init_checkpoint="$out" \
+    --predict_batch_size=4 --output_dir="$work/out_np2" >"$work/stdout3" 2>"$work/stderr3" \
+    || { cat "$work/stderr3"; fail "prediction on 2 ranks failed"; }
+  OMP_NUM_THREADS=1 "$prog" --do_predict "${common[@]}" --init_checkpoint="$out" --predict_batch_size=4 \
+    --output_dir="$work/out_np1" >"$work/stdout4" 2>"$work/stderr4" || { cat "$work/stderr4"; fail "prediction failed"; }
+  for f in NER_result_conll.txt test_results.txt; do
+    cmp -s "$work/out_np1/$f" "$work/out_np2/$f" || fail "$f on 2 ranks differs from one process's"
+  done
+fi
+
+# Input checks: one clear message, before any work.
+expect() {  # expect <exit code> <message part> args...
+  local code=$1 msg=$2; shift 2
+  "$prog" "$@" >"$work/e.out" 2>"$work/e.err"; local rc=$?
+  [ $rc = "$code" ] || fail "exit $rc (wanted $code) for $*: $(cat "$work/e.err")"
+  grep -qF -- "$msg" "$work/e.err" || fail "no '$msg' in: $(cat "$work/e.err")"
+}
+expect 1 "--task_name=pos: the tasks are consensus (span classification) and ner (token classification)" \
+  --do_eval "${common[@]}" --task_name=pos --output_dir="$work/e"
+expect 1 "--task_name=ner has none" --do_predict --write_npy "${common[@]}" --output_dir="$work/e"
+expect 1 "--task_name=ner --device=cuda: the NER task runs on the CPU" --do_eval "${common[@]}" --device=cuda --output_dir="$work/e"
+mkdir -p "$work/nodev" && cp "$work/data/train.tsv" "$work/nodev/"
+expect 1 "devel.tsv: no such file (needed by --do_eval)" --do_eval "${common[@]}" --data_dir="$work/nodev" --output_dir="$work/e"
+mkdir -p "$work/nolabels" && cp "$work/data/test.tsv" "$work/nolabels/"
+expect 1 "--labels_dir is required: there is no labels.txt beside --init_checkpoint and no $work/nolabels/train.tsv" \
+  --do_predict "${common[@]}" --data_dir="$work/nolabels" --output_dir="$work/e"
+mkdir -p "$work/bad" && cp "$work/data/train.tsv" "$work/bad/" && printf 'Naloxone\tB\nlonely\n\n' >"$work/bad/devel.tsv"
+expect 1 "devel.tsv:2: has 1 field" --do_eval "${common[@]}" --data_dir="$work/bad" --output_dir="$work/e"
+printf 'Naloxone\tB-Chemical\n\n' >"$work/bad/devel.tsv"
+expect 1 "B-Chemical" --do_eval "${common[@]}" --data_dir="$work/bad" --output_dir="$work/e"
+echo "ner: all checks passed"
