@@ -47,12 +47,20 @@ inline std::string fmt(const char* f, double v) {
   return b;
 }
 
-/// The feature cache of one split, prepared if needed (logging what happened). With
+/// What a row of a split's cache is, for the log and the skipped-rows list.
+struct CacheKind {
+  std::string row = "rows", rows_of_data = "rows", id_column = "ids";
+};
+
+/// The feature cache <output_dir>/<split>.features of <data_dir>/<split>.tsv, made by
+/// `prepare(path, progress, on_skip)` if needed (logging what happened). With
 /// --skip_bad_rows, <output_dir>/<split>_skipped_rows.tsv lists every skipped row (line,
 /// reason, id columns), so that the outputs, one line per good row, can be lined up with
 /// the input; it is written whole (empty but for its header when nothing was skipped).
 /// `lead`: this process writes outputs (rank 0; the others read the cache it made).
-inline std::unique_ptr<data::FeatureCache> split_cache(const Setup& s, const std::string& split, bool lead) {
+template <class Prepare>
+std::unique_ptr<data::FeatureCache> prepared_cache(const Setup& s, const std::string& split, bool lead,
+                                                   const CacheKind& kind, Prepare&& prepare) {
   const auto& a = s.args;
   const std::string tsv = a.data_dir + "/" + split + ".tsv";
   const std::string cache = a.output_dir + "/" + split + ".features";
@@ -60,22 +68,18 @@ inline std::unique_ptr<data::FeatureCache> split_cache(const Setup& s, const std
   std::optional<io::AtomicFile> skipped_file;
   if (a.skip_bad_rows && lead) {
     skipped_file.emplace(skipped_path);
-    *skipped_file << "line\treason\tids\n";
+    *skipped_file << "line\treason\t" << kind.id_column << "\n";
   }
-  const auto on_skip = [&](const data::SkippedRow& r) {
+  const data::SkipSink on_skip = [&](const data::SkippedRow& r) {
     if (skipped_file) *skipped_file << std::to_string(r.line) << '\t' << r.reason << '\t' << r.ids << '\n';
   };
-  const data::SpanFeatureBuilder builder(
-      *s.tokenizer, {.max_seq_length = a.max_seq_length,
-                     .replace_span = a.replace_span.empty() ? std::nullopt : std::optional(a.replace_span)});
   const bool terminal = lead && ::isatty(STDERR_FILENO);
-  const auto report = data::prepare_span_cache(
-      tsv, cache, *s.labels, builder, *s.tokenizer, a.skip_bad_rows, [&](std::size_t rows, std::size_t pos, std::size_t total) {
-        if (terminal)
-          std::fprintf(stderr, "\r\033[Kpreparing %s: %zu rows, %.0f%%", split.c_str(), rows,
-                       100.0 * static_cast<double>(pos) / static_cast<double>(std::max<std::size_t>(1, total)));
-      },
-      on_skip);
+  const data::PrepareProgress progress = [&](std::size_t rows, std::size_t pos, std::size_t total) {
+    if (terminal)
+      std::fprintf(stderr, "\r\033[Kpreparing %s: %zu %s, %.0f%%", split.c_str(), rows, kind.row.c_str(),
+                   100.0 * static_cast<double>(pos) / static_cast<double>(std::max<std::size_t>(1, total)));
+  };
+  const data::PrepareReport report = prepare(tsv, cache, progress, on_skip);
   if (skipped_file) {
     skipped_file->commit();
   } else if (lead) {
@@ -84,19 +88,49 @@ inline std::unique_ptr<data::FeatureCache> split_cache(const Setup& s, const std
   }
   if (terminal && report.rebuilt) std::fprintf(stderr, "\r\033[K");
   if (report.rebuilt)
-    say("prepared " + split + ": " + std::to_string(report.rows) + " rows in " + fmt("%.1f s", report.seconds) + " (" +
-        fmt("%.0f rows/s", static_cast<double>(report.rows) / std::max(1e-9, report.seconds)) + ", " +
+    say("prepared " + split + ": " + std::to_string(report.rows) + " " + kind.row + " in " + fmt("%.1f s", report.seconds) +
+        " (" + fmt("%.0f ", static_cast<double>(report.rows) / std::max(1e-9, report.seconds)) + kind.row + "/s, " +
         std::to_string(omp_get_max_threads()) + " threads) -> " + cache + " (" + report.reason + ")");
   else
-    say("using the feature cache " + cache + ": " + std::to_string(report.rows) + " rows");
+    say("using the feature cache " + cache + ": " + std::to_string(report.rows) + " " + kind.row);
   if (report.skipped) {
-    say("skipped " + std::to_string(report.skipped) + " bad rows of " + tsv + " (--skip_bad_rows; all listed in " +
-        skipped_path + "); the first:");
+    say("skipped " + std::to_string(report.skipped) + " bad " + kind.rows_of_data + " of " + tsv +
+        " (--skip_bad_rows; all listed in " + skipped_path + "); the first:");
     for (const auto& m : report.skipped_messages) say("  " + m);
   }
   auto fc = std::make_unique<data::FeatureCache>(cache);
-  if (fc->rows() == 0) throw Error(tsv + ": no rows");
+  if (fc->rows() == 0) throw Error(tsv + ": no " + kind.rows_of_data);
   return fc;
+}
+
+/// The span feature cache of one split (the consensus task).
+inline std::unique_ptr<data::FeatureCache> split_cache(const Setup& s, const std::string& split, bool lead) {
+  const auto& a = s.args;
+  const data::SpanFeatureBuilder builder(
+      *s.tokenizer, {.max_seq_length = a.max_seq_length,
+                     .replace_span = a.replace_span.empty() ? std::nullopt : std::optional(a.replace_span)});
+  return prepared_cache(s, split, lead, {}, [&](const std::string& tsv, const std::string& cache, const auto& progress,
+                                                 const auto& on_skip) {
+    return data::prepare_span_cache(tsv, cache, *s.labels, builder, *s.tokenizer, a.skip_bad_rows, progress, on_skip);
+  });
+}
+
+/// The latency line of a prediction: percentiles of the batches after the first 2, and
+/// the throughput of those (`unit`: what a row is).
+inline void say_latency(const std::vector<double>& batch_ms, const std::vector<index_t>& batch_rows, index_t batch_size,
+                        const std::string& unit) {
+  const std::ptrdiff_t skipped = std::min<std::ptrdiff_t>(2, std::ssize(batch_ms));
+  std::vector<double> ms(batch_ms.begin() + skipped, batch_ms.end());
+  if (ms.empty()) return;
+  // The rows of the timed batches (the last batch may be short).
+  const auto timed_rows = std::accumulate(batch_rows.begin() + skipped, batch_rows.end(), index_t{0});
+  double sum = 0;
+  for (double x : ms) sum += x;
+  say("  latency per batch of " + std::to_string(batch_size) + " (ms, without the first 2 batches): 50% " +
+      fmt("%.2f", train::percentile(ms, 50)) + ", 90% " + fmt("%.2f", train::percentile(ms, 90)) + ", 95% " +
+      fmt("%.2f", train::percentile(ms, 95)) + ", 99% " + fmt("%.2f", train::percentile(ms, 99)) + ", 100% " +
+      fmt("%.2f", train::percentile(ms, 100)) + "; " +
+      fmt("%.1f ", static_cast<double>(timed_rows) / (sum / 1000)) + unit + "/s");
 }
 
 inline void dump_features(const data::FeatureCache& cache, const std::string& path) {
@@ -430,21 +464,9 @@ int run(const Setup& s) {
         pooled_npy->commit();
       }
     }
-    const std::ptrdiff_t skipped = std::min<std::ptrdiff_t>(2, std::ssize(p.batch_ms));
-    std::vector<double> ms(p.batch_ms.begin() + skipped, p.batch_ms.end());
-    // The rows of the timed batches (the last batch may be short).
-    const auto timed_rows = std::accumulate(p.batch_rows.begin() + skipped, p.batch_rows.end(), index_t{0});
     say("predicted " + std::to_string(cache.rows()) + " rows in " + fmt("%.2f s", total_s) + " -> " + a.output_dir +
         "/test_results.tsv, test_output_labels.txt" + (a.write_npy ? ", test_logits.npy, test_pooled.npy" : ""));
-    if (!ms.empty()) {
-      double sum = 0;
-      for (double x : ms) sum += x;
-      say("  latency per batch of " + std::to_string(a.predict_batch_size) + " (ms, without the first 2 batches): 50% " +
-          fmt("%.2f", train::percentile(ms, 50)) + ", 90% " + fmt("%.2f", train::percentile(ms, 90)) + ", 95% " +
-          fmt("%.2f", train::percentile(ms, 95)) + ", 99% " + fmt("%.2f", train::percentile(ms, 99)) + ", 100% " +
-          fmt("%.2f", train::percentile(ms, 100)) + "; " +
-          fmt("%.1f sentences/s", static_cast<double>(timed_rows) / (sum / 1000)));
-    }
+    say_latency(p.batch_ms, p.batch_rows, a.predict_batch_size, "sentences");
   }
   if (log) log->commit();
   io::check_stream_written(stdout, "stdout");

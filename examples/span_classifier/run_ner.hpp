@@ -18,41 +18,12 @@ namespace span_classifier {
 /// With --skip_bad_rows, <output_dir>/<split>_skipped_rows.tsv lists each skipped sentence
 /// (its first line, the reason, its index).
 inline std::unique_ptr<data::FeatureCache> token_cache(const Setup& s, const std::string& split, bool lead) {
-  const auto& a = s.args;
-  const std::string conll = a.data_dir + "/" + split + ".tsv";
-  const std::string cache = a.output_dir + "/" + split + ".features";
-  const std::string skipped_path = a.output_dir + "/" + split + "_skipped_rows.tsv";
-  std::optional<io::AtomicFile> skipped_file;
-  if (a.skip_bad_rows && lead) {
-    skipped_file.emplace(skipped_path);
-    *skipped_file << "line\treason\tsentence\n";
-  }
-  const auto on_skip = [&](const data::SkippedRow& r) {
-    if (skipped_file) *skipped_file << std::to_string(r.line) << '\t' << r.reason << '\t' << r.ids << '\n';
-  };
-  const data::TokenFeatureBuilder builder(*s.tokenizer, {.max_seq_length = a.max_seq_length});
-  const auto report = data::prepare_token_cache(conll, cache, *s.labels, builder, *s.tokenizer, a.skip_bad_rows, {},
-                                                on_skip);
-  if (skipped_file) {
-    skipped_file->commit();
-  } else if (lead) {
-    std::error_code ec;
-    fs::remove(skipped_path, ec);
-  }
-  if (report.rebuilt)
-    say("prepared " + split + ": " + std::to_string(report.rows) + " features in " + fmt("%.1f s", report.seconds) +
-        " (" + fmt("%.0f features/s", static_cast<double>(report.rows) / std::max(1e-9, report.seconds)) + ", " +
-        std::to_string(omp_get_max_threads()) + " threads) -> " + cache + " (" + report.reason + ")");
-  else
-    say("using the feature cache " + cache + ": " + std::to_string(report.rows) + " features");
-  if (report.skipped) {
-    say("skipped " + std::to_string(report.skipped) + " bad sentences of " + conll + " (--skip_bad_rows; all listed in " +
-        skipped_path + "); the first:");
-    for (const auto& m : report.skipped_messages) say("  " + m);
-  }
-  auto fc = std::make_unique<data::FeatureCache>(cache);
-  if (fc->rows() == 0) throw Error(conll + ": no sentences");
-  return fc;
+  const data::TokenFeatureBuilder builder(*s.tokenizer, {.max_seq_length = s.args.max_seq_length});
+  return prepared_cache(s, split, lead, {.row = "features", .rows_of_data = "sentences", .id_column = "sentence"},
+                        [&](const std::string& conll, const std::string& cache, const auto& progress, const auto& on_skip) {
+                          return data::prepare_token_cache(conll, cache, *s.labels, builder, *s.tokenizer,
+                                                           s.args.skip_bad_rows, progress, on_skip);
+                        });
 }
 
 /// Non-finite logits would come out as the first label for every word: an error naming
@@ -67,22 +38,6 @@ inline void require_finite(const train::TokenPredictions& p, const data::Feature
               " features): the model is broken (" +
               (s.checkpoint_file.empty() ? std::string("random initialisation") : "weights of " + s.checkpoint_file) +
               ", layer_norm_eps and sizes of " + s.args.bert_config_file + "); its results were not written");
-}
-
-/// The latency line of a prediction (batches after the first 2).
-inline void say_latency(const std::vector<double>& batch_ms, const std::vector<index_t>& batch_rows, index_t batch_size,
-                        const char* unit) {
-  const std::ptrdiff_t skipped = std::min<std::ptrdiff_t>(2, std::ssize(batch_ms));
-  std::vector<double> ms(batch_ms.begin() + skipped, batch_ms.end());
-  if (ms.empty()) return;
-  const auto timed_rows = std::accumulate(batch_rows.begin() + skipped, batch_rows.end(), index_t{0});
-  double sum = 0;
-  for (double x : ms) sum += x;
-  say("  latency per batch of " + std::to_string(batch_size) + " (ms, without the first 2 batches): 50% " +
-      fmt("%.2f", train::percentile(ms, 50)) + ", 90% " + fmt("%.2f", train::percentile(ms, 90)) + ", 95% " +
-      fmt("%.2f", train::percentile(ms, 95)) + ", 99% " + fmt("%.2f", train::percentile(ms, 99)) + ", 100% " +
-      fmt("%.2f", train::percentile(ms, 100)) + "; " +
-      fmt("%.1f ", static_cast<double>(timed_rows) / (sum / 1000)) + unit + "/s");
 }
 
 /// <output_dir>/NER_result_conll.txt: each word of the test file with its gold and predicted

@@ -80,6 +80,16 @@ if [ -n "$mpiexec" ]; then
   done
 fi
 
+# --skip_bad_rows: a bad sentence in test.tsv is left out (and listed); the rest line up.
+mkdir -p "$work/skip"
+{ sentences "$work/data/test.tsv" 3; printf 'bad line without a label\nlonely\n\n'; tail -n +1 "$work/data/test.tsv" | awk 'f; /^\r?$/ { if (++k == 3) f = 1 }'; } >"$work/skip/test.tsv"
+"$prog" --do_predict --skip_bad_rows "${common[@]}" --data_dir="$work/skip" --init_checkpoint="$out" --output_dir="$work/out_skip" \
+  >"$work/stdout5" 2>"$work/stderr5" || { cat "$work/stderr5"; fail "prediction with --skip_bad_rows failed"; }
+grep -q "skipped 1 bad sentences of $work/skip/test.tsv" "$work/stderr5" || fail "no skip notice: $(cat "$work/stderr5")"
+[ "$(sed -n 1p "$work/out_skip/test_skipped_rows.tsv")" = "$(printf 'line\treason\tsentence')" ] || fail "test_skipped_rows.tsv header"
+[ "$(wc -l <"$work/out_skip/test_skipped_rows.tsv")" = 2 ] || fail "test_skipped_rows.tsv: not one sentence"
+cmp -s "$out/NER_result_conll.txt" "$work/out_skip/NER_result_conll.txt" || fail "the good sentences' predictions differ"
+
 # Input checks: one clear message, before any work.
 expect() {  # expect <exit code> <message part> args...
   local code=$1 msg=$2; shift 2
