@@ -239,3 +239,21 @@ TEST_CASE("predict_tokens refuses span features") {
   const auto model = tokens_test::make_model(1);
   CHECK_THROWS_WITH(train::predict_tokens(model, spans, 4, 3), Catch::Contains("span features, not token features"));
 }
+
+TEST_CASE("predict_tokens and evaluate_tokens over a file of no sentences") {
+  const std::string conll = test::write_file("tokens_empty.tsv", "\n\n");
+  const std::string path = std::string(CTDL_TEST_TMP) + "/tokens_empty.features";
+  data::prepare_token_cache(conll, path, data::LabelSet(tokens_test::kLabels),
+                            data::TokenFeatureBuilder(test::tiny_tokenizer(), {.max_seq_length = 8}),
+                            test::tiny_tokenizer(), false);
+  const data::FeatureCache cache(path);
+  REQUIRE(cache.rows() == 0);
+  const auto model = tokens_test::make_model(2);
+  const auto e = train::evaluate_tokens(model, cache, 4, tokens_test::kLabels);
+  CHECK(e.predictions.sentences() == 0);
+  CHECK(e.predictions.words() == 0);
+  CHECK(e.predictions.sentence_begin == std::vector<std::size_t>{0});
+  CHECK(e.predictions.mean_loss == 0);
+  CHECK(e.entities.report() == "processed 0 tokens with 0 phrases; found: 0 phrases; correct: 0.\n");
+  CHECK(e.metrics.at("f1") == 0);
+}

@@ -168,7 +168,7 @@ TokenPredictions predict_tokens(const Model& model, const data::FeatureCache& ca
     for (std::size_t t = 0; t < M; ++t)
       if (labels[t] >= 0) p.truth[w++] = labels[t];
   }
-  p.sentence_begin.push_back(words);
+  if (!p.sentence_index.empty()) p.sentence_begin.push_back(words);  // sentences() + 1 entries, {0} for none
 
   double loss_sum = 0;
   for (std::size_t w = 0; w < words; ++w) {
