@@ -4,7 +4,7 @@
 # features): train, evaluate, predict; the labels taken from train.tsv and kept with the
 # model; NER_result_conll.txt holds every word of test.tsv once, in order, with its gold
 # label; the reports' counts agree with it; the output directory reloads with the same
-# scores; under mpiexec -np 2 (when given) prediction writes one process's files byte for
+# scores; a run killed after a checkpoint resumes to the same model; under mpiexec -np 2 (when given) prediction writes one process's files byte for
 # byte; and the task's input errors. Exit 77 (skipped) without the shared data.
 # Usage: ner_test.sh <program> <shared data> <work dir> ["<mpiexec and its flags>" <-n flag>]
 set -uo pipefail
@@ -66,6 +66,16 @@ grep -qF "$(sed -n 2p "$out/test_results.txt")" "$out/eval_results.txt" || fail 
 grep -q "labels: $out/labels.txt (beside --init_checkpoint" "$work/stderr2" || fail "labels not taken from the checkpoint"
 cmp -s "$out/NER_result_conll.txt" "$work/out2/NER_result_conll.txt" || fail "predictions differ after reloading"
 [ "$(grep '^f1 = ' "$out/eval_results.txt")" = "$(grep '^f1 = ' "$work/out2/eval_results.txt")" ] || fail "f1 differs after reloading"
+
+# Killed after its first checkpoint (step 20) and resumed: the uninterrupted run's model, byte for byte.
+train=(--do_train "${common[@]}" --train_batch_size=16 --num_train_epochs=3 --learning_rate=1e-3 --log_every=5
+       --save_checkpoints_steps=20 --output_dir="$work/out_resume")
+CTDL_TEST_KILL_AFTER_CHECKPOINT=1 "$prog" "${train[@]}" >"$work/stdout6" 2>"$work/stderr6"
+[ $? = 137 ] || fail "the run was not killed after its first checkpoint: $(tail -n 3 "$work/stderr6")"
+[ -s "$work/out_resume/checkpoint-20/manifest.json" ] && [ ! -e "$work/out_resume/model.safetensors" ] || fail "no checkpoint-20 alone"
+"$prog" "${train[@]}" --resume >"$work/stdout7" 2>"$work/stderr7" || { cat "$work/stderr7"; fail "the resumed run failed"; }
+grep -q "resumed from $work/out_resume/checkpoint-20 (step 20 of 66" "$work/stderr7" || fail "not resumed at step 20: $(cat "$work/stderr7")"
+cmp -s "$out/model.safetensors" "$work/out_resume/model.safetensors" || fail "the resumed run's model differs from the uninterrupted one's"
 
 # Prediction over 2 ranks writes one process's files.
 if [ -n "$mpiexec" ]; then
