@@ -198,6 +198,7 @@ Setup check(const Args& a, std::unique_ptr<text::FullTokenizer>& tok, std::uniqu
   }
   require_file(vocab_file, "vocab_file");
   require_file(a.bert_config_file, "bert_config_file");
+  if (a.data_dir.empty() || !fs::is_directory(a.data_dir)) throw Error("--data_dir: '" + a.data_dir + "' is not a directory");
   // The NER task's labels: --labels_dir's; else those of the model it continues (a ctdl
   // output directory keeps labels.txt); else the labels train.tsv uses (below, once
   // --output_dir exists: written there).
@@ -216,7 +217,6 @@ Setup check(const Args& a, std::unique_ptr<text::FullTokenizer>& tok, std::uniqu
   if (labels_file.empty() && !fs::is_regular_file(a.data_dir + "/train.tsv"))
     throw Error("--labels_dir is required: there is no labels.txt beside --init_checkpoint and no " + a.data_dir +
                 "/train.tsv to take the labels from");
-  if (a.data_dir.empty() || !fs::is_directory(a.data_dir)) throw Error("--data_dir: '" + a.data_dir + "' is not a directory");
   if (a.output_dir.empty()) throw Error("--output_dir is required");
   for (auto [mode, split, flag] : {std::tuple{a.do_train, "train", "train"}, {a.do_eval, ner ? "devel" : "dev", "eval"},
                                    {a.do_predict, "test", "predict"}})
@@ -301,7 +301,7 @@ Setup check(const Args& a, std::unique_ptr<text::FullTokenizer>& tok, std::uniqu
       note("removed %s (left by an interrupted run)\n", stale.c_str());
   }
   if (!labels) {  // the NER task's labels from train.tsv, kept in --output_dir as labels.txt (saved with the model)
-    const auto found = data::collect_conll_labels(a.data_dir + "/train.tsv");
+    const auto found = data::collect_conll_labels(a.data_dir + "/train.tsv", {.skip_bad_rows = a.skip_bad_rows});
     const std::string path = a.output_dir + "/labels.txt";
     std::string text, list;
     for (const auto& n : found.names()) text += n + "\n", list += (list.empty() ? "" : ", ") + n;

@@ -291,10 +291,11 @@ Model build_model(const Setup& s, index_t num_labels) {
 
 /// Fine-tunes `model` on `cache` (the train split) as the flags say, then saves it (rank 0)
 /// into --output_dir; returns the global step it ended at. `log`: rank 0's run log, else
-/// nullptr; `rows`: what a row of the cache is, for the log.
+/// nullptr; `rows` and `unit`: what a row of the cache is, for the log (the consensus
+/// task's rows are sentences; the NER task's are features, a sentence or a piece of one).
 template <class P, class HostModel, class Model>
 std::int64_t train_and_save(Model& model, const Setup& s, const data::FeatureCache& cache, train::RunLog* log,
-                            const std::string& rows = "rows") {
+                            const std::string& rows = "rows", const std::string& unit = "sentences") {
   const auto& a = s.args;
   dist::AnyComm& comm = *s.comm;
   const bool lead = comm.rank() == 0;
@@ -329,12 +330,12 @@ std::int64_t train_and_save(Model& model, const Setup& s, const data::FeatureCac
   global_step = r.steps;
   say("training done: " + std::to_string(r.steps) + " steps" +
       (r.resumed_from ? " (resumed at step " + std::to_string(r.resumed_from) + ")" : std::string()) + ", " +
-      fmt("%.0f sentences", r.sentences) + " in " + train::format_duration(r.seconds) +
+      fmt("%.0f ", r.sentences) + unit + " in " + train::format_duration(r.seconds) +
       (r.skipped_steps ? ", " + std::to_string(r.skipped_steps) + " steps skipped (loss scale)" : ""));
-  if (r.seconds > 0) say("  throughput with overhead: " + fmt("%.1f sentences/s", r.sentences / r.seconds));
+  if (r.seconds > 0) say("  throughput with overhead: " + fmt("%.1f ", r.sentences / r.seconds) + unit + "/s");
   if (r.steady_sentences_per_s > 0)
     say("  throughput without overhead (steps 3 on, no data preparation or saving): " +
-        fmt("%.1f sentences/s", r.steady_sentences_per_s));
+        fmt("%.1f ", r.steady_sentences_per_s) + unit + "/s");
   if (lead) {
     if constexpr (on_gpu) {
       auto host = nn::to_device<HostModel>(model);

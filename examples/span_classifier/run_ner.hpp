@@ -105,7 +105,7 @@ int run_ner(const Setup& s) {
   if (lead) log.emplace(a.output_dir, /*append=*/!a.do_train || a.resume);
   std::int64_t global_step = 0;
   if (a.do_train) global_step = train_and_save<P, Model>(model, s, cache_of("train"), log ? &*log : nullptr,
-                                                    "features (sentences, long ones cut in pieces)");
+                                                    "features (sentences, long ones cut in pieces)", "features");
 
   if (a.do_eval) {
     auto& cache = cache_of("devel");

@@ -76,3 +76,21 @@ TEST_CASE("Tensor on Cuda: clear error in a build without CUDA") {
   SUCCEED("built with CUDA");
 #endif
 }
+
+TEST_CASE("Tensor::unallocated holds no storage, and a copy of it none either") {
+  const auto s = Tensor<float, Shape<4, 5>>::unallocated();  // fully static: no zero-filled 4 x 5
+  CHECK(s.data() == nullptr);
+  CHECK(s.size() == 0);
+  const Tensor<float, Shape<4, 5>> s2 = s;
+  CHECK(s2.data() == nullptr);
+  const auto scalar = Tensor<float, Shape<>>::unallocated();  // rank 0: size() 1, no element
+  CHECK(scalar.data() == nullptr);
+  const Tensor<float, Shape<>> copy = scalar;  // copies nothing (no read through a null pointer)
+  CHECK(copy.data() == nullptr);
+  Tensor<float, Shape<>> assigned;
+  assigned = scalar;
+  CHECK(assigned.data() == nullptr);
+  const Tensor<float, Shape<2>> real({2}, {1.0f, 2.0f});
+  const Tensor<float, Shape<2>> real_copy = real;  // an allocated one still copies its elements
+  CHECK(real_copy(1) == 2.0f);
+}

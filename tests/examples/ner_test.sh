@@ -111,6 +111,7 @@ expect 1 "--task_name=pos: the tasks are consensus (span classification) and ner
   --do_eval "${common[@]}" --task_name=pos --output_dir="$work/e"
 expect 1 "--task_name=ner has none" --do_predict --write_npy "${common[@]}" --output_dir="$work/e"
 expect 1 "--task_name=ner --device=cuda: the NER task runs on the CPU" --do_eval "${common[@]}" --device=cuda --output_dir="$work/e"
+expect 1 "--data_dir: '$work/none' is not a directory" --do_eval "${common[@]}" --data_dir="$work/none" --output_dir="$work/e"
 mkdir -p "$work/nodev" && cp "$work/data/train.tsv" "$work/nodev/"
 expect 1 "devel.tsv: no such file (needed by --do_eval)" --do_eval "${common[@]}" --data_dir="$work/nodev" --output_dir="$work/e"
 mkdir -p "$work/nolabels" && cp "$work/data/test.tsv" "$work/nolabels/"

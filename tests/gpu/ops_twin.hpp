@@ -86,8 +86,8 @@ bool compare_grad(gpu_test::Report& report, const std::string& what, const Twin<
   if (x.cpu.has_grad() != x.gpu.has_grad()) {
     return report.expect(what, false, x.cpu.has_grad() ? "the device has no gradient" : "only the device has one");
   }
-  // Two missing gradients would compare equal (empty): a gradient asked for and made by
-  // neither device is a failure (tests of "no gradient" say so with expect).
+  // Two missing gradients would compare equal (grad() zero-fills both): a gradient asked
+  // for and made by neither device is a failure (tests of "no gradient" say so with expect).
   if (!x.cpu.has_grad()) return report.expect(what, false, "neither device made a gradient");
   return report.close(what, values(x.gpu.grad()), values(x.cpu.grad()), tol);
 }

@@ -234,9 +234,10 @@ class Tensor {
 
   /// A tensor whose elements are not initialised (for outputs about to be written).
   static Tensor uninitialized(const extents_type& extents) { return Tensor(extents, Uninitialized{}); }
-  /// No storage and every extent 0 (size() is 0), even when S is fully static: a place
-  /// for a tensor made later (a Var's gradient before the first accumulation), which
-  /// costs no allocation. It fits S only once assigned.
+  /// No storage and every extent 0, even when S is fully static: a place for a tensor
+  /// made later (a Var's gradient before the first accumulation), which costs no
+  /// allocation. It fits S only once assigned. size() is 0, but for rank 0 (Shape<>),
+  /// whose one element is absent: data() is null. A copy of it is unallocated too.
   static Tensor unallocated() { return Tensor(extents_type{}, Unallocated{}); }
   static Tensor full(const extents_type& extents, const T& v) {
     Tensor t(extents, Uninitialized{});
@@ -244,8 +245,10 @@ class Tensor {
     return t;
   }
 
-  Tensor(const Tensor& other) : Tensor(other.extents_, Uninitialized{}) {
-    if (size()) DeviceAllocator<D>::copy(data(), other.data(), sizeof(T) * static_cast<std::size_t>(size()));
+  Tensor(const Tensor& other) : extents_(other.extents_) {
+    if (!other.storage_) return;  // empty, or unallocated (a rank-0 one has size() 1 and no element)
+    storage_.reset(DeviceAllocator<D>::allocate(sizeof(T) * static_cast<std::size_t>(size())));
+    DeviceAllocator<D>::copy(data(), other.data(), sizeof(T) * static_cast<std::size_t>(size()));
   }
   Tensor(Tensor&& other) noexcept
       : storage_(std::move(other.storage_)), extents_(std::exchange(other.extents_, S::empty_extents())) {}

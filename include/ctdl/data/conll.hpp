@@ -117,8 +117,8 @@ class ConllReader {
 };
 
 /// The labels used in a CoNLL file (for data sets without a labels.txt).
-inline LabelSet collect_conll_labels(const std::string& path) {
-  ConllReader reader(path, nullptr);
+inline LabelSet collect_conll_labels(const std::string& path, const ConllOptions& options = {}) {
+  ConllReader reader(path, nullptr, options);
   Sentence s;
   std::vector<std::string> seen;
   while (reader.next(s))

@@ -48,8 +48,8 @@ struct TokenPredictions {
   double mean_loss = 0;                       ///< cross-entropy averaged over every word (the training loss's terms)
   std::vector<double> batch_ms;               ///< wall time of each batch's forward, its logits on the host
   std::vector<index_t> batch_rows;            ///< the features of each batch
-  std::ptrdiff_t first_non_finite_row = -1;   ///< the first feature (cache row) with a NaN or infinite logit, or -1
-  std::size_t non_finite_rows = 0;
+  std::ptrdiff_t first_non_finite_row = -1;   ///< the first feature (cache row) with a NaN or infinite logit at a scored position, or -1
+  std::size_t non_finite_rows = 0;            ///< features with one (the other positions' logits are not read)
 
   std::size_t sentences() const { return sentence_index.size(); }
   std::size_t words() const { return predicted.size(); }
@@ -62,7 +62,7 @@ TokenPredictions predict_tokens(const Model& model, const data::FeatureCache& ca
                                 index_t num_labels);
 /// The same, the features split across the ranks of `comm` as predict() splits rows: each
 /// word's logits come from the one rank that ran its feature, and every rank gets one
-/// process's TokenPredictions.
+/// process's TokenPredictions (batch_ms and batch_rows are its own batches').
 template <class Model, dist::Communicator C>
 TokenPredictions predict_tokens(const Model& model, const data::FeatureCache& cache, index_t batch_size,
                                 index_t num_labels, C& comm);
@@ -111,6 +111,12 @@ TokenPredictions predict_tokens(const Model& model, const data::FeatureCache& ca
   }
   const std::size_t words = word_offset[n];
   std::vector<float> logits(words * L, 0.f);  // the scored positions' logits only
+  // Checked before any batch, on every rank: one whose share is empty would otherwise wait
+  // in the all-reduce below for ranks that threw.
+  if constexpr (requires { model.classifier.weight.extent(0); })
+    if (model.classifier.weight.extent(0) != num_labels)
+      throw Error("predict_tokens: the model classifies " + std::to_string(model.classifier.weight.extent(0)) +
+                  " labels, not " + std::to_string(num_labels));
 
   data::Batcher batcher(cache, {.batch_size = batch_size,
                                 .rank = comm.rank(),
