@@ -289,6 +289,27 @@ Model build_model(const Setup& s, index_t num_labels) {
   else return nn::to_device<Model>(host);
 }
 
+/// <output_dir>/eval_results.txt: the metrics as `key = value` lines (global_step among
+/// them), a blank line, then `tables`; the same printed on stdout under `what`; and an eval
+/// record in metrics.jsonl. Rank 0 only.
+inline void write_eval_results(const Setup& s, train::RunLog& log, std::map<std::string, double> metrics,
+                               std::int64_t global_step, const std::string& tables, const std::string& what) {
+  metrics["global_step"] = static_cast<double>(global_step);
+  std::string text;
+  for (const auto& [k, v] : metrics)
+    text += k + " = " + (k == "global_step" ? std::to_string(global_step) : fmt("%.6g", v)) + "\n";
+  text += "\n" + tables;
+  const std::string path = s.args.output_dir + "/eval_results.txt";
+  io::write_file_atomically(path, text);
+  std::printf("***** eval results (%s) *****\n%s", what.c_str(), text.c_str());
+  io::check_stream_written(stdout, "stdout");
+  nlohmann::json rec = {{"type", "eval"}, {"step", global_step}};
+  for (const auto& [k, v] : metrics) rec[k] = v;
+  log.record(rec);
+  log.commit();
+  say("wrote " + path);
+}
+
 /// Fine-tunes `model` on `cache` (the train split) as the flags say, then saves it (rank 0)
 /// into --output_dir; returns the global step it ended at. `log`: rank 0's run log, else
 /// nullptr; `rows` and `unit`: what a row of the cache is, for the log (the consensus
@@ -410,24 +431,13 @@ int run(const Setup& s) {
         std::to_string(a.eval_batch_size) + ", scoring included)");
     const auto& r = e.report;
     std::map<std::string, double> kv = e.metrics;
-    kv["global_step"] = static_cast<double>(global_step);
     if (have_train) {
       const auto majority = majority_label(cache_of("train"), s.labels->size());
       kv["majority_baseline"] = r.per_class[static_cast<std::size_t>(majority)].support / static_cast<double>(r.total);
     }
-    if (lead) {  // the other ranks computed their share; rank 0 writes
-      std::string text;
-      for (const auto& [k, v] : kv) text += k + " = " + (k == "global_step" ? std::to_string(global_step) : fmt("%.6g", v)) + "\n";
-      text += "\n" + r.table() + "\n" + r.confusion_table();
-      io::write_file_atomically(a.output_dir + "/eval_results.txt", text);
-      std::printf("***** eval results (%zu rows of %s/dev.tsv) *****\n%s", cache.rows(), a.data_dir.c_str(), text.c_str());
-      io::check_stream_written(stdout, "stdout");
-      nlohmann::json rec = {{"type", "eval"}, {"step", global_step}};
-      for (const auto& [k, v] : kv) rec[k] = v;
-      log->record(rec);
-      log->commit();
-      say("wrote " + a.output_dir + "/eval_results.txt");
-    }
+    if (lead)  // the other ranks computed their share; rank 0 writes
+      write_eval_results(s, *log, kv, global_step, r.table() + "\n" + r.confusion_table(),
+                         std::to_string(cache.rows()) + " rows of " + a.data_dir + "/dev.tsv");
   }
 
   if (a.do_predict) {

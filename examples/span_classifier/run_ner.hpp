@@ -119,22 +119,10 @@ int run_ner(const Setup& s) {
         fmt("%.2f s", eval_s) + " (" +
         fmt("%.1f sentences/s", static_cast<double>(e.predictions.sentences()) / std::max(1e-9, eval_s)) +
         ", batches of " + std::to_string(a.eval_batch_size) + " features, scoring included)");
-    if (lead) {
-      std::map<std::string, double> kv = e.metrics;
-      std::string text;
-      for (const auto& [k, v] : kv) text += k + " = " + fmt("%.6g", v) + "\n";
-      text += "global_step = " + std::to_string(global_step) + "\n";
-      text += "\nentities (conlleval):\n" + e.entities.report() + "\nwords:\n" + e.words.table();
-      io::write_file_atomically(a.output_dir + "/eval_results.txt", text);
-      std::printf("***** eval results (%zu sentences of %s) *****\n%s", e.predictions.sentences(), conll.c_str(),
-                  text.c_str());
-      io::check_stream_written(stdout, "stdout");
-      nlohmann::json rec = {{"type", "eval"}, {"step", global_step}};
-      for (const auto& [k, v] : kv) rec[k] = v;
-      log->record(rec);
-      log->commit();
-      say("wrote " + a.output_dir + "/eval_results.txt");
-    }
+    if (lead)
+      write_eval_results(s, *log, e.metrics, global_step,
+                         "entities (conlleval):\n" + e.entities.report() + "\nwords:\n" + e.words.table(),
+                         std::to_string(e.predictions.sentences()) + " sentences of " + conll);
   }
 
   if (a.do_predict) {

@@ -37,7 +37,7 @@ grep -q "labels: B, I, O (those of $work/data/train.tsv" "$work/stderr" || fail 
 grep -q "runtime-shaped family" "$work/stderr" || fail "no model line"
 grep -q "latency per batch" "$work/stderr" || fail "no latency percentiles"
 keys=$(sed -n '/ = /p' "$out/eval_results.txt" | cut -d' ' -f1 | tr '\n' ' ')
-[ "$keys" = "eval_accuracy eval_loss f1 precision recall global_step " ] || fail "eval_results.txt keys: $keys"
+[ "$keys" = "eval_accuracy eval_loss f1 global_step precision recall " ] || fail "eval_results.txt keys: $keys"
 
 # Every word of test.tsv once, in order, with its gold label; a blank line after each sentence.
 words=$(grep -cv $'^\r\\?$' "$work/data/test.tsv")

@@ -184,13 +184,43 @@ class ClassifierTrainer {
   int micro_batches_ = 0;
 };
 
+/// Inference over this rank's share of every batch of `cache` (comm's ranks, as
+/// data::Batcher splits them), in file order, without dropout: `run(ctx, batch)` runs the
+/// model and takes what it needs to the host; each call's wall time (on a GPU the forward
+/// only queues kernels, and the copy back is where the host waits for them) and rows are
+/// appended to batch_ms and batch_rows. A rank's empty share of a last batch is skipped.
+/// (predict and train/tokens.hpp's predict_tokens.)
+template <dist::Communicator C, class Run>
+void for_each_inference_batch(const data::FeatureCache& cache, index_t batch_size, C& comm,
+                              std::vector<double>& batch_ms, std::vector<index_t>& batch_rows, Run&& run) {
+  data::Batcher batcher(cache, {.batch_size = batch_size,
+                                .rank = comm.rank(),
+                                .world_size = comm.size(),
+                                .shuffle = false,
+                                .drop_remainder = false});
+  batcher.start_epoch(0);
+  data::Batch batch;
+  while (batcher.next(batch)) {
+    if (batch.size() == 0) continue;
+    const auto t0 = std::chrono::steady_clock::now();
+    {
+      Tape tape;
+      NoGrad no_grad(tape);
+      nn::Context ctx{tape, false};
+      run(ctx, batch);
+    }
+    batch_ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    batch_rows.push_back(batch.size());
+  }
+}
+
 struct Predictions {
   index_t num_labels = 0;
   std::vector<float> probabilities;     // rows x num_labels, in cache row order
   std::vector<std::int32_t> predicted;  // argmax per row
   std::vector<std::int32_t> truth;      // the cache's label per row
   double mean_loss = 0;
-  std::vector<double> batch_ms;         // wall time of each batch's forward, its logits on the host
+  std::vector<double> batch_ms;         // wall time of each batch: its forward, its logits on the host and in place
   std::vector<index_t> batch_rows;      // the rows of each batch (the last one may be short)
   std::ptrdiff_t first_non_finite_row = -1;  // the first cache row with a NaN or infinite logit, or -1
   std::size_t non_finite_rows = 0;           // how many rows have one (their outputs mean nothing)
@@ -238,20 +268,9 @@ Predictions predict(const Model& model, const data::FeatureCache& cache, index_t
   const std::size_t n = cache.rows();
   const auto L = static_cast<std::size_t>(num_labels);
   p.logits.assign(n * L, 0.f);
-  data::Batcher batcher(cache, {.batch_size = batch_size,
-                                .rank = comm.rank(),
-                                .world_size = comm.size(),
-                                .shuffle = false,
-                                .drop_remainder = false});
-  batcher.start_epoch(0);
-  data::Batch batch;
   // This rank's batches: their logits (and pooled vectors) into the rows they belong to.
-  while (batcher.next(batch)) {
-    if (batch.size() == 0) continue;
-    const auto t0 = std::chrono::steady_clock::now();
-    Tape tape;
-    NoGrad no_grad(tape);
-    nn::Context ctx{tape, false};
+  for_each_inference_batch(cache, batch_size, comm, p.batch_ms, p.batch_rows, [&](nn::Context& ctx,
+                                                                                  const data::Batch& batch) {
     auto [logits, pooled] = [&] {
       if constexpr (requires { model.forward_with_pooled(ctx, batch); }) {
         auto out = model.forward_with_pooled(ctx, batch);
@@ -261,12 +280,7 @@ Predictions predict(const Model& model, const data::FeatureCache& cache, index_t
         return std::pair{model.forward(ctx, batch), 0};
       }
     }();
-    // Timed once the logits are on the host: on a GPU the forward only queues kernels,
-    // and the copy back is where the host waits for them.
-    const auto& logits_host = on_host(logits.value());
-    p.batch_ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-    p.batch_rows.push_back(batch.size());
-    const float* l = logits_host.data();
+    const float* l = on_host(logits.value()).data();
     for (index_t i = 0; i < batch.size(); ++i)
       std::copy(l + i * num_labels, l + (i + 1) * num_labels,
                 p.logits.begin() + static_cast<std::ptrdiff_t>(batch.rows[static_cast<std::size_t>(i)] * L));
@@ -285,7 +299,7 @@ Predictions predict(const Model& model, const data::FeatureCache& cache, index_t
         }
       }
     }
-  }
+  });
   if (comm.size() > 1) {  // every row from the rank that computed it (zeros elsewhere)
     comm.all_reduce(p.logits.data(), static_cast<std::int64_t>(p.logits.size()), dist::ReduceOp::sum);
     if (options.keep_pooled) {

@@ -33,6 +33,7 @@
 #include "ctdl/metrics/classification.hpp"
 #include "ctdl/metrics/conlleval.hpp"
 #include "ctdl/nn/module.hpp"
+#include "ctdl/train/classifier.hpp"
 
 namespace ctdl::train {
 
@@ -46,7 +47,7 @@ struct TokenPredictions {
   std::vector<std::int32_t> truth;            ///< per word: the cache's label
   std::vector<float> probability;             ///< per word: the predicted label's probability
   double mean_loss = 0;                       ///< cross-entropy averaged over every word (the training loss's terms)
-  std::vector<double> batch_ms;               ///< wall time of each batch's forward, its logits on the host
+  std::vector<double> batch_ms;               ///< wall time of each batch: its forward, its logits on the host and in place
   std::vector<index_t> batch_rows;            ///< the features of each batch
   std::ptrdiff_t first_non_finite_row = -1;   ///< the first feature (cache row) with a NaN or infinite logit at a scored position, or -1
   std::size_t non_finite_rows = 0;            ///< features with one (the other positions' logits are not read)
@@ -118,24 +119,10 @@ TokenPredictions predict_tokens(const Model& model, const data::FeatureCache& ca
       throw Error("predict_tokens: the model classifies " + std::to_string(model.classifier.weight.extent(0)) +
                   " labels, not " + std::to_string(num_labels));
 
-  data::Batcher batcher(cache, {.batch_size = batch_size,
-                                .rank = comm.rank(),
-                                .world_size = comm.size(),
-                                .shuffle = false,
-                                .drop_remainder = false});
-  batcher.start_epoch(0);
-  data::Batch batch;
-  while (batcher.next(batch)) {
-    if (batch.size() == 0) continue;
-    const auto t0 = std::chrono::steady_clock::now();
-    Tape tape;
-    NoGrad no_grad(tape);
-    nn::Context ctx{tape, false};
+  for_each_inference_batch(cache, batch_size, comm, p.batch_ms, p.batch_rows, [&](nn::Context& ctx,
+                                                                                  const data::Batch& batch) {
     const auto out = model.forward(ctx, batch);  // [B * S, L]
-    // Timed once the logits are on the host (on a GPU the copy is where the host waits).
     const auto& host = on_host(out.value());
-    p.batch_ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-    p.batch_rows.push_back(batch.size());
     if (host.extent(0) != batch.size() * static_cast<index_t>(M) || host.extent(1) != num_labels)
       throw Error("predict_tokens: the model gave " + describe<Shape<dyn, dyn>>(host.extents()) + " logits for " +
                   std::to_string(batch.size()) + " features of " + std::to_string(M) + " tokens and " +
@@ -150,7 +137,7 @@ TokenPredictions predict_tokens(const Model& model, const data::FeatureCache& ca
         std::copy(l, l + L, logits.begin() + static_cast<std::ptrdiff_t>(w++ * L));
       }
     }
-  }
+  });
   if (comm.size() > 1)  // each word's logits from the rank that computed them, zeros elsewhere
     comm.all_reduce(logits.data(), static_cast<std::int64_t>(logits.size()), dist::ReduceOp::sum);
 
