@@ -4,8 +4,9 @@
 # a pretrained BERT (all-MiniLM-L6-v2 from scripts/fetch-minilm.sh, or MODEL_DIR) fine-tuned
 # as a token classifier on BC5CDR-chem's train.tsv and scored on devel.tsv; batch 32 of
 # features, max_seq_length 128, warmup 10% then linear decay, clipping at 1.0, seed 42;
-# PRECISION (default bf16), LR (5e-5), EPOCHS (1), THREADS (all cores) and
-# TRAIN_SENTENCES (all) as the environment says. Both sets of predictions are scored by
+# PRECISION (default bf16), LR (5e-5), EPOCHS (1), THREADS (all cores),
+# TRAIN_SENTENCES (all) and PAD_TO_MAX_LENGTH (false: both cut each batch to its longest
+# feature, rounded up to 8; true: both pad every batch to 128) as the environment says. Both sets of predictions are scored by
 # seqeval (an independent implementation of conlleval's entity scores), and ctdl's also by
 # its own conlleval report, which must agree with seqeval's.
 #
@@ -21,6 +22,9 @@ precision=${PRECISION:-bf16}
 lr=${LR:-5e-5}
 epochs=${EPOCHS:-1}
 threads=${THREADS:-$(nproc)}
+pad_to_max_length=${PAD_TO_MAX_LENGTH:-false}
+peer_pad=()
+[ "$pad_to_max_length" = true ] && peer_pad=(--pad_to_max_length)
 data=${CTDL_DATA:-../shared/data/bc5cdr-chem}
 program=${PROGRAM:-build/bin/ner_span_classifier}
 [ -x "$program" ] || scripts/build.sh --target ner_span_classifier
@@ -37,7 +41,7 @@ awk -v n="${TRAIN_SENTENCES:-0}" '{ print } /^\r?$/ { if (n && ++k == n) exit }'
 cp "$data/devel.tsv" "$work/data/devel.tsv"
 cp "$data/devel.tsv" "$work/data/test.tsv"
 sentences() { grep -c $'^\r\\?$' "$1"; }
-echo "compare_ner_finetune: $(sentences "$work/data/train.tsv") training sentences, $(sentences "$work/data/devel.tsv") devel; $precision, lr $lr, $epochs epochs, $threads threads; $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'); model $model_dir"
+echo "compare_ner_finetune: $(sentences "$work/data/train.tsv") training sentences, $(sentences "$work/data/devel.tsv") devel; $precision, lr $lr, $epochs epochs, $threads threads, pad_to_max_length $pad_to_max_length; $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'); model $model_dir"
 
 echo "== ctdl ($program --task_name=ner)"
 t0=$(date +%s.%N)
@@ -45,13 +49,15 @@ OMP_NUM_THREADS=$threads "$program" --task_name=ner --do_prepare --do_train --do
   --data_dir="$work/data" --max_seq_length=128 --train_batch_size=32 --eval_batch_size=64 --predict_batch_size=64 \
   --warmup_proportion=0.1 --seed=42 --log_every=25 --output_dir="$work/ctdl" \
   --init_checkpoint="$model_dir" --vocab_file= --bert_config_file="$model_dir/bert_config.json" --cased=false \
-  --precision="$precision" --learning_rate="$lr" --num_train_epochs="$epochs" --num_threads="$threads" 2>&1 |
+  --precision="$precision" --learning_rate="$lr" --num_train_epochs="$epochs" --num_threads="$threads" \
+  --pad_to_max_length="$pad_to_max_length" 2>&1 |
   tee "$work/ctdl.log" | grep -E "^training|^(f1|precision|recall|eval_accuracy) = "
 t1=$(date +%s.%N)
 
 echo "== PyTorch $("$python" -c 'import torch; print(torch.__version__)') + transformers $("$python" -c 'import transformers; print(transformers.__version__)')"
 "$python" benchmarks/ner_finetune_pytorch.py --model_dir "$model_dir" --data_dir "$work/data" --out "$work/pytorch" \
-  --precision "$precision" --learning_rate "$lr" --epochs "$epochs" --threads "$threads" --seed 42 --lower_case 2>&1 |
+  --precision "$precision" --learning_rate "$lr" --epochs "$epochs" --threads "$threads" --seed 42 --lower_case \
+  "${peer_pad[@]}" 2>&1 |
   tee "$work/pytorch.log" | grep -v "^{"
 t2=$(date +%s.%N)
 

@@ -13,13 +13,16 @@ becomes [UNK]), labels sorted, batch 32 of features, torch.optim.AdamW with BERT
 (weight decay 0.01, none on biases and LayerNorm, eps 1e-6; unlike BERT's AdamWeightDecay,
 which ctdl follows, it corrects Adam's bias), linear warmup over 10% of the steps then linear
 decay to 0, clipping at global norm 1.0, dropout 0.1, shuffled features each epoch (a last
-short batch dropped, as ctdl does). Writes <out>/NER_result_conll.txt (word gold predicted,
+short batch dropped, as ctdl does). Each batch is cut to its longest feature rounded up to
+a multiple of 8 (as ctdl's default and Hugging Face's DataCollatorForTokenClassification
+with pad_to_multiple_of=8 pad), or left max_seq_length wide with --pad_to_max_length (as
+ctdl's flag of that name). Writes <out>/NER_result_conll.txt (word gold predicted,
 a blank line after each sentence: conlleval's input) and prints the training time and one
 JSON line.
 
   python3 benchmarks/ner_finetune_pytorch.py --model_dir DIR --data_dir DIR --out DIR
       [--max_seq_length 128] [--batch_size 32] [--learning_rate 5e-5] [--epochs 1]
-      [--precision fp32|bf16] [--threads N] [--seed 42] [--lower_case]
+      [--precision fp32|bf16] [--threads N] [--seed 42] [--lower_case] [--pad_to_max_length]
 """
 import argparse
 import json
@@ -85,6 +88,7 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--lower_case", action="store_true")
+    ap.add_argument("--pad_to_max_length", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -120,6 +124,14 @@ def main():
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16")
     pad = tokenizer.convert_tokens_to_ids("[PAD]")
 
+    def trimmed(ids, tags):
+        """The batch as wide as its longest feature (rounded up to 8), unless --pad_to_max_length."""
+        if args.pad_to_max_length:
+            return ids, tags
+        width = int((ids != pad).long().cumsum(1).argmax(1).max()) + 1  # one past the last non-[PAD]
+        width = min(ids.shape[1], (width + 7) // 8 * 8)
+        return ids[:, :width], tags[:, :width]
+
     model.train()
     step, start, cpu_start = 0, time.perf_counter(), time.process_time()
     while step < total_steps:
@@ -128,9 +140,9 @@ def main():
             if step == total_steps:
                 break
             idx = order[b * args.batch_size:(b + 1) * args.batch_size]
-            ids = train_ids[idx]
+            ids, tags = trimmed(train_ids[idx], train_tags[idx])
             with autocast:
-                out = model(input_ids=ids, attention_mask=(ids != pad).long(), labels=train_tags[idx])
+                out = model(input_ids=ids, attention_mask=(ids != pad).long(), labels=tags)
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -147,12 +159,12 @@ def main():
     predicted = [[] for _ in devel_sentences]
     with torch.no_grad(), autocast:
         for b in range(0, len(devel_feats), 64):
-            ids = devel_ids[b:b + 64]
+            ids, tags = trimmed(devel_ids[b:b + 64], devel_tags[b:b + 64])
             logits = model(input_ids=ids, attention_mask=(ids != pad).long()).logits
             best = logits.argmax(-1)
             for i in range(ids.shape[0]):
                 k = devel_feats[b + i][2]
-                scored = devel_tags[b + i] != -100
+                scored = tags[i] != -100
                 predicted[k] += [labels[j] for j in best[i][scored].tolist()]
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "NER_result_conll.txt"), "w", encoding="utf-8") as f:
@@ -165,6 +177,7 @@ def main():
           f"({train_cpu_seconds:.1f} s of CPU; {args.threads} threads, {args.precision})")
     print(json.dumps({"peer": "pytorch", "torch": torch.__version__, "transformers": transformers.__version__,
                       "precision": args.precision, "threads": args.threads, "epochs": args.epochs,
+                      "pad_to_max_length": args.pad_to_max_length,
                       "learning_rate": args.learning_rate, "steps": total_steps, "train_features": n,
                       "train_seconds": round(train_seconds, 1), "train_cpu_seconds": round(train_cpu_seconds, 1)}))
 

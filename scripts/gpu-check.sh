@@ -44,14 +44,20 @@ for f in $bundle/tests/* $bundle/programs/*; do
   done
 done
 cp scripts/gpu-run.sh $bundle/run.sh
-# The program check and its data: 203 of the shared consensus rows and the cased vocabulary.
-cp tests/examples/span_classifier_gpu_test.sh $bundle/
+# The program checks and their data: 203 of the shared consensus rows, the first 120 and
+# 40 sentences of BC5CDR-chem's train.tsv and devel.tsv, and the cased vocabulary.
+cp tests/examples/span_classifier_gpu_test.sh tests/examples/ner_gpu_test.sh $bundle/
 shared=${CTDL_SHARED_DATA:-../shared/data}
 if [ -f $shared/consensus-example/dev.tsv ]; then
   mkdir -p $bundle/data/consensus-example $bundle/data/vocab
   head -n 203 $shared/consensus-example/dev.tsv > $bundle/data/consensus-example/dev.tsv
   cp $shared/consensus-example/labels.txt $bundle/data/consensus-example/
   cp $shared/vocab/bert-base-cased-vocab.txt $bundle/data/vocab/
+fi
+if [ -f $shared/bc5cdr-chem/train.tsv ]; then
+  mkdir -p $bundle/data/bc5cdr-chem
+  awk '{ print } /^\r?$/ { if (++k == 120) exit }' $shared/bc5cdr-chem/train.tsv > $bundle/data/bc5cdr-chem/train.tsv
+  awk '{ print } /^\r?$/ { if (++k == 40) exit }' $shared/bc5cdr-chem/devel.tsv > $bundle/data/bc5cdr-chem/devel.tsv
 else
   echo "gpu-check.sh: no shared data at $shared: the bundle's program check will be skipped" >&2
 fi

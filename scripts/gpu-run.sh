@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The GPU bundle's run.sh (scripts/gpu-check.sh copies it there): on a GPU machine, runs
-# every GPU test, the program check (ner_span_classifier --device=cuda against the CPU),
-# the benchmarks (bert_bench --device=cuda against the PyTorch anchor, when torch is
-# there, and a kernel trace of a step), compute-sanitizer's memcheck over the op and
-# kernel tests, each under a time limit, within a total budget (CTDL_GPU_CHECK_BUDGET_S,
-# default 450 s), and writes one report.
+# every GPU test, the program checks (ner_span_classifier --device=cuda against the CPU,
+# for the consensus and the NER task), the benchmarks (bert_bench --device=cuda against
+# the PyTorch anchor, when torch is there, and a kernel trace of a step),
+# compute-sanitizer's memcheck over the op and kernel tests, each under a time limit,
+# within a total budget (CTDL_GPU_CHECK_BUDGET_S, default 450 s), and writes one report.
 #
 #   run.sh [report-file]      default: $OUT/gpu-report.txt where OUT is set, else beside run.sh
 #
@@ -80,13 +80,16 @@ run() {
 }
 
 for t in "$here"/tests/*; do run "test $(basename "$t")" 120 "$t"; done
-# The programs: the matmul floor, the program check (ner_span_classifier --device=cuda
-# against --device=cpu on the bundled data), bert_bench on the GPU at BERT-base.
+# The programs: the matmul floor, the program checks (ner_span_classifier --device=cuda
+# against --device=cpu on the bundled data, each task), bert_bench on the GPU at BERT-base.
 programs=$here/programs
 [ -x "$programs/bench_cuda_matmul_floor" ] && run "program bench_cuda_matmul_floor" 120 "$programs/bench_cuda_matmul_floor"
 [ -x "$programs/ner_span_classifier" ] &&
   run "program ner_span_classifier --device=cuda vs cpu" 300 \
     "$here/span_classifier_gpu_test.sh" "$programs/ner_span_classifier" "$here/data" "${TMPDIR:-/tmp}/ctdl-gpu-span"
+[ -x "$programs/ner_span_classifier" ] &&
+  run "program ner_span_classifier --task_name=ner --device=cuda vs cpu" 120 \
+    "$here/ner_gpu_test.sh" "$programs/ner_span_classifier" "$here/data" "${TMPDIR:-/tmp}/ctdl-gpu-ner"
 # bert_bench --device=cuda against PyTorch eager (the anchor script, when torch is here)
 # and ctdl's matmul floor, in one table (benchmarks/compare_pytorch.sh --device=cuda):
 # issue 13's configurations at BERT-base; CTDL_COMPARE_CONFIGS replaces them.

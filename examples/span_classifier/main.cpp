@@ -60,6 +60,10 @@ SPAN_CLASSIFIER_EXTERN(ctdl::bert::Dynamic)
 extern template int run_ner<ctdl::precision::Fp32>(const Setup&);
 extern template int run_ner<ctdl::precision::Bf16Mixed>(const Setup&);
 extern template int run_ner<ctdl::precision::Fp16Mixed>(const Setup&);
+extern template int run_ner<ctdl::precision::Fp32, ctdl::Cuda>(const Setup&);
+extern template int run_ner<ctdl::precision::Bf16Mixed, ctdl::Cuda>(const Setup&);
+extern template int run_ner<ctdl::precision::Fp16Mixed, ctdl::Cuda>(const Setup&);
+extern template int run_ner<ctdl::precision::Tf32, ctdl::Cuda>(const Setup&);
 }  // namespace span_classifier
 
 using namespace span_classifier;
@@ -128,6 +132,9 @@ Args parse(int argc, char** argv, bool& help, std::map<std::string, std::string>
       .add("seed", &a.seed, "initialisation, shuffling and dropout")
       .add("num_threads", &a.num_threads, "threads (0: all cores)")
       .add("shuffle", &a.shuffle, "shuffle the training rows each epoch (false: file order)")
+      .add("pad_to_max_length", &a.pad_to_max_length,
+           "every batch --max_seq_length tokens wide, as the original pads (default: each batch as wide as its longest "
+           "row, rounded up to a multiple of 8: the same outputs up to rounding, faster when rows are short)")
       .add("dump_features", &a.dump_features, "with --do_prepare, also write <output_dir>/<split>_features.jsonl")
       .add("resume", &a.resume, "with --do_train: continue an interrupted run from the newest valid checkpoint in --output_dir (same flags)")
       .add("skip_bad_rows", &a.skip_bad_rows, "skip (and count) malformed rows instead of stopping");
@@ -165,9 +172,6 @@ Setup check(const Args& a, std::unique_ptr<text::FullTokenizer>& tok, std::uniqu
   if (ner) {
     if (a.write_npy) throw Error("--write_npy writes the consensus task's logits and pooled vectors; --task_name=ner has none");
     if (!a.replace_span.empty()) throw Error("--replace_span is a setting of the consensus task's spans; --task_name=ner has none");
-    if (a.device != "cpu")
-      throw Error("--task_name=ner --device=" + a.device + ": the NER task runs on the CPU in this version (the "
-                  "consensus task runs on a GPU; docs/span_classifier.md)");
   }
   if ((a.shard_optimizer || a.bucket_size_mb != 25) && !a.distributed)
     throw Error("--shard_optimizer and --bucket_size_mb are settings of --distributed: give --distributed too");
@@ -348,12 +352,13 @@ std::map<std::string, std::string> agreement_settings(const Setup& s, std::map<s
   return out;
 }
 
-/// The run on a CUDA device: the families this build compiled for CUDA
-/// (CTDL_SPAN_CLASSIFIER_CUDA_FAMILIES; the runtime-shaped Dynamic by default, which runs
-/// every shape: its kernels take every width at run time, as the static families' do).
+/// The run on a CUDA device: the NER task's (the runtime-shaped family), or the consensus
+/// task's for the families this build compiled for CUDA (CTDL_SPAN_CLASSIFIER_CUDA_FAMILIES;
+/// the runtime-shaped Dynamic by default, which runs every shape: its kernels take every
+/// width at run time, as the static families' do).
 int work_on_cuda(Setup& s, const DeviceSpec& device) {
   const auto& a = s.args;
-  if (!compiled_cuda_families) {
+  if (!compiled_cuda) {
     throw Error("--device=" + a.device + ": this build of ner_span_classifier has no CUDA (configure with "
                 "-DCTDL_WITH_CUDA=ON; docs/cuda.md)");
   }
@@ -375,6 +380,14 @@ int work_on_cuda(Setup& s, const DeviceSpec& device) {
                 "this build of ner_span_classifier has none (CMake found no NCCL beside the CUDA toolkit)");
 #endif
   // Templates, so that a build without the CUDA instances never names them.
+  if (is_ner(a)) {  // the runtime-shaped family, whatever the shape (run_ner.hpp)
+    if constexpr (compiled_cuda) {
+      if (a.precision == "bf16") return run_ner<precision::Bf16Mixed, Cuda>(s);
+      if (a.precision == "fp16") return run_ner<precision::Fp16Mixed, Cuda>(s);
+      if (a.precision == "tf32") return run_ner<precision::Tf32, Cuda>(s);
+      return run_ner<precision::Fp32, Cuda>(s);
+    }
+  }
   const auto run_policy = [&]<class F>() -> int {
     if (a.precision == "bf16") return run<F, precision::Bf16Mixed, Cuda>(s);
     if (a.precision == "fp16") return run<F, precision::Fp16Mixed, Cuda>(s);
@@ -477,7 +490,7 @@ int work_on_gpus(const Args& a, const std::map<std::string, std::string>& flag_v
   if (a.device != "cuda")
     throw Error("--device=" + a.device + " with --distributed on " + ranks + ": give --device=cuda (rank r of a "
                 "machine takes its GPU r; CUDA_VISIBLE_DEVICES chooses which GPUs a machine offers)");
-  if (!compiled_cuda_families)
+  if (!compiled_cuda)
     throw Error("--device=cuda: this build of ner_span_classifier has no CUDA (configure with -DCTDL_WITH_CUDA=ON; "
                 "docs/cuda.md)");
 #if CTDL_WITH_NCCL

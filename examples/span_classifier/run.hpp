@@ -243,6 +243,7 @@ inline train::FitOptions fit_options(const Setup& s, const data::FeatureCache& t
           .warmup_proportion = a.warmup_proportion,
           .max_grad_norm = a.max_grad_norm,
           .shuffle = a.shuffle,
+          .pad_to_max_length = a.pad_to_max_length,
           .seed = static_cast<std::uint64_t>(a.seed),
           .log_every = a.log_every,
           .checkpoints = {.root = a.output_dir,
@@ -261,6 +262,7 @@ inline train::FitOptions fit_options(const Setup& s, const data::FeatureCache& t
                                        {"--warmup_proportion", num(a.warmup_proportion)},
                                        {"--max_grad_norm", num(a.max_grad_norm)},
                                        {"--shuffle", a.shuffle ? "true" : "false"},
+                                       {"--pad_to_max_length", a.pad_to_max_length ? "true" : "false"},
                                        {"--seed", std::to_string(a.seed)},
                                        {"--max_seq_length", std::to_string(a.max_seq_length)},
                                        {"--precision", precision},
@@ -423,7 +425,8 @@ int run(const Setup& s) {
   if (a.do_eval) {
     auto& cache = cache_of("dev");
     const auto t0 = std::chrono::steady_clock::now();
-    const auto e = train::evaluate(model, cache, a.eval_batch_size, s.labels->names(), comm);
+    const auto e = train::evaluate(model, cache, a.eval_batch_size, s.labels->names(),
+                                   {.pad_to_max_length = a.pad_to_max_length}, comm);
     const double eval_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     require_finite(e.predictions, cache, a.data_dir + "/dev.tsv", s);  // every rank: they all have the whole result
     say("evaluated " + std::to_string(cache.rows()) + " rows in " + fmt("%.2f s", eval_s) + " (" +
@@ -444,7 +447,9 @@ int run(const Setup& s) {
     auto& cache = cache_of("test");
     const auto t0 = std::chrono::steady_clock::now();
     const auto p = train::predict(model, cache, a.predict_batch_size, L,
-                                  {.keep_logits = a.write_npy, .keep_pooled = a.write_npy}, comm);
+                                  {.keep_logits = a.write_npy, .keep_pooled = a.write_npy,
+                                   .pad_to_max_length = a.pad_to_max_length},
+                                  comm);
     const double total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     require_finite(p, cache, a.data_dir + "/test.tsv", s);
     if (lead) {

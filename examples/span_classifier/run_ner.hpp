@@ -1,10 +1,11 @@
 #pragma once
-// ner_span_classifier --task_name=ner: the NER recipe of BioBERT and NVIDIA (run_ner.py)
-// on the CPU: token classification of CoNLL files (BC5CDR's train.tsv, devel.tsv,
-// test.tsv: a word and its B/I/O label a line, a blank line between sentences) with
-// bert::BertForTokenClassification on the runtime-shaped family (any BERT shape); scored
-// by entities as conlleval.pl scores them. Training, checkpoints, resume and --distributed
-// are the consensus task's (run.hpp); only the data, the model's head and the outputs differ.
+// ner_span_classifier --task_name=ner: the NER recipe of BioBERT and NVIDIA (run_ner.py):
+// token classification of CoNLL files (BC5CDR's train.tsv, devel.tsv, test.tsv: a word
+// and its B/I/O label a line, a blank line between sentences) with
+// bert::BertForTokenClassification on the runtime-shaped family (any BERT shape), on the
+// CPU or a CUDA device; scored by entities as conlleval.pl scores them. Training,
+// checkpoints, resume, --distributed and the device are the consensus task's (run.hpp);
+// only the data, the model's head and the outputs differ.
 
 #include "run.hpp"
 
@@ -68,21 +69,23 @@ inline void write_conll_predictions(const Setup& s, const train::TokenPrediction
   out.commit();
 }
 
-template <class P>
+template <class P, class D>
 int run_ner(const Setup& s) {
   using F = bert::Dynamic;  // any shape; as fast as a static family at BERT-base (docs/benchmarks.md)
-  using Model = bert::BertForTokenClassification<float, F, P>;
+  using HostModel = bert::BertForTokenClassification<float, F, P>;
+  using Model = bert::BertForTokenClassification<float, F, P, D>;
+  constexpr bool on_gpu = ops::on_cuda<D>;
   const auto& a = s.args;
   dist::AnyComm& comm = *s.comm;
   const bool lead = comm.rank() == 0;
   const auto L = static_cast<index_t>(s.labels->size());
   std::string names;
   for (const auto& n : s.labels->names()) names += (names.empty() ? "" : ", ") + n;
-  Model model = build_model<Model, Model>(s, L);
+  Model model = build_model<HostModel, Model>(s, L);
   say("model: BERT " + bert::shape_name(s.config) + " (runtime-shaped family) x " +
       std::to_string(s.config.num_hidden_layers) + " layers, token classification over " + std::to_string(L) +
       " labels (" + names + "), " + std::to_string(nn::count_parameters(model)) + " parameters, precision " + P::name +
-      ", " + std::to_string(omp_get_max_threads()) + " threads");
+      ", " + (on_gpu ? "on " + a.device + " (" + s.device_name + ")" : std::to_string(omp_get_max_threads()) + " threads"));
 
   std::map<std::string, std::unique_ptr<data::FeatureCache>> caches;
   const auto cache_of = [&](const std::string& split) -> data::FeatureCache& {
@@ -104,14 +107,15 @@ int run_ner(const Setup& s) {
   std::optional<train::RunLog> log;
   if (lead) log.emplace(a.output_dir, /*append=*/!a.do_train || a.resume);
   std::int64_t global_step = 0;
-  if (a.do_train) global_step = train_and_save<P, Model>(model, s, cache_of("train"), log ? &*log : nullptr,
+  if (a.do_train) global_step = train_and_save<P, HostModel>(model, s, cache_of("train"), log ? &*log : nullptr,
                                                     "features (sentences, long ones cut in pieces)", "features");
 
   if (a.do_eval) {
     auto& cache = cache_of("devel");
     const std::string conll = a.data_dir + "/devel.tsv";
     const auto t0 = std::chrono::steady_clock::now();
-    const auto e = train::evaluate_tokens(model, cache, a.eval_batch_size, s.labels->names(), comm);
+    const auto e = train::evaluate_tokens(model, cache, a.eval_batch_size, s.labels->names(),
+                                          {.pad_to_max_length = a.pad_to_max_length}, comm);
     const double eval_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     require_finite(e.predictions, cache, conll, s);
     say("evaluated " + std::to_string(e.predictions.sentences()) + " sentences (" +
@@ -129,7 +133,8 @@ int run_ner(const Setup& s) {
     auto& cache = cache_of("test");
     const std::string conll = a.data_dir + "/test.tsv";
     const auto t0 = std::chrono::steady_clock::now();
-    const auto e = train::evaluate_tokens(model, cache, a.predict_batch_size, s.labels->names(), comm);
+    const auto e = train::evaluate_tokens(model, cache, a.predict_batch_size, s.labels->names(),
+                                          {.pad_to_max_length = a.pad_to_max_length}, comm);
     const double total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     require_finite(e.predictions, cache, conll, s);
     if (lead) {
@@ -152,5 +157,5 @@ int run_ner(const Setup& s) {
 
 }  // namespace span_classifier
 
-// run_ner<P> is explicitly instantiated for every policy in run_ner.cpp (the CPU; the
-// runtime-shaped family only).
+// run_ner<P, Cpu> is explicitly instantiated for every policy in run_ner.cpp, and
+// run_ner<P, Cuda> in run_ner_cuda.cu (nvcc; a CUDA build), the runtime-shaped family only.

@@ -36,6 +36,7 @@ struct Args {
   std::int64_t seed = 42, num_threads = 0;
   bool shuffle = true, dump_features = false, resume = false, skip_bad_rows = false;
   bool write_npy = false;  // --do_predict also writes test_logits.npy, test_pooled.npy
+  bool pad_to_max_length = false;  // every batch M wide (the original's); else as wide as its longest row
   double max_grad_norm = 1.0;
   bool shard_optimizer = false;       // --distributed: ZeRO-1, the optimizer state split across the ranks
   std::int64_t bucket_size_mb = 25;   // --distributed: gradients fused per all-reduce
@@ -71,8 +72,9 @@ inline void say(const std::string& s) {
 template <class F, class P, class D = ctdl::Cpu>
 int run(const Setup& setup);
 
-/// --task_name=ner (run_ner.hpp): token classification on the CPU, the runtime-shaped family.
-template <class P>
+/// --task_name=ner (run_ner.hpp): token classification on the runtime-shaped family, on
+/// the CPU or (D = Cuda) the run's CUDA device.
+template <class P, class D = ctdl::Cpu>
 int run_ner(const Setup& setup);
 
 /// Whether the run is the NER task (BioBERT's run_ner.py; task names are case-blind, as there).

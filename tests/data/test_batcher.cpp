@@ -118,3 +118,74 @@ TEST_CASE("a batcher restarted mid-epoch or destroyed with batches queued is cle
   REQUIRE(b.next(batch));
   CHECK(batch.rows == second_epoch_first);
 }
+
+namespace batcher_trim_test {
+/// 40 rows at M = 32 whose right context is 0 to 13 words long ("world" repeated), so
+/// that the rows end at different positions; the left context is one word (left padding).
+const FeatureCache& ragged_cache() {
+  static const std::unique_ptr<FeatureCache> cache = [] {
+    const std::string tsv = std::string(CTDL_TEST_TMP) + "/batcher_ragged.tsv";
+    std::ofstream out(tsv, std::ios::binary);
+    for (std::size_t i = 0; i < 40; ++i) {
+      std::string right;
+      for (std::size_t k = 0; k < (i / 6) * 2 + i % 2; ++k) right += (k ? " " : "") + std::string("world");
+      out << (i % 2 ? "che" : "dis") << "\thello\ta\t" << right << "\n";
+    }
+    out.close();
+    const SpanFeatureBuilder builder(test::tiny_tokenizer(), {.max_seq_length = 32});
+    prepare_span_cache(tsv, tsv + ".features", LabelSet({"che", "dis"}), builder, test::tiny_tokenizer(), false);
+    return std::make_unique<FeatureCache>(tsv + ".features");
+  }();
+  return *cache;
+}
+
+/// Where row r's tokens end: one past its last non-[PAD].
+index_t row_length(const FeatureCache& cache, std::size_t r) {
+  index_t len = cache.max_seq_length();
+  while (len > 0 && cache.input_ids(r)[len - 1] == cache.header().pad_id) --len;
+  return len;
+}
+}  // namespace batcher_trim_test
+
+TEST_CASE("trim_padding: each batch as wide as its longest row (rounded up), the same tokens, masks and labels") {
+  using namespace batcher_trim_test;
+  const auto& cache = ragged_cache();
+  const index_t M = cache.max_seq_length();
+  for (const index_t multiple : {1, 8})
+    for (const bool shuffle : {false, true}) {
+      INFO("width_multiple " << multiple << ", shuffle " << shuffle);
+      Batcher b(cache, {.batch_size = 6, .shuffle = shuffle, .seed = 3, .trim_padding = true, .width_multiple = multiple});
+      b.start_epoch(0);
+      Batch batch;
+      std::set<index_t> widths;
+      while (b.next(batch)) {
+        index_t longest = 0;
+        for (const std::size_t r : batch.rows) longest = std::max(longest, row_length(cache, r));
+        const index_t S = batch.seq_len();
+        widths.insert(S);
+        CHECK(S == std::min(M, (longest + multiple - 1) / multiple * multiple));
+        REQUIRE(batch.attention_mask.extent(1) == S);
+        REQUIRE(batch.token_type_ids.extent(1) == S);
+        for (index_t i = 0; i < batch.size(); ++i) {
+          const std::size_t r = batch.rows[static_cast<std::size_t>(i)];
+          for (index_t k = 0; k < S; ++k) {  // the cache's first S tokens, the left padding among them
+            CHECK(batch.input_ids.data()[i * S + k] == cache.input_ids(r)[k]);
+            CHECK(batch.attention_mask.data()[i * S + k] == (cache.input_ids(r)[k] != 0 ? 1 : 0));
+          }
+          for (index_t k = S; k < M; ++k) CHECK(cache.input_ids(r)[k] == cache.header().pad_id);  // only [PAD]s cut
+          CHECK(batch.labels.data()[i] == cache.label_id(r));
+        }
+      }
+      if (!shuffle) {  // in file order the short rows come together: narrower batches
+        CHECK(widths.size() > 1);
+        CHECK(*widths.begin() < M);
+      }
+    }
+  // Without trim_padding every batch is M wide, as before.
+  Batcher full(cache, {.batch_size = 6, .shuffle = false});
+  full.start_epoch(0);
+  Batch batch;
+  while (full.next(batch)) CHECK(batch.seq_len() == M);
+  CHECK_THROWS_WITH(Batcher(cache, {.trim_padding = true, .width_multiple = 0}),
+                    Catch::Contains("width_multiple must be at least 1"));
+}

@@ -4,8 +4,10 @@
 # features): train, evaluate, predict; the labels taken from train.tsv and kept with the
 # model; NER_result_conll.txt holds every word of test.tsv once, in order, with its gold
 # label; the reports' counts agree with it; the output directory reloads with the same
-# scores; a run killed after a checkpoint resumes to the same model; under mpiexec -np 2 (when given) prediction writes one process's files byte for
-# byte; and the task's input errors. Exit 77 (skipped) without the shared data.
+# scores, and predicts the same with batches padded to M (--pad_to_max_length); a run
+# killed after a checkpoint resumes to the same model (and refuses another batch width);
+# under mpiexec -np 2 (when given) prediction writes one process's files byte for byte;
+# and the task's input errors (a GPU that is not there among them). Exit 77 (skipped) without the shared data.
 # Usage: ner_test.sh <program> <shared data> <work dir> ["<mpiexec and its flags>" <-n flag>]
 set -uo pipefail
 prog=$1 shared=$2 work=$3 mpiexec=${4:-} np_flag=${5:--n}
@@ -66,6 +68,14 @@ grep -qF "$(sed -n 2p "$out/test_results.txt")" "$out/eval_results.txt" || fail 
 grep -q "labels: $out/labels.txt (beside --init_checkpoint" "$work/stderr2" || fail "labels not taken from the checkpoint"
 cmp -s "$out/NER_result_conll.txt" "$work/out2/NER_result_conll.txt" || fail "predictions differ after reloading"
 [ "$(grep '^f1 = ' "$out/eval_results.txt")" = "$(grep '^f1 = ' "$work/out2/eval_results.txt")" ] || fail "f1 differs after reloading"
+# Batches padded to M (--pad_to_max_length, as the original pads) predict what the
+# default's batches, each as wide as its longest feature, predict (the loss up to rounding).
+"$prog" --do_eval --do_predict "${common[@]}" --init_checkpoint="$out" --pad_to_max_length --output_dir="$work/out_padded" \
+  >/dev/null 2>"$work/stderr_padded" || { cat "$work/stderr_padded"; fail "prediction with --pad_to_max_length failed"; }
+cmp -s "$out/NER_result_conll.txt" "$work/out_padded/NER_result_conll.txt" || fail "--pad_to_max_length predicts otherwise"
+awk -v a="$(grep '^eval_loss' "$work/out2/eval_results.txt" | cut -d' ' -f3)" \
+  -v b="$(grep '^eval_loss' "$work/out_padded/eval_results.txt" | cut -d' ' -f3)" \
+  'BEGIN { d = a - b; if (d < 0) d = -d; exit !(b > 0 && d <= 1e-5 * b) }' || fail "--pad_to_max_length: another eval_loss"
 
 # Killed after its first checkpoint (step 20) and resumed: the uninterrupted run's model, byte for byte.
 train=(--do_train "${common[@]}" --train_batch_size=16 --num_train_epochs=3 --learning_rate=1e-3 --log_every=5
@@ -76,6 +86,10 @@ CTDL_TEST_KILL_AFTER_CHECKPOINT=1 "$prog" "${train[@]}" >"$work/stdout6" 2>"$wor
 "$prog" "${train[@]}" --resume >"$work/stdout7" 2>"$work/stderr7" || { cat "$work/stderr7"; fail "the resumed run failed"; }
 grep -q "resumed from $work/out_resume/checkpoint-20 (step 20 of 66" "$work/stderr7" || fail "not resumed at step 20: $(cat "$work/stderr7")"
 cmp -s "$out/model.safetensors" "$work/out_resume/model.safetensors" || fail "the resumed run's model differs from the uninterrupted one's"
+# The batches' width is a setting a resumed run must repeat (it changes the dropout masks).
+"$prog" "${train[@]}" --resume --pad_to_max_length >/dev/null 2>"$work/stderr8" && fail "a resume that pads to M ran"
+grep -qF -- "--pad_to_max_length=false, this run has --pad_to_max_length=true" "$work/stderr8" \
+  || fail "resume with another --pad_to_max_length: $(cat "$work/stderr8")"
 
 # Prediction over 2 ranks writes one process's files.
 if [ -n "$mpiexec" ]; then
@@ -110,7 +124,10 @@ expect() {  # expect <exit code> <message part> args...
 expect 1 "--task_name=pos: the tasks are consensus (span classification) and ner (token classification)" \
   --do_eval "${common[@]}" --task_name=pos --output_dir="$work/e"
 expect 1 "--task_name=ner has none" --do_predict --write_npy "${common[@]}" --output_dir="$work/e"
-expect 1 "--task_name=ner --device=cuda: the NER task runs on the CPU" --do_eval "${common[@]}" --device=cuda --output_dir="$work/e"
+# A GPU that is not there (on this machine or in this build): a clear refusal, no crash.
+"$prog" --do_eval "${common[@]}" --device=cuda:7 --output_dir="$work/e" >"$work/e.out" 2>"$work/e.err" && fail "--device=cuda:7 ran"
+grep -qE -- '--device=cuda:7: (this build of ner_span_classifier has no CUDA|no usable CUDA device|no such device)' "$work/e.err" \
+  || fail "--device=cuda:7: $(cat "$work/e.err")"
 expect 1 "--data_dir: '$work/none' is not a directory" --do_eval "${common[@]}" --data_dir="$work/none" --output_dir="$work/e"
 mkdir -p "$work/nodev" && cp "$work/data/train.tsv" "$work/nodev/"
 expect 1 "devel.tsv: no such file (needed by --do_eval)" --do_eval "${common[@]}" --data_dir="$work/nodev" --output_dir="$work/e"

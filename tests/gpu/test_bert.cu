@@ -19,7 +19,8 @@
 // inputs, rounded on both devices the same way; float sums in different orders can flip
 // a bf16 rounding, hence 3e-2) and Fp16Mixed (fp16 products and the trainer's dynamic
 // loss scaling, whose 2^32 start makes the first steps overflow and be skipped on both
-// devices; 3e-2 as bf16).
+// devices; 3e-2 as bf16). Then the token classifier (the NER task's model), its -1
+// labels left out of the loss, trained 10 steps on both devices (Fp32 and Bf16Mixed).
 #include <ctdl/models/bert/model.hpp>
 #include <ctdl/ops/cross_entropy.hpp>
 #include <ctdl/precision/policy.hpp>
@@ -152,6 +153,56 @@ void check_policy(Report& report, const std::string& policy, double tol) {
   }
 }
 
+/// The token classifier (the NER task's head) on both devices: B x S labels, -1 where
+/// nothing is scored (padding and, as for a word's later pieces, every third position),
+/// the trainer's masked cross-entropy (train::classification_loss), 10 steps (dropout on,
+/// AdamW, clipping, two micro-batches each): the losses step by step, the gradient norms
+/// and the final B*S x 5 logits agree within `tol`.
+template <class P>
+void check_token_classifier(Report& report, const std::string& policy, double tol) {
+  using CpuModel = bert::BertForTokenClassification<float, bert::Tiny, P>;
+  using GpuModel = bert::BertForTokenClassification<float, bert::Tiny, P, Cuda>;
+  auto cpu = CpuModel::make(tiny_config(), 5);
+  bert::init_weights(cpu, 0.02, 9);
+  auto gpu = nn::to_device<GpuModel>(cpu);
+  Batch batch = tiny_batch();
+  const index_t b = batch.input_ids.extent(0), s = batch.input_ids.extent(1);
+  batch.labels = Tensor<std::int32_t, Shape<dyn>>({b * s});
+  int scored = 0;
+  for (index_t k = 0; k < b * s; ++k) {
+    const bool counts = batch.attention_mask.data()[k] == 1 && k % 3 != 2;
+    batch.labels.data()[k] = counts ? static_cast<std::int32_t>((k / 7 + k % 2) % 5) : -1;
+    scored += counts;
+  }
+  train::ClassifierTrainer<CpuModel, P> trainer_c(cpu, {.max_grad_norm = 1.0, .seed = 5});
+  train::ClassifierTrainer<GpuModel, P> trainer_g(gpu, {.max_grad_norm = 1.0, .seed = 5});
+  optim::AdamW adam_c, adam_g;
+  std::vector<double> loss_c, loss_g, norm_c, norm_g;
+  int applied = 0;
+  for (int step = 0; step < 10; ++step) {
+    for (int micro = 0; micro < 2; ++micro) {
+      loss_c.push_back(trainer_c.backward(batch, micro == 1));
+      loss_g.push_back(trainer_g.backward(batch, micro == 1));
+    }
+    const auto oc = trainer_c.apply(adam_c, 1e-3f), og = trainer_g.apply(adam_g, 1e-3f);
+    report.expect(policy + " token classifier: step " + std::to_string(step) + " applied alike", oc.applied == og.applied);
+    if (oc.applied && og.applied) {
+      ++applied;
+      norm_c.push_back(oc.grad_norm);
+      norm_g.push_back(og.grad_norm);
+    }
+  }
+  report.expect(policy + " token classifier: steps applied", applied > 0 && (P::loss_scaling || applied == 10),
+                std::to_string(applied) + " of 10 (" + std::to_string(scored) + " of " + std::to_string(b * s) +
+                    " positions scored)");
+  report.close(policy + " token classifier: 20 micro-batch losses (-1 positions left out)", loss_g, loss_c, tol);
+  report.close(policy + " token classifier: gradient norms", norm_g, norm_c, tol);
+  Tape ec, eg;
+  nn::Context cc{ec}, cg{eg};
+  report.close(policy + " token classifier: B*S x 5 logits after 10 steps", ops_twin::values(gpu.forward(cg, batch).value()),
+               ops_twin::values(cpu.forward(cc, batch).value()), tol);
+}
+
 }  // namespace
 
 int main() {
@@ -160,5 +211,9 @@ int main() {
   gpu_test::guarded(report, "Fp32", [&] { check_policy<precision::Fp32>(report, "Fp32", 1e-4); });
   gpu_test::guarded(report, "Bf16Mixed", [&] { check_policy<precision::Bf16Mixed>(report, "Bf16Mixed", 3e-2); });
   gpu_test::guarded(report, "Fp16Mixed", [&] { check_policy<precision::Fp16Mixed>(report, "Fp16Mixed", 3e-2); });
+  gpu_test::guarded(report, "Fp32 token classifier",
+                    [&] { check_token_classifier<precision::Fp32>(report, "Fp32", 1e-4); });
+  gpu_test::guarded(report, "Bf16Mixed token classifier",
+                    [&] { check_token_classifier<precision::Bf16Mixed>(report, "Bf16Mixed", 3e-2); });
   return report.finish();
 }

@@ -79,10 +79,24 @@ const data::FeatureCache& toy_cache() {
   return *cache;
 }
 
-Model make_model(std::uint64_t seed) {
-  auto m = Model::make(test::toy_bert_config(/*dropout=*/false), 3);
+Model make_model(std::uint64_t seed, index_t positions = 16) {
+  auto config = test::toy_bert_config(/*dropout=*/false);
+  config.max_position_embeddings = positions;
+  auto m = Model::make(config, 3);
   bert::init_weights(m, 0.02, seed);
   return m;
+}
+
+/// The toy set at M = 32: every sentence in one feature, 3 to 17 tokens, so that batches
+/// with trimmed padding (8, 16 or 24 wide) are narrower than M.
+const data::FeatureCache& wide_cache() {
+  static const std::unique_ptr<data::FeatureCache> cache = [] {
+    const data::TokenFeatureBuilder builder(test::tiny_tokenizer(), {.max_seq_length = 32});
+    const std::string path = std::string(CTDL_TEST_TMP) + "/tokens_toy_wide.features";
+    data::prepare_token_cache(toy_ner().path, path, data::LabelSet(kLabels), builder, test::tiny_tokenizer(), false);
+    return std::make_unique<data::FeatureCache>(path);
+  }();
+  return *cache;
 }
 
 /// Feature r of the cache as a batch of one.
@@ -180,7 +194,7 @@ TEST_CASE("predict_tokens on 3 rank threads equals one process") {
   std::mutex m;
   std::vector<std::string> failures;
   group.run<Cpu>([&](test::ThreadComm<Cpu>& comm) {
-    const auto p = train::predict_tokens(model, cache, 2, 3, comm);
+    const auto p = train::predict_tokens(model, cache, 2, 3, {}, comm);
     std::lock_guard<std::mutex> lock(m);
     if (p.predicted != one.predicted || p.truth != one.truth || p.sentence_begin != one.sentence_begin ||
         p.probability != one.probability || p.mean_loss != one.mean_loss)
@@ -232,6 +246,54 @@ TEST_CASE("fit learns the toy NER task, and evaluate_tokens' scores agree with a
     CHECK(ev->words.accuracy == Approx(ev->metrics.at("eval_accuracy")));
   }
   CHECK(before.entities.overall.correct < before.entities.overall.gold);  // the noisy case is not trivial
+}
+
+TEST_CASE("trimmed batches (the default) give the predictions of batches padded to M, for a fraction of the width") {
+  using namespace tokens_test;
+  const auto& cache = wide_cache();
+  REQUIRE(cache.rows() == toy_ner().words.size());  // one feature a sentence
+  // The token batches the default makes: as wide as their longest feature, rounded up to 8.
+  data::Batcher batcher(cache, {.batch_size = 6, .shuffle = false, .trim_padding = true});
+  batcher.start_epoch(0);
+  data::Batch batch;
+  index_t narrowest = cache.max_seq_length();
+  while (batcher.next(batch)) {
+    const index_t S = batch.seq_len();
+    narrowest = std::min(narrowest, S);
+    REQUIRE(batch.labels.size() == batch.size() * S);
+    for (index_t i = 0; i < batch.size(); ++i) {
+      const std::int32_t* labels = cache.label_ids(batch.rows[static_cast<std::size_t>(i)]);
+      for (index_t t = 0; t < S; ++t) CHECK(batch.labels.data()[i * S + t] == labels[t]);
+      for (index_t t = S; t < cache.max_seq_length(); ++t) CHECK(labels[t] == -1);  // nothing scored is cut off
+    }
+  }
+  CHECK(narrowest < cache.max_seq_length());
+
+  const auto model = make_model(7, 32);
+  const auto trimmed = train::predict_tokens(model, cache, 6, 3);
+  const auto padded = train::predict_tokens(model, cache, 6, 3, {.pad_to_max_length = true});
+  REQUIRE(trimmed.words() == padded.words());
+  CHECK(trimmed.predicted == padded.predicted);
+  CHECK(trimmed.truth == padded.truth);
+  for (std::size_t w = 0; w < trimmed.words(); ++w)
+    CHECK(trimmed.probability[w] == Approx(padded.probability[w]).epsilon(1e-5));
+  CHECK(trimmed.mean_loss == Approx(padded.mean_loss).epsilon(1e-6));
+  CHECK_THROWS_WITH(train::predict_tokens(model, cache, 6, 3, {.keep_logits = true}),
+                    Catch::Contains("keep_logits and keep_pooled are predict()'s options"));
+
+  // Training (dropout off): the same steps on trimmed and on padded batches end at the
+  // same model, as its predictions show.
+  train::FitHooks quiet;
+  quiet.say = [](const std::string&) {};
+  auto a = make_model(8, 32), b = make_model(8, 32);
+  train::fit<P>(a, cache, {.batch_size = 8, .epochs = 3, .learning_rate = 1e-3, .seed = 2}, quiet);
+  train::fit<P>(b, cache, {.batch_size = 8, .epochs = 3, .learning_rate = 1e-3, .pad_to_max_length = true, .seed = 2},
+                quiet);
+  const auto pa = train::predict_tokens(a, cache, 8, 3), pb = train::predict_tokens(b, cache, 8, 3);
+  CHECK(pa.predicted == pb.predicted);
+  for (std::size_t w = 0; w < pa.words(); ++w) CHECK(pa.probability[w] == Approx(pb.probability[w]).epsilon(1e-4));
+  CHECK(pa.mean_loss == Approx(pb.mean_loss).epsilon(1e-4));
+  CHECK(pa.mean_loss < 0.9 * trimmed.mean_loss);  // it trained
 }
 
 TEST_CASE("predict_tokens refuses span features") {

@@ -191,13 +191,14 @@ class ClassifierTrainer {
 /// appended to batch_ms and batch_rows. A rank's empty share of a last batch is skipped.
 /// (predict and train/tokens.hpp's predict_tokens.)
 template <dist::Communicator C, class Run>
-void for_each_inference_batch(const data::FeatureCache& cache, index_t batch_size, C& comm,
+void for_each_inference_batch(const data::FeatureCache& cache, index_t batch_size, bool pad_to_max_length, C& comm,
                               std::vector<double>& batch_ms, std::vector<index_t>& batch_rows, Run&& run) {
   data::Batcher batcher(cache, {.batch_size = batch_size,
                                 .rank = comm.rank(),
                                 .world_size = comm.size(),
                                 .shuffle = false,
-                                .drop_remainder = false});
+                                .drop_remainder = false,
+                                .trim_padding = !pad_to_max_length});
   batcher.start_epoch(0);
   data::Batch batch;
   while (batcher.next(batch)) {
@@ -230,10 +231,14 @@ struct Predictions {
   index_t hidden = 0;
 };
 
-/// What predict keeps beyond probabilities and predictions.
+/// What predict keeps beyond probabilities and predictions, and how wide its batches are.
 struct PredictOptions {
   bool keep_logits = false;
   bool keep_pooled = false;  // needs a model with forward_with_pooled (BertForSequenceClassification)
+  /// Every batch max_seq_length wide, as the original pipeline pads; by default each batch
+  /// is as wide as its longest row (rounded up to a multiple of 8), which gives the same
+  /// outputs up to rounding for less work (data::Batcher::Options::trim_padding).
+  bool pad_to_max_length = false;
 };
 
 /// Runs the classifier over every row of `cache`, in file order, without dropout.
@@ -269,8 +274,8 @@ Predictions predict(const Model& model, const data::FeatureCache& cache, index_t
   const auto L = static_cast<std::size_t>(num_labels);
   p.logits.assign(n * L, 0.f);
   // This rank's batches: their logits (and pooled vectors) into the rows they belong to.
-  for_each_inference_batch(cache, batch_size, comm, p.batch_ms, p.batch_rows, [&](nn::Context& ctx,
-                                                                                  const data::Batch& batch) {
+  for_each_inference_batch(cache, batch_size, options.pad_to_max_length, comm, p.batch_ms, p.batch_rows,
+                           [&](nn::Context& ctx, const data::Batch& batch) {
     auto [logits, pooled] = [&] {
       if constexpr (requires { model.forward_with_pooled(ctx, batch); }) {
         auto out = model.forward_with_pooled(ctx, batch);

@@ -68,6 +68,10 @@ struct FitOptions {
   double warmup_proportion = 0.1;         ///< share of the steps with linear warmup
   double max_grad_norm = 1.0;             ///< global-norm clipping; <= 0: none
   bool shuffle = true;                    ///< a new order every epoch (keyed by seed, epoch)
+  /// Every micro-batch max_seq_length wide, as the original pipeline pads; by default each
+  /// is as wide as its longest row (rounded up to a multiple of 8): the same model for
+  /// less work, with other dropout masks (data::Batcher::Options::trim_padding).
+  bool pad_to_max_length = false;
   std::uint64_t seed = 0;                 ///< shuffling and dropout
   std::int64_t log_every = 10;            ///< a progress record every N steps (and at the last)
   std::int64_t evaluate_every = 0;        ///< FitHooks::evaluate every N steps (0: never)
@@ -139,15 +143,16 @@ struct Evaluation {
   std::map<std::string, double> metrics;
 };
 
-/// Predicts every row of `cache` and scores the predictions against its labels.
+/// Predicts every row of `cache` and scores the predictions against its labels
+/// (`options`: predict's, the batches' width among them).
 template <class Model>
 Evaluation evaluate(const Model& model, const data::FeatureCache& cache, index_t batch_size,
-                    const std::vector<std::string>& label_names);
+                    const std::vector<std::string>& label_names, const PredictOptions& options = {});
 /// The same, the rows split across the ranks of `comm` (predict's overload): every rank
 /// gets one process's Evaluation.
 template <class Model, dist::Communicator C>
 Evaluation evaluate(const Model& model, const data::FeatureCache& cache, index_t batch_size,
-                    const std::vector<std::string>& label_names, C& comm);
+                    const std::vector<std::string>& label_names, const PredictOptions& options, C& comm);
 
 // ============================================================================
 
@@ -231,7 +236,8 @@ FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& o
                                 .world_size = ranks,
                                 .shuffle = o.shuffle,
                                 .seed = o.seed,
-                                .drop_remainder = true});
+                                .drop_remainder = true,
+                                .trim_padding = !o.pad_to_max_length});
   const auto accum = o.accumulation_steps;
   const std::size_t steps_per_epoch =
       std::max<std::size_t>(1, batcher.batches_per_epoch() / static_cast<std::size_t>(accum));
@@ -394,16 +400,16 @@ FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& o
 
 template <class Model>
 Evaluation evaluate(const Model& model, const data::FeatureCache& cache, index_t batch_size,
-                    const std::vector<std::string>& label_names) {
+                    const std::vector<std::string>& label_names, const PredictOptions& options) {
   dist::LocalComm one;
-  return evaluate(model, cache, batch_size, label_names, one);
+  return evaluate(model, cache, batch_size, label_names, options, one);
 }
 
 template <class Model, dist::Communicator C>
 Evaluation evaluate(const Model& model, const data::FeatureCache& cache, index_t batch_size,
-                    const std::vector<std::string>& label_names, C& comm) {
+                    const std::vector<std::string>& label_names, const PredictOptions& options, C& comm) {
   Evaluation e;
-  e.predictions = predict(model, cache, batch_size, static_cast<index_t>(label_names.size()), {}, comm);
+  e.predictions = predict(model, cache, batch_size, static_cast<index_t>(label_names.size()), options, comm);
   e.report = metrics::classification_report(e.predictions.truth, e.predictions.predicted, label_names);
   const auto& r = e.report;
   e.metrics = {{"eval_accuracy", r.accuracy},

@@ -58,15 +58,17 @@ struct TokenPredictions {
 
 /// Runs the token classifier over every feature of `cache` (token features), in file
 /// order, without dropout.
+/// `options`: the batches' width (PredictOptions::pad_to_max_length); keep_logits and
+/// keep_pooled are predict()'s and an error here.
 template <class Model>
 TokenPredictions predict_tokens(const Model& model, const data::FeatureCache& cache, index_t batch_size,
-                                index_t num_labels);
+                                index_t num_labels, const PredictOptions& options = {});
 /// The same, the features split across the ranks of `comm` as predict() splits rows: each
 /// word's logits come from the one rank that ran its feature, and every rank gets one
 /// process's TokenPredictions (batch_ms and batch_rows are its own batches').
 template <class Model, dist::Communicator C>
 TokenPredictions predict_tokens(const Model& model, const data::FeatureCache& cache, index_t batch_size,
-                                index_t num_labels, C& comm);
+                                index_t num_labels, const PredictOptions& options, C& comm);
 
 struct TokenEvaluation {
   TokenPredictions predictions;
@@ -78,25 +80,27 @@ struct TokenEvaluation {
 
 template <class Model>
 TokenEvaluation evaluate_tokens(const Model& model, const data::FeatureCache& cache, index_t batch_size,
-                                const std::vector<std::string>& label_names);
+                                const std::vector<std::string>& label_names, const PredictOptions& options = {});
 template <class Model, dist::Communicator C>
 TokenEvaluation evaluate_tokens(const Model& model, const data::FeatureCache& cache, index_t batch_size,
-                                const std::vector<std::string>& label_names, C& comm);
+                                const std::vector<std::string>& label_names, const PredictOptions& options, C& comm);
 
 // ============================================================================
 
 template <class Model>
 TokenPredictions predict_tokens(const Model& model, const data::FeatureCache& cache, index_t batch_size,
-                                index_t num_labels) {
+                                index_t num_labels, const PredictOptions& options) {
   dist::LocalComm one;
-  return predict_tokens(model, cache, batch_size, num_labels, one);
+  return predict_tokens(model, cache, batch_size, num_labels, options, one);
 }
 
 template <class Model, dist::Communicator C>
 TokenPredictions predict_tokens(const Model& model, const data::FeatureCache& cache, index_t batch_size,
-                                index_t num_labels, C& comm) {
+                                index_t num_labels, const PredictOptions& options, C& comm) {
   if (cache.kind() != data::FeatureKind::token)
     throw Error("predict_tokens: " + cache.path() + " holds span features, not token features");
+  if (options.keep_logits || options.keep_pooled)
+    throw Error("predict_tokens: keep_logits and keep_pooled are predict()'s options (a token classifier has neither)");
   TokenPredictions p;
   p.num_labels = num_labels;
   const std::size_t n = cache.rows();
@@ -119,21 +123,22 @@ TokenPredictions predict_tokens(const Model& model, const data::FeatureCache& ca
       throw Error("predict_tokens: the model classifies " + std::to_string(model.classifier.weight.extent(0)) +
                   " labels, not " + std::to_string(num_labels));
 
-  for_each_inference_batch(cache, batch_size, comm, p.batch_ms, p.batch_rows, [&](nn::Context& ctx,
-                                                                                  const data::Batch& batch) {
-    const auto out = model.forward(ctx, batch);  // [B * S, L]
+  for_each_inference_batch(cache, batch_size, options.pad_to_max_length, comm, p.batch_ms, p.batch_rows,
+                           [&](nn::Context& ctx, const data::Batch& batch) {
+    const auto out = model.forward(ctx, batch);  // [B * S, L]; S <= M, the batch's width
     const auto& host = on_host(out.value());
-    if (host.extent(0) != batch.size() * static_cast<index_t>(M) || host.extent(1) != num_labels)
+    const auto S = static_cast<std::size_t>(batch.seq_len());
+    if (host.extent(0) != batch.size() * static_cast<index_t>(S) || host.extent(1) != num_labels)
       throw Error("predict_tokens: the model gave " + describe<Shape<dyn, dyn>>(host.extents()) + " logits for " +
-                  std::to_string(batch.size()) + " features of " + std::to_string(M) + " tokens and " +
+                  std::to_string(batch.size()) + " features of " + std::to_string(S) + " tokens and " +
                   std::to_string(num_labels) + " labels");
     for (index_t i = 0; i < batch.size(); ++i) {
       const std::size_t row = batch.rows[static_cast<std::size_t>(i)];
       const std::int32_t* labels = cache.label_ids(row);
       std::size_t w = word_offset[row];
-      for (std::size_t t = 0; t < M; ++t) {
+      for (std::size_t t = 0; t < S; ++t) {  // the positions past S are [PAD]s, never labelled (the batcher checks)
         if (labels[t] < 0) continue;
-        const float* l = host.data() + (static_cast<std::size_t>(i) * M + t) * L;
+        const float* l = host.data() + (static_cast<std::size_t>(i) * S + t) * L;
         std::copy(l, l + L, logits.begin() + static_cast<std::ptrdiff_t>(w++ * L));
       }
     }
@@ -198,16 +203,16 @@ TokenPredictions predict_tokens(const Model& model, const data::FeatureCache& ca
 
 template <class Model>
 TokenEvaluation evaluate_tokens(const Model& model, const data::FeatureCache& cache, index_t batch_size,
-                                const std::vector<std::string>& label_names) {
+                                const std::vector<std::string>& label_names, const PredictOptions& options) {
   dist::LocalComm one;
-  return evaluate_tokens(model, cache, batch_size, label_names, one);
+  return evaluate_tokens(model, cache, batch_size, label_names, options, one);
 }
 
 template <class Model, dist::Communicator C>
 TokenEvaluation evaluate_tokens(const Model& model, const data::FeatureCache& cache, index_t batch_size,
-                                const std::vector<std::string>& label_names, C& comm) {
+                                const std::vector<std::string>& label_names, const PredictOptions& options, C& comm) {
   TokenEvaluation e;
-  e.predictions = predict_tokens(model, cache, batch_size, static_cast<index_t>(label_names.size()), comm);
+  e.predictions = predict_tokens(model, cache, batch_size, static_cast<index_t>(label_names.size()), options, comm);
   const auto& p = e.predictions;
   metrics::ConllEvaluator conll;
   for (std::size_t k = 0; k < p.sentences(); ++k) {
