@@ -130,7 +130,7 @@ def main():
             return ids, tags
         width = int((ids != pad).long().cumsum(1).argmax(1).max()) + 1  # one past the last non-[PAD]
         width = min(ids.shape[1], (width + 7) // 8 * 8)
-        return ids[:, :width], tags[:, :width]
+        return ids[:, :width].contiguous(), tags[:, :width].contiguous()
 
     model.train()
     step, start, cpu_start = 0, time.perf_counter(), time.process_time()
