@@ -53,13 +53,15 @@ if [ -f $shared/consensus-example/dev.tsv ]; then
   head -n 203 $shared/consensus-example/dev.tsv > $bundle/data/consensus-example/dev.tsv
   cp $shared/consensus-example/labels.txt $bundle/data/consensus-example/
   cp $shared/vocab/bert-base-cased-vocab.txt $bundle/data/vocab/
+else
+  echo "gpu-check.sh: no shared data at $shared: the bundle's program checks will be skipped" >&2
 fi
 if [ -f $shared/bc5cdr-chem/train.tsv ]; then
   mkdir -p $bundle/data/bc5cdr-chem
   awk '{ print } /^\r?$/ { if (++k == 120) exit }' $shared/bc5cdr-chem/train.tsv > $bundle/data/bc5cdr-chem/train.tsv
   awk '{ print } /^\r?$/ { if (++k == 40) exit }' $shared/bc5cdr-chem/devel.tsv > $bundle/data/bc5cdr-chem/devel.tsv
 else
-  echo "gpu-check.sh: no shared data at $shared: the bundle's program check will be skipped" >&2
+  echo "gpu-check.sh: no BC5CDR data at $shared/bc5cdr-chem: the bundle's NER check will be skipped" >&2
 fi
 # Issue 13's table: ctdl against the PyTorch anchor (the peer's own script, as is) in one run.
 cp benchmarks/compare_pytorch.sh $bundle/
