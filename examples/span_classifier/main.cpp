@@ -379,7 +379,7 @@ int work_on_cuda(Setup& s, const DeviceSpec& device) {
     throw Error("--shard_optimizer with --device=" + a.device + ": ZeRO-1 on a GPU moves its data over NCCL, and "
                 "this build of ner_span_classifier has none (CMake found no NCCL beside the CUDA toolkit)");
 #endif
-  // Templates, so that a build without the CUDA instances never names them.
+  // `if constexpr` and templates, so that a build without the CUDA instances never names them.
   if (is_ner(a)) {  // the runtime-shaped family, whatever the shape (run_ner.hpp)
     if constexpr (compiled_cuda) {
       if (a.precision == "bf16") return run_ner<precision::Bf16Mixed, Cuda>(s);
