@@ -6,7 +6,10 @@
 # features, max_seq_length 128, warmup 10% then linear decay, clipping at 1.0, seed 42;
 # PRECISION (default bf16), LR (5e-5), EPOCHS (1), THREADS (all cores),
 # TRAIN_SENTENCES (all) and PAD_TO_MAX_LENGTH (false: both cut each batch to its longest
-# feature, rounded up to 8; true: both pad every batch to 128) as the environment says. Both sets of predictions are scored by
+# feature, rounded up to 8, and predict devel.tsv's features in order of decreasing length;
+# true: both pad every batch to 128 and predict in file order) and GROUP_BY_LENGTH (false;
+# true: training batches grouped by length, ctdl's --group_by_length and Hugging Face's
+# get_length_grouped_indices) as the environment says. Both sets of predictions are scored by
 # seqeval (an independent implementation of conlleval's entity scores), and ctdl's also by
 # its own conlleval report, which must agree with seqeval's.
 #
@@ -23,8 +26,10 @@ lr=${LR:-5e-5}
 epochs=${EPOCHS:-1}
 threads=${THREADS:-$(nproc)}
 pad_to_max_length=${PAD_TO_MAX_LENGTH:-false}
+group_by_length=${GROUP_BY_LENGTH:-false}
 peer_pad=()
 [ "$pad_to_max_length" = true ] && peer_pad=(--pad_to_max_length)
+[ "$group_by_length" = true ] && peer_pad+=(--group_by_length)
 data=${CTDL_DATA:-../shared/data/bc5cdr-chem}
 program=${PROGRAM:-build/bin/ner_span_classifier}
 [ -x "$program" ] || scripts/build.sh --target ner_span_classifier
@@ -41,7 +46,7 @@ awk -v n="${TRAIN_SENTENCES:-0}" '{ print } /^\r?$/ { if (n && ++k == n) exit }'
 cp "$data/devel.tsv" "$work/data/devel.tsv"
 cp "$data/devel.tsv" "$work/data/test.tsv"
 sentences() { grep -c $'^\r\\?$' "$1"; }
-echo "compare_ner_finetune: $(sentences "$work/data/train.tsv") training sentences, $(sentences "$work/data/devel.tsv") devel; $precision, lr $lr, $epochs epochs, $threads threads, pad_to_max_length $pad_to_max_length; $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'); model $model_dir"
+echo "compare_ner_finetune: $(sentences "$work/data/train.tsv") training sentences, $(sentences "$work/data/devel.tsv") devel; $precision, lr $lr, $epochs epochs, $threads threads, pad_to_max_length $pad_to_max_length, group_by_length $group_by_length; $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'); model $model_dir"
 
 echo "== ctdl ($program --task_name=ner)"
 t0=$(date +%s.%N)
@@ -50,8 +55,8 @@ OMP_NUM_THREADS=$threads "$program" --task_name=ner --do_prepare --do_train --do
   --warmup_proportion=0.1 --seed=42 --log_every=25 --output_dir="$work/ctdl" \
   --init_checkpoint="$model_dir" --vocab_file= --bert_config_file="$model_dir/bert_config.json" --cased=false \
   --precision="$precision" --learning_rate="$lr" --num_train_epochs="$epochs" --num_threads="$threads" \
-  --pad_to_max_length="$pad_to_max_length" 2>&1 |
-  tee "$work/ctdl.log" | grep -E "^training|^(f1|precision|recall|eval_accuracy) = "
+  --pad_to_max_length="$pad_to_max_length" --group_by_length="$group_by_length" 2>&1 |
+  tee "$work/ctdl.log" | grep -E "^training|^predicted|^(f1|precision|recall|eval_accuracy) = "
 t1=$(date +%s.%N)
 
 echo "== PyTorch $("$python" -c 'import torch; print(torch.__version__)') + transformers $("$python" -c 'import transformers; print(transformers.__version__)')"
@@ -82,11 +87,12 @@ read -r c_p c_r c_f c_a <<<"$(score "$work/ctdl/NER_result_conll.txt")"
 read -r t_p t_r t_f t_a <<<"$(score "$work/pytorch/NER_result_conll.txt")"
 own_f1=$(sed -n 's/^f1 = //p' "$work/ctdl/eval_results.txt")
 ctdl_train=$(sed -n 's/^training done: .* in \([0-9.ms]*\)$/\1/p' "$work/ctdl.log")
+ctdl_predict=$(sed -n 's/^predicted .* in \([0-9.]* s\) -> .*/\1/p' "$work/ctdl.log")
 torch_json=$(grep "^{" "$work/pytorch.log" | tail -n 1)
 field() { "$python" -c "import json,sys; print(json.loads(sys.argv[1])['$1'])" "$torch_json"; }
-printf "\n%-22s %12s %14s %10s %10s %10s %10s\n" "devel.tsv (seqeval)" "training" "whole run (s)" "precision" "recall" "f1" "accuracy"
-printf "%-22s %12s %14.0f %10s %10s %10s %10s\n" "ctdl $precision" "$ctdl_train" "$(echo "$t1 - $t0" | bc)" "$c_p" "$c_r" "$c_f" "$c_a"
-printf "%-22s %12s %14.0f %10s %10s %10s %10s\n" "PyTorch $precision" "$(field train_seconds) s" "$(echo "$t2 - $t1" | bc)" "$t_p" "$t_r" "$t_f" "$t_a"
+printf "\n%-22s %12s %12s %14s %10s %10s %10s %10s\n" "devel.tsv (seqeval)" "training" "prediction" "whole run (s)" "precision" "recall" "f1" "accuracy"
+printf "%-22s %12s %12s %14.0f %10s %10s %10s %10s\n" "ctdl $precision" "$ctdl_train" "$ctdl_predict" "$(echo "$t1 - $t0" | bc)" "$c_p" "$c_r" "$c_f" "$c_a"
+printf "%-22s %12s %12s %14.0f %10s %10s %10s %10s\n" "PyTorch $precision" "$(field train_seconds) s" "$(field predict_seconds) s" "$(echo "$t2 - $t1" | bc)" "$t_p" "$t_r" "$t_f" "$t_a"
 echo "ctdl's own conlleval f1 on the same file: $own_f1 (seqeval: $c_f)"
 awk -v a="$own_f1" -v b="$c_f" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d < 1e-4) }' \
   || { echo "compare_ner_finetune: ctdl's conlleval f1 $own_f1 and seqeval's $c_f disagree" >&2; exit 1; }

@@ -16,13 +16,18 @@ decay to 0, clipping at global norm 1.0, dropout 0.1, shuffled features each epo
 short batch dropped, as ctdl does). Each batch is cut to its longest feature rounded up to
 a multiple of 8 (as ctdl's default and Hugging Face's DataCollatorForTokenClassification
 with pad_to_multiple_of=8 pad), or left max_seq_length wide with --pad_to_max_length (as
-ctdl's flag of that name). Writes <out>/NER_result_conll.txt (word gold predicted,
+ctdl's flag of that name). With --group_by_length the training batches come from Hugging
+Face's own get_length_grouped_indices (its Trainer's group_by_length: shuffled runs of up to
+50 batches, each sorted by length), as ctdl's --group_by_length. Prediction batches
+devel.tsv's features in order of decreasing length, as ctdl does (each batch then as wide
+as its longest feature), unless --pad_to_max_length. Writes <out>/NER_result_conll.txt (word gold predicted,
 a blank line after each sentence: conlleval's input) and prints the training time and one
 JSON line.
 
   python3 benchmarks/ner_finetune_pytorch.py --model_dir DIR --data_dir DIR --out DIR
       [--max_seq_length 128] [--batch_size 32] [--learning_rate 5e-5] [--epochs 1]
       [--precision fp32|bf16] [--threads N] [--seed 42] [--lower_case] [--pad_to_max_length]
+      [--group_by_length]
 """
 import argparse
 import json
@@ -33,6 +38,7 @@ import time
 
 import torch
 import transformers
+import transformers.trainer_pt_utils
 
 
 def read_conll(path):
@@ -89,6 +95,7 @@ def main():
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--lower_case", action="store_true")
     ap.add_argument("--pad_to_max_length", action="store_true")
+    ap.add_argument("--group_by_length", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -132,10 +139,16 @@ def main():
         width = min(ids.shape[1], (width + 7) // 8 * 8)
         return ids[:, :width].contiguous(), tags[:, :width].contiguous()
 
+    # Each feature's length: one past its last non-[PAD] (what the trimmed batches cut at).
+    length_of = lambda ids: (int((ids != pad).long().cumsum(1).argmax(1).max()) + 1) if ids.numel() else 0
+    train_lengths = [length_of(train_ids[i:i + 1]) for i in range(n)]
     model.train()
     step, start, cpu_start = 0, time.perf_counter(), time.process_time()
     while step < total_steps:
-        order = torch.randperm(n)
+        if args.group_by_length:
+            order = torch.tensor(transformers.trainer_pt_utils.get_length_grouped_indices(train_lengths, args.batch_size))
+        else:
+            order = torch.randperm(n)
         for b in range(steps_per_epoch):
             if step == total_steps:
                 break
@@ -157,15 +170,26 @@ def main():
     # Each word's prediction at its first piece, sentences put back together.
     model.eval()
     predicted = [[] for _ in devel_sentences]
+    predict_start = time.perf_counter()
     with torch.no_grad(), autocast:
-        for b in range(0, len(devel_feats), 64):
-            ids, tags = trimmed(devel_ids[b:b + 64], devel_tags[b:b + 64])
+        # In order of decreasing length (ties in file order), so that trimmed batches hold
+        # little padding; each feature's words go back to its sentence in file order.
+        rows = list(range(len(devel_feats)))
+        if not args.pad_to_max_length:
+            lengths = [length_of(devel_ids[i:i + 1]) for i in rows]
+            rows.sort(key=lambda i: -lengths[i])
+        words_of = [[] for _ in devel_feats]
+        for b in range(0, len(rows), 64):
+            idx = torch.tensor(rows[b:b + 64])
+            ids, tags = trimmed(devel_ids[idx], devel_tags[idx])
             logits = model(input_ids=ids, attention_mask=(ids != pad).long()).logits
             best = logits.argmax(-1)
             for i in range(ids.shape[0]):
-                k = devel_feats[b + i][2]
                 scored = tags[i] != -100
-                predicted[k] += [labels[j] for j in best[i][scored].tolist()]
+                words_of[rows[b + i]] = [labels[j] for j in best[i][scored].tolist()]
+        for f, words in zip(devel_feats, words_of):  # features in file order: a sentence's in turn
+            predicted[f[2]] += words
+    predict_seconds = time.perf_counter() - predict_start
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "NER_result_conll.txt"), "w", encoding="utf-8") as f:
         for sentence, guesses in zip(devel_sentences, predicted):
@@ -175,11 +199,13 @@ def main():
             f.write("\n")
     print(f"training: {total_steps} steps of {args.batch_size} features in {train_seconds:.1f} s "
           f"({train_cpu_seconds:.1f} s of CPU; {args.threads} threads, {args.precision})")
+    print(f"prediction: {len(devel_feats)} features in {predict_seconds:.1f} s")
     print(json.dumps({"peer": "pytorch", "torch": torch.__version__, "transformers": transformers.__version__,
                       "precision": args.precision, "threads": args.threads, "epochs": args.epochs,
-                      "pad_to_max_length": args.pad_to_max_length,
+                      "pad_to_max_length": args.pad_to_max_length, "group_by_length": args.group_by_length,
                       "learning_rate": args.learning_rate, "steps": total_steps, "train_features": n,
-                      "train_seconds": round(train_seconds, 1), "train_cpu_seconds": round(train_cpu_seconds, 1)}))
+                      "train_seconds": round(train_seconds, 1), "train_cpu_seconds": round(train_cpu_seconds, 1),
+                      "predict_seconds": round(predict_seconds, 1)}))
 
 
 if __name__ == "__main__":

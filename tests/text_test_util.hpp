@@ -3,16 +3,29 @@
 
 #include <ctdl/text/tokenizer.hpp>
 
+#include <unistd.h>
+
+#include <filesystem>
 #include <fstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 namespace ctdl::test {
 
-/// Writes `contents` to CTDL_TEST_TMP/name (bytes as given) and returns the path.
+/// Writes `contents` to CTDL_TEST_TMP/name (bytes as given) and returns the path. Whole:
+/// under a name of this process's, then renamed into place, so that a test process
+/// reading the file while another writes the same contents (ctest -j runs the test cases
+/// of one binary side by side) never sees it half written.
 inline std::string write_file(const std::string& name, const std::string& contents) {
   const std::string path = std::string(CTDL_TEST_TMP) + "/" + name;
-  std::ofstream(path, std::ios::binary) << contents;
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  {
+    std::ofstream out(tmp, std::ios::binary);
+    out << contents;
+    if (!out.flush()) throw std::runtime_error(tmp + ": cannot write");
+  }
+  std::filesystem::rename(tmp, path);
   return path;
 }
 

@@ -135,6 +135,9 @@ Args parse(int argc, char** argv, bool& help, std::map<std::string, std::string>
       .add("pad_to_max_length", &a.pad_to_max_length,
            "every batch --max_seq_length tokens wide, as the original pads (default: each batch as wide as its longest "
            "row, rounded up to a multiple of 8: the same outputs up to rounding, faster when rows are short)")
+      .add("group_by_length", &a.group_by_length,
+           "training batches of rows of similar length: each run of 50 shuffled batches sorted by length (Hugging Face's "
+           "group_by_length), for less padding; evaluation and prediction always batch by length unless --pad_to_max_length")
       .add("dump_features", &a.dump_features, "with --do_prepare, also write <output_dir>/<split>_features.jsonl")
       .add("resume", &a.resume, "with --do_train: continue an interrupted run from the newest valid checkpoint in --output_dir (same flags)")
       .add("skip_bad_rows", &a.skip_bad_rows, "skip (and count) malformed rows instead of stopping");
@@ -176,6 +179,9 @@ Setup check(const Args& a, std::unique_ptr<text::FullTokenizer>& tok, std::uniqu
   if ((a.shard_optimizer || a.bucket_size_mb != 25) && !a.distributed)
     throw Error("--shard_optimizer and --bucket_size_mb are settings of --distributed: give --distributed too");
   if (a.bucket_size_mb < 1) throw Error("--bucket_size_mb must be at least 1");
+  if (a.group_by_length && a.pad_to_max_length)
+    throw Error("--group_by_length groups rows so that batches need less padding; --pad_to_max_length pads them all to "
+                "--max_seq_length: give one of them");
   if (a.resume && !a.do_train) throw Error("--resume continues a training run: give --do_train with it");
   if (a.phantom_class != "first" && a.phantom_class != "last") throw Error("--phantom_class must be first or last");
   if (a.tokenizer_rules != "original" && a.tokenizer_rules != "google")

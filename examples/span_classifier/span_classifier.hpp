@@ -37,6 +37,7 @@ struct Args {
   bool shuffle = true, dump_features = false, resume = false, skip_bad_rows = false;
   bool write_npy = false;  // --do_predict also writes test_logits.npy, test_pooled.npy
   bool pad_to_max_length = false;  // every batch M wide (the original's); else as wide as its longest row
+  bool group_by_length = false;    // training batches of rows of similar length (Hugging Face's group_by_length)
   double max_grad_norm = 1.0;
   bool shard_optimizer = false;       // --distributed: ZeRO-1, the optimizer state split across the ranks
   std::int64_t bucket_size_mb = 25;   // --distributed: gradients fused per all-reduce

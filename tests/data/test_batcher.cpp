@@ -19,10 +19,9 @@ const FeatureCache& cache_of(std::size_t n) {
   static std::map<std::size_t, std::unique_ptr<FeatureCache>> caches;
   auto& c = caches[n];
   if (!c) {
-    const std::string tsv = std::string(CTDL_TEST_TMP) + "/batcher_" + std::to_string(n) + ".tsv";
-    std::ofstream out(tsv, std::ios::binary);
-    for (std::size_t i = 0; i < n; ++i) out << (i % 2 ? "che" : "dis") << "\thello\t" << std::string(i % 9 + 1, 'a') << "\tworld\n";
-    out.close();
+    std::string rows;
+    for (std::size_t i = 0; i < n; ++i) rows += std::string(i % 2 ? "che" : "dis") + "\thello\t" + std::string(i % 9 + 1, 'a') + "\tworld\n";
+    const std::string tsv = test::write_file("batcher_" + std::to_string(n) + ".tsv", rows);
     const LabelSet labels({"che", "dis"});
     const SpanFeatureBuilder builder(test::tiny_tokenizer(), {.max_seq_length = 8});
     prepare_span_cache(tsv, tsv + ".features", labels, builder, test::tiny_tokenizer(), false);
@@ -124,14 +123,13 @@ namespace batcher_trim_test {
 /// that the rows end at different positions; the left context is one word (left padding).
 const FeatureCache& ragged_cache() {
   static const std::unique_ptr<FeatureCache> cache = [] {
-    const std::string tsv = std::string(CTDL_TEST_TMP) + "/batcher_ragged.tsv";
-    std::ofstream out(tsv, std::ios::binary);
+    std::string rows;
     for (std::size_t i = 0; i < 40; ++i) {
       std::string right;
       for (std::size_t k = 0; k < (i / 6) * 2 + i % 2; ++k) right += (k ? " " : "") + std::string("world");
-      out << (i % 2 ? "che" : "dis") << "\thello\ta\t" << right << "\n";
+      rows += std::string(i % 2 ? "che" : "dis") + "\thello\ta\t" + right + "\n";
     }
-    out.close();
+    const std::string tsv = test::write_file("batcher_ragged.tsv", rows);
     const SpanFeatureBuilder builder(test::tiny_tokenizer(), {.max_seq_length = 32});
     prepare_span_cache(tsv, tsv + ".features", LabelSet({"che", "dis"}), builder, test::tiny_tokenizer(), false);
     return std::make_unique<FeatureCache>(tsv + ".features");
@@ -188,4 +186,126 @@ TEST_CASE("trim_padding: each batch as wide as its longest row (rounded up), the
   while (full.next(batch)) CHECK(batch.seq_len() == M);
   CHECK_THROWS_WITH(Batcher(cache, {.trim_padding = true, .width_multiple = 0}),
                     Catch::Contains("width_multiple must be at least 1"));
+}
+
+namespace batcher_group_test {
+/// 230 rows at M = 32 whose right contexts are 0 to 13 words long in a scrambled order.
+const FeatureCache& scrambled_cache() {
+  static const std::unique_ptr<FeatureCache> cache = [] {
+    std::string rows;
+    for (std::size_t i = 0; i < 230; ++i) {
+      std::string right;
+      for (std::size_t k = 0; k < (i * 7 + i / 5) % 14; ++k) right += (k ? " " : "") + std::string("world");
+      rows += std::string(i % 2 ? "che" : "dis") + "\thello\ta\t" + right + "\n";
+    }
+    const std::string tsv = test::write_file("batcher_scrambled.tsv", rows);
+    const SpanFeatureBuilder builder(test::tiny_tokenizer(), {.max_seq_length = 32});
+    prepare_span_cache(tsv, tsv + ".features", LabelSet({"che", "dis"}), builder, test::tiny_tokenizer(), false);
+    return std::make_unique<FeatureCache>(tsv + ".features");
+  }();
+  return *cache;
+}
+
+/// `order` with each run of `run` positions stably sorted by decreasing row length.
+std::vector<std::size_t> sorted_runs(const FeatureCache& cache, std::vector<std::uint32_t> order, std::size_t run) {
+  for (std::size_t begin = 0; begin < order.size(); begin += run)
+    std::stable_sort(order.begin() + static_cast<std::ptrdiff_t>(begin),
+                     order.begin() + static_cast<std::ptrdiff_t>(std::min(order.size(), begin + run)),
+                     [&](std::uint32_t a, std::uint32_t b) {
+                       return batcher_trim_test::row_length(cache, a) > batcher_trim_test::row_length(cache, b);
+                     });
+  return {order.begin(), order.end()};
+}
+
+std::vector<std::size_t> joined(const std::vector<std::vector<std::size_t>>& batches) {
+  std::vector<std::size_t> all;
+  for (const auto& b : batches) all.insert(all.end(), b.begin(), b.end());
+  return all;
+}
+
+/// Token positions computed over an epoch: each batch's rows x width.
+index_t positions(const FeatureCache& cache, Batcher::Options o) {
+  Batcher b(cache, o);
+  b.start_epoch(0);
+  Batch batch;
+  index_t total = 0;
+  while (b.next(batch)) total += batch.size() * batch.seq_len();
+  return total;
+}
+}  // namespace batcher_group_test
+
+TEST_CASE("group_by_length: rows of similar length batched together, every row once, independent of the ranks") {
+  using namespace batcher_group_test;
+  using batcher_trim_test::row_length;
+  const auto& cache = scrambled_cache();
+  const std::size_t n = cache.rows();
+  REQUIRE(n == 230);
+
+  // File order (inference): the whole order sorted by decreasing length, ties in file order.
+  const auto file = epoch(cache, {.batch_size = 6, .shuffle = false, .trim_padding = true, .group_by_length = true});
+  const auto rows = joined(file);
+  CHECK(rows == sorted_runs(cache, epoch_order(n, false, 0, 0), n));
+  CHECK(std::set<std::size_t>(rows.begin(), rows.end()).size() == n);
+  CHECK(row_length(cache, rows.front()) > row_length(cache, rows.back()));
+  // Each batch as wide as its longest row, the rows' tokens as they are in the cache.
+  Batcher b(cache, {.batch_size = 6, .shuffle = false, .trim_padding = true, .width_multiple = 1, .group_by_length = true});
+  b.start_epoch(0);
+  Batch batch;
+  while (b.next(batch)) {
+    index_t longest = 0;
+    for (const std::size_t r : batch.rows) longest = std::max(longest, row_length(cache, r));
+    REQUIRE(batch.seq_len() == longest);
+    for (index_t i = 0; i < batch.size(); ++i) {
+      const std::size_t r = batch.rows[static_cast<std::size_t>(i)];
+      for (index_t k = 0; k < longest; ++k) CHECK(batch.input_ids.data()[i * longest + k] == cache.input_ids(r)[k]);
+      CHECK(batch.labels.data()[i] == cache.label_id(r));
+    }
+  }
+  // Less padding than file order's batches, which are already trimmed.
+  const index_t grouped = positions(cache, {.batch_size = 6, .shuffle = false, .trim_padding = true, .width_multiple = 1,
+                                            .group_by_length = true});
+  const index_t in_file_order = positions(cache, {.batch_size = 6, .shuffle = false, .trim_padding = true, .width_multiple = 1});
+  const index_t shuffled = positions(cache, {.batch_size = 6, .seed = 1, .trim_padding = true, .width_multiple = 1});
+  CHECK(grouped < in_file_order);
+  CHECK(grouped < shuffled);
+
+  // Shuffled (training): each run of global batches of the shuffled order sorted; the same for the same seed and epoch, another order for another epoch.
+  for (const index_t batch_size : {1, 2}) {
+    INFO("batch size " << batch_size);
+    const Batcher::Options o{.batch_size = batch_size, .shuffle = true, .seed = 5, .trim_padding = true,
+                             .group_by_length = true};
+    // Runs of 50 batches, or fewer so that there are 4 runs (Hugging Face's megabatches).
+    const std::size_t run = static_cast<std::size_t>(batch_size) * std::min<std::size_t>(50, n / (4 * static_cast<std::size_t>(batch_size)));
+    REQUIRE(Batcher(cache, o).group_run_rows() == run);
+    REQUIRE(run == (batch_size == 1 ? 50 : 56));
+    const auto shuffled = joined(epoch(cache, o, 3));
+    CHECK(shuffled == sorted_runs(cache, epoch_order(n, true, 5, 3), run));
+    CHECK(shuffled == joined(epoch(cache, o, 3)));
+    CHECK(shuffled != joined(epoch(cache, o, 4)));
+    CHECK(shuffled.front() != rows.front());
+  }
+
+  // N ranks with batch b take one process's batches of N * b, in file order and shuffled.
+  for (const bool shuffle : {false, true})
+    for (const int world : {2, 3}) {
+      INFO("shuffle " << shuffle << ", world " << world);
+      const Batcher::Options one{.batch_size = 4 * world, .shuffle = shuffle, .seed = 7, .trim_padding = true,
+                                 .group_by_length = true};
+      const auto single = epoch(cache, one);
+      for (std::size_t g = 0; g < single.size(); ++g) {
+        std::vector<std::size_t> all;
+        for (int r = 0; r < world; ++r) {
+          auto o = one;
+          o.batch_size = 4;
+          o.rank = r;
+          o.world_size = world;
+          const auto mine = epoch(cache, o);
+          REQUIRE(mine.size() == single.size());
+          all.insert(all.end(), mine[g].begin(), mine[g].end());
+        }
+        CHECK(all == single[g]);
+      }
+    }
+
+  CHECK_THROWS_WITH(Batcher(cache, {.group_by_length = true}), Catch::Contains("group_by_length needs trim_padding"));
 }

@@ -5,7 +5,8 @@
 # model; NER_result_conll.txt holds every word of test.tsv once, in order, with its gold
 # label; the reports' counts agree with it; the output directory reloads with the same
 # scores, and predicts the same with batches padded to M (--pad_to_max_length); a run
-# killed after a checkpoint resumes to the same model (and refuses another batch width);
+# killed after a checkpoint resumes to the same model (and refuses another batch width or
+# grouping); --group_by_length with --pad_to_max_length is refused;
 # under mpiexec -np 2 (when given) prediction writes one process's files byte for byte;
 # and the task's input errors (a GPU that is not there among them). Exit 77 (skipped) without the shared data.
 # Usage: ner_test.sh <program> <shared data> <work dir> ["<mpiexec and its flags>" <-n flag>]
@@ -68,8 +69,9 @@ grep -qF "$(sed -n 2p "$out/test_results.txt")" "$out/eval_results.txt" || fail 
 grep -q "labels: $out/labels.txt (beside --init_checkpoint" "$work/stderr2" || fail "labels not taken from the checkpoint"
 cmp -s "$out/NER_result_conll.txt" "$work/out2/NER_result_conll.txt" || fail "predictions differ after reloading"
 [ "$(grep '^f1 = ' "$out/eval_results.txt")" = "$(grep '^f1 = ' "$work/out2/eval_results.txt")" ] || fail "f1 differs after reloading"
-# Batches padded to M (--pad_to_max_length, as the original pads) predict what the
-# default's batches, each as wide as its longest feature, predict (the loss up to rounding).
+# Batches padded to M in file order (--pad_to_max_length, as the original pads) predict
+# what the default's batches, grouped by length and each as wide as its longest feature,
+# predict (the loss up to rounding).
 "$prog" --do_eval --do_predict "${common[@]}" --init_checkpoint="$out" --pad_to_max_length --output_dir="$work/out_padded" \
   >/dev/null 2>"$work/stderr_padded" || { cat "$work/stderr_padded"; fail "prediction with --pad_to_max_length failed"; }
 cmp -s "$out/NER_result_conll.txt" "$work/out_padded/NER_result_conll.txt" || fail "--pad_to_max_length predicts otherwise"
@@ -90,6 +92,12 @@ cmp -s "$out/model.safetensors" "$work/out_resume/model.safetensors" || fail "th
 "$prog" "${train[@]}" --resume --pad_to_max_length >/dev/null 2>"$work/stderr8" && fail "a resume that pads to M ran"
 grep -qF -- "--pad_to_max_length=false, this run has --pad_to_max_length=true" "$work/stderr8" \
   || fail "resume with another --pad_to_max_length: $(cat "$work/stderr8")"
+"$prog" "${train[@]}" --resume --group_by_length >/dev/null 2>"$work/stderr9" && fail "a resume grouped by length ran"
+grep -qF -- "--group_by_length=false, this run has --group_by_length=true" "$work/stderr9" \
+  || fail "resume with another --group_by_length: $(cat "$work/stderr9")"
+"$prog" "${train[@]}" --group_by_length --pad_to_max_length >/dev/null 2>"$work/stderr10" && fail "--group_by_length with --pad_to_max_length ran"
+grep -qF -- "--group_by_length groups rows so that batches need less padding; --pad_to_max_length pads them all" \
+  "$work/stderr10" || fail "--group_by_length with --pad_to_max_length: $(cat "$work/stderr10")"
 
 # Prediction over 2 ranks writes one process's files.
 if [ -n "$mpiexec" ]; then

@@ -9,6 +9,7 @@
 
 #include <fstream>
 #include <limits>
+#include <numeric>
 
 #include "toy_task.hpp"
 
@@ -28,6 +29,7 @@ std::vector<double> train_losses(int steps, std::uint64_t seed = 1) {
   train::ClassifierTrainer<decltype(model), P> trainer(model, {.max_grad_norm = 1.0, .seed = seed});
   optim::AdamW opt;
   data::Batcher batcher(cache(), {.batch_size = 16, .shuffle = true, .seed = seed, .drop_remainder = true});
+  REQUIRE(batcher.batches_per_epoch() > 0);  // else the loop below would never end
   std::vector<double> losses;
   for (std::uint64_t epoch = 0; static_cast<int>(losses.size()) < steps; ++epoch) {
     batcher.start_epoch(epoch);
@@ -156,13 +158,16 @@ TEST_CASE("predict keeps the logits and the pooled vectors they came from, in ro
   const auto plain = train::predict(model, cache(), 8, 3);
   CHECK(plain.logits.empty());
   CHECK(plain.pooled.empty());
-  // A batch size that does not divide the rows: the kept rows are still in file order.
+  // A batch size that does not divide the rows, the rows grouped by length (the default):
+  // the kept rows are still in file order. (Other batches, other widths: the same
+  // probabilities up to rounding.)
   const auto p = train::predict(model, cache(), 5, 3, {.keep_logits = true, .keep_pooled = true});
   const std::size_t n = cache().rows();
   REQUIRE(p.hidden == 32);
   REQUIRE(p.logits.size() == n * 3);
   REQUIRE(p.pooled.size() == n * 32);
-  CHECK(p.probabilities == plain.probabilities);
+  REQUIRE(p.probabilities.size() == plain.probabilities.size());
+  for (std::size_t i = 0; i < p.probabilities.size(); ++i) CHECK(std::abs(p.probabilities[i] - plain.probabilities[i]) < 1e-6);
   const float* w = model.classifier.weight.value().data();  // 3 x 32
   const float* b = model.classifier.bias.value().data();
   double worst_logit = 0, worst_probability = 0;
@@ -185,4 +190,35 @@ TEST_CASE("predict keeps the logits and the pooled vectors they came from, in ro
   // The pooler's output is tanh: every value in (-1, 1), and rows differ.
   CHECK(std::all_of(p.pooled.begin(), p.pooled.end(), [](float v) { return v > -1 && v < 1; }));
   CHECK(p.pooled[0] != p.pooled[32]);
+}
+
+TEST_CASE("predict's batches grouped by length (the default) give file order's and M-wide batches' outputs, row by row") {
+  using Model = bert::BertForSequenceClassification<float, F, precision::Fp32>;
+  auto model = Model::make(config(), 3);
+  bert::init_weights(model, 0.02, 11);
+  // The toy rows differ in length, so grouping reorders them (ties keep file order).
+  data::Batcher grouping(cache(), {.batch_size = 8, .shuffle = false, .trim_padding = true, .group_by_length = true});
+  grouping.start_epoch(0);
+  std::vector<std::uint32_t> file_order(cache().rows());
+  std::iota(file_order.begin(), file_order.end(), 0u);
+  REQUIRE(grouping.order() != file_order);
+
+  const auto grouped = train::predict(model, cache(), 8, 3, {.keep_logits = true});
+  const auto in_file_order = train::predict(model, cache(), 8, 3, {.keep_logits = true, .group_by_length = false});
+  const auto padded = train::predict(model, cache(), 8, 3, {.keep_logits = true, .pad_to_max_length = true});
+  const std::size_t n = cache().rows();
+  for (const auto* other : {&in_file_order, &padded}) {
+    REQUIRE(other->logits.size() == n * 3);
+    CHECK(grouped.predicted == other->predicted);
+    CHECK(grouped.truth == other->truth);
+    double worst = 0;
+    for (std::size_t i = 0; i < n * 3; ++i) worst = std::max(worst, static_cast<double>(std::abs(grouped.logits[i] - other->logits[i])));
+    CHECK(worst < 1e-5);
+    CHECK(grouped.mean_loss == Approx(other->mean_loss).epsilon(1e-6));
+  }
+  // Each row's logits are its own: the batches of one row each (no batching at all) agree.
+  const auto alone = train::predict(model, cache(), 1, 3, {.keep_logits = true, .group_by_length = false});
+  double worst = 0;
+  for (std::size_t i = 0; i < n * 3; ++i) worst = std::max(worst, static_cast<double>(std::abs(grouped.logits[i] - alone.logits[i])));
+  CHECK(worst < 1e-5);
 }

@@ -272,12 +272,17 @@ TEST_CASE("trimmed batches (the default) give the predictions of batches padded 
   const auto model = make_model(7, 32);
   const auto trimmed = train::predict_tokens(model, cache, 6, 3);
   const auto padded = train::predict_tokens(model, cache, 6, 3, {.pad_to_max_length = true});
-  REQUIRE(trimmed.words() == padded.words());
-  CHECK(trimmed.predicted == padded.predicted);
-  CHECK(trimmed.truth == padded.truth);
-  for (std::size_t w = 0; w < trimmed.words(); ++w)
-    CHECK(trimmed.probability[w] == Approx(padded.probability[w]).epsilon(1e-5));
-  CHECK(trimmed.mean_loss == Approx(padded.mean_loss).epsilon(1e-6));
+  // The default groups the features by length; in file order, trimmed, the same too.
+  const auto in_file_order = train::predict_tokens(model, cache, 6, 3, {.group_by_length = false});
+  for (const auto* other : {&padded, &in_file_order}) {
+    REQUIRE(trimmed.words() == other->words());
+    CHECK(trimmed.predicted == other->predicted);
+    CHECK(trimmed.truth == other->truth);
+    CHECK(trimmed.sentence_begin == other->sentence_begin);
+    for (std::size_t w = 0; w < trimmed.words(); ++w)
+      CHECK(trimmed.probability[w] == Approx(other->probability[w]).epsilon(1e-5));
+    CHECK(trimmed.mean_loss == Approx(other->mean_loss).epsilon(1e-6));
+  }
   CHECK_THROWS_WITH(train::predict_tokens(model, cache, 6, 3, {.keep_logits = true}),
                     Catch::Contains("keep_logits and keep_pooled are predict()'s options"));
 
@@ -294,6 +299,16 @@ TEST_CASE("trimmed batches (the default) give the predictions of batches padded 
   for (std::size_t w = 0; w < pa.words(); ++w) CHECK(pa.probability[w] == Approx(pb.probability[w]).epsilon(1e-4));
   CHECK(pa.mean_loss == Approx(pb.mean_loss).epsilon(1e-4));
   CHECK(pa.mean_loss < 0.9 * trimmed.mean_loss);  // it trained
+
+  // Grouped by length (shuffled runs sorted by length): other batches, and it trains as well.
+  auto c = make_model(8, 32);
+  train::fit<P>(
+      c, cache, {.batch_size = 8, .epochs = 3, .learning_rate = 1e-3, .group_by_length = true, .seed = 2}, quiet);
+  const auto pc = train::predict_tokens(c, cache, 8, 3);
+  CHECK(pc.mean_loss < 0.9 * trimmed.mean_loss);
+  CHECK(pc.mean_loss != pa.mean_loss);  // another sequence of batches
+  CHECK_THROWS_WITH(train::fit<P>(c, cache, {.batch_size = 8, .pad_to_max_length = true, .group_by_length = true}, quiet),
+                    Catch::Contains("group_by_length needs batches as wide as their longest row"));
 }
 
 TEST_CASE("predict_tokens refuses span features") {

@@ -19,10 +19,23 @@
 // short (BC5CDR's sentences: half of M = 128 in a random batch of 32). Only trailing
 // [PAD]s go: the span features' left padding keeps each span at its position.
 //
+// Grouping by length (group_by_length, with trim_padding) puts rows of similar length in
+// the same batch, so that little padding is left to compute: in file order (inference)
+// the whole order is sorted by decreasing length (ties in file order), and a row's
+// outputs, put back in its place through Batch::rows, are the same up to rounding
+// (BC5CDR's devel set: 2.4x fewer token positions than its file-order batches of 32).
+// Shuffled (training, as Hugging Face's group_by_length), the shuffled order is cut into
+// runs of global batches and each run sorted by decreasing length: batches still mix the
+// whole data set over an epoch, but each holds rows of similar length. A run is
+// kGroupBatches global batches, fewer when the data set holds under 4 such runs (as
+// Hugging Face's LengthGroupedSampler makes its "megabatches").
+// Either way the order is one process's, cut into global batches as above, so it does not
+// depend on the number of ranks.
+//
 // A background thread assembles the next `prefetch` batches while the model runs.
 // Memory stays flat whatever the cache's size: in file order records are read through
 // the mapping and the pages behind are dropped every 64 MiB; shuffled, each record is
-// copied with pread.
+// copied with pread (grouped by length, too).
 
 #include <algorithm>
 #include <condition_variable>
@@ -85,13 +98,21 @@ class Batcher {
     /// (at most M), instead of M wide (the header says why that is the same).
     bool trim_padding = false;
     index_t width_multiple = 8;
+    /// Rows of similar length batched together (the header says how); needs trim_padding.
+    bool group_by_length = false;
   };
+
+  /// Shuffled and grouped by length, the runs sorted by length are this many global
+  /// batches (at most; group_run_rows()).
+  static constexpr std::size_t kGroupBatches = 50;
 
   Batcher(const FeatureCache& cache, Options options) : cache_(cache), options_(options) {
     if (options_.batch_size < 1) throw Error("batch size must be at least 1");
     if (options_.width_multiple < 1) throw Error("width_multiple must be at least 1");
     if (options_.world_size < 1 || options_.rank < 0 || options_.rank >= options_.world_size)
       throw Error("rank " + std::to_string(options_.rank) + " is not in [0, " + std::to_string(options_.world_size) + ")");
+    if (options_.group_by_length && !options_.trim_padding)
+      throw Error("group_by_length needs trim_padding (batches M wide gain nothing from it)");
   }
   ~Batcher() { stop(); }
   Batcher(const Batcher&) = delete;
@@ -100,6 +121,12 @@ class Batcher {
   const Options& options() const { return options_; }
   std::size_t global_batch_rows() const {
     return static_cast<std::size_t>(options_.batch_size) * static_cast<std::size_t>(options_.world_size);
+  }
+  /// Shuffled and grouped by length: the rows of each run sorted by length (at least one
+  /// global batch, at most kGroupBatches, and under a quarter of the data set when it can).
+  std::size_t group_run_rows() const {
+    const std::size_t g = global_batch_rows();
+    return std::clamp<std::size_t>(cache_.rows() / (4 * g), 1, kGroupBatches) * g;
   }
   /// Steps in one epoch (the same on every rank).
   std::size_t batches_per_epoch() const {
@@ -116,6 +143,7 @@ class Batcher {
       throw Error("batch " + std::to_string(first_batch) + " of epoch " + std::to_string(epoch) + ": an epoch has " +
                   std::to_string(batches_per_epoch()) + " batches");
     order_ = epoch_order(cache_.rows(), options_.shuffle, options_.seed, epoch);
+    if (options_.group_by_length) group_by_length();
     epoch_ = epoch;
     next_batch_ = first_batch;
     error_ = nullptr;
@@ -146,6 +174,9 @@ class Batcher {
     return true;
   }
 
+  /// The epoch's order of the cache's rows (positions 0..rows-1 of it are cut into batches).
+  const std::vector<std::uint32_t>& order() const { return order_; }
+
   /// The rows of global batch `g` that belong to this rank (positions into the order).
   std::pair<std::size_t, std::size_t> slice(std::size_t g) const {
     const std::size_t begin = g * global_batch_rows() + static_cast<std::size_t>(options_.rank) * options_.batch_size;
@@ -155,6 +186,43 @@ class Batcher {
   }
 
  private:
+  /// A record's length: the position after its last non-[PAD] token (0 for none).
+  static index_t length_of(const std::int32_t* record, index_t M, std::int32_t pad, index_t at_least = 0) {
+    index_t len = M;
+    while (len > at_least && attention_mask(record[len - 1], pad) == 0) --len;
+    return len;
+  }
+
+  /// Sorts order_ by decreasing length: all of it in file order; shuffled, each run of
+  /// group_run_rows() rows. Stable, so ties keep their order. The lengths are read once,
+  /// in one pass through the mapping.
+  void group_by_length() {
+    const std::size_t n = cache_.rows();
+    if (lengths_.size() != n) {
+      const index_t M = cache_.max_seq_length();
+      const std::int32_t pad = cache_.header().pad_id;
+      if (M > 0xFFFF) throw Error(cache_.path() + ": group_by_length: max_seq_length " + std::to_string(M) + " above 65535");
+      lengths_.resize(n);
+      std::size_t touched = 0;
+      for (std::size_t row = 0; row < n; ++row) {
+        lengths_[row] = static_cast<std::uint16_t>(length_of(cache_.input_ids(row), M, pad));
+        touched += cache_.header().record_bytes;
+        if (touched > kReleaseBytes) {
+          cache_.release();
+          touched = 0;
+        }
+      }
+      cache_.release();
+    }
+    const auto longer = [&](std::uint32_t a, std::uint32_t b) { return lengths_[a] > lengths_[b]; };
+    const std::size_t run = options_.shuffle ? group_run_rows() : n;
+    for (std::size_t begin = 0; begin < n; begin += run)
+      std::stable_sort(order_.begin() + static_cast<std::ptrdiff_t>(begin),
+                       order_.begin() + static_cast<std::ptrdiff_t>(std::min(n, begin + run)), longer);
+  }
+
+  bool random_access() const { return options_.shuffle || options_.group_by_length; }
+
   void assemble(std::size_t g, Batch& b) {
     const auto [begin, end] = slice(g);
     const auto rows = static_cast<index_t>(end - begin);
@@ -162,10 +230,10 @@ class Batcher {
     const bool token = cache_.kind() == FeatureKind::token;
     const std::int32_t pad = cache_.header().pad_id;
     // The records first (the width depends on them all). In file order they are read
-    // through the mapping (and what is behind is dropped every 64 MiB); shuffled, each is
-    // copied with pread (FeatureCache::read_record says why).
+    // through the mapping (and what is behind is dropped every 64 MiB); in any other order
+    // each is copied with pread (FeatureCache::read_record says why).
     const std::size_t words = cache_.header().record_bytes / 4;
-    records_.resize(options_.shuffle ? static_cast<std::size_t>(rows) * words : 0);
+    records_.resize(random_access() ? static_cast<std::size_t>(rows) * words : 0);
     record_of_.resize(static_cast<std::size_t>(rows));
     b.rows.resize(static_cast<std::size_t>(rows));
     index_t longest = 0;
@@ -173,17 +241,13 @@ class Batcher {
       const auto k = static_cast<std::size_t>(i);
       const std::size_t row = order_[begin + k];
       b.rows[k] = row;
-      if (options_.shuffle) {
+      if (random_access()) {
         cache_.read_record(row, records_.data() + k * words);
         record_of_[k] = records_.data() + k * words;
       } else {
         record_of_[k] = cache_.input_ids(row);
       }
-      if (options_.trim_padding) {
-        index_t len = M;
-        while (len > longest && attention_mask(record_of_[k][len - 1], pad) == 0) --len;
-        longest = std::max(longest, len);
-      }
+      if (options_.trim_padding) longest = std::max(longest, length_of(record_of_[k], M, pad, longest));
     }
     const index_t S = options_.trim_padding && rows > 0
                           ? std::min(M, std::max<index_t>(1, (longest + options_.width_multiple - 1) /
@@ -211,7 +275,7 @@ class Batcher {
         b.labels.data()[i] = rec[M];
       }
     }
-    if (!options_.shuffle) {
+    if (!random_access()) {
       touched_ += static_cast<std::size_t>(rows) * cache_.header().record_bytes;
       if (touched_ > kReleaseBytes) {
         cache_.release();
@@ -253,6 +317,7 @@ class Batcher {
   const FeatureCache& cache_;
   Options options_;
   std::vector<std::uint32_t> order_;
+  std::vector<std::uint16_t> lengths_;  // each row's length, when grouping by length
   std::uint64_t epoch_ = 0;
   std::size_t next_batch_ = 0, touched_ = 0;
   std::vector<std::int32_t> records_;         // the batch's records, for shuffled reads

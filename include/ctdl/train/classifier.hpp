@@ -12,8 +12,9 @@
 //                      accumulated micro-batches, clips to the global norm and updates.
 //                      A model on a CUDA device takes the same step on the device
 //                      (optim::DeviceStep: the fused kernels, the CPU's formulas).
-//   predict            forward without dropout over a feature cache in file order:
-//                      class probabilities, predictions, mean loss, time per batch,
+//   predict            forward without dropout over a feature cache, in batches of
+//                      rows of similar length (PredictOptions), each row's outputs in
+//                      its place: class probabilities, predictions, mean loss, time per batch,
 //                      and the first row whose logits are not finite (the caller decides;
 //                      the programs stop with an error naming it); on request
 //                      (PredictOptions) the raw logits and the pooled vectors too.
@@ -184,21 +185,39 @@ class ClassifierTrainer {
   int micro_batches_ = 0;
 };
 
+/// What predict keeps beyond probabilities and predictions, and how its batches are made.
+struct PredictOptions {
+  bool keep_logits = false;
+  bool keep_pooled = false;  // needs a model with forward_with_pooled (BertForSequenceClassification)
+  /// Every batch max_seq_length wide, in file order, as the original pipeline pads; by
+  /// default each batch is as wide as its longest row (rounded up to a multiple of 8),
+  /// which gives the same outputs up to rounding for less work
+  /// (data::Batcher::Options::trim_padding).
+  bool pad_to_max_length = false;
+  /// With batches as wide as their longest row: the rows batched in order of decreasing
+  /// length, so that each batch holds rows of similar length and little padding
+  /// (data::Batcher::Options::group_by_length). Every output is put back in its row's
+  /// place, the same up to rounding as in file order; false batches in file order.
+  bool group_by_length = true;
+};
+
 /// Inference over this rank's share of every batch of `cache` (comm's ranks, as
-/// data::Batcher splits them), in file order, without dropout: `run(ctx, batch)` runs the
-/// model and takes what it needs to the host; each call's wall time (on a GPU the forward
-/// only queues kernels, and the copy back is where the host waits for them) and rows are
-/// appended to batch_ms and batch_rows. A rank's empty share of a last batch is skipped.
-/// (predict and train/tokens.hpp's predict_tokens.)
+/// data::Batcher splits them), without dropout, the batches made as `options` says (file
+/// order, or grouped by length): `run(ctx, batch)` runs the model and takes what it needs
+/// to the host, each row's outputs to its place (batch.rows); each call's wall time (on a
+/// GPU the forward only queues kernels, and the copy back is where the host waits for
+/// them) and rows are appended to batch_ms and batch_rows. A rank's empty share of a last
+/// batch is skipped. (predict and train/tokens.hpp's predict_tokens.)
 template <dist::Communicator C, class Run>
-void for_each_inference_batch(const data::FeatureCache& cache, index_t batch_size, bool pad_to_max_length, C& comm,
-                              std::vector<double>& batch_ms, std::vector<index_t>& batch_rows, Run&& run) {
+void for_each_inference_batch(const data::FeatureCache& cache, index_t batch_size, const PredictOptions& options,
+                              C& comm, std::vector<double>& batch_ms, std::vector<index_t>& batch_rows, Run&& run) {
   data::Batcher batcher(cache, {.batch_size = batch_size,
                                 .rank = comm.rank(),
                                 .world_size = comm.size(),
                                 .shuffle = false,
                                 .drop_remainder = false,
-                                .trim_padding = !pad_to_max_length});
+                                .trim_padding = !options.pad_to_max_length,
+                                .group_by_length = !options.pad_to_max_length && options.group_by_length});
   batcher.start_epoch(0);
   data::Batch batch;
   while (batcher.next(batch)) {
@@ -231,17 +250,9 @@ struct Predictions {
   index_t hidden = 0;
 };
 
-/// What predict keeps beyond probabilities and predictions, and how wide its batches are.
-struct PredictOptions {
-  bool keep_logits = false;
-  bool keep_pooled = false;  // needs a model with forward_with_pooled (BertForSequenceClassification)
-  /// Every batch max_seq_length wide, as the original pipeline pads; by default each batch
-  /// is as wide as its longest row (rounded up to a multiple of 8), which gives the same
-  /// outputs up to rounding for less work (data::Batcher::Options::trim_padding).
-  bool pad_to_max_length = false;
-};
 
-/// Runs the classifier over every row of `cache`, in file order, without dropout.
+/// Runs the classifier over every row of `cache` without dropout; the results are in
+/// file order whatever order the batches took (PredictOptions).
 template <class Model>
 Predictions predict(const Model& model, const data::FeatureCache& cache, index_t batch_size, index_t num_labels,
                     const PredictOptions& options = {});
@@ -274,7 +285,7 @@ Predictions predict(const Model& model, const data::FeatureCache& cache, index_t
   const auto L = static_cast<std::size_t>(num_labels);
   p.logits.assign(n * L, 0.f);
   // This rank's batches: their logits (and pooled vectors) into the rows they belong to.
-  for_each_inference_batch(cache, batch_size, options.pad_to_max_length, comm, p.batch_ms, p.batch_rows,
+  for_each_inference_batch(cache, batch_size, options, comm, p.batch_ms, p.batch_rows,
                            [&](nn::Context& ctx, const data::Batch& batch) {
     auto [logits, pooled] = [&] {
       if constexpr (requires { model.forward_with_pooled(ctx, batch); }) {

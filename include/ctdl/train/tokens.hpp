@@ -4,7 +4,8 @@
 // nothing of its own: train::fit takes a token cache as it takes a span cache (the
 // batcher gives B x S labels, -1 where nothing is scored, and cross_entropy skips those).
 //
-//   predict_tokens    forward without dropout over the cache in file order; each word's
+//   predict_tokens    forward without dropout over the cache (batched as predict does,
+//                     the results in file order); each word's
 //                     prediction is the argmax at its first piece (the one position of
 //                     the word that carries a label; the recipes of NVIDIA and BioBERT
 //                     score it alone), gathered sentence by sentence across the features
@@ -56,10 +57,10 @@ struct TokenPredictions {
   std::size_t words() const { return predicted.size(); }
 };
 
-/// Runs the token classifier over every feature of `cache` (token features), in file
-/// order, without dropout.
-/// `options`: the batches' width (PredictOptions::pad_to_max_length); keep_logits and
-/// keep_pooled are predict()'s and an error here.
+/// Runs the token classifier over every feature of `cache` (token features) without
+/// dropout; the results are in file order (the batches as PredictOptions says).
+/// `options`: how the batches are made (PredictOptions::pad_to_max_length,
+/// group_by_length); keep_logits and keep_pooled are predict()'s and an error here.
 template <class Model>
 TokenPredictions predict_tokens(const Model& model, const data::FeatureCache& cache, index_t batch_size,
                                 index_t num_labels, const PredictOptions& options = {});
@@ -123,7 +124,7 @@ TokenPredictions predict_tokens(const Model& model, const data::FeatureCache& ca
       throw Error("predict_tokens: the model classifies " + std::to_string(model.classifier.weight.extent(0)) +
                   " labels, not " + std::to_string(num_labels));
 
-  for_each_inference_batch(cache, batch_size, options.pad_to_max_length, comm, p.batch_ms, p.batch_rows,
+  for_each_inference_batch(cache, batch_size, options, comm, p.batch_ms, p.batch_rows,
                            [&](nn::Context& ctx, const data::Batch& batch) {
     const auto out = model.forward(ctx, batch);  // [B * S, L]; S <= M, the batch's width
     const auto& host = on_host(out.value());
