@@ -119,21 +119,26 @@ TEST_CASE("a batcher restarted mid-epoch or destroyed with batches queued is cle
 }
 
 namespace batcher_trim_test {
-/// 40 rows at M = 32 whose right context is 0 to 13 words long ("world" repeated), so
-/// that the rows end at different positions; the left context is one word (left padding).
+/// A cache of `n` span rows at M = 32 named `stem`: row i's right context is
+/// right_words(i) words ("world" repeated), so that the rows end at different positions;
+/// the left context is one word (left padding).
+template <class Words>
+std::unique_ptr<FeatureCache> ragged_rows(const std::string& stem, std::size_t n, Words right_words) {
+  std::string rows;
+  for (std::size_t i = 0; i < n; ++i) {
+    std::string right;
+    for (std::size_t k = 0; k < right_words(i); ++k) right += (k ? " " : "") + std::string("world");
+    rows += std::string(i % 2 ? "che" : "dis") + "\thello\ta\t" + right + "\n";
+  }
+  const std::string tsv = test::write_file(stem + ".tsv", rows);
+  const SpanFeatureBuilder builder(test::tiny_tokenizer(), {.max_seq_length = 32});
+  prepare_span_cache(tsv, tsv + ".features", LabelSet({"che", "dis"}), builder, test::tiny_tokenizer(), false);
+  return std::make_unique<FeatureCache>(tsv + ".features");
+}
+
+/// 40 rows whose right context grows from 0 to 13 words down the file.
 const FeatureCache& ragged_cache() {
-  static const std::unique_ptr<FeatureCache> cache = [] {
-    std::string rows;
-    for (std::size_t i = 0; i < 40; ++i) {
-      std::string right;
-      for (std::size_t k = 0; k < (i / 6) * 2 + i % 2; ++k) right += (k ? " " : "") + std::string("world");
-      rows += std::string(i % 2 ? "che" : "dis") + "\thello\ta\t" + right + "\n";
-    }
-    const std::string tsv = test::write_file("batcher_ragged.tsv", rows);
-    const SpanFeatureBuilder builder(test::tiny_tokenizer(), {.max_seq_length = 32});
-    prepare_span_cache(tsv, tsv + ".features", LabelSet({"che", "dis"}), builder, test::tiny_tokenizer(), false);
-    return std::make_unique<FeatureCache>(tsv + ".features");
-  }();
+  static const auto cache = ragged_rows("batcher_ragged", 40, [](std::size_t i) { return (i / 6) * 2 + i % 2; });
   return *cache;
 }
 
@@ -189,20 +194,10 @@ TEST_CASE("trim_padding: each batch as wide as its longest row (rounded up), the
 }
 
 namespace batcher_group_test {
-/// 230 rows at M = 32 whose right contexts are 0 to 13 words long in a scrambled order.
+/// 230 rows whose right contexts are 0 to 13 words long in a scrambled order.
 const FeatureCache& scrambled_cache() {
-  static const std::unique_ptr<FeatureCache> cache = [] {
-    std::string rows;
-    for (std::size_t i = 0; i < 230; ++i) {
-      std::string right;
-      for (std::size_t k = 0; k < (i * 7 + i / 5) % 14; ++k) right += (k ? " " : "") + std::string("world");
-      rows += std::string(i % 2 ? "che" : "dis") + "\thello\ta\t" + right + "\n";
-    }
-    const std::string tsv = test::write_file("batcher_scrambled.tsv", rows);
-    const SpanFeatureBuilder builder(test::tiny_tokenizer(), {.max_seq_length = 32});
-    prepare_span_cache(tsv, tsv + ".features", LabelSet({"che", "dis"}), builder, test::tiny_tokenizer(), false);
-    return std::make_unique<FeatureCache>(tsv + ".features");
-  }();
+  static const auto cache =
+      batcher_trim_test::ragged_rows("batcher_scrambled", 230, [](std::size_t i) { return (i * 7 + i / 5) % 14; });
   return *cache;
 }
 

@@ -23,7 +23,7 @@
 // the same batch, so that little padding is left to compute: in file order (inference)
 // the whole order is sorted by decreasing length (ties in file order), and a row's
 // outputs, put back in its place through Batch::rows, are the same up to rounding
-// (BC5CDR's devel set: 2.4x fewer token positions than its file-order batches of 32).
+// (BC5CDR's devel set is predicted 2.7x as fast as in file-order batches, docs/benchmarks.md).
 // Shuffled (training, as Hugging Face's group_by_length), the shuffled order is cut into
 // runs of global batches and each run sorted by decreasing length: batches still mix the
 // whole data set over an epoch, but each holds rows of similar length. A run is
