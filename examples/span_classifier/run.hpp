@@ -103,6 +103,18 @@ std::unique_ptr<data::FeatureCache> prepared_cache(const Setup& s, const std::st
   return fc;
 }
 
+/// PredictOptions::progress of an evaluation or prediction pass, `what` (say,
+/// "predicting test.tsv"): on rank 0 a bar on a terminal, else a line every 30 s
+/// (train::InferenceProgressLog); nothing on the other ranks. `global_batch`: the rows of
+/// a batch of all the ranks, counted in `unit`s.
+inline std::function<void(std::size_t, std::size_t)> inference_progress(bool lead, const std::string& what,
+                                                                       std::int64_t global_batch,
+                                                                       const std::string& unit = "sentences") {
+  if (!lead) return {};
+  auto log = std::make_shared<train::InferenceProgressLog>(what, global_batch, unit);
+  return [log](std::size_t done, std::size_t batches) { (*log)(done, batches); };
+}
+
 /// The span feature cache of one split (the consensus task).
 inline std::unique_ptr<data::FeatureCache> split_cache(const Setup& s, const std::string& split, bool lead) {
   const auto& a = s.args;
@@ -427,8 +439,11 @@ int run(const Setup& s) {
   if (a.do_eval) {
     auto& cache = cache_of("dev");
     const auto t0 = std::chrono::steady_clock::now();
-    const auto e = train::evaluate(model, cache, a.eval_batch_size, s.labels->names(),
-                                   {.pad_to_max_length = a.pad_to_max_length}, comm);
+    const auto e = train::evaluate(
+        model, cache, a.eval_batch_size, s.labels->names(),
+        {.pad_to_max_length = a.pad_to_max_length,
+         .progress = inference_progress(lead, "evaluating dev.tsv", a.eval_batch_size * comm.size())},
+        comm);
     const double eval_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     require_finite(e.predictions, cache, a.data_dir + "/dev.tsv", s);  // every rank: they all have the whole result
     say("evaluated " + std::to_string(cache.rows()) + " rows in " + fmt("%.2f s", eval_s) + " (" +
@@ -450,7 +465,9 @@ int run(const Setup& s) {
     const auto t0 = std::chrono::steady_clock::now();
     const auto p = train::predict(model, cache, a.predict_batch_size, L,
                                   {.keep_logits = a.write_npy, .keep_pooled = a.write_npy,
-                                   .pad_to_max_length = a.pad_to_max_length},
+                                   .pad_to_max_length = a.pad_to_max_length,
+                                   .progress = inference_progress(lead, "predicting test.tsv",
+                                                                  a.predict_batch_size * comm.size())},
                                   comm);
     const double total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     require_finite(p, cache, a.data_dir + "/test.tsv", s);

@@ -114,8 +114,11 @@ int run_ner(const Setup& s) {
     auto& cache = cache_of("devel");
     const std::string conll = a.data_dir + "/devel.tsv";
     const auto t0 = std::chrono::steady_clock::now();
-    const auto e = train::evaluate_tokens(model, cache, a.eval_batch_size, s.labels->names(),
-                                          {.pad_to_max_length = a.pad_to_max_length}, comm);
+    const auto e = train::evaluate_tokens(
+        model, cache, a.eval_batch_size, s.labels->names(),
+        {.pad_to_max_length = a.pad_to_max_length,
+         .progress = inference_progress(lead, "evaluating devel.tsv", a.eval_batch_size * comm.size(), "features")},
+        comm);
     const double eval_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     require_finite(e.predictions, cache, conll, s);
     say("evaluated " + std::to_string(e.predictions.sentences()) + " sentences (" +
@@ -133,8 +136,11 @@ int run_ner(const Setup& s) {
     auto& cache = cache_of("test");
     const std::string conll = a.data_dir + "/test.tsv";
     const auto t0 = std::chrono::steady_clock::now();
-    const auto e = train::evaluate_tokens(model, cache, a.predict_batch_size, s.labels->names(),
-                                          {.pad_to_max_length = a.pad_to_max_length}, comm);
+    const auto e = train::evaluate_tokens(
+        model, cache, a.predict_batch_size, s.labels->names(),
+        {.pad_to_max_length = a.pad_to_max_length,
+         .progress = inference_progress(lead, "predicting test.tsv", a.predict_batch_size * comm.size(), "features")},
+        comm);
     const double total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     require_finite(e.predictions, cache, conll, s);
     if (lead) {

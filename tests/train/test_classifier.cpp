@@ -222,3 +222,16 @@ TEST_CASE("predict's batches grouped by length (the default) give file order's a
   for (std::size_t i = 0; i < n * 3; ++i) worst = std::max(worst, static_cast<double>(std::abs(grouped.logits[i] - alone.logits[i])));
   CHECK(worst < 1e-5);
 }
+
+TEST_CASE("predict reports its progress after every batch") {
+  using Model = bert::BertForSequenceClassification<float, F, precision::Fp32>;
+  auto model = Model::make(config(), 3);
+  bert::init_weights(model, 0.02, 3);
+  std::vector<std::pair<std::size_t, std::size_t>> calls;
+  const auto p = train::predict(model, cache(), 10, 3,
+                                {.progress = [&](std::size_t done, std::size_t batches) { calls.emplace_back(done, batches); }});
+  const std::size_t batches = (cache().rows() + 9) / 10;  // the last one short
+  REQUIRE(calls.size() == batches);
+  for (std::size_t k = 0; k < batches; ++k) CHECK(calls[k] == std::pair{k + 1, batches});
+  CHECK(p.batch_rows.size() == batches);
+}

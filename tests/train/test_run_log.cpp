@@ -66,3 +66,24 @@ TEST_CASE("RunLog: appending keeps the earlier lines and draws them too") {
   CHECK(svg.find("train loss") != std::string::npos);  // the earlier run's training record
   CHECK(svg.find("eval_accuracy") != std::string::npos);
 }
+
+TEST_CASE("InferenceProgressLog: a line per interval with batches, rate and ETA, none at the end or within the interval") {
+  std::vector<std::string> lines;
+  const auto out = [&](const std::string& l) { lines.push_back(l); };
+  {
+    train::InferenceProgressLog every("predicting test.tsv", 64, "features", 0, out);
+    for (std::size_t done = 1; done <= 5; ++done) every(done, 5);
+  }
+  REQUIRE(lines.size() == 4);  // the last batch is the pass's own summary line's
+  for (std::size_t k = 0; k < lines.size(); ++k) {
+    INFO(lines[k]);
+    CHECK(lines[k].rfind("predicting test.tsv: batch " + std::to_string(k + 1) + "/5 (" + std::to_string((k + 1) * 20) +
+                             "%)  ",
+                         0) == 0);
+    CHECK(lines[k].find(" features/s  ETA ") != std::string::npos);
+  }
+  lines.clear();
+  train::InferenceProgressLog hourly("evaluating dev.tsv", 64, "sentences", 3600, out);
+  for (std::size_t done = 1; done <= 100; ++done) hourly(done, 100);
+  CHECK(lines.empty());  // a pass shorter than the interval prints nothing of its own
+}

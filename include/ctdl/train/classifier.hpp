@@ -23,6 +23,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -199,6 +200,9 @@ struct PredictOptions {
   /// (data::Batcher::Options::group_by_length). Every output is put back in its row's
   /// place, the same up to rounding as in file order; false batches in file order.
   bool group_by_length = true;
+  /// Called after each batch with how many of the pass's batches are done and how many
+  /// there are (every rank has the same count; train::InferenceProgressLog prints them).
+  std::function<void(std::size_t done, std::size_t batches)> progress = {};
 };
 
 /// Inference over this rank's share of every batch of `cache` (comm's ranks, as
@@ -206,8 +210,9 @@ struct PredictOptions {
 /// order, or grouped by length): `run(ctx, batch)` runs the model and takes what it needs
 /// to the host, each row's outputs to its place (batch.rows); each call's wall time (on a
 /// GPU the forward only queues kernels, and the copy back is where the host waits for
-/// them) and rows are appended to batch_ms and batch_rows. A rank's empty share of a last
-/// batch is skipped. (predict and train/tokens.hpp's predict_tokens.)
+/// them) and rows are appended to batch_ms and batch_rows; options.progress hears of each
+/// batch. A rank's empty share of a last batch is skipped. (predict and
+/// train/tokens.hpp's predict_tokens.)
 template <dist::Communicator C, class Run>
 void for_each_inference_batch(const data::FeatureCache& cache, index_t batch_size, const PredictOptions& options,
                               C& comm, std::vector<double>& batch_ms, std::vector<index_t>& batch_rows, Run&& run) {
@@ -219,18 +224,21 @@ void for_each_inference_batch(const data::FeatureCache& cache, index_t batch_siz
                                 .trim_padding = !options.pad_to_max_length,
                                 .group_by_length = !options.pad_to_max_length && options.group_by_length});
   batcher.start_epoch(0);
+  const std::size_t batches = batcher.batches_per_epoch();
   data::Batch batch;
-  while (batcher.next(batch)) {
-    if (batch.size() == 0) continue;
-    const auto t0 = std::chrono::steady_clock::now();
-    {
-      Tape tape;
-      NoGrad no_grad(tape);
-      nn::Context ctx{tape, false};
-      run(ctx, batch);
+  for (std::size_t done = 1; batcher.next(batch); ++done) {
+    if (batch.size() > 0) {
+      const auto t0 = std::chrono::steady_clock::now();
+      {
+        Tape tape;
+        NoGrad no_grad(tape);
+        nn::Context ctx{tape, false};
+        run(ctx, batch);
+      }
+      batch_ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      batch_rows.push_back(batch.size());
     }
-    batch_ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-    batch_rows.push_back(batch.size());
+    if (options.progress) options.progress(done, batches);
   }
 }
 

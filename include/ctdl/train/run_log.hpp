@@ -3,6 +3,8 @@
 //
 //   ProgressLog   a line (or, on a terminal, a redrawn progress bar on stderr) every N
 //                 steps: step, epoch, loss, learning rate, sentences/s, ETA
+//   InferenceProgressLog  the same for an evaluation or prediction pass: a line every
+//                 30 s (or a bar): batches done, sentences/s, ETA
 //   RunLog        metrics.jsonl (one JSON record per logging step and per evaluation,
 //                 replaced whole when the run commits it) and training_curves.svg (loss,
 //                 learning rate and evaluation metrics against the step), redrawn as the
@@ -112,6 +114,59 @@ class ProgressLog {
   Clock::time_point start_, last_;
   std::int64_t last_step_ = 0, loss_count_ = 0;
   double loss_sum_ = 0;
+};
+
+/// Progress of an evaluation or prediction pass (PredictOptions::progress): on a terminal
+/// a bar redrawn after every batch; otherwise (a log file, a Slurm job's output) a line
+/// at most every `every_s` seconds, none for a pass shorter than that:
+///   predicting test.tsv: batch 1200/5000 (24%)  412.3 sentences/s  ETA 9m12s
+/// The rate counts `batch_rows` (rows per global batch) a batch, the last one too, in
+/// `unit`s (sentences; the NER task's features). The
+/// batches go from the longest rows to the shortest (grouped by length), so the ETA,
+/// which assumes the rate so far, errs long.
+class InferenceProgressLog {
+ public:
+  /// Lines go to `out` when given (then there is no bar), else to stderr.
+  InferenceProgressLog(std::string what, std::int64_t batch_rows, std::string unit = "sentences", double every_s = 30,
+                       std::function<void(const std::string&)> out = {})
+      : what_(std::move(what)), unit_(std::move(unit)), rows_(batch_rows), every_s_(every_s),
+        terminal_(!out && ::isatty(STDERR_FILENO) != 0), out_(std::move(out)), start_(Clock::now()), last_(start_) {}
+  ~InferenceProgressLog() {
+    if (drawn_) std::fprintf(stderr, "\r\033[K");  // the pass's own summary line follows
+  }
+  InferenceProgressLog(const InferenceProgressLog&) = delete;
+  InferenceProgressLog& operator=(const InferenceProgressLog&) = delete;
+
+  void operator()(std::size_t done, std::size_t batches) {
+    const auto now = Clock::now();
+    const double elapsed = std::chrono::duration<double>(now - start_).count();
+    const double since = std::chrono::duration<double>(now - last_).count();
+    if (!terminal_ && (since < every_s_ || done == batches)) return;  // the pass's summary says the end
+    const double rate = elapsed > 0 ? static_cast<double>(done) * static_cast<double>(rows_) / elapsed : 0;
+    const double eta = done > 0 ? elapsed / static_cast<double>(done) * static_cast<double>(batches - done) : 0;
+    char line[256];
+    std::snprintf(line, sizeof line, "%s: batch %zu/%zu (%.0f%%)  %.1f %s/s  ETA %s", what_.c_str(), done, batches,
+                  100.0 * static_cast<double>(done) / static_cast<double>(std::max<std::size_t>(1, batches)), rate,
+                  unit_.c_str(), format_duration(eta).c_str());
+    if (out_) out_(line);
+    else if (terminal_) {
+      std::fprintf(stderr, "\r\033[K%s", line);
+      std::fflush(stderr);
+      drawn_ = true;
+    } else {
+      std::fprintf(stderr, "%s\n", line);
+    }
+    last_ = now;
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  std::string what_, unit_;
+  std::int64_t rows_;
+  double every_s_;
+  bool terminal_, drawn_ = false;
+  std::function<void(const std::string&)> out_;
+  Clock::time_point start_, last_;
 };
 
 /// metrics.jsonl and training_curves.svg of a run in an output directory.
