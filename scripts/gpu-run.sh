@@ -93,7 +93,18 @@ programs=$here/programs
 # bert_bench --device=cuda against PyTorch eager (the anchor script, when torch is here)
 # and ctdl's matmul floor, in one table (benchmarks/compare_pytorch.sh --device=cuda):
 # issue 13's configurations at BERT-base; CTDL_COMPARE_CONFIGS replaces them.
-if [ -x "$programs/bert_bench" ]; then
+traces=(bf16:train:64 bf16:infer:1)  # precision:mode:batch of the traced steps
+if [ -x "$programs/bert_bench" ] && [ "$gpus" -eq 0 ]; then  # bert_bench stops with an error without one
+  labels=("compare bert_bench vs pytorch (cuda)")
+  for config in "${traces[@]}"; do
+    IFS=: read -r prec mode batch <<<"$config"
+    labels+=("trace bert_bench $prec $mode ${batch}x128")
+  done
+  for label in "${labels[@]}"; do
+    summary+=("$(printf '%-8s %-44s %4d s  rc %d' SKIP "$label" 0 77)")
+    say "## $label: skipped: nvidia-smi lists no GPU"
+  done
+elif [ -x "$programs/bert_bench" ]; then
   anchor=$here/pytorch_gpu_bert.py
   if ! torch_error=$("$machine_python" -c 'import torch, transformers' 2>&1); then
     say "torch: cannot import torch and transformers, the table says n/a for them: $(tail -1 <<<"$torch_error")"
@@ -105,7 +116,7 @@ if [ -x "$programs/bert_bench" ]; then
     run "compare bert_bench vs pytorch (cuda)" "${CTDL_COMPARE_LIMIT_S:-240}" "$here/compare_pytorch.sh" --device=cuda "${configs[@]}"
   # The profile of a step (CUPTI's kernel trace, bert_bench --trace): how busy the GPU is
   # and which kernels take the time, for training and for batch-1 inference.
-  for config in bf16:train:64 bf16:infer:1; do
+  for config in "${traces[@]}"; do
     IFS=: read -r prec mode batch <<<"$config"
     run "trace bert_bench $prec $mode ${batch}x128" 90 "$programs/bert_bench" --device=cuda --model=base \
       --precision="$prec" --mode="$mode" --batch="$batch" --seq_len=128 --warmup=3 --steps=3 --trace=30
