@@ -3,6 +3,7 @@
 #include <ctdl/core/philox.hpp>
 
 #include <set>
+#include <vector>
 
 using namespace ctdl;
 
@@ -36,4 +37,32 @@ TEST_CASE("RandomStream: uniform on the unit interval and distinct per step, ran
   other.tensor_id = 2;
   REQUIRE(other.uniform(0) != base.uniform(0));
   REQUIRE(base.uniform(5) == base.uniform4(1)[1]);
+}
+
+TEST_CASE("Philox lanes and RandomStream::uniform_blocks give generate's and uniform4's numbers") {
+  // Sixteen counters and a key from the generator itself: generate_lanes is generate, lane by lane.
+  std::uint32_t c[4][Philox::kLanes];
+  Philox::Counter want[Philox::kLanes];
+  const Philox::Key key{0x12345678u, 0x9abcdef0u};
+  for (int k = 0; k < Philox::kLanes; ++k) {
+    const auto r = Philox::generate({static_cast<std::uint32_t>(k), 7, 0, 0}, {1, 2});
+    for (int w = 0; w < 4; ++w) c[w][k] = r[static_cast<std::size_t>(w)];
+    want[k] = Philox::generate(r, key);
+  }
+  Philox::generate_lanes(c, key);
+  for (int k = 0; k < Philox::kLanes; ++k)
+    for (int w = 0; w < 4; ++w) CHECK(c[w][k] == want[k][static_cast<std::size_t>(w)]);
+
+  const RandomStream stream{.seed = 0x0123456789abcdefull, .rank = 3, .tensor_id = 9, .step = 1234567};
+  for (const std::uint64_t first : {std::uint64_t{0}, std::uint64_t{5}, (std::uint64_t{1} << 32) - 7})
+    for (const std::size_t count : {std::size_t{1}, std::size_t{15}, std::size_t{16}, std::size_t{17}, std::size_t{40}}) {
+      INFO("first block " << first << ", " << count << " blocks");
+      std::vector<float> u(4 * count + 1, -1.0f);
+      stream.uniform_blocks(first, count, u.data());
+      for (std::size_t b = 0; b < count; ++b) {
+        const auto one = stream.uniform4(first + b);
+        for (std::size_t w = 0; w < 4; ++w) REQUIRE(u[4 * b + w] == one[w]);
+      }
+      CHECK(u[4 * count] == -1.0f);  // nothing written past the blocks asked for
+    }
 }

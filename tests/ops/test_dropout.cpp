@@ -48,3 +48,19 @@ TEST_CASE("dropout: gradcheck, p = 0 is the identity, bad p is an error") {
   REQUIRE(same.node_ptr() == x.node_ptr());
   REQUIRE_THROWS_AS(ops::dropout(tape, x, 1.0f, stream), Error);
 }
+
+TEST_CASE("dropout: for_each_keep visits each element once, in order, with keep(i)'s decision") {
+  const RandomStream stream{.seed = 3, .rank = 1, .tensor_id = 4, .step = 8};
+  const ops::DropoutMask mask{stream, 0.25f};
+  for (const std::uint64_t first : {std::uint64_t{0}, std::uint64_t{1}, std::uint64_t{3}, std::uint64_t{63},
+                                    std::uint64_t{64}, std::uint64_t{65}, (std::uint64_t{1} << 34) - 3})
+    for (const index_t n : {index_t{0}, index_t{1}, index_t{5}, index_t{64}, index_t{129}}) {
+      INFO("first " << first << ", n " << n);
+      index_t next = 0;
+      ops::detail::for_each_keep(stream, 0.25f, first, n, [&](index_t j, bool keep) {
+        REQUIRE(j == next++);
+        REQUIRE(keep == mask.keep(first + static_cast<std::uint64_t>(j)));
+      });
+      CHECK(next == n);
+    }
+}

@@ -8,6 +8,7 @@
 // every training step, data-parallel rank and tensor gets its own independent numbers.
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
 
 #include "ctdl/core/config.hpp"
@@ -34,6 +35,28 @@ class Philox {
     return ctr;
   }
 
+  /// generate() of kLanes counters at once (counter k's words in c[0][k] .. c[3][k]):
+  /// the same bijection, written lane by lane so that the compiler keeps the lanes in
+  /// vector registers (the CPU's dropout; a single call is a chain of ten dependent
+  /// rounds).
+  static constexpr int kLanes = 16;
+  static void generate_lanes(std::uint32_t (&c)[4][kLanes], Key key) {
+    for (int round = 0; round < 10; ++round) {
+      if (round > 0) {
+        key[0] += kWeyl0;
+        key[1] += kWeyl1;
+      }
+      for (int k = 0; k < kLanes; ++k) {
+        const std::uint64_t p0 = static_cast<std::uint64_t>(kMul0) * c[0][k];
+        const std::uint64_t p1 = static_cast<std::uint64_t>(kMul1) * c[2][k];
+        c[0][k] = static_cast<std::uint32_t>(p1 >> 32) ^ c[1][k] ^ key[0];
+        c[1][k] = static_cast<std::uint32_t>(p1);
+        c[2][k] = static_cast<std::uint32_t>(p0 >> 32) ^ c[3][k] ^ key[1];
+        c[3][k] = static_cast<std::uint32_t>(p0);
+      }
+    }
+  }
+
   /// A uniform float in [0, 1) from 24 random bits.
   CTDL_HOST_DEVICE static float to_unit_float(std::uint32_t bits) {
     return static_cast<float>(bits >> 8) * (1.0f / 16777216.0f);
@@ -51,14 +74,35 @@ struct RandomStream {
   std::uint32_t tensor_id = 0;
   std::uint64_t step = 0;
 
+  CTDL_HOST_DEVICE Philox::Key key() const {
+    return {static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32) ^ (rank * 0x9E3779B9u)};
+  }
   /// Four uniform floats in [0, 1) for elements 4*block .. 4*block+3.
   CTDL_HOST_DEVICE std::array<float, 4> uniform4(std::uint64_t block) const {
-    const Philox::Key key{static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32) ^ (rank * 0x9E3779B9u)};
     const Philox::Counter ctr{static_cast<std::uint32_t>(block), static_cast<std::uint32_t>(block >> 32), tensor_id,
                               static_cast<std::uint32_t>(step)};
-    const auto r = Philox::generate(ctr, key);
+    const auto r = Philox::generate(ctr, key());
     return {Philox::to_unit_float(r[0]), Philox::to_unit_float(r[1]), Philox::to_unit_float(r[2]),
             Philox::to_unit_float(r[3])};
+  }
+  /// uniform4 of blocks first .. first + count - 1 into u[0 .. 4 count): the same numbers,
+  /// Philox::kLanes blocks at a time (host only).
+  void uniform_blocks(std::uint64_t first, std::size_t count, float* u) const {
+    constexpr int L = Philox::kLanes;
+    for (std::size_t done = 0; done < count; done += L) {
+      std::uint32_t c[4][L];
+      for (int k = 0; k < L; ++k) {
+        const std::uint64_t block = first + done + static_cast<std::uint64_t>(k);
+        c[0][k] = static_cast<std::uint32_t>(block);
+        c[1][k] = static_cast<std::uint32_t>(block >> 32);
+        c[2][k] = tensor_id;
+        c[3][k] = static_cast<std::uint32_t>(step);
+      }
+      Philox::generate_lanes(c, key());
+      const std::size_t n = count - done < L ? count - done : L;
+      for (std::size_t k = 0; k < n; ++k)
+        for (int w = 0; w < 4; ++w) u[4 * (done + k) + static_cast<std::size_t>(w)] = Philox::to_unit_float(c[w][k]);
+    }
   }
   /// The uniform float for element i.
   CTDL_HOST_DEVICE float uniform(std::uint64_t i) const { return uniform4(i / 4)[i % 4]; }

@@ -12,6 +12,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <memory>
 #include <string>
 
@@ -33,36 +34,36 @@ Var<T, S, D> dropout(Tape& tape, const Var<T, S, D>& x, float p, const RandomStr
 
 namespace detail {
 
-/// Calls fn(j, keep) for j in [0, n): the dropout decision of element first + j, four
-/// decisions per Philox call (identical to stream.uniform(first + j) >= p).
+/// Elements per chunk of uniforms drawn at once: Philox::kLanes blocks of four.
+inline constexpr index_t kKeepChunk = 4 * Philox::kLanes;
+
+/// Calls fn(j, keep) for j in [0, n): the dropout decision of element first + j
+/// (identical to stream.uniform(first + j) >= p), the uniforms drawn kKeepChunk elements
+/// at a time from the aligned blocks that cover the range.
 template <class Fn>
 void for_each_keep(const RandomStream& stream, float p, std::uint64_t first, index_t n, Fn&& fn) {
-  index_t j = 0;
-  while (j < n) {
-    const std::uint64_t idx = first + static_cast<std::uint64_t>(j);
-    if (idx % 4 == 0 && j + 4 <= n) {
-      const auto u = stream.uniform4(idx / 4);
-      for (int l = 0; l < 4; ++l) fn(j + l, u[l] >= p);
-      j += 4;
-    } else {
-      fn(j, stream.uniform(idx) >= p);
-      ++j;
-    }
+  float u[kKeepChunk];
+  const std::uint64_t end = first + static_cast<std::uint64_t>(n);
+  for (std::uint64_t block = first / 4; 4 * block < end; block += Philox::kLanes) {
+    stream.uniform_blocks(block, Philox::kLanes, u);
+    const std::uint64_t lo = std::max(first, 4 * block), hi = std::min(end, 4 * block + kKeepChunk);
+    for (std::uint64_t idx = lo; idx < hi; ++idx) fn(static_cast<index_t>(idx - first), u[idx - 4 * block] >= p);
   }
 }
 
-/// out[i] (+)= in[i] * keep(i) * scale, in blocks of four elements per Philox call.
+/// out[i] (+)= in[i] * keep(i) * scale, the uniforms drawn kKeepChunk elements at a time.
 template <bool Accumulate, class T>
 void apply_dropout(const T* in, T* out, index_t n, const DropoutMask& mask) {
   using C = compute_t<T>;
   const C scale = C(1) / (C(1) - static_cast<C>(mask.p));
-  const index_t blocks = (n + 3) / 4;
+  const index_t chunks = (n + kKeepChunk - 1) / kKeepChunk;
 #pragma omp parallel for schedule(static) if (n >= expr::kParallelThreshold)
-  for (index_t b = 0; b < blocks; ++b) {
-    const auto u = mask.stream.uniform4(static_cast<std::uint64_t>(b));
-    for (index_t l = 0; l < 4 && 4 * b + l < n; ++l) {
-      const index_t i = 4 * b + l;
-      const C v = u[l] >= mask.p ? convert<C>(in[i]) * scale : C(0);
+  for (index_t c = 0; c < chunks; ++c) {
+    float u[kKeepChunk];
+    mask.stream.uniform_blocks(static_cast<std::uint64_t>(c) * Philox::kLanes, Philox::kLanes, u);
+    const index_t begin = c * kKeepChunk, end = std::min(n, begin + kKeepChunk);
+    for (index_t i = begin; i < end; ++i) {
+      const C v = u[i - begin] >= mask.p ? convert<C>(in[i]) * scale : C(0);
       if constexpr (Accumulate) out[i] = convert<T>(convert<C>(out[i]) + v);
       else out[i] = convert<T>(v);
     }
