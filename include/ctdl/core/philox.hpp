@@ -22,38 +22,21 @@ class Philox {
 
   /// The ten-round Philox4x32 bijection of `ctr` under `key`.
   CTDL_HOST_DEVICE static Counter generate(Counter ctr, Key key) {
-    for (int round = 0; round < 10; ++round) {
-      if (round > 0) {
-        key[0] += kWeyl0;
-        key[1] += kWeyl1;
-      }
-      const std::uint64_t p0 = static_cast<std::uint64_t>(kMul0) * ctr[0];
-      const std::uint64_t p1 = static_cast<std::uint64_t>(kMul1) * ctr[2];
-      ctr = {static_cast<std::uint32_t>(p1 >> 32) ^ ctr[1] ^ key[0], static_cast<std::uint32_t>(p1),
-             static_cast<std::uint32_t>(p0 >> 32) ^ ctr[3] ^ key[1], static_cast<std::uint32_t>(p0)};
+    for (int r = 0; r < 10; ++r) {
+      if (r > 0) bump(key);
+      round(ctr[0], ctr[1], ctr[2], ctr[3], key);
     }
     return ctr;
   }
 
   /// generate() of kLanes counters at once (counter k's words in c[0][k] .. c[3][k]):
-  /// the same bijection, written lane by lane so that the compiler keeps the lanes in
-  /// vector registers (the CPU's dropout; a single call is a chain of ten dependent
-  /// rounds).
+  /// the same rounds, lane by lane, so that the compiler keeps the lanes in vector
+  /// registers (the CPU's dropout; a single call is a chain of ten dependent rounds).
   static constexpr int kLanes = 16;
   static void generate_lanes(std::uint32_t (&c)[4][kLanes], Key key) {
-    for (int round = 0; round < 10; ++round) {
-      if (round > 0) {
-        key[0] += kWeyl0;
-        key[1] += kWeyl1;
-      }
-      for (int k = 0; k < kLanes; ++k) {
-        const std::uint64_t p0 = static_cast<std::uint64_t>(kMul0) * c[0][k];
-        const std::uint64_t p1 = static_cast<std::uint64_t>(kMul1) * c[2][k];
-        c[0][k] = static_cast<std::uint32_t>(p1 >> 32) ^ c[1][k] ^ key[0];
-        c[1][k] = static_cast<std::uint32_t>(p1);
-        c[2][k] = static_cast<std::uint32_t>(p0 >> 32) ^ c[3][k] ^ key[1];
-        c[3][k] = static_cast<std::uint32_t>(p0);
-      }
+    for (int r = 0; r < 10; ++r) {
+      if (r > 0) bump(key);
+      for (int k = 0; k < kLanes; ++k) round(c[0][k], c[1][k], c[2][k], c[3][k], key);
     }
   }
 
@@ -63,6 +46,22 @@ class Philox {
   }
 
  private:
+  /// One round: two multiplications, their halves mixed with the other words and the key.
+  CTDL_HOST_DEVICE static void round(std::uint32_t& c0, std::uint32_t& c1, std::uint32_t& c2, std::uint32_t& c3,
+                                     const Key& key) {
+    const std::uint64_t p0 = static_cast<std::uint64_t>(kMul0) * c0;
+    const std::uint64_t p1 = static_cast<std::uint64_t>(kMul1) * c2;
+    c0 = static_cast<std::uint32_t>(p1 >> 32) ^ c1 ^ key[0];
+    c1 = static_cast<std::uint32_t>(p1);
+    c2 = static_cast<std::uint32_t>(p0 >> 32) ^ c3 ^ key[1];
+    c3 = static_cast<std::uint32_t>(p0);
+  }
+  /// The key schedule: the Weyl sequence's step between rounds.
+  CTDL_HOST_DEVICE static void bump(Key& key) {
+    key[0] += kWeyl0;
+    key[1] += kWeyl1;
+  }
+
   static constexpr std::uint32_t kMul0 = 0xD2511F53u, kMul1 = 0xCD9E8D57u;
   static constexpr std::uint32_t kWeyl0 = 0x9E3779B9u, kWeyl1 = 0xBB67AE85u;
 };
@@ -77,11 +76,14 @@ struct RandomStream {
   CTDL_HOST_DEVICE Philox::Key key() const {
     return {static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32) ^ (rank * 0x9E3779B9u)};
   }
+  /// The counter of elements 4*block .. 4*block+3.
+  CTDL_HOST_DEVICE Philox::Counter counter(std::uint64_t block) const {
+    return {static_cast<std::uint32_t>(block), static_cast<std::uint32_t>(block >> 32), tensor_id,
+            static_cast<std::uint32_t>(step)};
+  }
   /// Four uniform floats in [0, 1) for elements 4*block .. 4*block+3.
   CTDL_HOST_DEVICE std::array<float, 4> uniform4(std::uint64_t block) const {
-    const Philox::Counter ctr{static_cast<std::uint32_t>(block), static_cast<std::uint32_t>(block >> 32), tensor_id,
-                              static_cast<std::uint32_t>(step)};
-    const auto r = Philox::generate(ctr, key());
+    const auto r = Philox::generate(counter(block), key());
     return {Philox::to_unit_float(r[0]), Philox::to_unit_float(r[1]), Philox::to_unit_float(r[2]),
             Philox::to_unit_float(r[3])};
   }
@@ -92,11 +94,8 @@ struct RandomStream {
     for (std::size_t done = 0; done < count; done += L) {
       std::uint32_t c[4][L];
       for (int k = 0; k < L; ++k) {
-        const std::uint64_t block = first + done + static_cast<std::uint64_t>(k);
-        c[0][k] = static_cast<std::uint32_t>(block);
-        c[1][k] = static_cast<std::uint32_t>(block >> 32);
-        c[2][k] = tensor_id;
-        c[3][k] = static_cast<std::uint32_t>(step);
+        const auto ctr = counter(first + done + static_cast<std::uint64_t>(k));
+        for (int w = 0; w < 4; ++w) c[w][k] = ctr[static_cast<std::size_t>(w)];
       }
       Philox::generate_lanes(c, key());
       const std::size_t n = count - done < L ? count - done : L;

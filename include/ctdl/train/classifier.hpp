@@ -258,7 +258,6 @@ struct Predictions {
   index_t hidden = 0;
 };
 
-
 /// Runs the classifier over every row of `cache` without dropout; the results are in
 /// file order whatever order the batches took (PredictOptions).
 template <class Model>
