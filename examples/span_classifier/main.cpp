@@ -310,14 +310,16 @@ Setup check(const Args& a, std::unique_ptr<text::FullTokenizer>& tok, std::uniqu
     for (const auto& stale : io::remove_stale_temporaries(a.output_dir))
       note("removed %s (left by an interrupted run)\n", stale.c_str());
   }
-  if (!labels) {  // the NER task's labels from train.tsv, kept in --output_dir as labels.txt (saved with the model)
+  if (!labels) {  // the NER task's labels from train.tsv, saved as labels.txt with the model
     const auto found = data::collect_conll_labels(a.data_dir + "/train.tsv", {.skip_bad_rows = a.skip_bad_rows});
-    const std::string path = a.output_dir + "/labels.txt";
     std::string text, list;
     for (const auto& n : found.names()) text += n + "\n", list += (list.empty() ? "" : ", ") + n;
-    if (!quiet_rank) io::write_file_atomically(path, text);
+    // Pending until a model is saved (labels.txt of an earlier model there stays as it is
+    // until then); the other ranks save nothing, and name the file rank 0 keeps.
+    if (!quiet_rank) s.pending_labels = std::make_shared<const io::PendingFile>(a.output_dir + "/labels.txt", text);
+    const std::string path = s.pending_labels ? s.pending_labels->path() : a.output_dir + "/labels.txt";
     labels = std::make_unique<data::LabelSet>(found.names(), path);
-    note("labels: %s (those of %s/train.tsv; written to %s)\n", list.c_str(), a.data_dir.c_str(), path.c_str());
+    note("labels: %s (those of %s/train.tsv; saved as labels.txt with the model)\n", list.c_str(), a.data_dir.c_str());
   }
   s.labels = labels.get();
   if (a.use_xla) note("--use_xla has no effect in ctdl (the kernels are compiled ahead of time)\n");

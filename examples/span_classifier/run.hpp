@@ -168,7 +168,9 @@ inline void dump_features(const data::FeatureCache& cache, const std::string& pa
 /// or logged as skipped (the policy is io/bert_checkpoint.hpp's).
 template <class Model>
 void load_checkpoint(Model& model, const Setup& s) {
-  const io::BertClassifierLoadOptions options{.labels = s.labels->names(), .labels_file = s.labels->source(),
+  // Labels found in train.tsv are named by it (their file is pending, see Setup).
+  const std::string labels_file = s.pending_labels ? s.args.data_dir + "/train.tsv (its labels)" : s.labels->source();
+  const io::BertClassifierLoadOptions options{.labels = s.labels->names(), .labels_file = labels_file,
                                               .config_file = s.args.bert_config_file,
                                               .phantom_class = s.args.phantom_class, .log = say};
   if (!s.checkpoint_is_tf) {
@@ -182,18 +184,27 @@ void load_checkpoint(Model& model, const Setup& s) {
   io::load_bert_classifier(model, file, options);
 }
 
-/// The bert_config.json that goes with a saved model: the run's own, or, when the model ran
-/// with another GELU form than that file means to a safetensors reader ("gelu" reads as
-/// erf; a TensorFlow checkpoint runs tanh, as does --hidden_act=gelu_tanh), a copy in
-/// --output_dir that says "gelu_new" (tanh) or "gelu" (erf), so that loading a saved
-/// directory or training checkpoint again runs what was trained (docs/checkpoints.md).
-inline std::string saved_config_file(const Setup& s, bool write = true) {
-  if (s.config.hidden_act == bert::BertConfig::from_file(s.args.bert_config_file).hidden_act) return s.args.bert_config_file;
+/// The bert_config.json that goes with a saved model: `file` is what save_model and the
+/// checkpoints copy. It is the run's own, or, when the model ran with another GELU form than
+/// that file means to a safetensors reader ("gelu" reads as erf; a TensorFlow checkpoint
+/// runs tanh, as does --hidden_act=gelu_tanh), a copy that says "gelu_new" (tanh) or "gelu"
+/// (erf), so that loading a saved directory or training checkpoint again runs what was
+/// trained (docs/checkpoints.md). The copy is pending in --output_dir (rank 0, `write`)
+/// until the model is saved: a run that stops early leaves an earlier model's
+/// bert_config.json there as it was.
+struct SavedConfig {
+  std::string file;
+  std::unique_ptr<io::PendingFile> pending;  // the rewritten copy while it is pending; nullptr: the run's own
+};
+inline SavedConfig saved_config(const Setup& s, bool write = true) {
+  if (s.config.hidden_act == bert::BertConfig::from_file(s.args.bert_config_file).hidden_act) return {s.args.bert_config_file, {}};
   auto j = nlohmann::json::parse(std::ifstream(s.args.bert_config_file));
   j["hidden_act"] = s.config.hidden_act == bert::Activation::gelu_tanh ? "gelu_new" : "gelu";
   const std::string path = s.args.output_dir + "/bert_config.json";
-  if (write) io::write_file_atomically(path, j.dump(2) + "\n");
-  return path;
+  if (!write) return {path, {}};  // a rank that saves nothing
+  auto pending = std::make_unique<io::PendingFile>(path, j.dump(2) + "\n");
+  std::string file = pending->path();
+  return {std::move(file), std::move(pending)};
 }
 
 /// The vocabulary's name in a saved directory: vocab.txt, or tokenizer.json for one.
@@ -201,7 +212,7 @@ inline std::string saved_vocab_name(const Setup& s) {
   return text::Vocab::is_tokenizer_json(s.args.vocab_file) ? "tokenizer.json" : "vocab.txt";
 }
 
-/// model.safetensors (Hugging Face names) with bert_config.json (saved_config_file), the
+/// model.safetensors (Hugging Face names) with bert_config.json (saved_config), the
 /// vocabulary and labels.txt beside it: a directory that is itself a valid --init_checkpoint.
 template <class Model>
 void save_model(Model& model, const Setup& s, const std::string& dir, std::int64_t step, const std::string& config_file) {
@@ -338,7 +349,8 @@ std::int64_t train_and_save(Model& model, const Setup& s, const data::FeatureCac
   const bool lead = comm.rank() == 0;
   constexpr bool on_gpu = ops::on_cuda<nn::device_of_t<Model>>;
   std::int64_t global_step = 0;
-  const std::string config_file = saved_config_file(s, lead);
+  const SavedConfig saved = saved_config(s, lead);
+  const std::string& config_file = saved.file;
   const train::FitOptions options = fit_options(s, cache, P::name, config_file);
   train::FitOptions global = options;  // a step of all the ranks
   global.batch_size *= comm.size();

@@ -9,10 +9,12 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <memory>
 #include <string>
 
 #include <ctdl/data/labels.hpp>
 #include <ctdl/dist/any_comm.hpp>
+#include <ctdl/io/atomic_file.hpp>
 #include <ctdl/models/bert/config.hpp>
 #include <ctdl/text/tokenizer.hpp>
 
@@ -50,6 +52,10 @@ struct Setup {
   ctdl::bert::BertConfig config;
   const ctdl::text::FullTokenizer* tokenizer = nullptr;
   const ctdl::data::LabelSet* labels = nullptr;
+  // The NER task's labels found in train.tsv (rank 0): labels->source(), pending in
+  // --output_dir until a model is saved with them, so that a run that stops early leaves an
+  // earlier model's labels.txt as it was; nullptr otherwise.
+  std::shared_ptr<const ctdl::io::PendingFile> pending_labels;
   std::string checkpoint_file;  // model.safetensors or a TensorFlow checkpoint prefix to start from, or "" (random init)
   bool checkpoint_is_tf = false;  // checkpoint_file is a TensorFlow 1.x checkpoint prefix (Google's names)
   ctdl::dist::AnyComm* comm = nullptr;  // the ranks (one process: a LocalComm's); rank 0 alone writes and logs

@@ -85,9 +85,17 @@ train=(--do_train "${common[@]}" --train_batch_size=16 --num_train_epochs=3 --le
 CTDL_TEST_KILL_AFTER_CHECKPOINT=1 "$prog" "${train[@]}" >"$work/stdout6" 2>"$work/stderr6"
 [ $? = 137 ] || fail "the run was not killed after its first checkpoint: $(tail -n 3 "$work/stderr6")"
 [ -s "$work/out_resume/checkpoint-20/manifest.json" ] && [ ! -e "$work/out_resume/model.safetensors" ] || fail "no checkpoint-20 alone"
+# The labels found in train.tsv go with the checkpoint, and into --output_dir only with a model.
+[ "$(tr '\n' ' ' <"$work/out_resume/checkpoint-20/labels.txt")" = "B I O " ] || fail "checkpoint-20/labels.txt"
+[ ! -e "$work/out_resume/labels.txt" ] || fail "labels.txt in --output_dir before a model was saved"
+ls "$work/out_resume"/labels.txt.pending.tmp.* >/dev/null 2>&1 || fail "the killed run left no pending labels: $(ls "$work/out_resume")"
 "$prog" "${train[@]}" --resume >"$work/stdout7" 2>"$work/stderr7" || { cat "$work/stderr7"; fail "the resumed run failed"; }
 grep -q "resumed from $work/out_resume/checkpoint-20 (step 20 of 66" "$work/stderr7" || fail "not resumed at step 20: $(cat "$work/stderr7")"
 cmp -s "$out/model.safetensors" "$work/out_resume/model.safetensors" || fail "the resumed run's model differs from the uninterrupted one's"
+grep -q "removed $work/out_resume/labels.txt.pending.tmp.[0-9]* (left by an interrupted run)" "$work/stderr7" \
+  || fail "the killed run's pending labels not swept: $(cat "$work/stderr7")"
+[ "$(tr '\n' ' ' <"$work/out_resume/labels.txt")" = "B I O " ] || fail "labels.txt after the resumed run"
+! ls "$work/out_resume"/*.pending.* 2>/dev/null || fail "a pending file after the resumed run"
 # The batches' width is a setting a resumed run must repeat (it changes the dropout masks).
 "$prog" "${train[@]}" --resume --pad_to_max_length >/dev/null 2>"$work/stderr8" && fail "a resume that pads to M ran"
 grep -qF -- "--pad_to_max_length=false, this run has --pad_to_max_length=true" "$work/stderr8" \
@@ -144,6 +152,12 @@ expect 1 "--labels_dir is required: there is no labels.txt beside --init_checkpo
   --do_predict "${common[@]}" --data_dir="$work/nolabels" --output_dir="$work/e"
 mkdir -p "$work/bad" && cp "$work/data/train.tsv" "$work/bad/" && printf 'Naloxone\tB\nlonely\n\n' >"$work/bad/devel.tsv"
 expect 1 "devel.tsv:2: has 1 field" --do_eval "${common[@]}" --data_dir="$work/bad" --output_dir="$work/e"
+# A run that stops early leaves an earlier model's labels.txt as it was (its own labels,
+# found in train.tsv, would be saved only with its model), and no pending file.
+mkdir -p "$work/earlier" && printf 'X\nY\nZ\n' >"$work/earlier/labels.txt"
+expect 1 "devel.tsv:2: has 1 field" --do_train --do_eval "${common[@]}" --data_dir="$work/bad" --output_dir="$work/earlier"
+[ "$(tr '\n' ' ' <"$work/earlier/labels.txt")" = "X Y Z " ] || fail "a failed run replaced labels.txt: $(cat "$work/earlier/labels.txt")"
+! ls "$work/earlier"/*.pending.* 2>/dev/null || fail "a failed run left a pending file"
 printf 'Naloxone\tB-Chemical\n\n' >"$work/bad/devel.tsv"
 expect 1 "B-Chemical" --do_eval "${common[@]}" --data_dir="$work/bad" --output_dir="$work/e"
 echo "ner: all checks passed"

@@ -70,6 +70,24 @@ cmp "$work/fp32/whole/model.safetensors" "$w/model.safetensors" || fail "torn: t
 [ "$(cd "$w" && ls -d checkpoint-* | tr '\n' ' ')" = "checkpoint-12 checkpoint-8 " ] || fail "torn: checkpoints at the end: $(ls "$w")"
 echo "torn checkpoint-8 passed over for checkpoint-4; --keep_checkpoint_max=2 keeps two"
 
+# A bert_config.json rewritten for --hidden_act (the tiny config says no hidden_act: erf)
+# goes with each checkpoint and into --output_dir only with the model: a killed run leaves
+# an earlier model's there as it was; the resumed run sweeps the pending copy and saves it.
+w=$work/act
+mkdir -p "$w" && echo '{"earlier": true}' >"$w/bert_config.json"
+CTDL_TEST_KILL_AFTER_CHECKPOINT=1 "$prog" "${train[@]}" --hidden_act=gelu_tanh --output_dir="$w" >"$w.out" 2>"$w.err"; rc=$?
+[ $rc = 137 ] || fail "act: exited $rc: $(tail -3 "$w.err")"
+[ "$(cat "$w/bert_config.json")" = '{"earlier": true}' ] || fail "act: the earlier bert_config.json replaced before a model was saved"
+grep -q '"hidden_act": "gelu_new"' "$w/checkpoint-4/bert_config.json" || fail "act: checkpoint-4/bert_config.json: $(cat "$w/checkpoint-4/bert_config.json")"
+ls "$w"/bert_config.json.pending.tmp.* >/dev/null 2>&1 || fail "act: the killed run left no pending config: $(ls "$w")"
+"$prog" "${train[@]}" --hidden_act=gelu_tanh --output_dir="$w" --resume >"$w.resumed.out" 2>"$w.resumed.err" \
+  || { cat "$w.resumed.err"; fail "act: the resumed run failed"; }
+grep -q "removed $w/bert_config.json.pending.tmp.[0-9]* (left by an interrupted run)" "$w.resumed.err" \
+  || fail "act: the pending config not swept: $(cat "$w.resumed.err")"
+grep -q '"hidden_act": "gelu_new"' "$w/bert_config.json" || fail "act: bert_config.json after the run: $(cat "$w/bert_config.json")"
+! ls "$w"/*.pending.* 2>/dev/null || fail "act: a pending file after the run"
+echo "--hidden_act's bert_config.json: saved with the checkpoints and the model, an earlier one kept until then"
+
 # Flags that change the run: an error naming the flag and both values, before any work.
 expect_resume_error() {  # expect_resume_error <message part> flags...
   local msg=$1; shift

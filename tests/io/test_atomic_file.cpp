@@ -131,6 +131,48 @@ TEST_CASE("remove_stale_temporaries: only what a process that is gone left") {
   CHECK(fs::exists(d + "/test_results.tsv"));
 }
 
+TEST_CASE("PendingFile: beside the file, never over it; gone when destroyed, swept after a kill") {
+  const std::string d = dir_for("pending");
+  io::write_file_atomically(d + "/labels.txt", "old\n");  // an earlier model's
+  std::string pending;
+  {
+    const io::PendingFile file(d + "/labels.txt", "B\nI\nO\n");
+    pending = file.path();
+    CHECK(pending == d + "/labels.txt.pending.tmp." + std::to_string(::getpid()));
+    CHECK(test::read_file(pending) == "B\nI\nO\n");
+    CHECK(test::read_file(d + "/labels.txt") == "old\n");  // untouched while pending
+    CHECK(io::remove_stale_temporaries(d).empty());          // a live process's
+    CHECK(files_in(d) == 2);
+  }
+  CHECK(!fs::exists(pending));
+  CHECK(test::read_file(d + "/labels.txt") == "old\n");
+  CHECK(files_in(d) == 1);
+
+  // Copied into place with the set it belongs to: then the file is the new one.
+  {
+    const io::PendingFile file(d + "/labels.txt", "B\nI\nO\n");
+    io::copy_file_atomically(file.path(), d + "/labels.txt");
+  }
+  CHECK(test::read_file(d + "/labels.txt") == "B\nI\nO\n");
+  CHECK(files_in(d) == 1);
+
+  // A process killed while its file was pending leaves it; the next run's sweep removes it.
+  const pid_t child = ::fork();
+  if (child == 0) {
+    const io::PendingFile file(d + "/bert_config.json", "{}\n");
+    ::raise(SIGKILL);
+  }
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  REQUIRE(WIFSIGNALED(status));
+  const std::string left = d + "/bert_config.json.pending.tmp." + std::to_string(child);
+  CHECK(fs::exists(left));
+  CHECK(!fs::exists(d + "/bert_config.json"));
+  const auto removed = io::remove_stale_temporaries(d);
+  REQUIRE(removed.size() == 1);
+  CHECK(removed[0] == left);
+}
+
 TEST_CASE("check_stream_written: a stream that could not write is an error naming it") {
   std::ofstream full("/dev/full");
   if (!full) {

@@ -10,6 +10,11 @@
 //   copy_file_atomically     a file's bytes under another name, the same way
 //   remove_stale_temporaries `*.tmp.<pid>` left in a directory by a process that no
 //                            longer runs (a killed run); call it when a program starts
+//   PendingFile              a file that belongs in `path` only with other outputs not
+//                            yet made (labels.txt beside a model still training): kept
+//                            meanwhile as `<path>.pending.tmp.<pid>` (copy it into place
+//                            with them), removed when destroyed, swept as stale after a
+//                            kill; `path` itself is never touched
 //   check_stream_written     the same contract for a stream a program writes (stdout)
 //
 // Every failure throws ctdl::Error naming the file (the final name, and the temporary
@@ -85,6 +90,25 @@ void copy_file_atomically(const std::string& from, const std::string& to);
 /// Removes `<name>.tmp.<pid>` files in `dir` (and in its immediate subdirectories, where
 /// checkpoints go) whose process is gone. Returns the removed paths (for the log).
 std::vector<std::string> remove_stale_temporaries(const std::string& dir);
+
+/// A file that is one of a set written together later: `text` is written now (atomically)
+/// under `<path>.pending.tmp.<pid>`, which path() names for copying into place with the
+/// rest of the set (copy_file_atomically); `path` is not touched. The pending file is
+/// removed when this is destroyed, and after a killed run by the next one's
+/// remove_stale_temporaries. So a run that stops early leaves `path` as it found it: the
+/// file of an earlier, complete set.
+class PendingFile {
+ public:
+  PendingFile(const std::string& path, std::string_view text);
+  ~PendingFile();
+  PendingFile(const PendingFile&) = delete;
+  PendingFile& operator=(const PendingFile&) = delete;
+  /// The pending file (the source to copy into place).
+  const std::string& path() const { return pending_; }
+
+ private:
+  std::string pending_;
+};
 
 /// Flushes `out` and throws naming `name` ("stdout") when any write to it failed.
 void check_stream_written(std::ostream& out, const std::string& name);
@@ -243,6 +267,13 @@ inline std::vector<std::string> remove_stale_temporaries(const std::string& dir)
     if (entry.is_directory(ec) && !entry.is_symlink(ec)) sweep(entry.path());
   return removed;
 }
+
+inline PendingFile::PendingFile(const std::string& path, std::string_view text)
+    : pending_(path + ".pending.tmp." + std::to_string(::getpid())) {
+  write_file_atomically(pending_, text);
+}
+
+inline PendingFile::~PendingFile() { ::unlink(pending_.c_str()); }
 
 inline void check_stream_written(std::ostream& out, const std::string& name) {
   errno = 0;
