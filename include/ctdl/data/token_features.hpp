@@ -1,8 +1,11 @@
 #pragma once
-// Token-classification (NER) features, as NVIDIA's and BioBERT's NER recipes build them.
+// Token-classification (NER) features, as BioBERT's PyTorch NER recipe (Hugging Face's
+// run_ner.py) builds them.
 //
 // Each word is split into word pieces; the first piece carries the word's label and the
-// others get -1 (excluded from loss and scoring). A sentence whose pieces do not fit
+// others get -1 (excluded from loss and scoring). (The TensorFlow run_ner.py of NVIDIA
+// and BioBERT labels every position instead: later pieces "X", [CLS] and [SEP] their own
+// classes, padding class 0; docs/span_classifier.md lists what differs.) A sentence whose pieces do not fit
 // M - 2 is cut at word boundaries into several features, each [CLS] pieces [SEP] [PAD]...
 // Two choices where the recipes silently lose words: a word whose text has no pieces at
 // all (only control or zero-width characters) becomes [UNK], so it is still predicted;

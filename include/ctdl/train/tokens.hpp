@@ -8,7 +8,7 @@
 //                     the results in file order); each word's
 //                     prediction is the argmax at its first piece (the one position of
 //                     the word that carries a label; the recipes of NVIDIA and BioBERT
-//                     score it alone), gathered sentence by sentence across the features
+//                     read each word's prediction there), gathered sentence by sentence across the features
 //                     a long sentence was cut into
 //   evaluate_tokens   predict_tokens, then conlleval's entity scores over the words
 //                     (metrics/conlleval.hpp: what BioBERT reports) and a per-label
