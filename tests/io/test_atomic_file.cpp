@@ -131,7 +131,7 @@ TEST_CASE("remove_stale_temporaries: only what a process that is gone left") {
   CHECK(fs::exists(d + "/test_results.tsv"));
 }
 
-TEST_CASE("PendingFile: beside the file, never over it; gone when destroyed, swept after a kill") {
+TEST_CASE("PendingFile: beside the file and never over it, gone when destroyed, swept after a kill") {
   const std::string d = dir_for("pending");
   io::write_file_atomically(d + "/labels.txt", "old\n");  // an earlier model's
   std::string pending;
