@@ -26,6 +26,7 @@
 
 #include <ctdl/data/conll.hpp>
 #include <ctdl/data/fingerprint.hpp>
+#include <ctdl/data/token_scheme.hpp>
 #include <ctdl/dist/agreement.hpp>
 #include <ctdl/dist/any_comm.hpp>
 #if CTDL_WITH_MPI
@@ -95,7 +96,11 @@ Args parse(int argc, char** argv, bool& help, std::map<std::string, std::string>
       .add("do_eval", &a.do_eval, "evaluate on <data_dir>/dev.tsv (ner: devel.tsv) -> eval_results.txt")
       .add("do_predict", &a.do_predict, "predict <data_dir>/test.tsv -> test_results.tsv, test_output_labels.txt (ner: NER_result_conll.txt, test_results.txt)")
       .add("write_npy", &a.write_npy, "with --do_predict, also write test_logits.npy (rows x labels) and test_pooled.npy (rows x hidden), float32")
-      .add("task_name", &a.task_name, "consensus (span classification, run_ner_consensus.py) or ner (token classification of CoNLL files, BioBERT's run_ner.py; CPU; docs/span_classifier.md)")
+      .add("task_name", &a.task_name, "consensus (span classification, run_ner_consensus.py) or ner (token classification of CoNLL files, BioBERT's run_ner.py; docs/span_classifier.md)")
+      .add("ner_scheme", &a.ner_scheme,
+           "with --task_name=ner: first_piece (BioBERT's PyTorch recipe: each word's first piece carries its label, "
+           "nothing else is trained) or tensorflow (NVIDIA's and BioBERT's TensorFlow run_ner.py: X, [CLS], [SEP] and "
+           "padding classes, every position trained, sentences cut at 30 words; its checkpoints load)")
       .add("replace_span", &a.replace_span, "a vocabulary token that replaces every span (e.g. [unused1]); empty: keep the spans")
       .add("init_checkpoint", &a.init_checkpoint, "model.safetensors, or a directory holding one (e.g. an earlier --output_dir), or a TensorFlow 1.x checkpoint: its prefix (model.ckpt-N) or a directory holding TensorFlow's checkpoint file; empty: random initialisation")
       .add("vocab_file", &a.vocab_file, "vocab.txt or tokenizer.json (WordPiece) of the model; empty: the one beside --init_checkpoint")
@@ -175,6 +180,13 @@ Setup check(const Args& a, std::unique_ptr<text::FullTokenizer>& tok, std::uniqu
   if (ner) {
     if (a.write_npy) throw Error("--write_npy writes the consensus task's logits and pooled vectors; --task_name=ner has none");
     if (!a.replace_span.empty()) throw Error("--replace_span is a setting of the consensus task's spans; --task_name=ner has none");
+    if (a.ner_scheme != "first_piece" && a.ner_scheme != "tensorflow")
+      throw Error("--ner_scheme=" + a.ner_scheme + ": must be first_piece or tensorflow");
+    if (a.ner_scheme == "tensorflow" && a.group_by_length)
+      throw Error("--ner_scheme=tensorflow trains on batches --max_seq_length wide (its loss averages over every "
+                  "position, padding included); --group_by_length groups rows to cut padding: give one of them");
+  } else if (a.ner_scheme != "first_piece") {
+    throw Error("--ner_scheme is a setting of --task_name=ner");
   }
   if ((a.shard_optimizer || a.bucket_size_mb != 25) && !a.distributed)
     throw Error("--shard_optimizer and --bucket_size_mb are settings of --distributed: give --distributed too");
@@ -322,6 +334,19 @@ Setup check(const Args& a, std::unique_ptr<text::FullTokenizer>& tok, std::uniqu
     note("labels: %s (those of %s/train.tsv; saved as labels.txt with the model)\n", list.c_str(), a.data_dir.c_str());
   }
   s.labels = labels.get();
+  if (ner && a.ner_scheme == "tensorflow") {
+    // The recipe's extra classes must not be labels already, and its sentence cut and its
+    // filler for words without a prediction are "O".
+    for (const char* extra : {"X", "[CLS]", "[SEP]", "[padding]"})
+      if (labels->find(extra))
+        throw Error(std::string("--ner_scheme=tensorflow adds the classes X, [CLS], [SEP] and padding, but ") +
+                    labels->source() + " already has the label " + extra);
+    if (!labels->find("O"))
+      throw Error("--ner_scheme=tensorflow cuts long sentences after an \"O\" and predicts \"O\" for words left "
+                  "without a label, but " + labels->source() + " has no label O");
+    note("NER scheme: tensorflow (NVIDIA's and BioBERT's TensorFlow run_ner.py): %zu classes, sentences cut at 30 "
+         "words, training batches --max_seq_length wide\n", labels->size() + data::kTensorflowExtraClasses);
+  }
   if (a.use_xla) note("--use_xla has no effect in ctdl (the kernels are compiled ahead of time)\n");
   return s;
 }

@@ -163,6 +163,11 @@ inline void dump_features(const data::FeatureCache& cache, const std::string& pa
   say("wrote " + path);
 }
 
+/// The NER task's --ner_scheme (data/token_scheme.hpp); first_piece for the consensus task.
+inline data::TokenScheme token_scheme(const Args& a) {
+  return is_ner(a) && a.ner_scheme == "tensorflow" ? data::TokenScheme::tensorflow : data::TokenScheme::first_piece;
+}
+
 /// Loads the encoder (and the classifier, when the checkpoint has one) from safetensors or
 /// from a TensorFlow checkpoint (Google's names seen as Hugging Face's), every tensor used
 /// or logged as skipped (the policy is io/bert_checkpoint.hpp's).
@@ -170,7 +175,12 @@ template <class Model>
 void load_checkpoint(Model& model, const Setup& s) {
   // Labels found in train.tsv are named by it (their file is pending, see Setup).
   const std::string labels_file = s.pending_labels ? s.args.data_dir + "/train.tsv (its labels)" : s.labels->source();
-  const io::BertClassifierLoadOptions options{.labels = s.labels->names(), .labels_file = labels_file,
+  const auto scheme = token_scheme(s.args);
+  const io::BertClassifierLoadOptions options{.labels = data::token_class_names(scheme, s.labels->names()),
+                                              .labels_file = labels_file,
+                                              .listed_labels = scheme == data::TokenScheme::tensorflow
+                                                                   ? s.labels->names()
+                                                                   : std::vector<std::string>{},
                                               .config_file = s.args.bert_config_file,
                                               .phantom_class = s.args.phantom_class, .log = say};
   if (!s.checkpoint_is_tf) {
@@ -259,15 +269,18 @@ inline train::FitOptions fit_options(const Setup& s, const data::FeatureCache& t
   };
   const auto num = [](double v) { return train::setting_text(v); };
   const auto& h = train_cache.header();
-  return {.batch_size = a.train_batch_size,
+  train::FitOptions o{.batch_size = a.train_batch_size,
           .accumulation_steps = a.gradient_accumulation_steps,
           .epochs = a.num_train_epochs,
           .learning_rate = a.learning_rate,
           .warmup_proportion = a.warmup_proportion,
           .max_grad_norm = a.max_grad_norm,
           .shuffle = a.shuffle,
-          .pad_to_max_length = a.pad_to_max_length,
+          // The tensorflow scheme's loss averages over every position of M (fit says so).
+          .pad_to_max_length = a.pad_to_max_length || token_scheme(a) == data::TokenScheme::tensorflow,
           .group_by_length = a.group_by_length,
+          .token_scheme = token_scheme(a),
+          .word_labels = static_cast<index_t>(s.labels->size()),
           .seed = static_cast<std::uint64_t>(a.seed),
           .log_every = a.log_every,
           .checkpoints = {.root = a.output_dir,
@@ -298,6 +311,9 @@ inline train::FitOptions fit_options(const Setup& s, const data::FeatureCache& t
                                        {"train.tsv (XXH64 of its bytes)", hex(h.source_xxh64)},
                                        {"--vocab_file (XXH64)", hex(h.vocab_fingerprint)},
                                        {"labels.txt (XXH64)", hex(h.labels_fingerprint)}}}};
+  // Recorded only when not the default, so that earlier checkpoints still resume.
+  if (o.token_scheme == data::TokenScheme::tensorflow) o.checkpoints.settings["--ner_scheme"] = "tensorflow";
+  return o;
 }
 
 /// The model of the run: made on the host, initialised (seed), loaded from the checkpoint

@@ -19,7 +19,11 @@ namespace span_classifier {
 /// With --skip_bad_rows, <output_dir>/<split>_skipped_rows.tsv lists each skipped sentence
 /// (its first line, the reason, its index).
 inline std::unique_ptr<data::FeatureCache> token_cache(const Setup& s, const std::string& split, bool lead) {
-  const data::TokenFeatureBuilder builder(*s.tokenizer, {.max_seq_length = s.args.max_seq_length});
+  // The tensorflow scheme cuts sentences of more than 30 words after an "O", as its recipe does.
+  const bool tensorflow = token_scheme(s.args) == data::TokenScheme::tensorflow;
+  const data::TokenFeatureBuilder builder(*s.tokenizer, {.max_seq_length = s.args.max_seq_length,
+                                                         .max_words = tensorflow ? std::size_t{30} : 0,
+                                                         .cut_label = tensorflow ? *s.labels->find("O") : -1});
   return prepared_cache(s, split, lead, {.row = "features", .rows_of_data = "sentences", .id_column = "sentence"},
                         [&](const std::string& conll, const std::string& cache, const auto& progress, const auto& on_skip) {
                           return data::prepare_token_cache(conll, cache, *s.labels, builder, *s.tokenizer,
@@ -78,13 +82,16 @@ int run_ner(const Setup& s) {
   const auto& a = s.args;
   dist::AnyComm& comm = *s.comm;
   const bool lead = comm.rank() == 0;
-  const auto L = static_cast<index_t>(s.labels->size());
+  const data::TokenScheme scheme = token_scheme(a);
+  const auto classes = data::token_class_names(scheme, s.labels->names());
+  const auto C = static_cast<index_t>(classes.size());
   std::string names;
-  for (const auto& n : s.labels->names()) names += (names.empty() ? "" : ", ") + n;
-  Model model = build_model<HostModel, Model>(s, L);
+  for (const auto& n : classes) names += (names.empty() ? "" : ", ") + n;
+  Model model = build_model<HostModel, Model>(s, C);
   say("model: BERT " + bert::shape_name(s.config) + " (runtime-shaped family) x " +
-      std::to_string(s.config.num_hidden_layers) + " layers, token classification over " + std::to_string(L) +
-      " labels (" + names + "), " + std::to_string(nn::count_parameters(model)) + " parameters, precision " + P::name +
+      std::to_string(s.config.num_hidden_layers) + " layers, token classification over " + std::to_string(C) +
+      (scheme == data::TokenScheme::tensorflow ? " classes (" : " labels (") + names + "), " +
+      std::to_string(nn::count_parameters(model)) + " parameters, precision " + P::name +
       ", " + (on_gpu ? "on " + a.device + " (" + s.device_name + ")" : std::to_string(omp_get_max_threads()) + " threads"));
 
   std::map<std::string, std::unique_ptr<data::FeatureCache>> caches;
@@ -104,6 +111,8 @@ int run_ner(const Setup& s) {
   if (comm.size() > 1) comm.barrier();
   if (!lead) prepare();
 
+  // The tensorflow scheme's filler for words its reading leaves without a label.
+  const std::int32_t outside = scheme == data::TokenScheme::tensorflow ? *s.labels->find("O") : -1;
   std::optional<train::RunLog> log;
   if (lead) log.emplace(a.output_dir, /*append=*/!a.do_train || a.resume);
   std::int64_t global_step = 0;
@@ -117,7 +126,9 @@ int run_ner(const Setup& s) {
     const auto e = train::evaluate_tokens(
         model, cache, a.eval_batch_size, s.labels->names(),
         {.pad_to_max_length = a.pad_to_max_length,
-         .progress = inference_progress(lead, "evaluating devel.tsv", a.eval_batch_size * comm.size(), "features")},
+         .progress = inference_progress(lead, "evaluating devel.tsv", a.eval_batch_size * comm.size(), "features"),
+         .token_scheme = scheme,
+         .outside_label = outside},
         comm);
     const double eval_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     require_finite(e.predictions, cache, conll, s);
@@ -139,7 +150,9 @@ int run_ner(const Setup& s) {
     const auto e = train::evaluate_tokens(
         model, cache, a.predict_batch_size, s.labels->names(),
         {.pad_to_max_length = a.pad_to_max_length,
-         .progress = inference_progress(lead, "predicting test.tsv", a.predict_batch_size * comm.size(), "features")},
+         .progress = inference_progress(lead, "predicting test.tsv", a.predict_batch_size * comm.size(), "features"),
+         .token_scheme = scheme,
+         .outside_label = outside},
         comm);
     const double total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     require_finite(e.predictions, cache, conll, s);

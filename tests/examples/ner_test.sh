@@ -130,6 +130,45 @@ grep -q "skipped 1 bad sentences of $work/skip/test.tsv" "$work/stderr5" || fail
 [ "$(wc -l <"$work/out_skip/test_skipped_rows.tsv")" = 2 ] || fail "test_skipped_rows.tsv: not one sentence"
 cmp -s "$out/NER_result_conll.txt" "$work/out_skip/NER_result_conll.txt" || fail "the good sentences' predictions differ"
 
+# --ner_scheme=tensorflow (the TensorFlow run_ner.py of NVIDIA and BioBERT): 7 classes
+# (padding, B, I, O, X, [CLS], [SEP]), every position trained in batches M wide, sentences
+# cut at 30 words. It learns; its output directory (a 7-row classifier, labels.txt B I O)
+# predicts the same when reloaded under that scheme and is refused under the other.
+tf=$work/out_tf
+"$prog" --do_train --do_eval --do_predict "${common[@]}" --ner_scheme=tensorflow --output_dir="$tf" \
+  --train_batch_size=16 --num_train_epochs=3 --learning_rate=1e-3 --log_every=5 >"$work/stdout_tf" 2>"$work/stderr_tf" \
+  || { cat "$work/stderr_tf"; fail "the tensorflow scheme's run failed"; }
+grep -qF "NER scheme: tensorflow" "$work/stderr_tf" || fail "no scheme notice: $(cat "$work/stderr_tf")"
+grep -qF "token classification over 7 classes ([padding], B, I, O, X, [CLS], [SEP])" "$work/stderr_tf" \
+  || fail "not 7 classes: $(grep 'model:' "$work/stderr_tf")"
+[ "$(tr '\n' ' ' <"$tf/labels.txt")" = "B I O " ] || fail "tensorflow scheme: labels.txt: $(cat "$tf/labels.txt")"
+convert=$(dirname "$prog")/ctdl-convert
+if [ -x "$convert" ]; then
+  "$convert" --list "$tf/model.safetensors" 2>/dev/null | grep -q $'^classifier.weight\tF32\t\\[7, 128\\]$' \
+    || fail "classifier.weight is not [7, 128]: $("$convert" --list "$tf/model.safetensors" 2>&1 | grep classifier)"
+fi
+awk -F'"loss":' '/"type":"train"/ { split($2, v, ","); l[++n] = v[1] } END { exit !(n >= 3 && l[n] < 0.5 * l[1]) }' \
+  "$tf/metrics.jsonl" || fail "tensorflow scheme: the loss did not fall: $(grep -o '"loss":[0-9.e-]*' "$tf/metrics.jsonl" | tr '\n' ' ')"
+[ "$(grep -cv '^$' "$tf/NER_result_conll.txt")" = "$words" ] || fail "tensorflow scheme: NER_result_conll.txt is not $words words"
+# Reloaded in a directory whose caches were made without the cut: they are rebuilt, saying why.
+"$prog" --do_predict "${common[@]}" --ner_scheme=tensorflow --init_checkpoint="$tf" --output_dir="$work/out2" \
+  >/dev/null 2>"$work/stderr_tf2" || { cat "$work/stderr_tf2"; fail "tensorflow scheme: prediction from its output directory failed"; }
+cmp -s "$tf/NER_result_conll.txt" "$work/out2/NER_result_conll.txt" || fail "tensorflow scheme: predictions differ after reloading"
+grep -qF "sentences not cut by words, now cut at 30 (--ner_scheme)" "$work/stderr_tf2" \
+  || fail "tensorflow scheme: no cache rebuild reason: $(cat "$work/stderr_tf2")"
+expect() {  # expect <exit code> <message part> args...
+  local code=$1 msg=$2; shift 2
+  "$prog" "$@" >"$work/e.out" 2>"$work/e.err"; local rc=$?
+  [ $rc = "$code" ] || fail "exit $rc (wanted $code) for $*: $(cat "$work/e.err")"
+  grep -qF -- "$msg" "$work/e.err" || fail "no '$msg' in: $(cat "$work/e.err")"
+}
+expect 1 "the classifier has 7 rows (classifier.weight [7, 128]), but $tf/labels.txt has 3 labels" \
+  --do_predict "${common[@]}" --init_checkpoint="$tf" --output_dir="$work/e"
+expect 1 "--ner_scheme=tensorflow trains on batches --max_seq_length wide" \
+  --do_train "${common[@]}" --ner_scheme=tensorflow --group_by_length --output_dir="$work/e"
+expect 1 "--ner_scheme=pytorch: must be first_piece or tensorflow" --do_eval "${common[@]}" --ner_scheme=pytorch --output_dir="$work/e"
+echo "--ner_scheme=tensorflow: trained 7 classes, reloaded with the same predictions, refused by the other scheme"
+
 # Input checks: one clear message, before any work.
 expect() {  # expect <exit code> <message part> args...
   local code=$1 msg=$2; shift 2

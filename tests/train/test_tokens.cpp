@@ -334,3 +334,125 @@ TEST_CASE("predict_tokens and evaluate_tokens over a file of no sentences") {
   CHECK(e.entities.report() == "processed 0 tokens with 0 phrases; found: 0 phrases; correct: 0.\n");
   CHECK(e.metrics.at("f1") == 0);
 }
+
+namespace tokens_test {
+/// NVIDIA's TensorFlow run_ner.py's result_to_pair, written as that code is: the predicted
+/// class ids of a feature's positions read in order (0, [CLS] and X skipped, [SEP] ends
+/// them), cut to the words or filled with "O"; returned as word label ids (class - 1).
+std::vector<std::int32_t> result_to_pair(const std::vector<int>& pred_ids, int L, std::size_t words, int outside) {
+  const std::vector<std::string> id2label{"", "B", "I", "O", "X", "[CLS]", "[SEP]"};  // L = 3
+  REQUIRE(L == 3);
+  std::vector<std::string> pred_labels;
+  for (const int id : pred_ids) {
+    if (id == 0) continue;
+    const std::string curr_label = id2label[static_cast<std::size_t>(id)];
+    if (curr_label == "[CLS]") continue;
+    if (curr_label == "[SEP]") break;
+    if (curr_label == "X") continue;
+    pred_labels.push_back(curr_label);
+  }
+  if (pred_labels.size() > words) pred_labels.resize(words);
+  while (pred_labels.size() < words) pred_labels.push_back("O");
+  std::vector<std::int32_t> out;
+  for (const auto& l : pred_labels) out.push_back(l == "B" ? 0 : l == "I" ? 1 : outside);
+  return out;
+}
+}  // namespace tokens_test
+
+TEST_CASE("read_tensorflow_labels reads predictions as the TensorFlow run_ner.py's result_to_pair does") {
+  using tokens_test::result_to_pair;
+  const auto logits_of = [](const std::vector<int>& classes) {  // each position's argmax as given
+    std::vector<float> l(classes.size() * 7, 0.f);
+    for (std::size_t t = 0; t < classes.size(); ++t) l[t * 7 + static_cast<std::size_t>(classes[t])] = 2.f;
+    return l;
+  };
+  const auto read = [&](const std::vector<int>& classes, std::size_t words) {
+    const auto l = logits_of(classes);
+    std::vector<float> label(words), prob(words);
+    train::detail::read_tensorflow_labels(l.data(), classes.size(), 3, words, 2, label.data(), prob.data());
+    return std::vector<std::int32_t>(label.begin(), label.end());
+  };
+  for (const auto& [classes, words] : std::vector<std::pair<std::vector<int>, std::size_t>>{
+           {{5, 1, 4, 3, 2, 6, 0, 0}, 3},  // [CLS] B X O I [SEP]: B, O, I
+           {{5, 4, 1, 3, 6, 0, 0, 0}, 3},  // X at a first piece shifts the rest; the third word gets O
+           {{5, 1, 1, 1, 1, 6}, 2},        // more labels than words: the first two
+           {{5, 1, 0, 0, 2, 0}, 2},        // no [SEP]: padding skipped, read to the end
+           {{6, 1, 2}, 2}}) {              // [SEP] first: every word O
+    CHECK(read(classes, words) == result_to_pair(classes, 3, words, 2));
+  }
+  // Probabilities: the read position's softmax; 0 for a filled word.
+  const auto l = logits_of({5, 1, 6});
+  std::vector<float> label(2), prob(2);
+  train::detail::read_tensorflow_labels(l.data(), 3, 3, 2, 2, label.data(), prob.data());
+  CHECK(prob[0] == Approx(std::exp(2.0) / (std::exp(2.0) + 6)).epsilon(1e-6));
+  CHECK(prob[1] == 0.f);
+  CHECK(label[1] == 2.f);
+}
+
+TEST_CASE("the tensorflow token scheme: fit trains every position on L + 4 classes, predict_tokens reads them as run_ner.py") {
+  using namespace tokens_test;
+  const auto& cache = wide_cache();
+  auto config = test::toy_bert_config(/*dropout=*/false);
+  config.max_position_embeddings = 32;
+  auto model = Model::make(config, 7);
+  bert::init_weights(model, 0.02, 11);
+  const train::PredictOptions tf{.token_scheme = data::TokenScheme::tensorflow, .outside_label = 2};
+  const auto before = train::evaluate_tokens(model, cache, 8, kLabels, tf);
+  train::FitHooks quiet;
+  quiet.say = [](const std::string&) {};
+  CHECK_THROWS_WITH(train::fit<P>(model, cache, {.batch_size = 8, .token_scheme = data::TokenScheme::tensorflow, .word_labels = 3}, quiet),
+                    Catch::Contains("the tensorflow token scheme averages the loss over every position"));
+  train::fit<P>(model, cache,
+                {.batch_size = 8, .epochs = 30, .learning_rate = 3e-3, .pad_to_max_length = true,
+                 .token_scheme = data::TokenScheme::tensorflow, .word_labels = 3, .seed = 1},
+                quiet);
+  const auto e = train::evaluate_tokens(model, cache, 8, kLabels, tf);
+  INFO("loss " << before.metrics.at("eval_loss") << " -> " << e.metrics.at("eval_loss") << "\n" << e.entities.report());
+  CHECK(e.metrics.at("eval_loss") < 0.5 * before.metrics.at("eval_loss"));
+  CHECK(e.metrics.at("f1") > 0.8);
+
+  // Each feature's labels from the model's own logits at every position (M wide), read by
+  // result_to_pair; the loss over the words' classes (label + 1) at their first pieces.
+  const auto& p = e.predictions;
+  std::size_t w = 0;
+  double loss = 0;
+  for (std::size_t r = 0; r < cache.rows(); ++r) {
+    Tape tape;
+    NoGrad no_grad(tape);
+    nn::Context ctx{tape, false};
+    const auto logits = model.forward(ctx, feature_batch(cache, r));
+    std::vector<int> pred_ids;
+    std::size_t words = 0;
+    for (index_t t = 0; t < cache.max_seq_length(); ++t) {
+      const float* l = logits.value().data() + t * 7;
+      pred_ids.push_back(static_cast<int>(std::max_element(l, l + 7) - l));
+      const std::int32_t y = cache.label_ids(r)[t];
+      if (y < 0) continue;
+      double z = 0;
+      for (int k = 0; k < 7; ++k) z += std::exp(l[k]);
+      loss += -std::log(std::exp(l[y + 1]) / z);
+      ++words;
+    }
+    const auto want = result_to_pair(pred_ids, 3, words, 2);
+    for (std::size_t k = 0; k < words; ++k) CHECK(p.predicted[w + k] == want[k]);
+    w += words;
+  }
+  REQUIRE(w == p.words());
+  CHECK(p.mean_loss == Approx(loss / static_cast<double>(w)).epsilon(1e-5));
+  // The same on 3 rank threads, and in batches padded to M.
+  test::ThreadGroup group(3);
+  std::mutex m;
+  std::vector<std::string> failures;
+  group.run<Cpu>([&](test::ThreadComm<Cpu>& comm) {
+    const auto q = train::predict_tokens(model, cache, 2, 7, tf, comm);
+    std::lock_guard<std::mutex> lock(m);
+    if (q.predicted != p.predicted || q.probability != p.probability || q.mean_loss != p.mean_loss)
+      failures.push_back("rank " + std::to_string(comm.rank()) + " differs from one process");
+  });
+  CHECK(failures.empty());
+  const auto padded = train::predict_tokens(model, cache, 8, 7,
+                                            {.pad_to_max_length = true, .token_scheme = data::TokenScheme::tensorflow,
+                                             .outside_label = 2});
+  CHECK(padded.predicted == p.predicted);
+  CHECK_THROWS_WITH(train::predict_tokens(model, cache, 8, 3, tf), Catch::Contains("the tensorflow scheme needs L + 4 classes"));
+}

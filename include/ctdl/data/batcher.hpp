@@ -50,6 +50,7 @@
 #include "ctdl/core/philox.hpp"
 #include "ctdl/core/tensor.hpp"
 #include "ctdl/data/feature_cache.hpp"
+#include "ctdl/data/token_scheme.hpp"
 
 namespace ctdl::data {
 
@@ -100,6 +101,10 @@ class Batcher {
     index_t width_multiple = 8;
     /// Rows of similar length batched together (the header says how); needs trim_padding.
     bool group_by_length = false;
+    /// Token features: the labels each batch carries (data/token_scheme.hpp). tensorflow
+    /// labels every position from the cache's first-piece labels, with word_labels = L.
+    TokenScheme token_scheme = TokenScheme::first_piece;
+    index_t word_labels = 0;
   };
 
   /// Shuffled and grouped by length, the runs sorted by length are this many global
@@ -113,6 +118,8 @@ class Batcher {
       throw Error("rank " + std::to_string(options_.rank) + " is not in [0, " + std::to_string(options_.world_size) + ")");
     if (options_.group_by_length && !options_.trim_padding)
       throw Error("group_by_length needs trim_padding (batches M wide gain nothing from it)");
+    if (options_.token_scheme == TokenScheme::tensorflow && (cache_.kind() != FeatureKind::token || options_.word_labels < 1))
+      throw Error(cache_.path() + ": the tensorflow token scheme needs token features and the number of word labels");
   }
   ~Batcher() { stop(); }
   Batcher(const Batcher&) = delete;
@@ -271,6 +278,8 @@ class Batcher {
           if (rec[M + k] >= 0)
             throw Error(cache_.path() + ": feature " + std::to_string(b.rows[static_cast<std::size_t>(i)]) +
                         " has a label at position " + std::to_string(k) + ", a [PAD] (a corrupt cache)");
+        if (options_.token_scheme == TokenScheme::tensorflow)
+          tensorflow_token_labels(b.labels.data() + i * S, S, length_of(rec, M, pad), options_.word_labels);
       } else {
         b.labels.data()[i] = rec[M];
       }

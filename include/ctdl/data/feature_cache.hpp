@@ -68,7 +68,11 @@ struct CacheHeader {
   char replace_span[128] = {};
   std::int32_t pad_id = 0;  // the vocabulary's [PAD]: input_mask is 0 where input_ids holds it
   std::uint32_t control_categories = 0;  // the tokenizer's text::ControlCategories (0 in older caches)
-  char reserved[512 - 224] = {};
+  // Token features: TokenFeatureBuilder::Options::max_words and cut_label (the TensorFlow
+  // NER recipe's sentence cut; 0: none, as in older caches).
+  std::uint32_t max_words = 0;
+  std::int32_t cut_label = 0;
+  char reserved[512 - 232] = {};
 
   std::string replace_span_token() const { return std::string(replace_span, replace_span_bytes); }
 
@@ -78,7 +82,8 @@ struct CacheHeader {
            vocab_fingerprint == want.vocab_fingerprint && labels_fingerprint == want.labels_fingerprint &&
            max_seq_length == want.max_seq_length && lower_case == want.lower_case &&
            max_chars_per_word == want.max_chars_per_word && control_categories == want.control_categories &&
-           replace_span_token() == want.replace_span_token() &&
+           replace_span_token() == want.replace_span_token() && max_words == want.max_words &&
+           (max_words == 0 || cut_label == want.cut_label) &&
            source_size == want.source_size && source_xxh64 == want.source_xxh64;
   }
 
@@ -95,6 +100,10 @@ struct CacheHeader {
     if (max_chars_per_word != want.max_chars_per_word) return "another max_chars_per_word";
     if (control_categories != want.control_categories) return "other control-character rules (--tokenizer_rules)";
     if (replace_span_token() != want.replace_span_token()) return "another replace_span";
+    if (max_words != want.max_words || (max_words != 0 && cut_label != want.cut_label))
+      return max_words == 0 ? "sentences not cut by words, now cut at " + std::to_string(want.max_words) + " (--ner_scheme)"
+             : want.max_words == 0 ? "sentences cut at " + std::to_string(max_words) + " words, now not (--ner_scheme)"
+                                   : "another sentence cut";
     if (source_size != want.source_size || source_xxh64 != want.source_xxh64) return "the data file changed";
     return "";
   }
@@ -369,7 +378,9 @@ inline PrepareReport prepare_token_cache(const std::string& conll, const std::st
                                          const text::FullTokenizer& tok, bool skip_bad_rows,
                                          const PrepareProgress& progress = {}, const SkipSink& on_skip = {}) {
   const auto start = std::chrono::steady_clock::now();
-  const CacheHeader want = detail::cache_header(FeatureKind::token, conll, labels, tok, builder.max_seq_length());
+  CacheHeader want = detail::cache_header(FeatureKind::token, conll, labels, tok, builder.max_seq_length());
+  want.max_words = static_cast<std::uint32_t>(builder.options().max_words);
+  want.cut_label = want.max_words ? builder.options().cut_label : 0;
   PrepareReport report;
   if (detail::reuse_cache(cache_path, want, report)) {
     if (report.skipped > 0) {

@@ -10,6 +10,12 @@
 // Two choices where the recipes silently lose words: a word whose text has no pieces at
 // all (only control or zero-width characters) becomes [UNK], so it is still predicted;
 // a single word longer than M - 2 pieces keeps its first M - 2 (only the first is scored).
+//
+// Options::max_words (the TensorFlow recipe's 30, data/token_scheme.hpp) also starts a new
+// feature where that recipe cuts a long sentence: while more than max_words words remain,
+// after the last word labelled cut_label ("O") among the next max_words, or after the
+// first of them when none is (a sentence without labels: after max_words). The features
+// of a sentence stay one sentence: every word is still predicted once, in order.
 
 #include <cstdint>
 #include <span>
@@ -18,6 +24,7 @@
 #include "ctdl/core/config.hpp"
 #include "ctdl/core/error.hpp"
 #include "ctdl/data/conll.hpp"
+#include "ctdl/data/token_scheme.hpp"
 #include "ctdl/text/tokenizer.hpp"
 
 namespace ctdl::data {
@@ -33,6 +40,8 @@ class TokenFeatureBuilder {
  public:
   struct Options {
     index_t max_seq_length = 128;
+    std::size_t max_words = 0;       ///< > 0: cut sentences of more words as the header says
+    std::int32_t cut_label = -1;     ///< the label id after which they are cut ("O")
   };
 
   TokenFeatureBuilder(const text::FullTokenizer& tokenizer, Options options)
@@ -43,6 +52,7 @@ class TokenFeatureBuilder {
   }
 
   index_t max_seq_length() const { return options_.max_seq_length; }
+  const Options& options() const { return options_; }
 
   /// Appends the features of one sentence (label_ids from s.label_ids, or -1 for all
   /// words when the sentence has none) to `out`.
@@ -52,12 +62,15 @@ class TokenFeatureBuilder {
     std::vector<std::int32_t> pieces;
     TokenFeature f = start(s, 0);
     std::size_t used = 0;
+    std::size_t cut = next_cut(s, 0);
     for (std::size_t w = 0; w < s.words.size(); ++w) {
       pieces.clear();
       tok_.tokenize_ids(s.words[w], pieces);
       if (pieces.empty()) pieces.push_back(special_.unk);
       if (pieces.size() > room) pieces.resize(room);
-      if (used + pieces.size() > room) {
+      const bool at_cut = w == cut;
+      if (at_cut) cut = next_cut(s, w);
+      if (at_cut || used + pieces.size() > room) {
         out.push_back(finish(std::move(f), used));
         f = start(s, static_cast<std::uint32_t>(w));
         used = 0;
@@ -72,6 +85,17 @@ class TokenFeatureBuilder {
   }
 
  private:
+  /// Where the words from `begin` on are next cut by max_words (the header's rule), or
+  /// past the end.
+  std::size_t next_cut(const Sentence& s, std::size_t begin) const {
+    const std::size_t n = s.words.size(), most = options_.max_words;
+    if (most == 0 || n - begin <= most) return n;
+    if (s.label_ids.empty()) return begin + most;
+    for (std::size_t w = begin + most; w-- > begin;)
+      if (s.label_ids[w] == options_.cut_label) return w + 1;
+    return begin + 1;
+  }
+
   TokenFeature start(const Sentence& s, std::uint32_t first_word) const {
     const auto M = static_cast<std::size_t>(options_.max_seq_length);
     TokenFeature f{std::vector<std::int32_t>(M, special_.pad), std::vector<std::int32_t>(M, -1),

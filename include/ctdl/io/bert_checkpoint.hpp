@@ -53,8 +53,12 @@ struct SkippedTensor {
 
 /// What a BERT classifier is checked against when it is loaded.
 struct BertClassifierLoadOptions {
-  std::vector<std::string> labels;  // the run's labels, in class-id order
+  std::vector<std::string> labels;  // the run's labels, in class-id order (a row each)
   std::string labels_file;          // where they came from (labels.txt), for messages
+  // What a labels.txt beside the checkpoint must list when the classes are more than the
+  // labels (the NER task's tensorflow scheme adds padding, X, [CLS] and [SEP] classes);
+  // empty: `labels`.
+  std::vector<std::string> listed_labels = {};
   std::string config_file;          // bert_config.json the model was built from, for messages
   std::string phantom_class = "last";  // which row of a head with one row too many to drop: last | first
   std::function<void(const std::string&)> log;  // receives each log line; may be empty
@@ -160,7 +164,7 @@ void check_labels_beside(const Source& source, const BertClassifierLoadOptions& 
   if (!o.labels_file.empty() && fs::equivalent(beside, o.labels_file, ec)) return;
   const auto theirs = read_label_lines(beside);
   if (!theirs) return;
-  std::vector<std::string> ours = o.labels;
+  std::vector<std::string> ours = o.listed_labels.empty() ? o.labels : o.listed_labels;
   std::sort(ours.begin(), ours.end());
   if (*theirs != ours)
     throw Error(beside.string() + " (beside the checkpoint " + source.path() + ") lists the labels " + joined(*theirs) +

@@ -203,6 +203,11 @@ struct PredictOptions {
   /// Called after each batch with how many of the pass's batches are done and how many
   /// there are (every rank has the same count; train::InferenceProgressLog prints them).
   std::function<void(std::size_t done, std::size_t batches)> progress = {};
+  /// Token classifiers (train/tokens.hpp): how the model's classes stand for the words'
+  /// labels (data/token_scheme.hpp). tensorflow: the model has L + 4 classes, and a feature
+  /// with fewer predicted word labels than words fills the rest with outside_label ("O").
+  data::TokenScheme token_scheme = data::TokenScheme::first_piece;
+  std::int32_t outside_label = -1;
 };
 
 /// Inference over this rank's share of every batch of `cache` (comm's ranks, as

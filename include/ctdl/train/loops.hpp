@@ -76,6 +76,11 @@ struct FitOptions {
   /// runs of up to 50 global batches each sorted by length; data::Batcher): less padding,
   /// so faster steps, at the price of batches that are less random. Needs trimmed batches.
   bool group_by_length = false;
+  /// Token features: the labels trained on (data/token_scheme.hpp). tensorflow trains every
+  /// position on word_labels + 4 classes and, as its recipe averages the loss over all M
+  /// positions of a feature (padding included), needs pad_to_max_length.
+  data::TokenScheme token_scheme = data::TokenScheme::first_piece;
+  index_t word_labels = 0;
   std::uint64_t seed = 0;                 ///< shuffling and dropout
   std::int64_t log_every = 10;            ///< a progress record every N steps (and at the last)
   std::int64_t evaluate_every = 0;        ///< FitHooks::evaluate every N steps (0: never)
@@ -206,6 +211,9 @@ FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& o
   if (o.batch_size < 1 || o.accumulation_steps < 1) throw Error("fit: batch_size and accumulation_steps must be at least 1");
   if (o.group_by_length && o.pad_to_max_length)
     throw Error("fit: group_by_length needs batches as wide as their longest row, not pad_to_max_length");
+  if (o.token_scheme == data::TokenScheme::tensorflow && !o.pad_to_max_length)
+    throw Error("fit: the tensorflow token scheme averages the loss over every position of max_seq_length, padding "
+                "included: it needs pad_to_max_length");
   FitOptions global = o;  // the step as one process sees it: batch_size x ranks rows
   global.batch_size = o.batch_size * ranks;
   const std::int64_t total = training_steps(train.rows(), global);
@@ -225,6 +233,8 @@ FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& o
                 {"seed", std::to_string(o.seed)},
                 {"precision", Policy::name},
                 {"training_data_xxh64", detail::hex64(train.header().source_xxh64)}};
+    // Recorded only when not the default, so that older checkpoints still resume.
+    if (o.token_scheme == data::TokenScheme::tensorflow) settings["token_scheme"] = "tensorflow";
   }
 
   optim::AdamW optimizer;  // sharded: the whole state, assembled only to write or read a checkpoint
@@ -246,7 +256,9 @@ FitResult fit(Model& model, const data::FeatureCache& train, const FitOptions& o
                                 .seed = o.seed,
                                 .drop_remainder = true,
                                 .trim_padding = !o.pad_to_max_length,
-                                .group_by_length = o.group_by_length});
+                                .group_by_length = o.group_by_length,
+                                .token_scheme = o.token_scheme,
+                                .word_labels = o.word_labels});
   const auto accum = o.accumulation_steps;
   const std::size_t steps_per_epoch =
       std::max<std::size_t>(1, batcher.batches_per_epoch() / static_cast<std::size_t>(accum));
