@@ -6,7 +6,8 @@
 # label; the reports' counts agree with it; the output directory reloads with the same
 # scores, and predicts the same with batches padded to M (--pad_to_max_length); a run
 # killed after a checkpoint resumes to the same model (and refuses another batch width or
-# grouping); --group_by_length with --pad_to_max_length is refused;
+# grouping); --group_by_length with --pad_to_max_length is refused; --ner_scheme=tensorflow
+# trains 7 classes and reloads under that scheme alone;
 # under mpiexec -np 2 (when given) prediction writes one process's files byte for byte;
 # and the task's input errors (a GPU that is not there among them). Exit 77 (skipped) without the shared data.
 # Usage: ner_test.sh <program> <shared data> <work dir> ["<mpiexec and its flags>" <-n flag>]
