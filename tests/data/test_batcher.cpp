@@ -304,3 +304,46 @@ TEST_CASE("group_by_length: rows of similar length batched together, every row o
 
   CHECK_THROWS_WITH(Batcher(cache, {.group_by_length = true}), Catch::Contains("group_by_length needs trim_padding"));
 }
+
+TEST_CASE("token_scheme tensorflow: every position of every batch labelled from the cache's first-piece labels") {
+  // Sentences of 1 to 9 words, some of several pieces ("unaffable": un ##aff ##able), at M = 16.
+  std::string text;
+  const char* words[] = {"the", "unaffable", "hello", "world", "c"};
+  const char* tags[] = {"O", "B", "B", "I", "O"};
+  for (int i = 0; i < 40; ++i) {
+    for (int k = 0; k < 1 + (i * 5) % 9; ++k) text += std::string(words[(i + k) % 5]) + "\t" + tags[(i + k) % 5] + "\n";
+    text += "\n";
+  }
+  const std::string conll = test::write_file("batcher_tf.tsv", text);
+  const LabelSet labels({"B", "I", "O"});
+  prepare_token_cache(conll, conll + ".features", labels, TokenFeatureBuilder(test::tiny_tokenizer(), {.max_seq_length = 16}),
+                      test::tiny_tokenizer(), false);
+  const FeatureCache cache(conll + ".features");
+  const auto& special = test::tiny_tokenizer().vocab().special();
+  std::size_t xs = 0;
+  for (const bool trim : {false, true}) {
+    Batcher b(cache, {.batch_size = 7, .shuffle = true, .seed = 5, .trim_padding = trim,
+                      .token_scheme = TokenScheme::tensorflow, .word_labels = 3});
+    b.start_epoch(0);
+    Batch batch;
+    while (b.next(batch)) {
+      const index_t S = batch.seq_len();
+      for (index_t i = 0; i < batch.size(); ++i) {
+        const std::size_t r = batch.rows[static_cast<std::size_t>(i)];
+        for (index_t k = 0; k < S; ++k) {
+          const std::int32_t id = cache.input_ids(r)[k], first = cache.label_ids(r)[k];
+          const std::int32_t want = id == special.pad   ? 0
+                                    : id == special.cls ? 5
+                                    : id == special.sep ? 6
+                                    : first >= 0        ? first + 1
+                                                        : 4;
+          CHECK(batch.labels.data()[i * S + k] == want);
+          xs += want == 4;
+        }
+      }
+    }
+  }
+  CHECK(xs > 0);  // "unaffable"'s later pieces
+  CHECK_THROWS_WITH(Batcher(cache, {.token_scheme = TokenScheme::tensorflow}),
+                    Catch::Contains("the tensorflow token scheme needs token features and the number of word labels"));
+}
