@@ -125,16 +125,25 @@ TEST_CASE("a model run with the tanh GELU is saved with \"gelu_new\" in its conf
   s.labels = &labels;
   s.args.bert_config_file = fixtures + "/tf_checkpoint/bert_config.json";  // says "gelu" (erf, read as Hugging Face's)
   s.args.vocab_file = fixtures + "/tiny_vocab.txt";
-  s.args.output_dir = dir + "/out";  // where saved_config_file writes a changed config
+  s.args.output_dir = dir + "/out";  // where saved_config keeps a changed config, pending
   std::filesystem::create_directories(s.args.output_dir);
   s.config = bert::BertConfig::from_file(s.args.bert_config_file);
   auto model = Model::make(s.config, 4);
   s.config.hidden_act = bert::Activation::gelu_tanh;  // as for weights from a TensorFlow checkpoint
-  span_classifier::save_model(model, s, dir + "/a", 1, span_classifier::saved_config_file(s));
+  {
+    const auto saved = span_classifier::saved_config(s);
+    REQUIRE(saved.pending);  // pending beside, not in place of, out/bert_config.json
+    CHECK(saved.file == s.args.output_dir + "/bert_config.json.pending.tmp." + std::to_string(::getpid()));
+    CHECK(!std::filesystem::exists(s.args.output_dir + "/bert_config.json"));
+    span_classifier::save_model(model, s, dir + "/a", 1, saved.file);
+  }
+  CHECK(std::filesystem::is_empty(s.args.output_dir));  // the pending copy is gone with it
   CHECK(bert::BertConfig::from_file(dir + "/a/bert_config.json").hidden_act == bert::Activation::gelu_tanh);
   CHECK(nlohmann::json::parse(test::read_file(dir + "/a/bert_config.json"))["hidden_act"] == "gelu_new");
   s.config.hidden_act = bert::Activation::gelu_erf;  // as the config says: copied unchanged
-  CHECK(span_classifier::saved_config_file(s) == s.args.bert_config_file);
-  span_classifier::save_model(model, s, dir + "/b", 1, span_classifier::saved_config_file(s));
+  const auto same = span_classifier::saved_config(s);
+  CHECK(same.file == s.args.bert_config_file);
+  CHECK(!same.pending);
+  span_classifier::save_model(model, s, dir + "/b", 1, same.file);
   CHECK(test::read_file(dir + "/b/bert_config.json") == test::read_file(s.args.bert_config_file));
 }
