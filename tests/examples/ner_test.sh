@@ -135,6 +135,12 @@ cmp -s "$out/NER_result_conll.txt" "$work/out_skip/NER_result_conll.txt" || fail
 # (padding, B, I, O, X, [CLS], [SEP]), every position trained in batches M wide, sentences
 # cut at 30 words. It learns; its output directory (a 7-row classifier, labels.txt B I O)
 # predicts the same when reloaded under that scheme and is refused under the other.
+expect() {  # expect <exit code> <message part> args...
+  local code=$1 msg=$2; shift 2
+  "$prog" "$@" >"$work/e.out" 2>"$work/e.err"; local rc=$?
+  [ $rc = "$code" ] || fail "exit $rc (wanted $code) for $*: $(cat "$work/e.err")"
+  grep -qF -- "$msg" "$work/e.err" || fail "no '$msg' in: $(cat "$work/e.err")"
+}
 tf=$work/out_tf
 "$prog" --do_train --do_eval --do_predict "${common[@]}" --ner_scheme=tensorflow --output_dir="$tf" \
   --train_batch_size=16 --num_train_epochs=3 --learning_rate=1e-3 --log_every=5 >"$work/stdout_tf" 2>"$work/stderr_tf" \
@@ -157,12 +163,6 @@ awk -F'"loss":' '/"type":"train"/ { split($2, v, ","); l[++n] = v[1] } END { exi
 cmp -s "$tf/NER_result_conll.txt" "$work/out2/NER_result_conll.txt" || fail "tensorflow scheme: predictions differ after reloading"
 grep -qF "sentences not cut by words, now cut at 30 (--ner_scheme)" "$work/stderr_tf2" \
   || fail "tensorflow scheme: no cache rebuild reason: $(cat "$work/stderr_tf2")"
-expect() {  # expect <exit code> <message part> args...
-  local code=$1 msg=$2; shift 2
-  "$prog" "$@" >"$work/e.out" 2>"$work/e.err"; local rc=$?
-  [ $rc = "$code" ] || fail "exit $rc (wanted $code) for $*: $(cat "$work/e.err")"
-  grep -qF -- "$msg" "$work/e.err" || fail "no '$msg' in: $(cat "$work/e.err")"
-}
 expect 1 "the classifier has 7 rows (classifier.weight [7, 128]), but $tf/labels.txt has 3 labels" \
   --do_predict "${common[@]}" --init_checkpoint="$tf" --output_dir="$work/e"
 expect 1 "--ner_scheme=tensorflow trains on batches --max_seq_length wide" \
@@ -170,13 +170,7 @@ expect 1 "--ner_scheme=tensorflow trains on batches --max_seq_length wide" \
 expect 1 "--ner_scheme=pytorch: must be first_piece or tensorflow" --do_eval "${common[@]}" --ner_scheme=pytorch --output_dir="$work/e"
 echo "--ner_scheme=tensorflow: trained 7 classes, reloaded with the same predictions, refused by the other scheme"
 
-# Input checks: one clear message, before any work.
-expect() {  # expect <exit code> <message part> args...
-  local code=$1 msg=$2; shift 2
-  "$prog" "$@" >"$work/e.out" 2>"$work/e.err"; local rc=$?
-  [ $rc = "$code" ] || fail "exit $rc (wanted $code) for $*: $(cat "$work/e.err")"
-  grep -qF -- "$msg" "$work/e.err" || fail "no '$msg' in: $(cat "$work/e.err")"
-}
+# Input checks: one clear message, before any work (expect is defined above).
 expect 1 "--task_name=pos: the tasks are consensus (span classification) and ner (token classification)" \
   --do_eval "${common[@]}" --task_name=pos --output_dir="$work/e"
 expect 1 "--task_name=ner has none" --do_predict --write_npy "${common[@]}" --output_dir="$work/e"
