@@ -11,7 +11,8 @@
 # true: training batches grouped by length, ctdl's --group_by_length and Hugging Face's
 # get_length_grouped_indices) as the environment says. Both sets of predictions are scored by
 # seqeval (an independent implementation of conlleval's entity scores), and ctdl's also by
-# its own conlleval report, which must agree with seqeval's.
+# its own conlleval report, which must agree with seqeval's. ctdl runs --ner_scheme=first_piece,
+# the recipe of the peer (Hugging Face's run_ner.py), whatever the program's default.
 #
 #   benchmarks/compare_ner_finetune.sh
 #
@@ -55,7 +56,7 @@ OMP_NUM_THREADS=$threads "$program" --task_name=ner --do_prepare --do_train --do
   --warmup_proportion=0.1 --seed=42 --log_every=25 --output_dir="$work/ctdl" \
   --init_checkpoint="$model_dir" --vocab_file= --bert_config_file="$model_dir/bert_config.json" --cased=false \
   --precision="$precision" --learning_rate="$lr" --num_train_epochs="$epochs" --num_threads="$threads" \
-  --pad_to_max_length="$pad_to_max_length" --group_by_length="$group_by_length" 2>&1 |
+  --pad_to_max_length="$pad_to_max_length" --group_by_length="$group_by_length" --ner_scheme=first_piece 2>&1 |
   tee "$work/ctdl.log" | grep -E "^training|^predicted|^(f1|precision|recall|eval_accuracy) = "
 t1=$(date +%s.%N)
 
