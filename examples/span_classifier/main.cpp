@@ -98,9 +98,10 @@ Args parse(int argc, char** argv, bool& help, std::map<std::string, std::string>
       .add("write_npy", &a.write_npy, "with --do_predict, also write test_logits.npy (rows x labels) and test_pooled.npy (rows x hidden), float32")
       .add("task_name", &a.task_name, "consensus (span classification, run_ner_consensus.py) or ner (token classification of CoNLL files, BioBERT's run_ner.py; docs/span_classifier.md)")
       .add("ner_scheme", &a.ner_scheme,
-           "with --task_name=ner: first_piece (BioBERT's PyTorch recipe: each word's first piece carries its label, "
-           "nothing else is trained) or tensorflow (NVIDIA's and BioBERT's TensorFlow run_ner.py: X, [CLS], [SEP] and "
-           "padding classes, every position trained, sentences cut at 30 words; its checkpoints load)")
+           "with --task_name=ner: tensorflow (the default: NVIDIA's and BioBERT's TensorFlow run_ner.py, X, [CLS], "
+           "[SEP] and padding classes, every position trained in batches --max_seq_length wide, sentences cut at 30 "
+           "words; its checkpoints load) or first_piece (BioBERT's PyTorch recipe, Hugging Face's run_ner.py: each "
+           "word's first piece carries its label, nothing else is trained)")
       .add("replace_span", &a.replace_span, "a vocabulary token that replaces every span (e.g. [unused1]); empty: keep the spans")
       .add("init_checkpoint", &a.init_checkpoint, "model.safetensors, or a directory holding one (e.g. an earlier --output_dir), or a TensorFlow 1.x checkpoint: its prefix (model.ckpt-N) or a directory holding TensorFlow's checkpoint file; empty: random initialisation")
       .add("vocab_file", &a.vocab_file, "vocab.txt or tokenizer.json (WordPiece) of the model; empty: the one beside --init_checkpoint")
@@ -180,12 +181,13 @@ Setup check(const Args& a, std::unique_ptr<text::FullTokenizer>& tok, std::uniqu
   if (ner) {
     if (a.write_npy) throw Error("--write_npy writes the consensus task's logits and pooled vectors; --task_name=ner has none");
     if (!a.replace_span.empty()) throw Error("--replace_span is a setting of the consensus task's spans; --task_name=ner has none");
-    if (a.ner_scheme != "first_piece" && a.ner_scheme != "tensorflow")
-      throw Error("--ner_scheme=" + a.ner_scheme + ": must be first_piece or tensorflow");
-    if (a.ner_scheme == "tensorflow" && a.group_by_length)
-      throw Error("--ner_scheme=tensorflow trains on batches --max_seq_length wide (its loss averages over every "
-                  "position, padding included); --group_by_length groups rows to cut padding: give one of them");
-  } else if (a.ner_scheme != "first_piece") {
+    if (!a.ner_scheme.empty() && a.ner_scheme != "first_piece" && a.ner_scheme != "tensorflow")
+      throw Error("--ner_scheme=" + a.ner_scheme + ": must be tensorflow or first_piece");
+    if (a.ner_scheme != "first_piece" && a.group_by_length)
+      throw Error("--ner_scheme=tensorflow (the default) trains on batches --max_seq_length wide (its loss averages "
+                  "over every position, padding included); --group_by_length groups rows to cut padding: give "
+                  "--ner_scheme=first_piece for it");
+  } else if (!a.ner_scheme.empty()) {
     throw Error("--ner_scheme is a setting of --task_name=ner");
   }
   if ((a.shard_optimizer || a.bucket_size_mb != 25) && !a.distributed)
@@ -248,6 +250,7 @@ Setup check(const Args& a, std::unique_ptr<text::FullTokenizer>& tok, std::uniqu
   Setup s;
   s.args = a;
   s.args.vocab_file = vocab_file;
+  if (ner && s.args.ner_scheme.empty()) s.args.ner_scheme = "tensorflow";  // the original's
   // --use_fp16, the original's flag: fp16 with loss scaling on a GPU (as its TF AMP), bf16
   // on the CPU (which has bf16 products and no fast fp16 ones).
   const bool on_gpu = a.device.rfind("cuda", 0) == 0;
@@ -334,7 +337,7 @@ Setup check(const Args& a, std::unique_ptr<text::FullTokenizer>& tok, std::uniqu
     note("labels: %s (those of %s/train.tsv; saved as labels.txt with the model)\n", list.c_str(), a.data_dir.c_str());
   }
   s.labels = labels.get();
-  if (ner && a.ner_scheme == "tensorflow") {
+  if (ner && s.args.ner_scheme == "tensorflow") {
     // The recipe's extra classes must not be labels already, and its sentence cut and its
     // filler for words without a prediction are "O".
     for (const char* extra : {"X", "[CLS]", "[SEP]", "[padding]"})
@@ -344,8 +347,12 @@ Setup check(const Args& a, std::unique_ptr<text::FullTokenizer>& tok, std::uniqu
     if (!labels->find("O"))
       throw Error("--ner_scheme=tensorflow cuts long sentences after an \"O\" and predicts \"O\" for words left "
                   "without a label, but " + labels->source() + " has no label O");
-    note("NER scheme: tensorflow (NVIDIA's and BioBERT's TensorFlow run_ner.py): %zu classes, sentences cut at 30 "
-         "words, training batches --max_seq_length wide\n", labels->size() + data::kTensorflowExtraClasses);
+    note("NER scheme: tensorflow (%s; NVIDIA's and BioBERT's TensorFlow run_ner.py): %zu classes, sentences cut at "
+         "30 words, training batches --max_seq_length wide\n",
+         a.ner_scheme.empty() ? "the default" : "--ner_scheme", labels->size() + data::kTensorflowExtraClasses);
+  } else if (ner) {
+    note("NER scheme: first_piece (BioBERT's PyTorch recipe, Hugging Face's run_ner.py): %zu classes, each word "
+         "scored at its first piece\n", labels->size());
   }
   if (a.use_xla) note("--use_xla has no effect in ctdl (the kernels are compiled ahead of time)\n");
   return s;

@@ -44,7 +44,7 @@ struct Args {
   bool shard_optimizer = false;       // --distributed: ZeRO-1, the optimizer state split across the ranks
   std::int64_t bucket_size_mb = 25;   // --distributed: gradients fused per all-reduce
   std::string device = "cpu";         // cpu | cuda | cuda:N
-  std::string ner_scheme = "first_piece";  // first_piece | tensorflow (data/token_scheme.hpp)
+  std::string ner_scheme;  // first_piece | tensorflow (data/token_scheme.hpp); "": tensorflow, the original's, for ner
 };
 
 /// Everything read and checked before work starts.

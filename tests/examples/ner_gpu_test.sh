@@ -29,7 +29,9 @@ cat >"$work/bert_config.json" <<'JSON'
  "intermediate_size": 512, "max_position_embeddings": 64}
 JSON
 fail() { echo "FAILED: $*"; exit 1; }
-common=(--task_name=ner --vocab_file="$vocab" --bert_config_file="$work/bert_config.json" --cased
+# BioBERT's PyTorch scheme, as calibrated below (the devices run the default scheme's parts too:
+# the same batcher, loss and reading on the host).
+common=(--task_name=ner --ner_scheme=first_piece --vocab_file="$vocab" --bert_config_file="$work/bert_config.json" --cased
         --data_dir="$work/data" --max_seq_length=32 --eval_batch_size=8 --predict_batch_size=8)
 train=(--do_train --do_eval --do_predict "${common[@]}" --num_train_epochs=2 --learning_rate=5e-4
        --train_batch_size=16 --log_every=5 --seed=11)

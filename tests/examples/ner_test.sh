@@ -6,8 +6,9 @@
 # label; the reports' counts agree with it; the output directory reloads with the same
 # scores, and predicts the same with batches padded to M (--pad_to_max_length); a run
 # killed after a checkpoint resumes to the same model (and refuses another batch width or
-# grouping); --group_by_length with --pad_to_max_length is refused; --ner_scheme=tensorflow
-# trains 7 classes and reloads under that scheme alone;
+# grouping); --group_by_length with --pad_to_max_length is refused (these with
+# --ner_scheme=first_piece); the default scheme, tensorflow, trains 7 classes and reloads
+# under that scheme alone;
 # under mpiexec -np 2 (when given) prediction writes one process's files byte for byte;
 # and the task's input errors (a GPU that is not there among them). Exit 77 (skipped) without the shared data.
 # Usage: ner_test.sh <program> <shared data> <work dir> ["<mpiexec and its flags>" <-n flag>]
@@ -26,8 +27,10 @@ cat >"$work/bert_config.json" <<'JSON'
  "intermediate_size": 512, "max_position_embeddings": 64}
 JSON
 fail() { echo "FAILED: $*"; exit 1; }
-common=(--task_name=ner --vocab_file="$vocab" --bert_config_file="$work/bert_config.json" --cased
-        --data_dir="$work/data" --max_seq_length=32)
+base=(--task_name=ner --vocab_file="$vocab" --bert_config_file="$work/bert_config.json" --cased
+      --data_dir="$work/data" --max_seq_length=32)
+# Most checks run BioBERT's PyTorch scheme; the default (the TensorFlow scheme) has its own below.
+common=("${base[@]}" --ner_scheme=first_piece)
 out=$work/out
 "$prog" --do_prepare --do_train --do_eval --do_predict "${common[@]}" --output_dir="$out" \
   --train_batch_size=16 --num_train_epochs=3 --learning_rate=1e-3 --log_every=5 \
@@ -131,10 +134,10 @@ grep -q "skipped 1 bad sentences of $work/skip/test.tsv" "$work/stderr5" || fail
 [ "$(wc -l <"$work/out_skip/test_skipped_rows.tsv")" = 2 ] || fail "test_skipped_rows.tsv: not one sentence"
 cmp -s "$out/NER_result_conll.txt" "$work/out_skip/NER_result_conll.txt" || fail "the good sentences' predictions differ"
 
-# --ner_scheme=tensorflow (the TensorFlow run_ner.py of NVIDIA and BioBERT): 7 classes
-# (padding, B, I, O, X, [CLS], [SEP]), every position trained in batches M wide, sentences
-# cut at 30 words. It learns; its output directory (a 7-row classifier, labels.txt B I O)
-# predicts the same when reloaded under that scheme and is refused under the other.
+# The default scheme, --ner_scheme=tensorflow (the TensorFlow run_ner.py of NVIDIA and
+# BioBERT): 7 classes (padding, B, I, O, X, [CLS], [SEP]), every position trained in batches
+# M wide, sentences cut at 30 words. It learns; its output directory (a 7-row classifier,
+# labels.txt B I O) predicts the same when reloaded and is refused under the other scheme.
 expect() {  # expect <exit code> <message part> args...
   local code=$1 msg=$2; shift 2
   "$prog" "$@" >"$work/e.out" 2>"$work/e.err"; local rc=$?
@@ -142,10 +145,10 @@ expect() {  # expect <exit code> <message part> args...
   grep -qF -- "$msg" "$work/e.err" || fail "no '$msg' in: $(cat "$work/e.err")"
 }
 tf=$work/out_tf
-"$prog" --do_train --do_eval --do_predict "${common[@]}" --ner_scheme=tensorflow --output_dir="$tf" \
+"$prog" --do_train --do_eval --do_predict "${base[@]}" --output_dir="$tf" \
   --train_batch_size=16 --num_train_epochs=3 --learning_rate=1e-3 --log_every=5 >"$work/stdout_tf" 2>"$work/stderr_tf" \
   || { cat "$work/stderr_tf"; fail "the tensorflow scheme's run failed"; }
-grep -qF "NER scheme: tensorflow" "$work/stderr_tf" || fail "no scheme notice: $(cat "$work/stderr_tf")"
+grep -qF "NER scheme: tensorflow (the default;" "$work/stderr_tf" || fail "no scheme notice: $(cat "$work/stderr_tf")"
 grep -qF "token classification over 7 classes ([padding], B, I, O, X, [CLS], [SEP])" "$work/stderr_tf" \
   || fail "not 7 classes: $(grep 'model:' "$work/stderr_tf")"
 [ "$(tr '\n' ' ' <"$tf/labels.txt")" = "B I O " ] || fail "tensorflow scheme: labels.txt: $(cat "$tf/labels.txt")"
@@ -158,16 +161,16 @@ awk -F'"loss":' '/"type":"train"/ { split($2, v, ","); l[++n] = v[1] } END { exi
   "$tf/metrics.jsonl" || fail "tensorflow scheme: the loss did not fall: $(grep -o '"loss":[0-9.e-]*' "$tf/metrics.jsonl" | tr '\n' ' ')"
 [ "$(grep -cv '^$' "$tf/NER_result_conll.txt")" = "$words" ] || fail "tensorflow scheme: NER_result_conll.txt is not $words words"
 # Reloaded in a directory whose caches were made without the cut: they are rebuilt, saying why.
-"$prog" --do_predict "${common[@]}" --ner_scheme=tensorflow --init_checkpoint="$tf" --output_dir="$work/out2" \
+"$prog" --do_predict "${base[@]}" --ner_scheme=tensorflow --init_checkpoint="$tf" --output_dir="$work/out2" \
   >/dev/null 2>"$work/stderr_tf2" || { cat "$work/stderr_tf2"; fail "tensorflow scheme: prediction from its output directory failed"; }
 cmp -s "$tf/NER_result_conll.txt" "$work/out2/NER_result_conll.txt" || fail "tensorflow scheme: predictions differ after reloading"
 grep -qF "sentences not cut by words, now cut at 30 (--ner_scheme)" "$work/stderr_tf2" \
   || fail "tensorflow scheme: no cache rebuild reason: $(cat "$work/stderr_tf2")"
 expect 1 "the classifier has 7 rows (classifier.weight [7, 128]), but $tf/labels.txt has 3 labels" \
   --do_predict "${common[@]}" --init_checkpoint="$tf" --output_dir="$work/e"
-expect 1 "--ner_scheme=tensorflow trains on batches --max_seq_length wide" \
-  --do_train "${common[@]}" --ner_scheme=tensorflow --group_by_length --output_dir="$work/e"
-expect 1 "--ner_scheme=pytorch: must be first_piece or tensorflow" --do_eval "${common[@]}" --ner_scheme=pytorch --output_dir="$work/e"
+expect 1 "--ner_scheme=tensorflow (the default) trains on batches --max_seq_length wide" \
+  --do_train "${base[@]}" --group_by_length --output_dir="$work/e"
+expect 1 "--ner_scheme=pytorch: must be tensorflow or first_piece" --do_eval "${base[@]}" --ner_scheme=pytorch --output_dir="$work/e"
 echo "--ner_scheme=tensorflow: trained 7 classes, reloaded with the same predictions, refused by the other scheme"
 
 # Input checks: one clear message, before any work (expect is defined above).
