@@ -5,11 +5,12 @@
 // batcher gives B x S labels, -1 where nothing is scored, and cross_entropy skips those).
 //
 //   predict_tokens    forward without dropout over the cache (batched as predict does,
-//                     the results in file order); each word's
-//                     prediction is the argmax at its first piece (the one position of
-//                     the word that carries a label; the recipes of NVIDIA and BioBERT
-//                     read each word's prediction there), gathered sentence by sentence across the features
-//                     a long sentence was cut into
+//                     the results in file order); each word's prediction is the argmax
+//                     at its first piece (the one position of the word that carries a
+//                     label), or with PredictOptions::token_scheme tensorflow, as the
+//                     TensorFlow run_ner.py reads every position (detail::
+//                     read_tensorflow_labels); gathered sentence by sentence across the
+//                     features a long sentence was cut into
 //   evaluate_tokens   predict_tokens, then conlleval's entity scores over the words
 //                     (metrics/conlleval.hpp: what BioBERT reports) and a per-label
 //                     report of the words (metrics/classification.hpp)
@@ -106,7 +107,7 @@ inline void read_tensorflow_labels(const float* logits, std::size_t S, index_t w
   for (std::size_t t = 0; t < S && w < words; ++t) {
     const float* l = logits + t * C;
     const auto best = static_cast<std::size_t>(std::max_element(l, l + C) - l);
-    if (best == L + 3) break;                            // [SEP]
+    if (best == L + 3) break;                                   // [SEP]
     if (best == 0 || best == L + 1 || best == L + 2) continue;  // padding, X, [CLS]
     double z = 0;
     for (std::size_t k = 0; k < C; ++k) z += std::exp(static_cast<double>(l[k]) - l[best]);
