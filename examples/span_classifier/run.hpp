@@ -183,14 +183,32 @@ void load_checkpoint(Model& model, const Setup& s) {
                                                                    : std::vector<std::string>{},
                                               .config_file = s.args.bert_config_file,
                                               .phantom_class = s.args.phantom_class, .log = say};
+  // A head of the other NER scheme's size says which scheme made it (the loader's own error
+  // names only the counts).
+  const auto require_scheme = [&](const auto& source) {
+    if (!is_ner(s.args) || !source.contains("classifier.weight")) return;
+    const auto rows = source.at("classifier.weight").shape.at(0);
+    const auto L = static_cast<std::int64_t>(s.labels->size());
+    const bool tensorflow = scheme == data::TokenScheme::tensorflow;
+    if (tensorflow ? rows == L : rows == L + data::kTensorflowExtraClasses)
+      throw Error(s.checkpoint_file + ": the classifier has " + std::to_string(rows) + " rows for the " + std::to_string(L) +
+                  " labels of " + labels_file + ": a token classifier of " +
+                  (tensorflow ? "--ner_scheme=first_piece (a row per label)"
+                              : "--ner_scheme=tensorflow (padding, the labels, X, [CLS], [SEP])") +
+                  "; this run has --ner_scheme=" + s.args.ner_scheme + ": give --ner_scheme=" +
+                  (tensorflow ? "first_piece" : "tensorflow"));
+  };
   if (!s.checkpoint_is_tf) {
-    io::load_bert_classifier(model, io::SafetensorsFile(s.checkpoint_file), options);
+    const io::SafetensorsFile file(s.checkpoint_file);
+    require_scheme(file);
+    io::load_bert_classifier(model, file, options);
     return;
   }
   const io::BertTfCheckpoint file(s.checkpoint_file);
   for (const auto& skipped : file.skipped())  // optimizer state is expected; anything else is worth a line
     if (!skipped.reason.starts_with("optimizer state") && skipped.name != "global_step")
       say("note: " + s.checkpoint_file + ": skipped \"" + skipped.name + "\" (" + skipped.reason + ")");
+  require_scheme(file);
   io::load_bert_classifier(model, file, options);
 }
 

@@ -10,7 +10,10 @@
 #      from random weights still labels every word O after 2 epochs, so eval_loss, the
 #      mean cross-entropy over the 957 words, carries the comparison);
 #   2. --precision=bf16 and --use_fp16 (fp16 with loss scaling) train and predict on the
-#      GPU: the log names the precision, eval_loss is finite, every word is predicted.
+#      GPU: the log names the precision, eval_loss is finite, every word is predicted;
+#   3. the default scheme (--ner_scheme=tensorflow) on both devices: eval_loss within 1e-4
+#      and the same labels but for near ties.
+# Runs 1 and 2 use --ner_scheme=first_piece, the scheme their allowances were set for.
 # Usage: ner_gpu_test.sh <program> <shared data> <work dir>
 # Exit 77 (skipped) without a GPU (nvidia-smi finds none) or without the shared data.
 set -uo pipefail
@@ -81,4 +84,21 @@ for precision in bf16 fp16; do
   same_words "$work/cuda" "$work/$precision"
   echo "2. $flag on the GPU: eval_loss $l (fp32: $lg)"
 done
+
+# 3. The default scheme (tensorflow: 7 classes, every position trained in batches M wide)
+#    on both devices: eval_loss within 1e-4 (relative), the same words, the predicted
+#    labels but for near ties (its reading may shift the labels after a flipped position,
+#    so the allowance is counted over differing words all the same).
+tf_train=("${train[@]/--ner_scheme=first_piece/--ner_scheme=tensorflow}")
+for device in cpu cuda; do
+  "$prog" "${tf_train[@]}" --device=$device --output_dir="$work/tf_$device" >/dev/null 2>"$work/tf_$device.err" \
+    || { cat "$work/tf_$device.err"; fail "the --ner_scheme=tensorflow --device=$device run failed"; }
+done
+grep -q "token classification over 7 classes" "$work/tf_cuda.err" || fail "tensorflow scheme: not 7 classes on the GPU"
+tc=$(eval_loss "$work/tf_cpu") tg=$(eval_loss "$work/tf_cuda")
+close "$tg" "$tc" || fail "tensorflow scheme: eval_loss $tg on the GPU, $tc on the CPU"
+same_words "$work/tf_cpu" "$work/tf_cuda"
+n=$(labels_differ "$work/tf_cpu" "$work/tf_cuda")
+within_allowance "$n" || fail "tensorflow scheme: $n of $words words predicted otherwise on the GPU than on the CPU"
+echo "3. --ner_scheme=tensorflow: eval_loss $tg on the GPU, $tc on the CPU; $n words differ"
 echo "PASSED"

@@ -166,8 +166,10 @@ awk -F'"loss":' '/"type":"train"/ { split($2, v, ","); l[++n] = v[1] } END { exi
 cmp -s "$tf/NER_result_conll.txt" "$work/out2/NER_result_conll.txt" || fail "tensorflow scheme: predictions differ after reloading"
 grep -qF "sentences not cut by words, now cut at 30 (--ner_scheme)" "$work/stderr_tf2" \
   || fail "tensorflow scheme: no cache rebuild reason: $(cat "$work/stderr_tf2")"
-expect 1 "the classifier has 7 rows (classifier.weight [7, 128]), but $tf/labels.txt has 3 labels" \
+expect 1 "$tf/model.safetensors: the classifier has 7 rows for the 3 labels of $tf/labels.txt: a token classifier of --ner_scheme=tensorflow (padding, the labels, X, [CLS], [SEP]); this run has --ner_scheme=first_piece: give --ner_scheme=tensorflow" \
   --do_predict "${common[@]}" --init_checkpoint="$tf" --output_dir="$work/e"
+expect 1 "the classifier has 3 rows for the 3 labels of $out/labels.txt: a token classifier of --ner_scheme=first_piece (a row per label); this run has --ner_scheme=tensorflow: give --ner_scheme=first_piece" \
+  --do_predict "${base[@]}" --init_checkpoint="$out" --output_dir="$work/e"
 expect 1 "--ner_scheme=tensorflow (the default) trains on batches --max_seq_length wide" \
   --do_train "${base[@]}" --group_by_length --output_dir="$work/e"
 expect 1 "--ner_scheme=pytorch: must be tensorflow or first_piece" --do_eval "${base[@]}" --ner_scheme=pytorch --output_dir="$work/e"
