@@ -99,6 +99,10 @@ const data::FeatureCache& wide_cache() {
   return *cache;
 }
 
+/// The model's logits for feature r alone (M positions x classes), without dropout.
+template <class M>
+auto feature_logits(const M& model, const data::FeatureCache& cache, std::size_t r);
+
 /// Feature r of the cache as a batch of one.
 data::Batch feature_batch(const data::FeatureCache& cache, std::size_t r) {
   const index_t M = cache.max_seq_length();
@@ -111,6 +115,14 @@ data::Batch feature_batch(const data::FeatureCache& cache, std::size_t r) {
     b.attention_mask.data()[t] = attention_mask(cache.input_ids(r)[t], cache.header().pad_id);
   }
   return b;
+}
+
+template <class M>
+auto feature_logits(const M& model, const data::FeatureCache& cache, std::size_t r) {
+  Tape tape;
+  NoGrad no_grad(tape);
+  nn::Context ctx{tape, false};
+  return model.forward(ctx, feature_batch(cache, r)).value();
 }
 
 }  // namespace tokens_test
@@ -139,14 +151,11 @@ TEST_CASE("predict_tokens: each word once, in file order, the argmax at its firs
   std::size_t w = 0;
   double loss = 0;
   for (std::size_t r = 0; r < cache.rows(); ++r) {
-    Tape tape;
-    NoGrad no_grad(tape);
-    nn::Context ctx{tape, false};
-    const auto logits = model.forward(ctx, feature_batch(cache, r));
+    const auto logits = feature_logits(model, cache, r);
     for (index_t t = 0; t < cache.max_seq_length(); ++t) {
       const std::int32_t y = cache.label_ids(r)[t];
       if (y < 0) continue;
-      const float* l = logits.value().data() + t * 3;
+      const float* l = logits.data() + t * 3;
       const int best = static_cast<int>(std::max_element(l, l + 3) - l);
       const double z = std::exp(l[0]) + std::exp(l[1]) + std::exp(l[2]);
       CHECK(p.predicted[w] == best);
@@ -369,7 +378,7 @@ TEST_CASE("read_tensorflow_labels reads predictions as the TensorFlow run_ner.py
   const auto read = [&](const std::vector<int>& classes, std::size_t words) {
     const auto l = logits_of(classes);
     std::vector<float> label(words), prob(words);
-    train::detail::read_tensorflow_labels(l.data(), classes.size(), 3, words, 2, label.data(), prob.data());
+    data::read_tensorflow_labels(l.data(), classes.size(), 3, words, 2, label.data(), prob.data());
     return std::vector<std::int32_t>(label.begin(), label.end());
   };
   for (const auto& [classes, words] : std::vector<std::pair<std::vector<int>, std::size_t>>{
@@ -383,7 +392,7 @@ TEST_CASE("read_tensorflow_labels reads predictions as the TensorFlow run_ner.py
   // Probabilities: the read position's softmax; 0 for a filled word.
   const auto l = logits_of({5, 1, 6});
   std::vector<float> label(2), prob(2);
-  train::detail::read_tensorflow_labels(l.data(), 3, 3, 2, 2, label.data(), prob.data());
+  data::read_tensorflow_labels(l.data(), 3, 3, 2, 2, label.data(), prob.data());
   CHECK(prob[0] == Approx(std::exp(2.0) / (std::exp(2.0) + 6)).epsilon(1e-6));
   CHECK(prob[1] == 0.f);
   CHECK(label[1] == 2.f);
@@ -417,14 +426,11 @@ TEST_CASE("the tensorflow token scheme: fit trains every position on L + 4 class
   std::size_t w = 0;
   double loss = 0;
   for (std::size_t r = 0; r < cache.rows(); ++r) {
-    Tape tape;
-    NoGrad no_grad(tape);
-    nn::Context ctx{tape, false};
-    const auto logits = model.forward(ctx, feature_batch(cache, r));
+    const auto logits = feature_logits(model, cache, r);
     std::vector<int> pred_ids;
     std::size_t words = 0;
     for (index_t t = 0; t < cache.max_seq_length(); ++t) {
-      const float* l = logits.value().data() + t * 7;
+      const float* l = logits.data() + t * 7;
       pred_ids.push_back(static_cast<int>(std::max_element(l, l + 7) - l));
       const std::int32_t y = cache.label_ids(r)[t];
       if (y < 0) continue;

@@ -14,11 +14,14 @@
 //                  L + 3      [SEP]
 //                and a sentence of more than 30 words is cut after the last "O" among its
 //                first 30 (TokenFeatureBuilder::Options::max_words); its predictions are
-//                read as that script reads them (train/tokens.hpp)
+//                read as that script reads them (read_tensorflow_labels)
 //
 // The feature cache holds the first_piece labels in both; tensorflow_token_labels makes a
 // row's tensorflow labels from them when a batch is assembled (data::Batcher).
 
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -32,6 +35,16 @@ enum class TokenScheme { first_piece, tensorflow };
 
 /// The tensorflow scheme's classes beyond the word labels.
 inline constexpr int kTensorflowExtraClasses = 4;
+
+/// The tensorflow scheme's class ids for L word labels (the numbering in the header).
+struct TensorflowClasses {
+  std::int32_t L;
+  static constexpr std::int32_t padding = 0;
+  constexpr std::int32_t word(std::int32_t label) const { return label + 1; }
+  constexpr std::int32_t x() const { return L + 1; }
+  constexpr std::int32_t cls() const { return L + 2; }
+  constexpr std::int32_t sep() const { return L + 3; }
+};
 
 /// The model's classes for `labels` (the word labels, in id order): the labels themselves,
 /// or for the tensorflow scheme "[padding]", the labels, "X", "[CLS]", "[SEP]".
@@ -52,14 +65,48 @@ inline void tensorflow_token_labels(std::int32_t* labels, index_t width, index_t
   if (length < 2 || length > width)
     throw Error("tensorflow_token_labels: a row of " + std::to_string(length) + " tokens in a batch " +
                 std::to_string(width) + " wide (a feature is [CLS] pieces [SEP])");
-  const auto L = static_cast<std::int32_t>(word_labels);
+  const TensorflowClasses c{static_cast<std::int32_t>(word_labels)};
   for (index_t k = 0; k < width; ++k) {
     const std::int32_t y = labels[k];
     const bool word = k > 0 && k < length - 1;
-    if (y >= L || (y >= 0 && !word))
+    if (y >= c.L || (y >= 0 && !word))
       throw Error("tensorflow_token_labels: label " + std::to_string(y) + " at position " + std::to_string(k) + " of " +
-                  std::to_string(length) + " tokens, with " + std::to_string(L) + " word labels");
-    labels[k] = k >= length ? 0 : k == 0 ? L + 2 : k == length - 1 ? L + 3 : y >= 0 ? y + 1 : L + 1;
+                  std::to_string(length) + " tokens, with " + std::to_string(c.L) + " word labels");
+    labels[k] = k >= length          ? c.padding
+                : k == 0             ? c.cls()
+                : k == length - 1    ? c.sep()
+                : y >= 0             ? c.word(y)
+                                     : c.x();
+  }
+}
+
+/// One feature's word labels as the TensorFlow run_ner.py reads its predictions
+/// (result_to_pair): the argmax class of each position in order, padding, [CLS] and X
+/// passed over, up to the first [SEP]; a word label's class gives that label, to the
+/// feature's words in order; past its words they are dropped; words left over get
+/// `outside` ("O") with probability 0. `logits` is the feature's S x (L + 4) block; its
+/// positions past S (a batch narrower than M) count as padding. Writes `words` labels (as
+/// floats, to be summed across ranks with the logits) to `label` and their positions'
+/// softmax probabilities to `probability`.
+inline void read_tensorflow_labels(const float* logits, std::size_t S, index_t word_labels, std::size_t words,
+                                   std::int32_t outside, float* label, float* probability) {
+  const TensorflowClasses c{static_cast<std::int32_t>(word_labels)};
+  const auto C = static_cast<std::size_t>(word_labels + kTensorflowExtraClasses);
+  std::size_t w = 0;
+  for (std::size_t t = 0; t < S && w < words; ++t) {
+    const float* l = logits + t * C;
+    const auto best = static_cast<std::int32_t>(std::max_element(l, l + C) - l);
+    if (best == c.sep()) break;
+    if (best == c.padding || best == c.x() || best == c.cls()) continue;
+    double z = 0;
+    for (std::size_t k = 0; k < C; ++k) z += std::exp(static_cast<double>(l[k]) - l[best]);
+    label[w] = static_cast<float>(best - c.word(0));
+    probability[w] = static_cast<float>(1.0 / z);
+    ++w;
+  }
+  for (; w < words; ++w) {
+    label[w] = static_cast<float>(outside);
+    probability[w] = 0.f;
   }
 }
 

@@ -8,7 +8,7 @@
 //                     the results in file order); each word's prediction is the argmax
 //                     at its first piece (the one position of the word that carries a
 //                     label), or with PredictOptions::token_scheme tensorflow, as the
-//                     TensorFlow run_ner.py reads every position (detail::
+//                     TensorFlow run_ner.py reads every position (data::
 //                     read_tensorflow_labels); gathered sentence by sentence across the
 //                     features a long sentence was cut into
 //   evaluate_tokens   predict_tokens, then conlleval's entity scores over the words
@@ -90,39 +90,6 @@ TokenEvaluation evaluate_tokens(const Model& model, const data::FeatureCache& ca
 
 // ============================================================================
 
-namespace detail {
-
-/// One feature's word labels as the TensorFlow run_ner.py reads its predictions
-/// (result_to_pair): the argmax class of each position in order, padding (0), [CLS] and X
-/// passed over, up to the first [SEP]; each word label class c is label c - 1, for the
-/// feature's words in order; past its words they are dropped; words left over get
-/// `outside` ("O") with probability 0. `logits` is the feature's S x (L + 4) block; its
-/// positions past S (a batch narrower than M) count as padding. Writes `words` labels
-/// (as floats) to `label` and their positions' softmax probabilities to `probability`.
-inline void read_tensorflow_labels(const float* logits, std::size_t S, index_t word_labels, std::size_t words,
-                                   std::int32_t outside, float* label, float* probability) {
-  const auto L = static_cast<std::size_t>(word_labels);
-  const std::size_t C = L + data::kTensorflowExtraClasses;
-  std::size_t w = 0;
-  for (std::size_t t = 0; t < S && w < words; ++t) {
-    const float* l = logits + t * C;
-    const auto best = static_cast<std::size_t>(std::max_element(l, l + C) - l);
-    if (best == L + 3) break;                                   // [SEP]
-    if (best == 0 || best == L + 1 || best == L + 2) continue;  // padding, X, [CLS]
-    double z = 0;
-    for (std::size_t k = 0; k < C; ++k) z += std::exp(static_cast<double>(l[k]) - l[best]);
-    label[w] = static_cast<float>(best - 1);
-    probability[w] = static_cast<float>(1.0 / z);
-    ++w;
-  }
-  for (; w < words; ++w) {
-    label[w] = static_cast<float>(outside);
-    probability[w] = 0.f;
-  }
-}
-
-}  // namespace detail
-
 template <class Model>
 TokenPredictions predict_tokens(const Model& model, const data::FeatureCache& cache, index_t batch_size,
                                 index_t num_labels, const PredictOptions& options) {
@@ -153,13 +120,14 @@ TokenPredictions predict_tokens(const Model& model, const data::FeatureCache& ca
   const std::size_t words = word_offset[n];
   std::vector<float> logits(words * L, 0.f);  // the scored positions' logits only
   // The tensorflow scheme: each word's label and its probability as that recipe reads them
-  // (read_tensorflow_labels), as floats to gather them across ranks with the logits.
+  // (data::read_tensorflow_labels), as floats to gather them across ranks with the logits.
   const bool tensorflow = options.token_scheme == data::TokenScheme::tensorflow;
   const index_t word_labels = tensorflow ? num_labels - data::kTensorflowExtraClasses : num_labels;
   if (tensorflow && (word_labels < 1 || options.outside_label < 0 || options.outside_label >= word_labels))
     throw Error("predict_tokens: the tensorflow scheme needs L + 4 classes (the model has " + std::to_string(num_labels) +
                 ") and the outside label's id among the L (given " + std::to_string(options.outside_label) + ")");
   std::vector<float> read(tensorflow ? 2 * words : 0, 0.f);  // label, then probability, per word
+  const data::TensorflowClasses classes{static_cast<std::int32_t>(word_labels)};  // a word's class: classes.word(label)
   // Checked before any batch, on every rank: one whose share is empty would otherwise wait
   // in the all-reduce below for ranks that threw.
   if constexpr (requires { model.classifier.weight.extent(0); })
@@ -186,7 +154,7 @@ TokenPredictions predict_tokens(const Model& model, const data::FeatureCache& ca
         std::copy(l, l + L, logits.begin() + static_cast<std::ptrdiff_t>(w++ * L));
       }
       if (tensorflow)
-        detail::read_tensorflow_labels(host.data() + static_cast<std::size_t>(i) * S * L, S, word_labels,
+        data::read_tensorflow_labels(host.data() + static_cast<std::size_t>(i) * S * L, S, word_labels,
                                        word_offset[row + 1] - word_offset[row], options.outside_label,
                                        read.data() + word_offset[row], read.data() + words + word_offset[row]);
     }
@@ -234,16 +202,17 @@ TokenPredictions predict_tokens(const Model& model, const data::FeatureCache& ca
       z += std::exp(l[k] - mx);
       if (l[k] > l[best]) best = k;
     }
-    p.predicted[w] = static_cast<std::int32_t>(best);
-    p.probability[w] = static_cast<float>(std::exp(l[best] - mx) / z);
-    if (tensorflow) {
+    if (tensorflow) {  // as read above
       p.predicted[w] = static_cast<std::int32_t>(read[w]);
       p.probability[w] = read[words + w];
+    } else {
+      p.predicted[w] = static_cast<std::int32_t>(best);
+      p.probability[w] = static_cast<float>(std::exp(l[best] - mx) / z);
     }
     const auto y = static_cast<std::size_t>(p.truth[w]);
     if (y >= static_cast<std::size_t>(word_labels))
       throw Error(cache.path() + ": a label id " + std::to_string(y) + " of " + std::to_string(word_labels) + " labels");
-    const std::size_t k = tensorflow ? y + 1 : y;  // the word's class (tensorflow: class 0 is padding)
+    const std::size_t k = tensorflow ? static_cast<std::size_t>(classes.word(static_cast<std::int32_t>(y))) : y;
     loss_sum += -(l[k] - mx - std::log(z));
   }
   if (p.first_non_finite_row >= 0) {  // features, not words
