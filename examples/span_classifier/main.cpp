@@ -335,6 +335,9 @@ Setup check(const Args& a, std::unique_ptr<text::FullTokenizer>& tok, std::uniqu
     const std::string path = s.pending_labels ? s.pending_labels->path() : a.output_dir + "/labels.txt";
     labels = std::make_unique<data::LabelSet>(found.names(), path);
     note("labels: %s (those of %s/train.tsv; saved as labels.txt with the model)\n", list.c_str(), a.data_dir.c_str());
+    s.labels_origin = a.data_dir + "/train.tsv (its labels)";
+  } else {
+    s.labels_origin = labels->source();
   }
   s.labels = labels.get();
   if (ner && s.args.ner_scheme == "tensorflow") {
@@ -343,10 +346,10 @@ Setup check(const Args& a, std::unique_ptr<text::FullTokenizer>& tok, std::uniqu
     for (const char* extra : {"X", "[CLS]", "[SEP]", "[padding]"})
       if (labels->find(extra))
         throw Error(std::string("--ner_scheme=tensorflow adds the classes X, [CLS], [SEP] and padding, but ") +
-                    labels->source() + " already has the label " + extra);
+                    s.labels_origin + " already has the label " + extra);
     if (!labels->find("O"))
       throw Error("--ner_scheme=tensorflow cuts long sentences after an \"O\" and predicts \"O\" for words left "
-                  "without a label, but " + labels->source() + " has no label O");
+                  "without a label, but " + s.labels_origin + " has no label O");
     note("NER scheme: tensorflow (%s; NVIDIA's and BioBERT's TensorFlow run_ner.py): %zu classes, sentences cut at "
          "30 words, training batches --max_seq_length wide\n",
          a.ner_scheme.empty() ? "the default" : "--ner_scheme", labels->size() + data::kTensorflowExtraClasses);

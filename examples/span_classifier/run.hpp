@@ -173,8 +173,8 @@ inline data::TokenScheme token_scheme(const Args& a) {
 /// or logged as skipped (the policy is io/bert_checkpoint.hpp's).
 template <class Model>
 void load_checkpoint(Model& model, const Setup& s) {
-  // Labels found in train.tsv are named by it (their file is pending, see Setup).
-  const std::string labels_file = s.pending_labels ? s.args.data_dir + "/train.tsv (its labels)" : s.labels->source();
+  // Labels found in train.tsv are named by it (Setup::labels_origin; their file is pending).
+  const std::string labels_file = s.labels_origin.empty() ? s.labels->source() : s.labels_origin;
   const auto scheme = token_scheme(s.args);
   const io::BertClassifierLoadOptions options{.labels = data::token_class_names(scheme, s.labels->names()),
                                               .labels_file = labels_file,

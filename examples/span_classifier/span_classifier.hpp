@@ -57,6 +57,8 @@ struct Setup {
   // --output_dir until a model is saved with them, so that a run that stops early leaves an
   // earlier model's labels.txt as it was; nullptr otherwise.
   std::shared_ptr<const ctdl::io::PendingFile> pending_labels;
+  // What names the labels in messages: labels.txt's path, or "<data_dir>/train.tsv (its labels)".
+  std::string labels_origin;
   std::string checkpoint_file;  // model.safetensors or a TensorFlow checkpoint prefix to start from, or "" (random init)
   bool checkpoint_is_tf = false;  // checkpoint_file is a TensorFlow 1.x checkpoint prefix (Google's names)
   ctdl::dist::AnyComm* comm = nullptr;  // the ranks (one process: a LocalComm's); rank 0 alone writes and logs

@@ -172,6 +172,8 @@ expect 1 "the classifier has 3 rows for the 3 labels of $out/labels.txt: a token
   --do_predict "${base[@]}" --init_checkpoint="$out" --output_dir="$work/e"
 expect 1 "--ner_scheme=tensorflow (the default) trains on batches --max_seq_length wide" \
   --do_train "${base[@]}" --group_by_length --output_dir="$work/e"
+mkdir -p "$work/no_o" && printf 'Naloxone\tB\nhydrochloride\tI\n\n' >"$work/no_o/train.tsv"
+expect 1 "but $work/no_o/train.tsv (its labels) has no label O" --do_train "${base[@]}" --data_dir="$work/no_o" --output_dir="$work/e"
 expect 1 "--ner_scheme=pytorch: must be tensorflow or first_piece" --do_eval "${base[@]}" --ner_scheme=pytorch --output_dir="$work/e"
 echo "--ner_scheme=tensorflow: trained 7 classes, reloaded with the same predictions, refused by the other scheme"
 
