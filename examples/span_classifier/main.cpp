@@ -334,7 +334,8 @@ Setup check(const Args& a, std::unique_ptr<text::FullTokenizer>& tok, std::uniqu
     if (!quiet_rank) s.pending_labels = std::make_shared<const io::PendingFile>(a.output_dir + "/labels.txt", text);
     const std::string path = s.pending_labels ? s.pending_labels->path() : a.output_dir + "/labels.txt";
     labels = std::make_unique<data::LabelSet>(found.names(), path);
-    note("labels: %s (those of %s/train.tsv; saved as labels.txt with the model)\n", list.c_str(), a.data_dir.c_str());
+    note("labels: %s (those of %s/train.tsv%s)\n", list.c_str(), a.data_dir.c_str(),
+         a.do_train ? "; saved as labels.txt with the model" : "");
     s.labels_origin = a.data_dir + "/train.tsv (its labels)";
   } else {
     s.labels_origin = labels->source();

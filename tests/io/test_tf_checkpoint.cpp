@@ -1,7 +1,8 @@
 // TensorFlow 1.x checkpoints: the reader against a checkpoint that TensorFlow's own Saver
 // wrote (tests/fixtures/tf_checkpoint, made by tools/make_tf_fixture.py), corrupted
 // copies of it, hand-built index tables, the Google -> Hugging Face name mapping, and a
-// BERT loaded from the checkpoint against TensorFlow's logits.
+// BERT loaded from the checkpoint against TensorFlow's logits (a sequence classifier, and
+// the TensorFlow run_ner.py's token classifier from tests/fixtures/tf_ner_checkpoint).
 #include <catch2/catch.hpp>
 
 #include <ctdl/io/bert_tf_checkpoint.hpp>
@@ -443,6 +444,58 @@ TEST_CASE("a BERT loaded from TensorFlow's checkpoint reproduces TensorFlow's lo
   auto erf_model = Model::make(erf_config, 5);
   io::load_parameters(erf_model, ckpt);
   REQUIRE(max_logit_diff(erf_model) > 1e-4);
+}
+
+TEST_CASE("a token classifier of the TensorFlow run_ner.py reproduces TensorFlow's logits at every position") {
+  // tests/fixtures/tf_ner_checkpoint: NVIDIA's and BioBERT's NER head, output_weights [7, 32]
+  // (padding, B, I, O, X, [CLS], [SEP]) over the sequence output; 13 features 40 wide, padded.
+  using TokenModel = bert::BertForTokenClassification<float, Fam, precision::Fp32>;
+  const std::string dir = std::string(CTDL_FIXTURES_DIR) + "/tf_ner_checkpoint";
+  const auto prefix = io::find_tf_checkpoint(dir);
+  REQUIRE(prefix);
+  const io::BertTfCheckpoint ckpt(*prefix);
+  const auto fixture = nlohmann::json::parse(test::read_file(dir + "/expected.json"));
+  nlohmann::json batch = {{"input_ids", fixture["input_ids"]}, {"input_mask", fixture["input_mask"]}};
+  batch["token_type_ids"] = fixture["input_mask"];
+  for (auto& row : batch["token_type_ids"])
+    for (auto& v : row) v = 0;
+  const auto max_diff = [&](const TokenModel& model) {
+    Tape tape;
+    nn::Context ctx{tape};
+    const auto logits = model.forward(ctx, batch_of(batch));  // [B * S, 7]
+    const auto& want = fixture["logits"];
+    const std::size_t S = want[0].size(), C = want[0][0].size();
+    REQUIRE(logits.extent(0) == static_cast<index_t>(want.size() * S));
+    REQUIRE(logits.extent(1) == static_cast<index_t>(C));
+    double worst = 0;
+    for (std::size_t i = 0; i < want.size(); ++i)
+      for (std::size_t t = 0; t < S; ++t)
+        for (std::size_t c = 0; c < C; ++c)
+          worst = std::max(worst, std::abs(static_cast<double>(logits.value().data()[(i * S + t) * C + c]) - want[i][t][c].get<double>()));
+    return worst;
+  };
+  auto config = bert::BertConfig::from_file(dir + "/bert_config.json");
+  config.hidden_act = bert::Activation::gelu_tanh;  // modeling.py's "gelu"
+  auto model = TokenModel::make(config, ckpt.at("classifier.weight").shape[0]);
+  REQUIRE(model.classifier.weight.value().extent(0) == 7);
+  const auto report = io::load_parameters(model, ckpt);
+  // A token classifier has no pooler (Hugging Face's neither); BertModel saved one.
+  CHECK(report.unused == std::vector<std::string>{"bert.pooler.dense.bias", "bert.pooler.dense.weight"});
+  // These logits reach 12 (the head's bias spreads the classes): the bound is relative,
+  // a few float ulps of the largest, as the sequence classifier's 1e-5 is of its logits.
+  double largest = 0;
+  for (const auto& feature : fixture["logits"])
+    for (const auto& position : feature)
+      for (const auto& v : position) largest = std::max(largest, std::abs(v.get<double>()));
+  const double diff = max_diff(model);
+  WARN("max |ctdl - TensorFlow| logit over every position: " << diff << " (largest |logit| " << largest << ")");
+  REQUIRE(diff < 2e-6 * largest);
+  config.hidden_act = bert::Activation::gelu_erf;
+  auto erf_model = TokenModel::make(config, 7);
+  io::load_parameters(erf_model, ckpt);
+  const double erf_diff = max_diff(erf_model);
+  WARN("the erf GELU: " << erf_diff);
+  REQUIRE(erf_diff > 1e-4);
 }
 
 TEST_CASE("TF checkpoint -> safetensors -> ctdl gives identical logits") {
