@@ -22,7 +22,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const data::FeatureCache& toy_cache() { return test::toy_span_cache("loops_rows"); }
+const data::FeatureCache& loops_cache() { return test::toy_span_cache("loops_rows"); }
 
 bert::BertConfig config(bool dropout = true) { return test::toy_bert_config(dropout); }
 
@@ -82,12 +82,12 @@ TEST_CASE("fit lowers the loss of a learnable task and evaluate then scores it w
   std::vector<std::int64_t> evaluated_at;
   hooks.evaluate = [&](std::int64_t step) {
     evaluated_at.push_back(step);
-    const auto e = train::evaluate(model, toy_cache(), 16, {"che", "dis", "out"});
+    const auto e = train::evaluate(model, loops_cache(), 16, {"che", "dis", "out"});
     return nlohmann::json{{"type", "eval"}, {"step", step}, {"eval_accuracy", e.metrics.at("eval_accuracy")}};
   };
   // 96 rows / 16 = 6 steps an epoch; 10 epochs; an evaluation every 25 steps.
   const auto r = train::fit<P>(
-      model, toy_cache(),
+      model, loops_cache(),
       {.batch_size = 16, .epochs = 10, .learning_rate = 2e-3, .seed = 1, .log_every = 1, .evaluate_every = 25}, hooks);
   REQUIRE(r.steps == 60);
   REQUIRE(losses.size() == 60);  // the evaluation records are not "train" records
@@ -98,7 +98,7 @@ TEST_CASE("fit lowers the loss of a learnable task and evaluate then scores it w
   INFO("mean loss of the first 6 steps " << first << ", of the last 6 " << last);
   CHECK(first > 0.9);         // about ln 3 at the start
   CHECK(last < 0.6 * first);  // and it learns (measured: 1.10 -> 0.47)
-  const auto e = train::evaluate(model, toy_cache(), 8, {"che", "dis", "out"});
+  const auto e = train::evaluate(model, loops_cache(), 8, {"che", "dis", "out"});
   CHECK(e.metrics.at("eval_accuracy") > 0.5);  // chance is 1/3 (measured: 0.67)
 }
 
@@ -108,10 +108,10 @@ TEST_CASE("fit with k accumulated micro-batches of b rows equals fit with batche
   auto parts = make_model<P>(5, /*dropout=*/false);
   // File order, so that micro-batches 2i and 2i+1 are the rows of batch i.
   train::FitOptions o{.batch_size = 16, .epochs = 1, .learning_rate = 1e-3, .shuffle = false};
-  const auto a = train::fit<P>(whole, toy_cache(), o, quiet());
+  const auto a = train::fit<P>(whole, loops_cache(), o, quiet());
   o.batch_size = 4;
   o.accumulation_steps = 4;
-  const auto b = train::fit<P>(parts, toy_cache(), o, quiet());
+  const auto b = train::fit<P>(parts, loops_cache(), o, quiet());
   REQUIRE(a.steps == 6);
   REQUIRE(b.steps == 6);
   const double d = max_weight_difference(whole, parts);
@@ -125,14 +125,14 @@ TEST_CASE("fit with k accumulated micro-batches of b rows equals fit with batche
 TEST_CASE("evaluate's metrics equal a count by hand over predict's outputs") {
   using P = precision::Fp32;
   auto model = make_model<P>(7);
-  train::fit<P>(model, toy_cache(), {.batch_size = 16, .epochs = 2, .learning_rate = 1e-3, .seed = 7}, quiet());
+  train::fit<P>(model, loops_cache(), {.batch_size = 16, .epochs = 2, .learning_rate = 1e-3, .seed = 7}, quiet());
   const std::vector<std::string> names = {"che", "dis", "out"};
-  const auto e = train::evaluate(model, toy_cache(), 5, names);  // 5: a last, short batch
+  const auto e = train::evaluate(model, loops_cache(), 5, names);  // 5: a last, short batch
   const auto& p = e.predictions;
-  const std::size_t n = toy_cache().rows();
+  const std::size_t n = loops_cache().rows();
   REQUIRE(p.predicted.size() == n);
   // truth is the cache's label of each row, in file order
-  for (std::size_t r = 0; r < n; ++r) REQUIRE(p.truth[r] == toy_cache().label_id(r));
+  for (std::size_t r = 0; r < n; ++r) REQUIRE(p.truth[r] == loops_cache().label_id(r));
   std::size_t correct = 0;
   double loss = 0;
   std::array<double, 3> tp{}, fp{}, fn{};
@@ -178,7 +178,7 @@ TEMPLATE_TEST_CASE("a run resumed from a checkpoint ends bit-identical to an uni
   train::FitOptions o{.batch_size = 8, .accumulation_steps = 2, .epochs = 3, .learning_rate = 2e-3, .seed = 11,
                       .checkpoints = {.root = root + "/whole", .every_steps = 4, .keep = 10}};
   auto whole = make_model<P>(3);
-  const auto full = train::fit<P>(whole, toy_cache(), o, quiet());
+  const auto full = train::fit<P>(whole, loops_cache(), o, quiet());
   REQUIRE(full.steps == 18);
   CHECK(train::checkpoint_steps(root + "/whole") == std::vector<std::int64_t>{4, 8, 12, 16, 18});
   if constexpr (P::loss_scaling) CHECK(full.skipped_steps > 0);  // 2^32 overflows first: the scaler state matters
@@ -196,7 +196,7 @@ TEMPLATE_TEST_CASE("a run resumed from a checkpoint ends bit-identical to an uni
   auto resumed = make_model<P>(99);  // other initial weights: all must come from the checkpoint
   o.checkpoints.root = root + "/killed";
   o.checkpoints.resume = true;
-  const auto rest = train::fit<P>(resumed, toy_cache(), o, quiet());
+  const auto rest = train::fit<P>(resumed, loops_cache(), o, quiet());
   CHECK(rest.resumed_from == 8);
   CHECK(rest.steps == 18);
   CHECK(weight_bytes(resumed) == weight_bytes(whole));
@@ -210,7 +210,7 @@ TEST_CASE("a torn newest checkpoint is passed over, naming it, for the one befor
   using P = precision::Fp32;
   const std::string root = test::scratch_dir("loops", "torn");
   auto model = make_model<P>(3);
-  train::fit<P>(model, toy_cache(),
+  train::fit<P>(model, loops_cache(),
                 {.batch_size = 16, .epochs = 1, .seed = 2, .checkpoints = {.root = root, .every_steps = 2, .keep = 2}},
                 quiet());
   // keep = 2: of 2, 4 and 6 (the end), the newest two
@@ -246,16 +246,16 @@ TEST_CASE("resuming with settings that change the run is an error naming the set
   auto model = make_model<P>(3);
   train::FitOptions o{.batch_size = 16, .epochs = 1, .learning_rate = 1e-3, .seed = 2,
                       .checkpoints = {.root = root, .every_steps = 3}};
-  train::fit<P>(model, toy_cache(), o, quiet());
+  train::fit<P>(model, loops_cache(), o, quiet());
   o.checkpoints.resume = true;
   o.learning_rate = 2e-3;
-  CHECK_THROWS_WITH(train::fit<P>(model, toy_cache(), o, quiet()),
+  CHECK_THROWS_WITH(train::fit<P>(model, loops_cache(), o, quiet()),
                     Catch::Contains("learning_rate=0.001") && Catch::Contains("learning_rate=0.002") &&
                         Catch::Contains("checkpoint-6"));
   {  // the training data is recorded by its content
     const std::string state = test::read_file(root + "/checkpoint-6/state.json");
     char sum[17];
-    std::snprintf(sum, sizeof sum, "%016llx", static_cast<unsigned long long>(toy_cache().header().source_xxh64));
+    std::snprintf(sum, sizeof sum, "%016llx", static_cast<unsigned long long>(loops_cache().header().source_xxh64));
     CHECK_THAT(state, Catch::Contains(std::string("\"training_data_xxh64\": \"") + sum + "\""));
   }
   o.learning_rate = 1e-3;
@@ -263,9 +263,9 @@ TEST_CASE("resuming with settings that change the run is an error naming the set
   train::FitOptions other = o;
   other.checkpoints.resume = false;
   other.checkpoints.root = root + "/flags";
-  train::fit<P>(model, toy_cache(), other, quiet());
+  train::fit<P>(model, loops_cache(), other, quiet());
   o.checkpoints.root = other.checkpoints.root;
   o.checkpoints.settings = {{"--train_batch_size", "32"}};
-  CHECK_THROWS_WITH(train::fit<P>(model, toy_cache(), o, quiet()),
+  CHECK_THROWS_WITH(train::fit<P>(model, loops_cache(), o, quiet()),
                     Catch::Contains("--train_batch_size=16") && Catch::Contains("--train_batch_size=32"));
 }

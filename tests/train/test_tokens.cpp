@@ -219,7 +219,7 @@ TEST_CASE("fit learns the toy NER task, and evaluate_tokens' scores agree with a
   const auto before = train::evaluate_tokens(model, cache, 8, kLabels);
   train::FitHooks quiet;
   quiet.say = [](const std::string&) {};
-  train::fit<P>(model, cache, {.batch_size = 8, .epochs = 30, .learning_rate = 3e-3, .seed = 1}, quiet);
+  train::fit<P>(model, cache, {.batch_size = 8, .epochs = 8, .learning_rate = 3e-3, .seed = 1}, quiet);
   const auto e = train::evaluate_tokens(model, cache, 8, kLabels);
   INFO("loss " << before.metrics.at("eval_loss") << " -> " << e.metrics.at("eval_loss") << ", f1 "
                << before.metrics.at("f1") << " -> " << e.metrics.at("f1") << "\n" << e.entities.report());
@@ -412,7 +412,7 @@ TEST_CASE("the tensorflow token scheme: fit trains every position on L + 4 class
   CHECK_THROWS_WITH(train::fit<P>(model, cache, {.batch_size = 8, .token_scheme = data::TokenScheme::tensorflow, .word_labels = 3}, quiet),
                     Catch::Contains("the tensorflow token scheme averages the loss over every position"));
   train::fit<P>(model, cache,
-                {.batch_size = 8, .epochs = 30, .learning_rate = 3e-3, .pad_to_max_length = true,
+                {.batch_size = 8, .epochs = 8, .learning_rate = 3e-3, .pad_to_max_length = true,
                  .token_scheme = data::TokenScheme::tensorflow, .word_labels = 3, .seed = 1},
                 quiet);
   const auto e = train::evaluate_tokens(model, cache, 8, kLabels, tf);
