@@ -263,7 +263,8 @@ def result_to_pair(words, gold, pred_ids):
 def make_ner(out):
     """tf_ner_checkpoint: the model of the TensorFlow run_ner.py (create_model: the encoder's
     sequence output times output_weights [7, H] plus output_bias, for B, I, O, X, [CLS],
-    [SEP] and the padding class 0) saved as that script's training saves it
+    [SEP] and the padding class 0) saved as that script's training saves it, with NVIDIA's
+    optimizer state (Adam moments, gradient accumulators, the fp16 loss scale, the step)
     (model.ckpt-3.*, checkpoint, bert_config.json), the test file it predicts (test.tsv),
     the features and TensorFlow's logits at every position (expected.json: input_ids,
     input_mask, logits [features, NER_SEQ, 7]; segment ids 0), and what that script writes
@@ -296,10 +297,19 @@ def make_ner(out):
         output_bias = tf1.get_variable("output_bias", initializer=(0.05 * rng.standard_normal(rows)).astype(np.float32))
         logits = tf.reshape(tf.nn.bias_add(tf.matmul(sequence, output_weights, transpose_b=True), output_bias),
                             [-1, NER_SEQ, rows])
-        for var in tf1.global_variables():
+        model_vars = tf1.global_variables()
+        for var in model_vars:
             shape = var.shape.as_list()
             tf1.get_variable(var.op.name + "/adam_m", initializer=(0.01 * rng.standard_normal(shape)).astype(np.float32))
             tf1.get_variable(var.op.name + "/adam_v", initializer=(1e-4 * rng.random(shape)).astype(np.float32))
+        # NVIDIA's optimization.py with --num_accumulation_steps > 1 and fp16: the gradient
+        # accumulators, their step and finiteness flag, and the dynamic loss scale.
+        for var in model_vars:
+            tf1.get_variable(var.op.name + "/accum", shape=var.shape.as_list(), initializer=tf1.zeros_initializer(), trainable=False)
+        tf1.get_variable("local_step", shape=[], dtype=tf.int32, initializer=tf1.zeros_initializer(), trainable=False)
+        tf1.get_variable("batch_finite", shape=[], dtype=tf.bool, initializer=tf1.ones_initializer(), trainable=False)
+        tf1.get_variable("current_loss_scale", initializer=np.float32(2.0 ** 15), trainable=False)
+        tf1.get_variable("good_steps", shape=[], dtype=tf.int64, initializer=tf1.zeros_initializer(), trainable=False)
         global_step = tf1.train.get_or_create_global_step()
         assign_step = tf1.assign(global_step, 3)
         saver = tf1.train.Saver()

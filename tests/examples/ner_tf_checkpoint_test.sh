@@ -2,7 +2,8 @@
 # A token classifier fine-tuned by the TensorFlow run_ner.py of NVIDIA and of BioBERT
 # predicts with ner_span_classifier as that script predicts:
 # tests/fixtures/tf_ner_checkpoint (made by tools/make_tf_fixture.py with TensorFlow) holds
-# such a checkpoint (output_weights [7, H]: padding, B, I, O, X, [CLS], [SEP]; Adam slots;
+# such a checkpoint (output_weights [7, H]: padding, B, I, O, X, [CLS], [SEP]; Adam slots,
+# gradient accumulators and the fp16 loss scale of NVIDIA's optimization.py, skipped quietly;
 # global_step), a test file, and the NER_result_conll.txt the script's own steps write for
 # it: its _read_data cut, convert_single_example (a reference WordPiece) and result_to_pair
 # over TensorFlow's logits at every position. The model's predictions put every class

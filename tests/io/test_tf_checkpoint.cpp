@@ -390,6 +390,14 @@ TEST_CASE("Google -> Hugging Face BERT names") {
   skipped("bert/encoder/layer_0/output/dense/kernel/adam_m", "optimizer state");
   skipped("output_bias/adam_v", "optimizer state");
   skipped("bert/pooler/dense/bias/Adam_1", "optimizer state");
+  // NVIDIA's optimization.py: AdamWeightDecayOptimizerV2's slots, gradient accumulation,
+  // the fp16 loss scale (tf.contrib's and tf.train.experimental's).
+  for (const char* g : {"bert/encoder/layer_0/output/dense/kernel/AdamWeightDecayOptimizer",
+                        "output_weights/AdamWeightDecayOptimizer_1", "bert/embeddings/word_embeddings/accum", "local_step",
+                        "batch_finite", "loss_scale", "current_loss_scale", "good_steps", "bad_steps"})
+    skipped(g, "optimizer state");
+  skipped("bert/encoder/layer_2/attention/self/query/kernel/shadow", "master copy");
+  CHECK_FALSE(io::map_google_bert_name("bert/encoder/layer_2/attention/self/query/kernel/shadow").skip_reason.starts_with("optimizer state"));
   skipped("global_step", "step counter");
   skipped("cls/predictions/output_bias", "pre-training head");
   for (const char* g : {"bert/encoder/layer_0/attention/self/query/gamma", "bert/encoder/layer_x/output/dense/bias",

@@ -14,8 +14,12 @@
 // (run_ner_consensus.py multiplies by its transpose).
 //
 // Optimizer state (Adam/LAMB moments .../adam_m, .../adam_v; tf.train.AdamOptimizer's
-// .../Adam, .../Adam_1, beta1_power, beta2_power), global_step and the pre-training heads
-// (cls/...) are not parameters of a classifier: they map to "skipped" with the reason.
+// .../Adam, .../Adam_1, beta1_power, beta2_power; AdamWeightDecayOptimizerV2's
+// .../AdamWeightDecayOptimizer(_1); NVIDIA's gradient accumulators .../accum, local_step,
+// batch_finite; the fp16 loss scale loss_scale or current_loss_scale, good_steps,
+// bad_steps), global_step and the pre-training heads (cls/...) are not parameters of a
+// classifier: they map to "skipped" with the reason. So does manual fp16's .../shadow, the
+// float32 master of a weight stored in fp16, whose fp16 value loads (its reason says so).
 // Any other name is skipped as "unknown name", so the caller can list it.
 
 #include <optional>
@@ -84,6 +88,17 @@ inline BertNameMapping map_google_bert_name(const std::string& google) {
     return skip("optimizer state (Adam/LAMB moment), not a weight");
   if (google.ends_with("/Adam") || google.ends_with("/Adam_1") || google == "beta1_power" || google == "beta2_power")
     return skip("optimizer state (tf.train.AdamOptimizer), not a weight");
+  if (google.ends_with("/AdamWeightDecayOptimizer") || google.ends_with("/AdamWeightDecayOptimizer_1"))
+    return skip("optimizer state (AdamWeightDecayOptimizerV2's moments), not a weight");
+  // What NVIDIA's optimization.py adds: gradient accumulation (--num_accumulation_steps)
+  // and the dynamic loss scale of fp16 training (tf.contrib's and tf.train.experimental's).
+  if (google.ends_with("/accum") || google == "local_step" || google == "batch_finite")
+    return skip("optimizer state (gradient accumulation), not a weight");
+  if (google == "loss_scale" || google == "current_loss_scale" || google == "good_steps" || google == "bad_steps")
+    return skip("optimizer state (the dynamic loss scale of fp16 training), not a weight");
+  if (google.ends_with("/shadow"))
+    return skip("the float32 master copy that manual fp16 training keeps of a weight stored in fp16 (the fp16 "
+                "weight is what loads)");
   if (google == "global_step") return skip("the training step counter, not a weight");
   if (google.starts_with("cls/")) return skip("pre-training head (masked LM / next sentence), not part of a classifier");
   if (google == "output_weights") return {"classifier.weight", false, ""};
