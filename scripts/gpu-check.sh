@@ -63,6 +63,11 @@ if [ -f $shared/bc5cdr-chem/train.tsv ]; then
 else
   echo "gpu-check.sh: no BC5CDR data at $shared/bc5cdr-chem: the bundle's NER check will be skipped" >&2
 fi
+# A TensorFlow run_ner.py checkpoint (made with TensorFlow) predicted on the GPU: the fixture
+# and the script of examples/ner_tf_checkpoint.
+cp tests/examples/ner_tf_checkpoint_test.sh $bundle/
+mkdir -p $bundle/fixtures
+cp -r tests/fixtures/tf_ner_checkpoint tests/fixtures/tiny_vocab.txt $bundle/fixtures/
 # Issue 13's table: ctdl against the PyTorch anchor (the peer's own script, as is) in one run.
 cp benchmarks/compare_pytorch.sh $bundle/
 anchor=../shared/anchors/pytorch_gpu_bert.py

@@ -81,7 +81,8 @@ run() {
 
 for t in "$here"/tests/*; do run "test $(basename "$t")" 120 "$t"; done
 # The programs: the matmul floor, the program checks (ner_span_classifier --device=cuda
-# against --device=cpu on the bundled data, each task), bert_bench on the GPU at BERT-base.
+# against --device=cpu on the bundled data, each task; a TensorFlow NER checkpoint's
+# predictions against its script's), bert_bench on the GPU at BERT-base.
 programs=$here/programs
 [ -x "$programs/bench_cuda_matmul_floor" ] && run "program bench_cuda_matmul_floor" 120 "$programs/bench_cuda_matmul_floor"
 [ -x "$programs/ner_span_classifier" ] &&
@@ -90,6 +91,11 @@ programs=$here/programs
 [ -x "$programs/ner_span_classifier" ] &&
   run "program ner_span_classifier --task_name=ner --device=cuda vs cpu" 120 \
     "$here/ner_gpu_test.sh" "$programs/ner_span_classifier" "$here/data" "${TMPDIR:-/tmp}/ctdl-gpu-ner"
+# A NER checkpoint of the TensorFlow run_ner.py predicted on the GPU: TensorFlow's script's labels.
+[ -x "$programs/ner_span_classifier" ] && [ -f "$here/ner_tf_checkpoint_test.sh" ] &&
+  run "program ner: TensorFlow checkpoint --device=cuda" 60 \
+    "$here/ner_tf_checkpoint_test.sh" "$programs/ner_span_classifier" - "$here/fixtures" "${TMPDIR:-/tmp}/ctdl-gpu-ner-tf" \
+    --device=cuda
 # bert_bench --device=cuda against PyTorch eager (the anchor script, when torch is here)
 # and ctdl's matmul floor, in one table (benchmarks/compare_pytorch.sh --device=cuda):
 # issue 13's configurations at BERT-base; CTDL_COMPARE_CONFIGS replaces them.
