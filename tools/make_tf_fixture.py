@@ -107,6 +107,28 @@ def build(input_ids, token_type_ids, input_mask, rng):
     return tf.matmul(pooled, output_weights, transpose_b=True) + output_bias
 
 
+def add_adam_slots(model_vars, rng):
+    """optimization.py's AdamWeightDecayOptimizer slots <var>/adam_m and <var>/adam_v, drawn."""
+    for var in model_vars:
+        shape = var.shape.as_list()
+        tf1.get_variable(var.op.name + "/adam_m", initializer=(0.01 * rng.standard_normal(shape)).astype(np.float32))
+        tf1.get_variable(var.op.name + "/adam_v", initializer=(1e-4 * rng.random(shape)).astype(np.float32))
+
+
+def write_checkpoint_files(out, step, vocab):
+    """TensorFlow's `checkpoint` file (paths relative to its directory, as a moved checkpoint
+    has them) and bert_config.json with Google's keys."""
+    with open(os.path.join(out, "checkpoint"), "w") as f:
+        f.write('model_checkpoint_path: "model.ckpt-%d"\nall_model_checkpoint_paths: "model.ckpt-%d"\n' % (step, step))
+    config = {"attention_probs_dropout_prob": 0.1, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
+              "hidden_size": HIDDEN, "initializer_range": 0.02, "intermediate_size": INTERMEDIATE,
+              "max_position_embeddings": POSITIONS, "num_attention_heads": HEADS, "num_hidden_layers": LAYERS,
+              "type_vocab_size": TYPES, "vocab_size": vocab}
+    with open(os.path.join(out, "bert_config.json"), "w") as f:
+        json.dump(config, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
 def batches(rng):
     out = []
     for b, s in ((2, 8), (3, 16), (1, 64)):
@@ -138,12 +160,7 @@ def main():
         types_ph = tf1.placeholder(tf.int32, [None, None])
         mask_ph = tf1.placeholder(tf.int32, [None, None])
         logits = build(ids_ph, types_ph, mask_ph, rng)
-        model_vars = tf1.global_variables()
-        for var in model_vars:  # optimization.py's AdamWeightDecayOptimizer slot names
-            name = var.op.name
-            shape = var.shape.as_list()
-            tf1.get_variable(name + "/adam_m", initializer=(0.01 * rng.standard_normal(shape)).astype(np.float32))
-            tf1.get_variable(name + "/adam_v", initializer=(1e-4 * rng.random(shape)).astype(np.float32))
+        add_adam_slots(tf1.global_variables(), rng)
         global_step = tf1.train.get_or_create_global_step()
         assign_step = tf1.assign(global_step, 7)
         saver = tf1.train.Saver()
@@ -158,16 +175,7 @@ def main():
                                             "input_mask": mask.tolist(), "logits": out.astype(float).tolist()})
             for var in tf1.global_variables():
                 expected["tensors"][var.op.name] = {"dtype": var.dtype.base_dtype.name, "shape": var.shape.as_list()}
-    # The checkpoint file's paths relative to its directory, as a moved checkpoint has them.
-    with open(os.path.join(args.out, "checkpoint"), "w") as f:
-        f.write('model_checkpoint_path: "model.ckpt-7"\nall_model_checkpoint_paths: "model.ckpt-7"\n')
-    config = {"attention_probs_dropout_prob": 0.1, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
-              "hidden_size": HIDDEN, "initializer_range": 0.02, "intermediate_size": INTERMEDIATE,
-              "max_position_embeddings": POSITIONS, "num_attention_heads": HEADS, "num_hidden_layers": LAYERS,
-              "type_vocab_size": TYPES, "vocab_size": VOCAB}
-    with open(os.path.join(args.out, "bert_config.json"), "w") as f:
-        json.dump(config, f, indent=2, sort_keys=True)
-        f.write("\n")
+    write_checkpoint_files(args.out, 7, VOCAB)
     with open(os.path.join(args.out, "expected.json"), "w") as f:
         json.dump(expected, f, sort_keys=True)
         f.write("\n")
@@ -267,7 +275,7 @@ def make_ner(out):
     optimizer state (Adam moments, gradient accumulators, the fp16 loss scale, the step)
     (model.ckpt-3.*, checkpoint, bert_config.json), the test file it predicts (test.tsv),
     the features and TensorFlow's logits at every position (expected.json: input_ids,
-    input_mask, logits [features, NER_SEQ, 7]; segment ids 0), and what that script writes
+    token_type_ids (all 0), input_mask, logits [features, NER_SEQ, 7]), and what that script writes
     for it (NER_result_conll.txt: the words, the gold labels, and the predictions read by
     result_to_pair from those logits)."""
     from transformers import BertTokenizer  # a reference WordPiece (tokenization.py's algorithm)
@@ -298,10 +306,7 @@ def make_ner(out):
         logits = tf.reshape(tf.nn.bias_add(tf.matmul(sequence, output_weights, transpose_b=True), output_bias),
                             [-1, NER_SEQ, rows])
         model_vars = tf1.global_variables()
-        for var in model_vars:
-            shape = var.shape.as_list()
-            tf1.get_variable(var.op.name + "/adam_m", initializer=(0.01 * rng.standard_normal(shape)).astype(np.float32))
-            tf1.get_variable(var.op.name + "/adam_v", initializer=(1e-4 * rng.random(shape)).astype(np.float32))
+        add_adam_slots(model_vars, rng)
         # NVIDIA's optimization.py with --num_accumulation_steps > 1 and fp16: the gradient
         # accumulators, their step and finiteness flag, and the dynamic loss scale.
         for var in model_vars:
@@ -332,22 +337,14 @@ def make_ner(out):
     # stand clear of the runner-up, or another library's rounding could pick another class.
     top2 = np.sort(values, axis=-1)[..., -2:]
     margin = float((top2[..., 1] - top2[..., 0]).min())
-    if margin < 1e-4:  # TensorFlow and ctdl agree within ~1e-6 in fp32
+    if margin < 1e-4:  # TensorFlow and ctdl agree within about 1e-5 in fp32 here
         raise SystemExit("an argmax within %g of the runner-up: change the seed" % margin)
     predicted = values.argmax(-1)
     counts = np.bincount(predicted[mask == 1], minlength=rows)
-    with open(os.path.join(out, "checkpoint"), "w") as f:
-        f.write('model_checkpoint_path: "model.ckpt-3"\nall_model_checkpoint_paths: "model.ckpt-3"\n')
-    config = {"attention_probs_dropout_prob": 0.1, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
-              "hidden_size": HIDDEN, "initializer_range": 0.02, "intermediate_size": INTERMEDIATE,
-              "max_position_embeddings": POSITIONS, "num_attention_heads": HEADS, "num_hidden_layers": LAYERS,
-              "type_vocab_size": TYPES, "vocab_size": vocab}
-    with open(os.path.join(out, "bert_config.json"), "w") as f:
-        json.dump(config, f, indent=2, sort_keys=True)
-        f.write("\n")
+    write_checkpoint_files(out, 3, vocab)
     with open(os.path.join(out, "expected.json"), "w") as f:
-        json.dump({"input_ids": ids.tolist(), "input_mask": mask.tolist(), "logits": values.astype(float).tolist()},
-                  f, sort_keys=True)
+        json.dump({"input_ids": ids.tolist(), "token_type_ids": np.zeros_like(ids).tolist(), "input_mask": mask.tolist(),
+                   "logits": values.astype(float).tolist()}, f, sort_keys=True)
         f.write("\n")
     with open(os.path.join(out, "test.tsv"), "w") as f:
         for words, gold in sentences:

@@ -99,10 +99,6 @@ const data::FeatureCache& wide_cache() {
   return *cache;
 }
 
-/// The model's logits for feature r alone (M positions x classes), without dropout.
-template <class M>
-auto feature_logits(const M& model, const data::FeatureCache& cache, std::size_t r);
-
 /// Feature r of the cache as a batch of one.
 data::Batch feature_batch(const data::FeatureCache& cache, std::size_t r) {
   const index_t M = cache.max_seq_length();
@@ -117,6 +113,7 @@ data::Batch feature_batch(const data::FeatureCache& cache, std::size_t r) {
   return b;
 }
 
+/// The model's logits for feature r alone (M positions x classes), without dropout.
 template <class M>
 auto feature_logits(const M& model, const data::FeatureCache& cache, std::size_t r) {
   Tape tape;
