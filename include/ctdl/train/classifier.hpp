@@ -308,7 +308,8 @@ Predictions predict(const Model& model, const data::FeatureCache& cache, index_t
         return std::pair{model.forward(ctx, batch), 0};
       }
     }();
-    const float* l = on_host(logits.value()).data();
+    const auto& logits_host = on_host(logits.value());  // on a GPU a copy: it must outlive `l`
+    const float* l = logits_host.data();
     for (index_t i = 0; i < batch.size(); ++i)
       std::copy(l + i * num_labels, l + (i + 1) * num_labels,
                 p.logits.begin() + static_cast<std::ptrdiff_t>(batch.rows[static_cast<std::size_t>(i)] * L));
