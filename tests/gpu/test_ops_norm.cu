@@ -81,8 +81,16 @@ void check_layer_norm(Report& report, const Extents<S>& extents, unsigned seed) 
   auto yc = ops::layer_norm(tc, x.cpu, gamma.cpu, beta.cpu, 1e-12);
   auto yg = ops::layer_norm(tg, x.gpu, gamma.gpu, beta.gpu, 1e-12);
   ops_twin::compare(report, what + " forward", yc, yg, norm_tol<T>());
+  const auto dx_before = ops_twin::values(x.cpu.grad());
   ops_twin::backward(tc, tg, yc, yg, seed + 6);
-  ops_twin::compare_grad(report, what + " dx", x, norm_tol<T>());
+  if (std::is_same_v<T, float> && w == 1) {
+    // Float rows of width 1: exactly nothing flows back (the output is beta whatever x),
+    // which the kernel gives; the CPU op adds rounding noise times rstd = 1e6 when its
+    // host code is compiled with fused multiply-adds (gpu/norm's through_ds says more).
+    report.close(what + " dx (exactly the gradient before)", ops_twin::values(x.gpu.grad()), dx_before, 0.0);
+  } else {
+    ops_twin::compare_grad(report, what + " dx", x, norm_tol<T>());
+  }
   ops_twin::compare_grad(report, what + " dgamma", gamma, norm_tol<T>());
   ops_twin::compare_grad(report, what + " dbeta", beta, norm_tol<T>());
 }

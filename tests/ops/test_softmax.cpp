@@ -40,3 +40,26 @@ TEST_CASE("softmax: gradcheck, plain and masked") {
   INFO(r2.report);
   REQUIRE(r2.ok);
 }
+
+TEST_CASE("softmax and the reductions over the last axis take empty inputs (as the CUDA kernels do)") {
+  using S = Shape<dyn, dyn>;
+  for (const Extents<S> e : {Extents<S>{0, 5}, Extents<S>{3, 0}}) {
+    INFO("[" << e[0] << ", " << e[1] << "]");
+    Tape tape;
+    Var<float, S> x{Tensor<float, S>(e)};
+    auto y = ops::softmax(tape, x);
+    CHECK(y.value().extents() == e);
+    tape.backward(ops::sum(tape, y));
+    CHECK(x.has_grad());
+    CHECK(x.grad().extents() == e);
+
+    const auto sums = ops::sum(tape, x, last_axis).value(), means = ops::mean(tape, x, last_axis).value();
+    REQUIRE(sums.size() == e[0]);
+    REQUIRE(means.size() == e[0]);
+    for (index_t r = 0; r < e[0]; ++r) {
+      CHECK(sums.data()[r] == 0.0f);         // the sum of no element
+      CHECK(std::isnan(means.data()[r]));    // and their mean, 0 / 0
+    }
+    CHECK(std::isnan(ops::mean(tape, x).value().item()));
+  }
+}

@@ -86,6 +86,10 @@ auto reduce_last(const E& e) {
   ext[S::rank - 1] = 1;
   auto out = Tensor<T, last_to_one_t<S>>::uninitialized(ext);
   T* o = out.data();
+  if (inner == 0) {  // empty rows (no row is visited below): a sum of nothing is 0, a mean 0 / 0
+    std::fill(o, o + out.size(), convert<T>(Mean ? std::numeric_limits<A>::quiet_NaN() : A(0)));
+    return out;
+  }
   for_each_row(e, e.extents(), [&](const auto& ev, index_t row, index_t n) {
     A r = reduce_row<K, A>(ev, n);
     if constexpr (Mean) r /= static_cast<A>(n);

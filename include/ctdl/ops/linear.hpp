@@ -6,8 +6,8 @@
 // Backward: dx += dy W,  dW += dy^T x,  db += sum over rows of dy.
 // CPU: the products run on kernels/cpu/matmul.hpp; the bias is added in one fused pass.
 // CUDA: kernels/cuda/blas.cuh, cuda::linear_forward (one product, the bias in its
-// epilogue, TF32 off) and cuda::linear_backward (the two products and the bias's column
-// sums of the unrounded dy, as on the CPU).
+// epilogue; TF32 only when G is precision::Tf32Products) and cuda::linear_backward (the
+// two products and the bias's column sums of the unrounded dy, as on the CPU).
 // linear<G>: the products take their inputs rounded to element type G (bf16 under the
 // Bf16Mixed policy) and accumulate in T; backward keeps the rounded x and W only.
 //

@@ -44,8 +44,9 @@ struct SoftmaxEntry final : TapeEntry {
     if constexpr (on_cuda<D>) {
 #if CTDL_CUDA_OPS
       const index_t n = yv.extent(S::rank - 1);
+      T* dx = x.node_ptr()->grad_data();  // made even for an empty x, as the CPU's accumulate does
       if (yv.size() != 0)  // nothing to add for an empty x (the kernel wants rows of at least one)
-        cuda::softmax_backward(yv.data(), dy.data(), x.node_ptr()->grad_data(), yv.size() / n, n);
+        cuda::softmax_backward(yv.data(), dy.data(), dx, yv.size() / n, n);
 #endif
     } else {
       const auto dot = ctdl::sum(dy * yv, last_axis);
@@ -64,6 +65,8 @@ Var<T, S, D> softmax_result(Tape& tape, const Var<T, S, D>& x, Tensor<T, S, D> v
 
 template <class T, class S, class Z>
 Var<T, S> softmax_of(Tape& tape, const Var<T, S>& x, const Z& z) {
+  // No rows, or rows of no element: an empty y (max has no value to shift by).
+  if (x.value().size() == 0) return softmax_result(tape, x, Tensor<T, S>::uninitialized(x.value().extents()));
   const auto m = ctdl::max(z, last_axis);
   Tensor<T, S> e = exp(z - m);
   const auto s = ctdl::sum(e, last_axis);

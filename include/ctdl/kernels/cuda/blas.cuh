@@ -295,7 +295,7 @@ __global__ void copy_converted_kernel(const From* in, To* out, std::int64_t n) {
 template <class T, class TC, class Problem>
 void make_plan(Plan& plan, const LtDevice& device, const GemmDims& d, const GemmOptions& opt,
                cublasComputeType_t compute, std::uint32_t align_a, std::uint32_t align_b, std::uint32_t align_c,
-               const Problem& problem) {
+               const void* bias, const Problem& problem) {
   LtDescriptors& desc = plan.desc;
   check_lt(cublasLtMatmulDescCreate(&desc.op, compute, CUDA_R_32F), "cublasLtMatmulDescCreate", problem);
   // Swapped operands (see the header): cuBLASLt's A is our B, its B our A.
@@ -313,6 +313,10 @@ void make_plan(Plan& plan, const LtDevice& device, const GemmDims& d, const Gemm
              "cublasLtMatmulDescSetAttribute(EPILOGUE)", problem);
     check_lt(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof bias_type),
              "cublasLtMatmulDescSetAttribute(BIAS_DATA_TYPE)", problem);
+    // The heuristic sees the first call's bias (as before the plans were cached, the
+    // order checked on the H100); each call sets its own again (gemm).
+    check_lt(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias),
+             "cublasLtMatmulDescSetAttribute(BIAS_POINTER)", problem);
   }
   // Our B as cuBLASLt reads it: stored K x N (or N x K when trans_b) row-major = N x K
   // (or K x N) column-major. Our A: stored M x K (K x M) row-major = K x M (M x K)
@@ -410,7 +414,7 @@ void gemm(const T* a, const T* b, TC* c, const GemmDims& dims, const GemmOptions
   if (found == plans.end()) {
     found = plans.try_emplace(key).first;
     try {
-      blas_detail::make_plan<T, TC>(found->second, device, d, opt, compute, align_a, align_b, align_c, problem);
+      blas_detail::make_plan<T, TC>(found->second, device, d, opt, compute, align_a, align_b, align_c, bias, problem);
     } catch (...) {
       plans.erase(found);  // no half-made plan stays behind
       throw;
