@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The GPU bundle's run.sh (scripts/gpu-check.sh copies it there): on a GPU machine, runs
-# every GPU test, the program checks (ner_span_classifier --device=cuda against the CPU,
-# for the consensus and the NER task), the benchmarks (bert_bench --device=cuda against
-# the PyTorch anchor, when torch is there, and a kernel trace of a step),
-# compute-sanitizer's memcheck over the op and kernel tests, each under a time limit,
-# within a total budget (CTDL_GPU_CHECK_BUDGET_S, default 450 s), and writes one report.
+# in this order every GPU test, the program checks (ner_span_classifier --device=cuda
+# against the CPU, for the consensus and the NER task), compute-sanitizer's memcheck over
+# the op and kernel tests, then the benchmarks (bert_bench --device=cuda against the
+# PyTorch anchor, when torch is there, and a kernel trace of a step), each under a time
+# limit, within a total budget (CTDL_GPU_CHECK_BUDGET_S, default 450 s; give the call
+# that runs it 60 s more), and writes one report. Exit 0: all passed; 1: a failure or a
+# time-out; 2: all that ran passed, but the budget ran out before a step.
 #
 #   run.sh [report-file]      default: $OUT/gpu-report.txt where OUT is set, else beside run.sh
 #
@@ -26,6 +28,13 @@ say "# ctdl GPU check, bundle of $(head -1 "$here/COMMIT") $(sed -n 2p "$here/CO
 say "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC'), host $(hostname), kernel $(uname -r), $(nproc) cores"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>&1 | sed 's/^/gpu: /' | tee -a "$report"
 gpus=$(nvidia-smi -L 2> /dev/null | grep -c '^GPU' || true)
+# Without a working nvidia-smi (a driver/NVML mismatch) CUDA may still find the device:
+# a test that does not skip (exit 77) says so. The program checks take this count.
+if [ "$gpus" -eq 0 ] && [ -x "$here/tests/test_gpu_device_memory" ]; then
+  timeout 60 "$here/tests/test_gpu_device_memory" > /dev/null 2>&1
+  [ $? -ne 77 ] && gpus=1 && say "nvidia-smi lists no GPU, but CUDA finds one: the GPU checks run"
+fi
+export CTDL_GPUS=$gpus
 command -v nvcc > /dev/null && say "nvcc: $(nvcc --version | tail -1)"
 
 # Libraries a binary needs that neither lib/ nor the machine's paths hold: said in the
@@ -49,14 +58,16 @@ sweep() { pkill -KILL -f "$here/(programs|tests)/|$here/pytorch_gpu_bert.py" 2> 
 # run <label> <limit-s> <command...>: runs it, its output into the report as it comes, and
 # its verdict into the report and the summary. Verdicts: PASS; PASS* (passed, with a part
 # skipped: the report says which); PARTIAL (exit 3: ran, some figures missing); SKIP
-# (exit 77, without a GPU); FAIL; TIMEOUT.
+# (exit 77, without a GPU); FAIL; TIMEOUT; NOT RUN (less of the budget left than a
+# quarter of the step's limit, at least 10 s: a step is not started only to be cut).
 run() {
   local label=$1 limit=$2
   shift 2
-  local left=$((budget - (SECONDS - start)))
-  if [ $left -lt 10 ]; then
-    summary+=("NOT RUN  $label (the ${budget} s budget is spent)")
-    say "## $label: not run: budget spent"
+  local left=$((budget - (SECONDS - start))) least
+  least=$((limit / 4 > 10 ? limit / 4 : 10))
+  if [ $left -lt $least ]; then
+    summary+=("NOT RUN  $label (${left} s of the ${budget} s budget left)")
+    say "## $label: not run: ${left} s of the budget left"
     return
   fi
   [ "$limit" -gt "$left" ] && limit=$left
@@ -68,7 +79,9 @@ run() {
   tail -40 "$here/.out"
   local verdict=FAIL
   case $rc in
-    0) verdict=PASS; grep -qi 'skipped' "$here/.out" && verdict='PASS*' ;;
+    # A part skipped: a script's "SKIPPED ..." or "N. ...: skipped (why)", a test's
+    # "<test>: skipped: why" (not a check named "...: skipped", which is indented).
+    0) verdict=PASS; grep -Eq '^SKIPPED|^[^ ]+: skipped: |: skipped \(' "$here/.out" && verdict='PASS*' ;;
     3) verdict=PARTIAL ;;
     77) verdict=SKIP; [ "$gpus" -gt 0 ] && verdict='FAIL(skip)' ;;
     124 | 137) verdict="TIMEOUT(${limit}s)" ;;
@@ -96,40 +109,9 @@ programs=$here/programs
   run "program ner: TensorFlow checkpoint --device=cuda" 60 \
     "$here/ner_tf_checkpoint_test.sh" "$programs/ner_span_classifier" - "$here/fixtures" "${TMPDIR:-/tmp}/ctdl-gpu-ner-tf" \
     --device=cuda
-# bert_bench --device=cuda against PyTorch eager (the anchor script, when torch is here)
-# and ctdl's matmul floor, in one table (benchmarks/compare_pytorch.sh --device=cuda):
-# issue 13's configurations at BERT-base; CTDL_COMPARE_CONFIGS replaces them.
-traces=(bf16:train:64 bf16:infer:1)  # precision:mode:batch of the traced steps
-if [ -x "$programs/bert_bench" ] && [ "$gpus" -eq 0 ]; then  # bert_bench stops with an error without one
-  labels=("compare bert_bench vs pytorch (cuda)")
-  for config in "${traces[@]}"; do
-    IFS=: read -r prec mode batch <<<"$config"
-    labels+=("trace bert_bench $prec $mode ${batch}x128")
-  done
-  for label in "${labels[@]}"; do
-    summary+=("$(printf '%-8s %-44s %4d s  rc %d' SKIP "$label" 0 77)")
-    say "## $label: skipped: nvidia-smi lists no GPU"
-  done
-elif [ -x "$programs/bert_bench" ]; then
-  anchor=$here/pytorch_gpu_bert.py
-  if ! torch_error=$("$machine_python" -c 'import torch, transformers' 2>&1); then
-    say "torch: cannot import torch and transformers, the table says n/a for them: $(tail -1 <<<"$torch_error")"
-    anchor=/nonexistent
-  fi
-  read -r -a configs <<<"${CTDL_COMPARE_CONFIGS:-bf16:train:64:128 tf32:train:64:128 fp32:train:64:128 bf16:infer:64:128 bf16:infer:1:128}"
-  BENCH=$programs/bert_bench FLOOR=$programs/bench_cuda_matmul_floor ANCHOR=$anchor PYTHON=$machine_python \
-    ANCHOR_LIMIT_S=${CTDL_ANCHOR_LIMIT_S:-120} \
-    run "compare bert_bench vs pytorch (cuda)" "${CTDL_COMPARE_LIMIT_S:-240}" "$here/compare_pytorch.sh" --device=cuda "${configs[@]}"
-  # The profile of a step (CUPTI's kernel trace, bert_bench --trace): how busy the GPU is
-  # and which kernels take the time, for training and for batch-1 inference.
-  for config in "${traces[@]}"; do
-    IFS=: read -r prec mode batch <<<"$config"
-    run "trace bert_bench $prec $mode ${batch}x128" 90 "$programs/bert_bench" --device=cuda --model=base \
-      --precision="$prec" --mode="$mode" --batch="$batch" --seq_len=128 --warmup=3 --steps=3 --trace=30
-  done
-fi
-# memcheck: every test under compute-sanitizer at once (each is slowed many times over;
-# run side by side they take the time of the slowest), then each one's verdict. Memory
+# memcheck, before the benchmarks (correctness first when the budget runs short): every
+# test under compute-sanitizer at once (each is slowed many times over; run side by side
+# they take the time of the slowest), then each one's verdict. Memory
 # errors only: failing CUDA API calls are not reported (--report-api-errors no), since
 # the tests provoke some on purpose (an impossible allocation) and NCCL's start probes
 # kernels that are not there for this GPU; every ctdl call's status is checked anyway.
@@ -181,8 +163,43 @@ else
   summary+=("NOT RUN  memcheck (no compute-sanitizer)")
 fi
 
+# bert_bench --device=cuda against PyTorch eager (the anchor script, when torch is here)
+# and ctdl's matmul floor, in one table (benchmarks/compare_pytorch.sh --device=cuda):
+# issue 13's configurations at BERT-base; CTDL_COMPARE_CONFIGS replaces them.
+traces=(bf16:train:64 bf16:infer:1)  # precision:mode:batch of the traced steps
+if [ -x "$programs/bert_bench" ] && [ "$gpus" -eq 0 ]; then  # bert_bench stops with an error without one
+  labels=("compare bert_bench vs pytorch (cuda)")
+  for config in "${traces[@]}"; do
+    IFS=: read -r prec mode batch <<<"$config"
+    labels+=("trace bert_bench $prec $mode ${batch}x128")
+  done
+  for label in "${labels[@]}"; do
+    summary+=("$(printf '%-8s %-44s %4d s  rc %d' SKIP "$label" 0 77)")
+    say "## $label: skipped: no GPU (neither nvidia-smi nor CUDA finds one)"
+  done
+elif [ -x "$programs/bert_bench" ]; then
+  anchor=$here/pytorch_gpu_bert.py
+  if ! torch_error=$("$machine_python" -c 'import torch, transformers' 2>&1); then
+    say "torch: cannot import torch and transformers, the table says n/a for them: $(tail -1 <<<"$torch_error")"
+    anchor=/nonexistent
+  fi
+  read -r -a configs <<<"${CTDL_COMPARE_CONFIGS:-bf16:train:64:128 tf32:train:64:128 fp32:train:64:128 bf16:infer:64:128 bf16:infer:1:128}"
+  BENCH=$programs/bert_bench FLOOR=$programs/bench_cuda_matmul_floor ANCHOR=$anchor PYTHON=$machine_python \
+    ANCHOR_LIMIT_S=${CTDL_ANCHOR_LIMIT_S:-120} \
+    run "compare bert_bench vs pytorch (cuda)" "${CTDL_COMPARE_LIMIT_S:-240}" "$here/compare_pytorch.sh" --device=cuda "${configs[@]}"
+  # The profile of a step (CUPTI's kernel trace, bert_bench --trace): how busy the GPU is
+  # and which kernels take the time, for training and for batch-1 inference.
+  for config in "${traces[@]}"; do
+    IFS=: read -r prec mode batch <<<"$config"
+    run "trace bert_bench $prec $mode ${batch}x128" 90 "$programs/bert_bench" --device=cuda --model=base \
+      --precision="$prec" --mode="$mode" --batch="$batch" --seq_len=128 --warmup=3 --steps=3 --trace=30
+  done
+fi
 say ""
 say "# summary ($((SECONDS - start)) s)"
 for line in "${summary[@]}"; do say "$line"; done
 rm -f "$machine_python"
-! printf '%s\n' "${summary[@]}" | grep -q '^FAIL\|^TIMEOUT'
+# Exit 1: a failure or a time-out; 2: all passed, but a step was not run (budget spent).
+printf '%s\n' "${summary[@]}" | grep -q '^FAIL\|^TIMEOUT' && exit 1
+printf '%s\n' "${summary[@]}" | grep -q '^NOT RUN' && exit 2
+exit 0

@@ -15,12 +15,12 @@
 #      and the same labels but for near ties.
 # Runs 1 and 2 use --ner_scheme=first_piece, the scheme their allowances were set for.
 # Usage: ner_gpu_test.sh <program> <shared data> <work dir>
-# Exit 77 (skipped) without a GPU (nvidia-smi finds none) or without the shared data.
+# Exit 77 (skipped) without a GPU (nvidia-smi finds none; CTDL_GPUS, when set, is the count) or without the shared data.
 set -uo pipefail
 prog=$1 shared=$2 work=$3
 data=$shared/bc5cdr-chem vocab=$shared/vocab/bert-base-cased-vocab.txt
 [ -f "$data/train.tsv" ] && [ -f "$data/devel.tsv" ] && [ -f "$vocab" ] || { echo "SKIPPED: no shared data at $shared"; exit 77; }
-gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+gpus=${CTDL_GPUS:-$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)}  # CTDL_GPUS: run.sh's count
 [ "${gpus:-0}" -gt 0 ] || { echo "SKIPPED: no GPU (nvidia-smi lists none)"; exit 77; }
 rm -rf "$work" && mkdir -p "$work/data"
 sentences() { awk -v n="$2" '{ print } /^\r?$/ { if (++k == n) exit }' "$1"; }  # the first n of a CoNLL file

@@ -16,13 +16,13 @@
 # Flags after the fourth argument go to every run of the program: the GPU bundle
 # (scripts/gpu-run.sh) passes --device=cuda, and "-" for ctdl-convert, which it lacks.
 # Usage: ner_tf_checkpoint_test.sh <ner_span_classifier> <ctdl-convert|-> <fixtures dir> <work dir> [flags...]
-# Exit 77 (skipped) for --device=cuda without a GPU (nvidia-smi finds none).
+# Exit 77 (skipped) for --device=cuda without a GPU (nvidia-smi finds none; CTDL_GPUS, when set, is the count).
 set -uo pipefail
 prog=$1 convert=$2 fixtures=$3 work=$4
 shift 4
 flags=("$@")
 if [[ " ${flags[*]} " == *" --device=cuda"* ]]; then
-  gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+  gpus=${CTDL_GPUS:-$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)}  # CTDL_GPUS: run.sh's count
   [ "${gpus:-0}" -gt 0 ] || { echo "SKIPPED: no GPU (nvidia-smi lists none)"; exit 77; }
 fi
 fx=$fixtures/tf_ner_checkpoint

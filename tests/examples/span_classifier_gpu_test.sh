@@ -16,12 +16,12 @@
 #   5. (run before 4) the GPU run of 1 resumed from its checkpoint-10 (--resume) ends within
 #      1e-4 of the uninterrupted one, with the same labels.
 # Usage: span_classifier_gpu_test.sh <program> <shared data> <work dir>
-# Exit 77 (skipped) without a GPU (nvidia-smi finds none) or without the shared data.
+# Exit 77 (skipped) without a GPU (nvidia-smi finds none; CTDL_GPUS, when set, is the count) or without the shared data.
 set -uo pipefail
 prog=$1 shared=$2 work=$3
 data=$shared/consensus-example vocab=$shared/vocab/bert-base-cased-vocab.txt
 [ -f "$data/dev.tsv" ] && [ -f "$vocab" ] || { echo "SKIPPED: no shared data at $shared"; exit 77; }
-gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+gpus=${CTDL_GPUS:-$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)}  # CTDL_GPUS: run.sh's count
 [ "${gpus:-0}" -gt 0 ] || { echo "SKIPPED: no GPU (nvidia-smi lists none)"; exit 77; }
 rm -rf "$work" && mkdir -p "$work/data"
 head -n 160 "$data/dev.tsv" >"$work/data/train.tsv"
@@ -69,12 +69,13 @@ for precision in bf16 tf32 fp16; do
   echo "2. $flag on the GPU: accuracy $(accuracy "$work/$precision/eval_results.txt") (fp32: $(accuracy "$work/cuda/eval_results.txt"))"
 done
 
-# 3. A device that is not there.
-"$prog" --do_predict "${common[@]}" --device=cuda:$gpus --output_dir="$work/nodevice" >/dev/null 2>"$work/nodevice.err" \
-  && fail "--device=cuda:$gpus ran"
-grep -q "no such device (this machine has $gpus CUDA device" "$work/nodevice.err" \
-  || fail "--device=cuda:$gpus: $(cat "$work/nodevice.err")"
-echo "3. --device=cuda:$gpus: $(cat "$work/nodevice.err")"
+# 3. A device that is not there (an ordinal no machine has: CUDA's count of devices can
+# differ from nvidia-smi's, under MIG or CUDA_VISIBLE_DEVICES).
+"$prog" --do_predict "${common[@]}" --device=cuda:999 --output_dir="$work/nodevice" >/dev/null 2>"$work/nodevice.err" \
+  && fail "--device=cuda:999 ran"
+grep -q "no such device (this machine has [0-9]* CUDA device" "$work/nodevice.err" \
+  || fail "--device=cuda:999: $(cat "$work/nodevice.err")"
+echo "3. --device=cuda:999: $(cat "$work/nodevice.err")"
 
 # resume_from_10 <run dir> <copy>: the run's output directory as a run stopped after
 # checkpoint-10 leaves it (the later checkpoints removed), for a --resume run to finish.

@@ -186,11 +186,16 @@ int main() {
     check_attention<float>(report, 3, 37, 10, 2, dropout, 1e-5);     // odd: D = 5, S = 37
     check_attention<float>(report, 2, 5, 8, 2, dropout, 1e-5);
     check_attention<float>(report, 2, 300, 64, 2, dropout, 1e-5);  // float4 warp kernels, 4 groups a lane
+    check_attention<float>(report, 2, 200, 32, 2, dropout, 1e-5);  // float4 warp kernels, 2 groups a lane
+    check_attention<float>(report, 1, 600, 32, 2, dropout, 1e-5);  // float4 warp kernels, 8 groups a lane
     check_attention<float>(report, 1, 257, 32, 1, dropout, 1e-5);  // 257 keys, not a multiple of 4: the block kernels
+    check_attention<float>(report, 2, 257, 32, 2, dropout, 1e-5);  // ... their mask rows of later examples and heads
     check_attention<float>(report, 1, 1100, 32, 1, dropout, 1e-5); // rows past 1,024: the block kernels
     check_attention<float>(report, 1, 1, 1, 1, dropout, 1e-5);
     check_attention<bf16>(report, 4, 128, 768, 12, dropout, 2e-2);
     check_attention<bf16>(report, 3, 37, 10, 2, dropout, 2e-2);
+    check_attention<bf16>(report, 2, 300, 64, 2, dropout, 2e-2);  // bf16 through the float4 and block kernels
+    check_attention<bf16>(report, 2, 257, 32, 2, dropout, 2e-2);
     check_attention<bf16>(report, 1, 1, 1, 1, dropout, 2e-2);
   }
   // Errors name the op and the problem.

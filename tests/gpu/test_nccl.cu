@@ -69,27 +69,32 @@ void check_collectives(NcclComm& comm, Report& report, std::int64_t count, cudaS
   guarded(report, "reduce_scatter sum " + at, [&] {
     Buffer<T> send(x), recv(n);
     recv.poison();
+    inputs_ready();
     comm.reduce_scatter(send.data(), recv.data(), count, ReduceOp::sum, stream);
     report.equal("reduce_scatter sum " + at, recv.download(), x);
   });
   guarded(report, "reduce_scatter avg in place " + at, [&] {
     Buffer<T> data(x);
+    inputs_ready();
     comm.reduce_scatter(data.data(), data.data(), count, ReduceOp::avg, stream);  // recv = send + 0 * count
     report.equal("reduce_scatter avg in place " + at, data.download(), x);
   });
   guarded(report, "all_gather " + at, [&] {
     Buffer<T> send(x), recv(n);
     recv.poison();
+    inputs_ready();
     comm.all_gather(send.data(), recv.data(), count, stream);
     report.equal("all_gather " + at, recv.download(), x);
   });
   guarded(report, "all_gather in place " + at, [&] {
     Buffer<T> data(x);
+    inputs_ready();
     comm.all_gather(data.data(), data.data(), count, stream);  // send = recv + 0 * count
     report.equal("all_gather in place " + at, data.download(), x);
   });
   guarded(report, "broadcast from root 0 " + at, [&] {
     Buffer<T> data(x);
+    inputs_ready();
     comm.broadcast(data.data(), count, 0, stream);
     report.equal("broadcast from root 0 " + at, data.download(), x);
   });

@@ -49,11 +49,13 @@ void check_softmax(Report& report, const std::string& type) {
 }
 
 /// BERT's bias + GELU and the pooler's bias + tanh: one recorded expression each, whose
-/// backward sums the bias gradient back over the rows on the device.
-template <class T>
-void check_recorded_expressions(Report& report, const std::string& type) {
-  auto x = ops_twin::make<T, Rows>({33, 70}, 21);
-  auto b = ops_twin::make<T, Shape<dyn>>({70}, 22);
+/// backward sums the bias gradient back over the rows on the device (cuda::sum_to's
+/// column sums: one row slice at 33 rows, several at 1,000 and over two leading axes).
+template <class T, class S = Rows>
+void check_recorded_expressions(Report& report, std::string type, const Extents<S>& extents = {33, 70}) {
+  type += " " + describe<S>(extents);
+  auto x = ops_twin::make<T, S>(extents, 21);
+  auto b = ops_twin::make<T, Shape<dyn>>({extents[S::rank - 1]}, 22);
   ops_twin::prefill_grad(x, 23);
   ops_twin::prefill_grad(b, 24);
   Tape tc, tg;
@@ -181,6 +183,15 @@ int main() {
   gpu_test::guarded(report, "softmax bf16", [&] { check_softmax<bf16>(report, "bf16"); });
   gpu_test::guarded(report, "recorded float", [&] { check_recorded_expressions<float>(report, "float"); });
   gpu_test::guarded(report, "recorded bf16", [&] { check_recorded_expressions<bf16>(report, "bf16"); });
+  gpu_test::guarded(report, "recorded float, 1000 rows", [&] {
+    check_recorded_expressions<float>(report, "float", Extents<Rows>{1000, 70});
+  });
+  gpu_test::guarded(report, "recorded bf16, 1000 rows", [&] {
+    check_recorded_expressions<bf16>(report, "bf16", Extents<Rows>{1000, 70});
+  });
+  gpu_test::guarded(report, "recorded float, 3 axes", [&] {
+    check_recorded_expressions<float, Shape<dyn, dyn, dyn>>(report, "float", {4, 250, 37});
+  });
   gpu_test::guarded(report, "reductions float", [&] { check_reductions<float>(report, "float"); });
   gpu_test::guarded(report, "reductions bf16", [&] { check_reductions<bf16>(report, "bf16"); });
   gpu_test::guarded(report, "cross_entropy float", [&] { check_cross_entropy<float>(report, "float"); });

@@ -113,6 +113,21 @@ TEST_CASE("add_layer_norm: keeps neither h nor the residual for backward") {
   REQUIRE(r_node->has_grad);
 }
 
+TEST_CASE("add_layer_norm: a constant h gets no gradient, and the bias the same one (as on the GPU)") {
+  const ops::AddLayerNormOptions opt{.dropout = 0.1f, .stream = {.seed = 5, .tensor_id = 2, .step = 1}};
+  auto a = AddLnCase<float>::make(7, 9);
+  auto b = AddLnCase<float>::make(7, 9);
+  b.h = Var<float, Rows>(b.h.value(), /*requires_grad=*/false);
+  Tape ta, tb;
+  auto ya = ops::add_layer_norm(ta, a.h, a.bias, a.residual, a.gamma, a.beta, opt);
+  auto yb = ops::add_layer_norm(tb, b.h, b.bias, b.residual, b.gamma, b.beta, opt);
+  const auto dy = seed_grad<float, Rows>(ya.extents());
+  ta.backward(ya, dy);
+  tb.backward(yb, dy);
+  CHECK_FALSE(b.h.has_grad());
+  for (index_t j = 0; j < W; ++j) REQUIRE(b.bias.grad().data()[j] == a.bias.grad().data()[j]);
+}
+
 TEST_CASE("add_layer_norm: shape and probability errors") {
   auto c = AddLnCase<float>::make(4, 3);
   Var<float, Rows> short_res(Tensor<float, Rows>({3, W}));
@@ -183,4 +198,9 @@ TEST_CASE("embedding_layer_norm: an id outside its table names the lookup and po
   Ids short_ids = make_ids(1, 3, 2, 0);
   REQUIRE_THROWS_AS(ops::embedding_layer_norm(t, std::array{words, types}, std::array<const Ids*, 2>{&wi, &short_ids}, gamma, beta, 1e-12),
                     ShapeError);
+  // One table in two lookups: their scatter-adds would race in backward.
+  ti.data()[3] = 1;
+  REQUIRE_THROWS_WITH(ops::embedding_layer_norm(t, std::array{words, types, words},
+                                                std::array<const Ids*, 3>{&wi, &ti, &wi}, gamma, beta, 1e-12),
+                      Catch::Contains("lookups 0 and 2 use the same table"));
 }

@@ -99,6 +99,23 @@ class GradientAverager final : public GradientSync {
 
   template <nn::Module M>
   GradientAverager(C& comm, M& model, Options options = {});
+  GradientAverager(const GradientAverager&) = delete;
+  GradientAverager& operator=(const GradientAverager&) = delete;
+  /// A backward stopped by an error can leave reductions in flight. On the device the
+  /// buffers go back to the pool on the compute stream, which first waits for them (the
+  /// host does not). Host buffers are not waited for: with a peer gone that wait would
+  /// never end, and the job is being aborted anyway.
+  ~GradientAverager() override {
+    if constexpr (on_device) {
+      for (auto& b : buckets_)
+        if (b.pending) {
+          try {
+            b.pending->wait();
+          } catch (...) {  // a failed reduction: already on its way out
+          }
+        }
+    }
+  }
 
   void begin(Tape& tape) override;
   void finish() override;

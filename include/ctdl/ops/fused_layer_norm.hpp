@@ -276,7 +276,7 @@ struct AddLayerNormEntry final : TapeEntry {
 
   void backward_cpu() {
     const index_t w = norm.s.extent(1);
-    T* dh = h.requires_grad() || bias.requires_grad() ? h.node_ptr()->grad_data() : nullptr;
+    T* dh = h.requires_grad() ? h.node_ptr()->grad_data() : nullptr;  // dbias is summed from ds itself
     T* dr = residual.requires_grad() ? residual.node_ptr()->grad_data() : nullptr;
     const C keep_scale = C(1) / (C(1) - static_cast<C>(opt.dropout));
     const auto acc = norm.backward(1, [&](index_t r, C* ds, C* dbias) {
@@ -517,6 +517,12 @@ Var<T, Shape<dyn, H>, D> embedding_layer_norm(Tape& tape, const std::array<Var<T
       }
     }
     needs_grad = needs_grad || (tape.recording() && tables[i].requires_grad());
+    // Backward adds each lookup's gradient into its table from threads of their own (one
+    // per lookup on the CPU, blocks of their own on the GPU): a shared table would race.
+    for (std::size_t k = 0; k < i; ++k)
+      if (tables[k].node_ptr() == tables[i].node_ptr())
+        throw Error("embedding_layer_norm: lookups " + std::to_string(k) + " and " + std::to_string(i) +
+                    " use the same table; sum them with ops::embedding and ops::layer_norm instead");
   }
   if constexpr (on_cuda<D>) {
 #if CTDL_CUDA_OPS

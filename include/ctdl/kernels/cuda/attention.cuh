@@ -301,7 +301,8 @@ __global__ void attention_softmax_backward_kernel(const float* probs, float* dpr
 /// Rows of up to 32 * PerLane scores: one warp per row, the row held in registers (lane
 /// l owns elements l, l + 32, ...), warp shuffles for the max and the sums: one read and
 /// one write of each score, no block barriers. The same arithmetic as the block kernels
-/// above (which take rows longer than 1,024), only the float sums' order differs.
+/// above (which take rows longer than 1,024, and those of 129 to 1,024 that are not a
+/// multiple of 4: dispatch_rows), only the float sums' order differs.
 inline constexpr int kRowsPerWarpBlock = 8;  // 256 threads
 
 template <int PerLane, class G, class T>

@@ -188,6 +188,18 @@ inline std::uint32_t alignment_of(const void* p) {
   return a;
 }
 
+/// The alignment every row of every matrix of a batch keeps: the first matrix's start,
+/// and the steps to the next row (ld) and to the next matrix (the batch stride), in bytes
+/// (a batch of heads of 37 x 5 floats steps 740 bytes: 4-byte aligned past the first).
+inline std::uint32_t alignment_of(const void* p, std::int64_t ld, std::int64_t stride, std::int64_t batch,
+                                  std::size_t element_bytes) {
+  std::uint32_t a = alignment_of(p);
+  const auto divides = [&](std::int64_t step) { return (step * static_cast<std::int64_t>(element_bytes)) % a == 0; };
+  while (a > 1 && !divides(ld)) a /= 2;
+  while (a > 1 && batch > 1 && !divides(stride)) a /= 2;
+  return a;
+}
+
 /// Everything a plan depends on.
 using PlanKey = std::array<std::int64_t, 24>;
 
@@ -382,8 +394,9 @@ void gemm(const T* a, const T* b, TC* c, const GemmDims& dims, const GemmOptions
   const blas_detail::LtDevice& device = blas_detail::lt_device();
   const cublasComputeType_t compute =
       std::is_same_v<T, float> && opt.tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-  const std::uint32_t align_a = blas_detail::alignment_of(a), align_b = blas_detail::alignment_of(b),
-                      align_c = blas_detail::alignment_of(c);
+  const std::uint32_t align_a = blas_detail::alignment_of(a, d.lda, d.stride_a, d.batch, sizeof(T)),
+                      align_b = blas_detail::alignment_of(b, d.ldb, d.stride_b, d.batch, sizeof(T)),
+                      align_c = blas_detail::alignment_of(c, d.ldc, d.stride_c, d.batch, sizeof(TC));
   const std::uint32_t align_bias = bias ? blas_detail::alignment_of(bias) : 256;
   const blas_detail::PlanKey key{device.id,
                                  d.batch,

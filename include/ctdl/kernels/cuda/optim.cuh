@@ -70,6 +70,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "ctdl/core/device.hpp"
 #include "ctdl/core/dtype.hpp"
 #include "ctdl/core/error.hpp"
 #include "ctdl/kernels/cuda/common.cuh"
@@ -522,11 +523,11 @@ bool ParamList<G>::rebind(const std::vector<ParamSlot<G>>& slots) {
   }
   if (same) return true;
   host_slots_ = slots;
-  if (!host_slots_.empty()) {
-    check(cudaMemcpy(slots_.get(), host_slots_.data(), host_slots_.size() * sizeof(ParamSlot<G>),
-                     cudaMemcpyHostToDevice),
-          "cuda::ParamList::rebind: slot array");
-  }
+  // Staged and ordered on the stream (the step before still reads the old slots): a
+  // cudaMemcpy from pageable memory would hold the host until the device caught up, at
+  // every step whose gradients were made anew.
+  if (!host_slots_.empty())
+    DeviceAllocator<Cuda>::copy_from_host(slots_.get(), host_slots_.data(), host_slots_.size() * sizeof(ParamSlot<G>));
   return true;
 }
 
