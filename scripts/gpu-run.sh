@@ -93,11 +93,9 @@ run() {
 }
 
 for t in "$here"/tests/*; do run "test $(basename "$t")" 120 "$t"; done
-# The programs: the matmul floor, the program checks (ner_span_classifier --device=cuda
-# against --device=cpu on the bundled data, each task; a TensorFlow NER checkpoint's
-# predictions against its script's), bert_bench on the GPU at BERT-base.
+# The program checks: ner_span_classifier --device=cuda against --device=cpu on the
+# bundled data, each task; a TensorFlow NER checkpoint's predictions against its script's.
 programs=$here/programs
-[ -x "$programs/bench_cuda_matmul_floor" ] && run "program bench_cuda_matmul_floor" 120 "$programs/bench_cuda_matmul_floor"
 [ -x "$programs/ner_span_classifier" ] &&
   run "program ner_span_classifier --device=cuda vs cpu" 300 \
     "$here/span_classifier_gpu_test.sh" "$programs/ner_span_classifier" "$here/data" "${TMPDIR:-/tmp}/ctdl-gpu-span"
@@ -163,10 +161,12 @@ else
   summary+=("NOT RUN  memcheck (no compute-sanitizer)")
 fi
 
-# bert_bench --device=cuda against PyTorch eager (the anchor script, when torch is here)
-# and ctdl's matmul floor, in one table (benchmarks/compare_pytorch.sh --device=cuda):
-# issue 13's configurations at BERT-base; CTDL_COMPARE_CONFIGS replaces them.
+# The benchmarks: the matmul floor alone (its whole table); then bert_bench --device=cuda
+# against PyTorch eager (the anchor script, when torch is here) and ctdl's matmul floor,
+# in one table (benchmarks/compare_pytorch.sh --device=cuda): issue 13's configurations
+# at BERT-base; CTDL_COMPARE_CONFIGS replaces them.
 traces=(bf16:train:64 bf16:infer:1)  # precision:mode:batch of the traced steps
+[ -x "$programs/bench_cuda_matmul_floor" ] && run "program bench_cuda_matmul_floor" 60 "$programs/bench_cuda_matmul_floor"
 if [ -x "$programs/bert_bench" ] && [ "$gpus" -eq 0 ]; then  # bert_bench stops with an error without one
   labels=("compare bert_bench vs pytorch (cuda)")
   for config in "${traces[@]}"; do

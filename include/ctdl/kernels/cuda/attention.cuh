@@ -25,7 +25,8 @@
 // rounded to G for the products that take them, as the CPU's as_type<G>. Gradients
 // accumulate (+=) into dq, dk, dv (any may be null). tf32: float products on TF32 cores.
 //
-// Workspace (device memory, caller-provided, no alignment needed beyond cudaMalloc's):
+// Workspace (device memory, caller-provided, 16-byte aligned as cudaMalloc's and the
+// pool's are: the softmax kernels read the scores as float4):
 //   forward:  attention_forward_workspace<G>(batch, seq, heads, hidden) bytes:
 //             scores/P [B, heads, S, S] float, Pd in G, head-major copies of q, k, v
 //             in G, and the context in float (over P once P is spent, when it fits)
@@ -557,6 +558,9 @@ inline void check_attention(const AttentionShape& s, const AttentionParams& para
     throw Error(std::string(op) + ": dropout probability " + std::to_string(params.dropout) + " not in [0, 1)");
   }
   if (!workspace && s.batch * s.seq > 0) throw Error(std::string(op) + ": no workspace");
+  if (reinterpret_cast<std::uintptr_t>(workspace) % 16 != 0) {
+    throw Error(std::string(op) + ": the workspace is not 16-byte aligned (the scores are read as float4)");
+  }
 }
 
 /// The scale factors as the CPU computes them, in float: 1/sqrt(D) and 1/(1 - p).
