@@ -138,12 +138,21 @@ int main(int argc, char** argv) {
         auto bench = a.precision == "bf16"   ? bench::make_cuda_bench<precision::Bf16Mixed>(a, c)
                      : a.precision == "tf32" ? bench::make_cuda_bench<precision::Tf32>(a, c)
                                              : bench::make_cuda_bench<precision::Fp32>(a, c);
+        // The peak from here on, as the PyTorch anchor resets its own once the model is on
+        // the GPU (placing the weights held each old and new copy for a moment).
+        DeviceAllocator<Cuda>::reset_peak_live_bytes();
         const auto times = bench::time_interleaved(a, {bench.get()});
         if (a.trace > 0) {  // one more step, traced: the GPU's profile of the step (stderr)
 #ifdef CTDL_BENCH_TRACE
           bench::KernelTrace trace;
-          bench->step();
+          const auto t0 = std::chrono::steady_clock::now();
+          bench->step();  // ends synchronised
+          const double wall_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
           std::fputs(bench::summarise(trace.finish(), a.trace).c_str(), stderr);
+          std::fprintf(stderr,
+                       "traced step: %.3f ms on the host's clock, tracing included (the untraced median step: %.3f "
+                       "ms); the GPU's span above over this is the share of the step it had work queued\n",
+                       wall_ms, bench::median(times[0].wall));
 #else
           throw Error("--trace: this build of bert_bench has no CUPTI (CMake found no CUDA::cupti)");
 #endif

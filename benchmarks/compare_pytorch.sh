@@ -20,6 +20,11 @@
 # Both sides: 3 warm-up and 10 timed steps (WARMUP, STEPS); ctdl one process per
 # configuration, then the anchor once over all of them, ending with its floors and
 # torch.compile of bf16 training at batch COMPILE_B (64), within ANCHOR_LIMIT_S (300).
+# Each figure is printed as soon as it exists (ctdl's JSON line per configuration, the
+# anchor's lines as it writes them), the table at the end: a run cut short keeps what it
+# measured. CTDL_STEP_LIMIT_S (set by the GPU bundle's run.sh): the seconds this whole
+# comparison may take; the anchor's limit shrinks to fit, and a ctdl configuration that
+# would start in the last 30 s is not run.
 # Exit status: 1 when a ctdl configuration has no figures; 3 when PyTorch has none for
 # one although ANCHOR exists (the anchor failed or ran out of time); else 0.
 set -euo pipefail
@@ -35,22 +40,41 @@ compare_cuda() {
     configs=(bf16:train:64:128 tf32:train:64:128 fp32:train:64:128 bf16:infer:64:128 fp32:infer:64:128 bf16:infer:1:128)
   [ -x "$bench" ] || { echo "compare_pytorch.sh: no $bench (build with -DCTDL_WITH_CUDA=ON, or set BENCH)" >&2; return 1; }
   field() { sed -n "s/.*\"$2\": *\"\{0,1\}\([^,\"}]*\).*/\1/p" <<<"$1" | head -1; }
+  # Seconds left of CTDL_STEP_LIMIT_S, less a margin for the table (a large number without it).
+  time_left() { echo $((${CTDL_STEP_LIMIT_S:-100000} - SECONDS - 10)); }
   local floor_lines=""
-  [ -x "$floor_bin" ] && floor_lines=$("$floor_bin" 2>&1 || true)
-  printf "%-5s %-5s %4s %4s | %10s %9s %9s | %10s %9s %9s | %7s | %9s %6s\n" prec mode B S "ctdl ms" "sent/s" "peak MiB" \
-    "torch ms" "sent/s" "peak MiB" "speedup" "floor s/s" "of it"
+  if [ -x "$floor_bin" ]; then
+    floor_lines=$("$floor_bin" 2>&1 || true)
+    echo "ctdl's matmul floor ($floor_bin):"
+    sed 's/^/  /' <<<"$floor_lines"
+  fi
   # ctdl first, each configuration in its own process; then the anchor once over all of
   # them (it ends with its floors and a torch.compile run, cut by ANCHOR_LIMIT_S if need be).
   local c i=0 list="" failed=0 torch_missing=0
   for c in "${configs[@]}"; do
     IFS=: read -r prec mode batch seq <<<"$c"
-    "$bench" --device=cuda --model=base --precision="$prec" --mode="$mode" --batch="$batch" --seq_len="$seq" \
-      --warmup="$warm" --steps="$reps" >"$work/ctdl.$i" 2>&1 || true
+    if [ "$(time_left)" -lt 30 ]; then
+      echo "not run: the time limit is near" >"$work/ctdl.$i"
+    else
+      timeout -k 5 "$(time_left)" "$bench" --device=cuda --model=base --precision="$prec" --mode="$mode" \
+        --batch="$batch" --seq_len="$seq" --warmup="$warm" --steps="$reps" >"$work/ctdl.$i" 2>&1 || true
+    fi
+    echo "ctdl $c: $(grep '"sentences_per_s"' "$work/ctdl.$i" | tail -1 || tail -1 "$work/ctdl.$i")"
     list+="${list:+,}$c"
     i=$((i + 1))
   done
-  CONFIGS=$list WARM=$warm REPS=$reps COMPILE_B=${COMPILE_B:-64} PYTHONUNBUFFERED=1 \
-    timeout -k 5 "${ANCHOR_LIMIT_S:-300}" "$python" "$anchor" "$work/anchor.json" >"$work/torch.out" 2>"$work/torch.err" || true
+  local anchor_limit=${ANCHOR_LIMIT_S:-300}
+  [ "$(time_left)" -lt "$anchor_limit" ] && anchor_limit=$(time_left)
+  : >"$work/torch.out"
+  if [ "$anchor_limit" -lt 20 ]; then
+    echo "the anchor is not run: ${anchor_limit} s left" >"$work/torch.err"
+  else
+    CONFIGS=$list WARM=$warm REPS=$reps COMPILE_B=${COMPILE_B:-64} PYTHONUNBUFFERED=1 \
+      timeout -k 5 "$anchor_limit" "$python" "$anchor" "$work/anchor.json" 2>"$work/torch.err" |
+      tee "$work/torch.out" | sed 's/^/torch: /' || true
+  fi
+  printf "%-5s %-5s %4s %4s | %10s %9s %9s | %10s %9s %9s | %7s | %9s %6s\n" prec mode B S "ctdl ms" "sent/s" "peak MiB" \
+    "torch ms" "sent/s" "peak MiB" "speedup" "floor s/s" "of it"
   i=0
   for c in "${configs[@]}"; do
     IFS=: read -r prec mode batch seq <<<"$c"
@@ -77,6 +101,9 @@ compare_cuda() {
   [ -n "$compiled" ] && echo "torch.compile, bf16 training: $compiled"
   echo "speedup = PyTorch eager step time / ctdl step time (above 1: ctdl is faster); floor = ctdl's matmul floor"
   echo "(bench_cuda_matmul_floor: the step's products alone through cuBLASLt), 'of it' = ctdl sent/s / floor."
+  echo "peak: ctdl's memory pool's high-water mark from the model in place on (cuBLASLt's workspace, a plain"
+  echo "cudaMalloc of 32 MiB per thread and device, not in it), PyTorch's max_memory_allocated likewise; ctdl"
+  echo "gives the median step, the anchor the mean."
   echo "$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1);" \
     "$("$python" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)' 2>/dev/null);" \
     "$warm warm-up + $reps timed steps each; $(date -u +%F)."

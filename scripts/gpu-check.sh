@@ -43,6 +43,17 @@ for f in $bundle/tests/* $bundle/programs/*; do
     if ! [[ $name =~ $have_there ]] && [ ! -e $bundle/lib/"$name" ]; then cp -L "$path" $bundle/lib/"$name"; fi
   done
 done
+# Open MPI's libraries for a machine without them (ner_span_classifier links libmpi and
+# calls MPI only with --distributed): lib/fallback/, which run.sh uses only for a library
+# that neither the machine's paths nor /usr and /opt hold.
+mkdir -p $bundle/lib/fallback
+for f in $bundle/programs/*; do
+  ldd "$f" | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}' | while read -r name path; do
+    if [[ $name =~ ^(libmpi\.|libopen-|libhwloc|libevent|libudev|libz\.) ]] && [ ! -e $bundle/lib/fallback/"$name" ]; then
+      cp -L "$path" $bundle/lib/fallback/"$name"
+    fi
+  done
+done
 cp scripts/gpu-run.sh $bundle/run.sh
 # The program checks and their data: 203 of the shared consensus rows, the first 120 and
 # 40 sentences of BC5CDR-chem's train.tsv and devel.tsv, and the cased vocabulary.
@@ -76,6 +87,6 @@ git rev-parse --short HEAD > $bundle/COMMIT 2>/dev/null || echo unknown > $bundl
 git diff --quiet HEAD 2>/dev/null || echo "(with uncommitted changes)" >> $bundle/COMMIT
 size=$(du -sm $bundle | cut -f1)
 echo "gpu-check.sh: $bundle: $(ls $bundle/tests | wc -l) tests, $(ls $bundle/programs | wc -l) programs," \
-  "libraries: $(ls $bundle/lib | tr '\n' ' ')(${size} MiB)"
+  "libraries: $(ls $bundle/lib | grep -v '^fallback$' | tr '\n' ' ')fallback: $(ls $bundle/lib/fallback | tr '\n' ' ')(${size} MiB)"
 if [ "$size" -gt 60 ]; then echo "gpu-check.sh: the bundle is over 60 MiB" >&2; exit 1; fi
 echo "gpu-check.sh: run it on a GPU machine: $bundle/run.sh [report-file]"

@@ -38,10 +38,12 @@ export CTDL_GPUS=$gpus
 command -v nvcc > /dev/null && say "nvcc: $(nvcc --version | tail -1)"
 
 # Libraries a binary needs that neither lib/ nor the machine's paths hold: said in the
-# report, then looked for under /usr and /opt (pip's nvidia-* packages) and appended.
+# report, then looked for under /usr and /opt (pip's nvidia-* packages), then in
+# lib/fallback/ (Open MPI's, from the machine that built the bundle), and appended.
 missing=$(for f in "$here"/tests/* "$here"/programs/*; do ldd "$f" 2> /dev/null | awk '$3 == "not" {print $1}'; done | sort -u)
 for name in $missing; do
   found=$(find /usr /opt -name "$name" -print -quit 2> /dev/null)
+  [ -z "$found" ] && [ -e "$here/lib/fallback/$name" ] && found=$here/lib/fallback/$name
   say "library $name: not on the loader's path${found:+; using $found}"
   [ -n "$found" ] && export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$(dirname "$found")
 done
@@ -73,7 +75,7 @@ run() {
   [ "$limit" -gt "$left" ] && limit=$left
   say "## $label"
   local t0=$SECONDS rc
-  timeout -k 10 "$limit" "$@" 2>&1 | tee -a "$report" > "$here/.out"
+  CTDL_STEP_LIMIT_S=$limit timeout -k 10 "$limit" "$@" 2>&1 | tee -a "$report" > "$here/.out"
   rc=${PIPESTATUS[0]}
   sweep
   tail -40 "$here/.out"
@@ -161,12 +163,11 @@ else
   summary+=("NOT RUN  memcheck (no compute-sanitizer)")
 fi
 
-# The benchmarks: the matmul floor alone (its whole table); then bert_bench --device=cuda
-# against PyTorch eager (the anchor script, when torch is here) and ctdl's matmul floor,
-# in one table (benchmarks/compare_pytorch.sh --device=cuda): issue 13's configurations
-# at BERT-base; CTDL_COMPARE_CONFIGS replaces them.
+# The benchmarks: bert_bench --device=cuda against PyTorch eager (the anchor script, when
+# torch is here) and ctdl's matmul floor (its whole table first), in one table
+# (benchmarks/compare_pytorch.sh --device=cuda, which prints each figure as it comes):
+# issue 13's configurations at BERT-base; CTDL_COMPARE_CONFIGS replaces them.
 traces=(bf16:train:64 bf16:infer:1)  # precision:mode:batch of the traced steps
-[ -x "$programs/bench_cuda_matmul_floor" ] && run "program bench_cuda_matmul_floor" 60 "$programs/bench_cuda_matmul_floor"
 if [ -x "$programs/bert_bench" ] && [ "$gpus" -eq 0 ]; then  # bert_bench stops with an error without one
   labels=("compare bert_bench vs pytorch (cuda)")
   for config in "${traces[@]}"; do
@@ -183,7 +184,7 @@ elif [ -x "$programs/bert_bench" ]; then
     say "torch: cannot import torch and transformers, the table says n/a for them: $(tail -1 <<<"$torch_error")"
     anchor=/nonexistent
   fi
-  read -r -a configs <<<"${CTDL_COMPARE_CONFIGS:-bf16:train:64:128 tf32:train:64:128 fp32:train:64:128 bf16:infer:64:128 bf16:infer:1:128}"
+  read -r -a configs <<<"${CTDL_COMPARE_CONFIGS:-bf16:train:64:128 tf32:train:64:128 fp32:train:64:128 bf16:infer:64:128 fp32:infer:64:128 bf16:infer:1:128}"
   BENCH=$programs/bert_bench FLOOR=$programs/bench_cuda_matmul_floor ANCHOR=$anchor PYTHON=$machine_python \
     ANCHOR_LIMIT_S=${CTDL_ANCHOR_LIMIT_S:-120} \
     run "compare bert_bench vs pytorch (cuda)" "${CTDL_COMPARE_LIMIT_S:-240}" "$here/compare_pytorch.sh" --device=cuda "${configs[@]}"
