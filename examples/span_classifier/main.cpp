@@ -421,7 +421,7 @@ int work_on_cuda(Setup& s, const DeviceSpec& device) {
 #else
   if (a.shard_optimizer)
     throw Error("--shard_optimizer with --device=" + a.device + ": ZeRO-1 on a GPU moves its data over NCCL, and "
-                "this build of ner_span_classifier has none (CMake found no NCCL beside the CUDA toolkit)");
+                "this build of ner_span_classifier has no NCCL (CMake found none beside the CUDA toolkit)");
 #endif
   // `if constexpr` and templates, so that a build without the CUDA instances never names them.
   if (is_ner(a)) {  // the runtime-shaped family, whatever the shape (run_ner.hpp)

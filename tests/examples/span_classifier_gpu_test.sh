@@ -2,12 +2,14 @@
 # ner_span_classifier --device=cuda against --device=cpu (tiny BERT from random
 # initialisation, dropout on, 160 of the shared consensus rows, M = 32, fp32):
 #   1. train (2 epochs, checkpoints every 5 steps), evaluate and predict on each device:
-#      the GPU's test_results.tsv within 1e-4 of the CPU's, the same predicted labels, the
-#      same eval accuracy; the saved model loads on the CPU (a GPU-trained model.safetensors
-#      is an ordinary one) and predicts what the GPU predicted;
+#      the GPU's test_results.tsv within 1e-4 of the CPU's, the same predicted labels (but
+#      for near ties: rows whose two best classes are within 1e-4, which the devices'
+#      rounding may rank either way; "the same labels" below means this too), the same
+#      eval accuracy unless a near tie flipped; the saved model loads on the CPU (a
+#      GPU-trained model.safetensors is an ordinary one) and predicts what the GPU predicted;
 #   2. --precision=bf16, tf32 and --use_fp16 (fp16 on a GPU) train and predict on the GPU
 #      (finite results, the precision the log names);
-#   3. --device=cuda:<one past the last device> stops naming the device count;
+#   3. --device=cuda:999 (a device no machine has) stops naming the device count;
 #   4. ZeRO-1 on the GPU (--distributed --shard_optimizer, one rank under mpirun: NCCL of
 #      that rank): test_results.tsv within 1e-4 of the plain GPU run's, the same labels,
 #      and the same run resumed from its checkpoint-10 within 1e-4 of it (skipped where
@@ -39,6 +41,23 @@ train=(--do_train --do_eval --do_predict "${common[@]}" --num_train_epochs=2 --l
 # max |a - b| over the numbers of two TSV files of the same shape
 max_diff() { paste "$1" "$2" | awk -F'\t' '{h = NF / 2; for (i = 1; i <= h; i++) { d = $i - $(i + h); if (d < 0) d = -d; if (d > m) m = d } } END { printf "%.3g", m + 0 }'; }
 accuracy() { grep '^eval_accuracy' "$1" | cut -d' ' -f3; }
+# labels_differ <run a> <run b>: "n real": the rows whose predicted labels differ, and of
+# them those whose two best classes in a's test_results.tsv are more than 1e-4 apart. The
+# others are near ties that the devices' rounding (1e-5 after 20 steps) may rank either way.
+labels_differ() {
+  paste "$1/test_results.tsv" "$1/test_output_labels.txt" "$2/test_output_labels.txt" |
+    awk -F'\t' '{ h = NF - 2; a = b = -1
+                  for (i = 1; i <= h; i++) { v = $i + 0; if (v > a) { b = a; a = v } else if (v > b) b = v }
+                  if ($(NF - 1) != $NF) { n++; if (a - b > 1e-4) real++ } } END { print n + 0, real + 0 }'
+}
+# same_labels <run a> <run b> <what>: fails on a real difference; says how many near ties differ.
+same_labels() {
+  local n real
+  read -r n real <<<"$(labels_differ "$1" "$2")"
+  [ "$real" = 0 ] || fail "$3: $real predicted labels differ where the two best classes are more than 1e-4 apart"
+  [ "$n" = 0 ] || echo "   ($3: $n labels differ at near ties, best two classes within 1e-4)"
+  return 0
+}
 
 # 1. The same run on both devices.
 for device in cpu cuda; do
@@ -48,9 +67,11 @@ done
 grep -q "on cuda" "$work/cuda.err" || fail "the GPU run does not say it ran on the GPU: $(head -5 "$work/cuda.err")"
 d=$(max_diff "$work/cpu/test_results.tsv" "$work/cuda/test_results.tsv")
 awk -v d="$d" 'BEGIN { exit !(d < 1e-4) }' || fail "the GPU's test_results.tsv differs from the CPU's by $d"
-cmp -s "$work/cpu/test_output_labels.txt" "$work/cuda/test_output_labels.txt" || fail "the predicted labels differ"
-[ "$(accuracy "$work/cpu/eval_results.txt")" = "$(accuracy "$work/cuda/eval_results.txt")" ] \
-  || fail "eval accuracy $(accuracy "$work/cuda/eval_results.txt") on the GPU, $(accuracy "$work/cpu/eval_results.txt") on the CPU"
+same_labels "$work/cpu" "$work/cuda" "GPU vs CPU"
+# dev.tsv is test.tsv: the accuracies differ only where the labels do.
+[ "$(labels_differ "$work/cpu" "$work/cuda")" != "0 0" ] ||
+  [ "$(accuracy "$work/cpu/eval_results.txt")" = "$(accuracy "$work/cuda/eval_results.txt")" ] ||
+  fail "eval accuracy $(accuracy "$work/cuda/eval_results.txt") on the GPU, $(accuracy "$work/cpu/eval_results.txt") on the CPU"
 [ -s "$work/cuda/checkpoint-20/optimizer.safetensors" ] || fail "the GPU run wrote no checkpoint"
 "$prog" --do_predict "${common[@]}" --init_checkpoint="$work/cuda" --output_dir="$work/reload" >/dev/null 2>"$work/reload.err" \
   || { cat "$work/reload.err"; fail "the GPU-trained model does not load on the CPU"; }
@@ -89,7 +110,7 @@ resumed() {
   local d
   d=$(max_diff "$1/test_results.tsv" "$2/test_results.tsv")
   awk -v d="$d" 'BEGIN { exit !(d < 1e-4) }' || fail "$3 ends $d from the uninterrupted run"
-  cmp -s "$1/test_output_labels.txt" "$2/test_output_labels.txt" || fail "$3: other labels than the uninterrupted run"
+  same_labels "$1" "$2" "$3" >&2
   echo "$d"
 }
 
@@ -126,7 +147,7 @@ fi
 if [ $zero_ran = yes ]; then
   d3=$(max_diff "$work/cuda/test_results.tsv" "$work/zero/test_results.tsv")
   awk -v d="$d3" 'BEGIN { exit !(d < 1e-4) }' || fail "ZeRO-1 on the GPU differs from the plain GPU run by $d3"
-  cmp -s "$work/cuda/test_output_labels.txt" "$work/zero/test_output_labels.txt" || fail "ZeRO-1 on the GPU: other labels"
+  same_labels "$work/cuda" "$work/zero" "ZeRO-1 on the GPU"
   echo "4. --distributed --shard_optimizer --device=cuda (1 rank): test_results.tsv within $d3 of the plain GPU run"
   # ZeRO-1 resumed: rank 0's slice of the moments scattered back, the model loaded in place.
   resume_from_10 "$work/zero" "$work/zero-resumed"
