@@ -25,8 +25,9 @@
 # measured. CTDL_STEP_LIMIT_S (set by the GPU bundle's run.sh): the seconds this whole
 # comparison may take; the anchor's limit shrinks to fit, and a ctdl configuration that
 # would start in the last 30 s is not run.
-# Exit status: 1 when a ctdl configuration has no figures; 3 when PyTorch has none for
-# one although ANCHOR exists (the anchor failed or ran out of time); else 0.
+# Exit status: 1 when a ctdl configuration has no figures (other than by the time limit);
+# 3 when the time limit cut a configuration, or PyTorch has none for one although ANCHOR
+# exists (the anchor failed or ran out of time); else 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,20 +45,25 @@ compare_cuda() {
   time_left() { echo $((${CTDL_STEP_LIMIT_S:-100000} - SECONDS - 10)); }
   local floor_lines=""
   if [ -x "$floor_bin" ]; then
-    floor_lines=$("$floor_bin" 2>&1 || true)
+    floor_lines=$(timeout -k 5 $(($(time_left) / 4)) "$floor_bin" 2>&1 || true)
     echo "ctdl's matmul floor ($floor_bin):"
     sed 's/^/  /' <<<"$floor_lines"
   fi
   # ctdl first, each configuration in its own process; then the anchor once over all of
   # them (it ends with its floors and a torch.compile run, cut by ANCHOR_LIMIT_S if need be).
-  local c i=0 list="" failed=0 torch_missing=0
+  local c i=0 list="" failed=0 torch_missing=0 cut=0 versions
+  # Asked before the anchor runs: after it, little of the time limit may be left.
+  versions=$("$python" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)' 2>/dev/null || true)
   for c in "${configs[@]}"; do
     IFS=: read -r prec mode batch seq <<<"$c"
     if [ "$(time_left)" -lt 30 ]; then
       echo "not run: the time limit is near" >"$work/ctdl.$i"
+      cut=1
     else
+      local rc=0
       timeout -k 5 "$(time_left)" "$bench" --device=cuda --model=base --precision="$prec" --mode="$mode" \
-        --batch="$batch" --seq_len="$seq" --warmup="$warm" --steps="$reps" >"$work/ctdl.$i" 2>&1 || true
+        --batch="$batch" --seq_len="$seq" --warmup="$warm" --steps="$reps" >"$work/ctdl.$i" 2>&1 || rc=$?
+      if [ $rc = 124 ] || [ $rc = 137 ]; then echo "cut at the time limit" >>"$work/ctdl.$i"; cut=1; fi
     fi
     echo "ctdl $c: $(grep '"sentences_per_s"' "$work/ctdl.$i" | tail -1 || tail -1 "$work/ctdl.$i")"
     list+="${list:+,}$c"
@@ -92,7 +98,10 @@ compare_cuda() {
     of="-"; [ -n "$fl" ] && [ -n "$o_sps" ] && of=$(awk -v a="$o_sps" -v f="$fl" 'BEGIN { printf "%.2f", a / f }')
     printf "%-5s %-5s %4s %4s | %10s %9s %9s | %10s %9s %9s | %7s | %9s %6s\n" "$prec" "$mode" "$batch" "$seq" \
       "${o_ms:-n/a}" "${o_sps:-n/a}" "${o_mb:-n/a}" "${t_ms:-n/a}" "${t_sps:-n/a}" "${t_mb:-n/a}" "$ratio" "${fl:--}" "$of"
-    [ -n "$o_ms" ] || { echo "  ctdl: $(tail -1 "$work/ctdl.$i")"; failed=1; }
+    if [ -z "$o_ms" ]; then  # no figures: a failure, unless the time limit cut it
+      echo "  ctdl: $(tail -1 "$work/ctdl.$i")"
+      grep -q "^not run: the time limit\|^cut at the time limit" "$work/ctdl.$i" || failed=1
+    fi
     [ -n "$t_ms" ] || { echo "  torch: $(tail -1 "$work/torch.err" 2>/dev/null)"; [ -f "$anchor" ] && torch_missing=1; }
     i=$((i + 1))
   done
@@ -105,14 +114,14 @@ compare_cuda() {
   echo "cudaMalloc of 32 MiB per thread and device, not in it), PyTorch's max_memory_allocated likewise; ctdl"
   echo "gives the median step, the anchor the mean."
   echo "$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1);" \
-    "$("$python" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)' 2>/dev/null);" \
+    "$versions;" \
     "$warm warm-up + $reps timed steps each; $(date -u +%F)."
   [ -s "$work/torch.err" ] && [ $torch_missing = 1 ] && { echo "the anchor's stderr, last lines:"; tail -5 "$work/torch.err"; }
   rm -rf "$work"
-  # A ctdl configuration without figures fails the comparison (1); PyTorch's missing where
-  # its anchor script is there makes it partial (3).
+  # A ctdl configuration without figures fails the comparison (1); one cut by the time
+  # limit, or PyTorch's missing where its anchor script is there, makes it partial (3).
   [ $failed = 1 ] && return 1
-  [ $torch_missing = 1 ] && return 3
+  [ $torch_missing = 1 ] || [ $cut = 1 ] && return 3
   return 0
 }
 

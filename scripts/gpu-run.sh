@@ -6,7 +6,8 @@
 # PyTorch anchor, when torch is there, and a kernel trace of a step), each under a time
 # limit, within a total budget (CTDL_GPU_CHECK_BUDGET_S, default 450 s; give the call
 # that runs it 60 s more), and writes one report. Exit 0: all passed; 1: a failure or a
-# time-out; 2: all that ran passed, but the budget ran out before a step.
+# time-out; 2: all that ran passed, but a step was not run (the budget ran out before it,
+# or compute-sanitizer is missing).
 #
 #   run.sh [report-file]      default: $OUT/gpu-report.txt where OUT is set, else beside run.sh
 #
@@ -28,13 +29,6 @@ say "# ctdl GPU check, bundle of $(head -1 "$here/COMMIT") $(sed -n 2p "$here/CO
 say "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC'), host $(hostname), kernel $(uname -r), $(nproc) cores"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>&1 | sed 's/^/gpu: /' | tee -a "$report"
 gpus=$(nvidia-smi -L 2> /dev/null | grep -c '^GPU' || true)
-# Without a working nvidia-smi (a driver/NVML mismatch) CUDA may still find the device:
-# a test that does not skip (exit 77) says so. The program checks take this count.
-if [ "$gpus" -eq 0 ] && [ -x "$here/tests/test_gpu_device_memory" ]; then
-  timeout 60 "$here/tests/test_gpu_device_memory" > /dev/null 2>&1
-  [ $? -ne 77 ] && gpus=1 && say "nvidia-smi lists no GPU, but CUDA finds one: the GPU checks run"
-fi
-export CTDL_GPUS=$gpus
 command -v nvcc > /dev/null && say "nvcc: $(nvcc --version | tail -1)"
 
 # Libraries a binary needs that neither lib/ nor the machine's paths hold: said in the
@@ -47,6 +41,15 @@ for name in $missing; do
   say "library $name: not on the loader's path${found:+; using $found}"
   [ -n "$found" ] && export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$(dirname "$found")
 done
+
+# Without a working nvidia-smi (a driver/NVML mismatch) CUDA may still find the device: a
+# test that runs (passes, exit 0, or fails, exit 1; not 77, no device, nor a crash or a
+# missing library) says so. The program checks take this count.
+if [ "$gpus" -eq 0 ] && [ -x "$here/tests/test_gpu_device_memory" ]; then
+  timeout 60 "$here/tests/test_gpu_device_memory" > /dev/null 2>&1
+  case $? in 0 | 1) gpus=1 && say "nvidia-smi lists no GPU, but CUDA finds one: the GPU checks run" ;; esac
+fi
+export CTDL_GPUS=$gpus
 
 # The machine's python with the machine's libraries (not lib/'s cudart and cupti).
 machine_python=$(mktemp)
@@ -119,9 +122,13 @@ programs=$here/programs
 # devices, several ZeRO-1 rank threads) run the same kernels many times over and would
 # take the whole budget under the sanitizer (CTDL_MEMCHECK_SKIP names them).
 skip_memcheck=" ${CTDL_MEMCHECK_SKIP:-test_gpu_bert test_gpu_nccl_data_parallel} "
-targets=()
+# racecheck (shared-memory hazards) beside them, on the tests of kernels that share memory
+# and changed since a GPU last ran racecheck (the column sums of cuda::sum_to in gpu/ops).
+racecheck=" ${CTDL_RACECHECK_TESTS:-test_gpu_ops} "
+jobs=()  # tool:test
 for t in "$here"/tests/*; do
-  [[ $skip_memcheck == *" $(basename "$t") "* ]] || targets+=("$t")
+  [[ $skip_memcheck == *" $(basename "$t") "* ]] || jobs+=("memcheck:$t")
+  [[ $racecheck == *" $(basename "$t") "* ]] && jobs+=("racecheck:$t")
 done
 sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2> /dev/null || true)
 if [ -n "$sanitizer" ]; then
@@ -131,29 +138,31 @@ if [ -n "$sanitizer" ]; then
   if [ $limit -lt 20 ]; then
     summary+=("NOT RUN  memcheck (the ${budget} s budget is spent)")
   else
-    say "## memcheck (compute-sanitizer --tool memcheck, ${#targets[@]} tests side by side, limit $limit s;" \
-      "not run under it:${skip_memcheck% })"
+    say "## compute-sanitizer: ${#jobs[@]} runs side by side (memcheck on every test but${skip_memcheck% };" \
+      "racecheck on${racecheck% }), limit $limit s"
     t0=$SECONDS
     pids=()
-    for t in "${targets[@]}"; do
-      OMP_NUM_THREADS=2 timeout -k 10 "$limit" "$sanitizer" --tool memcheck --report-api-errors no --error-exitcode 9 --print-limit 20 "$t" > "$here/.memcheck-$(basename "$t")" 2>&1 &
+    for job in "${jobs[@]}"; do
+      tool=${job%%:*} t=${job#*:}
+      OMP_NUM_THREADS=2 timeout -k 10 "$limit" "$sanitizer" --tool "$tool" --report-api-errors no --error-exitcode 9 \
+        --print-limit 20 "$t" > "$here/.$tool-$(basename "$t")" 2>&1 &
       pids+=($!)
     done
     i=0
-    for t in "${targets[@]}"; do
+    for job in "${jobs[@]}"; do
       wait "${pids[$i]}"
       rc=$?
       i=$((i + 1))
-      name=$(basename "$t")
-      say "### memcheck $name (rc $rc)"
-      tee -a "$report" < "$here/.memcheck-$name" | tail -8
+      tool=${job%%:*} name=$(basename "${job#*:}")
+      say "### $tool $name (rc $rc)"
+      tee -a "$report" < "$here/.$tool-$name" | tail -8
       verdict=FAIL
       case $rc in
         0) verdict=PASS ;;
         77) verdict=SKIP; [ "$gpus" -gt 0 ] && verdict='FAIL(skip)' ;;
         124 | 137) verdict="TIMEOUT(${limit}s)" ;;
       esac
-      line=$(printf '%-8s %-44s %4d s  rc %d' "$verdict" "memcheck $name" $((SECONDS - t0)) $rc)
+      line=$(printf '%-8s %-44s %4d s  rc %d' "$verdict" "$tool $name" $((SECONDS - t0)) $rc)
       summary+=("$line")
       say "verdict: $line"
     done
@@ -200,7 +209,9 @@ say ""
 say "# summary ($((SECONDS - start)) s)"
 for line in "${summary[@]}"; do say "$line"; done
 rm -f "$machine_python"
-# Exit 1: a failure or a time-out; 2: all passed, but a step was not run (budget spent).
-printf '%s\n' "${summary[@]}" | grep -q '^FAIL\|^TIMEOUT' && exit 1
-printf '%s\n' "${summary[@]}" | grep -q '^NOT RUN' && exit 2
+# Exit 1: a failure or a time-out; 2: all that ran passed, but a step was not run (the
+# budget spent, or no compute-sanitizer).
+verdicts=$(printf '%s\n' "${summary[@]}")
+grep -q '^FAIL\|^TIMEOUT' <<<"$verdicts" && exit 1
+grep -q '^NOT RUN' <<<"$verdicts" && exit 2
 exit 0

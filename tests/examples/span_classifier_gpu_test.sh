@@ -3,7 +3,7 @@
 # initialisation, dropout on, 160 of the shared consensus rows, M = 32, fp32):
 #   1. train (2 epochs, checkpoints every 5 steps), evaluate and predict on each device:
 #      the GPU's test_results.tsv within 1e-4 of the CPU's, the same predicted labels (but
-#      for near ties: rows whose two best classes are within 1e-4, which the devices'
+#      for near ties: rows whose two best classes are within 2e-4, which the devices'
 #      rounding may rank either way; "the same labels" below means this too), the same
 #      eval accuracy unless a near tie flipped; the saved model loads on the CPU (a
 #      GPU-trained model.safetensors is an ordinary one) and predicts what the GPU predicted;
@@ -42,20 +42,27 @@ train=(--do_train --do_eval --do_predict "${common[@]}" --num_train_epochs=2 --l
 max_diff() { paste "$1" "$2" | awk -F'\t' '{h = NF / 2; for (i = 1; i <= h; i++) { d = $i - $(i + h); if (d < 0) d = -d; if (d > m) m = d } } END { printf "%.3g", m + 0 }'; }
 accuracy() { grep '^eval_accuracy' "$1" | cut -d' ' -f3; }
 # labels_differ <run a> <run b>: "n real": the rows whose predicted labels differ, and of
-# them those whose two best classes in a's test_results.tsv are more than 1e-4 apart. The
-# others are near ties that the devices' rounding (1e-5 after 20 steps) may rank either way.
+# them those whose two best classes in a's test_results.tsv are more than 2e-4 apart. The
+# others are near ties that the devices' rounding may rank either way: each probability
+# may move by the 1e-4 the checks allow (about 1e-5 is expected after 20 steps).
 labels_differ() {
   paste "$1/test_results.tsv" "$1/test_output_labels.txt" "$2/test_output_labels.txt" |
     awk -F'\t' '{ h = NF - 2; a = b = -1
                   for (i = 1; i <= h; i++) { v = $i + 0; if (v > a) { b = a; a = v } else if (v > b) b = v }
-                  if ($(NF - 1) != $NF) { n++; if (a - b > 1e-4) real++ } } END { print n + 0, real + 0 }'
+                  if ($(NF - 1) != $NF) { n++; if (a - b > 2e-4) real++ } } END { print n + 0, real + 0 }'
 }
-# same_labels <run a> <run b> <what>: fails on a real difference; says how many near ties differ.
+# same_labels <run a> <run b> <what>: fails on a real difference (or a labels file missing,
+# empty or of another length); says how many near ties differ.
 same_labels() {
-  local n real
+  local n real f
+  for f in "$1/test_output_labels.txt" "$2/test_output_labels.txt"; do
+    [ -s "$f" ] || fail "$3: no labels in $f"
+  done
+  [ "$(wc -l <"$1/test_output_labels.txt")" = "$(wc -l <"$2/test_output_labels.txt")" ] ||
+    fail "$3: $1 and $2 predicted different numbers of rows"
   read -r n real <<<"$(labels_differ "$1" "$2")"
-  [ "$real" = 0 ] || fail "$3: $real predicted labels differ where the two best classes are more than 1e-4 apart"
-  [ "$n" = 0 ] || echo "   ($3: $n labels differ at near ties, best two classes within 1e-4)"
+  [ "$real" = 0 ] || fail "$3: $real predicted labels differ where the two best classes are more than 2e-4 apart"
+  [ "$n" = 0 ] || echo "   ($3: $n labels differ at near ties, best two classes within 2e-4)"
   return 0
 }
 
@@ -103,6 +110,8 @@ echo "3. --device=cuda:999: $(cat "$work/nodevice.err")"
 resume_from_10() {
   [ -d "$1/checkpoint-10" ] || fail "$1 has no checkpoint-10 to resume from: $(ls "$1" | tr '\n' ' ')"
   rm -rf "$2" && cp -r "$1" "$2" && rm -rf "$2/checkpoint-15" "$2/checkpoint-20"
+  # and without the finished run's results: the resumed run must write its own.
+  rm -f "$2/test_results.tsv" "$2/test_output_labels.txt" "$2/eval_results.txt"
 }
 # resumed <run> <resumed run> <what>: the resumed run said so and ends where the run ended.
 resumed() {

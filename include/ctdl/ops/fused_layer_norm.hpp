@@ -517,13 +517,16 @@ Var<T, Shape<dyn, H>, D> embedding_layer_norm(Tape& tape, const std::array<Var<T
       }
     }
     needs_grad = needs_grad || (tape.recording() && tables[i].requires_grad());
-    // Backward adds each lookup's gradient into its table from threads of their own (one
-    // per lookup on the CPU, blocks of their own on the GPU): a shared table would race.
+  }
+  // Backward adds each lookup's gradient into its table from threads of their own (one per
+  // lookup on the CPU, blocks of their own on the GPU): a table shared by two lookups and
+  // trained would race.
+  for (std::size_t i = 0; i < N; ++i)
     for (std::size_t k = 0; k < i; ++k)
-      if (tables[k].node_ptr() == tables[i].node_ptr())
+      if (tables[i].node_ptr() && tables[k].node_ptr() == tables[i].node_ptr() && tape.recording() &&
+          tables[i].requires_grad())
         throw Error("embedding_layer_norm: lookups " + std::to_string(k) + " and " + std::to_string(i) +
                     " use the same table; sum them with ops::embedding and ops::layer_norm instead");
-  }
   if constexpr (on_cuda<D>) {
 #if CTDL_CUDA_OPS
     return detail::embedding_layer_norm_cuda(tape, tables, ids, gamma, beta, eps, needs_grad);
