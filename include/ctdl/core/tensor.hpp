@@ -359,12 +359,24 @@ Tensor<T, S, Cpu> to_host(const Tensor<T, S, From>& t) {
   return to_device<Cpu>(t);
 }
 
+/// on_host's copy of a device tensor: a host tensor whose data() is refused on the
+/// temporary itself, so that `on_host(x).data()` (a pointer into a copy freed at the end
+/// of its statement; on the CPU, where on_host copies nothing, the same line works) does
+/// not compile wherever on_host is instantiated for a device. Name the copy first.
+template <class T, ShapeType S>
+class HostCopy : public Tensor<T, S, Cpu> {
+ public:
+  explicit HostCopy(Tensor<T, S, Cpu>&& t) : Tensor<T, S, Cpu>(std::move(t)) {}
+  const T* data() const& { return Tensor<T, S, Cpu>::data(); }
+  const T* data() const&& = delete;  // on_host(x).data(): bind on_host(x) to a name first
+};
+
 /// `t`'s elements readable on the host: `t` itself when it is a host tensor (no copy), a
-/// host copy otherwise. Bind the result to `const auto&`.
+/// host copy otherwise (a HostCopy). Bind the result to `const auto&`.
 template <class T, ShapeType S, Device From>
 decltype(auto) on_host(const Tensor<T, S, From>& t) {
   if constexpr (std::is_same_v<From, Cpu>) return (t);
-  else return to_host(t);
+  else return HostCopy<T, S>(to_host(t));
 }
 
 namespace detail {

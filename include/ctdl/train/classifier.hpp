@@ -113,7 +113,8 @@ class ClassifierTrainer {
     ++micro_batches_;
     // Read after backward is queued: on a GPU the host then waits once for the forward
     // and backward together, not between them.
-    return on_host(loss.value()).data()[0];
+    const auto& loss_host = on_host(loss.value());
+    return loss_host.data()[0];
   }
 
   /// Applies the gradients of the micro-batches since the last apply, then clears them.
