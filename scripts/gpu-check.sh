@@ -32,26 +32,22 @@ for kind in tests programs; do
     [ -n "$f" ] && cp "$f" $bundle/$kind/
   done < $build/gpu_$kind.txt
 done
-# Shared libraries: everything ldd resolves except what the GPU machine has itself (Open
-# MPI's own dependencies included: the machine's libmpi must load its own hwloc, libevent,
-# libz and libudev, not this machine's). libmpi_cxx would travel (not every Open MPI has
-# it), but ctdl::mpi links without it.
-have_there='^(linux-vdso|ld-linux|libc\.|libm\.|libdl\.|librt\.|libpthread\.|libutil\.|libstdc\+\+|libgcc_s|libgomp|libcublas|libcublasLt|libnccl|libmpi\.|libopen-|libhwloc|libevent|libz\.|libudev|libcuda\.)'
+# Shared libraries: everything ldd resolves except what the GPU machine has itself, in
+# lib/. Open MPI's (libmpi, which ner_span_classifier links and calls only with
+# --distributed, and its own dependencies: hwloc, libevent, libz, libudev) go to
+# lib/fallback/, which run.sh uses only for a library that neither the machine's paths
+# nor /usr and /opt hold: a machine with Open MPI loads its own. libmpi_cxx would travel
+# (not every Open MPI has it), but ctdl::mpi links without it.
+have_there='^(linux-vdso|ld-linux|libc\.|libm\.|libdl\.|librt\.|libpthread\.|libutil\.|libstdc\+\+|libgcc_s|libgomp|libcublas|libcublasLt|libnccl|libcuda\.)'
+open_mpi='^(libmpi\.|libopen-|libhwloc|libevent|libz\.|libudev)'
+mkdir -p $bundle/lib/fallback
 for f in $bundle/tests/* $bundle/programs/*; do
   [ -f "$f" ] || continue
   ldd "$f" | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}' | while read -r name path; do
-    if ! [[ $name =~ $have_there ]] && [ ! -e $bundle/lib/"$name" ]; then cp -L "$path" $bundle/lib/"$name"; fi
-  done
-done
-# Open MPI's libraries for a machine without them (ner_span_classifier links libmpi and
-# calls MPI only with --distributed): lib/fallback/, which run.sh uses only for a library
-# that neither the machine's paths nor /usr and /opt hold.
-mkdir -p $bundle/lib/fallback
-for f in $bundle/programs/*; do
-  ldd "$f" | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}' | while read -r name path; do
-    if [[ $name =~ ^(libmpi\.|libopen-|libhwloc|libevent|libudev|libz\.) ]] && [ ! -e $bundle/lib/fallback/"$name" ]; then
-      cp -L "$path" $bundle/lib/fallback/"$name"
-    fi
+    if [[ $name =~ $open_mpi ]]; then dest=$bundle/lib/fallback
+    elif [[ $name =~ $have_there ]]; then continue
+    else dest=$bundle/lib; fi
+    [ -e "$dest/$name" ] || cp -L "$path" "$dest/$name"
   done
 done
 cp scripts/gpu-run.sh $bundle/run.sh

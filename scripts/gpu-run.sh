@@ -122,13 +122,9 @@ programs=$here/programs
 # devices, several ZeRO-1 rank threads) run the same kernels many times over and would
 # take the whole budget under the sanitizer (CTDL_MEMCHECK_SKIP names them).
 skip_memcheck=" ${CTDL_MEMCHECK_SKIP:-test_gpu_bert test_gpu_nccl_data_parallel} "
-# racecheck (shared-memory hazards) beside them, on the tests of kernels that share memory
-# and changed since a GPU last ran racecheck (the column sums of cuda::sum_to in gpu/ops).
-racecheck=" ${CTDL_RACECHECK_TESTS:-test_gpu_ops} "
-jobs=()  # tool:test
+targets=()
 for t in "$here"/tests/*; do
-  [[ $skip_memcheck == *" $(basename "$t") "* ]] || jobs+=("memcheck:$t")
-  [[ $racecheck == *" $(basename "$t") "* ]] && jobs+=("racecheck:$t")
+  [[ $skip_memcheck == *" $(basename "$t") "* ]] || targets+=("$t")
 done
 sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2> /dev/null || true)
 if [ -n "$sanitizer" ]; then
@@ -138,31 +134,30 @@ if [ -n "$sanitizer" ]; then
   if [ $limit -lt 20 ]; then
     summary+=("NOT RUN  memcheck (the ${budget} s budget is spent)")
   else
-    say "## compute-sanitizer: ${#jobs[@]} runs side by side (memcheck on every test but${skip_memcheck% };" \
-      "racecheck on${racecheck% }), limit $limit s"
+    say "## memcheck (compute-sanitizer --tool memcheck, ${#targets[@]} tests side by side, limit $limit s;" \
+      "not run under it:${skip_memcheck% })"
     t0=$SECONDS
     pids=()
-    for job in "${jobs[@]}"; do
-      tool=${job%%:*} t=${job#*:}
-      OMP_NUM_THREADS=2 timeout -k 10 "$limit" "$sanitizer" --tool "$tool" --report-api-errors no --error-exitcode 9 \
-        --print-limit 20 "$t" > "$here/.$tool-$(basename "$t")" 2>&1 &
+    for t in "${targets[@]}"; do
+      OMP_NUM_THREADS=2 timeout -k 10 "$limit" "$sanitizer" --tool memcheck --report-api-errors no --error-exitcode 9 \
+        --print-limit 20 "$t" > "$here/.memcheck-$(basename "$t")" 2>&1 &
       pids+=($!)
     done
     i=0
-    for job in "${jobs[@]}"; do
+    for t in "${targets[@]}"; do
       wait "${pids[$i]}"
       rc=$?
       i=$((i + 1))
-      tool=${job%%:*} name=$(basename "${job#*:}")
-      say "### $tool $name (rc $rc)"
-      tee -a "$report" < "$here/.$tool-$name" | tail -8
+      name=$(basename "$t")
+      say "### memcheck $name (rc $rc)"
+      tee -a "$report" < "$here/.memcheck-$name" | tail -8
       verdict=FAIL
       case $rc in
         0) verdict=PASS ;;
         77) verdict=SKIP; [ "$gpus" -gt 0 ] && verdict='FAIL(skip)' ;;
         124 | 137) verdict="TIMEOUT(${limit}s)" ;;
       esac
-      line=$(printf '%-8s %-44s %4d s  rc %d' "$verdict" "$tool $name" $((SECONDS - t0)) $rc)
+      line=$(printf '%-8s %-44s %4d s  rc %d' "$verdict" "memcheck $name" $((SECONDS - t0)) $rc)
       summary+=("$line")
       say "verdict: $line"
     done

@@ -52,17 +52,18 @@ labels_differ() {
                   if ($(NF - 1) != $NF) { n++; if (a - b > 2e-4) real++ } } END { print n + 0, real + 0 }'
 }
 # same_labels <run a> <run b> <what>: fails on a real difference (or a labels file missing,
-# empty or of another length); says how many near ties differ.
+# empty or of another length); says how many near ties differ, and leaves that count in
+# near_ties.
 same_labels() {
-  local n real f
+  local real f
   for f in "$1/test_output_labels.txt" "$2/test_output_labels.txt"; do
     [ -s "$f" ] || fail "$3: no labels in $f"
   done
   [ "$(wc -l <"$1/test_output_labels.txt")" = "$(wc -l <"$2/test_output_labels.txt")" ] ||
     fail "$3: $1 and $2 predicted different numbers of rows"
-  read -r n real <<<"$(labels_differ "$1" "$2")"
+  read -r near_ties real <<<"$(labels_differ "$1" "$2")"
   [ "$real" = 0 ] || fail "$3: $real predicted labels differ where the two best classes are more than 2e-4 apart"
-  [ "$n" = 0 ] || echo "   ($3: $n labels differ at near ties, best two classes within 2e-4)"
+  [ "$near_ties" = 0 ] || echo "   ($3: $near_ties labels differ at near ties, best two classes within 2e-4)"
   return 0
 }
 
@@ -76,7 +77,7 @@ d=$(max_diff "$work/cpu/test_results.tsv" "$work/cuda/test_results.tsv")
 awk -v d="$d" 'BEGIN { exit !(d < 1e-4) }' || fail "the GPU's test_results.tsv differs from the CPU's by $d"
 same_labels "$work/cpu" "$work/cuda" "GPU vs CPU"
 # dev.tsv is test.tsv: the accuracies differ only where the labels do.
-[ "$(labels_differ "$work/cpu" "$work/cuda")" != "0 0" ] ||
+[ "$near_ties" != 0 ] ||
   [ "$(accuracy "$work/cpu/eval_results.txt")" = "$(accuracy "$work/cuda/eval_results.txt")" ] ||
   fail "eval accuracy $(accuracy "$work/cuda/eval_results.txt") on the GPU, $(accuracy "$work/cpu/eval_results.txt") on the CPU"
 [ -s "$work/cuda/checkpoint-20/optimizer.safetensors" ] || fail "the GPU run wrote no checkpoint"

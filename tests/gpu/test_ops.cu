@@ -49,8 +49,8 @@ void check_softmax(Report& report, const std::string& type) {
 }
 
 /// BERT's bias + GELU and the pooler's bias + tanh: one recorded expression each, whose
-/// backward sums the bias gradient back over the rows on the device (cuda::sum_to's
-/// column sums: one row slice at 33 rows, several at 1,000 and over two leading axes).
+/// backward sums the bias gradient back over the rows on the device (cuda::sum_to through
+/// add_column_sums_of: 2 row blocks at 33 rows, 32 at 1,000, and over two leading axes).
 template <class T, class S = Rows>
 void check_recorded_expressions(Report& report, std::string type, const Extents<S>& extents = {33, 70}) {
   type += " " + describe<S>(extents);

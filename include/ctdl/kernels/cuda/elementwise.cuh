@@ -9,14 +9,16 @@
 
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <array>
+#include <memory>
 #include <string>
+#include <type_traits>
 
 #include "ctdl/core/device.hpp"
 #include "ctdl/core/error.hpp"
 #include "ctdl/expr/eval.hpp"
 #include "ctdl/kernels/cuda/common.cuh"
+#include "ctdl/kernels/cuda/reduce.cuh"
 
 namespace ctdl::cuda {
 
@@ -75,74 +77,24 @@ __global__ void sum_to_kernel(Ev ev, T* out, std::array<index_t, R> ext, std::ar
   out[o] = convert<T>(convert<A>(out[o]) + acc);
 }
 
-/// sum_to's common case, a bias's gradient: e [rows..., cols] summed over every axis but
-/// the last. Block (32 columns x 8 row lanes) x, row slice y: the slice's sums of its 32
-/// columns, row lane by row lane, then the 8 lanes in order, into partial[slice][column].
-/// Reads are coalesced (a warp reads 32 neighbours of one row) and the GPU is filled by
-/// slices; the one-thread-per-output kernel above walks each column alone.
-inline constexpr int kColumnLanes = 8;
-template <class A, class Ev, std::size_t R>
-__global__ void column_partials_kernel(Ev ev, A* partial, std::array<index_t, R> ext, index_t rows, index_t cols,
-                                       index_t rows_per_slice) {
-  __shared__ A lanes[kColumnLanes][33];
-  const index_t j = static_cast<index_t>(blockIdx.x) * 32 + threadIdx.x;
-  const index_t begin = static_cast<index_t>(blockIdx.y) * rows_per_slice;
-  const index_t end = begin + rows_per_slice < rows ? begin + rows_per_slice : rows;
-  A acc = A(0);
-  if (j < cols) {
-    for (index_t r = begin + threadIdx.y; r < end; r += kColumnLanes) {
-      index_t outer[R];  // row r's index over the leading axes (outer[R - 1] unused)
-      index_t rest = r;
-      for (std::size_t d = R - 1; d-- > 0;) {
-        outer[d] = rest % ext[d];
-        rest /= ext[d];
-      }
-      outer[R - 1] = 0;
-      ev.seek(outer);
-      acc += static_cast<A>(ev.at(j));
+/// Element (r, col) of an expression as float, r counting over its leading axes (for
+/// add_column_sums_of: a bias's gradient summed back over the rows).
+template <class Ev, std::size_t R>
+struct LeadingAxesElements {
+  Ev ev;
+  std::array<index_t, R> ext;
+  __device__ float operator()(std::int64_t r, std::int64_t col) const {
+    index_t outer[R];  // r's index over the leading axes (outer[R - 1] unused)
+    for (std::size_t d = R - 1; d-- > 0;) {
+      outer[d] = r % ext[d];
+      r /= ext[d];
     }
+    outer[R - 1] = 0;
+    Ev row = ev;  // seek moves the evaluator to the row
+    row.seek(outer);
+    return static_cast<float>(row.at(col));
   }
-  lanes[threadIdx.y][threadIdx.x] = acc;
-  __syncthreads();
-  if (threadIdx.y == 0 && j < cols) {
-    A sum = lanes[0][threadIdx.x];
-    for (int k = 1; k < kColumnLanes; ++k) sum += lanes[k][threadIdx.x];
-    partial[static_cast<index_t>(blockIdx.y) * cols + j] = sum;
-  }
-}
-
-/// out[j] += the slices' partial sums of column j, in slice order.
-template <class A, class T>
-__global__ void add_column_partials_kernel(const A* partial, T* out, index_t cols, index_t slices) {
-  const index_t j = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (j >= cols) return;
-  A sum = A(0);
-  for (index_t k = 0; k < slices; ++k) sum += partial[k * cols + j];
-  out[j] = convert<T>(convert<A>(out[j]) + sum);
-}
-
-/// out[j] += the sum of e over its leading axes (rows x cols elements in all), on the
-/// legacy default stream: the two kernels above and their scratch.
-template <class Ev, class T, std::size_t R>
-void add_leading_sums(const Ev& ev, T* out, const std::array<index_t, R>& ext, index_t rows, index_t cols) {
-  using A = accumulate_t<T>;
-  const index_t column_blocks = (cols + 31) / 32;
-  // About 1,024 blocks in all, a slice at least 64 rows: fixed by the sizes alone, so the
-  // sums are added in the same order on every run.
-  index_t slices = std::min<index_t>({(1024 + column_blocks - 1) / column_blocks, (rows + 63) / 64, 65535});
-  slices = std::max<index_t>(1, slices);
-  const index_t rows_per_slice = (rows + slices - 1) / slices;
-  slices = (rows + rows_per_slice - 1) / rows_per_slice;
-  auto* partial = static_cast<A*>(DeviceAllocator<Cuda>::allocate(sizeof(A) * static_cast<std::size_t>(slices * cols)));
-  const dim3 grid(static_cast<unsigned>(column_blocks), static_cast<unsigned>(slices));
-  column_partials_kernel<A><<<grid, dim3(32, kColumnLanes)>>>(ev, partial, ext, rows, cols, rows_per_slice);
-  const cudaError_t launched = cudaGetLastError();
-  if (launched == cudaSuccess)
-    add_column_partials_kernel<<<static_cast<unsigned>((cols + 255) / 256), 256>>>(partial, out, cols, slices);
-  DeviceAllocator<Cuda>::deallocate(partial);  // stream-ordered: after the kernels
-  check(launched, "cuda::sum_to launch (column partials)");
-  check(cudaGetLastError(), "cuda::sum_to launch (column sums)");
-}
+};
 
 }  // namespace detail
 
@@ -186,11 +138,19 @@ void sum_to(const E& e, T* out, const std::array<index_t, r>& out_extents, cudaS
     const index_t out_total = numel(out_extents), total = numel(ext);
     if (out_total == 0 || total == 0) return;
     const auto ev = e.template make_eval<R>(ext);
-    if constexpr (R > 1) {
-      bool leading_only = oext[R - 1] == ext[R - 1] && total > out_total;  // a bias's gradient
+    if constexpr (R > 1 && std::is_same_v<accumulate_t<T>, float>) {
+      // A bias's gradient (every axis but the last summed): reduce.cuh's column sums, in
+      // parallel over row blocks and in a fixed order, not one thread walking each column.
+      bool leading_only = oext[R - 1] == ext[R - 1] && total > out_total;
       for (std::size_t d = 0; d + 1 < R; ++d) leading_only = leading_only && oext[d] == 1;
-      if (leading_only && stream == nullptr) {  // (its scratch is ordered on the legacy default stream)
-        detail::add_leading_sums(ev, out, ext, total / out_total, out_total);
+      if (leading_only && stream == nullptr) {  // (the scratch is ordered on the legacy default stream)
+        const index_t rows = total / out_total;
+        const auto bytes = sizeof(float) * static_cast<std::size_t>(column_sums_workspace(rows, out_total));
+        // Freed stream-ordered, after the kernels.
+        const std::unique_ptr<float, void (*)(void*) noexcept> scratch(
+            static_cast<float*>(DeviceAllocator<Cuda>::allocate(bytes)), &DeviceAllocator<Cuda>::deallocate);
+        add_column_sums_of(detail::LeadingAxesElements<std::remove_const_t<decltype(ev)>, R>{ev, ext}, out, rows, out_total, scratch.get(),
+                           stream);
         return;
       }
     }

@@ -10,6 +10,8 @@
 //   row_sums:            y[r]    = sum_j x[r, j]            (row_means: / cols)
 //   row_sums_backward:   dx[r, j] += g[r]                   (row_means_backward: g[r] / cols)
 //   add_column_sums:     out[j]  += sum_r x[r, j]           (accumulates, as sum_to does)
+//   add_column_sums_of:  the same over any source of x[r, j] as float (cuda::sum_to
+//                        feeds it an expression's elements over its leading axes)
 //   sum_all:             out[0]  = sum_i x[i]               (mean_all: / n)
 //   sum_all_backward:    dx[i]   += g[0]                    (mean_all_backward: g[0] / n)
 //   sum_of_squares:      out[0]  = sum_i x[i]^2             (out is a float)
@@ -49,6 +51,10 @@ inline std::int64_t column_sums_workspace(std::int64_t rows, std::int64_t cols);
 template <class T>
 void add_column_sums(const T* x, T* out, std::int64_t rows, std::int64_t cols, float* workspace,
                      cudaStream_t stream = current_stream());
+/// x: a copyable functor, `float x(r, col)` on the device.
+template <class Elements, class T>
+void add_column_sums_of(Elements x, T* out, std::int64_t rows, std::int64_t cols, float* workspace,
+                        cudaStream_t stream = current_stream());
 
 /// Floats of device scratch sum_all, mean_all and sum_of_squares need.
 inline std::int64_t full_sum_workspace(std::int64_t n);
@@ -95,15 +101,23 @@ __global__ void row_sums_backward_kernel(const T* g, T* dx, std::int64_t rows, s
 /// Rows per block of the column sums: about 32, at most 256 blocks.
 inline std::int64_t column_sum_parts(std::int64_t rows) { return std::clamp<std::int64_t>((rows + 31) / 32, 1, 256); }
 
+/// Element (r, col) of a row-major matrix in memory, as float.
 template <class T>
-__global__ void column_partial_sums_kernel(const T* x, float* partial, std::int64_t rows, std::int64_t cols,
+struct MatrixElements {
+  const T* x;
+  std::int64_t cols;
+  __device__ float operator()(std::int64_t r, std::int64_t col) const { return load(x, r * cols + col); }
+};
+
+template <class Elements>
+__global__ void column_partial_sums_kernel(Elements x, float* partial, std::int64_t rows, std::int64_t cols,
                                            std::int64_t rows_per_part) {
   const std::int64_t col = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const std::int64_t part = blockIdx.y;
   if (col >= cols) return;
   const std::int64_t first = part * rows_per_part, last = std::min(rows, first + rows_per_part);
   float s = 0.0f;
-  for (std::int64_t r = first; r < last; ++r) s += load(x, r * cols + col);  // neighbouring threads: neighbouring columns
+  for (std::int64_t r = first; r < last; ++r) s += x(r, col);  // neighbouring threads: neighbouring columns
   partial[part * cols + col] = s;
 }
 
@@ -215,6 +229,12 @@ inline std::int64_t column_sums_workspace(std::int64_t rows, std::int64_t cols) 
 
 template <class T>
 void add_column_sums(const T* x, T* out, std::int64_t rows, std::int64_t cols, float* workspace, cudaStream_t stream) {
+  add_column_sums_of(detail::MatrixElements<T>{x, cols}, out, rows, cols, workspace, stream);
+}
+
+template <class Elements, class T>
+void add_column_sums_of(Elements x, T* out, std::int64_t rows, std::int64_t cols, float* workspace,
+                        cudaStream_t stream) {
   if (rows < 0 || cols < 0) throw Error("cuda::add_column_sums: negative extents");
   if (cols == 0) return;
   const std::int64_t parts = detail::column_sum_parts(rows);
