@@ -89,7 +89,7 @@ constexpr const char* kDynamicFamilyCost =
 
 Args parse(int argc, char** argv, bool& help, std::map<std::string, std::string>& flag_values) {
   Args a;
-  bool do_lower_case = true;
+  bool do_lower_case = false;  // the original's default (its value counts only when given)
   train::Flags f("ner_span_classifier");
   f.add("do_prepare", &a.do_prepare, "build the feature caches of every split present in --data_dir")
       .add("do_train", &a.do_train, "fine-tune on <data_dir>/train.tsv")
@@ -116,12 +116,12 @@ Args parse(int argc, char** argv, bool& help, std::map<std::string, std::string>
       .add("learning_rate", &a.learning_rate, "peak learning rate of AdamW")
       .add("num_train_epochs", &a.num_train_epochs, "epochs (may be fractional)")
       .add("warmup_proportion", &a.warmup_proportion, "share of the steps with linear warmup")
-      .add("save_checkpoints_steps", &a.save_checkpoints_steps, "also write <output_dir>/checkpoint-<step>/ every N steps (0: only at the end)")
+      .add("save_checkpoints_steps", &a.save_checkpoints_steps, "also write <output_dir>/checkpoint-<step>/ every N steps (0: only at the end; --task_name=ner: 1000 by default, as its original)")
       .add("keep_checkpoint_max", &a.keep_checkpoint_max, "keep the newest N checkpoints (older ones are removed once a newer one is complete)")
       .add("gradient_accumulation_steps", &a.gradient_accumulation_steps, "micro-batches per optimizer step")
       .add("max_grad_norm", &a.max_grad_norm, "clip gradients to this global norm (0: no clipping)")
       .add("log_every", &a.log_every, "log a line every N steps")
-      .add("cased", &a.cased, "true for cased vocabularies (BioBERT); false lower-cases and strips accents")
+      .add("cased", &a.cased, "true keeps the case, as the original by default (cased vocabularies: BioBERT); false lower-cases and strips accents (uncased vocabularies)")
       .add("do_lower_case", &do_lower_case, "the original's spelling of --cased=false (the inverse of --cased; giving both must agree)")
       .add("tokenizer_rules", &a.tokenizer_rules,
            "original (the original pipeline's tokenization.py: [UNK] above 100 characters, every C* category dropped) "
@@ -129,6 +129,8 @@ Args parse(int argc, char** argv, bool& help, std::map<std::string, std::string>
       .add("use_fp16", &a.use_fp16, "mixed precision: bf16 on the CPU, fp16 with loss scaling on a GPU (--precision overrides)")
       .add("precision", &a.precision, "fp32, bf16, fp16 or tf32 (overrides --use_fp16; fp16 uses dynamic loss scaling; tf32: fp32 with the GPU's products on TF32 tensor cores, fp32 on the CPU)")
       .add("use_xla", &a.use_xla, "accepted for compatibility; has no effect")
+      .add("iterations_per_loop", &a.iterations_per_loop, "the original's TPU setting: accepted for compatibility; has no effect")
+      .add("master", &a.master, "the original's TPU setting: accepted for compatibility; has no effect")
       .add("distributed", &a.distributed, "data parallel over the MPI ranks of mpirun or srun: each rank trains on its slice of every global batch (--train_batch_size rows per rank), evaluation and prediction split across them; rank 0 writes every output (docs/distributed.md)")
       .add("device", &a.device, "cpu, cuda or cuda:N: where the model trains and runs (cuda: a build with CUDA; docs/cuda.md)")
       .add("shard_optimizer", &a.shard_optimizer, "with --distributed: ZeRO stage 1, each rank holds 1/N of the optimizer state (the same steps)")
@@ -151,6 +153,9 @@ Args parse(int argc, char** argv, bool& help, std::map<std::string, std::string>
   help = !f.parse(argc, argv);
   flag_values = f.values();
   if (help) std::printf("%s", f.help().c_str());
+  // NVIDIA's run_ner.py saves every 1000 steps, run_ner_consensus.py every 10000.
+  if (is_ner(a) && !f.given("save_checkpoints_steps")) a.save_checkpoints_steps = 1000;
+  a.tpu_flags_given = f.given("iterations_per_loop") || f.given("master");
   const auto text = [](bool b) { return std::string(b ? "true" : "false"); };
   if (f.given("do_lower_case")) {
     if (f.given("cased") && a.cased == do_lower_case)
@@ -176,7 +181,7 @@ Setup check(const Args& a, std::unique_ptr<text::FullTokenizer>& tok, std::uniqu
     throw Error("nothing to do: give at least one of --do_prepare, --do_train, --do_eval, --do_predict");
   if (a.write_npy && !a.do_predict) throw Error("--write_npy writes what --do_predict computes: give --do_predict too");
   const bool ner = is_ner(a);
-  if (a.task_name != "consensus" && !ner)
+  if (task_name(a) != "consensus" && !ner)
     throw Error("--task_name=" + a.task_name + ": the tasks are consensus (span classification) and ner (token classification)");
   if (ner) {
     if (a.write_npy) throw Error("--write_npy writes the consensus task's logits and pooled vectors; --task_name=ner has none");
@@ -359,6 +364,8 @@ Setup check(const Args& a, std::unique_ptr<text::FullTokenizer>& tok, std::uniqu
          "scored at its first piece\n", labels->size());
   }
   if (a.use_xla) note("--use_xla has no effect in ctdl (the kernels are compiled ahead of time)\n");
+  if (a.tpu_flags_given)
+    note("--iterations_per_loop and --master have no effect in ctdl (TPU settings of the original)\n");
   return s;
 }
 

@@ -391,7 +391,9 @@ std::int64_t train_and_save(Model& model, const Setup& s, const data::FeatureCac
   say(std::string(a.resume ? "resuming training" : "training") + ": " + std::to_string(cache.rows()) + " " + rows + ", " +
       std::to_string(train::training_steps(cache.rows(), global)) + " steps of " +
       std::to_string(global.batch_size * a.gradient_accumulation_steps) + " (" + fmt("%g epochs", a.num_train_epochs) +
-      "), peak learning rate " + fmt("%g", a.learning_rate) + ", warmup proportion " + fmt("%g", a.warmup_proportion));
+      "), peak learning rate " + fmt("%g", a.learning_rate) + ", warmup proportion " + fmt("%g", a.warmup_proportion) +
+      (a.save_checkpoints_steps > 0 ? ", a checkpoint every " + std::to_string(a.save_checkpoints_steps) + " steps and at the end"
+                                    : ", a checkpoint at the end"));
   // CTDL_TEST_KILL_AFTER_CHECKPOINT=N: SIGKILL right after the N-th checkpoint this
   // process completes (tests/examples/resume_test.sh: a real crash at a known point).
   const char* kill_after = std::getenv("CTDL_TEST_KILL_AFTER_CHECKPOINT");

@@ -25,12 +25,18 @@ struct Args {
   std::string task_name = "consensus";
   std::string replace_span;  // "" = no replacement
   std::string init_checkpoint, vocab_file, bert_config_file, data_dir, output_dir, labels_dir;
-  std::int64_t train_batch_size = 32, eval_batch_size = 8, predict_batch_size = 8, max_seq_length = 128;
-  double learning_rate = 5e-5, num_train_epochs = 3.0, warmup_proportion = 0.1;
-  std::int64_t save_checkpoints_steps = 1000, gradient_accumulation_steps = 1, log_every = 10;
-  std::int64_t keep_checkpoint_max = 1;  // as TF Estimator's RunConfig in the original (BERT-base + AdamW: ~1.3 GB each)
-  bool cased = false, use_fp16 = false, use_xla = false, distributed = false;
-  std::string case_flag = "--cased=false";  // the flag that chose the case, as given (--cased or --do_lower_case), for messages
+  // The defaults are the original scripts' (run_ner_consensus.py, and NVIDIA's run_ner.py
+  // for --task_name=ner: the same values but save_checkpoints_steps, 1000 there; parse()).
+  std::int64_t train_batch_size = 64, eval_batch_size = 16, predict_batch_size = 16, max_seq_length = 128;
+  double learning_rate = 5e-6, num_train_epochs = 10.0, warmup_proportion = 0.1;
+  std::int64_t save_checkpoints_steps = 10000, gradient_accumulation_steps = 1, log_every = 10;
+  std::int64_t keep_checkpoint_max = 1;  // the original's RunConfig(keep_checkpoint_max=1) (BERT-base + AdamW: ~1.3 GB each)
+  bool cased = true;  // the original's do_lower_case=False: the text keeps its case (BioBERT's vocabulary is cased)
+  bool use_fp16 = false, use_xla = false, distributed = false;
+  std::int64_t iterations_per_loop = 1000;  // the original's TPU flag, accepted; no effect
+  std::string master;                       // the original's TPU flag, accepted; no effect
+  bool tpu_flags_given = false;             // either of them (a note says they do nothing)
+  std::string case_flag = "--cased=true";   // the flag that chose the case, as given (--cased or --do_lower_case), for messages
   std::string precision;  // fp32 | bf16 | fp16; "" = from --use_fp16
   std::string tokenizer_rules = "original";  // original | google (text::TokenizerRules)
   std::string phantom_class = "last";  // the original numbers labels 0..L-1: row L is the unused one
@@ -87,11 +93,16 @@ int run(const Setup& setup);
 template <class P, class D = ctdl::Cpu>
 int run_ner(const Setup& setup);
 
-/// Whether the run is the NER task (BioBERT's run_ner.py; task names are case-blind, as there).
-inline bool is_ner(const Args& a) {
+/// --task_name lower-cased: task names are case-blind, as the original scripts lower-case them.
+inline std::string task_name(const Args& a) {
   std::string t = a.task_name;
   for (char& c : t) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
-  return t == "ner";
+  return t;
+}
+
+/// Whether the run is the NER task (BioBERT's run_ner.py).
+inline bool is_ner(const Args& a) {
+  return task_name(a) == "ner";
 }
 
 /// A warning when the case flag contradicts the vocabulary, or "". A cased vocabulary

@@ -43,6 +43,8 @@ done
 grep -q "labels: B, I, O (those of $work/data/train.tsv" "$work/stderr" || fail "no labels notice"
 grep -q "runtime-shaped family" "$work/stderr" || fail "no model line"
 grep -q "latency per batch" "$work/stderr" || fail "no latency percentiles"
+# NVIDIA's run_ner.py saves a checkpoint every 1000 steps (run_ner_consensus.py every 10000).
+grep -q "a checkpoint every 1000 steps and at the end" "$work/stderr" || fail "not NVIDIA's checkpoint default: $(grep '^training' "$work/stderr")"
 keys=$(sed -n '/ = /p' "$out/eval_results.txt" | cut -d' ' -f1 | tr '\n' ' ')
 [ "$keys" = "eval_accuracy eval_loss f1 global_step precision recall " ] || fail "eval_results.txt keys: $keys"
 

@@ -80,6 +80,30 @@ expect 0 "warning: --do_lower_case=true lower-cases the text, but $vocab is a ca
   || fail "--do_lower_case=false is not --cased=true"
 # --use_fp16, the original's flag: bf16 on the CPU (fp16 on a GPU: span_classifier_gpu_test.sh).
 expect 0 "parameters, precision bf16" --do_eval "${nocase[@]}" --cased --use_fp16 --output_dir="$work/fp16"
+# Without a case flag the text keeps its case, as the original's do_lower_case=False: the
+# cased run's accuracy, no case warning.
+"$prog" --do_eval "${nocase[@]}" --output_dir="$work/default_case" >"$work/e.out" 2>"$work/e.err" \
+  || fail "no case flag: $(cat "$work/e.err")"
+! grep -q "warning: --" "$work/e.err" || fail "a case warning without a case flag: $(cat "$work/e.err")"
+[ "$(grep eval_accuracy "$out/eval_results.txt")" = "$(grep eval_accuracy "$work/default_case/eval_results.txt")" ] \
+  || fail "the default case is not --cased=true"
+
+# The other defaults are the original script's too (run_ner_consensus.py): training batches
+# of 64, evaluation and prediction batches of 16, learning rate 5e-6, 10 epochs, a checkpoint
+# every 10000 steps; its TPU flags --iterations_per_loop and --master are accepted (a note
+# says they do nothing), --task_name is case-blind as there.
+"$prog" --help >"$work/help" 2>&1
+for d in "train_batch_size (default 64)" "eval_batch_size (default 16)" "predict_batch_size (default 16)" \
+         "learning_rate (default 5e-06)" "num_train_epochs (default 10)" "save_checkpoints_steps (default 10000)" \
+         "cased (default true)" "iterations_per_loop (default 1000)" "master"; do
+  grep -qF -- "--$d" "$work/help" || fail "--help has no '--$d'"
+done
+head -n 64 "$work/data/train.tsv" >"$work/defaults_train.tsv"
+mkdir -p "$work/defaults_data" && cp "$work/defaults_train.tsv" "$work/defaults_data/train.tsv"
+expect 0 "training: 64 rows, 10 steps of 64 (10 epochs), peak learning rate 5e-06, warmup proportion 0.1, a checkpoint every 10000 steps and at the end" \
+  --do_train --task_name=Consensus "${common[@]}" --data_dir="$work/defaults_data" --output_dir="$work/defaults" \
+  --iterations_per_loop=100 --master=grpc://unused
+grep -qF -- "--iterations_per_loop and --master have no effect" "$work/e.err" || fail "no note on the TPU flags: $(cat "$work/e.err")"
 
 # Outputs are complete or left as they were. Files of an earlier complete run:
 snapshot() { (cd "$1" && md5sum model.safetensors metrics.jsonl eval_results.txt test_results.tsv test_output_labels.txt training_curves.svg); }
