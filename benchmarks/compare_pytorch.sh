@@ -111,7 +111,7 @@ compare_cuda() {
   echo "speedup = PyTorch eager step time / ctdl step time (above 1: ctdl is faster); floor = ctdl's matmul floor"
   echo "(bench_cuda_matmul_floor: the step's products alone through cuBLASLt), 'of it' = ctdl sent/s / floor."
   echo "peak: ctdl's memory pool's high-water mark from the model in place on (cuBLASLt's workspace, a plain"
-  echo "cudaMalloc of 32 MiB per thread and device, not in it), PyTorch's max_memory_allocated likewise; ctdl"
+  echo "cudaMalloc of 32 MiB per device, not in it), PyTorch's max_memory_allocated likewise; ctdl"
   echo "gives the median step, the anchor the mean."
   echo "$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1);" \
     "$versions;" \

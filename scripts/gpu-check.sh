@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Builds the GPU tests and programs here (nvcc, sm_90, without oneDNN) and bundles them
 # into build/gpu-bundle/ with every shared library they load that a GPU machine lacks,
-# and run.sh, which runs there every GPU test, compute-sanitizer's memcheck over them,
-# the GPU benchmarks and the PyTorch anchor, and writes one report.
+# and run.sh, which runs there every GPU test, the program checks, compute-sanitizer's
+# memcheck over the op and kernel tests, the GPU benchmarks and the PyTorch anchor, and
+# writes one report.
 #
 #   scripts/gpu-check.sh [cmake args]          # here (needs the CUDA toolkit, no GPU)
 #   build/gpu-bundle/run.sh [report-file]      # on the GPU machine
 #
 # The GPU machine is assumed to have the NVIDIA driver, CUDA 13's cuBLAS/cuBLASLt, NCCL,
-# OpenMPI, libstdc++ and libgomp; everything else the binaries load travels in lib/
-# (libcudart too: it is small, and the binaries then run on any CUDA 13 driver).
+# libstdc++ and libgomp; everything else the binaries load travels in lib/ (libcudart
+# too: it is small, and the binaries then run on any CUDA 13 driver). Open MPI's
+# libraries travel in lib/fallback/, for a machine without them (see below).
 # The bundle must stay under 60 MiB (the device tool carries at most 64 MiB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,14 +63,14 @@ if [ -f $shared/consensus-example/dev.tsv ]; then
   cp $shared/consensus-example/labels.txt $bundle/data/consensus-example/
   cp $shared/vocab/bert-base-cased-vocab.txt $bundle/data/vocab/
 else
-  echo "gpu-check.sh: no shared data at $shared: the bundle's program checks will be skipped" >&2
+  echo "gpu-check.sh: no shared data at $shared: the bundle's program checks (consensus and NER) will exit 77, FAIL(skip) on a GPU machine" >&2
 fi
 if [ -f $shared/bc5cdr-chem/train.tsv ]; then
   mkdir -p $bundle/data/bc5cdr-chem
   awk '{ print } /^\r?$/ { if (++k == 120) exit }' $shared/bc5cdr-chem/train.tsv > $bundle/data/bc5cdr-chem/train.tsv
   awk '{ print } /^\r?$/ { if (++k == 40) exit }' $shared/bc5cdr-chem/devel.tsv > $bundle/data/bc5cdr-chem/devel.tsv
 else
-  echo "gpu-check.sh: no BC5CDR data at $shared/bc5cdr-chem: the bundle's NER check will be skipped" >&2
+  echo "gpu-check.sh: no BC5CDR data at $shared/bc5cdr-chem: the bundle's NER check will exit 77, FAIL(skip) on a GPU machine" >&2
 fi
 # A TensorFlow run_ner.py checkpoint (made with TensorFlow) predicted on the GPU: the fixture
 # and the script of examples/ner_tf_checkpoint.

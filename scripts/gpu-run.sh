@@ -12,8 +12,9 @@
 #   run.sh [report-file]      default: $OUT/gpu-report.txt where OUT is set, else beside run.sh
 #
 # The report is written as the run goes (each step's output, then its verdict line), so a
-# run cut short keeps what it did. With a GPU present, a test that skips (exit 77) counts
-# as a failure: it found no device where there is one.
+# run cut short keeps what it did. With a GPU present, a step that skips (exit 77) counts
+# as a failure, FAIL(skip): a test that found no device where there is one, or a program
+# check whose data the bundle lacks.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 report=${1:-${OUT:-$here}/gpu-report.txt}

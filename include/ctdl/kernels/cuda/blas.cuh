@@ -47,10 +47,11 @@
 // operand alignments) gets its plan on its first call in a thread: the matmul and layout
 // descriptors and the algorithm cuBLASLt's heuristic picks, kept for the thread's life, so
 // a later call with that key is one cublasLtMatmul (and the bias pointer, for epilogues).
-// (Made on every call, as before, the floor benchmark's batch-1 step of 72 small products
-// took 0.82 ms on an H100, 11 us a product: more than such a product's GPU time.) Every cuBLASLt status is checked; a failure throws ctdl::Error
-// naming the call, the status and the problem (its description is built only then). Calls
-// are asynchronous on `stream`.
+// (Before the plans, when the descriptors were made on every call, the floor benchmark's
+// batch-1 step of 72 small products took 0.82 ms on an H100, 11 us a product: more than
+// such a product's GPU time; the plans have not been timed on a GPU yet.) Every cuBLASLt
+// status is checked; a failure throws ctdl::Error naming the call, the status and the
+// problem (its description is built only then). Calls are asynchronous on `stream`.
 
 #include <cublasLt.h>
 #include <cuda_runtime.h>
