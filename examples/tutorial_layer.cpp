@@ -21,10 +21,12 @@ Var<T, Shape<dyn, H>> scale_shift_gelu(Tape& tape, const Var<T, Shape<dyn, H>>& 
 // Centering each row: y = x - mean(x) over the last axis. Its backward is not
 // elementwise (every output of a row depends on every input of the row):
 //   dx = dy - mean(dy)   (row-wise)
+// The backward reads no value, only y's gradient and x's, so the entry holds GradRefs:
+// a Var member would keep x's and y's values alive until backward.
 template <class T, class S>
 struct CenterRowsEntry final : TapeEntry {
-  Var<T, S> x, y;
-  CenterRowsEntry(Var<T, S> x_, Var<T, S> y_) : x(std::move(x_)), y(std::move(y_)) {}
+  GradRef<T, S> x, y;  // gradients only: this backward reads no values
+  CenterRowsEntry(GradRef<T, S> x_, GradRef<T, S> y_) : x(std::move(x_)), y(std::move(y_)) {}
   const char* name() const override { return "center_rows"; }
   void backward() override {
     if (!y.has_grad()) return;
@@ -36,7 +38,7 @@ struct CenterRowsEntry final : TapeEntry {
 
 template <class T, class S>
 Var<T, S> center_rows(Tape& tape, const Var<T, S>& x) {
-  const auto m = mean(x.value(), last_axis);
+  const auto m = mean(x.value(), last_axis);                 // reduces the value: a Var is refused
   Tensor<T, S> value = x.value() - m;                        // forward: one fused loop
   const bool needs_grad = tape.recording() && x.requires_grad();
   auto y = make_result(std::move(value), needs_grad);
@@ -71,6 +73,7 @@ int main() {
     auto y = layer(tape, x, gamma, beta);
     auto loss = ops::mean(tape, tape.record(square(y)));
     std::printf("step %d: loss %.6f\n", step, loss.value().item());
+    x.zero_grad();  // x is an input, but a Var requires a gradient by default: backward adds to x.grad() too
     gamma.zero_grad();
     beta.zero_grad();
     tape.backward(loss);

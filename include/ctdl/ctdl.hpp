@@ -1,7 +1,12 @@
 #pragma once
-// The public surface of ctdl. Include this, or the layer headers you need.
-// Not included here, as they need xtensor (link ctdl::xtensor): <ctdl/io/npy.hpp> (NumPy
-// .npy/.npz files) and <ctdl/interop/xtensor.hpp> (zero-copy views to and from xtensor).
+// The foundations of ctdl: core (shapes, tensors, dtypes, devices, errors), expr (lazy
+// expressions, eager reductions, compile-time derivatives), autograd (Var, GradRef, Tape,
+// NoGrad, gradcheck) and the tape reductions ops::sum/mean/max (ops/reduce.hpp).
+// Everything above them is included by its own header, as you need it: the other ops
+// (<ctdl/ops/softmax.hpp>, ...), nn, models/bert, precision, optim, io, text, data,
+// metrics, train and dist (e.g. <ctdl/models/bert/model.hpp>, <ctdl/train/loops.hpp>).
+// <ctdl/io/npy.hpp> (NumPy .npy/.npz files) and <ctdl/interop/xtensor.hpp> (zero-copy
+// views to and from xtensor) also need xtensor (link ctdl::xtensor).
 
 #include "ctdl/fwd.hpp"
 

@@ -1,6 +1,7 @@
 #pragma once
 // The user-facing type names of ctdl, declared together (as xtensor_forward.hpp does).
-// Default template arguments live here and only here.
+// The types declared here take their default template arguments here and only here;
+// other templates (GradRef, the ops, nn modules, BERT) declare their own.
 
 #include <type_traits>
 

@@ -11,9 +11,13 @@
 // (summed back over the axes the operand was broadcast along). Coarse ops (matmul,
 // softmax, ...) push one entry each with a hand-written backward.
 //
-// A recorded expression's entry keeps what its backward reads: its Vars (shared) and a
-// copy of every plain tensor or view operand, taken at record(), so the caller may free
-// or change those before backward (their values at record() are what backward uses).
+// A recorded expression's entry keeps every Var operand (shared, its value alive until
+// the entry runs, whether or not a derivative reads it: write value-free paths such as
+// residual adds as ops with GradRef members) and a copy of every plain tensor or view
+// operand, taken at record(), so the caller may free or change those before backward
+// (their values at record() are what backward uses). Var operands are read when
+// backward runs: do not change or replace a Var's value between record() and backward
+// (nothing checks this).
 //
 // Under `NoGrad guard(tape)` nothing is recorded and no activation is kept.
 // The tape is a plain object owned by the caller (no global state); backward() runs
@@ -60,10 +64,11 @@ class Tape {
   auto record(const E& e);
 
   /// Backpropagates from a one-element `loss` (seed gradient 1), then clears the tape.
-  /// A loss or seed that does not fit throws before anything runs (the tape is
-  /// unchanged). An exception from an entry's backward clears the tape and propagates:
-  /// the tape is empty and usable, gradients accumulated before it stay (zero_grad()
-  /// before retrying).
+  /// A loss or seed that does not fit (ShapeError), or a loss that requires no gradient
+  /// (Error), throws before anything runs: the tape is unchanged (clear() drops it). An
+  /// exception from an entry's backward clears the tape and propagates: the tape is
+  /// empty and usable, gradients accumulated before it stay (zero_grad() before
+  /// retrying).
   template <class T, class S, class D>
   void backward(const Var<T, S, D>& loss);
   /// Backpropagates with `seed` as the gradient of `y`, then clears the tape.

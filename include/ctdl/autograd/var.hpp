@@ -1,18 +1,21 @@
 #pragma once
 // Var<T, Shape, Device>: a value with a gradient, for reverse-mode differentiation on a
 // Tape. The device (Cpu by default, or Cuda) is where value and gradient live; an op
-// given Vars on Cuda runs its CUDA kernels (include the op's CUDA header, compile with
-// nvcc), and the tape runs their backward there too.
+// given Vars on Cuda runs its CUDA kernels (compile the file with nvcc in a CUDA build,
+// where the op headers and ctdl.hpp bring in the kernels), and the tape runs their
+// backward there too.
 //
 // A Var is a shared handle: copies refer to the same value and gradient. A Var stands
 // in expressions like a tensor (x * w + b), reading its current value.
 //
-// Value and gradient have separate lifetimes. The value lives while a Var handle or a
-// tape entry whose backward reads it (holding a Var, or the Var as an expression leaf)
-// does; a tape entry that only accumulates into or reads the gradient holds a
-// GradRef, which keeps the gradient but not the value. So an activation that no
-// backward reads (the input of a dropout, of a residual sum, of a matmul whose
-// rounded copy is kept instead) is freed as soon as the forward pass drops it.
+// Value and gradient have separate lifetimes. The value lives while a Var handle, an op
+// entry whose backward reads it (holding a Var) or a recorded expression does: a
+// recorded expression keeps every Var operand's value until its entry runs, whether or
+// not a derivative reads it. An op entry that only accumulates into or reads the
+// gradient holds a GradRef, which keeps the gradient but not the value. So an
+// activation that no entry holds (the input of ops::dropout, the residual of
+// ops::add_layer_norm, the input of a matmul whose rounded copy is kept instead) is
+// freed as soon as the forward pass drops it.
 //
 // Contract:
 //   value()          the forward value; an optimizer or gradcheck may change it in place
@@ -229,8 +232,6 @@ template <class T, class S, class D>
 struct is_var<Var<T, S, D>> : std::true_type {};
 
 namespace expr {
-template <class K>
-inline constexpr bool is_var_keep_v = false;
 template <class T, class S, class D>
 inline constexpr bool is_var_keep_v<autograd_detail::VarKeep<T, S, D>> = true;
 }  // namespace expr

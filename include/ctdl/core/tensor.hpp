@@ -2,7 +2,10 @@
 // Tensor<T, Shape, Device>: an owning, contiguous, row-major, 64-byte aligned array whose
 // static extents are part of its type. TensorView<T, Shape, Device>: the same without
 // ownership (T may be const). Both accept lazy expressions (ctdl/expr) on assignment,
-// which are evaluated in one fused loop.
+// which are evaluated in one fused loop. Between two views, `=` copies the view handle,
+// not the elements (dst = src makes dst view src's elements; view().slice(...) = other
+// assigns to a temporary and changes nothing): to copy elements, assign an expression,
+// dst = lazy(src).
 //
 // On Cuda, construction (zero-filled, from values, copies), full() and fill() use the
 // CUDA runtime (cudaMemset/cudaMemcpy); assigning an expression runs the CUDA evaluator

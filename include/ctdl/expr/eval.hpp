@@ -202,10 +202,12 @@ void evaluate(const E& e, T* out, const std::array<index_t, R>& out_extents) {
 }
 
 /// Evaluates several rank-1 expressions of n elements in one loop and assigns each to
-/// its destination (pairs dst, expr): at every element all expressions are read before
-/// any is stored, so an expression may read the destinations themselves. This is the
-/// fused multi-tensor update of the optimizers (Adam's m, v and w in one pass).
-/// The expressions must not broadcast (flat evaluation).
+/// its destination: `outs` is a tuple of destination pointers, the i-th for the i-th
+/// expression (assign_together(n, std::tuple{m.data(), w.data()}, m_new, w_new)). At
+/// every element all expressions are read before any is stored, so an expression may
+/// read the destinations themselves. This is the fused multi-tensor update of the
+/// optimizers (Adam's m, v and w in one pass). Every expression must have exactly n
+/// elements and not broadcast (flat evaluation); ShapeError otherwise.
 template <class... T, class... E>
 void assign_together(index_t n, std::tuple<T*...> outs, const E&... es) {
   static_assert(sizeof...(T) == sizeof...(E), "assign_together: one destination per expression");

@@ -3,14 +3,18 @@
 //
 // An expression is a small value type describing a computation, not its result:
 //
-//   Leaf<T, S, Keep>      a tensor operand. Lvalue tensors are held by view (reference
-//                         semantics); rvalue tensors and autograd Vars are kept alive by
-//                         the `Keep` handle, so an `auto` expression never dangles.
+//   Leaf<T, S, Keep>      a tensor operand. Lvalue tensors and views are held by view
+//                         (reference semantics, Keep = NoKeep: a raw pointer); rvalue
+//                         tensors and autograd Vars are kept alive by the `Keep` handle.
+//                         So an `auto` expression built from temporaries never dangles;
+//                         one over an lvalue tensor or a view must not outlive it.
 //   Scalar<T>             a runtime constant, broadcast everywhere (rank 0)
-//   Zero<T>, One<T>       constants known at compile time; they appear in derivative
-//                         trees and are simplified away where possible
+//   Constant<T, V>        a constant known at compile time: Zero<T>, One<T> and -1 (the
+//                         partial of a negation); they appear in derivative trees and
+//                         are simplified away where possible
 //   Map<F, Args...>       the elementwise functor F applied to its arguments, with NumPy
 //                         broadcasting of their shapes
+// GradSum (grad.hpp) is the node grad() returns.
 //
 // Every node has `value_type` (its element type when stored), `shape_type` (its static
 // shape, the broadcast of its arguments'), `extents()` (its runtime extents) and
@@ -209,7 +213,7 @@ struct Scalar : ExprBase<Scalar<T>> {
   }
 };
 
-/// A constant known at compile time (0 or 1), produced by differentiation.
+/// A constant known at compile time (0, 1 or -1), produced by differentiation.
 template <class T, int V>
 struct Constant : ExprBase<Constant<T, V>> {
   using value_type = T;
@@ -310,6 +314,20 @@ template <class E>
 inline constexpr bool is_leaf_v = false;
 template <class T, class S, class K>
 inline constexpr bool is_leaf_v<Leaf<T, S, K>> = true;
+
+/// Whether a leaf's Keep is an autograd Var's (specialised in autograd/var.hpp).
+template <class K>
+inline constexpr bool is_var_keep_v = false;
+
+/// Whether expression E has a leaf over an autograd Var (a node the tape knows).
+template <class E>
+struct holds_var : std::false_type {};
+template <class T, class S, class K>
+struct holds_var<Leaf<T, S, K>> : std::bool_constant<is_var_keep_v<K>> {};
+template <class F, class... Args>
+struct holds_var<Map<F, Args...>> : std::disjunction<holds_var<Args>...> {};
+template <class E>
+inline constexpr bool holds_var_v = holds_var<std::remove_cvref_t<E>>::value;
 
 // ---- turning operands into expressions ----
 

@@ -9,6 +9,8 @@
 //   partial<I, T>(f, args...)  ∂F/∂(argument I) as an expression over the argument
 //                              expressions; T is the result's element type
 // Differentiation (grad.hpp) multiplies partial<I> by the derivative of argument I.
+// Cast and Retype have no partial (grad.hpp retypes the derivative through a cast), nor
+// do GeluErfGrad and GeluTanhGrad: differentiating a GELU derivative does not compile.
 //
 // Derivatives, with u the argument:
 //   exp: exp(u)   log: 1/u   tanh: 1 - tanh(u)^2   erf: 2/sqrt(pi) exp(-u^2)

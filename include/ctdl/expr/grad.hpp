@@ -9,9 +9,14 @@
 // is just w.
 //
 // `grad(e, wrt)` is the user-facing form: the sum of derivative<K>(e) over the leaves K
-// that view `wrt` (a tensor may appear more than once). It evaluates in one fused loop
-// over e's extents; for an operand that e broadcasts, sum the result over the broadcast
-// axes to get the gradient of sum(e) with respect to it.
+// whose data pointer equals `wrt`'s (a tensor may appear more than once): the same
+// tensor, or any view that starts at its first element (its full view, but also x[0] or
+// a slice from 0, while x[1] does not count). Avoid mixing a tensor and its leading rows
+// in one expression you differentiate with grad. It evaluates in one fused loop over
+// e's extents; for an operand that e broadcasts, sum the result over the broadcast axes
+// (expr::sum_to, which adds into its destination) to get the gradient of sum(e) with
+// respect to it. The GradSum that grad returns has no leaves, so grad(grad(e, x), x)
+// does not compile.
 
 #include <array>
 #include <tuple>
@@ -98,8 +103,8 @@ void for_each_leaf(const E& e, Fn&& fn) {
   }
 }
 
-/// ∂e/∂wrt elementwise: Σ over the leaves K of e that view `wrt` of derivative<K>(e),
-/// each switched on or off at run time. Shape: e's extents.
+/// ∂e/∂wrt elementwise: Σ over the leaves K of e whose data pointer is `wrt`'s of
+/// derivative<K>(e), each switched on or off at run time. Shape: e's extents.
 template <class E, std::size_t... K>
 struct GradSum : ExprBase<GradSum<E, K...>> {
   using value_type = typename E::value_type;
@@ -152,6 +157,9 @@ struct GradSum : ExprBase<GradSum<E, K...>> {
 };
 
 template <class E, std::size_t... K>
+struct holds_var<GradSum<E, K...>> : holds_var<E> {};
+
+template <class E, std::size_t... K>
 auto make_grad_sum(const E& e, const void* wrt, std::index_sequence<K...>) {
   GradSum<E, K...> g{{}, std::make_tuple(derivative<static_cast<int>(K)>(e)...), {}, e.extents()};
   bool any = false;
@@ -168,7 +176,8 @@ auto make_grad_sum(const E& e, const void* wrt, std::index_sequence<K...>) {
 namespace ctdl {
 
 /// ∂e/∂wrt, elementwise over e's extents, as an expression (see the header comment).
-/// `wrt` is identified by its storage: pass the tensor (or view) used in `e`.
+/// `wrt` is identified by its first element's address: pass the tensor (or view) used
+/// in `e` (see the header comment for views that start at the same element).
 template <class E, class W>
   requires Expression<E> && expr::ExprOperand<W>
 auto grad(const E& e, const W& wrt) {

@@ -146,36 +146,53 @@ void sum_to(const E& e, T* out, const std::array<index_t, r>& out_extents) {
   for (std::size_t i = 0; i < acc.size(); ++i) out[i] = convert<T>(convert<A>(out[i]) + acc[i]);
 }
 
+/// The eager reductions refuse autograd Vars: they evaluate now and return a Tensor, which
+/// a tape would take as a constant (`tape.record(x - mean(x, last_axis))` would compute
+/// the wrong gradient, silently). Checked in each of them below.
+template <class A>
+constexpr void refuse_var_operand() {
+  static_assert(!holds_var_v<expr_t<A>>,
+                "ctdl::sum/mean/max of an autograd Var (or of an expression of one) evaluates now and returns a "
+                "Tensor, a constant to the tape: use ops::sum/mean/max(tape, x) to differentiate through the "
+                "reduction, or reduce x.value() for a number");
+}
+
 }  // namespace expr
 
 template <class A>
   requires expr::ExprOperand<A>
 auto sum(A&& a) {
+  expr::refuse_var_operand<A>();
   return expr::reduce_all<expr::ReduceKind::sum, false>(expr::as_expr(std::forward<A>(a)));
 }
 template <class A>
   requires expr::ExprOperand<A>
 auto mean(A&& a) {
+  expr::refuse_var_operand<A>();
   return expr::reduce_all<expr::ReduceKind::sum, true>(expr::as_expr(std::forward<A>(a)));
 }
 template <class A>
   requires expr::ExprOperand<A>
 auto max(A&& a) {
+  expr::refuse_var_operand<A>();
   return expr::reduce_all<expr::ReduceKind::max, false>(expr::as_expr(std::forward<A>(a)));
 }
 template <class A>
   requires expr::ExprOperand<A>
 auto sum(A&& a, LastAxis) {
+  expr::refuse_var_operand<A>();
   return expr::reduce_last<expr::ReduceKind::sum, false>(expr::as_expr(std::forward<A>(a)));
 }
 template <class A>
   requires expr::ExprOperand<A>
 auto mean(A&& a, LastAxis) {
+  expr::refuse_var_operand<A>();
   return expr::reduce_last<expr::ReduceKind::sum, true>(expr::as_expr(std::forward<A>(a)));
 }
 template <class A>
   requires expr::ExprOperand<A>
 auto max(A&& a, LastAxis) {
+  expr::refuse_var_operand<A>();
   return expr::reduce_last<expr::ReduceKind::max, false>(expr::as_expr(std::forward<A>(a)));
 }
 
