@@ -16,7 +16,10 @@
 // The activation: Google's modeling.py computes "gelu" as the tanh approximation, while
 // Hugging Face's "gelu" is the erf form. bert_config.json says "gelu" in both worlds, so
 // which one a model needs depends on where its weights come from: tanh for a TF
-// checkpoint, as the config says for safetensors (docs/checkpoints.md).
+// checkpoint, as the config says for safetensors. The loaders here leave that to the
+// caller: bert::BertConfig reads "gelu" as erf (Hugging Face's reading), so code that
+// loads a TF checkpoint sets config.hidden_act = bert::Activation::gelu_tanh itself, as
+// ner_span_classifier does (docs/checkpoints.md).
 
 #include <algorithm>
 #include <filesystem>

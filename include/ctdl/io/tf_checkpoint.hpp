@@ -17,7 +17,8 @@
 //            masked CRC-32C of the block and the type byte
 //   entry  = varint32 shared, varint32 non_shared, varint32 value_length,
 //            key bytes after the first `shared` of the previous key, value bytes
-// The index block maps the last key of each data block to that block's handle.
+// The index block maps, for each data block, a key at or after its last key (and before
+// the next block's first: TensorFlow writes the shortest such separator) to its handle.
 // TensorFlow's BundleWriter writes uncompressed blocks (table::kNoCompression); a snappy
 // block is refused, saying so.
 //

@@ -7,7 +7,8 @@
 //              significand, fp32 accumulation), as torch's allow_tf32: the opt-in for
 //              speed on GPUs; on a CPU exactly Fp32 (CPUs have no TF32)
 //   Bf16Mixed  matmul inputs rounded to bf16, products accumulated and returned in fp32
-//              (as torch.autocast(bfloat16) does): oneDNN runs them on AVX512-BF16 or AMX
+//              (torch.autocast(bfloat16) rounds the same inputs but returns bf16 products:
+//              one rounding more): oneDNN runs them on AVX512-BF16 or AMX
 //              where the CPU has it
 //   Fp16Mixed  matmul inputs rounded to fp16 (so activation gradients pass through fp16
 //              and can underflow or overflow), fp32 accumulation, plus dynamic loss
