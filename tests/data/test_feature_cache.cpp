@@ -94,6 +94,16 @@ TEST_CASE("bad rows: an error leaves no cache behind, skip_bad_rows counts them 
   CHECK(report.skipped == 2);
   CHECK_THAT(report.skipped_messages.at(1), Catch::Contains("cache_bad.tsv:32: the label 'xyz' is not in"));
   CHECK(FeatureCache(cache).header().skipped_rows == 2);
+  // Reused by a call without skip_bad_rows, the cache does not hide the bad rows: the
+  // first stops it, as it stops a fresh build; with skip_bad_rows they are listed again.
+  CHECK_THROWS_WITH(prepare_span_cache(tsv, cache, kCacheLabels, builder, test::tiny_tokenizer(), false),
+                    Catch::Contains("cache_bad.tsv:31: has 3 columns"));
+  std::vector<std::size_t> lines;
+  const auto again = prepare_span_cache(tsv, cache, kCacheLabels, builder, test::tiny_tokenizer(), true, {},
+                                        [&](const SkippedRow& r) { lines.push_back(r.line); });
+  CHECK_FALSE(again.rebuilt);
+  CHECK(again.skipped == 2);
+  CHECK(lines == std::vector<std::size_t>{31, 32});
 }
 
 TEST_CASE("xxh64 is XXH64 (the reference's test values), file_fingerprint hashes a file's bytes") {

@@ -322,7 +322,8 @@ inline CacheHeader span_cache_header(const std::string& tsv, const LabelSet& lab
 /// with skip_bad_rows) and builds the features with all threads, in chunks, so memory
 /// stays flat whatever the file's size. `on_skip` hears of every skipped row, in file
 /// order, whether the cache is built or reused (a reused cache that skipped rows has the
-/// TSV read again, without tokenizing, to list them).
+/// TSV read again, without tokenizing, to list them; without skip_bad_rows that reading
+/// stops at the first bad row with its error, as a fresh build does).
 inline PrepareReport prepare_span_cache(const std::string& tsv, const std::string& cache_path, const LabelSet& labels,
                                         const SpanFeatureBuilder& builder, const text::FullTokenizer& tok,
                                         bool skip_bad_rows, const PrepareProgress& progress = {},
@@ -331,8 +332,11 @@ inline PrepareReport prepare_span_cache(const std::string& tsv, const std::strin
   const CacheHeader want = span_cache_header(tsv, labels, builder, tok);
   PrepareReport report;
   if (detail::reuse_cache(cache_path, want, report)) {
+    // A cache made with skip_bad_rows left rows out: read the TSV again, without
+    // tokenizing, to list them, or, without skip_bad_rows, to stop at the first as a
+    // fresh build would.
     if (report.skipped > 0) {
-      SpanTsvReader rescan(tsv, labels, {.skip_bad_rows = true, .on_skip = on_skip});
+      SpanTsvReader rescan(tsv, labels, {.skip_bad_rows = skip_bad_rows, .on_skip = on_skip});
       for (SpanRow row; rescan.next(row);) {
       }
       report.skipped_messages = rescan.skipped_messages();
@@ -383,8 +387,8 @@ inline PrepareReport prepare_token_cache(const std::string& conll, const std::st
   want.cut_label = want.max_words ? builder.options().cut_label : 0;
   PrepareReport report;
   if (detail::reuse_cache(cache_path, want, report)) {
-    if (report.skipped > 0) {
-      ConllReader rescan(conll, &labels, {.skip_bad_rows = true, .on_skip = on_skip});
+    if (report.skipped > 0) {  // as prepare_span_cache: list them, or stop at the first
+      ConllReader rescan(conll, &labels, {.skip_bad_rows = skip_bad_rows, .on_skip = on_skip});
       for (Sentence s; rescan.next(s);) {
       }
       report.skipped_messages = rescan.skipped_messages();
