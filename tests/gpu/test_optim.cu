@@ -11,7 +11,9 @@
 //   scale  fp16 policy (dynamic loss scaling from 1024, growth interval 2), 2 micro-
 //          batches, no clipping: seven steps with an inf (step 2) and a NaN (step 4): the
 //          skipped steps leave weights, moments and step count bit for bit unchanged, the
-//          scale halves, and it doubles after two clean steps, as the CPU LossScaler.
+//          scale halves, and it doubles after two clean steps, as the CPU LossScaler:
+//          with backoff_interval 1 (a halving at each overflow) and with the default 2
+//          (the original's: at the second overflow since the scale changed).
 // Checked per step: the finiteness flag, applied/skipped, the optimizer's step count, the
 // loss scaler's scale, clean and skipped counts (identical), the global norm, clip factor
 // and grad_scale (close), the backward's seed; after the last step: weights, the weight
@@ -165,8 +167,16 @@ Scenario scale_scenario() {
   s.options.max_grad_norm = 0;  // no clipping
   s.options.micro_batches = 2;
   const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
-  // scale 1024, 1024 -> 2048 (two clean), skip -> 1024, clean, skip -> 512, clean, clean -> 1024
+  // backoff_interval 1: scale 1024, 1024 -> 2048 (two clean), skip -> 1024, clean,
+  // skip -> 512, clean, clean -> 1024; 2: ... skip (kept 2048), clean, skip -> 1024, ...
   s.steps = {{1}, {1}, {1, 2, inf}, {0.5f}, {1, 0, nan}, {1}, {0.2f}};
+  return s;
+}
+
+Scenario scale_scenario(std::int64_t backoff_interval) {
+  Scenario s = scale_scenario();
+  s.options.scaler.backoff_interval = backoff_interval;
+  if (backoff_interval != 1) s.name = "scale (backoff_interval " + std::to_string(backoff_interval) + ")";
   return s;
 }
 
@@ -182,9 +192,10 @@ void poison_step_fields(Buffer<cuda::StepState>& state) {
 
 std::string describe(const cuda::StepState& s) {
   char line[256];
-  std::snprintf(line, sizeof line, "finite %d applied %d steps %lld scale %g clean %lld skipped %lld", s.grads_finite,
-                s.applied, static_cast<long long>(s.optimizer_steps), s.loss_scale,
-                static_cast<long long>(s.clean_steps), static_cast<long long>(s.skipped_steps));
+  std::snprintf(line, sizeof line, "finite %d applied %d steps %lld scale %g clean %lld skipped %lld overflows %lld",
+                s.grads_finite, s.applied, static_cast<long long>(s.optimizer_steps), s.loss_scale,
+                static_cast<long long>(s.clean_steps), static_cast<long long>(s.skipped_steps),
+                static_cast<long long>(s.overflow_steps));
   return line;
 }
 
@@ -268,12 +279,15 @@ void run_scenario(Report& report, Opt cpu_opt, float base_lr, const Scenario& sc
         dev.grads_finite == static_cast<int>(cpu.finite) && dev.applied == static_cast<int>(cpu.applied) &&
         dev.optimizer_steps == cpu_opt.steps() && dev.step_loss_scale == cpu.loss_scale &&
         (!options.loss_scaling || (dev.loss_scale == scaler.scale() && dev.clean_steps == scaler.clean_steps() &&
-                                   dev.skipped_steps == scaler.skipped_steps()));
+                                   dev.skipped_steps == scaler.skipped_steps() &&
+                                   dev.overflow_steps == scaler.overflow_steps()));
     char cpu_line[256];
-    std::snprintf(cpu_line, sizeof cpu_line, "finite %d applied %d steps %lld scale %g clean %lld skipped %lld",
+    std::snprintf(cpu_line, sizeof cpu_line,
+                  "finite %d applied %d steps %lld scale %g clean %lld skipped %lld overflows %lld",
                   static_cast<int>(cpu.finite), static_cast<int>(cpu.applied),
                   static_cast<long long>(cpu_opt.steps()), options.loss_scaling ? scaler.scale() : dev.loss_scale,
-                  static_cast<long long>(scaler.clean_steps()), static_cast<long long>(scaler.skipped_steps()));
+                  static_cast<long long>(scaler.clean_steps()), static_cast<long long>(scaler.skipped_steps()),
+                  static_cast<long long>(scaler.overflow_steps()));
     report.expect(at + ": decisions (device | CPU)", same_decisions, describe(dev) + " | " + cpu_line);
     report.expect(at + ": " + (expect_skip ? "skipped" : "applied"), dev.applied == (expect_skip ? 0 : 1),
                   "applied " + std::to_string(dev.applied));
@@ -396,7 +410,8 @@ int main() {
   gpu_test::require_device("gpu/optim");
   Report report("gpu/optim");
   const auto clip = clip_scenario();
-  const auto scale = scale_scenario();
+  const auto scale = scale_scenario(1);
+  const auto scale_original = scale_scenario(2);
   const optim::Sgd sgd({.momentum = 0.9, .weight_decay = 0.01});
 
   run<optim::AdamW, float>(report, optim::AdamW{}, 1e-3f, clip, 1);
@@ -409,6 +424,8 @@ int main() {
   run<optim::Lamb, float>(report, optim::Lamb{}, 1e-2f, scale, 7);
   run<optim::Sgd, float>(report, sgd, 1e-2f, scale, 8);
   run<optim::AdamW, fp16>(report, optim::AdamW{}, 1e-3f, scale, 9);
+  run<optim::AdamW, float>(report, optim::AdamW{}, 1e-3f, scale_original, 10);
+  run<optim::Lamb, fp16>(report, optim::Lamb{}, 1e-2f, scale_original, 11);
 
   edge_cases(report);
   return report.finish();

@@ -53,7 +53,7 @@ struct TrainingState {
   std::uint64_t batches_taken = 0;     ///< ... and the micro-batches taken from it
   std::uint64_t dropout_step = 0;      ///< micro-batches run so far (keys the dropout masks)
   std::int64_t optimizer_steps = 0;    ///< the optimizer's own step count
-  precision::LossScaler::State loss_scaler{1.0, 0, 0};
+  precision::LossScaler::State loss_scaler{};
   /// What must not change across a resume (batch size, seed, learning rate, data
   /// fingerprint, ...), name -> value; the names are the caller's (the programs': flags).
   std::map<std::string, std::string> settings;
@@ -133,6 +133,7 @@ inline nlohmann::json state_to_json(const TrainingState& s) {
           {"loss_scale", s.loss_scaler.scale},
           {"loss_scale_clean_steps", s.loss_scaler.clean_steps},
           {"skipped_steps", s.loss_scaler.skipped_steps},
+          {"loss_scale_overflow_steps", s.loss_scaler.overflow_steps},
           {"settings", s.settings}};
 }
 
@@ -144,8 +145,11 @@ inline TrainingState state_from_json(const nlohmann::json& j, const std::string&
     s.batches_taken = j.at("batches_taken").get<std::uint64_t>();
     s.dropout_step = j.at("dropout_step").get<std::uint64_t>();
     s.optimizer_steps = j.at("optimizer_steps").get<std::int64_t>();
-    s.loss_scaler = {j.at("loss_scale").get<double>(), j.at("loss_scale_clean_steps").get<std::int64_t>(),
-                     j.at("skipped_steps").get<std::int64_t>()};
+    s.loss_scaler = {.scale = j.at("loss_scale").get<double>(),
+                     .clean_steps = j.at("loss_scale_clean_steps").get<std::int64_t>(),
+                     .skipped_steps = j.at("skipped_steps").get<std::int64_t>(),
+                     // absent from checkpoints written before the scaler counted overflows
+                     .overflow_steps = j.value("loss_scale_overflow_steps", std::int64_t{0})};
     s.settings = j.at("settings").get<std::map<std::string, std::string>>();
     return s;
   } catch (const nlohmann::json::exception& e) {

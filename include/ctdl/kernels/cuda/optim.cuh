@@ -22,9 +22,11 @@
 //                                          double), finite = isfinite(S); then, as
 //                                          ClassifierTrainer::apply and LossScaler::update:
 //       scale_used = loss scaling ? state.loss_scale : 1
-//       finite:     applied; clean_steps + 1, and at growth_interval the scale grows
-//       not finite: skipped; under loss scaling the scale backs off (>= min_scale),
-//                   clean_steps = 0, skipped_steps + 1
+//       finite:     applied; under loss scaling LossScaler::next (clean_steps + 1,
+//                   and at growth_interval the scale grows)
+//       not finite: skipped; under loss scaling LossScaler::next (clean_steps = 0,
+//                   skipped_steps + 1, and at the backoff_interval-th overflow since
+//                   the scale last changed it backs off, >= min_scale)
 //       unscale    = float(1 / (scale_used * max(1, micro_batches)))
 //       grad_norm  = sqrt(S) * unscale                     (optim::global_grad_norm)
 //       clip       = clip_factor(grad_norm, max_grad_norm)  (optim::clip_factor)
@@ -159,12 +161,13 @@ class ParamList {
 };
 
 /// What one training run's step decisions need, kept in device memory (one StepState
-/// per run, owned by the caller; a checkpoint saves the first four fields).
+/// per run, owned by the caller; a checkpoint saves the first five fields).
 struct StepState {
   // Kept across steps.
   double loss_scale = 1;             ///< LossScaler::scale(): what the next backward multiplies the loss by
   std::int64_t clean_steps = 0;      ///< LossScaler::clean_steps()
   std::int64_t skipped_steps = 0;    ///< LossScaler::skipped_steps()
+  std::int64_t overflow_steps = 0;   ///< LossScaler::overflow_steps()
   std::int64_t optimizer_steps = 0;  ///< the optimizer's steps(): applied updates (LAMB's t)
   // This step's, written by prepare_step.
   double grad_sum_squares = 0;  ///< sum of the stored gradients' squares (before any scaling)
@@ -192,8 +195,11 @@ inline void write_step_state(StepState* state, const StepState& value, cudaStrea
 /// A host copy of *state, for logging and checkpoints; synchronises `stream`.
 inline StepState read_step_state(const StepState* state, cudaStream_t stream = current_stream());
 /// The loss scaler's part of a host copy, for train::TrainState.
-inline precision::LossScaler::State scaler_state(const StepState& s) {
-  return {s.loss_scale, s.clean_steps, s.skipped_steps};
+CTDL_HOST_DEVICE inline precision::LossScaler::State scaler_state(const StepState& s) {
+  return {.scale = s.loss_scale,
+          .clean_steps = s.clean_steps,
+          .skipped_steps = s.skipped_steps,
+          .overflow_steps = s.overflow_steps};
 }
 /// *seed = float(state->loss_scale): the backward's seed under loss scaling (the CPU seeds
 /// tape.backward with static_cast<float>(scaler.scale())).
@@ -304,16 +310,13 @@ inline __global__ void decide_step_kernel(const double* partial, std::int64_t ch
   s.grads_finite = finite;
   s.applied = finite;
   s.step_loss_scale = options.loss_scaling ? s.loss_scale : 1.0;
-  if (options.loss_scaling) {  // LossScaler::update
-    const auto& o = options.scaler;
-    if (!finite) {
-      s.loss_scale = ::fmax(o.min_scale, s.loss_scale * o.backoff_factor);
-      s.clean_steps = 0;
-      ++s.skipped_steps;
-    } else if (++s.clean_steps >= o.growth_interval) {
-      s.loss_scale *= o.growth_factor;
-      s.clean_steps = 0;
-    }
+  if (options.loss_scaling) {  // LossScaler::update: its rule, on the device
+    precision::LossScaler::State scaler = scaler_state(s);
+    precision::LossScaler::next(scaler, options.scaler, finite);
+    s.loss_scale = scaler.scale;
+    s.clean_steps = scaler.clean_steps;
+    s.skipped_steps = scaler.skipped_steps;
+    s.overflow_steps = scaler.overflow_steps;
   }
   if (finite) {  // ClassifierTrainer::apply
     const int micro_batches = options.micro_batches > 1 ? options.micro_batches : 1;
@@ -562,6 +565,7 @@ inline StepState initial_step_state(const precision::LossScaler::State& scaler, 
   s.loss_scale = scaler.scale;
   s.clean_steps = scaler.clean_steps;
   s.skipped_steps = scaler.skipped_steps;
+  s.overflow_steps = scaler.overflow_steps;
   s.optimizer_steps = optimizer_steps;
   return s;
 }
