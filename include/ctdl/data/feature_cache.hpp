@@ -6,8 +6,10 @@
 //   a 512-byte header: magic "CTDLFEAT", format version, feature kind, and everything
 //     the features depend on -- vocabulary and label-set fingerprints, max_seq_length,
 //     casing, max_input_chars_per_word, the control-character rule (TokenizerRules),
-//     replace_span, the source file's size and the XXH64 of its content -- then the row
-//     count, record size and the [PAD] id;
+//     replace_span, token features' max_words and cut_label, the source file's size and
+//     the XXH64 of its content -- then the row count, record size, the [PAD] id and the
+//     number of rows (sentences) skip_bad_rows left out (not 0: a reused cache has its
+//     source read again, to list them or, without skip_bad_rows, to stop at the first);
 //   then fixed-size records, one per row:
 //     span  : int32 input_ids[M], int32 label_id, uint32 source line
 //     token : int32 input_ids[M], int32 label_ids[M] (-1 = not scored), uint32 sentence,

@@ -1,8 +1,11 @@
 #pragma once
 // LineReader: the lines of a text file, numbered, from a memory mapping. A line ends at
-// LF, CRLF or a lone CR (old Mac files), as Python's universal newlines read them -- the
-// original pipeline read its files that way, and a CR-only file read as one line would
-// silently become one row.
+// LF, CRLF or a lone CR (old Mac files), as Python's universal newlines read them: a
+// CR-only file read as one line would silently become one row. The original pipeline read
+// labels.txt and vocab.txt that way (open()); its TSV and CoNLL readers
+// (tf.io.gfile.GFile) end a line at LF only and delete every CR, so there a lone CR glued
+// the text on its two sides together, where this reader splits it. Files whose only CRs
+// are those of CRLF endings read the same in both.
 //
 // Pages already read are dropped from the process's resident set every 64 MiB, so
 // reading a file of any size keeps memory flat. The string_views it returns point into

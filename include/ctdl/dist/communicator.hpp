@@ -43,7 +43,10 @@
 // Misuse (a negative count, a null buffer with a non-zero count, a count not divisible
 // by N, a root out of range, overlapping buffers) throws ctdl::Error naming the
 // communicator, the collective, the rank and the problem, before any rank communicates.
-// Those checks depend only on arguments every rank passes alike, so every rank throws.
+// The count, divisibility and root checks depend only on arguments every rank passes
+// alike, so every rank throws. The buffer checks (null, overlap; NcclComm's device
+// memory) see this rank's pointers: a rank that fails them alone leaves the others in
+// the collective, and must end the job (abort_job, run_or_abort).
 
 #include <concepts>
 #include <cstdint>
@@ -92,7 +95,8 @@ concept Communicator = requires(C& comm, const C& ccomm, float* f, const float* 
   comm.abort_job(message);
 };
 
-/// A communicator that can start an all_reduce and finish it later (LocalComm, MpiComm):
+/// A communicator that can start an all_reduce and finish it later (LocalComm, MpiComm,
+/// NcclComm, AnyComm):
 /// what overlaps gradient communication with backward (dist/data_parallel.hpp).
 template <class C>
 concept AsyncCommunicator = Communicator<C> && requires(C& comm, float* f, std::int64_t count) {

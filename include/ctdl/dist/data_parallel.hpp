@@ -1,9 +1,12 @@
 #pragma once
 // Data-parallel training: every rank holds the whole model, runs forward and backward on
 // its slice of each global batch (data::Batcher's rank / world_size), and the ranks
-// average their gradients before anyone updates. With N ranks at b rows each, the
-// averaged gradient is the gradient of the mean loss over the N*b rows: the step one
-// process takes at batch N*b (up to the order of float additions).
+// average their gradients before anyone updates. With N ranks at b rows each of span
+// features, the averaged gradient is the gradient of the mean loss over the N*b rows: the
+// step one process takes at batch N*b (up to the order of float additions). For token
+// features whose loss is the mean over each micro-batch's scored words (first-piece
+// labels), it is the mean of the ranks' means: one process's step only up to the
+// micro-batches' word counts.
 //
 //   GradientAverager  the averaging, in fused buckets. Parameters are grouped, in reverse
 //                     order (backward reaches the last layers first), into buckets of
@@ -65,7 +68,9 @@ class GradientSync {
 };
 
 struct DataParallelOptions {
-  std::int64_t bucket_bytes = std::int64_t{25} << 20;  ///< gradients fused per all-reduce (Horovod's and PyTorch DDP's 25 MiB)
+  /// Gradients fused per all-reduce: PyTorch DDP's 25 MiB (Horovod, which the original
+  /// pipeline used, fuses what is ready into a buffer of 64 MB by default).
+  std::int64_t bucket_bytes = std::int64_t{25} << 20;
   bool overlap = true;  ///< start each bucket's all-reduce during backward, as soon as it is complete
   /// ZeRO stage 1 (dist/sharded_optimizer.hpp): the optimizer state split across the
   /// ranks, gradients reduce-scattered, weights all-gathered (train::fit; the buckets and

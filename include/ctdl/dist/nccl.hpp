@@ -21,9 +21,10 @@
 // says whether the reduction has finished.
 //
 // Types: float = ncclFloat, bf16 = ncclBfloat16, fp16 = ncclFloat16; sum = ncclSum,
-// avg = ncclAvg (NCCL >= 2.10). Buffers must be device memory of the communicator's GPU:
-// a host pointer is an Error naming the collective, not a crash inside NCCL. NCCL
-// failures throw ctdl::Error naming the call and ncclGetErrorString's text.
+// avg = ncclAvg (NCCL >= 2.10). Buffers must be device (or managed) memory of the
+// communicator's GPU: a host pointer is an Error naming the collective, not a crash
+// inside NCCL. NCCL failures throw ctdl::Error naming the call and ncclGetErrorString's
+// text.
 //
 // One rank per GPU is NCCL's rule (two ranks of one communicator on one GPU is an error),
 // so a single-GPU machine can run NcclComm with one rank only.

@@ -23,6 +23,8 @@
 //
 // Checkpoints hold the whole state: gather_state() (collective) assembles it in an
 // optimizer of the wrapped type, scatter_state() takes this rank's slice back from one.
+// Both need the moments as m() and v() (AdamW; not Sgd, whose sharded state cannot be
+// checkpointed).
 // A checkpoint written by N ranks resumes on any number of ranks, or on one process.
 //
 // A model on a CUDA device (D = Cuda; the communicator takes device buffers: NcclComm)

@@ -5,8 +5,11 @@
 // mean, each 0 when its denominator is 0 (sklearn's zero_division=0); support = true
 // count. Averages: micro (from the summed counts; for single-label data precision,
 // recall and F1 all equal accuracy, as the original pipeline reports), macro (the plain
-// mean over classes) and weighted (the mean weighted by support). The confusion matrix
-// has true classes as rows and predicted classes as columns.
+// mean over the L classes) and weighted (the mean weighted by support). The original
+// pipeline's tf_metrics averages macro over its classifier's L + 1 classes, the extra
+// one never a gold label and so scoring 0: for the same predictions its precision_mac,
+// recall_mac and f1-macro are these x L / (L + 1); micro and weighted are the same.
+// The confusion matrix has true classes as rows and predicted classes as columns.
 
 #include <cmath>
 #include <cstdint>

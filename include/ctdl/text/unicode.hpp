@@ -126,7 +126,8 @@ enum class ControlCategories : std::uint8_t {
 
 /// tokenization.py's _is_control: tab, newline and carriage return are not control (both
 /// releases count them as whitespace); otherwise the categories `which` names. Unassigned
-/// (Cn) follows utf8proc's Unicode version, which may be newer than a given Python's.
+/// (Cn) follows utf8proc's Unicode version, which may be newer than a given Python's (the
+/// original pipeline ran Python 3.6: Unicode 9.0).
 inline bool is_control(codepoint cp, ControlCategories which) {
   if (cp == U'\t' || cp == U'\n' || cp == U'\r') return false;
   const auto c = category(cp);

@@ -1,8 +1,10 @@
 #pragma once
 // Vocab: a BERT vocab.txt, one token a line, line i (from 0) is id i.
 //
-// Read as Google's tokenization.load_vocab reads it: each line stripped of surrounding
-// whitespace; LF or CRLF endings. A token that appears on two lines is an error (Google's
+// Read as the original pipeline's tokenization.load_vocab reads it (Python's open():
+// LF, CRLF or a lone CR ends a line): each line stripped of surrounding whitespace.
+// Google's release reads through tf.gfile, which deletes CRs instead (a CR-only file is
+// one token there). A token that appears on two lines is an error (Google's
 // and Hugging Face's loaders disagree on which id it gets). The special tokens BERT needs
 // ([PAD], [UNK], [CLS], [SEP]) must be present; their ids are looked up once.
 //
@@ -70,8 +72,9 @@ class Vocab {
     if (!in) throw Error(path.string() + ": cannot open the vocabulary file");
     std::vector<std::string> tokens;
     std::string chunk;
-    // A line ends at LF, CRLF or a lone CR, as Python's universal newlines (and so
-    // Google's load_vocab) read it: a CR-only file has a token a line, not one line.
+    // A line ends at LF, CRLF or a lone CR, as Python's universal newlines (and so the
+    // original pipeline's load_vocab) read it: a CR-only file has a token a line, not one
+    // line.
     while (std::getline(in, chunk)) {
       if (!chunk.empty() && chunk.back() == '\r') chunk.pop_back();
       std::string_view rest = chunk;

@@ -4,7 +4,9 @@
 //
 //   fit        epochs of shuffled micro-batches; gradient accumulation; BERT's warmup +
 //              linear decay schedule; global-norm clipping; dynamic loss scaling (a step
-//              whose gradients overflow is skipped and run again with half the scale);
+//              whose gradients overflow is skipped, its rows not rerun, and the next
+//              micro-batches make that step again; by default the scale halves at the
+//              second overflow since it last changed: precision/loss_scaler.hpp);
 //              progress records; evaluation every N steps if asked; checkpoints every N
 //              steps and at the end, and exact resume from the newest valid one
 //              (train/checkpoint.hpp)
@@ -16,12 +18,12 @@
 //
 // Exact resume. Everything that decides the next step is in the checkpoint: the weights,
 // AdamW's moments, the global step (the learning rate is a function of it), the loss
-// scaler (scale and clean-step count), the dropout stream position (ClassifierTrainer's
-// seed and micro-batch count) and the data position (the batcher's epoch, whose shuffle is
-// keyed by (seed, epoch), and the batches taken from it). The kernels add in an order that
-// depends on the sizes and the thread count only (optim::ordered_sum_of_squares says why
-// the gradient norm needs care), so with the same thread count a resumed run repeats the
-// uninterrupted one bit for bit.
+// scaler (scale, clean-step and overflow counts), the dropout stream position
+// (ClassifierTrainer's seed and micro-batch count) and the data position (the batcher's
+// epoch, whose shuffle is keyed by (seed, epoch), and the batches taken from it). The
+// kernels add in an order that depends on the sizes and the thread count only
+// (optim::ordered_sum_of_squares says why the gradient norm needs care), so with the same
+// thread count a resumed run repeats the uninterrupted one bit for bit.
 
 #include <chrono>
 #include <cstdint>
@@ -55,8 +57,10 @@ struct CheckpointOptions {
   bool resume = false;               ///< continue from the newest valid checkpoint under root
   std::map<std::string, std::string> extra_files = {};  ///< name in the checkpoint -> file copied into each
   /// What must match for a resume (name -> value). Empty: fit records its own options
-  /// (batch_size, accumulation_steps, epochs, learning_rate, warmup_proportion,
-  /// max_grad_norm, shuffle, seed), the precision and the XXH64 of the training data.
+  /// (batch_size (the global batch), accumulation_steps, epochs, learning_rate,
+  /// warmup_proportion, max_grad_norm, shuffle, pad_to_max_length, group_by_length,
+  /// seed, and token_scheme when it is tensorflow), the precision and the XXH64 of the
+  /// training data.
   std::map<std::string, std::string> settings = {};
 };
 
