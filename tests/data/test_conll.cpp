@@ -86,6 +86,10 @@ TEST_CASE("CoNLL: CR-only line endings end lines, and skipped sentences are repo
     CHECK(listed[0].line == 4);
     CHECK(listed[0].ids == "1");
   }
+  // Reused without skip_bad_rows, the cache does not hide the bad sentence: it stops the
+  // call, as it stops a fresh build.
+  CHECK_THROWS_WITH(prepare_token_cache(path, cache_path, kBio, builder, test::tiny_tokenizer(), false),
+                    Catch::Contains(":4: has 1 field"));
 }
 
 TEST_CASE("token features: first piece labelled, other pieces -1, long sentences split at words") {

@@ -269,3 +269,27 @@ TEST_CASE("resuming with settings that change the run is an error naming the set
   CHECK_THROWS_WITH(train::fit<P>(model, loops_cache(), o, quiet()),
                     Catch::Contains("--train_batch_size=16") && Catch::Contains("--train_batch_size=32"));
 }
+
+TEST_CASE("state.json carries the loss scaler's counts; one written before the overflow count reads it as 0") {
+  train::TrainingState s;
+  s.global_step = 12;
+  s.epoch = 1;
+  s.batches_taken = 3;
+  s.dropout_step = 27;
+  s.optimizer_steps = 12;
+  s.loss_scaler = {.scale = 65536.0, .clean_steps = 7, .skipped_steps = 15, .overflow_steps = 1};
+  s.settings = {{"seed", "3"}};
+  auto j = train::detail::state_to_json(s);
+  const auto back = train::detail::state_from_json(j, "state.json");
+  CHECK(back.loss_scaler.scale == 65536.0);
+  CHECK(back.loss_scaler.clean_steps == 7);
+  CHECK(back.loss_scaler.skipped_steps == 15);
+  CHECK(back.loss_scaler.overflow_steps == 1);
+  CHECK(back.global_step == 12);
+  CHECK(back.settings == s.settings);
+  j.erase("loss_scale_overflow_steps");  // as an earlier ctdl wrote it
+  CHECK(train::detail::state_from_json(j, "state.json").loss_scaler.overflow_steps == 0);
+  j.erase("loss_scale");
+  CHECK_THROWS_WITH(train::detail::state_from_json(j, "old/state.json"),
+                    Catch::Contains("old/state.json: not a training state"));
+}
