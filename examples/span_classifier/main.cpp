@@ -1,12 +1,13 @@
 // ner_span_classifier: fine-tunes and applies a BERT span classifier, flag-compatible with
-// the original run_ner_consensus.py (TensorFlow 1.15 + Horovod); with --task_name=ner, a
-// token classifier as BioBERT's and NVIDIA's run_ner.py (CoNLL train/devel/test.tsv).
+// the original run_ner_consensus.py (TensorFlow 1.15 + Horovod), whose defaults it keeps
+// (batch 64, learning rate 5e-6, 10 epochs, cased text); with --task_name=ner, a token
+// classifier as BioBERT's and NVIDIA's run_ner.py (CoNLL train/devel/test.tsv).
 //
 //   build/bin/ner_span_classifier --do_prepare --do_train --do_eval --do_predict
 //       --task_name=consensus --vocab_file=vocab.txt --bert_config_file=bert_config.json
 //       --init_checkpoint=model.safetensors --data_dir=data --labels_dir=labels
 //       --output_dir=out --max_seq_length=128 --train_batch_size=32 --learning_rate=2e-5
-//       --num_train_epochs=3 --cased=true
+//       --num_train_epochs=4     (a shorter recipe than the defaults)
 //
 // docs/span_classifier.md describes every flag, the inputs and the outputs.
 
