@@ -270,7 +270,7 @@ TEST_CASE("resuming with settings that change the run is an error naming the set
                     Catch::Contains("--train_batch_size=16") && Catch::Contains("--train_batch_size=32"));
 }
 
-TEST_CASE("state.json carries the loss scaler's counts; one written before the overflow count reads it as 0") {
+TEST_CASE("state.json carries the loss scaler's counts, and one written before the overflow count reads it as 0") {
   train::TrainingState s;
   s.global_step = 12;
   s.epoch = 1;
