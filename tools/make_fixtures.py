@@ -38,7 +38,10 @@ imports are stubbed, as it only uses them to open files and read a flag.
             by ORIGINAL_PATCHES (each replacement must match exactly once, or the tool
             stops): max_input_chars_per_word defaults to 100, and _is_control counts every
             category starting with "C" (Cc, Cf, Co, Cn, Cs), as Hugging Face does. Both keep
-            tab, newline and carriage return out of control (they are whitespace).
+            tab, newline and carriage return out of control (they are whitespace). It runs
+            with Unicode 9.0's categories, as the original did on Python 3.6
+            (tools/unicode9.py: a character assigned since is Cn, so dropped); Google's
+            with this Python's.
 
 Usage:
   python3 tools/make_fixtures.py bert [--out tests/fixtures]
@@ -53,6 +56,8 @@ import subprocess
 import sys
 import types
 import unicodedata
+
+import unicode9  # tools/unicode9.py, beside this file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.join(HERE, "..", "tests", "fixtures")
@@ -206,7 +211,7 @@ ORIGINAL_PATCHES = [
 
 def reference_tokenizations(cache):
     """{rules: tokenization module} for RULES: Google's file, and the original's (Google's
-    with ORIGINAL_PATCHES applied)."""
+    with ORIGINAL_PATCHES applied, reading Unicode 9.0's categories)."""
     google = google_tokenization(cache)
     source = google.__loader__.get_source(google.__name__)  # read from inside the wheel
     for theirs, ours in ORIGINAL_PATCHES:
@@ -217,6 +222,14 @@ def reference_tokenizations(cache):
     original = types.ModuleType("bert_tokenization_original")
     original.__file__ = google.__file__ + " (original pipeline's rules)"
     exec(compile(source, original.__file__, "exec"), original.__dict__)
+    # Python 3.6's unicodedata, for the two calls tokenization.py makes: category() from
+    # Unicode 9.0's tables; normalize("NFD") from this Python (canonical decompositions
+    # of characters that 9.0 has are stable; the others are dropped before). Its
+    # str.lower() is this Python's, which unicode9 checks is 9.0's for every 9.0 character.
+    ucd = unicode9.Database(cache)
+    unicode9.check_lower_matches_python(ucd)
+    original.unicodedata = types.SimpleNamespace(category=lambda ch: ucd.category(ord(ch)),
+                                                 normalize=unicodedata.normalize, unidata_version=unicode9.VERSION)
     return {"original": original, "google": google}
 
 
@@ -278,13 +291,18 @@ TRICKY = [
 # (Cn: U+0378, U+0530, U+E0080, noncharacters U+FDD0, U+FFFF) characters -- dropped by the
 # original's rules, kept by Google's. Cs (surrogates) cannot be written in well-formed
 # UTF-8, so no text here holds one. The Cn code points are unassigned in every Unicode
-# version Python or utf8proc may use. Part of TRICKY, and of the shared goldens as the
-# corpus "separating".
+# version Python or utf8proc may use. The last text holds characters assigned after
+# Unicode 9.0 (U+9FD6, U+1F92A, U+0860: 10.0; U+1E030: 15.0, which this Python (14.0)
+# and utf8proc (15.0) both keep under Google's rules) and characters whose category changed
+# since 9.0: U+166D Po -> So, U+111C9 Po -> Mn, U+1734 Mn -> Mc, U+A9BD Mc -> Mn (the marks
+# matter to uncased models, which strip Mn). Part of TRICKY, and of the shared goldens as
+# the corpus "separating".
 SEPARATING = [
     "a" * 100 + " " + "a" * 101,
     "é" * 100 + " " + "é" * 101 + " Naloxone " + "b" * 101 + ".",
     "ab\ue000cd ef\u0378gh \U000f0000 x\uffffy \uf8ff \u0530 \ufdd0 tag\U000e0080end",
     "Ca2\ue000+ IL-\u03782 \ue000 \u0378",
+    "\u9fd5\u9fd6 smile\U0001f92a x\u0860y \U0001e030mod chi\u166dsign sa\U000111c9rada pa\u1734mud ja\ua9bdva",
 ]
 TRICKY += SEPARATING
 
@@ -328,7 +346,8 @@ def make_tokenizer(args):
         cases.append(case)
     out = {"made_by": "tools/make_fixtures.py tokenizer",
            "reference": {"original": f"the original pipeline's tokenization.py: Google's ({REFERENCE_WHEEL}) "
-                                     "with ORIGINAL_PATCHES (100 code points; control = every C* category)",
+                                     "with ORIGINAL_PATCHES (100 code points; control = every C* category; "
+                                     f"Unicode {unicode9.VERSION}'s categories, tools/unicode9.py)",
                          "google": f"Google BERT tokenization.py ({REFERENCE_WHEEL}): 200 code points; control = Cc, Cf"},
            "python_unicode_version": unicodedata.unidata_version,
            "cases": cases}

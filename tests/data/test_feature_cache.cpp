@@ -192,3 +192,26 @@ TEST_CASE("a cache made under other tokenizer control-character rules is rebuilt
   CHECK(FeatureCache(cache).header().control_categories ==
         static_cast<std::uint32_t>(text::ControlCategories::cc_cf));
 }
+
+TEST_CASE("a cache made before the tokenizer read Unicode 9.0's categories is rebuilt") {
+  // Such a cache's header has 0 where the tokenizer's character database is now recorded;
+  // its features may hold characters assigned since 9.0, which the original rules drop.
+  const auto tsv = write_rows("cache_unicode.tsv", 30);
+  const std::string cache = std::string(CTDL_TEST_TMP) + "/cache_unicode.features";
+  fs::remove(cache);
+  const auto& tok = test::tiny_tokenizer();
+  const SpanFeatureBuilder builder(tok, {.max_seq_length = 16});
+  CHECK(prepare_span_cache(tsv, cache, kCacheLabels, builder, tok, false).rebuilt);
+  CHECK(FeatureCache(cache).header().unicode_data == static_cast<std::uint32_t>(text::UnicodeData::v9_0));
+  {
+    std::fstream f(cache, std::ios::in | std::ios::out | std::ios::binary);
+    const std::uint32_t older = 0;
+    f.seekp(static_cast<std::streamoff>(offsetof(CacheHeader, unicode_data)));
+    f.write(reinterpret_cast<const char*>(&older), sizeof older);
+  }
+  const auto report = prepare_span_cache(tsv, cache, kCacheLabels, builder, tok, false);
+  CHECK(report.rebuilt);
+  CHECK_THAT(report.reason, Catch::Contains("before the tokenizer read Unicode 9.0"));
+  CHECK(FeatureCache(cache).header().unicode_data == static_cast<std::uint32_t>(text::UnicodeData::v9_0));
+  CHECK_FALSE(prepare_span_cache(tsv, cache, kCacheLabels, builder, tok, false).rebuilt);
+}

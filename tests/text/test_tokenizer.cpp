@@ -51,9 +51,9 @@ void check_goldens(const std::string& key, F&& tokenize) {
 TEST_CASE("BasicTokenizer matches tokenization.py on tricky text, both rule sets") {
   for (auto rules : {TokenizerRules::original, TokenizerRules::google}) {
     const std::string name(to_string(rules));
-    const auto control = rule_set(rules).control;
-    const BasicTokenizer cased({.lower_case = false, .control = control}),
-        uncased({.lower_case = true, .control = control});
+    const auto [limit, control, unicode] = rule_set(rules);
+    const BasicTokenizer cased({.lower_case = false, .control = control, .unicode = unicode}),
+        uncased({.lower_case = true, .control = control, .unicode = unicode});
     check_goldens(name + ".basic_cased", [&](const std::string& t) { return cased.tokenize(t); });
     check_goldens(name + ".basic_uncased", [&](const std::string& t) { return uncased.tokenize(t); });
   }

@@ -25,46 +25,50 @@ TEST_CASE("UTF-8 round trip and code point counting") {
 }
 
 TEST_CASE("character classes follow tokenization.py") {
-  // control, both rules: Cc and Cf except tab/newline/CR (whitespace to both releases)
-  for (auto rule : {ControlCategories::all_c, ControlCategories::cc_cf}) {
-    CHECK(is_control(0x00, rule));
-    CHECK(is_control(0x7F, rule));
-    CHECK(is_control(0x85, rule));
-    CHECK(is_control(0x200B, rule));  // zero-width space (Cf)
-    CHECK(is_control(0xFEFF, rule));  // BOM (Cf)
-    CHECK(is_control(0x00AD, rule));  // soft hyphen (Cf)
-    CHECK_FALSE(is_control(U'\t', rule));
-    CHECK_FALSE(is_control(U'\n', rule));
-    CHECK_FALSE(is_control(U'\r', rule));
-    CHECK_FALSE(is_control(U'a', rule));
-    CHECK_FALSE(is_control(0x4E2D, rule));
+  // What holds in both databases: every character here is in Unicode 9.0.
+  for (auto db : {UnicodeData::v9_0, UnicodeData::utf8proc}) {
+    CAPTURE(static_cast<int>(db));
+    // control, both rules: Cc and Cf except tab/newline/CR (whitespace to both releases)
+    for (auto rule : {ControlCategories::all_c, ControlCategories::cc_cf}) {
+      CHECK(is_control(0x00, rule, db));
+      CHECK(is_control(0x7F, rule, db));
+      CHECK(is_control(0x85, rule, db));
+      CHECK(is_control(0x200B, rule, db));  // zero-width space (Cf)
+      CHECK(is_control(0xFEFF, rule, db));  // BOM (Cf)
+      CHECK(is_control(0x00AD, rule, db));  // soft hyphen (Cf)
+      CHECK_FALSE(is_control(U'\t', rule, db));
+      CHECK_FALSE(is_control(U'\n', rule, db));
+      CHECK_FALSE(is_control(U'\r', rule, db));
+      CHECK_FALSE(is_control(U'a', rule, db));
+      CHECK_FALSE(is_control(0x4E2D, rule, db));
+    }
+    // the original pipeline's rule drops every C* category; Google's keeps Co, Cn, Cs
+    for (char32_t c : {0xE000, 0xF8FF, 0xF0000, 0x10FFFD}) {  // private use (Co)
+      CHECK(is_control(c, ControlCategories::all_c, db));
+      CHECK_FALSE(is_control(c, ControlCategories::cc_cf, db));
+    }
+    for (char32_t c : {0x0378, 0xFFFF, 0xFDD0, 0xE0080}) {  // unassigned, noncharacters (Cn)
+      CHECK(is_control(c, ControlCategories::all_c, db));
+      CHECK_FALSE(is_control(c, ControlCategories::cc_cf, db));
+    }
+    CHECK(is_control(0xD800, ControlCategories::all_c, db));  // a surrogate (Cs): not in valid UTF-8
+    CHECK_FALSE(is_control(0xD800, ControlCategories::cc_cf, db));
+    // whitespace: space, \t \n \r, Zs
+    CHECK(is_whitespace(U' ', db));
+    CHECK(is_whitespace(0x00A0, db));
+    CHECK(is_whitespace(0x3000, db));
+    CHECK(is_whitespace(0x2009, db));
+    CHECK_FALSE(is_whitespace(0x2028, db));  // Zl: not whitespace to BERT ...
+    // punctuation: the ASCII ranges (including symbols $ ^ `) and P*
+    for (char32_t c : U"!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~") if (c) CHECK(is_punctuation(c, db));
+    CHECK(is_punctuation(0x00BF, db));  // ¿
+    CHECK(is_punctuation(0x2014, db));  // em dash
+    CHECK(is_punctuation(0x300C, db));  // 「
+    CHECK_FALSE(is_punctuation(0x20AC, db));  // € is Sc
+    CHECK_FALSE(is_punctuation(U'a', db));
   }
-  // the original pipeline's rule drops every C* category; Google's keeps Co, Cn, Cs
-  for (char32_t c : {0xE000, 0xF8FF, 0xF0000, 0x10FFFD}) {  // private use (Co)
-    CHECK(is_control(c, ControlCategories::all_c));
-    CHECK_FALSE(is_control(c, ControlCategories::cc_cf));
-  }
-  for (char32_t c : {0x0378, 0xFFFF, 0xFDD0, 0xE0080}) {  // unassigned, noncharacters (Cn)
-    CHECK(is_control(c, ControlCategories::all_c));
-    CHECK_FALSE(is_control(c, ControlCategories::cc_cf));
-  }
-  CHECK(is_control(0xD800, ControlCategories::all_c));  // a surrogate (Cs): not in valid UTF-8
-  CHECK_FALSE(is_control(0xD800, ControlCategories::cc_cf));
-  // whitespace: space, \t \n \r, Zs
-  CHECK(is_whitespace(U' '));
-  CHECK(is_whitespace(0x00A0));
-  CHECK(is_whitespace(0x3000));
-  CHECK(is_whitespace(0x2009));
-  CHECK_FALSE(is_whitespace(0x2028));  // Zl: not whitespace to BERT ...
-  CHECK(is_python_space(0x2028));      // ... but str.split() splits there
+  CHECK(is_python_space(0x2028));  // ... but str.split() splits there
   CHECK_FALSE(is_python_space(0x200B));
-  // punctuation: the ASCII ranges (including symbols $ ^ `) and P*
-  for (char32_t c : U"!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~") if (c) CHECK(is_punctuation(c));
-  CHECK(is_punctuation(0x00BF));  // ¿
-  CHECK(is_punctuation(0x2014));  // em dash
-  CHECK(is_punctuation(0x300C));  // 「
-  CHECK_FALSE(is_punctuation(0x20AC));  // € is Sc
-  CHECK_FALSE(is_punctuation(U'a'));
   // CJK: ideographs and compatibility ideographs, not kana or hangul
   CHECK(is_cjk(0x4E2D));
   CHECK(is_cjk(0xF900));
@@ -73,10 +77,64 @@ TEST_CASE("character classes follow tokenization.py") {
   CHECK_FALSE(is_cjk(0xD55C));  // 한
 }
 
+TEST_CASE("Unicode 9.0's categories: the original pipeline's Python 3.6") {
+  const auto v9 = [](char32_t cp) { return category(cp, UnicodeData::v9_0); };
+  const auto now = [](char32_t cp) { return category(cp, UnicodeData::utf8proc); };
+  // Assigned since 9.0: unassigned (Cn), so control, to the original; not to utf8proc.
+  for (char32_t c : {0x9FD6,     // CJK ideograph, Unicode 10.0 (9.0's last in its block: U+9FD5)
+                     0x1F92A,    // 🤪, emoji of 10.0
+                     0x0860,     // Syriac Malayalam, 10.0
+                     0x1E030}) { // modifier letter, 15.0
+    CAPTURE(static_cast<std::uint32_t>(c));
+    CHECK(v9(c) == UTF8PROC_CATEGORY_CN);
+    CHECK(now(c) != UTF8PROC_CATEGORY_CN);
+    CHECK(is_control(c, ControlCategories::all_c, UnicodeData::v9_0));
+    CHECK_FALSE(is_control(c, ControlCategories::all_c, UnicodeData::utf8proc));
+  }
+  CHECK(v9(0x9FD5) == UTF8PROC_CATEGORY_LO);
+  CHECK(v9(0x1F916) == UTF8PROC_CATEGORY_SO);  // 🤖, Unicode 8.0
+  // Categories that changed after 9.0, each in a way the tokenizer sees.
+  CHECK(v9(0x166D) == UTF8PROC_CATEGORY_PO);  // Canadian syllabics chi sign: So since 12.0
+  CHECK(is_punctuation(0x166D, UnicodeData::v9_0));
+  CHECK_FALSE(is_punctuation(0x166D, UnicodeData::utf8proc));
+  CHECK(v9(0x111C9) == UTF8PROC_CATEGORY_PO);  // Sharada sandhi mark: Mn since 10.0
+  CHECK(now(0x111C9) == UTF8PROC_CATEGORY_MN);
+  CHECK(v9(0x1734) == UTF8PROC_CATEGORY_MN);   // Hanunoo pamudpod: Mc since 14.0 (stripped when uncased)
+  CHECK(now(0x1734) == UTF8PROC_CATEGORY_MC);
+  CHECK(v9(0x10D0) == UTF8PROC_CATEGORY_LO);   // Georgian an: Ll since 11.0
+  CHECK(now(0x10D0) == UTF8PROC_CATEGORY_LL);
+
+  // The table itself: sorted runs from U+0000, each of another category than the last,
+  // and -- an independent check of the generated data -- every character assigned in 9.0
+  // has utf8proc's category there, except the few whose category Unicode changed since.
+  const auto& runs = unicode_9_0::category_runs;
+  REQUIRE(runs[0].first == 0);
+  for (std::size_t i = 1; i < std::size(runs); ++i) {
+    CHECK(runs[i].first > runs[i - 1].first);
+    CHECK(runs[i].category != runs[i - 1].category);
+  }
+  CHECK(std::size(runs) > 3000);
+  std::size_t assigned = 0, changed = 0;
+  for (char32_t cp = 0; cp < 0x110000; ++cp) {
+    if (v9(cp) == UTF8PROC_CATEGORY_CN) continue;
+    ++assigned;
+    if (v9(cp) != now(cp)) {
+      ++changed;
+      const bool georgian = cp >= 0x10D0 && cp <= 0x10FF;  // Mkhedruli: Lo -> Ll in 11.0
+      const bool known = georgian || cp == 0x166D || cp == 0x111C9 || cp == 0x1734 || cp == 0xA9BD ||
+                         cp == 0x1CF2 || cp == 0x1CF3;
+      CAPTURE(static_cast<std::uint32_t>(cp), static_cast<int>(v9(cp)), static_cast<int>(now(cp)));
+      CHECK(known);
+    }
+  }
+  CHECK(assigned == 267'753);  // Unicode 9.0's assigned code points (Co and Cs included)
+  CHECK(changed == 52);
+}
+
 TEST_CASE("append_lower is Python's str.lower()") {
   const auto lower = [](std::u32string_view s) {
     std::u32string out;
-    append_lower(s, out);
+    append_lower(s, out, UnicodeData::v9_0);
     return out;
   };
   CHECK(lower(U"ABC xyz") == U"abc xyz");

@@ -74,7 +74,8 @@ struct CacheHeader {
   // NER recipe's sentence cut; 0: none, as in older caches).
   std::uint32_t max_words = 0;
   std::int32_t cut_label = 0;
-  char reserved[512 - 232] = {};
+  std::uint32_t unicode_data = 0;  // the tokenizer's text::UnicodeData (0 in older caches)
+  char reserved[512 - 236] = {};
 
   std::string replace_span_token() const { return std::string(replace_span, replace_span_bytes); }
 
@@ -84,6 +85,7 @@ struct CacheHeader {
            vocab_fingerprint == want.vocab_fingerprint && labels_fingerprint == want.labels_fingerprint &&
            max_seq_length == want.max_seq_length && lower_case == want.lower_case &&
            max_chars_per_word == want.max_chars_per_word && control_categories == want.control_categories &&
+           unicode_data == want.unicode_data &&
            replace_span_token() == want.replace_span_token() && max_words == want.max_words &&
            (max_words == 0 || cut_label == want.cut_label) &&
            source_size == want.source_size && source_xxh64 == want.source_xxh64;
@@ -101,6 +103,9 @@ struct CacheHeader {
     if (lower_case != want.lower_case) return "other casing";
     if (max_chars_per_word != want.max_chars_per_word) return "another max_chars_per_word";
     if (control_categories != want.control_categories) return "other control-character rules (--tokenizer_rules)";
+    if (unicode_data != want.unicode_data)
+      return unicode_data == 0 ? "made before the tokenizer read Unicode 9.0's categories (--tokenizer_rules)"
+                               : "another Unicode character database (--tokenizer_rules)";
     if (replace_span_token() != want.replace_span_token()) return "another replace_span";
     if (max_words != want.max_words || (max_words != 0 && cut_label != want.cut_label))
       return max_words == 0 ? "sentences not cut by words, now cut at " + std::to_string(want.max_words) + " (--ner_scheme)"
@@ -276,6 +281,7 @@ inline CacheHeader cache_header(FeatureKind kind, const std::string& source, con
   h.pad_id = tok.vocab().special().pad;
   h.max_chars_per_word = static_cast<std::uint32_t>(tok.wordpiece().options().max_input_chars_per_word);
   h.control_categories = static_cast<std::uint32_t>(tok.basic().options().control);
+  h.unicode_data = static_cast<std::uint32_t>(tok.basic().options().unicode);
   h.record_bytes = kind == FeatureKind::span ? span_record_bytes(h.max_seq_length) : token_record_bytes(h.max_seq_length);
   stamp_source(h, source);
   return h;

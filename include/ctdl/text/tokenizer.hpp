@@ -2,9 +2,11 @@
 // BERT's tokenizers, token for token as tokenization.py. Two releases of that file differ
 // in two rules, and TokenizerRules picks one (docs/data.md has the table, with Hugging Face):
 //   original  the original pipeline's tokenization.py (run_ner_consensus.py ships it), the
-//             default: a word over 100 code points is [UNK]; every category "C*" is control
+//             default: a word over 100 code points is [UNK]; every category "C*" is control;
+//             categories as its Python 3.6 had them (Unicode 9.0: a character assigned
+//             since is unassigned, Cn, so dropped)
 //   google    Google's first BERT release (bert-tensorflow 1.0.4): 200 code points; only
-//             Cc and Cf are control
+//             Cc and Cf are control; utf8proc's categories
 // Both treat tab, newline and carriage return as whitespace, never as control.
 //
 //   BasicTokenizer      text -> words: drop NUL, U+FFFD and control characters; space
@@ -63,19 +65,21 @@ struct Words {
 
 /// Which release of tokenization.py the tokenizer reproduces.
 enum class TokenizerRules : std::uint8_t {
-  original,  ///< the original pipeline's: [UNK] above 100 code points; all C* are control
-  google,    ///< Google's first BERT release: [UNK] above 200 code points; Cc and Cf only
+  original,  ///< the original pipeline's: [UNK] above 100 code points; all C* are control; Unicode 9.0
+  google,    ///< Google's first BERT release: [UNK] above 200 code points; Cc and Cf only; utf8proc's Unicode
 };
 
 /// The settings a TokenizerRules stands for.
 struct TokenizerRuleSet {
   std::size_t max_input_chars_per_word;
   ControlCategories control;
+  UnicodeData unicode;
 };
 
 constexpr TokenizerRuleSet rule_set(TokenizerRules rules) {
-  return rules == TokenizerRules::google ? TokenizerRuleSet{200, ControlCategories::cc_cf}
-                                         : TokenizerRuleSet{100, ControlCategories::all_c};
+  return rules == TokenizerRules::google
+             ? TokenizerRuleSet{200, ControlCategories::cc_cf, UnicodeData::utf8proc}
+             : TokenizerRuleSet{100, ControlCategories::all_c, UnicodeData::v9_0};
 }
 
 /// "original" or "google", the names the programs' --tokenizer_rules flag takes.
@@ -96,28 +100,29 @@ namespace detail {
 /// What the basic tokenizer does with a character.
 enum class CharClass : std::uint8_t { drop, space, cjk, punctuation, other };
 
-inline CharClass classify_slow(codepoint cp, ControlCategories control) {
-  if (cp == 0 || cp == 0xFFFD || is_control(cp, control)) return CharClass::drop;
+inline CharClass classify_slow(codepoint cp, ControlCategories control, UnicodeData db) {
+  if (cp == 0 || cp == 0xFFFD || is_control(cp, control, db)) return CharClass::drop;
   // After cleaning, str.split() also splits at U+2028 and U+2029 (categories Zl, Zp),
   // which _is_whitespace does not turn into spaces.
-  if (is_whitespace(cp) || is_python_space(cp)) return CharClass::space;
+  if (is_whitespace(cp, db) || is_python_space(cp)) return CharClass::space;
   if (is_cjk(cp)) return CharClass::cjk;
-  if (is_punctuation(cp)) return CharClass::punctuation;
+  if (is_punctuation(cp, db)) return CharClass::punctuation;
   return CharClass::other;
 }
 
-// One table serves both control rules: the only C* category in ASCII is Cc.
+// One table serves every rule: the only C* category in ASCII is Cc, and no ASCII
+// character's category has changed since Unicode 1.1.
 inline const std::array<CharClass, 128>& ascii_classes() {
   static const auto table = [] {
     std::array<CharClass, 128> t{};
-    for (codepoint cp = 0; cp < 128; ++cp) t[cp] = classify_slow(cp, ControlCategories::cc_cf);
+    for (codepoint cp = 0; cp < 128; ++cp) t[cp] = classify_slow(cp, ControlCategories::cc_cf, UnicodeData::utf8proc);
     return t;
   }();
   return table;
 }
 
-inline CharClass classify(codepoint cp, ControlCategories control) {
-  return cp < 128 ? ascii_classes()[cp] : classify_slow(cp, control);
+inline CharClass classify(codepoint cp, ControlCategories control, UnicodeData db) {
+  return cp < 128 ? ascii_classes()[cp] : classify_slow(cp, control, db);
 }
 
 }  // namespace detail
@@ -128,6 +133,8 @@ class BasicTokenizer {
     bool lower_case = true;  ///< uncased models: lower-case and strip accents
     /// What counts as a control character (dropped): the original pipeline's rule by default.
     ControlCategories control = rule_set(TokenizerRules::original).control;
+    /// Whose general categories: the original pipeline's (Unicode 9.0) by default.
+    UnicodeData unicode = rule_set(TokenizerRules::original).unicode;
   };
 
   BasicTokenizer() = default;
@@ -144,7 +151,7 @@ class BasicTokenizer {
       const auto n = decode_one(text, pos, cp);
       if (n == 0) throw InvalidUtf8(pos);
       pos += n;
-      switch (detail::classify(cp, options_.control)) {
+      switch (detail::classify(cp, options_.control, options_.unicode)) {
         case detail::CharClass::drop:
           break;
         case detail::CharClass::space:
@@ -180,18 +187,18 @@ class BasicTokenizer {
     thread_local std::u32string lowered, decomposed;
     if (options_.lower_case) {
       lowered.clear();
-      append_lower(token, lowered);
+      append_lower(token, lowered, options_.unicode);
       view = lowered;
       if (std::any_of(lowered.begin(), lowered.end(), [](codepoint c) { return c >= 0xC0; })) {
         decomposed.clear();
         append_nfd(lowered, decomposed);
-        std::erase_if(decomposed, [](codepoint c) { return category(c) == UTF8PROC_CATEGORY_MN; });
+        std::erase_if(decomposed, [db = options_.unicode](codepoint c) { return category(c, db) == UTF8PROC_CATEGORY_MN; });
         view = decomposed;
       }
     }
     for (codepoint cp : view) {
       const bool punct = cp < 128 ? detail::ascii_classes()[cp] == detail::CharClass::punctuation
-                                  : is_punctuation(cp);
+                                  : is_punctuation(cp, options_.unicode);
       if (punct) {
         out.end_word();
         append_utf8(out.bytes, cp);
@@ -289,7 +296,9 @@ class FullTokenizer {
   FullTokenizer(Vocab vocab, Options options)
       : vocab_(std::move(vocab)),
         rules_(options.rules),
-        basic_({.lower_case = options.lower_case, .control = rule_set(options.rules).control}),
+        basic_({.lower_case = options.lower_case,
+                .control = rule_set(options.rules).control,
+                .unicode = rule_set(options.rules).unicode}),
         wordpiece_(vocab_, {.max_input_chars_per_word = options.max_input_chars_per_word != 0
                                                             ? options.max_input_chars_per_word
                                                             : rule_set(options.rules).max_input_chars_per_word}) {}

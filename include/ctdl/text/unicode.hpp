@@ -2,7 +2,9 @@
 // Unicode helpers for the BERT tokenizer, on top of utf8proc's character database.
 //
 // Every predicate here is defined the way BERT's tokenization.py defines it with
-// Python's unicodedata, so that the tokenizer built on them gives the same tokens:
+// Python's unicodedata, so that the tokenizer built on them gives the same tokens, and
+// reads the general categories of the database `UnicodeData` names: Unicode 9.0, that of
+// the original pipeline's Python 3.6 (unicode_9_0.hpp, generated), or utf8proc's own:
 //   is_control      tab, newline and carriage return never (they are whitespace); else,
 //                   under ControlCategories::all_c (the original pipeline's tokenization.py
 //                   and Hugging Face's), every category starting with "C" -- Cc, Cf, Co
@@ -18,6 +20,7 @@
 #include <utf8proc.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -25,6 +28,7 @@
 #include <vector>
 
 #include "ctdl/core/error.hpp"
+#include "ctdl/text/unicode_9_0.hpp"
 
 namespace ctdl::text {
 
@@ -110,8 +114,51 @@ inline std::size_t count_codepoints(std::string_view s) {
 
 // ---- character classes ---------------------------------------------------------------
 
-inline utf8proc_category_t category(codepoint cp) {
-  return utf8proc_category(static_cast<utf8proc_int32_t>(cp));
+/// The character database that says which general category a code point has.
+enum class UnicodeData : std::uint8_t {
+  /// Unicode 9.0: the original pipeline's Python 3.6 (NVIDIA's TensorFlow 1 containers),
+  /// whose tokenization.py dropped every character assigned since as unassigned (Cn).
+  v9_0 = 1,
+  /// utf8proc's (Unicode 15.0 in utf8proc 2.8): what a current Python roughly sees.
+  utf8proc = 2,
+};
+
+namespace detail {
+
+/// Unicode 9.0's categories as a two-stage table, built from the runs on first use (as
+/// CPython's own tables are laid out): the block of 256 code points cp lies in, then cp's
+/// place in that block; identical blocks are stored once (about 200 blocks, 50 KB).
+class Unicode9Table {
+ public:
+  Unicode9Table() {
+    const auto& runs = unicode_9_0::category_runs;
+    std::size_t run = 0;
+    std::array<std::uint8_t, 256> block{};
+    for (codepoint first = 0; first < 0x110000; first += 256) {
+      for (codepoint i = 0; i < 256; ++i) {
+        while (run + 1 < std::size(runs) && runs[run + 1].first <= first + i) ++run;
+        block[i] = runs[run].category;
+      }
+      std::size_t index = 0;
+      while (index < blocks_.size() && blocks_[index] != block) ++index;
+      if (index == blocks_.size()) blocks_.push_back(block);
+      stage1_.push_back(static_cast<std::uint16_t>(index));
+    }
+  }
+  std::uint8_t operator()(codepoint cp) const { return blocks_[stage1_[cp >> 8]][cp & 0xFF]; }
+
+ private:
+  std::vector<std::uint16_t> stage1_;
+  std::vector<std::array<std::uint8_t, 256>> blocks_;
+};
+
+}  // namespace detail
+
+/// The general category of cp in the database `db` (Cn above U+10FFFF).
+inline utf8proc_category_t category(codepoint cp, UnicodeData db) {
+  if (db == UnicodeData::utf8proc) return utf8proc_category(static_cast<utf8proc_int32_t>(cp));
+  static const detail::Unicode9Table table;
+  return cp < 0x110000 ? static_cast<utf8proc_category_t>(table(cp)) : UTF8PROC_CATEGORY_CN;
 }
 
 inline bool is_category_p(utf8proc_category_t c) {
@@ -125,30 +172,29 @@ enum class ControlCategories : std::uint8_t {
 };
 
 /// tokenization.py's _is_control: tab, newline and carriage return are not control (both
-/// releases count them as whitespace); otherwise the categories `which` names. Unassigned
-/// (Cn) follows utf8proc's Unicode version, which may be newer than a given Python's (the
-/// original pipeline ran Python 3.6: Unicode 9.0).
-inline bool is_control(codepoint cp, ControlCategories which) {
+/// releases count them as whitespace); otherwise the categories `which` names, in `db`
+/// (what is unassigned, Cn, depends on the Unicode version).
+inline bool is_control(codepoint cp, ControlCategories which, UnicodeData db) {
   if (cp == U'\t' || cp == U'\n' || cp == U'\r') return false;
-  const auto c = category(cp);
+  const auto c = category(cp, db);
   if (c == UTF8PROC_CATEGORY_CC || c == UTF8PROC_CATEGORY_CF) return true;
   return which == ControlCategories::all_c &&
          (c == UTF8PROC_CATEGORY_CO || c == UTF8PROC_CATEGORY_CN || c == UTF8PROC_CATEGORY_CS);
 }
 
 /// tokenization.py's _is_whitespace: space, tab, newline, carriage return, or category Zs.
-inline bool is_whitespace(codepoint cp) {
+inline bool is_whitespace(codepoint cp, UnicodeData db) {
   if (cp == U' ' || cp == U'\t' || cp == U'\n' || cp == U'\r') return true;
-  return category(cp) == UTF8PROC_CATEGORY_ZS;
+  return category(cp, db) == UTF8PROC_CATEGORY_ZS;
 }
 
 /// tokenization.py's _is_punctuation: the ASCII non-letter, non-digit printable ranges
 /// (so "$", "^" and "`" count although Unicode calls them symbols), or a P* category.
-inline bool is_punctuation(codepoint cp) {
+inline bool is_punctuation(codepoint cp, UnicodeData db) {
   if ((cp >= 33 && cp <= 47) || (cp >= 58 && cp <= 64) || (cp >= 91 && cp <= 96) ||
       (cp >= 123 && cp <= 126))
     return true;
-  return is_category_p(category(cp));
+  return is_category_p(category(cp, db));
 }
 
 /// tokenization.py's _is_chinese_char: the CJK Unified Ideographs blocks and extensions
@@ -176,9 +222,9 @@ inline bool is_python_space(codepoint cp) {
 
 // ---- Python's str.lower() ------------------------------------------------------------
 
-/// Unicode's Cased property: Lu, Ll, Lt, or Other_Lowercase / Other_Uppercase.
-inline bool is_cased(codepoint cp) {
-  const auto c = category(cp);
+/// Unicode's Cased property: Lu, Ll, Lt (in `db`), or Other_Lowercase / Other_Uppercase.
+inline bool is_cased(codepoint cp, UnicodeData db) {
+  const auto c = category(cp, db);
   if (c == UTF8PROC_CATEGORY_LU || c == UTF8PROC_CATEGORY_LL || c == UTF8PROC_CATEGORY_LT)
     return true;
   // Other_Lowercase and Other_Uppercase (PropList.txt, Unicode 14).
@@ -196,10 +242,10 @@ inline bool is_cased(codepoint cp) {
   return false;
 }
 
-/// Unicode's Case_Ignorable property: Mn, Me, Cf, Lm, Sk, or Word_Break MidLetter,
-/// MidNumLet or Single_Quote.
-inline bool is_case_ignorable(codepoint cp) {
-  const auto c = category(cp);
+/// Unicode's Case_Ignorable property: Mn, Me, Cf, Lm, Sk (in `db`), or Word_Break
+/// MidLetter, MidNumLet or Single_Quote.
+inline bool is_case_ignorable(codepoint cp, UnicodeData db) {
+  const auto c = category(cp, db);
   if (c == UTF8PROC_CATEGORY_MN || c == UTF8PROC_CATEGORY_ME || c == UTF8PROC_CATEGORY_CF ||
       c == UTF8PROC_CATEGORY_LM || c == UTF8PROC_CATEGORY_SK)
     return true;
@@ -215,8 +261,10 @@ inline bool is_case_ignorable(codepoint cp) {
 
 /// Appends Python's s.lower() to out: the full lower-case mapping (U+0130 becomes
 /// "i" + U+0307) and capital sigma as final sigma (U+03C2) when it ends a word
-/// (Unicode's Final_Sigma condition, which Python applies).
-inline void append_lower(std::u32string_view s, std::u32string& out) {
+/// (Unicode's Final_Sigma condition, which Python applies; the categories it looks at
+/// come from `db`). The mappings are utf8proc's: for every character assigned in Unicode
+/// 9.0 they are 9.0's too (tools/unicode9.py checks).
+inline void append_lower(std::u32string_view s, std::u32string& out, UnicodeData db) {
   for (std::size_t i = 0; i < s.size(); ++i) {
     const codepoint cp = s[i];
     if (cp < 0x80) {
@@ -226,12 +274,12 @@ inline void append_lower(std::u32string_view s, std::u32string& out) {
       out.push_back(0x0307);
     } else if (cp == 0x03A3) {
       std::size_t j = i;
-      while (j > 0 && is_case_ignorable(s[j - 1])) --j;
-      bool final_sigma = j > 0 && is_cased(s[j - 1]);
+      while (j > 0 && is_case_ignorable(s[j - 1], db)) --j;
+      bool final_sigma = j > 0 && is_cased(s[j - 1], db);
       if (final_sigma) {
         std::size_t k = i + 1;
-        while (k < s.size() && is_case_ignorable(s[k])) ++k;
-        final_sigma = k == s.size() || !is_cased(s[k]);
+        while (k < s.size() && is_case_ignorable(s[k], db)) ++k;
+        final_sigma = k == s.size() || !is_cased(s[k], db);
       }
       out.push_back(final_sigma ? 0x03C2 : 0x03C3);
     } else {
