@@ -113,7 +113,7 @@ compare_cuda() {
   echo "peak: ctdl's memory pool's high-water mark from the model in place on (cuBLASLt's workspace, a plain"
   echo "cudaMalloc of 32 MiB per device, not in it), PyTorch's max_memory_allocated likewise; ctdl"
   echo "gives the median step, the anchor the mean."
-  echo "$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1);" \
+  echo "$(timeout 20 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1);" \
     "$versions;" \
     "$warm warm-up + $reps timed steps each; $(date -u +%F)."
   [ -s "$work/torch.err" ] && [ $torch_missing = 1 ] && { echo "the anchor's stderr, last lines:"; tail -5 "$work/torch.err"; }

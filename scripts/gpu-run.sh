@@ -28,8 +28,10 @@ summary=()
 
 say "# ctdl GPU check, bundle of $(head -1 "$here/COMMIT") $(sed -n 2p "$here/COMMIT")"
 say "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC'), host $(hostname), kernel $(uname -r), $(nproc) cores"
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>&1 | sed 's/^/gpu: /' | tee -a "$report"
-gpus=$(nvidia-smi -L 2> /dev/null | grep -c '^GPU' || true)
+# (nvidia-smi under a time limit: a wedged driver must not spend the budget here)
+timeout 20 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>&1 |
+  sed 's/^/gpu: /' | tee -a "$report"
+gpus=$(timeout 20 nvidia-smi -L 2> /dev/null | grep -c '^GPU' || true)
 command -v nvcc > /dev/null && say "nvcc: $(nvcc --version | tail -1)"
 
 # Libraries a binary needs that neither lib/ nor the machine's paths hold: said in the
@@ -59,7 +61,9 @@ chmod +x "$machine_python"
 
 # Whatever a step started and left running when its limit struck (an inner timeout runs
 # in a process group of its own, out of the outer one's reach): killed before the next.
-sweep() { pkill -KILL -f "$here/(programs|tests)/|$here/pytorch_gpu_bert.py" 2> /dev/null || true; }
+# (The bundle's path as a regular expression: its metacharacters escaped.)
+here_re=$(printf '%s' "$here" | sed 's/[][\\.*^$+?(){}|]/\\&/g')
+sweep() { pkill -KILL -f "$here_re/(programs|tests)/|$here_re/pytorch_gpu_bert\.py" 2> /dev/null || true; }
 
 # run <label> <limit-s> <command...>: runs it, its output into the report as it comes, and
 # its verdict into the report and the summary. Verdicts: PASS; PASS* (passed, with a part
@@ -205,9 +209,14 @@ say ""
 say "# summary ($((SECONDS - start)) s)"
 for line in "${summary[@]}"; do say "$line"; done
 rm -f "$machine_python"
-# Exit 1: a failure or a time-out; 2: all that ran passed, but a step was not run (the
-# budget spent, or no compute-sanitizer).
+# Exit 1: a failure or a time-out; 4: no GPU (neither nvidia-smi nor CUDA found one), so
+# nothing was checked on one; 2: all that ran passed, but a step was not run (the budget
+# spent, or no compute-sanitizer).
 verdicts=$(printf '%s\n' "${summary[@]}")
 grep -q '^FAIL\|^TIMEOUT' <<<"$verdicts" && exit 1
+if [ "$gpus" -eq 0 ]; then
+  say "no GPU: every step skipped; nothing was checked on a GPU"
+  exit 4
+fi
 grep -q '^NOT RUN' <<<"$verdicts" && exit 2
 exit 0

@@ -19,6 +19,7 @@ packages=(
   python3-numpy        # ctest io/npy_numpy_reads: NumPy reads the .npy files ctdl writes
   python3 python3-pip  # test goldens: Google's tokenization.py, fetched from PyPI by tools/make_fixtures.py
   ca-certificates      # pip's HTTPS on a base system
+  procps               # ps, pkill: tests/scripts/gpu_run_test.sh (the GPU bundle's run.sh sweeps with pkill)
 )
 
 missing=()

@@ -55,7 +55,11 @@ void check_attention(Report& report, index_t batch, index_t seq, index_t hidden,
     const unsigned seed = static_cast<unsigned>(batch * 1000 + seq * 10 + hidden) + (dropout > 0 ? 7u : 0u);
     const auto q = random_values(n, seed), k = random_values(n, seed + 1), v = random_values(n, seed + 2);
     const auto dc = random_values(n, seed + 3);
-    const auto dq0 = random_values(n, seed + 4), dk0 = random_values(n, seed + 5), dv0 = random_values(n, seed + 6);
+    // The gradients already held (added to, not overwritten) are small beside what
+    // attention adds (rms 0.02-0.04 in dq here), so that the tolerance, relative to the
+    // sum, still bounds the added part.
+    const auto dq0 = random_values(n, seed + 4, -0.01f, 0.01f), dk0 = random_values(n, seed + 5, -0.01f, 0.01f),
+               dv0 = random_values(n, seed + 6, -0.01f, 0.01f);
     // Example b attends to its first max(1, S - (b + 1) S / 5) keys; the rest are padding.
     std::vector<float> mask(static_cast<std::size_t>(batch * seq));
     for (index_t b = 0; b < batch; ++b) {

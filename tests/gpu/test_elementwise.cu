@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <vector>
 
 int main() {
   using namespace ctdl;
@@ -75,5 +76,35 @@ int main() {
             listed_back[1] == -3.0f;
   if (!ok) return 1;
   std::printf("Tensor<float, S, Cuda>: construction, copy, full, fill and expressions agree\n");
+
+  // A destination read at other positions goes through a temporary, as on the CPU
+  // (expr/test_eval.cpp): one thread would otherwise read row 0 after another wrote it.
+  using S4 = Shape<dyn, 4>;
+  auto rows_of = [](const auto& dev) {
+    std::vector<float> h(static_cast<std::size_t>(dev.size()));
+    cuda::check(cudaMemcpy(h.data(), dev.data(), sizeof(float) * h.size(), cudaMemcpyDeviceToHost), "copy back");
+    return h;
+  };
+  // 4,096 rows: more threads than one block, so a race would show.
+  const index_t n_rows = 4096;
+  std::vector<float> init(static_cast<std::size_t>(n_rows * 4));
+  for (std::size_t i = 0; i < init.size(); ++i) init[i] = static_cast<float>(i % 97) + 1.0f;
+  Tensor<float, S4, Cuda> t({n_rows, 4}), u({n_rows, 4});
+  cuda::check(cudaMemcpy(t.data(), init.data(), sizeof(float) * init.size(), cudaMemcpyHostToDevice), "copy t");
+  cuda::check(cudaMemcpy(u.data(), init.data(), sizeof(float) * init.size(), cudaMemcpyHostToDevice), "copy u");
+  t = t - t[0];
+  u += lazy(u[1]);
+  const auto th = rows_of(t), uh = rows_of(u);
+  bool aliased_ok = true;
+  for (std::size_t i = 0; i < init.size() && aliased_ok; ++i) {
+    const float want_t = init[i] - init[i % 4], want_u = init[i] + init[4 + i % 4];
+    if (th[i] != want_t || uh[i] != want_u) {
+      std::printf("aliased assignment: element %zu: t = t - t[0] gave %g (want %g), u += u[1] gave %g (want %g)\n",
+                  i, th[i], want_t, uh[i], want_u);
+      aliased_ok = false;
+    }
+  }
+  if (!aliased_ok) return 1;
+  std::printf("a destination read at other positions (t = t - t[0], u += u[1]) is evaluated through a temporary\n");
   return 0;
 }

@@ -259,7 +259,11 @@ void check_sharded(Report& report, dist::NcclComm& comm) {
   device_step.store_into(whole_p);
   zero.gather_state(whole_s);
   std::size_t compared = 0;
-  bool same = whole_s.steps() == 4;
+  // Steps 2 and 4 overflowed: 3 applied, the count checkpoints keep.
+  report.expect("ZeRO-1 on one GPU: gather_state and DeviceStep's state count 3 steps",
+                whole_s.steps() == 3 && whole_p.steps() == 3,
+                std::to_string(whole_s.steps()) + " and " + std::to_string(whole_p.steps()));
+  bool same = true;
   for (std::size_t k = 0; k < whole_p.m().all().size(); ++k) {
     const auto& a = whole_p.m().all()[k];
     if (a.size() == 0) continue;
@@ -276,7 +280,7 @@ void check_sharded(Report& report, dist::NcclComm& comm) {
   resumed.scatter_state(whole_s);
   optim::AdamW again;
   resumed.gather_state(again);
-  bool round_trip = again.steps() == 4;
+  bool round_trip = again.steps() == whole_s.steps();
   for (std::size_t k = 0; k < whole_s.m().all().size(); ++k) {
     const auto& a = whole_s.m().all()[k];
     const auto& b = again.m().at(k, a.size());

@@ -470,15 +470,15 @@ inline std::string use_cuda_device(int ordinal) {
     throw Error("--device=" + which + ": no such device (this machine has " + std::to_string(count) +
                 " CUDA device" + (count == 1 ? "" : "s") + ")");
   }
-  if (const cudaError_t s = cudaSetDevice(ordinal); s != cudaSuccess) {
+  // Since CUDA 12 cudaSetDevice creates the context itself, so a busy device fails there;
+  // before, at the first call that needed one (cudaFree(nullptr) forces it).
+  const auto unusable = [&](cudaError_t s) {
     (void)cudaGetLastError();
-    throw Error("--device=" + which + ": " + cudaGetErrorString(s));
-  }
-  if (const cudaError_t s = cudaFree(nullptr); s != cudaSuccess) {  // creates the context now
-    (void)cudaGetLastError();
-    throw Error("--device=" + which + ": cannot use the device (" + cudaGetErrorString(s) +
-                (s == cudaErrorDevicesUnavailable ? "; it is busy: another process holds it exclusively" : "") + ")");
-  }
+    return Error("--device=" + which + ": cannot use the device (" + cudaGetErrorString(s) +
+                 (s == cudaErrorDevicesUnavailable ? "; it is busy: another process holds it exclusively" : "") + ")");
+  };
+  if (const cudaError_t s = cudaSetDevice(ordinal); s != cudaSuccess) throw unusable(s);
+  if (const cudaError_t s = cudaFree(nullptr); s != cudaSuccess) throw unusable(s);
   cudaDeviceProp prop{};
   if (cudaGetDeviceProperties(&prop, ordinal) != cudaSuccess) return which;
   return prop.name;

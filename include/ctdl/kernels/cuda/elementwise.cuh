@@ -45,6 +45,12 @@ __global__ void evaluate_kernel(Ev ev, T* out, std::array<index_t, R> extents, i
   }
 }
 
+template <StoreOp Op, class C, class T>
+__global__ void store_kernel(const C* from, T* out, index_t total) {
+  const index_t i = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < total) expr::store<Op>(out[i], from[i]);
+}
+
 /// One thread per element o of out (its extents `oext`, right-aligned and padded with 1s
 /// to e's rank R): out[o] += the sum, in A, of e over the positions that broadcast onto
 /// o, walked in row-major order (a fixed order: the result does not vary from run to run).
@@ -111,6 +117,23 @@ void evaluate(const E& e, T* out, const std::array<index_t, R>& out_extents, cud
   const auto ev = e.template make_eval<R>(out_extents);
   constexpr int threads = 256;
   const auto blocks = static_cast<unsigned>((total + threads - 1) / threads);
+  if (expr::reads_destination_elsewhere(e, out, out_extents)) {
+    // As on the CPU (expr/eval.hpp): t = t - t[0] would read row 0 while other threads
+    // overwrite it. Evaluate into a temporary of the expression's compute type, then
+    // store it: the result is what it would be with no aliasing, rounded once.
+    using C = std::remove_cvref_t<decltype(ev.at_flat(0))>;
+    const std::unique_ptr<C, void (*)(void*) noexcept> tmp(
+        static_cast<C*>(DeviceAllocator<Cuda>::allocate(sizeof(C) * static_cast<std::size_t>(total))),
+        &DeviceAllocator<Cuda>::deallocate);
+    detail::evaluate_kernel<StoreOp::assign><<<blocks, threads, 0, stream>>>(ev, tmp.get(), out_extents, total,
+                                                                            ev.flat_ok());
+    check(cudaGetLastError(), "cuda::evaluate launch (into a temporary)");
+    detail::store_kernel<Op><<<blocks, threads, 0, stream>>>(tmp.get(), out, total);
+    check(cudaGetLastError(), "cuda::evaluate launch (the temporary stored)");
+    // The temporary is freed on the legacy default stream: on another, wait for it first.
+    if (stream != nullptr) check(cudaStreamSynchronize(stream), "cuda::evaluate");
+    return;
+  }
   detail::evaluate_kernel<Op><<<blocks, threads, 0, stream>>>(ev, out, out_extents, total, ev.flat_ok());
   check(cudaGetLastError(), "cuda::evaluate launch");
 }
