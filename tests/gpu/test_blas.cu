@@ -270,6 +270,7 @@ int main() {
     check_linear<float>(report, 3, 37, 5, gelu, 1e-5);
     check_linear<float>(report, 2053, 64, 768, gelu, 1e-5);  // the bias sum over 65 blocks of rows, the last short
     check_linear<float>(report, 1, 1, 1, gelu, 1e-5);
+    check_linear<float>(report, 4, 0, 6, gelu, 1e-5);  // no inputs: y is the bias on every row (cuBLASLt has no K = 0)
     check_linear<bf16>(report, 256, 768, 768, gelu, 1e-4);
     check_linear<bf16>(report, 3, 37, 5, gelu, 1e-4);
   }

@@ -66,6 +66,7 @@
 
 #include "ctdl/core/dtype.hpp"
 #include "ctdl/core/error.hpp"
+#include "ctdl/expr/functors.hpp"
 #include "ctdl/kernels/cuda/common.cuh"
 #include "ctdl/kernels/cuda/reduce.cuh"
 #include "ctdl/kernels/matmul_dims.hpp"
@@ -297,6 +298,18 @@ __global__ void scale_matrix_kernel(TC* c, std::int64_t m, std::int64_t n, std::
   store(c, at, beta == 0.0f ? 0.0f : load(c, at) * beta);
 }
 
+/// C = beta C + bias, then gelu_tanh when `gelu`: the epilogue of a product over K = 0
+/// (cuBLASLt rejects K = 0; batch 1, as every epilogue).
+template <class TC>
+__global__ void empty_product_epilogue_kernel(TC* c, std::int64_t m, std::int64_t n, std::int64_t ldc, float beta,
+                                              const TC* bias, bool gelu) {
+  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= m * n) return;
+  const std::int64_t at = (i / n) * ldc + i % n;
+  const float v = (beta == 0.0f ? 0.0f : load(c, at) * beta) + load(bias, i % n);
+  store(c, at, gelu ? expr::GeluTanh{}(v) : v);
+}
+
 template <class From, class To>
 __global__ void copy_converted_kernel(const From* in, To* out, std::int64_t n) {
   const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -383,8 +396,13 @@ void gemm(const T* a, const T* b, TC* c, const GemmDims& dims, const GemmOptions
     throw Error("cuda::gemm: a bias epilogue needs a bias and batch 1: " + problem());
   }
   if (d.batch == 0 || d.m == 0 || d.n == 0) return;
-  if (d.k == 0) {  // cuBLASLt rejects K = 0; the product is empty: C = beta C (+ the epilogue, unsupported here)
-    if (opt.epilogue != Epilogue::none) throw Error("cuda::gemm: a bias epilogue with K = 0: " + problem());
+  if (d.k == 0) {  // cuBLASLt rejects K = 0; the product is empty: C = beta C (+ the epilogue)
+    if (opt.epilogue != Epilogue::none) {  // (batch 1, checked above), as the CPU's linear: the bias on every row
+      blas_detail::empty_product_epilogue_kernel<<<blocks_for(d.m * d.n), kThreads, 0, stream>>>(
+          c, d.m, d.n, d.ldc, opt.beta, bias, opt.epilogue == Epilogue::bias_gelu);
+      check_launch("cuda::gemm (the epilogue for K = 0)");
+      return;
+    }
     const std::int64_t n = d.batch * d.m * d.n;
     blas_detail::scale_matrix_kernel<<<blocks_for(n), kThreads, 0, stream>>>(c, d.m, d.n, d.ldc, d.stride_c, d.batch,
                                                                         opt.beta);
