@@ -64,6 +64,7 @@ chmod +x "$machine_python"
 # (The bundle's path as a regular expression: its metacharacters escaped.)
 here_re=$(printf '%s' "$here" | sed 's/[][\\.*^$+?(){}|]/\\&/g')
 sweep() { pkill -KILL -f "$here_re/(programs|tests)/|$here_re/pytorch_gpu_bert\.py" 2> /dev/null || true; }
+command -v pkill > /dev/null || say "pkill: missing (procps): what a step leaves running when its limit strikes is not killed"
 
 # run <label> <limit-s> <command...>: runs it, its output into the report as it comes, and
 # its verdict into the report and the summary. Verdicts: PASS; PASS* (passed, with a part
