@@ -50,6 +50,7 @@ Usage:
   python3 tools/make_fixtures.py tokenizer-shared --data ../shared/data --out build/tests/goldens
 """
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -221,7 +222,8 @@ def reference_tokenizations(cache):
         source = source.replace(theirs, ours)
     original = types.ModuleType("bert_tokenization_original")
     original.__file__ = google.__file__ + " (original pipeline's rules)"
-    exec(compile(source, original.__file__, "exec"), original.__dict__)
+    with _stubbed_imports():
+        exec(compile(source, original.__file__, "exec"), original.__dict__)
     # Python 3.6's unicodedata, for the two calls tokenization.py makes: category() from
     # Unicode 9.0's tables; normalize("NFD") from this Python (canonical decompositions
     # of characters that 9.0 has are stable; the others are dropped before). Its
@@ -241,8 +243,18 @@ def google_tokenization(cache):
         subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-d", cache,
                         REFERENCE_WHEEL], check=True)
         wheels = [f for f in os.listdir(cache) if f.startswith("bert_tensorflow-1.0.4") and f.endswith(".whl")]
-    # tokenization.py imports tensorflow (for tf.gfile.GFile), absl.flags (one flag,
-    # preserve_unused_tokens, default False) and six; stand-ins for exactly those uses.
+    sys.path.insert(0, os.path.join(cache, wheels[0]))  # a wheel is a zip: importable as is
+    with _stubbed_imports():
+        from bert import tokenization
+    return tokenization
+
+
+@contextlib.contextmanager
+def _stubbed_imports():
+    """tokenization.py imports tensorflow (for tf.gfile.GFile), absl.flags (one flag,
+    preserve_unused_tokens, default False) and six: stand-ins for exactly those uses, in
+    place of the real modules while it loads (so that a caller that has TensorFlow, such as
+    tools/make_tf_fixture.py, can load it twice without defining its flag twice)."""
     tf = types.ModuleType("tensorflow.compat.v1")
     tf.gfile = types.SimpleNamespace(GFile=lambda path, mode: open(path, mode, encoding="utf-8"))
     flags = types.ModuleType("absl.flags")
@@ -252,12 +264,18 @@ def google_tokenization(cache):
     absl.flags = flags
     six = types.ModuleType("six")
     six.PY2, six.PY3 = False, True
-    for name, mod in {"tensorflow": types.ModuleType("tensorflow"), "tensorflow.compat": types.ModuleType("tensorflow.compat"),
-                      "tensorflow.compat.v1": tf, "absl": absl, "absl.flags": flags, "six": six}.items():
-        sys.modules.setdefault(name, mod)
-    sys.path.insert(0, os.path.join(cache, wheels[0]))  # a wheel is a zip: importable as is
-    from bert import tokenization
-    return tokenization
+    stubs = {"tensorflow": types.ModuleType("tensorflow"), "tensorflow.compat": types.ModuleType("tensorflow.compat"),
+             "tensorflow.compat.v1": tf, "absl": absl, "absl.flags": flags, "six": six}
+    saved = {name: sys.modules.get(name) for name in stubs}
+    sys.modules.update(stubs)
+    try:
+        yield
+    finally:
+        for name, mod in saved.items():
+            if mod is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = mod
 
 
 # Hand-written text that exercises every rule of the basic tokenizer and WordPiece.

@@ -278,10 +278,14 @@ def make_ner(out):
     token_type_ids (all 0), input_mask, logits [features, NER_SEQ, 7]), and what that script writes
     for it (NER_result_conll.txt: the words, the gold labels, and the predictions read by
     result_to_pair from those logits)."""
-    from transformers import BertTokenizer  # a reference WordPiece (tokenization.py's algorithm)
+    # The script's own tokenizer: tokenization.py under the original pipeline's rules, with
+    # the Unicode 9.0 categories of the Python 3.6 it ran on (tools/make_fixtures.py; so
+    # 🧬, assigned in Unicode 11.0, is dropped as the script dropped it).
+    import make_fixtures
 
     vocab_file = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "tiny_vocab.txt")
-    tokenizer = BertTokenizer(vocab_file, do_lower_case=False)
+    cache = os.path.join(os.path.expanduser("~"), ".cache", "ctdl-fixtures")
+    tokenizer = make_fixtures.reference_tokenizations(cache)["original"].FullTokenizer(vocab_file, do_lower_case=False)
     vocab = len(tokenizer.vocab)
     os.makedirs(out, exist_ok=True)
     rng = np.random.default_rng(20261129)
