@@ -6,8 +6,9 @@
 # PyTorch anchor, when torch is there, and a kernel trace of a step), each under a time
 # limit, within a total budget (CTDL_GPU_CHECK_BUDGET_S, default 450 s; give the call
 # that runs it 60 s more), and writes one report. Exit 0: all passed; 1: a failure or a
-# time-out; 2: all that ran passed, but a step was not run (the budget ran out before it,
-# or compute-sanitizer is missing).
+# time-out; 4: no GPU (neither nvidia-smi nor CUDA found one), so nothing was checked on
+# one; 2: all that ran passed, but a step was not run (the budget ran out before it, or
+# compute-sanitizer is missing).
 #
 #   run.sh [report-file]      default: $OUT/gpu-report.txt where OUT is set, else beside run.sh
 #

@@ -210,12 +210,20 @@ ORIGINAL_PATCHES = [
 ]
 
 
+# What the original's Python 3.6 did differently from this Python, in the one call of
+# tokenization.py that is not a unicodedata function: str.lower(), whose final-sigma rule
+# reads the Cased and Case_Ignorable properties, here 9.0's (unicode9.lower_string).
+PYTHON36_PATCHES = [
+    ("        token = token.lower()\n", "        token = _lower_python36(token)\n"),
+]
+
+
 def reference_tokenizations(cache):
     """{rules: tokenization module} for RULES: Google's file, and the original's (Google's
     with ORIGINAL_PATCHES applied, reading Unicode 9.0's categories)."""
     google = google_tokenization(cache)
     source = google.__loader__.get_source(google.__name__)  # read from inside the wheel
-    for theirs, ours in ORIGINAL_PATCHES:
+    for theirs, ours in ORIGINAL_PATCHES + PYTHON36_PATCHES:
         if source.count(theirs) != 1:
             raise RuntimeError(f"{REFERENCE_WHEEL} tokenization.py: expected one {theirs!r}, found "
                                f"{source.count(theirs)}; the original-rules patch no longer applies")
@@ -226,12 +234,13 @@ def reference_tokenizations(cache):
         exec(compile(source, original.__file__, "exec"), original.__dict__)
     # Python 3.6's unicodedata, for the two calls tokenization.py makes: category() from
     # Unicode 9.0's tables; normalize("NFD") from this Python (canonical decompositions
-    # of characters that 9.0 has are stable; the others are dropped before). Its
-    # str.lower() is this Python's, which unicode9 checks is 9.0's for every 9.0 character.
+    # of characters that 9.0 has are stable; the others are dropped before); and its
+    # str.lower() (PYTHON36_PATCHES): 9.0's mappings and final-sigma properties.
     ucd = unicode9.Database(cache)
-    unicode9.check_lower_matches_python(ucd)
+    unicode9.check_lower_matches_python(ucd)  # so ctdl may lower-case with utf8proc's mappings
     original.unicodedata = types.SimpleNamespace(category=lambda ch: ucd.category(ord(ch)),
                                                  normalize=unicodedata.normalize, unidata_version=unicode9.VERSION)
+    original._lower_python36 = ucd.lower_string
     return {"original": original, "google": google}
 
 
@@ -309,7 +318,7 @@ TRICKY = [
 # (Cn: U+0378, U+0530, U+E0080, noncharacters U+FDD0, U+FFFF) characters -- dropped by the
 # original's rules, kept by Google's. Cs (surrogates) cannot be written in well-formed
 # UTF-8, so no text here holds one. The Cn code points are unassigned in every Unicode
-# version Python or utf8proc may use. The last text holds characters assigned after
+# version Python or utf8proc may use. The next text holds characters assigned after
 # Unicode 9.0 (U+9FD6, U+1F92A, U+0860: 10.0; U+1E030: 15.0, which this Python (14.0)
 # and utf8proc (15.0) both keep under Google's rules) and characters whose category changed
 # since 9.0: U+166D Po -> So, U+111C9 Po -> Mn, U+1734 Mn -> Mc, U+A9BD Mc -> Mn (the marks
@@ -321,6 +330,10 @@ SEPARATING = [
     "ab\ue000cd ef\u0378gh \U000f0000 x\uffffy \uf8ff \u0530 \ufdd0 tag\U000e0080end",
     "Ca2\ue000+ IL-\u03782 \ue000 \u0378",
     "\u9fd5\u9fd6 smile\U0001f92a x\u0860y \U0001e030mod chi\u166dsign sa\U000111c9rada pa\u1734mud ja\ua9bdva",
+    # A capital sigma's final form when lower-casing (uncased) depends on its neighbours'
+    # Cased and Case_Ignorable properties, which changed since 9.0 for U+055F (case-
+    # ignorable since 11.0) and Georgian U+10D0 (cased since 11.0).
+    "\u0391\u03a3\u055f\u0391 \u039f\u03a3\u10d0 \u0391\u03a3",
 ]
 TRICKY += SEPARATING
 

@@ -16,6 +16,9 @@ read here as data (the C arrays), and looked up the way CPython looks them up
 
   category(cp)     the general category ("Lu", "Cn", ...) of code point cp in Unicode 9.0
   lower(cp)        its full lower-case mapping in 9.0 (str.lower() of that one character)
+  cased(cp), case_ignorable(cp)   its Cased and Case_Ignorable properties in 9.0
+  lower_string(s)  Python 3.6's s.lower(): the mappings, and capital sigma's final form by
+                   9.0's Cased and Case_Ignorable (CPython's handle_capital_sigma)
   assigned(cp)     True unless 9.0 calls it Cn
 
 Used by tools/make_fixtures.py (the original rules' reference tokenizer runs with these
@@ -105,11 +108,41 @@ class Database:
     def assigned(self, cp):
         return self.category(cp) != "Cn"
 
+    def _type(self, cp):
+        i = self._tindex1[cp >> self._tshift]
+        return self._types[self._tindex2[(i << self._tshift) + (cp & ((1 << self._tshift) - 1))]]
+
+    def cased(self, cp):
+        """CPython's _PyUnicode_IsCased: the CASED_MASK flag."""
+        return bool(self._type(cp)[5] & 0x2000)
+
+    def case_ignorable(self, cp):
+        """CPython's _PyUnicode_IsCaseIgnorable: the CASE_IGNORABLE_MASK flag."""
+        return bool(self._type(cp)[5] & 0x1000)
+
+    def lower_string(self, s):
+        """Python 3.6's str.lower (Objects/unicodeobject.c: lower_ucs4, handle_capital_sigma)."""
+        out = []
+        for i, ch in enumerate(s):
+            cp = ord(ch)
+            if cp != 0x3A3:
+                out.append(self.lower(cp))
+                continue
+            j = i - 1
+            while j >= 0 and self.case_ignorable(ord(s[j])):
+                j -= 1
+            final = j >= 0 and self.cased(ord(s[j]))
+            if final and i < len(s) - 1:
+                j = i + 1
+                while j < len(s) and self.case_ignorable(ord(s[j])):
+                    j += 1
+                final = j == len(s) or not self.cased(ord(s[j]))
+            out.append("\u03c2" if final else "\u03c3")
+        return "".join(out)
+
     def lower(self, cp):
         """CPython's _PyUnicode_ToLowerFull (Objects/unicodectype.c)."""
-        i = self._tindex1[cp >> self._tshift]
-        upper, lower, title, decimal, digit, flags = self._types[
-            self._tindex2[(i << self._tshift) + (cp & ((1 << self._tshift) - 1))]]
+        upper, lower, title, decimal, digit, flags = self._type(cp)
         if flags & 0x4000:  # EXTENDED_CASE_MASK
             start, n = lower & 0xFFFF, lower >> 24
             return "".join(chr(c) for c in self._extended[start:start + n])
@@ -131,6 +164,17 @@ UTF8PROC_ORDER = ["Cn", "Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Me", "Nd", "N
                   "Pe", "Pi", "Pf", "Po", "Sm", "Sc", "Sk", "So", "Zs", "Zl", "Zp", "Cc", "Cf", "Cs", "Co"]
 
 
+def toggles(has):
+    """The code points where a property starts or stops holding, from U+0000 (where it does
+    not hold) to U+10FFFF."""
+    out, state = [], False
+    for cp in range(0x110000):
+        if has(cp) != state:
+            out.append(cp)
+            state = not state
+    return out
+
+
 def runs(ucd):
     """[(first code point, category)] of every run of one category, U+0000 to U+10FFFF."""
     out = []
@@ -146,6 +190,11 @@ def write_header(ucd, path):
     assigned = sum(ucd.assigned(cp) for cp in range(0x110000))
     entries = [f"{{0x{first:04X}, cat::{name}}}" for first, name in table]
     body = "\n".join("    " + ", ".join(entries[i:i + 6]) + "," for i in range(0, len(entries), 6))
+    def listing(points):
+        cells = [f"0x{cp:04X}" for cp in points]
+        return "\n".join("    " + ", ".join(cells[i:i + 10]) + "," for i in range(0, len(cells), 10))
+
+    cased, ignorable = toggles(ucd.cased), toggles(ucd.case_ignorable)
     names = [f"{name} = UTF8PROC_CATEGORY_{name.upper()}" for name in UTF8PROC_ORDER]
     names = "\n".join("  " + ", ".join(names[i:i + 4]) + "," for i in range(0, len(names), 4))
     text = f"""#pragma once
@@ -175,6 +224,17 @@ enum : std::uint8_t {{
 
 inline constexpr CategoryRun category_runs[] = {{
 {body}
+}};
+
+// Unicode 9.0's Cased and Case_Ignorable properties (the final-sigma rule of Python 3.6's
+// str.lower()): the code points where each starts or stops holding, from U+0000, where
+// neither holds; a code point has the property when an odd number of entries are <= it.
+inline constexpr char32_t cased_toggles[] = {{
+{listing(cased)}
+}};
+
+inline constexpr char32_t case_ignorable_toggles[] = {{
+{listing(ignorable)}
 }};
 
 }}  // namespace ctdl::text::unicode_9_0

@@ -211,7 +211,7 @@ TEST_CASE("a cache made before the tokenizer read Unicode 9.0's categories is re
   }
   const auto report = prepare_span_cache(tsv, cache, kCacheLabels, builder, tok, false);
   CHECK(report.rebuilt);
-  CHECK_THAT(report.reason, Catch::Contains("before the tokenizer read Unicode 9.0"));
+  CHECK_THAT(report.reason, Catch::Contains("made before the cache recorded the tokenizer's Unicode database"));
   CHECK(FeatureCache(cache).header().unicode_data == static_cast<std::uint32_t>(text::UnicodeData::v9_0));
   CHECK_FALSE(prepare_span_cache(tsv, cache, kCacheLabels, builder, tok, false).rebuilt);
 }

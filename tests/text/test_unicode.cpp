@@ -3,6 +3,9 @@
 
 #include <ctdl/text/unicode.hpp>
 
+#include <span>
+#include <string>
+
 using namespace ctdl::text;
 
 TEST_CASE("find_invalid_utf8 accepts well-formed text and finds the first bad byte") {
@@ -114,6 +117,9 @@ TEST_CASE("Unicode 9.0's categories: the original pipeline's Python 3.6") {
     CHECK(runs[i].category != runs[i - 1].category);
   }
   CHECK(std::size(runs) > 3000);
+  // The changes listed are those up to Unicode 15.0, utf8proc 2.8's (Debian 12's); another
+  // utf8proc has others (16.0 changes U+1171E, for one), so there the list is not checked.
+  const std::string utf8proc_unicode = utf8proc_unicode_version();
   std::size_t assigned = 0, changed = 0;
   for (char32_t cp = 0; cp < 0x110000; ++cp) {
     if (v9(cp) == UTF8PROC_CATEGORY_CN) continue;
@@ -124,11 +130,29 @@ TEST_CASE("Unicode 9.0's categories: the original pipeline's Python 3.6") {
       const bool known = georgian || cp == 0x166D || cp == 0x111C9 || cp == 0x1734 || cp == 0xA9BD ||
                          cp == 0x1CF2 || cp == 0x1CF3;
       CAPTURE(static_cast<std::uint32_t>(cp), static_cast<int>(v9(cp)), static_cast<int>(now(cp)));
-      CHECK(known);
+      if (utf8proc_unicode == "15.0.0") CHECK(known);
     }
   }
   CHECK(assigned == 267'753);  // Unicode 9.0's assigned code points (Co and Cs included)
-  CHECK(changed == 52);
+  if (utf8proc_unicode == "15.0.0") {
+    CHECK(changed == 52);
+  } else {
+    WARN("utf8proc's Unicode is " << utf8proc_unicode << ", not 15.0.0: " << changed
+                                  << " category changes since 9.0 found, the list of 52 not checked");
+  }
+  // The final-sigma properties: sorted toggles, and a few known values.
+  for (const auto& toggles : {std::span<const char32_t>(unicode_9_0::cased_toggles),
+                              std::span<const char32_t>(unicode_9_0::case_ignorable_toggles)}) {
+    CHECK(toggles.size() % 2 == 0);  // every run ends below U+110000
+    for (std::size_t i = 1; i < toggles.size(); ++i) CHECK(toggles[i] > toggles[i - 1]);
+  }
+  CHECK(is_cased(U'A', UnicodeData::v9_0));
+  CHECK(is_cased(0x00AA, UnicodeData::v9_0));  // ª: Other_Lowercase
+  CHECK_FALSE(is_cased(0x10D0, UnicodeData::v9_0));
+  CHECK(is_case_ignorable(U'\'', UnicodeData::v9_0));
+  CHECK(is_case_ignorable(0x0301, UnicodeData::v9_0));  // a combining mark (Mn)
+  CHECK_FALSE(is_case_ignorable(0x055F, UnicodeData::v9_0));
+  CHECK_FALSE(is_case_ignorable(U'a', UnicodeData::v9_0));
 }
 
 TEST_CASE("append_lower is Python's str.lower()") {
@@ -146,6 +170,18 @@ TEST_CASE("append_lower is Python's str.lower()") {
   CHECK(lower(U"\u0391\u03A3'\u0392") == U"\u03B1\u03C3'\u03B2");  // followed by a letter
   CHECK(lower(U"\u0391\u03A31") == U"\u03B1\u03C21");     // a digit is not cased
   CHECK(lower(U"\u2160") == U"\u2170");                   // Ⅰ -> ⅰ
+  // The final-sigma properties are the database's: U+055F became case-ignorable and
+  // Georgian U+10D0 cased in Unicode 11.0 (Python 3.6 saw neither).
+  const auto lower_now = [](std::u32string_view s) {
+    std::u32string out;
+    append_lower(s, out, UnicodeData::utf8proc);
+    return out;
+  };
+  CHECK(lower(U"\u0391\u03A3\u055F\u0391") == U"\u03B1\u03C2\u055F\u03B1");
+  CHECK(lower_now(U"\u0391\u03A3\u055F\u0391") == U"\u03B1\u03C3\u055F\u03B1");
+  CHECK(lower(U"\u039F\u03A3\u10D0") == U"\u03BF\u03C2\u10D0");
+  CHECK(lower_now(U"\u039F\u03A3\u10D0") == U"\u03BF\u03C3\u10D0");
+  CHECK(lower_now(U"\u0391\u03A3'\u0392") == U"\u03B1\u03C3'\u03B2");
 }
 
 TEST_CASE("append_nfd decomposes and orders combining marks canonically") {

@@ -104,7 +104,7 @@ struct CacheHeader {
     if (max_chars_per_word != want.max_chars_per_word) return "another max_chars_per_word";
     if (control_categories != want.control_categories) return "other control-character rules (--tokenizer_rules)";
     if (unicode_data != want.unicode_data)
-      return unicode_data == 0 ? "made before the tokenizer read Unicode 9.0's categories (--tokenizer_rules)"
+      return unicode_data == 0 ? "made before the cache recorded the tokenizer's Unicode database (--tokenizer_rules)"
                                : "another Unicode character database (--tokenizer_rules)";
     if (replace_span_token() != want.replace_span_token()) return "another replace_span";
     if (max_words != want.max_words || (max_words != 0 && cut_label != want.cut_label))

@@ -127,7 +127,7 @@ namespace detail {
 
 /// Unicode 9.0's categories as a two-stage table, built from the runs on first use (as
 /// CPython's own tables are laid out): the block of 256 code points cp lies in, then cp's
-/// place in that block; identical blocks are stored once (about 200 blocks, 50 KB).
+/// place in that block; identical blocks are stored once (133 blocks, 34 KB).
 class Unicode9Table {
  public:
   Unicode9Table() {
@@ -222,8 +222,18 @@ inline bool is_python_space(codepoint cp) {
 
 // ---- Python's str.lower() ------------------------------------------------------------
 
-/// Unicode's Cased property: Lu, Ll, Lt (in `db`), or Other_Lowercase / Other_Uppercase.
+namespace detail {
+/// Whether cp holds a property given as the code points where it starts or stops holding.
+template <std::size_t N>
+bool toggled_on(const char32_t (&toggles)[N], codepoint cp) {
+  return (std::upper_bound(std::begin(toggles), std::end(toggles), cp) - std::begin(toggles)) % 2 == 1;
+}
+}  // namespace detail
+
+/// Unicode's Cased property: Lu, Ll, Lt, or Other_Lowercase / Other_Uppercase; under
+/// UnicodeData::v9_0, 9.0's (Python 3.6's flags).
 inline bool is_cased(codepoint cp, UnicodeData db) {
+  if (db == UnicodeData::v9_0) return detail::toggled_on(unicode_9_0::cased_toggles, cp);
   const auto c = category(cp, db);
   if (c == UTF8PROC_CATEGORY_LU || c == UTF8PROC_CATEGORY_LL || c == UTF8PROC_CATEGORY_LT)
     return true;
@@ -242,9 +252,10 @@ inline bool is_cased(codepoint cp, UnicodeData db) {
   return false;
 }
 
-/// Unicode's Case_Ignorable property: Mn, Me, Cf, Lm, Sk (in `db`), or Word_Break
-/// MidLetter, MidNumLet or Single_Quote.
+/// Unicode's Case_Ignorable property: Mn, Me, Cf, Lm, Sk, or Word_Break MidLetter,
+/// MidNumLet or Single_Quote; under UnicodeData::v9_0, 9.0's (Python 3.6's flags).
 inline bool is_case_ignorable(codepoint cp, UnicodeData db) {
+  if (db == UnicodeData::v9_0) return detail::toggled_on(unicode_9_0::case_ignorable_toggles, cp);
   const auto c = category(cp, db);
   if (c == UTF8PROC_CATEGORY_MN || c == UTF8PROC_CATEGORY_ME || c == UTF8PROC_CATEGORY_CF ||
       c == UTF8PROC_CATEGORY_LM || c == UTF8PROC_CATEGORY_SK)
@@ -261,9 +272,9 @@ inline bool is_case_ignorable(codepoint cp, UnicodeData db) {
 
 /// Appends Python's s.lower() to out: the full lower-case mapping (U+0130 becomes
 /// "i" + U+0307) and capital sigma as final sigma (U+03C2) when it ends a word
-/// (Unicode's Final_Sigma condition, which Python applies; the categories it looks at
-/// come from `db`). The mappings are utf8proc's: for every character assigned in Unicode
-/// 9.0 they are 9.0's too (tools/unicode9.py checks).
+/// (Unicode's Final_Sigma condition, which Python applies, with the Cased and
+/// Case_Ignorable properties of `db`). The mappings are utf8proc's: for every character
+/// assigned in Unicode 9.0 they are 9.0's too (tools/unicode9.py checks).
 inline void append_lower(std::u32string_view s, std::u32string& out, UnicodeData db) {
   for (std::size_t i = 0; i < s.size(); ++i) {
     const codepoint cp = s[i];
