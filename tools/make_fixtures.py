@@ -237,7 +237,6 @@ def reference_tokenizations(cache):
     # of characters that 9.0 has are stable; the others are dropped before); and its
     # str.lower() (PYTHON36_PATCHES): 9.0's mappings and final-sigma properties.
     ucd = unicode9.Database(cache)
-    unicode9.check_lower_matches_python(ucd)  # so ctdl may lower-case with utf8proc's mappings
     original.unicodedata = types.SimpleNamespace(category=lambda ch: ucd.category(ord(ch)),
                                                  normalize=unicodedata.normalize, unidata_version=unicode9.VERSION)
     original._lower_python36 = ucd.lower_string
